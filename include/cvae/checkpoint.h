@@ -1,0 +1,44 @@
+/* checkpoint.h: the versioned, checksummed model file.
+ *
+ * Layout (little-endian): "CVAECKPT", u32 version, u32 header bytes, the header fields
+ * (model config, seed, step, epoch, batch, lr, n_params), then parameters, Adam m and
+ * Adam v as float32 (n_params each) in the model's buffer layout, then a CRC-32 of every
+ * byte before it. Written to a temporary file, fsynced and renamed.
+ */
+#ifndef CVAE_CHECKPOINT_H
+#define CVAE_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cvae/model.h"
+#include "cvae/status.h"
+
+#define CV_CHECKPOINT_VERSION 1
+
+typedef struct {
+    cv_model_config cfg;
+    uint64_t seed;
+    int64_t step;   /* Adam steps taken */
+    int32_t epoch;  /* epochs completed */
+    int32_t batch;
+    float lr;
+    size_t n_params;
+    float *params, *adam_m, *adam_v; /* host, n_params each */
+    uint32_t checksum;               /* filled by load and save */
+    uint64_t file_bytes;             /* filled by load */
+} cv_checkpoint;
+
+cv_status cv_checkpoint_save(const char *path, cv_checkpoint *ck, cv_err *err);
+cv_status cv_checkpoint_load(const char *path, cv_checkpoint *ck, cv_err *err);
+void cv_checkpoint_free(cv_checkpoint *ck);
+
+/* Copies the model's parameters and Adam state into a new host checkpoint. */
+cv_status cv_checkpoint_from_model(const cv_model *model, cv_checkpoint *ck, cv_err *err);
+/* Uploads a checkpoint's parameters and Adam state into a model of the same layout. */
+void cv_checkpoint_to_model(const cv_checkpoint *ck, cv_model *model);
+/* Creates a model on be with the checkpoint's config and state. */
+cv_status cv_model_from_checkpoint(cv_backend *be, const cv_checkpoint *ck, cv_model *model,
+                                   cv_err *err);
+
+#endif

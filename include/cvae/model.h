@@ -1,0 +1,99 @@
+/* model.h: the CVAE of DESIGN.md section 1 over a backend.
+ *
+ * Encoder: h1 = relu(W1x x + W1c[c] + b1), ..., enc = Whead h + bhead = [mu | s].
+ * Decoder: g1 = relu(V1z z + V1c[c] + d1), ..., logits = Vout g + dout.
+ * All parameters live in one contiguous buffer described by cv_layout; gradients and
+ * Adam's m and v use the same layout, so the optimiser is one pass and a checkpoint one
+ * write. The condition columns of the first layer of each network are stored as a
+ * (classes, out) table so that the column of class c is one contiguous row.
+ */
+#ifndef CVAE_MODEL_H
+#define CVAE_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cvae/backend.h"
+#include "cvae/status.h"
+
+#define CV_MAX_HIDDEN 8
+#define CV_MAX_LAYERS (2 * CV_MAX_HIDDEN + 2)
+#define CV_NO_COND ((size_t)-1)
+
+typedef struct {
+    int height, width; /* D = height * width */
+    int n_classes;
+    int latent;
+    int n_hidden;
+    int hidden[CV_MAX_HIDDEN];
+} cv_model_config;
+
+typedef struct {
+    int in, out;
+    size_t w;    /* (out, in) */
+    size_t cond; /* (classes, out), or CV_NO_COND */
+    size_t b;    /* (out) */
+    bool relu;
+} cv_layer;
+
+typedef struct {
+    cv_model_config cfg;
+    int dim;      /* D */
+    int n_layers; /* encoder layers (hidden + head) then decoder layers (hidden + out) */
+    int n_enc;
+    cv_layer layers[CV_MAX_LAYERS];
+    size_t n_params;
+} cv_layout;
+
+/* Per-batch buffers (device), sized for up to max_rows rows. */
+typedef struct {
+    int max_rows;
+    float *x;         /* (rows, D) */
+    int32_t *labels;  /* (rows) */
+    float *act[CV_MAX_LAYERS];  /* layer outputs (rows, out); act[n_enc-1] = [mu | s] */
+    float *dact[CV_MAX_LAYERS]; /* their gradients */
+    float *eps, *z, *dz;        /* (rows, L) */
+    float *kl, *rec, *log_ratio;/* (rows) */
+    double *sums;               /* [rec, kl] summed on the device */
+} cv_workspace;
+
+typedef struct {
+    cv_backend *be;
+    cv_layout layout;
+    float *params, *grads, *adam_m, *adam_v; /* (n_params) each, device */
+} cv_model;
+
+cv_status cv_layout_init(const cv_model_config *cfg, cv_layout *layout, cv_err *err);
+
+cv_status cv_model_create(cv_backend *be, const cv_model_config *cfg, cv_model *model,
+                          cv_err *err);
+void cv_model_destroy(cv_model *model);
+
+/* nn.Linear initialisation: every weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+ * fan_in counting the one-hot columns; gradients and Adam state zeroed. */
+void cv_model_init_params(cv_model *model, uint64_t seed);
+
+cv_status cv_workspace_create(cv_model *model, int max_rows, cv_workspace *ws,
+                              cv_err *err);
+void cv_workspace_destroy(cv_model *model, cv_workspace *ws);
+
+/* Forward pass over ws->x, ws->labels, ws->eps (rows filled): per-sample rec and kl in
+ * ws->rec and ws->kl, and ws->log_ratio when want_log_ratio. With want_grad, also the
+ * gradient of the logits for loss = (1/rows) sum (rec + beta kl). */
+void cv_model_forward(cv_model *model, cv_workspace *ws, int rows, bool want_grad,
+                      bool want_log_ratio);
+
+/* The two halves of cv_model_forward: encode fills ws->act[n_enc-1] = [mu | s]; sample
+ * and decode draws z from ws->eps and computes rec, kl (and the logit gradient). */
+void cv_model_encode(cv_model *model, cv_workspace *ws, int rows);
+void cv_model_sample_decode(cv_model *model, cv_workspace *ws, int rows, bool want_grad,
+                            bool want_log_ratio);
+
+/* Backward pass after a forward with want_grad: accumulates into model->grads. */
+void cv_model_backward(cv_model *model, cv_workspace *ws, int rows, float beta);
+
+/* Decodes z (rows, L) with labels into logits ws->act[n_layers-1] (rows, D). */
+void cv_model_decode(cv_model *model, cv_workspace *ws, int rows);
+
+#endif

@@ -1,0 +1,26 @@
+/* rng.h: every random draw in cvae comes from Philox4x32-10 keyed by the run's seed.
+ *
+ * A draw is named by its stream, so any of them can be replayed without carrying state:
+ * the training noise of step t is stream t, an epoch's shuffle, the initialisation and
+ * the evaluation noise each have a stream range of their own.
+ */
+#ifndef CVAE_RNG_H
+#define CVAE_RNG_H
+
+#include <stdint.h>
+
+#define CV_STREAM_TRAIN_EPS(step) ((uint64_t)(step))
+#define CV_STREAM_EVAL_EPS(batch) (UINT64_C(0x4000000000000000) | (uint64_t)(batch))
+#define CV_STREAM_SHUFFLE(epoch) (UINT64_C(0x8000000000000000) | (uint64_t)(epoch))
+#define CV_STREAM_INIT UINT64_C(0xC000000000000000)
+
+/* perm = a uniformly random permutation of 0..n-1 (Fisher-Yates, unbiased). */
+void cv_shuffle(int32_t *perm, int n, uint64_t seed, uint64_t stream);
+
+/* out[i] = element i of the uniform (0,1) Philox stream. */
+void cv_uniform_fill(float *out, size_t n, uint64_t seed, uint64_t stream);
+
+/* out[i] = element i of the standard normal Philox stream (cuRAND's Box-Muller). */
+void cv_normal_fill(float *out, size_t n, uint64_t seed, uint64_t stream);
+
+#endif

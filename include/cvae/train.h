@@ -1,0 +1,45 @@
+/* train.h: `cvae train` as a library call. */
+#ifndef CVAE_TRAIN_H
+#define CVAE_TRAIN_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cvae/eval.h"
+#include "cvae/model.h"
+
+#define CV_ADAM_BETA1 0.9f
+#define CV_ADAM_BETA2 0.999f
+#define CV_ADAM_EPS 1e-8f
+
+typedef struct {
+    const char *data_dir;
+    const char *device;       /* auto, cpu or cuda */
+    const char *out_dir;      /* NULL: the model is not saved */
+    const char *metrics_path; /* NULL: no JSON lines */
+    int n_hidden;
+    int hidden[CV_MAX_HIDDEN];
+    int latent;
+    int n_classes; /* 0: from the training labels */
+    int batch, epochs, checkpoint_every;
+    float lr;
+    uint64_t seed;
+    FILE *log; /* epoch lines; progress goes to stderr when it is a terminal */
+} cv_train_options;
+
+typedef struct {
+    int epochs_done;
+    double train_loss;
+    cv_eval_result test; /* valid when has_test */
+    int has_test;
+} cv_train_result;
+
+cv_status cv_train_run(const cv_train_options *opt, cv_train_result *result, cv_err *err);
+
+/* One optimiser step on rows [start, start+rows) of split's order: gather, noise of
+ * stream `step`, forward, backward, Adam (t = step + 1). Adds the batch's rec and kl sums
+ * to ws->sums on the device. */
+void cv_train_step(cv_model *model, cv_workspace *ws, const cv_device_split *split,
+                   int start, int rows, uint64_t seed, int64_t step, float lr, float beta);
+
+#endif

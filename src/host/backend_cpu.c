@@ -1,0 +1,252 @@
+/* backend_cpu.c: the reference backend, C11 loops over cv_math.h plus CBLAS GEMMs.
+ *
+ * It is what the tests trust. Loops are split over rows (per-sample work) or over
+ * columns (reductions over the batch), never both, so every sum is taken in one fixed
+ * order and results are bitwise reproducible whatever the thread count.
+ */
+#include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cv_math.h"
+#include "cvae/backend.h"
+
+/* glibc's libmvec has vector versions of these; declaring them simd lets the loops
+ * over cv_math.h vectorise (glibc itself declares them only under -ffast-math, which
+ * would also break NaN and Inf semantics that the tests rely on). */
+#pragma omp declare simd notinbranch
+float expf(float);
+#pragma omp declare simd notinbranch
+float log1pf(float);
+#include "cvae/rng.h"
+
+/* Below this many elements a parallel region costs more than it saves. */
+#define PAR_MIN 16384
+
+static void cpu_destroy(cv_backend *be) { free(be); }
+
+static cv_status cpu_alloc(cv_backend *be, void **ptr, size_t bytes, const char *what,
+                           cv_err *err) {
+    (void)be;
+    /* 64-byte alignment suits AVX-512 loads and keeps buffers off shared cache lines */
+    size_t rounded = (bytes + 63) / 64 * 64;
+    *ptr = aligned_alloc(64, rounded ? rounded : 64);
+    if (!*ptr)
+        return cv_fail(err, CV_ERR_NOMEM, "out of host memory allocating %zu bytes for %s",
+                       bytes, what);
+    return CV_OK;
+}
+
+static void cpu_release(cv_backend *be, void *ptr) { (void)be; free(ptr); }
+
+static void cpu_copy(cv_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    memcpy(dst, src, bytes);
+}
+
+static void cpu_zero(cv_backend *be, void *dst, size_t bytes) { (void)be; memset(dst, 0, bytes); }
+
+static void cpu_synchronize(cv_backend *be) { (void)be; }
+
+/* OpenBLAS's own threads scale poorly on these thin GEMMs and spin against OpenMP's, so
+ * OpenBLAS runs single-threaded and each GEMM is cut into one block of rows (or columns)
+ * of C per thread. The blocks share nothing, so no sum depends on the thread count. */
+#define GEMM_SPLIT_MIN_FLOPS (2.0 * 64 * 64 * 64)
+
+static void cpu_gemm(cv_backend *be, bool ta, bool tb, int m, int n, int k, float alpha,
+                     const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                     int ldc) {
+    (void)be;
+    const CBLAS_TRANSPOSE op_a = ta ? CblasTrans : CblasNoTrans;
+    const CBLAS_TRANSPOSE op_b = tb ? CblasTrans : CblasNoTrans;
+    const bool split_rows = m >= n;
+#pragma omp parallel if (2.0 * m * n * k > GEMM_SPLIT_MIN_FLOPS)
+    {
+        int parts = omp_get_num_threads(), id = omp_get_thread_num();
+        int len = split_rows ? m : n;
+        int lo = (int)((long)len * id / parts), hi = (int)((long)len * (id + 1) / parts);
+        if (hi > lo) {
+            if (split_rows) {
+                /* rows lo..hi of C need rows lo..hi of op(A) */
+                const float *a_part = ta ? a + lo : a + (size_t)lo * lda;
+                cblas_sgemm(CblasRowMajor, op_a, op_b, hi - lo, n, k, alpha, a_part, lda, b,
+                            ldb, beta, c + (size_t)lo * ldc, ldc);
+            } else {
+                /* columns lo..hi of C need columns lo..hi of op(B) */
+                const float *b_part = tb ? b + (size_t)lo * ldb : b + lo;
+                cblas_sgemm(CblasRowMajor, op_a, op_b, m, hi - lo, k, alpha, a, lda, b_part,
+                            ldb, beta, c + lo, ldc);
+            }
+        }
+    }
+}
+
+static void cpu_bias_act_forward(cv_backend *be, float *y, const float *bias,
+                                 const float *cond, const int32_t *labels, int rows,
+                                 int cols, bool relu) {
+    (void)be;
+#pragma omp parallel for if ((long)rows * cols > PAR_MIN) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *yr = y + (size_t)r * cols;
+        const float *cr = cond ? cond + (size_t)labels[r] * cols : NULL;
+        for (int j = 0; j < cols; j++) {
+            float v = yr[j] + bias[j] + (cr ? cr[j] : 0.0f);
+            yr[j] = relu ? cv_relu(v) : v;
+        }
+    }
+}
+
+static void cpu_bias_act_backward(cv_backend *be, float *dy, const float *y, float *dbias,
+                                  float *dcond, const int32_t *labels, int rows, int cols,
+                                  bool relu) {
+    (void)be;
+    /* each thread owns a block of columns and walks the rows in order: contiguous loads,
+     * and every column's sum is taken in one fixed order */
+#pragma omp parallel if ((long)rows * cols > PAR_MIN)
+    {
+        int parts = omp_get_num_threads(), id = omp_get_thread_num();
+        int lo = (int)((long)cols * id / parts), hi = (int)((long)cols * (id + 1) / parts);
+        for (int r = 0; r < rows; r++) {
+            float *d = dy + (size_t)r * cols;
+            const float *yr = y + (size_t)r * cols;
+            float *dc = dcond ? dcond + (size_t)labels[r] * cols : NULL;
+            if (relu)
+                for (int j = lo; j < hi; j++) d[j] = yr[j] > 0.0f ? d[j] : 0.0f;
+            for (int j = lo; j < hi; j++) dbias[j] += d[j];
+            if (dc)
+                for (int j = lo; j < hi; j++) dc[j] += d[j];
+        }
+    }
+}
+
+static void cpu_reparam_forward(cv_backend *be, const float *enc, const float *eps,
+                                float *z, float *kl, float *log_ratio, int rows,
+                                int latent) {
+    (void)be;
+    for (int r = 0; r < rows; r++) {
+        const float *mu = enc + (size_t)r * 2 * latent, *s = mu + latent;
+        const float *er = eps + (size_t)r * latent;
+        float *zr = z + (size_t)r * latent;
+        float k = 0.0f, lr = 0.0f;
+        for (int j = 0; j < latent; j++) {
+            float sj = cv_clamp_logvar(s[j]);
+            zr[j] = cv_reparam_z(mu[j], sj, er[j]);
+            k += cv_kl_std_normal(mu[j], sj);
+            lr += cv_log_std_normal(zr[j]) - cv_log_normal_eps(er[j], sj);
+        }
+        kl[r] = k;
+        if (log_ratio) log_ratio[r] = lr;
+    }
+}
+
+static void cpu_reparam_backward(cv_backend *be, const float *enc, const float *eps,
+                                 const float *dz, float kl_scale, float *denc, int rows,
+                                 int latent) {
+    (void)be;
+    for (int r = 0; r < rows; r++) {
+        const float *mu = enc + (size_t)r * 2 * latent, *s = mu + latent;
+        const float *er = eps + (size_t)r * latent, *dzr = dz + (size_t)r * latent;
+        float *dmu = denc + (size_t)r * 2 * latent, *ds = dmu + latent;
+        for (int j = 0; j < latent; j++) {
+            float sj = cv_clamp_logvar(s[j]);
+            dmu[j] = cv_reparam_grad_mu(mu[j], dzr[j], kl_scale);
+            ds[j] = cv_reparam_grad_s(sj, er[j], dzr[j], kl_scale) *
+                    cv_clamp_logvar_grad(s[j]);
+        }
+    }
+}
+
+static void cpu_bernoulli_xent(cv_backend *be, const float *logits, const float *x,
+                               float *rec, float *dlogits, float grad_scale, int rows,
+                               int cols) {
+    (void)be;
+#pragma omp parallel for if ((long)rows * cols > PAR_MIN) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const float *l = logits + (size_t)r * cols, *xr = x + (size_t)r * cols;
+        float *d = dlogits ? dlogits + (size_t)r * cols : NULL;
+        float s = 0.0f;
+        if (d) {
+#pragma omp simd reduction(+ : s)
+            for (int j = 0; j < cols; j++) {
+                float g;
+                s += cv_bernoulli_nll(l[j], xr[j], &g);
+                d[j] = grad_scale * g;
+            }
+        } else {
+#pragma omp simd reduction(+ : s)
+            for (int j = 0; j < cols; j++) {
+                float g;
+                s += cv_bernoulli_nll(l[j], xr[j], &g);
+            }
+        }
+        rec[r] = s;
+    }
+}
+
+static void cpu_normal(cv_backend *be, float *out, size_t n, uint64_t seed, uint64_t stream) {
+    (void)be;
+    cv_normal_fill(out, n, seed, stream);
+}
+
+static void cpu_adam(cv_backend *be, float *restrict p, const float *restrict g,
+                     float *restrict m, float *restrict v, size_t n, float lr, float b1,
+                     float b2, float eps, int64_t t) {
+    (void)be;
+    float step_size = lr / (1.0f - powf(b1, (float)t));
+    float inv_bc2_sqrt = 1.0f / sqrtf(1.0f - powf(b2, (float)t));
+#pragma omp parallel for simd if (n > PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++)
+        cv_adam_update(&p[i], &m[i], &v[i], g[i], b1, b2, eps, step_size, inv_bc2_sqrt);
+}
+
+static void cpu_accumulate(cv_backend *be, double *acc, const float *values, int n) {
+    (void)be;
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += values[i];
+    *acc += s;
+}
+
+static void cpu_gather_batch(cv_backend *be, const uint8_t *pixels, const uint8_t *labels,
+                             const int32_t *perm, int start, int rows, int dim, float *x,
+                             int32_t *labels_out) {
+    (void)be;
+#pragma omp parallel for if ((long)rows * dim > PAR_MIN) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        size_t src = (size_t)perm[start + r];
+        const uint8_t *p = pixels + src * dim;
+        float *xr = x + (size_t)r * dim;
+        for (int j = 0; j < dim; j++) xr[j] = (float)p[j] / 255.0f;
+        labels_out[r] = labels[src];
+    }
+}
+
+cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err) {
+    cv_backend *be = calloc(1, sizeof *be);
+    if (!be) return cv_fail(err, CV_ERR_NOMEM, "out of host memory");
+    openblas_set_num_threads(1);
+    be->name = "cpu";
+    snprintf(be->description, sizeof be->description,
+             "CPU (%d threads, OpenBLAS %s kernels)", omp_get_max_threads(),
+             openblas_get_corename());
+    be->destroy = cpu_destroy;
+    be->alloc = cpu_alloc;
+    be->release = cpu_release;
+    be->upload = cpu_copy;
+    be->download = cpu_copy;
+    be->zero = cpu_zero;
+    be->synchronize = cpu_synchronize;
+    be->gemm = cpu_gemm;
+    be->bias_act_forward = cpu_bias_act_forward;
+    be->bias_act_backward = cpu_bias_act_backward;
+    be->reparam_forward = cpu_reparam_forward;
+    be->reparam_backward = cpu_reparam_backward;
+    be->bernoulli_xent = cpu_bernoulli_xent;
+    be->normal = cpu_normal;
+    be->adam = cpu_adam;
+    be->accumulate = cpu_accumulate;
+    be->gather_batch = cpu_gather_batch;
+    *out = be;
+    return CV_OK;
+}

@@ -1,0 +1,12 @@
+/* backend_cuda_absent.c: the CUDA entry points of a build without the CUDA toolkit
+ * (-Dcuda=disabled, or no nvcc found), so --device cuda says why it cannot run. */
+#include "cvae/backend.h"
+
+bool cv_backend_cuda_available(void) { return false; }
+
+cv_status cv_backend_cuda_create(cv_backend **out, cv_err *err) {
+    *out = NULL;
+    return cv_fail(err, CV_ERR_DEVICE,
+                   "this cvae was built without CUDA (-Dcuda=disabled or no CUDA toolkit "
+                   "found); use --device cpu");
+}

@@ -1,0 +1,222 @@
+/* checkpoint.c: writing and validating model files (format in checkpoint.h). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include "cvae/checkpoint.h"
+#include "cvae/fileio.h"
+
+#define MAGIC "CVAECKPT"
+#define HEADER_FIELDS_BYTES (4 * (5 + CV_MAX_HIDDEN) + 8 + 8 + 4 + 4 + 4 + 8)
+#define PREFIX_BYTES (8 + 4 + 4)
+
+typedef struct {
+    uint8_t *p;
+} writer;
+
+static void put_u32(writer *w, uint32_t v) {
+    for (int i = 0; i < 4; i++) *w->p++ = (uint8_t)(v >> (8 * i));
+}
+static void put_u64(writer *w, uint64_t v) {
+    for (int i = 0; i < 8; i++) *w->p++ = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get_u32(const uint8_t **p) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) v |= (uint32_t)(*p)[i] << (8 * i);
+    *p += 4;
+    return v;
+}
+static uint64_t get_u64(const uint8_t **p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)(*p)[i] << (8 * i);
+    *p += 8;
+    return v;
+}
+static uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static float bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static void encode_header(const cv_checkpoint *ck, uint8_t *buf) {
+    writer w = {buf};
+    memcpy(w.p, MAGIC, 8);
+    w.p += 8;
+    put_u32(&w, CV_CHECKPOINT_VERSION);
+    put_u32(&w, HEADER_FIELDS_BYTES);
+    put_u32(&w, (uint32_t)ck->cfg.height);
+    put_u32(&w, (uint32_t)ck->cfg.width);
+    put_u32(&w, (uint32_t)ck->cfg.n_classes);
+    put_u32(&w, (uint32_t)ck->cfg.latent);
+    put_u32(&w, (uint32_t)ck->cfg.n_hidden);
+    for (int i = 0; i < CV_MAX_HIDDEN; i++) put_u32(&w, (uint32_t)ck->cfg.hidden[i]);
+    put_u64(&w, ck->seed);
+    put_u64(&w, (uint64_t)ck->step);
+    put_u32(&w, (uint32_t)ck->epoch);
+    put_u32(&w, (uint32_t)ck->batch);
+    put_u32(&w, f32_bits(ck->lr));
+    put_u64(&w, (uint64_t)ck->n_params);
+}
+
+/* Float arrays are stored little-endian, which is every machine cvae builds for. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "checkpoint I/O assumes little-endian");
+
+cv_status cv_checkpoint_save(const char *path, cv_checkpoint *ck, cv_err *err) {
+    uint8_t header[PREFIX_BYTES + HEADER_FIELDS_BYTES];
+    encode_header(ck, header);
+    size_t bytes = ck->n_params * sizeof(float);
+    uint32_t crc = (uint32_t)crc32(0L, header, sizeof header);
+    const float *arrays[3] = {ck->params, ck->adam_m, ck->adam_v};
+    for (int i = 0; i < 3; i++) crc = (uint32_t)crc32_z(crc, (const Bytef *)arrays[i], bytes);
+    uint8_t trailer[4];
+    writer w = {trailer};
+    put_u32(&w, crc);
+
+    cv_outfile f;
+    cv_status st = cv_outfile_open(&f, path, err);
+    if (st) return st;
+    st = cv_outfile_write(&f, header, sizeof header, err);
+    for (int i = 0; i < 3 && !st; i++) st = cv_outfile_write(&f, arrays[i], bytes, err);
+    if (!st) st = cv_outfile_write(&f, trailer, 4, err);
+    if (st) {
+        cv_outfile_abort(&f);
+        return st;
+    }
+    st = cv_outfile_commit(&f, err);
+    if (!st) ck->checksum = crc;
+    return st;
+}
+
+static cv_status parse(const char *path, const uint8_t *buf, size_t size, cv_checkpoint *ck,
+                       cv_err *err) {
+    const size_t hdr = PREFIX_BYTES + HEADER_FIELDS_BYTES;
+    if (size < PREFIX_BYTES || memcmp(buf, MAGIC, 8) != 0)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: not a cvae checkpoint (bad magic)", path);
+    const uint8_t *p = buf + 8;
+    uint32_t version = get_u32(&p), fields = get_u32(&p);
+    if (version != CV_CHECKPOINT_VERSION)
+        return cv_fail(err, CV_ERR_FORMAT,
+                       "%s: checkpoint version %u, this cvae reads version %d", path,
+                       version, CV_CHECKPOINT_VERSION);
+    if (fields != HEADER_FIELDS_BYTES || size < hdr + 4)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: truncated or malformed checkpoint header",
+                       path);
+    cv_model_config *c = &ck->cfg;
+    c->height = (int)get_u32(&p);
+    c->width = (int)get_u32(&p);
+    c->n_classes = (int)get_u32(&p);
+    c->latent = (int)get_u32(&p);
+    c->n_hidden = (int)get_u32(&p);
+    for (int i = 0; i < CV_MAX_HIDDEN; i++) c->hidden[i] = (int)get_u32(&p);
+    ck->seed = get_u64(&p);
+    ck->step = (int64_t)get_u64(&p);
+    ck->epoch = (int32_t)get_u32(&p);
+    ck->batch = (int32_t)get_u32(&p);
+    ck->lr = bits_f32(get_u32(&p));
+    uint64_t n_params = get_u64(&p);
+
+    cv_layout lo;
+    cv_err why;
+    if (cv_layout_init(c, &lo, &why) != CV_OK)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: invalid model config: %s", path, why.msg);
+    if (n_params != lo.n_params)
+        return cv_fail(err, CV_ERR_FORMAT,
+                       "%s: holds %llu parameters but its config needs %zu", path,
+                       (unsigned long long)n_params, lo.n_params);
+    uint64_t expect = hdr + 3 * n_params * sizeof(float) + 4;
+    if (size != expect)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: file is %zu bytes, expected %llu (%s)", path,
+                       size, (unsigned long long)expect,
+                       size < expect ? "truncated" : "trailing bytes");
+    const uint8_t *tail = buf + size - 4;
+    uint32_t stored = get_u32(&tail);
+    uint32_t actual = (uint32_t)crc32_z(0L, buf, size - 4);
+    if (stored != actual)
+        return cv_fail(err, CV_ERR_FORMAT,
+                       "%s: checksum mismatch (stored %08x, computed %08x): corrupt file",
+                       path, stored, actual);
+    if (ck->step < 0 || ck->epoch < 0 || ck->batch < 1 || !(ck->lr > 0.0f))
+        return cv_fail(err, CV_ERR_FORMAT, "%s: invalid training state in header", path);
+    size_t bytes = n_params * sizeof(float);
+    float **arrays[3] = {&ck->params, &ck->adam_m, &ck->adam_v};
+    for (int i = 0; i < 3; i++) {
+        *arrays[i] = malloc(bytes ? bytes : 1);
+        if (!*arrays[i]) return cv_fail(err, CV_ERR_NOMEM, "%s: out of memory", path);
+        memcpy(*arrays[i], buf + hdr + i * bytes, bytes);
+    }
+    ck->n_params = n_params;
+    ck->checksum = stored;
+    ck->file_bytes = size;
+    return CV_OK;
+}
+
+cv_status cv_checkpoint_load(const char *path, cv_checkpoint *ck, cv_err *err) {
+    memset(ck, 0, sizeof *ck);
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return cv_fail(err, CV_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        return cv_fail(err, CV_ERR_IO, "%s: is not a regular file", path);
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return cv_fail(err, CV_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size_t size = (size_t)sb.st_size;
+    uint8_t *buf = malloc(size ? size : 1);
+    cv_status st = CV_OK;
+    if (!buf)
+        st = cv_fail(err, CV_ERR_NOMEM, "%s: out of memory for %zu bytes", path, size);
+    else if (fread(buf, 1, size, fp) != size)
+        st = cv_fail(err, CV_ERR_IO, "%s: read failed", path);
+    fclose(fp);
+    if (!st) st = parse(path, buf, size, ck, err);
+    free(buf);
+    if (st) cv_checkpoint_free(ck);
+    return st;
+}
+
+void cv_checkpoint_free(cv_checkpoint *ck) {
+    free(ck->params);
+    free(ck->adam_m);
+    free(ck->adam_v);
+    ck->params = ck->adam_m = ck->adam_v = NULL;
+}
+
+cv_status cv_checkpoint_from_model(const cv_model *m, cv_checkpoint *ck, cv_err *err) {
+    ck->cfg = m->layout.cfg;
+    ck->n_params = m->layout.n_params;
+    size_t bytes = ck->n_params * sizeof(float);
+    float **arrays[3] = {&ck->params, &ck->adam_m, &ck->adam_v};
+    const float *src[3] = {m->params, m->adam_m, m->adam_v};
+    for (int i = 0; i < 3; i++) {
+        *arrays[i] = malloc(bytes);
+        if (!*arrays[i]) {
+            cv_checkpoint_free(ck);
+            return cv_fail(err, CV_ERR_NOMEM, "out of host memory for the checkpoint");
+        }
+        m->be->download(m->be, *arrays[i], src[i], bytes);
+    }
+    return CV_OK;
+}
+
+void cv_checkpoint_to_model(const cv_checkpoint *ck, cv_model *m) {
+    CV_ASSERT(ck->n_params == m->layout.n_params);
+    size_t bytes = ck->n_params * sizeof(float);
+    m->be->upload(m->be, m->params, ck->params, bytes);
+    m->be->upload(m->be, m->adam_m, ck->adam_m, bytes);
+    m->be->upload(m->be, m->adam_v, ck->adam_v, bytes);
+    m->be->zero(m->be, m->grads, bytes);
+}
+
+cv_status cv_model_from_checkpoint(cv_backend *be, const cv_checkpoint *ck, cv_model *m,
+                                   cv_err *err) {
+    cv_status st = cv_model_create(be, &ck->cfg, m, err);
+    if (st) return st;
+    cv_checkpoint_to_model(ck, m);
+    return CV_OK;
+}

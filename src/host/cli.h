@@ -1,0 +1,39 @@
+/* cli.h: helpers shared by the cvae commands (internal to the program).
+ *
+ * Exit codes: 0 success, 1 an error in data, files or training, 2 a bad command line or
+ * an unusable device. Every error is one line on stderr.
+ */
+#ifndef CVAE_CLI_H
+#define CVAE_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cvae/status.h"
+
+#define CV_EXIT_FAIL 1
+#define CV_EXIT_USAGE 2
+
+/* Prints "cvae CMD: message" and returns CV_EXIT_USAGE. */
+int cv_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints "cvae CMD: err->msg" and returns the exit code for status. */
+int cv_report(const char *cmd, cv_status status, const cv_err *err);
+
+/* Parsers: false (after printing the error line) on anything but a clean value in range. */
+bool cv_parse_int(const char *cmd, const char *flag, const char *s, long min, long max,
+                  int *out);
+bool cv_parse_u64(const char *cmd, const char *flag, const char *s, uint64_t *out);
+bool cv_parse_positive_float(const char *cmd, const char *flag, const char *s, float *out);
+bool cv_parse_int_list(const char *cmd, const char *flag, const char *s, long min, long max,
+                       int max_count, int *out, int *count);
+bool cv_parse_device(const char *cmd, const char *s);
+
+/* Reports the flag getopt_long (optstring starting with ':') rejected: code ':' for a
+ * missing value, '?' for an unknown flag; arg is argv[optind - 1]. */
+int cv_bad_flag(const char *cmd, int code, const char *arg);
+
+int cv_cmd_train(int argc, char **argv);
+int cv_cmd_eval(int argc, char **argv);
+int cv_cmd_info(int argc, char **argv);
+
+#endif

@@ -1,0 +1,98 @@
+/* cli_args.c: strict parsing of flag values and the one-line errors. */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+int cv_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "cvae %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (see cvae %s --help)\n", cmd);
+    va_end(ap);
+    return CV_EXIT_USAGE;
+}
+
+int cv_report(const char *cmd, cv_status status, const cv_err *err) {
+    fprintf(stderr, "cvae %s: %s\n", cmd, err->msg);
+    return status == CV_ERR_USAGE || status == CV_ERR_DEVICE ? CV_EXIT_USAGE : CV_EXIT_FAIL;
+}
+
+bool cv_parse_int(const char *cmd, const char *flag, const char *s, long min, long max,
+                  int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) {
+        cv_usage_error(cmd, "%s must be an integer in %ld..%ld, got '%s'", flag, min, max, s);
+        return false;
+    }
+    *out = (int)v;
+    return true;
+}
+
+bool cv_parse_u64(const char *cmd, const char *flag, const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-') {
+        cv_usage_error(cmd, "%s must be a non-negative integer, got '%s'", flag, s);
+        return false;
+    }
+    *out = (uint64_t)v;
+    return true;
+}
+
+bool cv_parse_positive_float(const char *cmd, const char *flag, const char *s, float *out) {
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || !(v > 0.0f)) {
+        cv_usage_error(cmd, "%s must be a finite number > 0, got '%s'", flag, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool cv_parse_int_list(const char *cmd, const char *flag, const char *s, long min, long max,
+                       int max_count, int *out, int *count) {
+    int n = 0;
+    const char *p = s;
+    for (;;) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        bool bad_sep = *end != ',' && *end != '\0';
+        if (errno || end == p || bad_sep || v < min || v > max || n == max_count ||
+            (*end == ',' && end[1] == '\0')) {
+            cv_usage_error(cmd,
+                           "%s must be a comma-separated list of at most %d integers in "
+                           "%ld..%ld, got '%s'",
+                           flag, max_count, min, max, s);
+            return false;
+        }
+        out[n++] = (int)v;
+        if (*end == '\0') break;
+        p = end + 1;
+    }
+    *count = n;
+    return true;
+}
+
+bool cv_parse_device(const char *cmd, const char *s) {
+    if (strcmp(s, "auto") == 0 || strcmp(s, "cpu") == 0 || strcmp(s, "cuda") == 0)
+        return true;
+    cv_usage_error(cmd, "--device must be auto, cpu or cuda, got '%s'", s);
+    return false;
+}
+
+int cv_bad_flag(const char *cmd, int code, const char *arg) {
+    if (code == ':') return cv_usage_error(cmd, "%s needs a value", arg);
+    return cv_usage_error(cmd, "unknown flag '%s'", arg);
+}

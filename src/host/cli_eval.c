@@ -1,0 +1,121 @@
+/* cli_eval.c: `cvae eval`. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cvae/checkpoint.h"
+#include "cvae/eval.h"
+
+static const char *help =
+    "usage: cvae eval --model CKPT --data DIR [flags]\n"
+    "\n"
+    "Evaluate a checkpoint on DIR's t10k test files: the test negative ELBO (one z per\n"
+    "image) split into rec and kl, and with --iwae K the importance-weighted estimate of\n"
+    "-log p(x|c) from K samples. All figures are nats per image.\n"
+    "\n"
+    "  --model CKPT   checkpoint written by cvae train (required)\n"
+    "  --data DIR     data folder with t10k-images/labels files (required)\n"
+    "  --iwae K       also the IWAE bound with K importance samples\n"
+    "  --seed S       seed of the evaluation noise (default 0)\n"
+    "  --device D     auto, cpu or cuda (default auto)\n"
+    "  --json         print one JSON object: test_neg_elbo, test_rec, test_kl[, iwae_nll]\n"
+    "  -h, --help     this text\n";
+
+enum { OPT_MODEL = 256, OPT_DATA, OPT_IWAE, OPT_SEED, OPT_DEVICE, OPT_JSON };
+
+typedef struct {
+    cv_checkpoint ck;
+    cv_data data;
+    cv_backend *be;
+    cv_model model;
+    cv_workspace ws;
+    cv_device_split test;
+} eval_state;
+
+static void eval_free(eval_state *s) {
+    if (s->be) {
+        cv_device_split_free(s->be, &s->test);
+        if (s->ws.max_rows) cv_workspace_destroy(&s->model, &s->ws);
+        cv_model_destroy(&s->model);
+        s->be->destroy(s->be);
+    }
+    cv_data_free(&s->data);
+    cv_checkpoint_free(&s->ck);
+}
+
+static cv_status prepare(eval_state *s, const char *model, const char *data,
+                         const char *device, cv_err *err) {
+    cv_status st = cv_checkpoint_load(model, &s->ck, err);
+    if (!st) st = cv_data_load(data, s->ck.cfg.n_classes, &s->data, err);
+    if (st) return st;
+    if (!s->data.test.n)
+        return cv_fail(err, CV_ERR_IO, "%s: no t10k-images/t10k-labels files to evaluate on",
+                       data);
+    if (s->data.test.h != s->ck.cfg.height || s->data.test.w != s->ck.cfg.width)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: test images are %dx%d but %s was trained on %dx%d",
+                       data, s->data.test.h, s->data.test.w, model, s->ck.cfg.height,
+                       s->ck.cfg.width);
+    st = cv_backend_open(device, &s->be, err);
+    if (!st) st = cv_model_from_checkpoint(s->be, &s->ck, &s->model, err);
+    if (!st) st = cv_workspace_create(&s->model, CV_EVAL_BATCH, &s->ws, err);
+    if (!st) st = cv_device_split_upload(s->be, &s->data.test, &s->test, err);
+    return st;
+}
+
+int cv_cmd_eval(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, OPT_MODEL}, {"data", required_argument, 0, OPT_DATA},
+        {"iwae", required_argument, 0, OPT_IWAE},   {"seed", required_argument, 0, OPT_SEED},
+        {"device", required_argument, 0, OPT_DEVICE}, {"json", no_argument, 0, OPT_JSON},
+        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
+    };
+    const char *cmd = "eval", *model = NULL, *data = NULL, *device = "auto";
+    int iwae = 0;
+    uint64_t seed = 0;
+    bool json = false;
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        bool ok = true;
+        switch (c) {
+        case 'h': fputs(help, stdout); return 0;
+        case OPT_MODEL: model = optarg; break;
+        case OPT_DATA: data = optarg; break;
+        case OPT_IWAE: ok = cv_parse_int(cmd, "--iwae", optarg, 1, 1000000, &iwae); break;
+        case OPT_SEED: ok = cv_parse_u64(cmd, "--seed", optarg, &seed); break;
+        case OPT_DEVICE: ok = cv_parse_device(cmd, optarg); device = optarg; break;
+        case OPT_JSON: json = true; break;
+        default: return cv_bad_flag(cmd, c, argv[optind - 1]);
+        }
+        if (!ok) return CV_EXIT_USAGE;
+    }
+    if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (!model) return cv_usage_error(cmd, "--model CKPT is required");
+    if (!data) return cv_usage_error(cmd, "--data DIR is required");
+
+    eval_state s;
+    memset(&s, 0, sizeof s);
+    cv_err err;
+    cv_status st = prepare(&s, model, data, device, &err);
+    if (st) {
+        eval_free(&s);
+        return cv_report(cmd, st, &err);
+    }
+    cv_eval_result r;
+    cv_evaluate(&s.model, &s.ws, &s.test, seed, iwae, &r);
+    if (json) {
+        printf("{\"test_neg_elbo\": %.6f, \"test_rec\": %.6f, \"test_kl\": %.6f", r.neg_elbo,
+               r.rec, r.kl);
+        if (iwae) printf(", \"iwae_nll\": %.6f, \"iwae_k\": %d", r.iwae_nll, iwae);
+        printf("}\n");
+    } else {
+        printf("device: %s\n", s.be->description);
+        printf("test -ELBO %.4f nats (rec %.4f, kl %.4f) over %d images\n", r.neg_elbo, r.rec,
+               r.kl, s.test.n);
+        if (iwae) printf("test IWAE-%d -log p(x|c) %.4f nats\n", iwae, r.iwae_nll);
+    }
+    eval_free(&s);
+    return 0;
+}

@@ -1,0 +1,49 @@
+/* cli_info.c: `cvae info`. */
+#include <getopt.h>
+#include <stdio.h>
+
+#include "cli.h"
+#include "cvae/checkpoint.h"
+
+static const char *help =
+    "usage: cvae info --model CKPT\n"
+    "\n"
+    "Validate a checkpoint (magic, version, sizes, checksum) and print what it holds.\n"
+    "\n"
+    "  --model CKPT   checkpoint written by cvae train (required)\n"
+    "  -h, --help     this text\n";
+
+int cv_cmd_info(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *cmd = "info", *model = NULL;
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        if (c == 'h') {
+            fputs(help, stdout);
+            return 0;
+        }
+        if (c != 'm') return cv_bad_flag(cmd, c, argv[optind - 1]);
+        model = optarg;
+    }
+    if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (!model) return cv_usage_error(cmd, "--model CKPT is required");
+    cv_checkpoint ck;
+    cv_err err;
+    cv_status st = cv_checkpoint_load(model, &ck, &err);
+    if (st) return cv_report(cmd, st, &err);
+    const cv_model_config *c2 = &ck.cfg;
+    printf("checkpoint: %s (format version %d, %llu bytes, crc32 %08x)\n", model,
+           CV_CHECKPOINT_VERSION, (unsigned long long)ck.file_bytes, ck.checksum);
+    printf("model: images %dx%d, %d classes, latent %d, hidden", c2->height, c2->width,
+           c2->n_classes, c2->latent);
+    for (int i = 0; i < c2->n_hidden; i++) printf("%s%d", i ? "," : " ", c2->hidden[i]);
+    printf(", %zu parameters\n", ck.n_params);
+    printf("training: epoch %d, step %lld, batch %d, lr %g, seed %llu\n", ck.epoch,
+           (long long)ck.step, ck.batch, ck.lr, (unsigned long long)ck.seed);
+    printf("state: parameters and Adam m, v\n");
+    cv_checkpoint_free(&ck);
+    return 0;
+}

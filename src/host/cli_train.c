@@ -1,0 +1,97 @@
+/* cli_train.c: `cvae train`. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cvae/train.h"
+
+static const char *help =
+    "usage: cvae train --data DIR [flags]\n"
+    "\n"
+    "Train a conditional VAE on the IDX files in DIR (train-images-idx3-ubyte[.gz],\n"
+    "train-labels-idx1-ubyte[.gz], and optionally t10k-* for test evaluation).\n"
+    "Prints one line per epoch: train loss, test -ELBO (rec, kl) in nats per sample,\n"
+    "training samples/s and the epoch's seconds.\n"
+    "\n"
+    "  --data DIR             data folder (required)\n"
+    "  --hidden LIST          hidden layer sizes, e.g. 400 or 1024,512 (default 400)\n"
+    "  --latent L             latent dimensions (default 20)\n"
+    "  --classes K            number of classes (default: largest training label + 1)\n"
+    "  --batch B              batch size; the last partial batch is kept (default 128)\n"
+    "  --epochs E             epochs (default 10)\n"
+    "  --lr LR                Adam learning rate (default 1e-3)\n"
+    "  --seed S               seed of initialisation, shuffling and noise (default 0)\n"
+    "  --device D             auto, cpu or cuda (default auto: a GPU when usable)\n"
+    "  --out RUNDIR           write RUNDIR/model.ckpt (refuses to overwrite one)\n"
+    "  --checkpoint-every N   also write the checkpoint every N epochs (default: at the end)\n"
+    "  --metrics FILE         one JSON object per epoch (epoch, train_loss, test_neg_elbo,\n"
+    "                         test_rec, test_kl, samples_per_s, seconds)\n"
+    "  -h, --help             this text\n";
+
+enum { OPT_DATA = 256, OPT_HIDDEN, OPT_LATENT, OPT_CLASSES, OPT_BATCH, OPT_EPOCHS, OPT_LR,
+       OPT_SEED, OPT_DEVICE, OPT_OUT, OPT_CKPT_EVERY, OPT_METRICS };
+
+int cv_cmd_train(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"data", required_argument, 0, OPT_DATA},
+        {"hidden", required_argument, 0, OPT_HIDDEN},
+        {"latent", required_argument, 0, OPT_LATENT},
+        {"classes", required_argument, 0, OPT_CLASSES},
+        {"batch", required_argument, 0, OPT_BATCH},
+        {"epochs", required_argument, 0, OPT_EPOCHS},
+        {"lr", required_argument, 0, OPT_LR},
+        {"seed", required_argument, 0, OPT_SEED},
+        {"device", required_argument, 0, OPT_DEVICE},
+        {"out", required_argument, 0, OPT_OUT},
+        {"checkpoint-every", required_argument, 0, OPT_CKPT_EVERY},
+        {"metrics", required_argument, 0, OPT_METRICS},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *cmd = "train";
+    cv_train_options o = {.device = "auto", .n_hidden = 1, .hidden = {400}, .latent = 20,
+                          .batch = 128, .epochs = 10, .lr = 1e-3f, .seed = 0, .log = stdout};
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        bool ok = true;
+        switch (c) {
+        case 'h': fputs(help, stdout); return 0;
+        case OPT_DATA: o.data_dir = optarg; break;
+        case OPT_HIDDEN:
+            ok = cv_parse_int_list(cmd, "--hidden", optarg, 1, 65536, CV_MAX_HIDDEN,
+                                   o.hidden, &o.n_hidden);
+            break;
+        case OPT_LATENT: ok = cv_parse_int(cmd, "--latent", optarg, 1, 65536, &o.latent); break;
+        case OPT_CLASSES: ok = cv_parse_int(cmd, "--classes", optarg, 1, 256, &o.n_classes); break;
+        case OPT_BATCH: ok = cv_parse_int(cmd, "--batch", optarg, 1, 1 << 20, &o.batch); break;
+        case OPT_EPOCHS: ok = cv_parse_int(cmd, "--epochs", optarg, 1, 1000000, &o.epochs); break;
+        case OPT_LR: ok = cv_parse_positive_float(cmd, "--lr", optarg, &o.lr); break;
+        case OPT_SEED: ok = cv_parse_u64(cmd, "--seed", optarg, &o.seed); break;
+        case OPT_DEVICE: ok = cv_parse_device(cmd, optarg); o.device = optarg; break;
+        case OPT_OUT: o.out_dir = optarg; break;
+        case OPT_CKPT_EVERY:
+            ok = cv_parse_int(cmd, "--checkpoint-every", optarg, 1, 1000000, &o.checkpoint_every);
+            break;
+        case OPT_METRICS: o.metrics_path = optarg; break;
+        default: return cv_bad_flag(cmd, c, argv[optind - 1]);
+        }
+        if (!ok) return CV_EXIT_USAGE;
+    }
+    if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (!o.data_dir) return cv_usage_error(cmd, "--data DIR is required");
+    if (o.out_dir && !o.out_dir[0]) return cv_usage_error(cmd, "--out must not be empty");
+    if (o.metrics_path && !o.metrics_path[0])
+        return cv_usage_error(cmd, "--metrics must not be empty");
+
+    cv_train_result res;
+    cv_err err;
+    cv_status st = cv_train_run(&o, &res, &err);
+    if (st) return cv_report(cmd, st, &err);
+    if (res.has_test)
+        printf("final test -ELBO %.4f nats (rec %.4f, kl %.4f) after %d epochs\n",
+               res.test.neg_elbo, res.test.rec, res.test.kl, res.epochs_done);
+    return 0;
+}

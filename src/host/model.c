@@ -1,0 +1,231 @@
+/* model.c: the CVAE's layout, initialisation, forward and backward pass.
+ *
+ * Written once over the backend table; it never names a device. Shapes: x (B, D),
+ * hidden activations (B, H_i), enc (B, 2L) = [mu | s], z (B, L), logits (B, D).
+ * Gradient rule: parameter gradients +=, activation gradients =.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cvae/model.h"
+#include "cvae/rng.h"
+
+static void add_layer(cv_layout *lo, int in, int out, bool cond, bool relu) {
+    CV_ASSERT(lo->n_layers < CV_MAX_LAYERS);
+    cv_layer *l = &lo->layers[lo->n_layers++];
+    l->in = in;
+    l->out = out;
+    l->relu = relu;
+    l->w = lo->n_params;
+    lo->n_params += (size_t)in * out;
+    l->cond = CV_NO_COND;
+    if (cond) {
+        l->cond = lo->n_params;
+        lo->n_params += (size_t)lo->cfg.n_classes * out;
+    }
+    l->b = lo->n_params;
+    lo->n_params += (size_t)out;
+}
+
+cv_status cv_layout_init(const cv_model_config *cfg, cv_layout *lo, cv_err *err) {
+    memset(lo, 0, sizeof *lo);
+    if (cfg->height <= 0 || cfg->width <= 0 || cfg->height > 65535 || cfg->width > 65535)
+        return cv_fail(err, CV_ERR_USAGE, "image size %dx%d is out of range",
+                       cfg->height, cfg->width);
+    if (cfg->n_classes < 1 || cfg->n_classes > 256)
+        return cv_fail(err, CV_ERR_USAGE, "number of classes %d is out of range 1..256",
+                       cfg->n_classes);
+    if (cfg->latent < 1 || cfg->latent > 65536)
+        return cv_fail(err, CV_ERR_USAGE, "latent size %d is out of range 1..65536",
+                       cfg->latent);
+    if (cfg->n_hidden < 1 || cfg->n_hidden > CV_MAX_HIDDEN)
+        return cv_fail(err, CV_ERR_USAGE, "between 1 and %d hidden layers are supported",
+                       CV_MAX_HIDDEN);
+    for (int i = 0; i < cfg->n_hidden; i++)
+        if (cfg->hidden[i] < 1 || cfg->hidden[i] > 65536)
+            return cv_fail(err, CV_ERR_USAGE, "hidden size %d is out of range 1..65536",
+                           cfg->hidden[i]);
+    lo->cfg = *cfg;
+    lo->dim = cfg->height * cfg->width;
+    const int nh = cfg->n_hidden, L = cfg->latent;
+
+    int in = lo->dim;
+    for (int i = 0; i < nh; i++) {
+        add_layer(lo, in, cfg->hidden[i], i == 0, true);
+        in = cfg->hidden[i];
+    }
+    add_layer(lo, in, 2 * L, false, false);
+    lo->n_enc = lo->n_layers;
+
+    in = L;
+    for (int i = nh - 1; i >= 0; i--) {
+        add_layer(lo, in, cfg->hidden[i], i == nh - 1, true);
+        in = cfg->hidden[i];
+    }
+    add_layer(lo, in, lo->dim, false, false);
+    return CV_OK;
+}
+
+cv_status cv_model_create(cv_backend *be, const cv_model_config *cfg, cv_model *m,
+                          cv_err *err) {
+    memset(m, 0, sizeof *m);
+    m->be = be;
+    cv_status st = cv_layout_init(cfg, &m->layout, err);
+    if (st) return st;
+    size_t bytes = m->layout.n_params * sizeof(float);
+    float **bufs[4] = {&m->params, &m->grads, &m->adam_m, &m->adam_v};
+    const char *names[4] = {"parameters", "gradients", "Adam m", "Adam v"};
+    for (int i = 0; i < 4; i++) {
+        st = be->alloc(be, (void **)bufs[i], bytes, names[i], err);
+        if (st) {
+            cv_model_destroy(m);
+            return st;
+        }
+    }
+    return CV_OK;
+}
+
+void cv_model_destroy(cv_model *m) {
+    if (!m->be) return;
+    float *bufs[4] = {m->params, m->grads, m->adam_m, m->adam_v};
+    for (int i = 0; i < 4; i++)
+        if (bufs[i]) m->be->release(m->be, bufs[i]);
+    memset(m, 0, sizeof *m);
+}
+
+void cv_model_init_params(cv_model *m, uint64_t seed) {
+    const cv_layout *lo = &m->layout;
+    float *host = malloc(lo->n_params * sizeof(float));
+    CV_ASSERT(host);
+    cv_uniform_fill(host, lo->n_params, seed, CV_STREAM_INIT);
+    for (int i = 0; i < lo->n_layers; i++) {
+        const cv_layer *l = &lo->layers[i];
+        int fan_in = l->in + (l->cond != CV_NO_COND ? lo->cfg.n_classes : 0);
+        float bound = 1.0f / sqrtf((float)fan_in);
+        /* w, cond and b of a layer are adjacent, from l->w to the end of b */
+        for (size_t k = l->w; k < l->b + (size_t)l->out; k++)
+            host[k] = (2.0f * host[k] - 1.0f) * bound;
+    }
+    size_t bytes = lo->n_params * sizeof(float);
+    m->be->upload(m->be, m->params, host, bytes);
+    m->be->zero(m->be, m->grads, bytes);
+    m->be->zero(m->be, m->adam_m, bytes);
+    m->be->zero(m->be, m->adam_v, bytes);
+    free(host);
+}
+
+cv_status cv_workspace_create(cv_model *m, int max_rows, cv_workspace *ws, cv_err *err) {
+    memset(ws, 0, sizeof *ws);
+    ws->max_rows = max_rows;
+    cv_backend *be = m->be;
+    const cv_layout *lo = &m->layout;
+    const size_t B = (size_t)max_rows, L = (size_t)lo->cfg.latent;
+    cv_status st = CV_OK;
+#define WS_ALLOC(field, count, type, what)                                          \
+    if (!st) st = be->alloc(be, (void **)&ws->field, (count) * sizeof(type), what, err)
+    WS_ALLOC(x, B * lo->dim, float, "batch images");
+    WS_ALLOC(labels, B, int32_t, "batch labels");
+    for (int i = 0; i < lo->n_layers; i++) {
+        WS_ALLOC(act[i], B * lo->layers[i].out, float, "activations");
+        WS_ALLOC(dact[i], B * lo->layers[i].out, float, "activation gradients");
+    }
+    WS_ALLOC(eps, B * L, float, "noise");
+    WS_ALLOC(z, B * L, float, "latents");
+    WS_ALLOC(dz, B * L, float, "latent gradients");
+    WS_ALLOC(kl, B, float, "per-sample KL");
+    WS_ALLOC(rec, B, float, "per-sample reconstruction");
+    WS_ALLOC(log_ratio, B, float, "per-sample log weights");
+    WS_ALLOC(sums, 2, double, "loss sums");
+#undef WS_ALLOC
+    if (st) cv_workspace_destroy(m, ws);
+    return st;
+}
+
+void cv_workspace_destroy(cv_model *m, cv_workspace *ws) {
+    void *bufs[] = {ws->x, ws->labels, ws->eps, ws->z, ws->dz,
+                    ws->kl, ws->rec, ws->log_ratio, ws->sums};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) m->be->release(m->be, bufs[i]);
+    for (int i = 0; i < CV_MAX_LAYERS; i++) {
+        if (ws->act[i]) m->be->release(m->be, ws->act[i]);
+        if (ws->dact[i]) m->be->release(m->be, ws->dact[i]);
+    }
+    memset(ws, 0, sizeof *ws);
+}
+
+/* y = act(x W^T + b + cond[c]) for layers [first, last). */
+static void forward_layers(cv_model *m, cv_workspace *ws, int rows, int first, int last,
+                           const float *in) {
+    cv_backend *be = m->be;
+    for (int i = first; i < last; i++) {
+        const cv_layer *l = &m->layout.layers[i];
+        be->gemm(be, false, true, rows, l->out, l->in, 1.0f, in, l->in,
+                 m->params + l->w, l->in, 0.0f, ws->act[i], l->out);
+        be->bias_act_forward(be, ws->act[i], m->params + l->b,
+                             l->cond != CV_NO_COND ? m->params + l->cond : NULL,
+                             ws->labels, rows, l->out, l->relu);
+        in = ws->act[i];
+    }
+}
+
+void cv_model_encode(cv_model *m, cv_workspace *ws, int rows) {
+    CV_ASSERT(rows >= 1 && rows <= ws->max_rows);
+    forward_layers(m, ws, rows, 0, m->layout.n_enc, ws->x);
+}
+
+void cv_model_sample_decode(cv_model *m, cv_workspace *ws, int rows, bool want_grad,
+                            bool want_log_ratio) {
+    CV_ASSERT(rows >= 1 && rows <= ws->max_rows);
+    cv_backend *be = m->be;
+    const cv_layout *lo = &m->layout;
+    be->reparam_forward(be, ws->act[lo->n_enc - 1], ws->eps, ws->z, ws->kl,
+                        want_log_ratio ? ws->log_ratio : NULL, rows, lo->cfg.latent);
+    forward_layers(m, ws, rows, lo->n_enc, lo->n_layers, ws->z);
+    int out = lo->n_layers - 1;
+    be->bernoulli_xent(be, ws->act[out], ws->x, ws->rec, want_grad ? ws->dact[out] : NULL,
+                       1.0f / (float)rows, rows, lo->dim);
+}
+
+void cv_model_forward(cv_model *m, cv_workspace *ws, int rows, bool want_grad,
+                      bool want_log_ratio) {
+    cv_model_encode(m, ws, rows);
+    cv_model_sample_decode(m, ws, rows, want_grad, want_log_ratio);
+}
+
+void cv_model_decode(cv_model *m, cv_workspace *ws, int rows) {
+    CV_ASSERT(rows >= 1 && rows <= ws->max_rows);
+    forward_layers(m, ws, rows, m->layout.n_enc, m->layout.n_layers, ws->z);
+}
+
+/* Backward through layers (first, last] given dact[last-1]; dx of layer `first` goes to
+ * dx_first (NULL: not needed). */
+static void backward_layers(cv_model *m, cv_workspace *ws, int rows, int first, int last,
+                            const float *in_first, float *dx_first) {
+    cv_backend *be = m->be;
+    for (int i = last - 1; i >= first; i--) {
+        const cv_layer *l = &m->layout.layers[i];
+        float *dy = ws->dact[i];
+        const float *in = i == first ? in_first : ws->act[i - 1];
+        float *dx = i == first ? dx_first : ws->dact[i - 1];
+        be->bias_act_backward(be, dy, ws->act[i], m->grads + l->b,
+                              l->cond != CV_NO_COND ? m->grads + l->cond : NULL,
+                              ws->labels, rows, l->out, l->relu);
+        /* dW (out, in) += dy^T (out, B) x in (B, in) */
+        be->gemm(be, true, false, l->out, l->in, rows, 1.0f, dy, l->out, in, l->in, 1.0f,
+                 m->grads + l->w, l->in);
+        /* dx (B, in) = dy (B, out) x W (out, in) */
+        if (dx)
+            be->gemm(be, false, false, rows, l->in, l->out, 1.0f, dy, l->out,
+                     m->params + l->w, l->in, 0.0f, dx, l->in);
+    }
+}
+
+void cv_model_backward(cv_model *m, cv_workspace *ws, int rows, float beta) {
+    const cv_layout *lo = &m->layout;
+    backward_layers(m, ws, rows, lo->n_enc, lo->n_layers, ws->z, ws->dz);
+    m->be->reparam_backward(m->be, ws->act[lo->n_enc - 1], ws->eps, ws->dz,
+                            beta / (float)rows, ws->dact[lo->n_enc - 1], rows,
+                            lo->cfg.latent);
+    backward_layers(m, ws, rows, 0, lo->n_enc, ws->x, NULL);
+}

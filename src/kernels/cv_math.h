@@ -1,0 +1,147 @@
+/* cv_math.h: the per-element math of every fused operation, written once.
+ *
+ * Each function is a small static inline that compiles as plain C11 for the CPU backend
+ * and as __host__ __device__ under nvcc for the CUDA kernels, so the CPU tests exercise
+ * the exact formulas the GPU runs. Notation follows DESIGN.md section 1:
+ *   l: a logit, x: a target pixel in [0,1], mu / s: posterior mean and log-variance,
+ *   eps: a standard normal draw, z = mu + exp(s/2) * eps.
+ */
+#ifndef CV_MATH_H
+#define CV_MATH_H
+
+#include <math.h>
+#include <stdint.h>
+
+#ifdef __CUDACC__
+#define CV_HD __host__ __device__ __forceinline__
+#else
+#define CV_HD static inline
+#endif
+
+/* log-variance clamp: exp(s) stays finite in float (exp(88.7) overflows) and the
+ * posterior never collapses to a variance below exp(-30). Training at sane settings
+ * never reaches either bound, so gradients of the reference model are unaffected. */
+#define CV_LOGVAR_MIN (-30.0f)
+#define CV_LOGVAR_MAX (30.0f)
+
+#define CV_LOG_2PI 1.8378770664093453f
+
+CV_HD float cv_clamp_logvar(float s) {
+    return s < CV_LOGVAR_MIN ? CV_LOGVAR_MIN : (s > CV_LOGVAR_MAX ? CV_LOGVAR_MAX : s);
+}
+
+/* d clamp(s) / ds: 1 inside the clamp, 0 outside. */
+CV_HD float cv_clamp_logvar_grad(float s) {
+    return (s < CV_LOGVAR_MIN || s > CV_LOGVAR_MAX) ? 0.0f : 1.0f;
+}
+
+CV_HD float cv_sigmoid(float l) {
+    /* both branches use exp of a non-positive number, so nothing overflows */
+    if (l >= 0.0f) return 1.0f / (1.0f + expf(-l));
+    float e = expf(l);
+    return e / (1.0f + e);
+}
+
+/* Bernoulli negative log-likelihood of one pixel, softplus(l) - x*l, computed stably as
+ * max(l,0) - x*l + log1p(exp(-|l|)); its gradient sigmoid(l) - x goes to *grad. The two
+ * share one exp(-|l|), which is in (0, 1], so nothing overflows. */
+CV_HD float cv_bernoulli_nll(float l, float x, float *grad) {
+    float e = expf(-fabsf(l));
+    float inv = 1.0f / (1.0f + e);
+    float sig = l >= 0.0f ? inv : e * inv;
+    *grad = sig - x;
+    return fmaxf(l, 0.0f) - x * l + log1pf(e);
+}
+
+CV_HD float cv_relu(float v) {
+    return v > 0.0f ? v : 0.0f;
+}
+
+/* Reparameterization: z = mu + exp(s/2) * eps, s already clamped. */
+CV_HD float cv_reparam_z(float mu, float s, float eps) {
+    return mu + expf(0.5f * s) * eps;
+}
+
+/* KL(N(mu, exp(s)) || N(0, 1)) of one latent dimension. */
+CV_HD float cv_kl_std_normal(float mu, float s) {
+    return 0.5f * (mu * mu + expf(s) - 1.0f - s);
+}
+
+/* Gradients of  dz*z + kl_scale*kl  with respect to mu and s (s already clamped). */
+CV_HD float cv_reparam_grad_mu(float mu, float dz, float kl_scale) {
+    return dz + kl_scale * mu;
+}
+
+CV_HD float cv_reparam_grad_s(float s, float eps, float dz, float kl_scale) {
+    return dz * eps * 0.5f * expf(0.5f * s) + kl_scale * 0.5f * (expf(s) - 1.0f);
+}
+
+/* log N(z; mu, exp(s)) of one dimension, written with eps = (z - mu) / exp(s/2). */
+CV_HD float cv_log_normal_eps(float eps, float s) {
+    return -0.5f * (eps * eps + s + CV_LOG_2PI);
+}
+
+/* log N(z; 0, 1) of one dimension. */
+CV_HD float cv_log_std_normal(float z) {
+    return -0.5f * (z * z + CV_LOG_2PI);
+}
+
+/* One Adam update with PyTorch's semantics (bias-corrected, eps after the sqrt).
+ * step_size = lr / (1 - b1^t), inv_bc2_sqrt = 1 / sqrt(1 - b2^t). */
+CV_HD void cv_adam_update(float *p, float *m, float *v, float g, float b1, float b2,
+                          float eps, float step_size, float inv_bc2_sqrt) {
+    float mn = b1 * *m + (1.0f - b1) * g;
+    float vn = b2 * *v + (1.0f - b2) * g * g;
+    *m = mn;
+    *v = vn;
+    *p -= step_size * mn / (sqrtf(vn) * inv_bc2_sqrt + eps);
+}
+
+/* Philox4x32-10, the counter-based generator of cuRAND (curand_Philox4x32_10), so the
+ * CPU and the GPU draw from one stream: counter (c0..c3), key (k0, k1). */
+typedef struct { uint32_t v[4]; } cv_u32x4;
+
+CV_HD uint32_t cv_mulhilo32(uint32_t a, uint32_t b, uint32_t *hi) {
+    uint64_t p = (uint64_t)a * (uint64_t)b;
+    *hi = (uint32_t)(p >> 32);
+    return (uint32_t)p;
+}
+
+CV_HD cv_u32x4 cv_philox4x32_10(cv_u32x4 c, uint32_t k0, uint32_t k1) {
+    for (int round = 0; round < 10; round++) {
+        uint32_t hi0, hi1;
+        uint32_t lo0 = cv_mulhilo32(0xD2511F53u, c.v[0], &hi0);
+        uint32_t lo1 = cv_mulhilo32(0xCD9E8D57u, c.v[2], &hi1);
+        cv_u32x4 n = {{hi1 ^ c.v[1] ^ k0, lo1, hi0 ^ c.v[3] ^ k1, lo0}};
+        c = n;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    return c;
+}
+
+/* The 4 uint32 of block `block` in stream `stream` under key `seed`: the counter layout
+ * of curand_init(seed, stream, 4 * block). */
+CV_HD cv_u32x4 cv_philox_block(uint64_t seed, uint64_t stream, uint64_t block) {
+    cv_u32x4 c = {{(uint32_t)block, (uint32_t)(block >> 32),
+                   (uint32_t)stream, (uint32_t)(stream >> 32)}};
+    return cv_philox4x32_10(c, (uint32_t)seed, (uint32_t)(seed >> 32));
+}
+
+/* cuRAND's Box-Muller (_curand_box_muller): two uint32 to two standard normals. */
+CV_HD void cv_box_muller(uint32_t a, uint32_t b, float *n0, float *n1) {
+    const float inv32 = 2.3283064e-10f;
+    const float inv32_2pi = 2.3283064e-10f * 6.2831855f;
+    float u = (float)a * inv32 + inv32 / 2.0f;
+    float t = (float)b * inv32_2pi + inv32_2pi / 2.0f;
+    float r = sqrtf(-2.0f * logf(u));
+    *n0 = sinf(t) * r;
+    *n1 = cosf(t) * r;
+}
+
+/* A uniform float in (0, 1) from one uint32, as cuRAND's _curand_uniform. */
+CV_HD float cv_uniform01(uint32_t a) {
+    return (float)a * 2.3283064e-10f + 2.3283064e-10f / 2.0f;
+}
+
+#endif
