@@ -1,0 +1,42 @@
+/* helpers.h: what the tests share: fresh random inputs (the seed is logged so a failure
+ * can be replayed with CVAE_TEST_SEED), temporary folders, small synthetic IDX data sets,
+ * and running the cvae program. */
+#ifndef CVAE_TEST_HELPERS_H
+#define CVAE_TEST_HELPERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    uint64_t s;
+} test_rng;
+
+/* A new seed per call (time, pid, counter), or CVAE_TEST_SEED; logged with the test. */
+test_rng test_rng_new(const char *what);
+double test_uniform(test_rng *r, double lo, double hi);
+double test_normal(test_rng *r);
+void test_fill(test_rng *r, float *x, size_t n, double lo, double hi);
+
+/* mkdtemp under TMPDIR; test_rmtree removes it whole. */
+char *test_tmpdir(void);
+void test_rmtree(const char *dir);
+
+/* DIR/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]: images of `classes` classes,
+ * each class a bright band of rows plus noise, so a model can learn them. n_test 0
+ * writes no test files. */
+void test_write_dataset(const char *dir, int n_train, int n_test, int h, int w, int classes,
+                        bool gz, uint64_t seed);
+
+/* Runs the cvae program (CVAE_BIN) with args (NULL-terminated); stdout and stderr land in
+ * out/err (malloc'd, NUL-terminated). Returns the exit status, or -signal. */
+int test_run_cvae(char **out, char **err, const char *const *args);
+
+/* How many lines s holds. */
+int test_count_lines(const char *s);
+
+/* A whole file's bytes (malloc'd, with a NUL after them), or NULL; *size gets the length. */
+uint8_t *test_read_file(const char *path, size_t *size);
+void test_write_file(const char *path, const void *data, size_t size);
+
+#endif

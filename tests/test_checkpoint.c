@@ -1,0 +1,168 @@
+/* test_checkpoint.c: round trip, and rejection of every kind of damaged checkpoint. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include "cvae/checkpoint.h"
+#include "cvae/fileio.h"
+#include "helpers.h"
+
+static char *dir;
+static char path[4200];
+static cv_checkpoint saved;
+
+static void setup(void) {
+    dir = test_tmpdir();
+    snprintf(path, sizeof path, "%s/model.ckpt", dir);
+    test_rng r = test_rng_new("checkpoint");
+    cv_model_config cfg = {.height = 5, .width = 7, .n_classes = 3, .latent = 4,
+                           .n_hidden = 2, .hidden = {9, 6}};
+    cv_layout lo;
+    cv_err err;
+    cr_assert_eq(cv_layout_init(&cfg, &lo, &err), CV_OK);
+    memset(&saved, 0, sizeof saved);
+    saved.cfg = cfg;
+    saved.seed = r.s;
+    saved.step = 12345;
+    saved.epoch = 7;
+    saved.batch = 64;
+    saved.lr = 2.5e-4f;
+    saved.n_params = lo.n_params;
+    saved.params = malloc(lo.n_params * 4);
+    saved.adam_m = malloc(lo.n_params * 4);
+    saved.adam_v = malloc(lo.n_params * 4);
+    test_fill(&r, saved.params, lo.n_params, -1, 1);
+    test_fill(&r, saved.adam_m, lo.n_params, -1, 1);
+    test_fill(&r, saved.adam_v, lo.n_params, 0, 1);
+    cr_assert_eq(cv_checkpoint_save(path, &saved, &err), CV_OK, "%s", err.msg);
+}
+
+static void teardown(void) {
+    cv_checkpoint_free(&saved);
+    test_rmtree(dir);
+    free(dir);
+}
+
+TestSuite(checkpoint, .init = setup, .fini = teardown);
+
+Test(checkpoint, round_trip) {
+    cv_checkpoint ck;
+    cv_err err;
+    cr_assert_eq(cv_checkpoint_load(path, &ck, &err), CV_OK, "%s", err.msg);
+    cr_assert(memcmp(&ck.cfg, &saved.cfg, sizeof ck.cfg) == 0);
+    cr_assert(ck.seed == saved.seed && ck.step == saved.step && ck.epoch == saved.epoch &&
+              ck.batch == saved.batch && ck.lr == saved.lr && ck.n_params == saved.n_params);
+    size_t bytes = saved.n_params * 4;
+    cr_assert(memcmp(ck.params, saved.params, bytes) == 0);
+    cr_assert(memcmp(ck.adam_m, saved.adam_m, bytes) == 0);
+    cr_assert(memcmp(ck.adam_v, saved.adam_v, bytes) == 0);
+    cr_assert_eq(ck.checksum, saved.checksum);
+    cv_checkpoint_free(&ck);
+    /* nothing but the checkpoint is left in the folder: the temporary was renamed */
+    char tmp[8192];
+    snprintf(tmp, sizeof tmp, "%s/model.ckpt.tmp.%d", dir, (int)getpid());
+    cr_assert(!cv_path_exists(tmp));
+}
+
+static void expect_reject(const uint8_t *bytes, size_t size, const char *needle) {
+    test_write_file(path, bytes, size);
+    cv_checkpoint ck;
+    cv_err err;
+    cr_assert_neq(cv_checkpoint_load(path, &ck, &err), CV_OK, "damaged checkpoint accepted");
+    cr_assert(strstr(err.msg, needle) != NULL, "expected '%s' in: %s", needle, err.msg);
+    cr_assert(strstr(err.msg, path) != NULL, "message does not name the file: %s", err.msg);
+    cr_assert_null(ck.params);
+}
+
+/* Rewrites the trailing CRC so that a header edit reaches the checks behind it. */
+static void fix_crc(uint8_t *b, size_t size) {
+    uint32_t c = (uint32_t)crc32(0L, b, (uInt)(size - 4));
+    for (int i = 0; i < 4; i++) b[size - 4 + i] = (uint8_t)(c >> (8 * i));
+}
+
+Test(checkpoint, rejects_flipped_bits_anywhere) {
+    test_rng r = test_rng_new("bit flips");
+    size_t size;
+    uint8_t *pristine = test_read_file(path, &size), *b = malloc(size);
+    for (int t = 0; t < 40; t++) {
+        memcpy(b, pristine, size);
+        size_t at = (size_t)test_uniform(&r, 0, (double)size);
+        b[at] ^= (uint8_t)(1u << (int)test_uniform(&r, 0, 8));
+        test_write_file(path, b, size);
+        cv_checkpoint ck;
+        cv_err err;
+        cr_assert_neq(cv_checkpoint_load(path, &ck, &err), CV_OK, "flip at byte %zu accepted", at);
+    }
+    memcpy(b, pristine, size);
+    b[size / 2] ^= 0x10;
+    expect_reject(b, size, "checksum mismatch");
+    free(b);
+    free(pristine);
+}
+
+Test(checkpoint, rejects_truncation_and_trailing_bytes) {
+    size_t size;
+    uint8_t *b = test_read_file(path, &size);
+    expect_reject(b, size - 1, "truncated");
+    expect_reject(b, size / 2, "truncated");
+    expect_reject(b, 40, "truncated or malformed");
+    expect_reject(b, 3, "bad magic");
+    expect_reject(b, 0, "bad magic");
+    uint8_t *longer = malloc(size + 8);
+    memcpy(longer, b, size);
+    memset(longer + size, 0, 8);
+    expect_reject(longer, size + 8, "trailing bytes");
+    free(longer);
+    free(b);
+}
+
+Test(checkpoint, rejects_wrong_version_and_magic) {
+    size_t size;
+    uint8_t *b = test_read_file(path, &size);
+    b[8] = 99;
+    fix_crc(b, size);
+    expect_reject(b, size, "version 99");
+    b[8] = 1;
+    b[0] = 'X';
+    fix_crc(b, size);
+    expect_reject(b, size, "not a cvae checkpoint");
+    free(b);
+}
+
+Test(checkpoint, rejects_config_that_disagrees_with_the_sizes) {
+    size_t size;
+    uint8_t *b = test_read_file(path, &size);
+    b[16 + 8] = 4; /* n_classes 3 -> 4: the parameter count no longer fits */
+    fix_crc(b, size);
+    expect_reject(b, size, "parameters but its config needs");
+    b[16 + 8] = 0; /* no classes at all */
+    fix_crc(b, size);
+    expect_reject(b, size, "invalid model config");
+    free(b);
+}
+
+Test(checkpoint, rejects_folders_and_missing_files) {
+    cv_checkpoint ck;
+    cv_err err;
+    cr_assert_eq(cv_checkpoint_load(dir, &ck, &err), CV_ERR_IO);
+    char missing[8192];
+    snprintf(missing, sizeof missing, "%s/none.ckpt", dir);
+    cr_assert_eq(cv_checkpoint_load(missing, &ck, &err), CV_ERR_IO);
+}
+
+Test(checkpoint, failed_save_leaves_the_old_file_and_no_temporary) {
+    size_t before;
+    uint8_t *old = test_read_file(path, &before);
+    char bad[8192];
+    snprintf(bad, sizeof bad, "%s/no/such/folder/model.ckpt", dir);
+    cv_err err;
+    cr_assert_eq(cv_checkpoint_save(bad, &saved, &err), CV_ERR_IO);
+    cr_assert(strstr(err.msg, "cannot create") != NULL, "%s", err.msg);
+    size_t after;
+    uint8_t *now = test_read_file(path, &after);
+    cr_assert(before == after && memcmp(old, now, before) == 0);
+    free(old);
+    free(now);
+}

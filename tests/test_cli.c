@@ -1,0 +1,198 @@
+/* test_cli.c: the cvae program as a user meets it: --help, bad flags and nonsense values
+ * (exit 2, one line on stderr, nothing written), data and file errors (exit 1, one line,
+ * no output left behind), and a small train -> info -> eval run end to end. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cvae/fileio.h"
+#include "helpers.h"
+
+static char *dir;
+static char data[4096], out[4096];
+
+static void setup(void) {
+    dir = test_tmpdir();
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(out, sizeof out, "%s/run", dir);
+    mkdir(data, 0777);
+    test_write_dataset(data, 150, 40, 6, 6, 3, true, 99);
+}
+static void teardown(void) {
+    test_rmtree(dir);
+    free(dir);
+}
+
+TestSuite(cli, .init = setup, .fini = teardown, .timeout = 120);
+
+/* Runs cvae, checks the exit code and that stderr is exactly one line. */
+static void expect_error(int code, const char *needle, const char *const *args) {
+    char *o, *e;
+    int rc = test_run_cvae(&o, &e, args);
+    cr_assert_eq(rc, code, "exit %d (wanted %d) for %s %s %s; stderr: %s", rc, code, args[0],
+                 args[1] ? args[1] : "", args[1] && args[2] ? args[2] : "", e);
+    cr_assert_eq(test_count_lines(e), 1, "stderr is not one line: %s", e);
+    cr_assert(strstr(e, needle) != NULL, "expected '%s' in: %s", needle, e);
+    cr_assert(strstr(e, "cvae") == e, "error line does not start with cvae: %s", e);
+    cr_assert(!cv_path_exists(out), "a failed run created %s", out);
+    free(o);
+    free(e);
+}
+
+Test(cli, every_command_has_help) {
+    const char *cmds[] = {"train", "eval", "info"};
+    for (int i = 0; i < 3; i++) {
+        char *o, *e;
+        const char *args[] = {cmds[i], "--help", NULL};
+        cr_assert_eq(test_run_cvae(&o, &e, args), 0);
+        cr_assert(strstr(o, "usage: cvae") != NULL, "%s --help: %s", cmds[i], o);
+        free(o);
+        free(e);
+    }
+    char *o, *e;
+    const char *top[] = {"--help", NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, top), 0);
+    cr_assert(strstr(o, "train") && strstr(o, "eval") && strstr(o, "info"));
+    free(o);
+    free(e);
+}
+
+Test(cli, bad_commands_and_flags_exit_2) {
+    const char *none[] = {NULL};
+    expect_error(2, "missing command", none);
+    const char *unknown[] = {"trian", NULL};
+    expect_error(2, "unknown command", unknown);
+    const char *flag[] = {"train", "--data", data, "--out", out, "--bogus", NULL};
+    expect_error(2, "unknown flag '--bogus'", flag);
+    const char *missing[] = {"train", "--out", out, NULL};
+    expect_error(2, "--data DIR is required", missing);
+    const char *novalue[] = {"train", "--out", out, "--data", NULL};
+    expect_error(2, "--data needs a value", novalue);
+    const char *extra[] = {"train", "--data", data, "--out", out, "stray", NULL};
+    expect_error(2, "unexpected argument 'stray'", extra);
+}
+
+Test(cli, nonsense_values_exit_2) {
+    const struct {
+        const char *flag, *value, *needle;
+    } cases[] = {
+        {"--batch", "0", "--batch must be"},        {"--batch", "-5", "--batch must be"},
+        {"--batch", "12x", "--batch must be"},      {"--batch", "", "--batch must be"},
+        {"--lr", "-1e-3", "--lr must be"},          {"--lr", "nan", "--lr must be"},
+        {"--lr", "inf", "--lr must be"},            {"--lr", "0", "--lr must be"},
+        {"--lr", "fast", "--lr must be"},           {"--latent", "0", "--latent must be"},
+        {"--hidden", "400,,3", "--hidden must be"}, {"--hidden", ",", "--hidden must be"},
+        {"--hidden", "0", "--hidden must be"},      {"--hidden", "400,", "--hidden must be"},
+        {"--hidden", "1,2,3,4,5,6,7,8,9", "--hidden must be"},
+        {"--device", "tpu", "--device must be"},    {"--epochs", "0", "--epochs must be"},
+        {"--seed", "-3", "--seed must be"},         {"--checkpoint-every", "0", "--checkpoint-every"},
+        {"--classes", "300", "--classes must be"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *args[] = {"train", "--data", data, "--out", out, cases[i].flag,
+                              cases[i].value, NULL};
+        expect_error(2, cases[i].needle, args);
+    }
+    const char *iwae[] = {"eval", "--model", "x", "--data", data, "--iwae", "0", NULL};
+    expect_error(2, "--iwae must be", iwae);
+    const char *nomodel[] = {"eval", "--data", data, NULL};
+    expect_error(2, "--model CKPT is required", nomodel);
+    const char *noinfo[] = {"info", NULL};
+    expect_error(2, "--model CKPT is required", noinfo);
+}
+
+Test(cli, data_and_file_errors_exit_1_and_write_nothing) {
+    char missing[8192], bad[8192], metrics[8192];
+    snprintf(missing, sizeof missing, "%s/none", dir);
+    snprintf(metrics, sizeof metrics, "%s/m.jsonl", dir);
+    const char *nodata[] = {"train", "--data", missing, "--out", out, "--metrics", metrics, NULL};
+    expect_error(1, "no such data folder", nodata);
+    cr_assert(!cv_path_exists(metrics));
+
+    /* a truncated training file */
+    snprintf(bad, sizeof bad, "%s/train-labels-idx1-ubyte.gz", data);
+    size_t size;
+    uint8_t *b = test_read_file(bad, &size);
+    test_write_file(bad, b, size / 2);
+    free(b);
+    const char *trunc[] = {"train", "--data", data, "--out", out, NULL};
+    expect_error(1, "train-labels-idx1-ubyte.gz", trunc);
+
+    const char *evalmissing[] = {"eval", "--model", missing, "--data", data, NULL};
+    expect_error(1, "cannot open", evalmissing);
+    snprintf(bad, sizeof bad, "%s/garbage.ckpt", dir);
+    test_write_file(bad, "not a checkpoint at all", 23);
+    const char *info[] = {"info", "--model", bad, NULL};
+    expect_error(1, "not a cvae checkpoint", info);
+}
+
+Test(cli, train_info_eval_end_to_end) {
+    char metrics[8192], ckpt[8192];
+    snprintf(metrics, sizeof metrics, "%s/m.jsonl", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
+    char *o, *e;
+    const char *train[] = {"train", "--data", data, "--out", out, "--metrics", metrics,
+                           "--hidden", "24,16", "--latent", "3", "--batch", "16",
+                           "--epochs", "2", "--device", "cpu", "--seed", "5", NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, train), 0, "train failed: %s", e);
+    cr_assert(strstr(o, "epoch   1/2") && strstr(o, "epoch   2/2"), "%s", o);
+    cr_assert(strstr(o, "checkpoint: ") && strstr(o, "final test -ELBO"), "%s", o);
+    const char *final = strstr(o, "final test -ELBO ");
+    double trained = strtod(final + strlen("final test -ELBO "), NULL);
+    free(o);
+    free(e);
+
+    size_t size;
+    char *m = (char *)test_read_file(metrics, &size);
+    cr_assert_eq(test_count_lines(m), 2);
+    const char *keys[] = {"\"epoch\"", "\"train_loss\"", "\"test_neg_elbo\"", "\"test_rec\"",
+                          "\"test_kl\"", "\"samples_per_s\"", "\"seconds\""};
+    for (int i = 0; i < 7; i++) cr_assert(strstr(m, keys[i]), "metrics lack %s", keys[i]);
+    free(m);
+
+    const char *info[] = {"info", "--model", ckpt, NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, info), 0, "%s", e);
+    cr_assert(strstr(o, "hidden 24,16") && strstr(o, "epoch 2") && strstr(o, "seed 5"), "%s", o);
+    free(o);
+    free(e);
+
+    const char *eval[] = {"eval", "--model", ckpt, "--data", data, "--iwae", "20", "--json",
+                          "--device", "cpu", "--seed", "5", NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, eval), 0, "%s", e);
+    cr_assert_eq(test_count_lines(o), 1, "--json must print one line: %s", o);
+    const char *ekeys[] = {"\"test_neg_elbo\"", "\"test_rec\"", "\"test_kl\"", "\"iwae_nll\""};
+    for (int i = 0; i < 4; i++) cr_assert(strstr(o, ekeys[i]), "eval json lacks %s: %s", ekeys[i], o);
+    /* with the training seed, eval reproduces training's last test figure (printed to 4
+     * decimals) from the checkpoint */
+    const char *v = strstr(o, "\"test_neg_elbo\": ");
+    double evaluated = strtod(v + strlen("\"test_neg_elbo\": "), NULL);
+    cr_assert(fabs(evaluated - trained) < 1e-4, "eval %.6f vs training %.4f", evaluated, trained);
+    free(o);
+    free(e);
+
+    /* a second train into the same folder must not overwrite the checkpoint */
+    const char *again[] = {"train", "--data", data, "--out", out, "--epochs", "1", NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, again), 1);
+    cr_assert(strstr(e, "already exists"), "%s", e);
+    free(o);
+    free(e);
+}
+
+Test(cli, cuda_without_a_usable_gpu_exits_2) {
+    char *o, *e;
+    const char *args[] = {"train", "--data", data, "--out", out, "--device", "cuda",
+                          "--epochs", "1", NULL};
+    int rc = test_run_cvae(&o, &e, args);
+    if (rc == 0) {
+        free(o);
+        free(e);
+        cr_skip_test("a GPU is present: this checks the machines without one");
+    }
+    cr_assert_eq(rc, 2, "exit %d: %s", rc, e);
+    cr_assert_eq(test_count_lines(e), 1, "%s", e);
+    cr_assert(!cv_path_exists(out));
+    free(o);
+    free(e);
+}

@@ -1,0 +1,190 @@
+/* test_model_grad.c: the whole model against a double-precision reference written from
+ * DESIGN.md section 1 (with the condition as an explicit one-hot input, so the gathered
+ * column is checked too), and every parameter's gradient against central finite
+ * differences of that reference. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cv_math.h"
+#include "cvae/model.h"
+#include "helpers.h"
+
+typedef struct {
+    const cv_layout *lo;
+    int rows;
+    const float *x, *eps;
+    const int32_t *labels;
+    double beta;
+} ref_ctx;
+
+/* y (out) = W [in ; onehot(c) if cond] + b, from the layout's buffer, in double. */
+static void ref_linear(const cv_layout *lo, const cv_layer *l, const double *p,
+                       const double *in, int label, double *y) {
+    int K = lo->cfg.n_classes, fan = l->in + (l->cond != CV_NO_COND ? K : 0);
+    double *row = malloc(sizeof(double) * fan);
+    for (int o = 0; o < l->out; o++) {
+        /* the spec's weight row: [W_x | W_c] */
+        for (int i = 0; i < l->in; i++) row[i] = p[l->w + (size_t)o * l->in + i];
+        if (l->cond != CV_NO_COND)
+            for (int k = 0; k < K; k++) row[l->in + k] = p[l->cond + (size_t)k * l->out + o];
+        double s = p[l->b + o];
+        for (int i = 0; i < l->in; i++) s += row[i] * in[i];
+        if (l->cond != CV_NO_COND)
+            for (int k = 0; k < K; k++) s += row[l->in + k] * (k == label ? 1.0 : 0.0);
+        y[o] = l->relu && s < 0 ? 0 : s;
+    }
+    free(row);
+}
+
+static double softplus(double l) { return l > 0 ? l + log1p(exp(-l)) : log1p(exp(l)); }
+
+/* loss = (1/B) sum_b (rec_b + beta kl_b); per-sample rec and kl when not NULL */
+static double ref_loss(const ref_ctx *c, const double *p, double *rec_out, double *kl_out) {
+    const cv_layout *lo = c->lo;
+    const int D = lo->dim, L = lo->cfg.latent;
+    double a[2][1024], total = 0;
+    for (int r = 0; r < c->rows; r++) {
+        int lab = c->labels[r];
+        for (int j = 0; j < D; j++) a[0][j] = c->x[r * D + j];
+        int cur = 0;
+        for (int i = 0; i < lo->n_enc; i++, cur ^= 1)
+            ref_linear(lo, &lo->layers[i], p, a[cur], lab, a[cur ^ 1]);
+        double kl = 0, z[64];
+        for (int j = 0; j < L; j++) {
+            double mu = a[cur][j], s = a[cur][L + j];
+            s = s < CV_LOGVAR_MIN ? CV_LOGVAR_MIN : s > CV_LOGVAR_MAX ? CV_LOGVAR_MAX : s;
+            z[j] = mu + exp(0.5 * s) * c->eps[r * L + j];
+            kl += 0.5 * (mu * mu + exp(s) - 1 - s);
+        }
+        for (int j = 0; j < L; j++) a[cur][j] = z[j];
+        for (int i = lo->n_enc; i < lo->n_layers; i++, cur ^= 1)
+            ref_linear(lo, &lo->layers[i], p, a[cur], lab, a[cur ^ 1]);
+        double rec = 0;
+        for (int j = 0; j < D; j++) {
+            double x = c->x[r * D + j], l = a[cur][j];
+            rec += softplus(l) - x * l;
+        }
+        if (rec_out) rec_out[r] = rec;
+        if (kl_out) kl_out[r] = kl;
+        total += rec + c->beta * kl;
+    }
+    return total / c->rows;
+}
+
+static void check_model(const int *hidden, int n_hidden, int h, int w, int K, int L, int rows,
+                        float beta) {
+    test_rng r = test_rng_new("model gradient");
+    cv_backend *be;
+    cv_err err;
+    cr_assert_eq(cv_backend_cpu_create(&be, &err), CV_OK);
+    cv_model_config cfg = {.height = h, .width = w, .n_classes = K, .latent = L,
+                           .n_hidden = n_hidden};
+    memcpy(cfg.hidden, hidden, sizeof(int) * n_hidden);
+    cv_model m;
+    cv_workspace ws;
+    cr_assert_eq(cv_model_create(be, &cfg, &m, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(cv_workspace_create(&m, rows, &ws, &err), CV_OK, "%s", err.msg);
+    cv_model_init_params(&m, r.s);
+    const int D = h * w;
+    test_fill(&r, ws.x, (size_t)rows * D, 0, 1);
+    for (int i = 0; i < rows; i++) ws.labels[i] = (int32_t)test_uniform(&r, 0, K);
+    for (int i = 0; i < rows * L; i++) ws.eps[i] = (float)test_normal(&r);
+
+    be->zero(be, m.grads, m.layout.n_params * sizeof(float));
+    cv_model_forward(&m, &ws, rows, true, false);
+    cv_model_backward(&m, &ws, rows, beta);
+
+    ref_ctx c = {&m.layout, rows, ws.x, ws.eps, ws.labels, beta};
+    const size_t n = m.layout.n_params;
+    double *p = malloc(n * sizeof(double)), *rec = malloc(rows * 8), *kl = malloc(rows * 8);
+    for (size_t i = 0; i < n; i++) p[i] = m.params[i];
+    ref_loss(&c, p, rec, kl);
+    for (int i = 0; i < rows; i++) {
+        /* float forward vs double: a few hundred float sums, 1e-5 relative */
+        cr_assert(fabs(ws.rec[i] - rec[i]) <= 1e-4 + 1e-5 * fabs(rec[i]), "rec[%d] %g vs %g", i,
+                  ws.rec[i], rec[i]);
+        cr_assert(fabs(ws.kl[i] - kl[i]) <= 1e-4 + 1e-5 * fabs(kl[i]), "kl[%d] %g vs %g", i,
+                  ws.kl[i], kl[i]);
+    }
+    const double hstep = 1e-6;
+    for (size_t i = 0; i < n; i++) {
+        double keep = p[i];
+        p[i] = keep + hstep;
+        double lp = ref_loss(&c, p, NULL, NULL);
+        p[i] = keep - hstep;
+        double lm = ref_loss(&c, p, NULL, NULL);
+        p[i] = keep;
+        double fd = (lp - lm) / (2 * hstep);
+        /* float backprop through a few layers vs double: 1e-3 relative, 3e-5 absolute */
+        cr_assert(fabs(m.grads[i] - fd) <= 3e-5 + 1e-3 * fabs(fd),
+                  "gradient of parameter %zu: backprop %.8g, finite difference %.8g", i,
+                  m.grads[i], fd);
+    }
+    free(p);
+    free(rec);
+    free(kl);
+    cv_workspace_destroy(&m, &ws);
+    cv_model_destroy(&m);
+    be->destroy(be);
+}
+
+Test(model, gradient_two_hidden_layers) {
+    int hidden[] = {6, 5};
+    check_model(hidden, 2, 3, 4, 3, 3, 5, 1.0f);
+}
+
+Test(model, gradient_one_hidden_layer_with_beta) {
+    int hidden[] = {9};
+    check_model(hidden, 1, 5, 5, 4, 2, 7, 0.35f);
+}
+
+Test(model, gradient_three_hidden_layers_one_class_one_row) {
+    int hidden[] = {7, 4, 3};
+    check_model(hidden, 3, 2, 3, 1, 2, 1, 2.0f);
+}
+
+Test(model, layout_matches_nn_linear_sizes) {
+    cv_model_config cfg = {.height = 28, .width = 28, .n_classes = 10, .latent = 20,
+                           .n_hidden = 1, .hidden = {400}};
+    cv_layout lo;
+    cv_err err;
+    cr_assert_eq(cv_layout_init(&cfg, &lo, &err), CV_OK);
+    /* nn.Linear(794, 400), (400, 40), (30, 400), (400, 784) with biases */
+    size_t expect = 794 * 400 + 400 + 400 * 40 + 40 + 30 * 400 + 400 + 400 * 784 + 784;
+    cr_assert_eq(lo.n_params, expect);
+    cr_assert_eq(lo.n_layers, 4);
+    cr_assert_eq(lo.n_enc, 2);
+}
+
+Test(model, init_follows_fan_in_bounds) {
+    cv_backend *be;
+    cv_err err;
+    cr_assert_eq(cv_backend_cpu_create(&be, &err), CV_OK);
+    cv_model_config cfg = {.height = 28, .width = 28, .n_classes = 10, .latent = 20,
+                           .n_hidden = 1, .hidden = {400}};
+    cv_model m;
+    cr_assert_eq(cv_model_create(be, &cfg, &m, &err), CV_OK);
+    test_rng r = test_rng_new("init");
+    cv_model_init_params(&m, r.s);
+    for (int i = 0; i < m.layout.n_layers; i++) {
+        const cv_layer *l = &m.layout.layers[i];
+        int fan = l->in + (l->cond != CV_NO_COND ? 10 : 0);
+        double bound = 1.0 / sqrt(fan), sum = 0, sq = 0, maxabs = 0;
+        size_t n = l->b + l->out - l->w;
+        for (size_t k = l->w; k < l->b + l->out; k++) {
+            double v = m.params[k];
+            sum += v;
+            sq += v * v;
+            maxabs = fmax(maxabs, fabs(v));
+        }
+        cr_assert_leq(maxabs, bound, "layer %d exceeds 1/sqrt(%d)", i, fan);
+        /* U(-b, b) has variance b^2/3; 6 standard errors of the sample variance */
+        double var = sq / n - (sum / n) * (sum / n);
+        cr_assert(fabs(var - bound * bound / 3) < 6 * bound * bound * sqrt(0.8 / n) / 3 + 1e-12,
+                  "layer %d variance %g, expected %g", i, var, bound * bound / 3);
+    }
+    cv_model_destroy(&m);
+    be->destroy(be);
+}

@@ -1,0 +1,510 @@
+/* test_ops_cpu.c: every CPU backend operation against a double-precision reference and,
+ * for the ones with gradients, against central finite differences in double precision.
+ *
+ * Finite differences are taken of a double-precision loss L = sum(w * out) with random
+ * weights w, at h = 1e-6, which leaves truncation and rounding error near 1e-9; the
+ * backend computes in float, so gradients agree to float rounding of the sums involved.
+ */
+#include <criterion/criterion.h>
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cv_math.h"
+#include "cvae/backend.h"
+#include "cvae/rng.h"
+#include "helpers.h"
+
+static cv_backend *be;
+
+static void setup(void) {
+    cv_err err;
+    cr_assert_eq(cv_backend_cpu_create(&be, &err), CV_OK);
+}
+static void teardown(void) { be->destroy(be); }
+
+TestSuite(ops_cpu, .init = setup, .fini = teardown);
+
+#define FD_H 1e-6
+
+/* float gradients vs double references: float rounding of sums of a few hundred terms
+ * stays well inside 1e-4 relative; 1e-5 absolute covers gradients near zero */
+static void assert_close(const char *what, int i, double got, double ref, double atol,
+                         double rtol) {
+    cr_assert(fabs(got - ref) <= atol + rtol * fabs(ref), "%s[%d]: got %.9g, reference %.9g",
+              what, i, got, ref);
+}
+
+/* ---------- GEMM ---------- */
+
+static void gemm_case(test_rng *r, bool ta, bool tb, int m, int n, int k) {
+    /* padded leading dimensions, so sub-matrix strides are exercised */
+    int lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 2, ldc = n + 1;
+    int arows = ta ? k : m, brows = tb ? n : k;
+    float *a = malloc(sizeof(float) * arows * lda), *b = malloc(sizeof(float) * brows * ldb);
+    float *c = malloc(sizeof(float) * m * ldc), *c0 = malloc(sizeof(float) * m * ldc);
+    test_fill(r, a, (size_t)arows * lda, -1, 1);
+    test_fill(r, b, (size_t)brows * ldb, -1, 1);
+    test_fill(r, c0, (size_t)m * ldc, -1, 1);
+    memcpy(c, c0, sizeof(float) * m * ldc);
+    float alpha = (float)test_uniform(r, 0.5, 2), beta = (float)test_uniform(r, -1, 1);
+    be->gemm(be, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < ldc; j++) {
+            if (j >= n) {
+                cr_assert_eq(c[i * ldc + j], c0[i * ldc + j], "padding of C was written");
+                continue;
+            }
+            double s = 0, mag = 0;
+            for (int p = 0; p < k; p++) {
+                double av = ta ? a[p * lda + i] : a[i * lda + p];
+                double bv = tb ? b[j * ldb + p] : b[p * ldb + j];
+                s += av * bv;
+                mag += fabs(av * bv);
+            }
+            double ref = alpha * s + beta * c0[i * ldc + j];
+            /* a float dot product of length k errs by at most ~k eps sum|a b| */
+            double tol = 2.0 * (k + 2) * FLT_EPSILON * (fabs(alpha) * mag + fabs(c0[i * ldc + j]));
+            cr_assert(fabs(c[i * ldc + j] - ref) <= tol,
+                      "gemm ta=%d tb=%d %dx%dx%d C[%d,%d] = %g, reference %g", ta, tb, m, n, k,
+                      i, j, c[i * ldc + j], ref);
+        }
+    free(a);
+    free(b);
+    free(c);
+    free(c0);
+}
+
+Test(ops_cpu, gemm_all_transposes_and_awkward_shapes) {
+    test_rng r = test_rng_new("gemm");
+    const int shapes[][3] = {{1, 1, 1}, {31, 33, 32}, {257, 33, 31}, {33, 257, 64},
+                             {128, 400, 784}, {400, 784, 128}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                gemm_case(&r, ta, tb, shapes[s][0], shapes[s][1], shapes[s][2]);
+}
+
+/* ---------- bias + condition + ReLU ---------- */
+
+typedef struct {
+    int rows, cols, classes;
+    bool relu;
+    const float *pre; /* y before the op */
+    const int32_t *labels;
+    const float *w; /* loss weights (rows, cols) */
+} bias_ctx;
+
+static double bias_loss(const bias_ctx *c, const double *bias, const double *cond) {
+    double l = 0;
+    for (int r = 0; r < c->rows; r++)
+        for (int j = 0; j < c->cols; j++) {
+            double v = c->pre[r * c->cols + j] + bias[j] + cond[c->labels[r] * c->cols + j];
+            if (c->relu && v < 0) v = 0;
+            l += c->w[r * c->cols + j] * v;
+        }
+    return l;
+}
+
+static void bias_case(test_rng *r, int rows, int cols, int classes, bool relu) {
+    size_t n = (size_t)rows * cols;
+    float *pre = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+    float *w = malloc(n * sizeof(float)), *dy = malloc(n * sizeof(float));
+    float *bias = malloc(cols * sizeof(float)), *cond = malloc(classes * cols * sizeof(float));
+    float *dbias = calloc(cols, sizeof(float)), *dcond = calloc(classes * cols, sizeof(float));
+    int32_t *labels = malloc(rows * sizeof(int32_t));
+    test_fill(r, pre, n, -1, 1);
+    test_fill(r, w, n, -1, 1);
+    test_fill(r, bias, cols, -1, 1);
+    test_fill(r, cond, (size_t)classes * cols, -1, 1);
+    for (int i = 0; i < rows; i++) labels[i] = (int32_t)test_uniform(r, 0, classes);
+    /* keep pre-activations away from the ReLU kink, where no derivative exists */
+    for (size_t i = 0; i < n; i++) {
+        int row = (int)(i / cols), j = (int)(i % cols);
+        float v = pre[i] + bias[j] + cond[labels[row] * cols + j];
+        if (fabsf(v) < 1e-2f) pre[i] += 0.05f;
+    }
+    memcpy(y, pre, n * sizeof(float));
+    be->bias_act_forward(be, y, bias, cond, labels, rows, cols, relu);
+    for (size_t i = 0; i < n; i++) {
+        int row = (int)(i / cols), j = (int)(i % cols);
+        double v = (double)pre[i] + bias[j] + cond[labels[row] * cols + j];
+        if (relu && v < 0) v = 0;
+        assert_close("bias_act_forward", (int)i, y[i], v, 1e-6, 1e-6);
+    }
+    memcpy(dy, w, n * sizeof(float));
+    be->bias_act_backward(be, dy, y, dbias, dcond, labels, rows, cols, relu);
+
+    bias_ctx c = {rows, cols, classes, relu, pre, labels, w};
+    double *bd = malloc(cols * sizeof(double)), *cd = malloc(classes * cols * sizeof(double));
+    for (int j = 0; j < cols; j++) bd[j] = bias[j];
+    for (int j = 0; j < classes * cols; j++) cd[j] = cond[j];
+    for (int j = 0; j < cols; j++) {
+        double keep = bd[j];
+        bd[j] = keep + FD_H;
+        double lp = bias_loss(&c, bd, cd);
+        bd[j] = keep - FD_H;
+        double lm = bias_loss(&c, bd, cd);
+        bd[j] = keep;
+        assert_close("dbias", j, dbias[j], (lp - lm) / (2 * FD_H), 1e-5, 1e-4);
+    }
+    for (int j = 0; j < classes * cols; j++) {
+        double keep = cd[j];
+        cd[j] = keep + FD_H;
+        double lp = bias_loss(&c, bd, cd);
+        cd[j] = keep - FD_H;
+        double lm = bias_loss(&c, bd, cd);
+        cd[j] = keep;
+        assert_close("dcond", j, dcond[j], (lp - lm) / (2 * FD_H), 1e-5, 1e-4);
+    }
+    /* the masked dy is the gradient with respect to the pre-activation */
+    for (size_t i = 0; i < n; i++) {
+        double ref = (!relu || y[i] > 0) ? w[i] : 0.0;
+        assert_close("dy", (int)i, dy[i], ref, 0, 0);
+    }
+    free(pre); free(y); free(w); free(dy); free(bias); free(cond); free(dbias); free(dcond);
+    free(labels); free(bd); free(cd);
+}
+
+Test(ops_cpu, bias_act_forward_backward_against_finite_differences) {
+    test_rng r = test_rng_new("bias_act");
+    const int shapes[][2] = {{1, 1}, {31, 33}, {33, 32}, {257, 31}, {128, 400}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int relu = 0; relu < 2; relu++)
+            bias_case(&r, shapes[s][0], shapes[s][1], 1 + (int)test_uniform(&r, 0, 10), relu);
+}
+
+Test(ops_cpu, bias_act_without_condition_leaves_it_out) {
+    test_rng r = test_rng_new("bias_act no cond");
+    int rows = 33, cols = 17;
+    float y[33 * 17], bias[17], dbias[17] = {0};
+    int32_t labels[33] = {0};
+    test_fill(&r, y, sizeof y / sizeof y[0], -1, 1);
+    test_fill(&r, bias, 17, -1, 1);
+    float ref[33 * 17];
+    memcpy(ref, y, sizeof y);
+    be->bias_act_forward(be, y, bias, NULL, labels, rows, cols, false);
+    for (int i = 0; i < rows * cols; i++) assert_close("y", i, y[i], ref[i] + bias[i % cols], 0, 0);
+    float dy[33 * 17];
+    test_fill(&r, dy, sizeof dy / sizeof dy[0], -1, 1);
+    be->bias_act_backward(be, dy, y, dbias, NULL, labels, rows, cols, false);
+    for (int j = 0; j < cols; j++) {
+        double s = 0;
+        for (int i = 0; i < rows; i++) s += dy[i * cols + j];
+        assert_close("dbias", j, dbias[j], s, 1e-5, 1e-5);
+    }
+}
+
+/* ---------- reparameterization + KL ---------- */
+
+static double clampd(double s) { return s < CV_LOGVAR_MIN ? CV_LOGVAR_MIN : s > CV_LOGVAR_MAX ? CV_LOGVAR_MAX : s; }
+
+/* L = sum dz . z + kl_scale * sum kl is a sum of one term per (row, dim); the term of one
+ * dimension, in double, is what finite differences are taken of, so the huge values of
+ * other terms (exp(30) at the clamp) cannot swamp the difference. */
+static double reparam_term(double mu, double s_raw, double eps, double dz, double kl_scale) {
+    double s = clampd(s_raw);
+    double z = mu + exp(0.5 * s) * eps;
+    return dz * z + kl_scale * 0.5 * (mu * mu + exp(s) - 1 - s);
+}
+
+static void reparam_case(test_rng *r, int rows, int L) {
+    size_t ne = (size_t)rows * 2 * L, nz = (size_t)rows * L;
+    float *enc = malloc(ne * 4), *eps = malloc(nz * 4), *z = malloc(nz * 4), *dz = malloc(nz * 4);
+    float *kl = malloc(rows * 4), *lr = malloc(rows * 4), *denc = malloc(ne * 4);
+    test_fill(r, enc, ne, -2, 2);
+    for (size_t i = 0; i < nz; i++) eps[i] = (float)test_normal(r);
+    test_fill(r, dz, nz, -1, 1);
+    /* a few log-variances beyond the clamp, where the gradient must vanish */
+    enc[L] = 35.0f;
+    if (rows > 1) enc[2 * L + L] = -33.0f;
+    float kl_scale = (float)test_uniform(r, 0.1, 2);
+    be->reparam_forward(be, enc, eps, z, kl, lr, rows, L);
+    for (int i = 0; i < rows; i++) {
+        double k = 0, lrat = 0;
+        for (int j = 0; j < L; j++) {
+            double mu = enc[i * 2 * L + j], s = clampd(enc[i * 2 * L + L + j]);
+            double zz = mu + exp(0.5 * s) * eps[i * L + j];
+            assert_close("z", i * L + j, z[i * L + j], zz, 1e-5, 1e-5);
+            k += 0.5 * (mu * mu + exp(s) - 1 - s);
+            lrat += -0.5 * (zz * zz + log(2 * M_PI)) + 0.5 * (eps[i * L + j] * eps[i * L + j] + s + log(2 * M_PI));
+        }
+        assert_close("kl", i, kl[i], k, 1e-4, 1e-5);
+        /* exp(s/2) up to e^15 scales float rounding of z, hence a looser log-ratio check */
+        assert_close("log_ratio", i, lr[i], lrat, 1e-3, 1e-4);
+    }
+    be->reparam_backward(be, enc, eps, dz, kl_scale, denc, rows, L);
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < L; j++) {
+            double mu = enc[i * 2 * L + j], s = enc[i * 2 * L + L + j];
+            double e = eps[i * L + j], g = dz[i * L + j];
+            float dmu = denc[i * 2 * L + j], ds = denc[i * 2 * L + L + j];
+            if (clampd(s) != s) {
+                /* beyond the clamp: mu's gradient as usual, none through s */
+                assert_close("dmu (clamped s)", i * L + j, dmu, g + kl_scale * mu, 1e-5, 1e-5);
+                cr_assert_eq(ds, 0.0f, "gradient through a clamped log-variance must be 0");
+                continue;
+            }
+            double fd_mu = (reparam_term(mu + FD_H, s, e, g, kl_scale) -
+                            reparam_term(mu - FD_H, s, e, g, kl_scale)) / (2 * FD_H);
+            double fd_s = (reparam_term(mu, s + FD_H, e, g, kl_scale) -
+                           reparam_term(mu, s - FD_H, e, g, kl_scale)) / (2 * FD_H);
+            assert_close("dmu", i * L + j, dmu, fd_mu, 1e-5, 1e-4);
+            assert_close("ds", i * L + j, ds, fd_s, 1e-5, 1e-4);
+        }
+    free(enc); free(eps); free(z); free(dz); free(kl); free(lr); free(denc);
+}
+
+Test(ops_cpu, reparam_forward_backward_against_finite_differences) {
+    test_rng r = test_rng_new("reparam");
+    const int shapes[][2] = {{1, 1}, {31, 2}, {32, 20}, {33, 7}, {257, 3}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) reparam_case(&r, shapes[s][0], shapes[s][1]);
+}
+
+Test(ops_cpu, kl_closed_forms_and_monte_carlo) {
+    /* KL(N(mu, e^s) || N(0,1)) = 0.5 (mu^2 + e^s - 1 - s): known points */
+    cr_assert_float_eq(cv_kl_std_normal(0, 0), 0.0f, 1e-7);
+    cr_assert_float_eq(cv_kl_std_normal(1, 0), 0.5f, 1e-7);
+    cr_assert_float_eq(cv_kl_std_normal(0, logf(2)), 0.5f * (1.0f - logf(2)), 1e-6);
+    /* and as the expectation of log q - log p over q: -mean(log_ratio) with many draws */
+    test_rng r = test_rng_new("kl monte carlo");
+    const int L = 3, rows = 200000;
+    float mu[3], s[3];
+    test_fill(&r, mu, 3, -1, 1);
+    test_fill(&r, s, 3, -1, 1);
+    float *enc = malloc((size_t)rows * 2 * L * 4), *eps = malloc((size_t)rows * L * 4);
+    float *z = malloc((size_t)rows * L * 4), *kl = malloc(rows * 4), *lr = malloc(rows * 4);
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < L; j++) {
+            enc[i * 2 * L + j] = mu[j];
+            enc[i * 2 * L + L + j] = s[j];
+        }
+    cv_normal_fill(eps, (size_t)rows * L, r.s, 7);
+    be->reparam_forward(be, enc, eps, z, kl, lr, rows, L);
+    double mean = 0, sq = 0;
+    for (int i = 0; i < rows; i++) {
+        mean -= lr[i];
+        sq += (double)lr[i] * lr[i];
+    }
+    mean /= rows;
+    double sd = sqrt(sq / rows - mean * mean);
+    /* 6 standard errors: a false alarm is a 1e-9 event */
+    cr_assert(fabs(mean - kl[0]) < 6 * sd / sqrt(rows), "MC KL %g vs closed form %g (se %g)", mean,
+              kl[0], sd / sqrt(rows));
+    free(enc); free(eps); free(z); free(kl); free(lr);
+}
+
+/* ---------- Bernoulli cross-entropy ---------- */
+
+static double softplus(double l) { return l > 0 ? l + log1p(exp(-l)) : log1p(exp(l)); }
+
+static void xent_case(test_rng *r, int rows, int cols) {
+    size_t n = (size_t)rows * cols;
+    float *l = malloc(n * 4), *x = malloc(n * 4), *d = malloc(n * 4), *rec = malloc(rows * 4);
+    float *rec2 = malloc(rows * 4);
+    test_fill(r, l, n, -8, 8);
+    test_fill(r, x, n, 0, 1);
+    float scale = (float)test_uniform(r, 0.01, 1);
+    be->bernoulli_xent(be, l, x, rec, d, scale, rows, cols);
+    be->bernoulli_xent(be, l, x, rec2, NULL, scale, rows, cols);
+    for (int i = 0; i < rows; i++) {
+        double s = 0;
+        for (int j = 0; j < cols; j++) s += softplus(l[i * cols + j]) - x[i * cols + j] * (double)l[i * cols + j];
+        assert_close("rec", i, rec[i], s, 1e-4, 1e-5);
+        cr_assert_eq(rec[i], rec2[i], "rec differs with and without the gradient");
+    }
+    for (size_t i = 0; i < n; i++) {
+        double lp = softplus(l[i] + FD_H) - x[i] * (l[i] + FD_H);
+        double lm = softplus(l[i] - FD_H) - x[i] * (l[i] - FD_H);
+        assert_close("dlogits", (int)i, d[i], scale * (lp - lm) / (2 * FD_H), 1e-6, 1e-4);
+    }
+    free(l); free(x); free(d); free(rec); free(rec2);
+}
+
+Test(ops_cpu, bernoulli_xent_against_finite_differences) {
+    test_rng r = test_rng_new("xent");
+    const int shapes[][2] = {{1, 1}, {31, 33}, {32, 784}, {33, 1}, {257, 31}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) xent_case(&r, shapes[s][0], shapes[s][1]);
+}
+
+Test(ops_cpu, bernoulli_closed_forms_and_extremes) {
+    float g;
+    /* at l = 0 every pixel costs log 2 whatever x is */
+    cr_assert_float_eq(cv_bernoulli_nll(0.0f, 0.3f, &g), logf(2.0f), 1e-7);
+    cr_assert_float_eq(g, 0.5f - 0.3f, 1e-7);
+    /* x = sigmoid(l): the cost is the entropy of Bernoulli(x) */
+    float l = 1.3f, p = 1.0f / (1.0f + expf(-l));
+    cr_assert_float_eq(cv_bernoulli_nll(l, p, &g), -(p * logf(p) + (1 - p) * logf(1 - p)), 1e-6);
+    cr_assert_float_eq(g, 0.0f, 1e-7);
+    /* huge logits stay finite and exact: softplus(100) - 100 = 0, softplus(-100) = ~0 */
+    cr_assert_float_eq(cv_bernoulli_nll(100.0f, 1.0f, &g), 0.0f, 1e-6);
+    cr_assert_float_eq(cv_bernoulli_nll(-100.0f, 0.0f, &g), 0.0f, 1e-6);
+    cr_assert_float_eq(cv_bernoulli_nll(1e30f, 0.0f, &g), 1e30f, 1e24);
+    cr_assert(isfinite(cv_bernoulli_nll(-1e30f, 1.0f, &g)) && g == -1.0f);
+    /* NaN in, NaN out: a poisoned logit must not be hidden */
+    cr_assert(isnan(cv_bernoulli_nll(NAN, 0.5f, &g)) && isnan(g));
+}
+
+/* ---------- Adam ---------- */
+
+Test(ops_cpu, adam_matches_pytorch_formula_in_double) {
+    test_rng r = test_rng_new("adam");
+    const size_t n = 70001; /* over the parallel threshold and not a multiple of anything */
+    float *p = malloc(n * 4), *g = malloc(n * 4), *m = calloc(n, 4), *v = calloc(n, 4);
+    double *pd = malloc(n * 8), *md = calloc(n, 8), *vd = calloc(n, 8);
+    test_fill(&r, p, n, -1, 1);
+    for (size_t i = 0; i < n; i++) pd[i] = p[i];
+    const double lr = 1e-3, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    for (int t = 1; t <= 5; t++) {
+        test_fill(&r, g, n, -1, 1);
+        be->adam(be, p, g, m, v, n, (float)lr, (float)b1, (float)b2, (float)eps, t);
+        for (size_t i = 0; i < n; i++) {
+            md[i] = b1 * md[i] + (1 - b1) * g[i];
+            vd[i] = b2 * vd[i] + (1 - b2) * (double)g[i] * g[i];
+            double denom = sqrt(vd[i]) / sqrt(1 - pow(b2, t)) + eps;
+            pd[i] -= lr / (1 - pow(b1, t)) * md[i] / denom;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        assert_close("p", (int)i, p[i], pd[i], 1e-6, 1e-5);
+        assert_close("m", (int)i, m[i], md[i], 1e-7, 1e-5);
+        assert_close("v", (int)i, v[i], vd[i], 1e-9, 1e-4);
+    }
+    free(p); free(g); free(m); free(v); free(pd); free(md); free(vd);
+}
+
+/* ---------- batching, sums ---------- */
+
+Test(ops_cpu, gather_batch_scales_and_follows_the_order) {
+    test_rng r = test_rng_new("gather");
+    const int n = 57, dim = 37, rows = 19, start = 21;
+    uint8_t pix[57 * 37], lab[57];
+    int32_t perm[57];
+    for (int i = 0; i < n * dim; i++) pix[i] = (uint8_t)test_uniform(&r, 0, 256);
+    for (int i = 0; i < n; i++) lab[i] = (uint8_t)test_uniform(&r, 0, 10);
+    cv_shuffle(perm, n, r.s, 3);
+    float x[19 * 37];
+    int32_t labels[19];
+    be->gather_batch(be, pix, lab, perm, start, rows, dim, x, labels);
+    for (int i = 0; i < rows; i++) {
+        cr_assert_eq(labels[i], lab[perm[start + i]]);
+        for (int j = 0; j < dim; j++)
+            cr_assert_eq(x[i * dim + j], (float)pix[perm[start + i] * dim + j] / 255.0f);
+    }
+}
+
+Test(ops_cpu, accumulate_adds_a_sum) {
+    test_rng r = test_rng_new("accumulate");
+    float v[1001];
+    test_fill(&r, v, 1001, -100, 100);
+    double acc = 2.5, ref = 2.5;
+    for (int i = 0; i < 1001; i++) ref += v[i];
+    be->accumulate(be, &acc, v, 1001);
+    cr_assert(fabs(acc - ref) < 1e-9 * 1001 * 100, "acc %g vs %g", acc, ref);
+}
+
+/* ---------- random numbers ---------- */
+
+Test(ops_cpu, philox_known_answers) {
+    /* Random123's known-answer vectors for philox4x32-10 */
+    cv_u32x4 zero = {{0, 0, 0, 0}};
+    cv_u32x4 a = cv_philox4x32_10(zero, 0, 0);
+    cr_assert(a.v[0] == 0x6627e8d5u && a.v[1] == 0xe169c58du && a.v[2] == 0xbc57ac4cu &&
+                  a.v[3] == 0x9b00dbd8u,
+              "zero vector: %08x %08x %08x %08x", a.v[0], a.v[1], a.v[2], a.v[3]);
+    cv_u32x4 ones = {{0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}};
+    cv_u32x4 b = cv_philox4x32_10(ones, 0xffffffffu, 0xffffffffu);
+    cr_assert(b.v[0] == 0x408f276du && b.v[1] == 0x41c83b0eu && b.v[2] == 0xa20bc7c6u &&
+                  b.v[3] == 0x6d5451fdu,
+              "ones vector: %08x %08x %08x %08x", b.v[0], b.v[1], b.v[2], b.v[3]);
+    cv_u32x4 pi = {{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}};
+    cv_u32x4 c = cv_philox4x32_10(pi, 0xa4093822u, 0x299f31d0u);
+    cr_assert(c.v[0] == 0xd16cfe09u && c.v[1] == 0x94fdccebu && c.v[2] == 0x5001e420u &&
+                  c.v[3] == 0x24126ea1u,
+              "pi vector: %08x %08x %08x %08x", c.v[0], c.v[1], c.v[2], c.v[3]);
+}
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+Test(ops_cpu, normal_draws_are_standard_normal) {
+    test_rng r = test_rng_new("normal");
+    const size_t n = 1000003;
+    float *x = malloc(n * 4);
+    be->normal(be, x, n, r.s, 12345);
+    double mean = 0, var = 0, tail = 0;
+    for (size_t i = 0; i < n; i++) {
+        cr_assert(isfinite(x[i]));
+        mean += x[i];
+    }
+    mean /= n;
+    for (size_t i = 0; i < n; i++) {
+        var += (x[i] - mean) * (x[i] - mean);
+        tail += fabsf(x[i]) > 2.0f;
+    }
+    var /= n - 1;
+    tail /= n;
+    /* thresholds at ~6 standard errors: false alarms are 1e-9 events */
+    cr_assert(fabs(mean) < 6.0 / sqrt(n), "mean %g", mean);
+    cr_assert(fabs(var - 1.0) < 6.0 * sqrt(2.0 / n), "variance %g", var);
+    cr_assert(fabs(tail - 0.0455003) < 6.0 * sqrt(0.0455 * 0.9545 / n), "P(|x|>2) = %g", tail);
+    /* Kolmogorov-Smirnov against Phi: D > 2.2/sqrt(n) has probability below 1e-4 */
+    qsort(x, n, 4, cmp_float);
+    double d = 0;
+    for (size_t i = 0; i < n; i += 7) {
+        double cdf = 0.5 * erfc(-x[i] / sqrt(2.0));
+        double lo = fabs(cdf - (double)i / n), hi = fabs(cdf - (double)(i + 1) / n);
+        d = fmax(d, fmax(lo, hi));
+    }
+    cr_assert(d < 2.2 / sqrt(n), "KS distance %g", d);
+    free(x);
+}
+
+Test(ops_cpu, normal_streams_are_replayable_and_distinct) {
+    test_rng r = test_rng_new("normal streams");
+    float a[1000], b[1000], c[10];
+    be->normal(be, a, 1000, r.s, 5);
+    be->normal(be, b, 1000, r.s, 5);
+    cr_assert(memcmp(a, b, sizeof a) == 0, "the same stream gave different draws");
+    be->normal(be, c, 10, r.s, 5);
+    cr_assert(memcmp(a, c, sizeof c) == 0, "a draw depends on how many are asked for");
+    be->normal(be, b, 1000, r.s, 6);
+    int same = 0;
+    for (int i = 0; i < 1000; i++) same += a[i] == b[i];
+    cr_assert_lt(same, 5, "streams 5 and 6 agree on %d of 1000 draws", same);
+}
+
+Test(ops_cpu, shuffle_is_a_uniform_seeded_permutation) {
+    test_rng r = test_rng_new("shuffle");
+    int32_t p[1000], q[1000];
+    cv_shuffle(p, 1000, r.s, 1);
+    cv_shuffle(q, 1000, r.s, 1);
+    cr_assert(memcmp(p, q, sizeof p) == 0, "the same seed gave another order");
+    int seen[1000] = {0};
+    for (int i = 0; i < 1000; i++) seen[p[i]]++;
+    for (int i = 0; i < 1000; i++) cr_assert_eq(seen[i], 1, "not a permutation");
+    cv_shuffle(q, 1000, r.s, 2);
+    cr_assert(memcmp(p, q, sizeof p) != 0, "two epochs gave the same order");
+    /* all 24 orders of 4 items equally often: chi-square with 23 degrees of freedom,
+     * 70 is past its 1e-6 quantile */
+    int counts[24] = {0};
+    const int trials = 48000;
+    for (int t = 0; t < trials; t++) {
+        int32_t s[4];
+        cv_shuffle(s, 4, r.s, 100 + (uint64_t)t);
+        int code = 0, used = 0;
+        for (int i = 0; i < 4; i++) {
+            int rank = 0;
+            for (int k = 0; k < s[i]; k++) rank += !(used >> k & 1);
+            used |= 1 << s[i];
+            code = code * (4 - i) + rank;
+        }
+        counts[code]++;
+    }
+    double chi = 0, expect = trials / 24.0;
+    for (int i = 0; i < 24; i++) chi += (counts[i] - expect) * (counts[i] - expect) / expect;
+    cr_assert_lt(chi, 70.0, "chi-square %g over the 24 orders", chi);
+}

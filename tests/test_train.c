@@ -1,0 +1,155 @@
+/* test_train.c: training lowers the loss, is bitwise deterministic for a seed, keeps the
+ * last partial batch, and its checkpoint evaluates to the figures it printed. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cvae/checkpoint.h"
+#include "cvae/train.h"
+#include "helpers.h"
+
+static char *dir;
+static FILE *log_sink;
+
+static void setup(void) {
+    dir = test_tmpdir();
+    log_sink = fopen("/dev/null", "w");
+}
+static void teardown(void) {
+    fclose(log_sink);
+    test_rmtree(dir);
+    free(dir);
+}
+
+TestSuite(train, .init = setup, .fini = teardown, .timeout = 120);
+
+static cv_train_options small_options(const char *data, const char *out, const char *metrics,
+                                      uint64_t seed) {
+    cv_train_options o = {.data_dir = data, .device = "cpu", .out_dir = out,
+                          .metrics_path = metrics, .n_hidden = 1, .hidden = {32}, .latent = 4,
+                          .batch = 32, .epochs = 6, .lr = 3e-3f, .seed = seed, .log = log_sink};
+    return o;
+}
+
+/* The value of "key": in each line of a JSON-lines file, in order. */
+static int read_metric(const char *path, const char *key, double *out, int max) {
+    size_t size;
+    char *text = (char *)test_read_file(path, &size);
+    cr_assert_not_null(text, "no metrics file %s", path);
+    text[size] = 0;
+    int n = 0;
+    char pattern[64];
+    snprintf(pattern, sizeof pattern, "\"%s\": ", key);
+    for (char *p = strstr(text, pattern); p && n < max; p = strstr(p + 1, pattern))
+        out[n++] = strtod(p + strlen(pattern), NULL);
+    free(text);
+    return n;
+}
+
+Test(train, lowers_the_loss_and_keeps_the_partial_batch) {
+    test_rng r = test_rng_new("train data");
+    char data[4096], out[4096], metrics[4096];
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(out, sizeof out, "%s/run", dir);
+    snprintf(metrics, sizeof metrics, "%s/m.jsonl", dir);
+    cr_assert_eq(mkdir(data, 0777), 0);
+    test_write_dataset(data, 600, 100, 8, 8, 3, false, r.s);
+    cv_train_options o = small_options(data, out, metrics, r.s);
+    cv_train_result res;
+    cv_err err;
+    cr_assert_eq(cv_train_run(&o, &res, &err), CV_OK, "%s", err.msg);
+    double loss[16], test[16];
+    cr_assert_eq(read_metric(metrics, "train_loss", loss, 16), 6);
+    cr_assert_eq(read_metric(metrics, "test_neg_elbo", test, 16), 6);
+    cr_assert_lt(loss[5], 0.85 * loss[0], "train loss %g -> %g", loss[0], loss[5]);
+    cr_assert_lt(test[5], test[0], "test -ELBO %g -> %g", test[0], test[5]);
+
+    char ckpt[8192];
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
+    cv_checkpoint ck;
+    cr_assert_eq(cv_checkpoint_load(ckpt, &ck, &err), CV_OK, "%s", err.msg);
+    /* 600 = 18 * 32 + 24: 19 steps an epoch, the partial one included */
+    cr_assert_eq(ck.step, 19 * 6);
+    cr_assert_eq(ck.epoch, 6);
+
+    /* the checkpoint evaluates to the figures training printed */
+    cv_backend *be;
+    cr_assert_eq(cv_backend_cpu_create(&be, &err), CV_OK);
+    cv_model m;
+    cv_workspace ws;
+    cv_data d;
+    cv_device_split split;
+    cr_assert_eq(cv_model_from_checkpoint(be, &ck, &m, &err), CV_OK);
+    cr_assert_eq(cv_workspace_create(&m, CV_EVAL_BATCH, &ws, &err), CV_OK);
+    cr_assert_eq(cv_data_load(data, ck.cfg.n_classes, &d, &err), CV_OK);
+    cr_assert_eq(cv_device_split_upload(be, &d.test, &split, &err), CV_OK);
+    cv_eval_result ev;
+    cv_evaluate(&m, &ws, &split, r.s, 64, &ev);
+    cr_assert_eq(ev.neg_elbo, res.test.neg_elbo, "eval %.9g vs training %.9g", ev.neg_elbo,
+                 res.test.neg_elbo);
+    /* the IWAE bound is tighter than the ELBO */
+    cr_assert_lt(ev.iwae_nll, ev.neg_elbo, "IWAE %g vs -ELBO %g", ev.iwae_nll, ev.neg_elbo);
+    cv_device_split_free(be, &split);
+    cv_data_free(&d);
+    cv_workspace_destroy(&m, &ws);
+    cv_model_destroy(&m);
+    be->destroy(be);
+    cv_checkpoint_free(&ck);
+}
+
+Test(train, same_seed_same_bits_other_seed_other_bits) {
+    test_rng r = test_rng_new("determinism");
+    char data[4096];
+    snprintf(data, sizeof data, "%s/data", dir);
+    cr_assert_eq(mkdir(data, 0777), 0);
+    test_write_dataset(data, 300, 50, 6, 7, 4, true, r.s);
+    uint8_t *bytes[3];
+    size_t sizes[3];
+    double losses[3][4];
+    uint64_t seeds[3] = {r.s, r.s, r.s + 1};
+    for (int i = 0; i < 3; i++) {
+        char out[4096], metrics[4096], ckpt[8192];
+        snprintf(out, sizeof out, "%s/run%d", dir, i);
+        snprintf(metrics, sizeof metrics, "%s/m%d.jsonl", dir, i);
+        cv_train_options o = small_options(data, out, metrics, seeds[i]);
+        o.epochs = 3;
+        cv_train_result res;
+        cv_err err;
+        cr_assert_eq(cv_train_run(&o, &res, &err), CV_OK, "%s", err.msg);
+        snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
+        bytes[i] = test_read_file(ckpt, &sizes[i]);
+        cr_assert_eq(read_metric(metrics, "train_loss", losses[i], 4), 3);
+    }
+    cr_assert(sizes[0] == sizes[1] && memcmp(bytes[0], bytes[1], sizes[0]) == 0,
+              "two runs with one seed wrote different checkpoints");
+    cr_assert(memcmp(losses[0], losses[1], sizeof losses[0]) == 0);
+    cr_assert(memcmp(bytes[0], bytes[2], sizes[0]) != 0, "another seed gave the same model");
+    for (int i = 0; i < 3; i++) free(bytes[i]);
+}
+
+Test(train, trains_without_test_files_and_refuses_to_overwrite) {
+    test_rng r = test_rng_new("no test set");
+    char data[4096], out[4096], ckpt[8192];
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(out, sizeof out, "%s/run", dir);
+    cr_assert_eq(mkdir(data, 0777), 0);
+    test_write_dataset(data, 100, 0, 4, 4, 2, false, r.s);
+    cv_train_options o = small_options(data, out, NULL, r.s);
+    o.epochs = 1;
+    cv_train_result res;
+    cv_err err;
+    cr_assert_eq(cv_train_run(&o, &res, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(res.has_test, 0);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
+    size_t before, after;
+    uint8_t *a = test_read_file(ckpt, &before);
+    o.seed++;
+    cr_assert_eq(cv_train_run(&o, &res, &err), CV_ERR_IO, "an existing checkpoint was overwritten");
+    cr_assert(strstr(err.msg, "already exists") != NULL, "%s", err.msg);
+    uint8_t *b = test_read_file(ckpt, &after);
+    cr_assert(before == after && memcmp(a, b, before) == 0, "the old checkpoint changed");
+    free(a);
+    free(b);
+}
