@@ -93,7 +93,8 @@ static void check_model(const int *hidden, int n_hidden, int h, int w, int K, in
     for (int i = 0; i < rows * L; i++) ws.eps[i] = (float)test_normal(&r);
 
     be->zero(be, m.grads, m.layout.n_params * sizeof(float));
-    cv_model_forward(&m, &ws, rows, true, false);
+    cv_noise given = {.draw = false};
+    cv_model_forward(&m, &ws, rows, &given, true, false);
     cv_model_backward(&m, &ws, rows, beta);
 
     ref_ctx c = {&m.layout, rows, ws.x, ws.eps, ws.labels, beta};

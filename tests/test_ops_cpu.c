@@ -220,7 +220,7 @@ static void reparam_case(test_rng *r, int rows, int L) {
     enc[L] = 35.0f;
     if (rows > 1) enc[2 * L + L] = -33.0f;
     float kl_scale = (float)test_uniform(r, 0.1, 2);
-    be->reparam_forward(be, enc, eps, z, kl, lr, rows, L);
+    be->reparam_forward(be, enc, eps, false, 0, 0, NULL, z, kl, lr, rows, L);
     for (int i = 0; i < rows; i++) {
         double k = 0, lrat = 0;
         for (int j = 0; j < L; j++) {
@@ -280,8 +280,11 @@ Test(ops_cpu, kl_closed_forms_and_monte_carlo) {
             enc[i * 2 * L + j] = mu[j];
             enc[i * 2 * L + L + j] = s[j];
         }
-    cv_normal_fill(eps, (size_t)rows * L, r.s, 7);
-    be->reparam_forward(be, enc, eps, z, kl, lr, rows, L);
+    cv_step st = {.step = 7};
+    be->reparam_forward(be, enc, eps, true, r.s, 0, &st, z, kl, lr, rows, L);
+    float check[16];
+    cv_normal_fill(check, 16, r.s, 7);
+    cr_assert(memcmp(check, eps, sizeof check) == 0, "drawn eps is not stream base + step");
     double mean = 0, sq = 0;
     for (int i = 0; i < rows; i++) {
         mean -= lr[i];
@@ -358,7 +361,8 @@ Test(ops_cpu, adam_matches_pytorch_formula_in_double) {
     const double lr = 1e-3, b1 = 0.9, b2 = 0.999, eps = 1e-8;
     for (int t = 1; t <= 5; t++) {
         test_fill(&r, g, n, -1, 1);
-        be->adam(be, p, g, m, v, n, (float)lr, (float)b1, (float)b2, (float)eps, t);
+        cv_step st = {.step = t - 1};
+        be->adam(be, p, g, m, v, n, (float)lr, (float)b1, (float)b2, (float)eps, &st);
         for (size_t i = 0; i < n; i++) {
             md[i] = b1 * md[i] + (1 - b1) * g[i];
             vd[i] = b2 * vd[i] + (1 - b2) * (double)g[i] * g[i];
@@ -386,7 +390,11 @@ Test(ops_cpu, gather_batch_scales_and_follows_the_order) {
     cv_shuffle(perm, n, r.s, 3);
     float x[19 * 37];
     int32_t labels[19];
-    be->gather_batch(be, pix, lab, perm, start, rows, dim, x, labels);
+    cv_step st = {.step = 3, .start = start};
+    be->gather_batch(be, pix, lab, perm, &st, rows, dim, x, labels);
+    be->advance_step(be, &st, rows);
+    cr_assert(st.step == 4 && st.start == start + rows, "advance_step moved to %lld, %d",
+              (long long)st.step, st.start);
     for (int i = 0; i < rows; i++) {
         cr_assert_eq(labels[i], lab[perm[start + i]]);
         for (int j = 0; j < dim; j++)

@@ -17,6 +17,18 @@
 
 typedef struct cv_backend cv_backend;
 
+/* The per-step values the step's operations read, kept in backend memory so that a
+ * captured step (a CUDA graph) replays unchanged: advance_step moves it on. */
+typedef struct {
+    int64_t step;  /* optimiser steps taken: Adam's t - 1, and the training noise stream */
+    int32_t start; /* first row of this step's batch in the epoch's order */
+    int32_t unused;
+} cv_step;
+
+typedef struct {
+    bool tf32; /* let cuBLAS use TF32 tensor cores (CUDA only) */
+} cv_backend_options;
+
 struct cv_backend {
     const char *name;     /* "cpu" or "cuda" */
     char description[256];/* what the user is told: device name, cores, memory */
@@ -52,8 +64,11 @@ struct cv_backend {
                               bool relu);
 
     /* enc (rows, 2L) = [mu | s]; z (rows, L) = mu + exp(s/2) eps; kl (rows) per sample;
-     * log_ratio (rows) = log p(z) - log q(z|x), only when not NULL. */
-    void (*reparam_forward)(cv_backend *be, const float *enc, const float *eps, float *z,
+     * log_ratio (rows) = log p(z) - log q(z|x), only when not NULL. With draw_eps, eps is
+     * first filled (in the same pass) with elements of the Philox stream
+     * stream_base + (st ? st->step : 0) under seed; otherwise it is read as given. */
+    void (*reparam_forward)(cv_backend *be, const float *enc, float *eps, bool draw_eps,
+                            uint64_t seed, uint64_t stream_base, const cv_step *st, float *z,
                             float *kl, float *log_ratio, int rows, int latent);
 
     /* denc (rows, 2L) = gradient of sum_r (dz[r] . z[r] + kl_scale * kl[r]). */
@@ -70,26 +85,40 @@ struct cv_backend {
     /* out[i] ~ N(0, 1): element i of the Philox stream (seed, stream). */
     void (*normal)(cv_backend *be, float *out, size_t n, uint64_t seed, uint64_t stream);
 
-    /* One Adam step (PyTorch semantics) over the whole buffer; t counts from 1. */
+    /* One Adam step (PyTorch semantics) over the whole buffer, t = st->step + 1. */
     void (*adam)(cv_backend *be, float *params, const float *grads, float *m, float *v,
-                 size_t n, float lr, float beta1, float beta2, float eps, int64_t t);
+                 size_t n, float lr, float beta1, float beta2, float eps, const cv_step *st);
 
     /* acc[0] += sum of values[0..n) (acc is one double in device memory). */
     void (*accumulate)(cv_backend *be, double *acc, const float *values, int n);
 
-    /* x (rows, dim) = pixels[perm[start + r]] / 255, labels_out[r] = labels[...]. */
+    /* x (rows, dim) = pixels[perm[st->start + r]] / 255, labels_out[r] = labels[...]. */
     void (*gather_batch)(cv_backend *be, const uint8_t *pixels, const uint8_t *labels,
-                         const int32_t *perm, int start, int rows, int dim, float *x,
+                         const int32_t *perm, const cv_step *st, int rows, int dim, float *x,
                          int32_t *labels_out);
+
+    /* st->step += 1, st->start += rows (st in backend memory). */
+    void (*advance_step)(cv_backend *be, cv_step *st, int rows);
+
+    /* Recording a sequence of operations once and replaying it. capture_begin returns
+     * false when the backend has no such thing (the CPU): the caller then just runs the
+     * operations. Between begin and end, operations are recorded, not run. */
+    bool (*capture_begin)(cv_backend *be);
+    void *(*capture_end)(cv_backend *be);
+    void (*replay)(cv_backend *be, void *recording);
+    void (*recording_free)(cv_backend *be, void *recording);
 };
 
 cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err);
 
 /* The CUDA backend; CV_ERR_DEVICE when it was not built or no GPU is usable. */
-cv_status cv_backend_cuda_create(cv_backend **out, cv_err *err);
+cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out,
+                                 cv_err *err);
 bool cv_backend_cuda_available(void);
 
-/* "auto", "cpu" or "cuda"; auto picks the GPU when one is usable. */
-cv_status cv_backend_open(const char *device, cv_backend **out, cv_err *err);
+/* "auto", "cpu" or "cuda"; auto picks the GPU when one is usable. opt may be NULL. TF32
+ * on the CPU is a usage error. */
+cv_status cv_backend_open(const char *device, const cv_backend_options *opt,
+                          cv_backend **out, cv_err *err);
 
 #endif

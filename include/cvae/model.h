@@ -56,7 +56,17 @@ typedef struct {
     float *eps, *z, *dz;        /* (rows, L) */
     float *kl, *rec, *log_ratio;/* (rows) */
     double *sums;               /* [rec, kl] summed on the device */
+    cv_step *step;              /* the step state the batch operations read */
 } cv_workspace;
+
+/* Where a forward pass takes its noise: with draw, from the Philox stream
+ * stream_base + (st ? st->step : 0) under seed (written to ws->eps for the backward
+ * pass); otherwise ws->eps as the caller filled it. */
+typedef struct {
+    bool draw;
+    uint64_t seed, stream_base;
+    const cv_step *st;
+} cv_noise;
 
 typedef struct {
     cv_backend *be;
@@ -78,17 +88,17 @@ cv_status cv_workspace_create(cv_model *model, int max_rows, cv_workspace *ws,
                               cv_err *err);
 void cv_workspace_destroy(cv_model *model, cv_workspace *ws);
 
-/* Forward pass over ws->x, ws->labels, ws->eps (rows filled): per-sample rec and kl in
+/* Forward pass over ws->x and ws->labels (rows filled): per-sample rec and kl in
  * ws->rec and ws->kl, and ws->log_ratio when want_log_ratio. With want_grad, also the
  * gradient of the logits for loss = (1/rows) sum (rec + beta kl). */
-void cv_model_forward(cv_model *model, cv_workspace *ws, int rows, bool want_grad,
-                      bool want_log_ratio);
+void cv_model_forward(cv_model *model, cv_workspace *ws, int rows, const cv_noise *noise,
+                      bool want_grad, bool want_log_ratio);
 
 /* The two halves of cv_model_forward: encode fills ws->act[n_enc-1] = [mu | s]; sample
  * and decode draws z from ws->eps and computes rec, kl (and the logit gradient). */
 void cv_model_encode(cv_model *model, cv_workspace *ws, int rows);
-void cv_model_sample_decode(cv_model *model, cv_workspace *ws, int rows, bool want_grad,
-                            bool want_log_ratio);
+void cv_model_sample_decode(cv_model *model, cv_workspace *ws, int rows,
+                            const cv_noise *noise, bool want_grad, bool want_log_ratio);
 
 /* Backward pass after a forward with want_grad: accumulates into model->grads. */
 void cv_model_backward(cv_model *model, cv_workspace *ws, int rows, float beta);

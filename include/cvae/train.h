@@ -15,6 +15,7 @@
 typedef struct {
     const char *data_dir;
     const char *device;       /* auto, cpu or cuda */
+    cv_backend_options backend;
     const char *out_dir;      /* NULL: the model is not saved */
     const char *metrics_path; /* NULL: no JSON lines */
     int n_hidden;
@@ -36,10 +37,12 @@ typedef struct {
 
 cv_status cv_train_run(const cv_train_options *opt, cv_train_result *result, cv_err *err);
 
-/* One optimiser step on rows [start, start+rows) of split's order: gather, noise of
- * stream `step`, forward, backward, Adam (t = step + 1). Adds the batch's rec and kl sums
- * to ws->sums on the device. */
-void cv_train_step(cv_model *model, cv_workspace *ws, const cv_device_split *split,
-                   int start, int rows, uint64_t seed, int64_t step, float lr, float beta);
+/* One optimiser step on the rows ws->step->start .. + rows of split's order: gather,
+ * noise of stream ws->step->step, forward, backward, Adam (t = step + 1), then the step
+ * state moves on. Adds the batch's rec and kl sums to ws->sums on the device. Everything
+ * it reads that changes from step to step is in ws->step, so it can be recorded once
+ * and replayed. */
+void cv_train_step(cv_model *model, cv_workspace *ws, const cv_device_split *split, int rows,
+                   uint64_t seed, float lr, float beta);
 
 #endif

@@ -121,10 +121,12 @@ static void cpu_bias_act_backward(cv_backend *be, float *dy, const float *y, flo
     }
 }
 
-static void cpu_reparam_forward(cv_backend *be, const float *enc, const float *eps,
-                                float *z, float *kl, float *log_ratio, int rows,
-                                int latent) {
+static void cpu_reparam_forward(cv_backend *be, const float *enc, float *eps, bool draw_eps,
+                                uint64_t seed, uint64_t stream_base, const cv_step *st,
+                                float *z, float *kl, float *log_ratio, int rows, int latent) {
     (void)be;
+    if (draw_eps)
+        cv_normal_fill(eps, (size_t)rows * latent, seed, stream_base + (st ? st->step : 0));
     for (int r = 0; r < rows; r++) {
         const float *mu = enc + (size_t)r * 2 * latent, *s = mu + latent;
         const float *er = eps + (size_t)r * latent;
@@ -192,8 +194,9 @@ static void cpu_normal(cv_backend *be, float *out, size_t n, uint64_t seed, uint
 
 static void cpu_adam(cv_backend *be, float *restrict p, const float *restrict g,
                      float *restrict m, float *restrict v, size_t n, float lr, float b1,
-                     float b2, float eps, int64_t t) {
+                     float b2, float eps, const cv_step *st) {
     (void)be;
+    const int64_t t = st->step + 1;
     float step_size = lr / (1.0f - powf(b1, (float)t));
     float inv_bc2_sqrt = 1.0f / sqrtf(1.0f - powf(b2, (float)t));
 #pragma omp parallel for simd if (n > PAR_MIN) schedule(static)
@@ -209,9 +212,10 @@ static void cpu_accumulate(cv_backend *be, double *acc, const float *values, int
 }
 
 static void cpu_gather_batch(cv_backend *be, const uint8_t *pixels, const uint8_t *labels,
-                             const int32_t *perm, int start, int rows, int dim, float *x,
-                             int32_t *labels_out) {
+                             const int32_t *perm, const cv_step *st, int rows, int dim,
+                             float *x, int32_t *labels_out) {
     (void)be;
+    const int start = st->start;
 #pragma omp parallel for if ((long)rows * dim > PAR_MIN) schedule(static)
     for (int r = 0; r < rows; r++) {
         size_t src = (size_t)perm[start + r];
@@ -220,6 +224,17 @@ static void cpu_gather_batch(cv_backend *be, const uint8_t *pixels, const uint8_
         for (int j = 0; j < dim; j++) xr[j] = (float)p[j] / 255.0f;
         labels_out[r] = labels[src];
     }
+}
+
+static void cpu_advance_step(cv_backend *be, cv_step *st, int rows) {
+    (void)be;
+    st->step += 1;
+    st->start += rows;
+}
+
+static bool cpu_capture_begin(cv_backend *be) {
+    (void)be;
+    return false;
 }
 
 cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err) {
@@ -247,6 +262,8 @@ cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err) {
     be->adam = cpu_adam;
     be->accumulate = cpu_accumulate;
     be->gather_batch = cpu_gather_batch;
+    be->advance_step = cpu_advance_step;
+    be->capture_begin = cpu_capture_begin;
     *out = be;
     return CV_OK;
 }

@@ -4,7 +4,9 @@
 
 bool cv_backend_cuda_available(void) { return false; }
 
-cv_status cv_backend_cuda_create(cv_backend **out, cv_err *err) {
+cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out,
+                                 cv_err *err) {
+    (void)opt;
     *out = NULL;
     return cv_fail(err, CV_ERR_DEVICE,
                    "this cvae was built without CUDA (-Dcuda=disabled or no CUDA toolkit "

@@ -3,13 +3,22 @@
 
 #include "cvae/backend.h"
 
-cv_status cv_backend_open(const char *device, cv_backend **out, cv_err *err) {
-    if (strcmp(device, "cpu") == 0) return cv_backend_cpu_create(out, err);
-    if (strcmp(device, "cuda") == 0) return cv_backend_cuda_create(out, err);
+static cv_status open_cpu(const cv_backend_options *opt, cv_backend **out, cv_err *err) {
+    if (opt && opt->tf32)
+        return cv_fail(err, CV_ERR_USAGE, "--precision tf32 needs a GPU (--device cuda)");
+    return cv_backend_cpu_create(out, err);
+}
+
+cv_status cv_backend_open(const char *device, const cv_backend_options *opt,
+                          cv_backend **out, cv_err *err) {
+    cv_backend_options none = {0};
+    if (!opt) opt = &none;
+    if (strcmp(device, "cpu") == 0) return open_cpu(opt, out, err);
+    if (strcmp(device, "cuda") == 0) return cv_backend_cuda_create(opt, out, err);
     if (strcmp(device, "auto") == 0) {
-        if (cv_backend_cuda_available() && cv_backend_cuda_create(out, err) == CV_OK)
+        if (cv_backend_cuda_available() && cv_backend_cuda_create(opt, out, err) == CV_OK)
             return CV_OK;
-        return cv_backend_cpu_create(out, err);
+        return open_cpu(opt, out, err);
     }
     return cv_fail(err, CV_ERR_USAGE, "unknown device '%s' (expected auto, cpu or cuda)",
                    device);

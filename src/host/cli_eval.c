@@ -56,7 +56,7 @@ static cv_status prepare(eval_state *s, const char *model, const char *data,
         return cv_fail(err, CV_ERR_FORMAT, "%s: test images are %dx%d but %s was trained on %dx%d",
                        data, s->data.test.h, s->data.test.w, model, s->ck.cfg.height,
                        s->ck.cfg.width);
-    st = cv_backend_open(device, &s->be, err);
+    st = cv_backend_open(device, NULL, &s->be, err);
     if (!st) st = cv_model_from_checkpoint(s->be, &s->ck, &s->model, err);
     if (!st) st = cv_workspace_create(&s->model, CV_EVAL_BATCH, &s->ws, err);
     if (!st) st = cv_device_split_upload(s->be, &s->data.test, &s->test, err);

@@ -44,7 +44,6 @@ void cv_device_split_free(cv_backend *be, cv_device_split *d) {
 void cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, uint64_t seed,
                  int iwae_k, cv_eval_result *out) {
     cv_backend *be = m->be;
-    const int L = m->layout.cfg.latent;
     const int rows_max = s->n < CV_EVAL_BATCH ? s->n : CV_EVAL_BATCH;
     CV_ASSERT(ws->max_rows >= rows_max);
     memset(out, 0, sizeof *out);
@@ -59,10 +58,12 @@ void cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, uint64
 
     for (int start = 0, b = 0; start < s->n; start += rows_max, b++) {
         int rows = s->n - start < rows_max ? s->n - start : rows_max;
-        be->gather_batch(be, s->pixels, s->labels, s->perm, start, rows, s->dim, ws->x,
+        cv_step st = {.step = 0, .start = start};
+        be->upload(be, ws->step, &st, sizeof st);
+        be->gather_batch(be, s->pixels, s->labels, s->perm, ws->step, rows, s->dim, ws->x,
                          ws->labels);
-        be->normal(be, ws->eps, (size_t)rows * L, seed, EVAL_STREAM(b, 0));
-        cv_model_forward(m, ws, rows, false, false);
+        cv_noise noise = {true, seed, EVAL_STREAM(b, 0), NULL};
+        cv_model_forward(m, ws, rows, &noise, false, false);
         be->accumulate(be, &ws->sums[0], ws->rec, rows);
         be->accumulate(be, &ws->sums[1], ws->kl, rows);
         if (iwae_k <= 0) continue;
@@ -74,8 +75,8 @@ void cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, uint64
             lse_sum[r] = 0.0;
         }
         for (int k = 1; k <= iwae_k; k++) {
-            be->normal(be, ws->eps, (size_t)rows * L, seed, EVAL_STREAM(b, k));
-            cv_model_sample_decode(m, ws, rows, false, true);
+            noise.stream_base = EVAL_STREAM(b, k);
+            cv_model_sample_decode(m, ws, rows, &noise, false, true);
             be->download(be, rec, ws->rec, (size_t)rows * sizeof(float));
             be->download(be, log_ratio, ws->log_ratio, (size_t)rows * sizeof(float));
             for (int r = 0; r < rows; r++) {

@@ -137,14 +137,15 @@ cv_status cv_workspace_create(cv_model *m, int max_rows, cv_workspace *ws, cv_er
     WS_ALLOC(rec, B, float, "per-sample reconstruction");
     WS_ALLOC(log_ratio, B, float, "per-sample log weights");
     WS_ALLOC(sums, 2, double, "loss sums");
+    WS_ALLOC(step, 1, cv_step, "step state");
 #undef WS_ALLOC
     if (st) cv_workspace_destroy(m, ws);
     return st;
 }
 
 void cv_workspace_destroy(cv_model *m, cv_workspace *ws) {
-    void *bufs[] = {ws->x, ws->labels, ws->eps, ws->z, ws->dz,
-                    ws->kl, ws->rec, ws->log_ratio, ws->sums};
+    void *bufs[] = {ws->x,   ws->labels, ws->eps,       ws->z,    ws->dz,
+                    ws->kl,  ws->rec,    ws->log_ratio, ws->sums, ws->step};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) m->be->release(m->be, bufs[i]);
     for (int i = 0; i < CV_MAX_LAYERS; i++) {
@@ -174,12 +175,13 @@ void cv_model_encode(cv_model *m, cv_workspace *ws, int rows) {
     forward_layers(m, ws, rows, 0, m->layout.n_enc, ws->x);
 }
 
-void cv_model_sample_decode(cv_model *m, cv_workspace *ws, int rows, bool want_grad,
-                            bool want_log_ratio) {
+void cv_model_sample_decode(cv_model *m, cv_workspace *ws, int rows, const cv_noise *noise,
+                            bool want_grad, bool want_log_ratio) {
     CV_ASSERT(rows >= 1 && rows <= ws->max_rows);
     cv_backend *be = m->be;
     const cv_layout *lo = &m->layout;
-    be->reparam_forward(be, ws->act[lo->n_enc - 1], ws->eps, ws->z, ws->kl,
+    be->reparam_forward(be, ws->act[lo->n_enc - 1], ws->eps, noise->draw, noise->seed,
+                        noise->stream_base, noise->st, ws->z, ws->kl,
                         want_log_ratio ? ws->log_ratio : NULL, rows, lo->cfg.latent);
     forward_layers(m, ws, rows, lo->n_enc, lo->n_layers, ws->z);
     int out = lo->n_layers - 1;
@@ -187,10 +189,10 @@ void cv_model_sample_decode(cv_model *m, cv_workspace *ws, int rows, bool want_g
                        1.0f / (float)rows, rows, lo->dim);
 }
 
-void cv_model_forward(cv_model *m, cv_workspace *ws, int rows, bool want_grad,
-                      bool want_log_ratio) {
+void cv_model_forward(cv_model *m, cv_workspace *ws, int rows, const cv_noise *noise,
+                      bool want_grad, bool want_log_ratio) {
     cv_model_encode(m, ws, rows);
-    cv_model_sample_decode(m, ws, rows, want_grad, want_log_ratio);
+    cv_model_sample_decode(m, ws, rows, noise, want_grad, want_log_ratio);
 }
 
 void cv_model_decode(cv_model *m, cv_workspace *ws, int rows) {

@@ -16,20 +16,20 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-void cv_train_step(cv_model *m, cv_workspace *ws, const cv_device_split *s, int start,
-                   int rows, uint64_t seed, int64_t step, float lr, float beta) {
+void cv_train_step(cv_model *m, cv_workspace *ws, const cv_device_split *s, int rows,
+                   uint64_t seed, float lr, float beta) {
     cv_backend *be = m->be;
-    be->gather_batch(be, s->pixels, s->labels, s->perm, start, rows, s->dim, ws->x,
+    be->gather_batch(be, s->pixels, s->labels, s->perm, ws->step, rows, s->dim, ws->x,
                      ws->labels);
-    be->normal(be, ws->eps, (size_t)rows * m->layout.cfg.latent, seed,
-               CV_STREAM_TRAIN_EPS(step));
     be->zero(be, m->grads, m->layout.n_params * sizeof(float));
-    cv_model_forward(m, ws, rows, true, false);
+    cv_noise noise = {true, seed, CV_STREAM_TRAIN_EPS(0), ws->step};
+    cv_model_forward(m, ws, rows, &noise, true, false);
     be->accumulate(be, &ws->sums[0], ws->rec, rows);
     be->accumulate(be, &ws->sums[1], ws->kl, rows);
     cv_model_backward(m, ws, rows, beta);
     be->adam(be, m->params, m->grads, m->adam_m, m->adam_v, m->layout.n_params, lr,
-             CV_ADAM_BETA1, CV_ADAM_BETA2, CV_ADAM_EPS, step + 1);
+             CV_ADAM_BETA1, CV_ADAM_BETA2, CV_ADAM_EPS, ws->step);
+    be->advance_step(be, ws->step, rows);
 }
 
 static void progress(int epoch, int epochs, int done, int total, double rate) {
@@ -93,6 +93,7 @@ static cv_status write_metrics(const char *path, char **text, size_t *len, int e
 typedef struct {
     cv_data data;
     cv_backend *be;
+    void *full_step; /* the recorded full-batch step, when the backend records */
     cv_model model;
     cv_workspace ws;
     cv_device_split train, test;
@@ -102,6 +103,7 @@ typedef struct {
 
 static void run_free(run_state *r) {
     if (r->be) {
+        if (r->full_step) r->be->recording_free(r->be, r->full_step);
         cv_device_split_free(r->be, &r->train);
         cv_device_split_free(r->be, &r->test);
         if (r->ws.max_rows) cv_workspace_destroy(&r->model, &r->ws);
@@ -138,10 +140,20 @@ static cv_status train_epochs(const cv_train_options *o, run_state *r, const cha
         cv_shuffle(r->perm, n, o->seed, CV_STREAM_SHUFFLE(epoch - 1));
         be->upload(be, r->train.perm, r->perm, (size_t)n * sizeof(int32_t));
         be->zero(be, r->ws.sums, 2 * sizeof(double));
+        cv_step first = {.step = step, .start = 0};
+        be->upload(be, r->ws.step, &first, sizeof first);
         double last_shown = t0;
         for (int start = 0; start < n; start += o->batch, step++) {
             int rows = n - start < o->batch ? n - start : o->batch;
-            cv_train_step(m, &r->ws, &r->train, start, rows, o->seed, step, o->lr, 1.0f);
+            if (rows == o->batch && r->full_step) {
+                be->replay(be, r->full_step);
+            } else if (rows == o->batch && be->capture_begin(be)) {
+                cv_train_step(m, &r->ws, &r->train, rows, o->seed, o->lr, 1.0f);
+                r->full_step = be->capture_end(be);
+                be->replay(be, r->full_step);
+            } else {
+                cv_train_step(m, &r->ws, &r->train, rows, o->seed, o->lr, 1.0f);
+            }
             double t = now_seconds();
             if (show_progress && (t - last_shown > 0.2 || start + rows == n)) {
                 progress(epoch, o->epochs, start + rows, n, (start + rows) / (t - t0));
@@ -190,7 +202,7 @@ cv_status cv_train_run(const cv_train_options *o, cv_train_result *res, cv_err *
     cv_status st = check_outputs(o, ckpt, sizeof ckpt, err);
     if (!st) st = cv_data_load(o->data_dir, o->n_classes, &r.data, err);
     if (st) return st;
-    st = cv_backend_open(o->device, &r.be, err);
+    st = cv_backend_open(o->device, &o->backend, &r.be, err);
     if (st) {
         run_free(&r);
         return st;
