@@ -88,7 +88,7 @@ Test(cli, nonsense_values_exit_2) {
         {"--hidden", "1,2,3,4,5,6,7,8,9", "--hidden must be"},
         {"--device", "tpu", "--device must be"},    {"--epochs", "0", "--epochs must be"},
         {"--seed", "-3", "--seed must be"},         {"--checkpoint-every", "0", "--checkpoint-every"},
-        {"--classes", "300", "--classes must be"},
+        {"--classes", "300", "--classes must be"}, {"--precision", "fp16", "--precision must be"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *args[] = {"train", "--data", data, "--out", out, cases[i].flag,
@@ -178,6 +178,12 @@ Test(cli, train_info_eval_end_to_end) {
     cr_assert(strstr(e, "already exists"), "%s", e);
     free(o);
     free(e);
+}
+
+Test(cli, tf32_on_the_cpu_exits_2) {
+    const char *args[] = {"train", "--data", data, "--out", out, "--device", "cpu",
+                          "--precision", "tf32", NULL};
+    expect_error(2, "--precision tf32 needs a GPU", args);
 }
 
 Test(cli, cuda_without_a_usable_gpu_exits_2) {

@@ -16,9 +16,16 @@ cv_status cv_backend_open(const char *device, const cv_backend_options *opt,
     if (strcmp(device, "cpu") == 0) return open_cpu(opt, out, err);
     if (strcmp(device, "cuda") == 0) return cv_backend_cuda_create(opt, out, err);
     if (strcmp(device, "auto") == 0) {
-        if (cv_backend_cuda_available() && cv_backend_cuda_create(opt, out, err) == CV_OK)
-            return CV_OK;
-        return open_cpu(opt, out, err);
+        cv_err why;
+        if (cv_backend_cuda_create(opt, out, &why) == CV_OK) return CV_OK;
+        cv_status st = open_cpu(opt, out, err);
+        if (!st) {
+            /* say why the GPU was passed over */
+            size_t len = strlen((*out)->description);
+            snprintf((*out)->description + len, sizeof (*out)->description - len,
+                     "; auto chose the CPU: %.150s", why.msg);
+        }
+        return st;
     }
     return cv_fail(err, CV_ERR_USAGE, "unknown device '%s' (expected auto, cpu or cuda)",
                    device);

@@ -23,6 +23,7 @@ static const char *help =
     "  --lr LR                Adam learning rate (default 1e-3)\n"
     "  --seed S               seed of initialisation, shuffling and noise (default 0)\n"
     "  --device D             auto, cpu or cuda (default auto: a GPU when usable)\n"
+    "  --precision P          fp32 (default) or tf32 (TF32 tensor cores for GEMMs; GPU only)\n"
     "  --out RUNDIR           write RUNDIR/model.ckpt (refuses to overwrite one)\n"
     "  --checkpoint-every N   also write the checkpoint every N epochs (default: at the end)\n"
     "  --metrics FILE         one JSON object per epoch (epoch, train_loss, test_neg_elbo,\n"
@@ -30,7 +31,7 @@ static const char *help =
     "  -h, --help             this text\n";
 
 enum { OPT_DATA = 256, OPT_HIDDEN, OPT_LATENT, OPT_CLASSES, OPT_BATCH, OPT_EPOCHS, OPT_LR,
-       OPT_SEED, OPT_DEVICE, OPT_OUT, OPT_CKPT_EVERY, OPT_METRICS };
+       OPT_SEED, OPT_DEVICE, OPT_OUT, OPT_CKPT_EVERY, OPT_METRICS, OPT_PRECISION };
 
 int cv_cmd_train(int argc, char **argv) {
     static const struct option opts[] = {
@@ -43,6 +44,7 @@ int cv_cmd_train(int argc, char **argv) {
         {"lr", required_argument, 0, OPT_LR},
         {"seed", required_argument, 0, OPT_SEED},
         {"device", required_argument, 0, OPT_DEVICE},
+        {"precision", required_argument, 0, OPT_PRECISION},
         {"out", required_argument, 0, OPT_OUT},
         {"checkpoint-every", required_argument, 0, OPT_CKPT_EVERY},
         {"metrics", required_argument, 0, OPT_METRICS},
@@ -71,6 +73,11 @@ int cv_cmd_train(int argc, char **argv) {
         case OPT_LR: ok = cv_parse_positive_float(cmd, "--lr", optarg, &o.lr); break;
         case OPT_SEED: ok = cv_parse_u64(cmd, "--seed", optarg, &o.seed); break;
         case OPT_DEVICE: ok = cv_parse_device(cmd, optarg); o.device = optarg; break;
+        case OPT_PRECISION:
+            o.backend.tf32 = strcmp(optarg, "tf32") == 0;
+            if (!o.backend.tf32 && strcmp(optarg, "fp32") != 0)
+                return cv_usage_error(cmd, "--precision must be fp32 or tf32, got '%s'", optarg);
+            break;
         case OPT_OUT: o.out_dir = optarg; break;
         case OPT_CKPT_EVERY:
             ok = cv_parse_int(cmd, "--checkpoint-every", optarg, 1, 1000000, &o.checkpoint_every);

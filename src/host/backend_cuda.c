@@ -1,0 +1,245 @@
+/* backend_cuda.c: the CUDA backend's host side: device selection, memory, cuBLAS GEMMs,
+ * the kernel launchers of src/kernels, and CUDA graphs for recorded steps.
+ *
+ * Everything runs on one non-blocking stream. GEMMs are row-major through column-major
+ * cuBLAS by swapping the operands: C^T = op(B)^T op(A)^T. TF32 tensor cores are used only
+ * when asked for (--precision tf32); tests run without them.
+ */
+#include <cublas_v2.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cv_cuda.h"
+#include "cvae/backend.h"
+
+/* cuBLAS takes its workspace from here, so no allocation happens during graph capture. */
+#define CUBLAS_WORKSPACE_BYTES (32u << 20)
+
+typedef struct {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *blas_workspace;
+} cuda_ctx;
+
+static cuda_ctx *ctx_of(cv_backend *be) { return (cuda_ctx *)be->impl; }
+
+static void cuda_destroy(cv_backend *be) {
+    cuda_ctx *c = ctx_of(be);
+    if (c) {
+        cudaStreamSynchronize(c->stream);
+        if (c->blas) cublasDestroy(c->blas);
+        if (c->blas_workspace) cudaFree(c->blas_workspace);
+        if (c->stream) cudaStreamDestroy(c->stream);
+        free(c);
+    }
+    free(be);
+}
+
+static cv_status cuda_alloc(cv_backend *be, void **ptr, size_t bytes, const char *what,
+                            cv_err *err) {
+    (void)be;
+    cudaError_t e = cudaMalloc(ptr, bytes ? bytes : 1);
+    if (e == cudaErrorMemoryAllocation) {
+        cudaGetLastError(); /* clear it: the device is still usable */
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        *ptr = NULL;
+        return cv_fail(err, CV_ERR_NOMEM,
+                       "out of GPU memory: %s needs %.1f MiB, %.1f MiB free of %.1f MiB", what,
+                       bytes / 1048576.0, free_b / 1048576.0, total_b / 1048576.0);
+    }
+    CV_CUDA_CHECK(e);
+    return CV_OK;
+}
+
+static void cuda_release(cv_backend *be, void *ptr) {
+    (void)be;
+    CV_CUDA_CHECK(cudaFree(ptr));
+}
+
+static void cuda_upload(cv_backend *be, void *dst, const void *src, size_t bytes) {
+    cuda_ctx *c = ctx_of(be);
+    CV_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
+    CV_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+}
+
+static void cuda_download(cv_backend *be, void *dst, const void *src, size_t bytes) {
+    cuda_ctx *c = ctx_of(be);
+    CV_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+    CV_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+}
+
+static void cuda_zero(cv_backend *be, void *dst, size_t bytes) {
+    CV_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, ctx_of(be)->stream));
+}
+
+static void cuda_synchronize(cv_backend *be) {
+    CV_CUDA_CHECK(cudaStreamSynchronize(ctx_of(be)->stream));
+}
+
+static void cuda_gemm(cv_backend *be, bool ta, bool tb, int m, int n, int k, float alpha,
+                      const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                      int ldc) {
+    CV_CUBLAS_CHECK(cublasSgemm(ctx_of(be)->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb, a, lda,
+                                &beta, c, ldc));
+}
+
+static void cuda_bias_act_forward(cv_backend *be, float *y, const float *bias,
+                                  const float *cond, const int32_t *labels, int rows, int cols,
+                                  bool relu) {
+    cv_bias_act_forward_cuda(y, bias, cond, labels, rows, cols, relu, ctx_of(be)->stream);
+}
+
+static void cuda_bias_act_backward(cv_backend *be, float *dy, const float *y, float *dbias,
+                                   float *dcond, const int32_t *labels, int rows, int cols,
+                                   bool relu) {
+    cv_bias_act_backward_cuda(dy, y, dbias, dcond, labels, rows, cols, relu,
+                              ctx_of(be)->stream);
+}
+
+static void cuda_reparam_forward(cv_backend *be, const float *enc, float *eps, bool draw_eps,
+                                 uint64_t seed, uint64_t stream_base, const cv_step *st,
+                                 float *z, float *kl, float *log_ratio, int rows, int latent) {
+    cv_reparam_forward_cuda(enc, eps, draw_eps, seed, stream_base, st, z, kl, log_ratio, rows,
+                            latent, ctx_of(be)->stream);
+}
+
+static void cuda_reparam_backward(cv_backend *be, const float *enc, const float *eps,
+                                  const float *dz, float kl_scale, float *denc, int rows,
+                                  int latent) {
+    cv_reparam_backward_cuda(enc, eps, dz, kl_scale, denc, rows, latent, ctx_of(be)->stream);
+}
+
+static void cuda_bernoulli_xent(cv_backend *be, const float *logits, const float *x,
+                                float *rec, float *dlogits, float grad_scale, int rows,
+                                int cols) {
+    cv_bernoulli_xent_cuda(logits, x, rec, dlogits, grad_scale, rows, cols, ctx_of(be)->stream);
+}
+
+static void cuda_normal(cv_backend *be, float *out, size_t n, uint64_t seed, uint64_t stream) {
+    cv_normal_cuda(out, n, seed, stream, ctx_of(be)->stream);
+}
+
+static void cuda_adam(cv_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+                      float lr, float b1, float b2, float eps, const cv_step *st) {
+    cv_adam_cuda(p, g, m, v, n, lr, b1, b2, eps, st, ctx_of(be)->stream);
+}
+
+static void cuda_accumulate(cv_backend *be, double *acc, const float *values, int n) {
+    cv_accumulate_cuda(acc, values, n, ctx_of(be)->stream);
+}
+
+static void cuda_gather_batch(cv_backend *be, const uint8_t *pixels, const uint8_t *labels,
+                              const int32_t *perm, const cv_step *st, int rows, int dim,
+                              float *x, int32_t *labels_out) {
+    cv_gather_batch_cuda(pixels, labels, perm, st, rows, dim, x, labels_out,
+                         ctx_of(be)->stream);
+}
+
+static void cuda_advance_step(cv_backend *be, cv_step *st, int rows) {
+    cv_advance_step_cuda(st, rows, ctx_of(be)->stream);
+}
+
+static bool cuda_capture_begin(cv_backend *be) {
+    CV_CUDA_CHECK(cudaStreamBeginCapture(ctx_of(be)->stream, cudaStreamCaptureModeThreadLocal));
+    return true;
+}
+
+static void *cuda_capture_end(cv_backend *be) {
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    CV_CUDA_CHECK(cudaStreamEndCapture(ctx_of(be)->stream, &graph));
+    CV_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    CV_CUDA_CHECK(cudaGraphDestroy(graph));
+    return exec;
+}
+
+static void cuda_replay(cv_backend *be, void *recording) {
+    CV_CUDA_CHECK(cudaGraphLaunch((cudaGraphExec_t)recording, ctx_of(be)->stream));
+}
+
+static void cuda_recording_free(cv_backend *be, void *recording) {
+    (void)be;
+    CV_CUDA_CHECK(cudaGraphExecDestroy((cudaGraphExec_t)recording));
+}
+
+bool cv_backend_cuda_available(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    return n > 0;
+}
+
+cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out, cv_err *err) {
+    *out = NULL;
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+        cudaGetLastError();
+        return cv_fail(err, CV_ERR_DEVICE,
+                       "no usable CUDA device (no NVIDIA GPU or driver: %s)",
+                       e != cudaSuccess ? cudaGetErrorString(e) : "no device found");
+    }
+    cv_backend *be = calloc(1, sizeof *be);
+    cuda_ctx *c = calloc(1, sizeof *c);
+    if (!be || !c) {
+        free(be);
+        free(c);
+        return cv_fail(err, CV_ERR_NOMEM, "out of host memory");
+    }
+    be->impl = c;
+    c->device = 0;
+    CV_CUDA_CHECK(cudaSetDevice(c->device));
+    struct cudaDeviceProp prop;
+    CV_CUDA_CHECK(cudaGetDeviceProperties(&prop, c->device));
+    CV_CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS) {
+        cuda_destroy(be);
+        return cv_fail(err, CV_ERR_DEVICE, "cuBLAS could not start on %s", prop.name);
+    }
+    cv_status st = cuda_alloc(be, &c->blas_workspace, CUBLAS_WORKSPACE_BYTES,
+                              "the cuBLAS workspace", err);
+    if (st) {
+        cuda_destroy(be);
+        return st;
+    }
+    CV_CUBLAS_CHECK(cublasSetStream(c->blas, c->stream));
+    CV_CUBLAS_CHECK(cublasSetWorkspace(c->blas, c->blas_workspace, CUBLAS_WORKSPACE_BYTES));
+    bool tf32 = opt && opt->tf32;
+    CV_CUBLAS_CHECK(
+        cublasSetMathMode(c->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
+
+    be->name = "cuda";
+    snprintf(be->description, sizeof be->description,
+             "%.200s (%d SMs, %.1f GiB, compute %d.%d)%s", prop.name, prop.multiProcessorCount,
+             prop.totalGlobalMem / 1073741824.0, prop.major, prop.minor,
+             tf32 ? ", TF32 tensor cores" : "");
+    be->destroy = cuda_destroy;
+    be->alloc = cuda_alloc;
+    be->release = cuda_release;
+    be->upload = cuda_upload;
+    be->download = cuda_download;
+    be->zero = cuda_zero;
+    be->synchronize = cuda_synchronize;
+    be->gemm = cuda_gemm;
+    be->bias_act_forward = cuda_bias_act_forward;
+    be->bias_act_backward = cuda_bias_act_backward;
+    be->reparam_forward = cuda_reparam_forward;
+    be->reparam_backward = cuda_reparam_backward;
+    be->bernoulli_xent = cuda_bernoulli_xent;
+    be->normal = cuda_normal;
+    be->adam = cuda_adam;
+    be->accumulate = cuda_accumulate;
+    be->gather_batch = cuda_gather_batch;
+    be->advance_step = cuda_advance_step;
+    be->capture_begin = cuda_capture_begin;
+    be->capture_end = cuda_capture_end;
+    be->replay = cuda_replay;
+    be->recording_free = cuda_recording_free;
+    *out = be;
+    return CV_OK;
+}

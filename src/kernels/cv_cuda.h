@@ -1,0 +1,73 @@
+/* cv_cuda.h: the CUDA kernels' launchers, callable from C (backend_cuda.c), and the
+ * checks every CUDA, cuBLAS and cuRAND call goes through.
+ *
+ * Each launcher runs its kernel on the given stream and checks the launch; shapes and
+ * semantics are those of the matching operation in include/cvae/backend.h. No kernel
+ * assumes a size that is a multiple of its block size.
+ */
+#ifndef CV_CUDA_H
+#define CV_CUDA_H
+
+#include <cuda_runtime_api.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cvae/backend.h"
+
+/* One body for every library's status type: the failing statement, file, line, device. */
+#define CV_CHECK_STATUS(call, type, ok, describe)                                          \
+    do {                                                                                   \
+        type cv_status_ = (call);                                                          \
+        if (cv_status_ != (ok)) {                                                          \
+            int cv_dev_ = -1;                                                              \
+            cudaGetDevice(&cv_dev_);                                                       \
+            fprintf(stderr, "cvae: %s failed at %s:%d on device %d: %s\n", #call, __FILE__, \
+                    __LINE__, cv_dev_, describe(cv_status_));                              \
+            abort();                                                                       \
+        }                                                                                  \
+    } while (0)
+
+#define CV_CUDA_CHECK(call) CV_CHECK_STATUS(call, cudaError_t, cudaSuccess, cudaGetErrorString)
+#define CV_CUBLAS_CHECK(call) \
+    CV_CHECK_STATUS(call, cublasStatus_t, CUBLAS_STATUS_SUCCESS, cublasGetStatusString)
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+void cv_bias_act_forward_cuda(float *y, const float *bias, const float *cond,
+                              const int32_t *labels, int rows, int cols, bool relu,
+                              cudaStream_t stream);
+void cv_bias_act_backward_cuda(float *dy, const float *y, float *dbias, float *dcond,
+                               const int32_t *labels, int rows, int cols, bool relu,
+                               cudaStream_t stream);
+void cv_reparam_forward_cuda(const float *enc, float *eps, bool draw_eps, uint64_t seed,
+                             uint64_t stream_base, const cv_step *st, float *z, float *kl,
+                             float *log_ratio, int rows, int latent, cudaStream_t stream);
+void cv_reparam_backward_cuda(const float *enc, const float *eps, const float *dz,
+                              float kl_scale, float *denc, int rows, int latent,
+                              cudaStream_t stream);
+void cv_normal_cuda(float *out, size_t n, uint64_t seed, uint64_t philox_stream,
+                    cudaStream_t stream);
+void cv_bernoulli_xent_cuda(const float *logits, const float *x, float *rec, float *dlogits,
+                            float grad_scale, int rows, int cols, cudaStream_t stream);
+void cv_adam_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
+                  float b2, float eps, const cv_step *st, cudaStream_t stream);
+void cv_accumulate_cuda(double *acc, const float *values, int n, cudaStream_t stream);
+void cv_gather_batch_cuda(const uint8_t *pixels, const uint8_t *labels, const int32_t *perm,
+                          const cv_step *st, int rows, int dim, float *x, int32_t *labels_out,
+                          cudaStream_t stream);
+void cv_advance_step_cuda(cv_step *st, int rows, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+/* Blocks for n items at `threads` per block, capped so grid-stride loops cover the rest. */
+#define CV_BLOCKS(n, threads) \
+    ((unsigned)(((size_t)(n) + (threads) - 1) / (threads) < 65535 * 16 ? ((size_t)(n) + (threads) - 1) / (threads) : 65535 * 16))
+
+#endif
