@@ -305,7 +305,7 @@ Test(cuda, curand_normals_follow_the_cpu_stream_and_are_normal) {
     float *c = malloc(n * 4), *g = malloc(n * 4);
     float *d = to_gpu(NULL, n * 4);
     cv_normal_fill(c, n, r.s, 42);
-    gpu->normal(gpu, d, n, r.s, 42);
+    gpu->normal(gpu, d, 1, (int)n, r.s, 42);
     from_gpu(g, d, n * 4, "normals");
     compare("normal", c, g, n, 2e-5, 2e-5); /* __sincosf vs sinf/cosf, see reparam */
     double mean = 0, var = 0;
@@ -318,6 +318,36 @@ Test(cuda, curand_normals_follow_the_cpu_stream_and_are_normal) {
     cr_assert(fabs(var - 1) < 6.0 * sqrt(2.0 / n), "variance %g", var);
     free(c);
     free(g);
+}
+
+Test(cuda, pixels_and_row_streams_match_cpu) {
+    NEED_GPU();
+    test_rng r = test_rng_new("cuda pixels");
+    for (int s = 0; s < NSHAPES; s++) {
+        int rows = ROWS[s], cols = COLS[s];
+        size_t n = (size_t)rows * cols;
+        float *l = malloc(n * 4), *z = malloc(n * 4), *gz = malloc(n * 4);
+        uint8_t *p = malloc(n), *gp = malloc(n);
+        test_fill(&r, l, n, -8, 8);
+        float *d_l = to_gpu(l, n * 4), *d_z = to_gpu(NULL, n * 4);
+        for (int mean = 0; mean < 2; mean++) {
+            uint8_t *d_p = to_gpu(NULL, n);
+            cpu->pixels_from_logits(cpu, l, rows, cols, mean, r.s, 9, p);
+            gpu->pixels_from_logits(gpu, d_l, rows, cols, mean, r.s, 9, d_p);
+            from_gpu(gp, d_p, n, "pixels");
+            size_t differ = 0;
+            for (size_t i = 0; i < n; i++) differ += p[i] != gp[i];
+            /* expf differs by an ulp between libm and CUDA: a pixel at a rounding or
+             * sampling boundary may flip, nothing more */
+            cr_assert_leq(differ, n / 10000 + 1, "%zu of %zu pixels differ", differ, n);
+        }
+        cpu->normal(cpu, z, rows, cols, r.s, 1000);
+        gpu->normal(gpu, d_z, rows, cols, r.s, 1000);
+        from_gpu(gz, d_z, n * 4, "row normals");
+        compare("row normals", z, gz, n, 2e-5, 2e-5);
+        gpu->release(gpu, d_l);
+        free(l); free(z); free(gz); free(p); free(gp);
+    }
 }
 
 /* A small model and data set on one backend, for whole-step comparisons. */

@@ -442,7 +442,7 @@ Test(ops_cpu, normal_draws_are_standard_normal) {
     test_rng r = test_rng_new("normal");
     const size_t n = 1000003;
     float *x = malloc(n * 4);
-    be->normal(be, x, n, r.s, 12345);
+    be->normal(be, x, 1, (int)n, r.s, 12345);
     double mean = 0, var = 0, tail = 0;
     for (size_t i = 0; i < n; i++) {
         cr_assert(isfinite(x[i]));
@@ -474,12 +474,17 @@ Test(ops_cpu, normal_draws_are_standard_normal) {
 Test(ops_cpu, normal_streams_are_replayable_and_distinct) {
     test_rng r = test_rng_new("normal streams");
     float a[1000], b[1000], c[10];
-    be->normal(be, a, 1000, r.s, 5);
-    be->normal(be, b, 1000, r.s, 5);
+    be->normal(be, a, 1, 1000, r.s, 5);
+    be->normal(be, b, 1, 1000, r.s, 5);
     cr_assert(memcmp(a, b, sizeof a) == 0, "the same stream gave different draws");
-    be->normal(be, c, 10, r.s, 5);
+    be->normal(be, c, 1, 10, r.s, 5);
     cr_assert(memcmp(a, c, sizeof c) == 0, "a draw depends on how many are asked for");
-    be->normal(be, b, 1000, r.s, 6);
+    /* rows of a batch are streams of their own: row 1 of a batch from stream 4 is the
+     * start of stream 5 */
+    float rows2[2][10];
+    be->normal(be, &rows2[0][0], 2, 10, r.s, 4);
+    cr_assert(memcmp(rows2[1], a, sizeof rows2[1]) == 0, "row streams are not first + r");
+    be->normal(be, b, 1, 1000, r.s, 6);
     int same = 0;
     for (int i = 0; i < 1000; i++) same += a[i] == b[i];
     cr_assert_lt(same, 5, "streams 5 and 6 agree on %d of 1000 draws", same);
@@ -515,4 +520,32 @@ Test(ops_cpu, shuffle_is_a_uniform_seeded_permutation) {
     double chi = 0, expect = trials / 24.0;
     for (int i = 0; i < 24; i++) chi += (counts[i] - expect) * (counts[i] - expect) / expect;
     cr_assert_lt(chi, 70.0, "chi-square %g over the 24 orders", chi);
+}
+
+Test(ops_cpu, pixels_from_logits_mean_and_sample) {
+    test_rng r = test_rng_new("pixels");
+    const int rows = 33, cols = 257;
+    float *l = malloc(rows * cols * 4);
+    uint8_t *mean = malloc(rows * cols), *samp = malloc(rows * cols), *again = malloc(rows * cols);
+    test_fill(&r, l, (size_t)rows * cols, -6, 6);
+    l[0] = 0.0f; /* sigmoid 0.5: 127.5 rounds half up */
+    be->pixels_from_logits(be, l, rows, cols, true, r.s, 0, mean);
+    for (int i = 0; i < rows * cols; i++) {
+        double ref = floor(255.0 / (1.0 + exp(-(double)l[i])) + 0.5);
+        cr_assert(fabs(mean[i] - ref) <= 1, "mean pixel %d: %d vs %g", i, mean[i], ref);
+    }
+    cr_assert_eq(mean[0], 128);
+    be->pixels_from_logits(be, l, rows, cols, false, r.s, 100, samp);
+    be->pixels_from_logits(be, l, rows, cols, false, r.s, 100, again);
+    cr_assert(memcmp(samp, again, (size_t)rows * cols) == 0, "samples are not replayable");
+    double ones = 0, expect = 0;
+    for (int i = 0; i < rows * cols; i++) {
+        cr_assert(samp[i] == 0 || samp[i] == 255);
+        ones += samp[i] == 255;
+        expect += 1.0 / (1.0 + exp(-(double)l[i]));
+    }
+    /* a sum of independent Bernoullis: within 6 standard deviations (< sqrt(n)/2) */
+    cr_assert(fabs(ones - expect) < 6 * sqrt(rows * cols / 4.0), "%g ones, expected %g", ones,
+              expect);
+    free(l); free(mean); free(samp); free(again);
 }

@@ -82,8 +82,16 @@ struct cv_backend {
                            float *rec, float *dlogits, float grad_scale, int rows,
                            int cols);
 
-    /* out[i] ~ N(0, 1): element i of the Philox stream (seed, stream). */
-    void (*normal)(cv_backend *be, float *out, size_t n, uint64_t seed, uint64_t stream);
+    /* out (rows, cols) ~ N(0, 1): row r is elements 0..cols-1 of the Philox stream
+     * first_stream + r under seed, so a row's draws do not depend on the batch it is in. */
+    void (*normal)(cv_backend *be, float *out, int rows, int cols, uint64_t seed,
+                   uint64_t first_stream);
+
+    /* pixels (rows, cols) from logits: mean = round(255 sigmoid(l)); otherwise a Bernoulli
+     * draw as 0 or 255 with the uniform of element j of stream first_stream + r. */
+    void (*pixels_from_logits)(cv_backend *be, const float *logits, int rows, int cols,
+                               bool mean, uint64_t seed, uint64_t first_stream,
+                               uint8_t *pixels);
 
     /* One Adam step (PyTorch semantics) over the whole buffer, t = st->step + 1. */
     void (*adam)(cv_backend *be, float *params, const float *grads, float *m, float *v,

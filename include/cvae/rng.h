@@ -13,6 +13,8 @@
 #define CV_STREAM_EVAL_EPS(batch) (UINT64_C(0x4000000000000000) | (uint64_t)(batch))
 #define CV_STREAM_SHUFFLE(epoch) (UINT64_C(0x8000000000000000) | (uint64_t)(epoch))
 #define CV_STREAM_INIT UINT64_C(0xC000000000000000)
+#define CV_STREAM_GEN_Z(image) (UINT64_C(0xA000000000000000) | (uint64_t)(image))
+#define CV_STREAM_GEN_PIXELS(image) (UINT64_C(0xB000000000000000) | (uint64_t)(image))
 
 /* perm = a uniformly random permutation of 0..n-1 (Fisher-Yates, unbiased). */
 void cv_shuffle(int32_t *perm, int n, uint64_t seed, uint64_t stream);

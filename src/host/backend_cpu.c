@@ -187,9 +187,26 @@ static void cpu_bernoulli_xent(cv_backend *be, const float *logits, const float 
     }
 }
 
-static void cpu_normal(cv_backend *be, float *out, size_t n, uint64_t seed, uint64_t stream) {
+static void cpu_normal(cv_backend *be, float *out, int rows, int cols, uint64_t seed,
+                       uint64_t first_stream) {
     (void)be;
-    cv_normal_fill(out, n, seed, stream);
+#pragma omp parallel for if ((long)rows * cols > PAR_MIN) schedule(static)
+    for (int r = 0; r < rows; r++)
+        cv_normal_fill(out + (size_t)r * cols, (size_t)cols, seed, first_stream + (uint64_t)r);
+}
+
+static void cpu_pixels_from_logits(cv_backend *be, const float *logits, int rows, int cols,
+                                   bool mean, uint64_t seed, uint64_t first_stream,
+                                   uint8_t *pixels) {
+    (void)be;
+#pragma omp parallel for if ((long)rows * cols > PAR_MIN) schedule(static)
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < cols; j++) {
+            size_t i = (size_t)r * cols + j;
+            pixels[i] = mean ? cv_pixel_mean(logits[i])
+                             : cv_pixel_sample(logits[i], cv_philox_uniform(
+                                                              seed, first_stream + r, j));
+        }
 }
 
 static void cpu_adam(cv_backend *be, float *restrict p, const float *restrict g,
@@ -259,6 +276,7 @@ cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err) {
     be->reparam_backward = cpu_reparam_backward;
     be->bernoulli_xent = cpu_bernoulli_xent;
     be->normal = cpu_normal;
+    be->pixels_from_logits = cpu_pixels_from_logits;
     be->adam = cpu_adam;
     be->accumulate = cpu_accumulate;
     be->gather_batch = cpu_gather_batch;

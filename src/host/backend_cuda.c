@@ -118,8 +118,16 @@ static void cuda_bernoulli_xent(cv_backend *be, const float *logits, const float
     cv_bernoulli_xent_cuda(logits, x, rec, dlogits, grad_scale, rows, cols, ctx_of(be)->stream);
 }
 
-static void cuda_normal(cv_backend *be, float *out, size_t n, uint64_t seed, uint64_t stream) {
-    cv_normal_cuda(out, n, seed, stream, ctx_of(be)->stream);
+static void cuda_normal(cv_backend *be, float *out, int rows, int cols, uint64_t seed,
+                        uint64_t first_stream) {
+    cv_normal_cuda(out, rows, cols, seed, first_stream, ctx_of(be)->stream);
+}
+
+static void cuda_pixels_from_logits(cv_backend *be, const float *logits, int rows, int cols,
+                                    bool mean, uint64_t seed, uint64_t first_stream,
+                                    uint8_t *pixels) {
+    cv_pixels_from_logits_cuda(logits, rows, cols, mean, seed, first_stream, pixels,
+                               ctx_of(be)->stream);
 }
 
 static void cuda_adam(cv_backend *be, float *p, const float *g, float *m, float *v, size_t n,
@@ -232,6 +240,7 @@ cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out
     be->reparam_backward = cuda_reparam_backward;
     be->bernoulli_xent = cuda_bernoulli_xent;
     be->normal = cuda_normal;
+    be->pixels_from_logits = cuda_pixels_from_logits;
     be->adam = cuda_adam;
     be->accumulate = cuda_accumulate;
     be->gather_batch = cuda_gather_batch;

@@ -35,5 +35,6 @@ int cv_bad_flag(const char *cmd, int code, const char *arg);
 int cv_cmd_train(int argc, char **argv);
 int cv_cmd_eval(int argc, char **argv);
 int cv_cmd_info(int argc, char **argv);
+int cv_cmd_generate(int argc, char **argv);
 
 #endif

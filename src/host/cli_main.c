@@ -33,16 +33,17 @@ static const char *usage =
     "Train and use conditional variational autoencoders on IDX image data sets.\n"
     "\n"
     "commands:\n"
-    "  train   train a model on a data folder (cvae train --data DIR --out RUNDIR)\n"
-    "  eval    test -ELBO and importance-weighted NLL of a checkpoint\n"
-    "  info    what a checkpoint holds\n"
+    "  train     train a model on a data folder (cvae train --data DIR --out RUNDIR)\n"
+    "  eval      test -ELBO and importance-weighted NLL of a checkpoint\n"
+    "  generate  labeled synthetic data sets and sample grids from a checkpoint\n"
+    "  info      what a checkpoint holds\n"
     "\n"
     "`cvae COMMAND --help` describes each command's flags.\n";
 
 int main(int argc, char **argv) {
     select_blas_kernels(argv);
     if (argc < 2) {
-        fprintf(stderr, "cvae: missing command (train, eval or info); see cvae --help\n");
+        fprintf(stderr, "cvae: missing command (train, eval, generate or info); see cvae --help\n");
         return CV_EXIT_USAGE;
     }
     const char *cmd = argv[1];
@@ -53,6 +54,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "train") == 0) return cv_cmd_train(argc - 1, argv + 1);
     if (strcmp(cmd, "eval") == 0) return cv_cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "info") == 0) return cv_cmd_info(argc - 1, argv + 1);
-    fprintf(stderr, "cvae: unknown command '%s' (expected train, eval or info)\n", cmd);
+    if (strcmp(cmd, "generate") == 0) return cv_cmd_generate(argc - 1, argv + 1);
+    fprintf(stderr, "cvae: unknown command '%s' (expected train, eval, generate or info)\n", cmd);
     return CV_EXIT_USAGE;
 }

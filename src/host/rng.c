@@ -36,22 +36,11 @@ void cv_shuffle(int32_t *perm, int n, uint64_t seed, uint64_t stream) {
 }
 
 void cv_uniform_fill(float *out, size_t n, uint64_t seed, uint64_t stream) {
-    for (size_t i = 0; i < n; i += 4) {
-        cv_u32x4 b = cv_philox_block(seed, stream, i / 4);
-        for (size_t k = 0; k < 4 && i + k < n; k++) out[i + k] = cv_uniform01(b.v[k]);
-    }
+    for (size_t i = 0; i < n; i++) out[i] = cv_philox_uniform(seed, stream, i);
 }
 
 void cv_normal_fill(float *out, size_t n, uint64_t seed, uint64_t stream) {
-    /* counter-based: every block of 4 is independent, so threads can split them */
-    const long blocks = (long)((n + 3) / 4);
-#pragma omp parallel for if (blocks > 1024) schedule(static)
-    for (long blk = 0; blk < blocks; blk++) {
-        size_t i = (size_t)blk * 4;
-        cv_u32x4 b = cv_philox_block(seed, stream, (uint64_t)blk);
-        float v[4];
-        cv_box_muller(b.v[0], b.v[1], &v[0], &v[1]);
-        cv_box_muller(b.v[2], b.v[3], &v[2], &v[3]);
-        for (size_t k = 0; k < 4 && i + k < n; k++) out[i + k] = v[k];
-    }
+    /* counter-based: every element is independent, so threads can split them */
+#pragma omp parallel for if (n > 4096) schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = cv_philox_normal(seed, stream, i);
 }

@@ -7,6 +7,7 @@
 
 #include "cvae/checkpoint.h"
 #include "cvae/fileio.h"
+#include "cvae/generate.h"
 #include "cvae/rng.h"
 #include "cvae/train.h"
 
@@ -113,6 +114,25 @@ static void run_free(run_state *r) {
     cv_data_free(&r->data);
     free(r->perm);
     free(r->metrics);
+}
+
+/* RUNDIR/samples.png (a row per class, ten samples each) and RUNDIR/reconstructions.png
+ * (ten test images, or training images without a test set, above their reconstructions). */
+static cv_status write_pictures(const cv_train_options *o, run_state *r, cv_err *err) {
+    char samples[4200], recon[4200];
+    snprintf(samples, sizeof samples, "%s/samples.png", o->out_dir);
+    snprintf(recon, sizeof recon, "%s/reconstructions.png", o->out_dir);
+    int classes[256];
+    for (int c = 0; c < r->data.n_classes; c++) classes[c] = c;
+    cv_status st = cv_generate_grid(&r->model, &r->ws, classes, r->data.n_classes, 10, false,
+                                    true, o->seed, samples, err);
+    const cv_split *src = r->data.test.n ? &r->data.test : &r->data.train;
+    int count = src->n < 10 ? src->n : 10;
+    if (!st)
+        st = cv_reconstructions_png(&r->model, &r->ws, src->pixels, src->labels, count, recon,
+                                    err);
+    if (!st) fprintf(o->log, "pictures: %s, %s\n", samples, recon);
+    return st;
 }
 
 static cv_status check_outputs(const cv_train_options *o, char *ckpt_path, size_t size,
@@ -241,6 +261,7 @@ cv_status cv_train_run(const cv_train_options *o, cv_train_result *res, cv_err *
 
     st = train_epochs(o, &r, ckpt, res, err);
     if (!st && ckpt[0]) fprintf(o->log, "checkpoint: %s\n", ckpt);
+    if (!st && ckpt[0]) st = write_pictures(o, &r, err);
     run_free(&r);
     return st;
 }

@@ -50,8 +50,11 @@ void cv_reparam_forward_cuda(const float *enc, float *eps, bool draw_eps, uint64
 void cv_reparam_backward_cuda(const float *enc, const float *eps, const float *dz,
                               float kl_scale, float *denc, int rows, int latent,
                               cudaStream_t stream);
-void cv_normal_cuda(float *out, size_t n, uint64_t seed, uint64_t philox_stream,
+void cv_normal_cuda(float *out, int rows, int cols, uint64_t seed, uint64_t first_stream,
                     cudaStream_t stream);
+void cv_pixels_from_logits_cuda(const float *logits, int rows, int cols, bool mean,
+                                uint64_t seed, uint64_t first_stream, uint8_t *pixels,
+                                cudaStream_t stream);
 void cv_bernoulli_xent_cuda(const float *logits, const float *x, float *rec, float *dlogits,
                             float grad_scale, int rows, int cols, cudaStream_t stream);
 void cv_adam_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,

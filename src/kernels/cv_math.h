@@ -144,4 +144,28 @@ CV_HD float cv_uniform01(uint32_t a) {
     return (float)a * 2.3283064e-10f + 2.3283064e-10f / 2.0f;
 }
 
+/* Element i of the normal stream (seed, stream): component i % 4 of block i / 4. */
+CV_HD float cv_philox_normal(uint64_t seed, uint64_t stream, uint64_t i) {
+    cv_u32x4 b = cv_philox_block(seed, stream, i >> 2);
+    float n0, n1;
+    int pair = (int)(i & 2);
+    cv_box_muller(b.v[pair], b.v[pair + 1], &n0, &n1);
+    return (i & 1) ? n1 : n0;
+}
+
+/* Element i of the uniform stream (seed, stream). */
+CV_HD float cv_philox_uniform(uint64_t seed, uint64_t stream, uint64_t i) {
+    return cv_uniform01(cv_philox_block(seed, stream, i >> 2).v[i & 3]);
+}
+
+/* A generated pixel: the mean image round(255 p), or a Bernoulli(p) draw with uniform u
+ * as 0 or 255; p = sigmoid(l). */
+CV_HD uint8_t cv_pixel_mean(float l) {
+    return (uint8_t)floorf(255.0f * cv_sigmoid(l) + 0.5f);
+}
+
+CV_HD uint8_t cv_pixel_sample(float l, float u) {
+    return u < cv_sigmoid(l) ? 255 : 0;
+}
+
 #endif

@@ -69,10 +69,12 @@ static __global__ void reparam_backward_kernel(const float *enc, const float *ep
     }
 }
 
-static __global__ void normal_kernel(float *out, size_t n, uint64_t seed, uint64_t stream) {
+static __global__ void normal_kernel(float *out, int rows, int cols, uint64_t seed,
+                                     uint64_t first_stream) {
+    size_t n = (size_t)rows * cols;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
-        out[i] = philox_normal(seed, stream, i);
+        out[i] = philox_normal(seed, first_stream + i / cols, i % cols);
 }
 
 extern "C" void cv_reparam_forward_cuda(const float *enc, float *eps, bool draw_eps,
@@ -95,9 +97,10 @@ extern "C" void cv_reparam_backward_cuda(const float *enc, const float *eps, con
     CV_CUDA_CHECK(cudaGetLastError());
 }
 
-extern "C" void cv_normal_cuda(float *out, size_t n, uint64_t seed, uint64_t philox_stream,
-                               cudaStream_t stream) {
+extern "C" void cv_normal_cuda(float *out, int rows, int cols, uint64_t seed,
+                               uint64_t first_stream, cudaStream_t stream) {
     const int threads = 256;
-    normal_kernel<<<CV_BLOCKS(n, threads), threads, 0, stream>>>(out, n, seed, philox_stream);
+    normal_kernel<<<CV_BLOCKS((size_t)rows * cols, threads), threads, 0, stream>>>(
+        out, rows, cols, seed, first_stream);
     CV_CUDA_CHECK(cudaGetLastError());
 }

@@ -1,0 +1,53 @@
+/* generate.h: labeled synthetic data sets and sample grids from a trained model.
+ *
+ * Image order is interleaved: image i has class classes[i % K] and is image i / K of that
+ * class, so every prefix is balanced. Image i's z is row 0 of the Philox stream
+ * CV_STREAM_GEN_Z(i) and its Bernoulli draws (with --sample) stream CV_STREAM_GEN_PIXELS(i),
+ * so the bytes depend only on the model and the seed, not on --batch or the device.
+ */
+#ifndef CVAE_GENERATE_H
+#define CVAE_GENERATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cvae/model.h"
+
+typedef enum { CV_FMT_IDX, CV_FMT_IDX_GZ, CV_FMT_NPY, CV_FMT_PNG, CV_FMT_GRID } cv_gen_format;
+
+typedef struct {
+    int n_classes;         /* how many of classes[] are used */
+    int classes[256];      /* the classes, in output order */
+    long long per_class;   /* images of each class (grid: columns) */
+    cv_gen_format format;
+    bool mean;             /* round(255 p) instead of Bernoulli draws */
+    bool same_z;           /* grid only: one z per column, shared by every class */
+    uint64_t seed;
+    int batch;             /* images decoded at a time */
+    const char *out;       /* a folder, or the PNG file of a grid */
+    const char *checkpoint;/* for the manifest */
+    uint32_t checkpoint_crc;
+    bool progress;         /* a progress line on stderr */
+} cv_generate_options;
+
+typedef struct {
+    long long images;
+    double seconds;
+} cv_generate_result;
+
+/* The model must have a workspace of at least opt->batch rows (grid: n_classes rows). */
+cv_status cv_generate(cv_model *model, cv_workspace *ws, const cv_generate_options *opt,
+                      cv_generate_result *res, cv_err *err);
+
+/* Writes a samples grid (one row per class, `cols` columns) to path, PNG. */
+cv_status cv_generate_grid(cv_model *model, cv_workspace *ws, const int *classes,
+                           int n_classes, int cols, bool same_z, bool mean, uint64_t seed,
+                           const char *path, cv_err *err);
+
+/* Writes `count` test images (top row) above their reconstructions from the posterior
+ * mean (bottom row) to path, PNG. */
+cv_status cv_reconstructions_png(cv_model *model, cv_workspace *ws, const uint8_t *pixels,
+                                 const uint8_t *labels, int count, const char *path,
+                                 cv_err *err);
+
+#endif

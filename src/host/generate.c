@@ -1,0 +1,271 @@
+/* generate.c: decoding images from the prior p(z|c) in chunks, and writing data sets,
+ * sample grids and reconstruction pictures (order and noise streams in generate.h).
+ *
+ * A data set is written into DIR.tmp.<pid> beside DIR and renamed to DIR only once every
+ * file and the manifest are complete and fsynced, so an interrupted run never leaves a
+ * half data set under the real name.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cvae/fileio.h"
+#include "cvae/generate.h"
+#include "cvae/png.h"
+#include "cvae/rng.h"
+#include "cvae/sha256.h"
+#include "gen_sink.h"
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static const float *logits_of(cv_model *m, cv_workspace *ws) {
+    return ws->act[m->layout.n_layers - 1];
+}
+
+/* Decodes the rows in ws->z with ws->labels into dev_pixels; image `first` is row 0. */
+static void decode_pixels(cv_model *m, cv_workspace *ws, int rows, bool mean, uint64_t seed,
+                          long long first, uint8_t *dev_pixels) {
+    cv_model_decode(m, ws, rows);
+    m->be->pixels_from_logits(m->be, logits_of(m, ws), rows, m->layout.dim, mean, seed,
+                              CV_STREAM_GEN_PIXELS(first), dev_pixels);
+}
+
+/* Images [first, first + rows) of the interleaved order, to host pixels and labels. */
+static void decode_chunk(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
+                         long long first, int rows, uint8_t *dev_pixels, int32_t *labels32,
+                         uint8_t *pixels, uint8_t *labels) {
+    cv_backend *be = m->be;
+    for (int r = 0; r < rows; r++) {
+        labels32[r] = o->classes[(first + r) % o->n_classes];
+        labels[r] = (uint8_t)labels32[r];
+    }
+    be->upload(be, ws->labels, labels32, (size_t)rows * sizeof(int32_t));
+    be->normal(be, ws->z, rows, m->layout.cfg.latent, o->seed, CV_STREAM_GEN_Z(first));
+    decode_pixels(m, ws, rows, o->mean, o->seed, first, dev_pixels);
+    be->download(be, pixels, dev_pixels, (size_t)rows * m->layout.dim);
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* Refuses an output that holds anything; an empty folder is fine: rename() replaces it
+ * with the finished one. */
+static cv_status check_output_dir(const char *dir, cv_err *err) {
+    struct stat st;
+    if (stat(dir, &st) != 0) return CV_OK;
+    if (!S_ISDIR(st.st_mode)) return cv_fail(err, CV_ERR_IO, "%s: exists and is not a folder", dir);
+    DIR *d = opendir(dir);
+    if (!d) return cv_fail(err, CV_ERR_IO, "%s: cannot read: %s", dir, strerror(errno));
+    int entries = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        entries += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    if (entries)
+        return cv_fail(err, CV_ERR_IO, "%s: exists and is not empty; choose a new output folder",
+                       dir);
+    return CV_OK;
+}
+
+static cv_status write_manifest(const char *tmpdir, const cv_generate_options *o, int h, int w,
+                                cv_err *err) {
+    const long long n = o->per_class * o->n_classes;
+    char path[4300];
+    snprintf(path, sizeof path, "%s/manifest.json", tmpdir);
+    cv_outfile f;
+    cv_status st = cv_outfile_open(&f, path, err);
+    if (st) return st;
+    static const char *formats[] = {"idx", "idx.gz", "npy", "png", "grid"};
+    fprintf(f.fp,
+            "{\n  \"checkpoint\": \"%s\",\n  \"checkpoint_crc32\": \"%08x\",\n"
+            "  \"seed\": %llu,\n  \"mode\": \"%s\",\n  \"format\": \"%s\",\n"
+            "  \"height\": %d,\n  \"width\": %d,\n  \"images\": %lld,\n"
+            "  \"order\": \"interleaved: image i has class classes[i %% %d]\",\n"
+            "  \"classes\": [",
+            o->checkpoint, o->checkpoint_crc, (unsigned long long)o->seed,
+            o->mean ? "mean" : "sample", formats[o->format], h, w, n, o->n_classes);
+    for (int c = 0; c < o->n_classes; c++) fprintf(f.fp, "%s%d", c ? ", " : "", o->classes[c]);
+    fprintf(f.fp, "],\n  \"count_per_class\": {");
+    for (int c = 0; c < o->n_classes; c++)
+        fprintf(f.fp, "%s\"%d\": %lld", c ? ", " : "", o->classes[c], o->per_class);
+    fprintf(f.fp, "},\n  \"files\": [");
+    char name[256];
+    for (long long k = 0; gen_sink_file_name(o->format, k, n, o->classes, o->n_classes, name,
+                                             sizeof name); k++) {
+        char file[4500], hex[65];
+        uint64_t size;
+        snprintf(file, sizeof file, "%s/%s", tmpdir, name);
+        st = cv_sha256_file(file, hex, &size, err);
+        if (st) break;
+        fprintf(f.fp, "%s\n    {\"name\": \"%s\", \"bytes\": %llu, \"sha256\": \"%s\"}",
+                k ? "," : "", name, (unsigned long long)size, hex);
+    }
+    fprintf(f.fp, "\n  ]\n}\n");
+    if (st || ferror(f.fp)) {
+        cv_outfile_abort(&f);
+        return st ? st : cv_fail(err, CV_ERR_IO, "%s: write failed", path);
+    }
+    return cv_outfile_commit(&f, err);
+}
+
+static cv_status generate_into(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
+                               const char *tmpdir, cv_generate_result *res, cv_err *err) {
+    const cv_model_config *c = &m->layout.cfg;
+    const long long n = o->per_class * o->n_classes;
+    const int D = m->layout.dim, B = o->batch;
+    uint8_t *dev_pixels = NULL;
+    cv_status st = m->be->alloc(m->be, (void **)&dev_pixels, (size_t)B * D, "generated pixels", err);
+    if (st) return st;
+    uint8_t *pixels = malloc((size_t)B * D), *labels = malloc((size_t)B);
+    int32_t *labels32 = malloc((size_t)B * sizeof(int32_t));
+    gen_sink *sink = NULL;
+    if (!pixels || !labels || !labels32) st = cv_fail(err, CV_ERR_NOMEM, "out of host memory");
+    if (!st) st = gen_sink_open(&sink, o->format, tmpdir, n, c->height, c->width, o->classes,
+                                o->n_classes, err);
+    double t0 = now_seconds(), shown = t0;
+    for (long long first = 0; !st && first < n; first += B) {
+        int rows = n - first < B ? (int)(n - first) : B;
+        decode_chunk(m, ws, o, first, rows, dev_pixels, labels32, pixels, labels);
+        st = gen_sink_write(sink, first, rows, pixels, labels, err);
+        double t = now_seconds();
+        if (o->progress && (t - shown > 0.2 || first + rows == n)) {
+            fprintf(stderr, "\rgenerated %lld/%lld images (%.0f images/s) ", first + rows, n,
+                    (first + rows) / (t - t0));
+            if (first + rows == n) fprintf(stderr, "\r%*s\r", 70, "");
+            shown = t;
+        }
+    }
+    if (sink) {
+        cv_err close_err;
+        cv_status cs = gen_sink_close(sink, st ? &close_err : err);
+        if (!st) st = cs;
+    }
+    res->images = n;
+    res->seconds = now_seconds() - t0;
+    if (!st) st = write_manifest(tmpdir, o, c->height, c->width, err);
+    m->be->release(m->be, dev_pixels);
+    free(pixels);
+    free(labels);
+    free(labels32);
+    return st;
+}
+
+cv_status cv_generate(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
+                      cv_generate_result *res, cv_err *err) {
+    memset(res, 0, sizeof *res);
+    if (o->format == CV_FMT_GRID) {
+        double t0 = now_seconds();
+        cv_status st = cv_generate_grid(m, ws, o->classes, o->n_classes, (int)o->per_class,
+                                        o->same_z, o->mean, o->seed, o->out, err);
+        res->images = o->per_class * o->n_classes;
+        res->seconds = now_seconds() - t0;
+        return st;
+    }
+    CV_ASSERT(ws->max_rows >= o->batch);
+    cv_status st = check_output_dir(o->out, err);
+    if (st) return st;
+    char tmpdir[4200];
+    snprintf(tmpdir, sizeof tmpdir, "%s.tmp.%ld", o->out, (long)getpid());
+    if (mkdir(tmpdir, 0777) != 0)
+        return cv_fail(err, CV_ERR_IO, "%s: cannot create the output folder: %s", o->out,
+                       strerror(errno));
+    st = generate_into(m, ws, o, tmpdir, res, err);
+    if (!st && rename(tmpdir, o->out) != 0)
+        st = cv_fail(err, CV_ERR_IO, "%s: cannot rename the finished data set into place: %s",
+                     o->out, strerror(errno));
+    if (st) {
+        nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        return st;
+    }
+    char parent[4200];
+    snprintf(parent, sizeof parent, "%s", o->out);
+    int dfd = open(dirname(parent), O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return CV_OK;
+}
+
+cv_status cv_generate_grid(cv_model *m, cv_workspace *ws, const int *classes, int n_classes,
+                           int cols, bool same_z, bool mean, uint64_t seed, const char *path,
+                           cv_err *err) {
+    cv_backend *be = m->be;
+    const int K = n_classes, D = m->layout.dim, L = m->layout.cfg.latent;
+    CV_ASSERT(ws->max_rows >= K);
+    uint8_t *tiles = malloc((size_t)K * cols * D), *col = malloc((size_t)K * D);
+    uint8_t *dev_pixels = NULL;
+    int32_t labels[256];
+    cv_status st = tiles && col ? CV_OK : cv_fail(err, CV_ERR_NOMEM, "out of host memory");
+    if (!st) st = be->alloc(be, (void **)&dev_pixels, (size_t)K * D, "grid pixels", err);
+    for (int k = 0; k < cols && !st; k++) {
+        /* column k holds images k*K .. k*K + K-1 of the interleaved order */
+        long long first = (long long)k * K;
+        for (int a = 0; a < K; a++) labels[a] = classes[a];
+        be->upload(be, ws->labels, labels, (size_t)K * sizeof(int32_t));
+        if (same_z)
+            for (int a = 0; a < K; a++)
+                be->normal(be, ws->z + (size_t)a * L, 1, L, seed, CV_STREAM_GEN_Z(first));
+        else
+            be->normal(be, ws->z, K, L, seed, CV_STREAM_GEN_Z(first));
+        decode_pixels(m, ws, K, mean, seed, first, dev_pixels);
+        be->download(be, col, dev_pixels, (size_t)K * D);
+        for (int a = 0; a < K; a++)
+            memcpy(tiles + ((size_t)a * cols + k) * D, col + (size_t)a * D, (size_t)D);
+    }
+    if (!st)
+        st = cv_png_write_grid(path, tiles, K, cols, m->layout.cfg.height, m->layout.cfg.width,
+                               2, err);
+    if (dev_pixels) be->release(be, dev_pixels);
+    free(tiles);
+    free(col);
+    return st;
+}
+
+cv_status cv_reconstructions_png(cv_model *m, cv_workspace *ws, const uint8_t *pixels,
+                                 const uint8_t *labels, int count, const char *path,
+                                 cv_err *err) {
+    cv_backend *be = m->be;
+    const int D = m->layout.dim, L = m->layout.cfg.latent;
+    CV_ASSERT(ws->max_rows >= count);
+    float *x = malloc((size_t)count * D * sizeof(float));
+    int32_t *lab = malloc((size_t)count * sizeof(int32_t));
+    uint8_t *tiles = malloc((size_t)2 * count * D), *dev_pixels = NULL;
+    cv_status st = x && lab && tiles ? CV_OK : cv_fail(err, CV_ERR_NOMEM, "out of host memory");
+    if (!st) st = be->alloc(be, (void **)&dev_pixels, (size_t)count * D, "pixels", err);
+    if (!st) {
+        for (size_t i = 0; i < (size_t)count * D; i++) x[i] = (float)pixels[i] / 255.0f;
+        for (int i = 0; i < count; i++) lab[i] = labels[i];
+        be->upload(be, ws->x, x, (size_t)count * D * sizeof(float));
+        be->upload(be, ws->labels, lab, (size_t)count * sizeof(int32_t));
+        cv_model_encode(m, ws, count);
+        /* z = mu: the posterior mean, with the noise set to zero */
+        be->zero(be, ws->eps, (size_t)count * L * sizeof(float));
+        be->reparam_forward(be, ws->act[m->layout.n_enc - 1], ws->eps, false, 0, 0, NULL,
+                            ws->z, ws->kl, NULL, count, L);
+        decode_pixels(m, ws, count, true, 0, 0, dev_pixels);
+        memcpy(tiles, pixels, (size_t)count * D);
+        be->download(be, tiles + (size_t)count * D, dev_pixels, (size_t)count * D);
+        st = cv_png_write_grid(path, tiles, 2, count, m->layout.cfg.height,
+                               m->layout.cfg.width, 2, err);
+    }
+    if (dev_pixels) be->release(be, dev_pixels);
+    free(x);
+    free(lab);
+    free(tiles);
+    return st;
+}
