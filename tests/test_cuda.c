@@ -258,12 +258,26 @@ Test(cuda, adam_gather_accumulate_and_step_match_cpu) {
         compare("adam m", m, h, n, 1e-7, 1e-6);
         from_gpu(h, d_v, n * 4, "v");
         compare("adam v", v, h, n, 1e-9, 1e-6);
-        double acc = 1.25, gacc;
-        double *d_acc = to_gpu(&acc, sizeof acc);
-        cpu->accumulate(cpu, &acc, g, (int)n);
-        gpu->accumulate(gpu, d_acc, d_g, (int)n);
-        from_gpu(&gacc, d_acc, sizeof gacc, "acc");
-        cr_assert(fabs(acc - gacc) < 1e-9 * (double)n + 1e-12, "accumulate %g vs %g", acc, gacc);
+        double acc[3] = {1.25, 0.5, 3}, gacc[3];
+        double *d_acc = to_gpu(acc, sizeof acc);
+        cpu->accumulate_loss(cpu, acc, g, m, (int)n, NULL);
+        gpu->accumulate_loss(gpu, d_acc, d_g, d_m, (int)n, NULL);
+        from_gpu(gacc, d_acc, sizeof gacc, "acc");
+        for (int k = 0; k < 3; k++)
+            cr_assert(fabs(acc[k] - gacc[k]) < 1e-9 * (double)n + 1e-12, "sums[%d] %g vs %g", k,
+                      acc[k], gacc[k]);
+        /* the non-finite check finds the same first bad element */
+        cv_step cs = {.step = 5, .first_bad_step = -1, .first_bad_index = -1}, gs;
+        cv_step *d_cs = to_gpu(&cs, sizeof cs);
+        g[n / 2] = NAN;
+        if (n > 2) g[n - 1] = INFINITY;
+        gpu->upload(gpu, d_g, g, n * 4);
+        cpu->check_finite(cpu, v, v, 1, g, n, &cs);
+        gpu->check_finite(gpu, d_v, d_v, 1, d_g, n, d_cs);
+        from_gpu(&gs, d_cs, sizeof gs, "step state");
+        cr_assert(gs.skip == cs.skip && gs.nonfinite_steps == cs.nonfinite_steps &&
+                  gs.first_bad_index == cs.first_bad_index, "check: gpu index %lld, cpu %lld",
+                  (long long)gs.first_bad_index, (long long)cs.first_bad_index);
         cpu->advance_step(cpu, &st, 77);
         gpu->advance_step(gpu, d_st, 77);
         cv_step back;
@@ -459,9 +473,9 @@ Test(cuda, recorded_step_replays_bit_for_bit_and_follows_the_cpu_loss) {
         double loss[3];
         for (int k = 0; k < 3; k++) {
             rig *x = all[k];
-            cv_step st = {.step = w * window, .start = 0};
+            cv_step st = {.step = w * window, .first_bad_step = -1, .first_bad_index = -1};
             x->be->upload(x->be, x->ws.step, &st, sizeof st);
-            x->be->zero(x->be, x->ws.sums, 2 * sizeof(double));
+            x->be->zero(x->be, x->ws.sums, 3 * sizeof(double));
             for (int s = 0; s < window; s++) {
                 if (k == 1) { /* recorded once, replayed */
                     if (!rec) {
@@ -474,9 +488,9 @@ Test(cuda, recorded_step_replays_bit_for_bit_and_follows_the_cpu_loss) {
                     cv_train_step(&x->m, &x->ws, &x->split, B, r.s, 1e-3f, 1.0f);
                 }
             }
-            double sums[2];
+            double sums[3];
             x->be->download(x->be, sums, x->ws.sums, sizeof sums);
-            loss[k] = (sums[0] + sums[1]) / (window * B);
+            loss[k] = (sums[0] + sums[1]) / sums[2];
         }
         cr_assert_eq(loss[1], loss[2], "replayed and eager GPU steps differ: %.9g vs %.9g",
                      loss[1], loss[2]);

@@ -402,14 +402,56 @@ Test(ops_cpu, gather_batch_scales_and_follows_the_order) {
     }
 }
 
-Test(ops_cpu, accumulate_adds_a_sum) {
+Test(ops_cpu, accumulate_loss_adds_sums_unless_the_step_is_skipped) {
     test_rng r = test_rng_new("accumulate");
-    float v[1001];
-    test_fill(&r, v, 1001, -100, 100);
-    double acc = 2.5, ref = 2.5;
-    for (int i = 0; i < 1001; i++) ref += v[i];
-    be->accumulate(be, &acc, v, 1001);
-    cr_assert(fabs(acc - ref) < 1e-9 * 1001 * 100, "acc %g vs %g", acc, ref);
+    float rec[1001], kl[1001];
+    test_fill(&r, rec, 1001, 0, 300);
+    test_fill(&r, kl, 1001, 0, 30);
+    double sums[3] = {2.5, 1.0, 7}, ref[3] = {2.5, 1.0, 7 + 1001};
+    for (int i = 0; i < 1001; i++) {
+        ref[0] += rec[i];
+        ref[1] += kl[i];
+    }
+    cv_step st = {.skip = 0};
+    be->accumulate_loss(be, sums, rec, kl, 1001, &st);
+    for (int k = 0; k < 3; k++)
+        cr_assert(fabs(sums[k] - ref[k]) < 1e-9 * 1001 * 300, "sums[%d] %g vs %g", k, sums[k], ref[k]);
+    st.skip = 1;
+    be->accumulate_loss(be, sums, rec, kl, 1001, &st);
+    cr_assert_eq(sums[2], ref[2], "a skipped step was counted");
+}
+
+Test(ops_cpu, check_finite_flags_the_first_bad_tensor_and_adam_skips) {
+    test_rng r = test_rng_new("check_finite");
+    const size_t n = 70001;
+    float *g = malloc(n * 4), *p = malloc(n * 4), *m = calloc(n, 4), *v = calloc(n, 4);
+    float *p0 = malloc(n * 4), rec[5], kl[5];
+    test_fill(&r, g, n, -1, 1);
+    test_fill(&r, p, n, -1, 1);
+    test_fill(&r, rec, 5, 0, 10);
+    test_fill(&r, kl, 5, 0, 10);
+    memcpy(p0, p, n * 4);
+    cv_step st = {.step = 41, .first_bad_step = -1, .first_bad_index = -1};
+    be->check_finite(be, rec, kl, 5, g, n, &st);
+    cr_assert(!st.skip && st.nonfinite_steps == 0, "finite inputs were flagged");
+    g[60000] = INFINITY;
+    g[123] = NAN;
+    be->check_finite(be, rec, kl, 5, g, n, &st);
+    cr_assert(st.skip && st.nonfinite_steps == 1 && st.first_bad_step == 41 &&
+              st.first_bad_index == 123, "flag %d, count %lld, step %lld, index %lld", st.skip,
+              (long long)st.nonfinite_steps, (long long)st.first_bad_step,
+              (long long)st.first_bad_index);
+    be->adam(be, p, g, m, v, n, 1e-3f, 0.9f, 0.999f, 1e-8f, &st);
+    cr_assert(memcmp(p, p0, n * 4) == 0, "Adam updated a flagged step");
+    be->advance_step(be, &st, 10);
+    cr_assert_eq(st.skip, 0);
+    g[123] = 0.5f;
+    g[60000] = 0.5f;
+    kl[3] = NAN;
+    be->check_finite(be, rec, kl, 5, g, n, &st);
+    cr_assert(st.skip && st.nonfinite_steps == 2, "a NaN loss was not flagged");
+    cr_assert(st.first_bad_step == 41, "the first bad step was overwritten");
+    free(g); free(p); free(m); free(v); free(p0);
 }
 
 /* ---------- random numbers ---------- */

@@ -20,9 +20,12 @@ typedef struct cv_backend cv_backend;
 /* The per-step values the step's operations read, kept in backend memory so that a
  * captured step (a CUDA graph) replays unchanged: advance_step moves it on. */
 typedef struct {
-    int64_t step;  /* optimiser steps taken: Adam's t - 1, and the training noise stream */
-    int32_t start; /* first row of this step's batch in the epoch's order */
-    int32_t unused;
+    int64_t step;            /* optimiser steps taken: Adam's t - 1, the noise stream */
+    int32_t start;           /* first row of this step's batch in the epoch's order */
+    int32_t skip;            /* this step's loss or gradient is not finite: no update */
+    int64_t nonfinite_steps; /* steps skipped so far */
+    int64_t first_bad_step;  /* the first such step, or -1 */
+    int64_t first_bad_index; /* its first non-finite gradient element, or -1: the loss */
 } cv_step;
 
 typedef struct {
@@ -93,19 +96,27 @@ struct cv_backend {
                                bool mean, uint64_t seed, uint64_t first_stream,
                                uint8_t *pixels);
 
-    /* One Adam step (PyTorch semantics) over the whole buffer, t = st->step + 1. */
+    /* Flags the step in st when rec, kl (rows) or grads (n) hold a NaN or Inf: st->skip,
+     * st->nonfinite_steps, and the first bad step and gradient index. */
+    void (*check_finite)(cv_backend *be, const float *rec, const float *kl, int rows,
+                         const float *grads, size_t n, cv_step *st);
+
+    /* One Adam step (PyTorch semantics) over the whole buffer, t = st->step + 1; nothing
+     * when st->skip. */
     void (*adam)(cv_backend *be, float *params, const float *grads, float *m, float *v,
                  size_t n, float lr, float beta1, float beta2, float eps, const cv_step *st);
 
-    /* acc[0] += sum of values[0..n) (acc is one double in device memory). */
-    void (*accumulate)(cv_backend *be, double *acc, const float *values, int n);
+    /* sums[0] += sum of rec, sums[1] += sum of kl, sums[2] += rows (sums: 3 doubles in
+     * device memory); nothing when st is not NULL and st->skip. */
+    void (*accumulate_loss)(cv_backend *be, double *sums, const float *rec, const float *kl,
+                            int rows, const cv_step *st);
 
     /* x (rows, dim) = pixels[perm[st->start + r]] / 255, labels_out[r] = labels[...]. */
     void (*gather_batch)(cv_backend *be, const uint8_t *pixels, const uint8_t *labels,
                          const int32_t *perm, const cv_step *st, int rows, int dim, float *x,
                          int32_t *labels_out);
 
-    /* st->step += 1, st->start += rows (st in backend memory). */
+    /* st->step += 1, st->start += rows, st->skip = 0 (st in backend memory). */
     void (*advance_step)(cv_backend *be, cv_step *st, int rows);
 
     /* Recording a sequence of operations once and replaying it. capture_begin returns

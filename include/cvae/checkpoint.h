@@ -1,7 +1,9 @@
 /* checkpoint.h: the versioned, checksummed model file.
  *
  * Layout (little-endian): "CVAECKPT", u32 version, u32 header bytes, the header fields
- * (model config, seed, step, epoch, batch, lr, n_params), then parameters, Adam m and
+ * (model config, seed, step, epoch, batch, lr, the position inside the current epoch with
+ * its partial loss sums, the count of skipped non-finite steps, n_params), then
+ * parameters, Adam m and
  * Adam v as float32 (n_params each) in the model's buffer layout, then a CRC-32 of every
  * byte before it. Written to a temporary file, fsynced and renamed.
  */
@@ -23,6 +25,9 @@ typedef struct {
     int32_t epoch;  /* epochs completed */
     int32_t batch;
     float lr;
+    int32_t position;        /* rows of epoch + 1 already trained (0 at an epoch's end) */
+    double sums[3];          /* that partial epoch's rec and kl sums and its row count */
+    int64_t nonfinite_steps; /* steps skipped for a NaN or Inf so far */
     size_t n_params;
     float *params, *adam_m, *adam_v; /* host, n_params each */
     uint32_t checksum;               /* filled by load and save */

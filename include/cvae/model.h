@@ -55,7 +55,7 @@ typedef struct {
     float *dact[CV_MAX_LAYERS]; /* their gradients */
     float *eps, *z, *dz;        /* (rows, L) */
     float *kl, *rec, *log_ratio;/* (rows) */
-    double *sums;               /* [rec, kl] summed on the device */
+    double *sums;               /* [rec, kl, rows] summed on the device */
     cv_step *step;              /* the step state the batch operations read */
 } cv_workspace;
 
@@ -75,6 +75,10 @@ typedef struct {
 } cv_model;
 
 cv_status cv_layout_init(const cv_model_config *cfg, cv_layout *layout, cv_err *err);
+
+/* Names the tensor that parameter element `index` belongs to, e.g. "decoder layer 1
+ * bias [12]", for error messages. */
+void cv_layout_describe(const cv_layout *layout, size_t index, char *buf, size_t size);
 
 cv_status cv_model_create(cv_backend *be, const cv_model_config *cfg, cv_model *model,
                           cv_err *err);

@@ -18,6 +18,8 @@ typedef struct {
     cv_backend_options backend;
     const char *out_dir;      /* NULL: the model is not saved */
     const char *metrics_path; /* NULL: no JSON lines */
+    const char *resume_path;  /* NULL: a fresh run */
+    long long skip_nonfinite; /* steps with a NaN or Inf that may be skipped before stopping */
     int n_hidden;
     int hidden[CV_MAX_HIDDEN];
     int latent;
@@ -33,13 +35,15 @@ typedef struct {
     double train_loss;
     cv_eval_result test; /* valid when has_test */
     int has_test;
+    int signal;          /* with CV_ERR_INTERRUPTED: SIGINT or SIGTERM */
 } cv_train_result;
 
 cv_status cv_train_run(const cv_train_options *opt, cv_train_result *result, cv_err *err);
 
 /* One optimiser step on the rows ws->step->start .. + rows of split's order: gather,
- * noise of stream ws->step->step, forward, backward, Adam (t = step + 1), then the step
- * state moves on. Adds the batch's rec and kl sums to ws->sums on the device. Everything
+ * noise of stream ws->step->step, forward, backward, the non-finite check, Adam
+ * (t = step + 1, skipped for a flagged step), then the step state moves on. Adds the
+ * batch's rec and kl sums and row count to ws->sums on the device. Everything
  * it reads that changes from step to step is in ws->step, so it can be recorded once
  * and replayed. */
 void cv_train_step(cv_model *model, cv_workspace *ws, const cv_device_split *split, int rows,

@@ -213,6 +213,7 @@ static void cpu_adam(cv_backend *be, float *restrict p, const float *restrict g,
                      float *restrict m, float *restrict v, size_t n, float lr, float b1,
                      float b2, float eps, const cv_step *st) {
     (void)be;
+    if (st->skip) return;
     const int64_t t = st->step + 1;
     float step_size = lr / (1.0f - powf(b1, (float)t));
     float inv_bc2_sqrt = 1.0f / sqrtf(1.0f - powf(b2, (float)t));
@@ -221,11 +222,46 @@ static void cpu_adam(cv_backend *be, float *restrict p, const float *restrict g,
         cv_adam_update(&p[i], &m[i], &v[i], g[i], b1, b2, eps, step_size, inv_bc2_sqrt);
 }
 
-static void cpu_accumulate(cv_backend *be, double *acc, const float *values, int n) {
+static void cpu_check_finite(cv_backend *be, const float *rec, const float *kl, int rows,
+                             const float *grads, size_t n, cv_step *st) {
     (void)be;
-    double s = 0.0;
-    for (int i = 0; i < n; i++) s += values[i];
-    *acc += s;
+    int64_t bad = INT64_MAX;
+    for (int r = 0; r < rows; r++)
+        if (!isfinite(rec[r]) || !isfinite(kl[r])) bad = -1;
+    if (bad == INT64_MAX) {
+        /* a sum is NaN or Inf exactly when some element is: one vectorised pass, and a
+         * second only to find the first bad element */
+        float s = 0.0f;
+#pragma omp parallel for simd reduction(+ : s) if (n > PAR_MIN) schedule(static)
+        for (size_t i = 0; i < n; i++) s += grads[i] * 0.0f;
+        if (s != 0.0f) /* NaN compares unequal too */
+            for (size_t i = 0; i < n; i++)
+                if (!isfinite(grads[i])) {
+                    bad = (int64_t)i;
+                    break;
+                }
+    }
+    if (bad == INT64_MAX) return;
+    st->skip = 1;
+    st->nonfinite_steps++;
+    if (st->first_bad_step < 0) {
+        st->first_bad_step = st->step;
+        st->first_bad_index = bad;
+    }
+}
+
+static void cpu_accumulate_loss(cv_backend *be, double *sums, const float *rec,
+                                const float *kl, int rows, const cv_step *st) {
+    (void)be;
+    if (st && st->skip) return;
+    double a = 0.0, b = 0.0;
+    for (int i = 0; i < rows; i++) {
+        a += rec[i];
+        b += kl[i];
+    }
+    sums[0] += a;
+    sums[1] += b;
+    sums[2] += rows;
 }
 
 static void cpu_gather_batch(cv_backend *be, const uint8_t *pixels, const uint8_t *labels,
@@ -247,6 +283,7 @@ static void cpu_advance_step(cv_backend *be, cv_step *st, int rows) {
     (void)be;
     st->step += 1;
     st->start += rows;
+    st->skip = 0;
 }
 
 static bool cpu_capture_begin(cv_backend *be) {
@@ -278,7 +315,8 @@ cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err) {
     be->normal = cpu_normal;
     be->pixels_from_logits = cpu_pixels_from_logits;
     be->adam = cpu_adam;
-    be->accumulate = cpu_accumulate;
+    be->check_finite = cpu_check_finite;
+    be->accumulate_loss = cpu_accumulate_loss;
     be->gather_batch = cpu_gather_batch;
     be->advance_step = cpu_advance_step;
     be->capture_begin = cpu_capture_begin;

@@ -20,6 +20,7 @@ typedef struct {
     cudaStream_t stream;
     cublasHandle_t blas;
     void *blas_workspace;
+    unsigned long long *nonfinite_scratch; /* see cv_check_finite_cuda */
 } cuda_ctx;
 
 static cuda_ctx *ctx_of(cv_backend *be) { return (cuda_ctx *)be->impl; }
@@ -30,6 +31,7 @@ static void cuda_destroy(cv_backend *be) {
         cudaStreamSynchronize(c->stream);
         if (c->blas) cublasDestroy(c->blas);
         if (c->blas_workspace) cudaFree(c->blas_workspace);
+        if (c->nonfinite_scratch) cudaFree(c->nonfinite_scratch);
         if (c->stream) cudaStreamDestroy(c->stream);
         free(c);
     }
@@ -135,8 +137,15 @@ static void cuda_adam(cv_backend *be, float *p, const float *g, float *m, float 
     cv_adam_cuda(p, g, m, v, n, lr, b1, b2, eps, st, ctx_of(be)->stream);
 }
 
-static void cuda_accumulate(cv_backend *be, double *acc, const float *values, int n) {
-    cv_accumulate_cuda(acc, values, n, ctx_of(be)->stream);
+static void cuda_accumulate_loss(cv_backend *be, double *sums, const float *rec,
+                                 const float *kl, int rows, const cv_step *st) {
+    cv_accumulate_loss_cuda(sums, rec, kl, rows, st, ctx_of(be)->stream);
+}
+
+static void cuda_check_finite(cv_backend *be, const float *rec, const float *kl, int rows,
+                              const float *grads, size_t n, cv_step *st) {
+    cv_check_finite_cuda(rec, kl, rows, grads, n, st, ctx_of(be)->nonfinite_scratch,
+                         ctx_of(be)->stream);
 }
 
 static void cuda_gather_batch(cv_backend *be, const uint8_t *pixels, const uint8_t *labels,
@@ -215,6 +224,13 @@ cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out
         cuda_destroy(be);
         return st;
     }
+    st = cuda_alloc(be, (void **)&c->nonfinite_scratch, sizeof(unsigned long long),
+                    "the non-finite check", err);
+    if (st) {
+        cuda_destroy(be);
+        return st;
+    }
+    CV_CUDA_CHECK(cudaMemset(c->nonfinite_scratch, 0xff, sizeof(unsigned long long)));
     CV_CUBLAS_CHECK(cublasSetStream(c->blas, c->stream));
     CV_CUBLAS_CHECK(cublasSetWorkspace(c->blas, c->blas_workspace, CUBLAS_WORKSPACE_BYTES));
     bool tf32 = opt && opt->tf32;
@@ -242,7 +258,8 @@ cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out
     be->normal = cuda_normal;
     be->pixels_from_logits = cuda_pixels_from_logits;
     be->adam = cuda_adam;
-    be->accumulate = cuda_accumulate;
+    be->accumulate_loss = cuda_accumulate_loss;
+    be->check_finite = cuda_check_finite;
     be->gather_batch = cuda_gather_batch;
     be->advance_step = cuda_advance_step;
     be->capture_begin = cuda_capture_begin;

@@ -9,7 +9,7 @@
 #include "cvae/fileio.h"
 
 #define MAGIC "CVAECKPT"
-#define HEADER_FIELDS_BYTES (4 * (5 + CV_MAX_HIDDEN) + 8 + 8 + 4 + 4 + 4 + 8)
+#define HEADER_FIELDS_BYTES (4 * (5 + CV_MAX_HIDDEN) + 8 + 8 + 4 + 4 + 4 + 4 + 3 * 8 + 8 + 8)
 #define PREFIX_BYTES (8 + 4 + 4)
 
 typedef struct {
@@ -44,6 +44,16 @@ static float bits_f32(uint32_t u) {
     memcpy(&f, &u, 4);
     return f;
 }
+static uint64_t f64_bits(double d) {
+    uint64_t u;
+    memcpy(&u, &d, 8);
+    return u;
+}
+static double bits_f64(uint64_t u) {
+    double d;
+    memcpy(&d, &u, 8);
+    return d;
+}
 
 static void encode_header(const cv_checkpoint *ck, uint8_t *buf) {
     writer w = {buf};
@@ -62,6 +72,9 @@ static void encode_header(const cv_checkpoint *ck, uint8_t *buf) {
     put_u32(&w, (uint32_t)ck->epoch);
     put_u32(&w, (uint32_t)ck->batch);
     put_u32(&w, f32_bits(ck->lr));
+    put_u32(&w, (uint32_t)ck->position);
+    for (int i = 0; i < 3; i++) put_u64(&w, f64_bits(ck->sums[i]));
+    put_u64(&w, (uint64_t)ck->nonfinite_steps);
     put_u64(&w, (uint64_t)ck->n_params);
 }
 
@@ -120,6 +133,9 @@ static cv_status parse(const char *path, const uint8_t *buf, size_t size, cv_che
     ck->epoch = (int32_t)get_u32(&p);
     ck->batch = (int32_t)get_u32(&p);
     ck->lr = bits_f32(get_u32(&p));
+    ck->position = (int32_t)get_u32(&p);
+    for (int i = 0; i < 3; i++) ck->sums[i] = bits_f64(get_u64(&p));
+    ck->nonfinite_steps = (int64_t)get_u64(&p);
     uint64_t n_params = get_u64(&p);
 
     cv_layout lo;
@@ -142,7 +158,8 @@ static cv_status parse(const char *path, const uint8_t *buf, size_t size, cv_che
         return cv_fail(err, CV_ERR_FORMAT,
                        "%s: checksum mismatch (stored %08x, computed %08x): corrupt file",
                        path, stored, actual);
-    if (ck->step < 0 || ck->epoch < 0 || ck->batch < 1 || !(ck->lr > 0.0f))
+    if (ck->step < 0 || ck->epoch < 0 || ck->batch < 1 || !(ck->lr > 0.0f) ||
+        ck->position < 0 || ck->nonfinite_steps < 0)
         return cv_fail(err, CV_ERR_FORMAT, "%s: invalid training state in header", path);
     size_t bytes = n_params * sizeof(float);
     float **arrays[3] = {&ck->params, &ck->adam_m, &ck->adam_v};

@@ -43,6 +43,11 @@ int cv_cmd_info(int argc, char **argv) {
     printf(", %zu parameters\n", ck.n_params);
     printf("training: epoch %d, step %lld, batch %d, lr %g, seed %llu\n", ck.epoch,
            (long long)ck.step, ck.batch, ck.lr, (unsigned long long)ck.seed);
+    if (ck.position)
+        printf("interrupted inside epoch %d after %d images: resume with --resume\n",
+               ck.epoch + 1, ck.position);
+    if (ck.nonfinite_steps)
+        printf("non-finite steps skipped: %lld\n", (long long)ck.nonfinite_steps);
     printf("state: parameters and Adam m, v\n");
     cv_checkpoint_free(&ck);
     return 0;

@@ -28,10 +28,19 @@ static const char *help =
     "  --checkpoint-every N   also write the checkpoint every N epochs (default: at the end)\n"
     "  --metrics FILE         one JSON object per epoch (epoch, train_loss, test_neg_elbo,\n"
     "                         test_rec, test_kl, samples_per_s, seconds)\n"
+    "  --resume CKPT          continue the run that wrote CKPT: give the original command\n"
+    "                         plus --resume; --epochs counts the total. The result is\n"
+    "                         bitwise the run that was never interrupted (on the CPU)\n"
+    "  --skip-nonfinite N     skip up to N steps whose loss or gradient holds a NaN or Inf\n"
+    "                         (default 0: the first one stops training, nothing is saved)\n"
+    "\n"
+    "SIGINT or SIGTERM finishes the current step, writes RUNDIR/model.ckpt and exits with\n"
+    "130 or 143. Every file is written under a temporary name and renamed when whole.\n"
     "  -h, --help             this text\n";
 
 enum { OPT_DATA = 256, OPT_HIDDEN, OPT_LATENT, OPT_CLASSES, OPT_BATCH, OPT_EPOCHS, OPT_LR,
-       OPT_SEED, OPT_DEVICE, OPT_OUT, OPT_CKPT_EVERY, OPT_METRICS, OPT_PRECISION };
+       OPT_SEED, OPT_DEVICE, OPT_OUT, OPT_CKPT_EVERY, OPT_METRICS, OPT_PRECISION,
+       OPT_RESUME, OPT_SKIP_NONFINITE };
 
 int cv_cmd_train(int argc, char **argv) {
     static const struct option opts[] = {
@@ -48,6 +57,8 @@ int cv_cmd_train(int argc, char **argv) {
         {"out", required_argument, 0, OPT_OUT},
         {"checkpoint-every", required_argument, 0, OPT_CKPT_EVERY},
         {"metrics", required_argument, 0, OPT_METRICS},
+        {"resume", required_argument, 0, OPT_RESUME},
+        {"skip-nonfinite", required_argument, 0, OPT_SKIP_NONFINITE},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -83,6 +94,13 @@ int cv_cmd_train(int argc, char **argv) {
             ok = cv_parse_int(cmd, "--checkpoint-every", optarg, 1, 1000000, &o.checkpoint_every);
             break;
         case OPT_METRICS: o.metrics_path = optarg; break;
+        case OPT_RESUME: o.resume_path = optarg; break;
+        case OPT_SKIP_NONFINITE: {
+            int n;
+            ok = cv_parse_int(cmd, "--skip-nonfinite", optarg, 0, 2147483647L, &n);
+            o.skip_nonfinite = n;
+            break;
+        }
         default: return cv_bad_flag(cmd, c, argv[optind - 1]);
         }
         if (!ok) return CV_EXIT_USAGE;
@@ -96,6 +114,10 @@ int cv_cmd_train(int argc, char **argv) {
     cv_train_result res;
     cv_err err;
     cv_status st = cv_train_run(&o, &res, &err);
+    if (st == CV_ERR_INTERRUPTED) {
+        fprintf(stderr, "cvae train: %s\n", err.msg);
+        return 128 + res.signal;
+    }
     if (st) return cv_report(cmd, st, &err);
     if (res.has_test)
         printf("final test -ELBO %.4f nats (rec %.4f, kl %.4f) after %d epochs\n",

@@ -47,7 +47,7 @@ void cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, uint64
     const int rows_max = s->n < CV_EVAL_BATCH ? s->n : CV_EVAL_BATCH;
     CV_ASSERT(ws->max_rows >= rows_max);
     memset(out, 0, sizeof *out);
-    be->zero(be, ws->sums, 2 * sizeof(double));
+    be->zero(be, ws->sums, 3 * sizeof(double));
 
     float *rec = malloc((size_t)rows_max * sizeof(float));
     float *log_ratio = malloc((size_t)rows_max * sizeof(float));
@@ -64,8 +64,7 @@ void cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, uint64
                          ws->labels);
         cv_noise noise = {true, seed, EVAL_STREAM(b, 0), NULL};
         cv_model_forward(m, ws, rows, &noise, false, false);
-        be->accumulate(be, &ws->sums[0], ws->rec, rows);
-        be->accumulate(be, &ws->sums[1], ws->kl, rows);
+        be->accumulate_loss(be, ws->sums, ws->rec, ws->kl, rows, NULL);
         if (iwae_k <= 0) continue;
 
         /* log w_k = log p(x|z_k,c) + log p(z_k) - log q(z_k|x,c), combined by a running
@@ -92,7 +91,7 @@ void cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, uint64
         for (int r = 0; r < rows; r++)
             iwae_total += -(lse_max[r] + log(lse_sum[r]) - log((double)iwae_k));
     }
-    double sums[2];
+    double sums[3];
     be->download(be, sums, ws->sums, sizeof sums);
     out->rec = sums[0] / s->n;
     out->kl = sums[1] / s->n;

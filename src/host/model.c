@@ -67,6 +67,28 @@ cv_status cv_layout_init(const cv_model_config *cfg, cv_layout *lo, cv_err *err)
     return CV_OK;
 }
 
+void cv_layout_describe(const cv_layout *lo, size_t index, char *buf, size_t size) {
+    for (int i = 0; i < lo->n_layers; i++) {
+        const cv_layer *l = &lo->layers[i];
+        if (index < l->w || index >= l->b + (size_t)l->out) continue;
+        char layer[64];
+        if (i < lo->n_enc - 1)
+            snprintf(layer, sizeof layer, "encoder layer %d", i + 1);
+        else if (i == lo->n_enc - 1)
+            snprintf(layer, sizeof layer, "encoder head (mu, logvar)");
+        else if (i < lo->n_layers - 1)
+            snprintf(layer, sizeof layer, "decoder layer %d", i - lo->n_enc + 1);
+        else
+            snprintf(layer, sizeof layer, "decoder output layer");
+        const char *part = index >= l->b ? "bias" : (l->cond != CV_NO_COND && index >= l->cond)
+                                                        ? "condition table" : "weight";
+        size_t base = index >= l->b ? l->b : (l->cond != CV_NO_COND && index >= l->cond) ? l->cond : l->w;
+        snprintf(buf, size, "%s %s [%zu]", layer, part, index - base);
+        return;
+    }
+    snprintf(buf, size, "parameter %zu", index);
+}
+
 cv_status cv_model_create(cv_backend *be, const cv_model_config *cfg, cv_model *m,
                           cv_err *err) {
     memset(m, 0, sizeof *m);
@@ -136,7 +158,7 @@ cv_status cv_workspace_create(cv_model *m, int max_rows, cv_workspace *ws, cv_er
     WS_ALLOC(kl, B, float, "per-sample KL");
     WS_ALLOC(rec, B, float, "per-sample reconstruction");
     WS_ALLOC(log_ratio, B, float, "per-sample log weights");
-    WS_ALLOC(sums, 2, double, "loss sums");
+    WS_ALLOC(sums, 3, double, "loss sums");
     WS_ALLOC(step, 1, cv_step, "step state");
 #undef WS_ALLOC
     if (st) cv_workspace_destroy(m, ws);

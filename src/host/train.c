@@ -1,4 +1,10 @@
-/* train.c: the training loop: shuffle, steps, per-epoch evaluation, logs, checkpoints. */
+/* train.c: the training loop: shuffle, steps, per-epoch evaluation, logs, checkpoints,
+ * exact resume, clean stops on SIGINT/SIGTERM, and the non-finite guard.
+ *
+ * Every random draw is a function of (seed, epoch) or (seed, step), and the checkpoint
+ * holds the position inside the epoch, so a resumed run takes exactly the steps the
+ * uninterrupted one would have: the final parameters are bitwise equal on the CPU.
+ */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,8 +14,13 @@
 #include "cvae/checkpoint.h"
 #include "cvae/fileio.h"
 #include "cvae/generate.h"
+#include "cvae/interrupt.h"
 #include "cvae/rng.h"
 #include "cvae/train.h"
+
+/* How often the host looks at the step state for non-finite steps: rare enough that a
+ * GPU stays busy, often enough that a poisoned run stops soon. */
+#define NONFINITE_POLL_STEPS 50
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -25,9 +36,9 @@ void cv_train_step(cv_model *m, cv_workspace *ws, const cv_device_split *s, int 
     be->zero(be, m->grads, m->layout.n_params * sizeof(float));
     cv_noise noise = {true, seed, CV_STREAM_TRAIN_EPS(0), ws->step};
     cv_model_forward(m, ws, rows, &noise, true, false);
-    be->accumulate(be, &ws->sums[0], ws->rec, rows);
-    be->accumulate(be, &ws->sums[1], ws->kl, rows);
     cv_model_backward(m, ws, rows, beta);
+    be->check_finite(be, ws->rec, ws->kl, rows, m->grads, m->layout.n_params, ws->step);
+    be->accumulate_loss(be, ws->sums, ws->rec, ws->kl, rows, ws->step);
     be->adam(be, m->params, m->grads, m->adam_m, m->adam_v, m->layout.n_params, lr,
              CV_ADAM_BETA1, CV_ADAM_BETA2, CV_ADAM_EPS, ws->step);
     be->advance_step(be, ws->step, rows);
@@ -43,54 +54,6 @@ static void progress(int epoch, int epochs, int done, int total, double rate) {
     fflush(stderr);
 }
 
-static cv_status save_checkpoint(const cv_train_options *o, cv_model *m, int64_t step,
-                                 int epoch, const char *path, cv_err *err) {
-    cv_status st = cv_ensure_dir(o->out_dir, err);
-    if (st) return st;
-    cv_checkpoint ck = {0};
-    st = cv_checkpoint_from_model(m, &ck, err);
-    if (st) return st;
-    ck.seed = o->seed;
-    ck.step = step;
-    ck.epoch = epoch;
-    ck.batch = o->batch;
-    ck.lr = o->lr;
-    st = cv_checkpoint_save(path, &ck, err);
-    cv_checkpoint_free(&ck);
-    return st;
-}
-
-/* Appends one epoch's JSON object to the metrics text and rewrites the file whole. */
-static cv_status write_metrics(const char *path, char **text, size_t *len, int epoch,
-                               double train_loss, const cv_eval_result *t, bool has_test,
-                               double rate, double seconds, cv_err *err) {
-    char line[512], test[256];
-    if (has_test)
-        snprintf(test, sizeof test,
-                 "\"test_neg_elbo\": %.6f, \"test_rec\": %.6f, \"test_kl\": %.6f",
-                 t->neg_elbo, t->rec, t->kl);
-    else
-        snprintf(test, sizeof test,
-                 "\"test_neg_elbo\": null, \"test_rec\": null, \"test_kl\": null");
-    int n = snprintf(line, sizeof line,
-                     "{\"epoch\": %d, \"train_loss\": %.6f, %s, \"samples_per_s\": %.1f, "
-                     "\"seconds\": %.3f}\n",
-                     epoch, train_loss, test, rate, seconds);
-    char *grown = realloc(*text, *len + (size_t)n + 1);
-    if (!grown) return cv_fail(err, CV_ERR_NOMEM, "out of memory for metrics");
-    memcpy(grown + *len, line, (size_t)n + 1);
-    *text = grown;
-    *len += (size_t)n;
-    cv_outfile f;
-    cv_status st = cv_outfile_open(&f, path, err);
-    if (!st) st = cv_outfile_write(&f, *text, *len, err);
-    if (st) {
-        cv_outfile_abort(&f);
-        return st;
-    }
-    return cv_outfile_commit(&f, err);
-}
-
 typedef struct {
     cv_data data;
     cv_backend *be;
@@ -100,6 +63,9 @@ typedef struct {
     cv_device_split train, test;
     int32_t *perm;
     char *metrics;
+    size_t metrics_len;
+    cv_checkpoint resume;
+    char ckpt[4200];
 } run_state;
 
 static void run_free(run_state *r) {
@@ -112,8 +78,89 @@ static void run_free(run_state *r) {
         r->be->destroy(r->be);
     }
     cv_data_free(&r->data);
+    cv_checkpoint_free(&r->resume);
     free(r->perm);
     free(r->metrics);
+}
+
+/* Where training stands: what a checkpoint records. */
+typedef struct {
+    int64_t step;
+    int epoch;      /* epochs completed */
+    int position;   /* rows of the next epoch done */
+    double sums[3]; /* that epoch's partial rec, kl, rows */
+    cv_step st;     /* the device step state as last read */
+} progress_state;
+
+static cv_status save_checkpoint(const cv_train_options *o, run_state *r,
+                                 const progress_state *p, cv_err *err) {
+    cv_status st = cv_ensure_dir(o->out_dir, err);
+    if (st) return st;
+    cv_checkpoint ck = {0};
+    st = cv_checkpoint_from_model(&r->model, &ck, err);
+    if (st) return st;
+    ck.seed = o->seed;
+    ck.step = p->step;
+    ck.epoch = p->epoch;
+    ck.batch = o->batch;
+    ck.lr = o->lr;
+    ck.position = p->position;
+    memcpy(ck.sums, p->sums, sizeof ck.sums);
+    ck.nonfinite_steps = p->st.nonfinite_steps;
+    st = cv_checkpoint_save(r->ckpt, &ck, err);
+    cv_checkpoint_free(&ck);
+    return st;
+}
+
+/* Appends one epoch's JSON object to the metrics text and rewrites the file whole. */
+static cv_status write_metrics(const char *path, run_state *r, int epoch, double train_loss,
+                               const cv_eval_result *t, bool has_test, double rate,
+                               double seconds, cv_err *err) {
+    char line[512], test[256];
+    if (has_test)
+        snprintf(test, sizeof test,
+                 "\"test_neg_elbo\": %.6f, \"test_rec\": %.6f, \"test_kl\": %.6f",
+                 t->neg_elbo, t->rec, t->kl);
+    else
+        snprintf(test, sizeof test,
+                 "\"test_neg_elbo\": null, \"test_rec\": null, \"test_kl\": null");
+    int n = snprintf(line, sizeof line,
+                     "{\"epoch\": %d, \"train_loss\": %.6f, %s, \"samples_per_s\": %.1f, "
+                     "\"seconds\": %.3f}\n",
+                     epoch, train_loss, test, rate, seconds);
+    char *grown = realloc(r->metrics, r->metrics_len + (size_t)n + 1);
+    if (!grown) return cv_fail(err, CV_ERR_NOMEM, "out of memory for metrics");
+    memcpy(grown + r->metrics_len, line, (size_t)n + 1);
+    r->metrics = grown;
+    r->metrics_len += (size_t)n;
+    cv_outfile f;
+    cv_status st = cv_outfile_open(&f, path, err);
+    if (!st) st = cv_outfile_write(&f, r->metrics, r->metrics_len, err);
+    if (st) {
+        cv_outfile_abort(&f);
+        return st;
+    }
+    return cv_outfile_commit(&f, err);
+}
+
+/* On resume, keeps the metrics lines of the epochs the checkpoint has completed. */
+static void load_metrics(const char *path, int epochs_done, run_state *r) {
+    size_t size = 0;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return;
+    char line[1024];
+    while (fgets(line, sizeof line, fp)) {
+        const char *e = strstr(line, "\"epoch\": ");
+        if (!e || atoi(e + 9) > epochs_done) continue;
+        size_t n = strlen(line);
+        char *grown = realloc(r->metrics, size + n + 1);
+        if (!grown) break;
+        memcpy(grown + size, line, n + 1);
+        r->metrics = grown;
+        size += n;
+    }
+    fclose(fp);
+    r->metrics_len = size;
 }
 
 /* RUNDIR/samples.png (a row per class, ten samples each) and RUNDIR/reconstructions.png
@@ -135,35 +182,40 @@ static cv_status write_pictures(const cv_train_options *o, run_state *r, cv_err 
     return st;
 }
 
-static cv_status check_outputs(const cv_train_options *o, char *ckpt_path, size_t size,
-                               cv_err *err) {
-    ckpt_path[0] = 0;
-    if (!o->out_dir) return CV_OK;
-    snprintf(ckpt_path, size, "%s/model.ckpt", o->out_dir);
-    if (cv_path_exists(ckpt_path))
-        return cv_fail(err, CV_ERR_IO,
-                       "%s already exists; choose another --out so it is not overwritten",
-                       ckpt_path);
-    return CV_OK;
+static cv_status nonfinite_error(const cv_train_options *o, run_state *r, const cv_step *st,
+                                 cv_err *err) {
+    char what[160] = "the loss";
+    if (st->first_bad_index >= 0) {
+        char name[128];
+        cv_layout_describe(&r->model.layout, (size_t)st->first_bad_index, name, sizeof name);
+        snprintf(what, sizeof what, "the gradient of %s", name);
+    }
+    return cv_fail(err, CV_ERR_NONFINITE,
+                   "step %lld: NaN or Inf in %s (%lld such step%s, --skip-nonfinite allows "
+                   "%lld); stopped without saving%s%s",
+                   (long long)st->first_bad_step, what, (long long)st->nonfinite_steps,
+                   st->nonfinite_steps == 1 ? "" : "s", o->skip_nonfinite,
+                   r->ckpt[0] ? ": the last good checkpoint is " : "", r->ckpt);
 }
 
-static cv_status train_epochs(const cv_train_options *o, run_state *r, const char *ckpt,
+static cv_status train_epochs(const cv_train_options *o, run_state *r, progress_state *p,
                               cv_train_result *res, cv_err *err) {
     cv_model *m = &r->model;
     cv_backend *be = r->be;
     const int n = r->train.n;
     const bool show_progress = isatty(STDERR_FILENO);
-    size_t metrics_len = 0;
-    int64_t step = 0;
-    for (int epoch = 1; epoch <= o->epochs; epoch++) {
+    for (int epoch = p->epoch + 1; epoch <= o->epochs; epoch++) {
         double t0 = now_seconds();
         cv_shuffle(r->perm, n, o->seed, CV_STREAM_SHUFFLE(epoch - 1));
         be->upload(be, r->train.perm, r->perm, (size_t)n * sizeof(int32_t));
-        be->zero(be, r->ws.sums, 2 * sizeof(double));
-        cv_step first = {.step = step, .start = 0};
-        be->upload(be, r->ws.step, &first, sizeof first);
+        be->upload(be, r->ws.sums, p->sums, sizeof p->sums);
+        p->st.step = p->step;
+        p->st.start = p->position;
+        p->st.skip = 0;
+        be->upload(be, r->ws.step, &p->st, sizeof p->st);
         double last_shown = t0;
-        for (int start = 0; start < n; start += o->batch, step++) {
+        int done_at_start = p->position;
+        for (int start = p->position, k = 0; start < n; k++) {
             int rows = n - start < o->batch ? n - start : o->batch;
             if (rows == o->batch && r->full_step) {
                 be->replay(be, r->full_step);
@@ -174,23 +226,44 @@ static cv_status train_epochs(const cv_train_options *o, run_state *r, const cha
             } else {
                 cv_train_step(m, &r->ws, &r->train, rows, o->seed, o->lr, 1.0f);
             }
+            start += rows;
+            p->step++;
+            p->position = start;
+            int sig = cv_interrupt_pending();
+            if (sig || (k + 1) % NONFINITE_POLL_STEPS == 0 || start == n) {
+                be->download(be, &p->st, r->ws.step, sizeof p->st);
+                if (p->st.nonfinite_steps > o->skip_nonfinite)
+                    return nonfinite_error(o, r, &p->st, err);
+            }
+            if (sig) {
+                be->download(be, p->sums, r->ws.sums, sizeof p->sums);
+                res->signal = sig;
+                if (!r->ckpt[0])
+                    return cv_fail(err, CV_ERR_INTERRUPTED,
+                                   "interrupted by %s at step %lld (epoch %d); no --out was "
+                                   "given, so nothing was saved",
+                                   sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)p->step,
+                                   epoch);
+                cv_status st = save_checkpoint(o, r, p, err);
+                if (st) return st;
+                return cv_fail(err, CV_ERR_INTERRUPTED,
+                               "interrupted by %s at step %lld (epoch %d, %d of %d images); "
+                               "checkpoint %s: resume with --resume %s",
+                               sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)p->step, epoch,
+                               start, n, r->ckpt, r->ckpt);
+            }
             double t = now_seconds();
-            if (show_progress && (t - last_shown > 0.2 || start + rows == n)) {
-                progress(epoch, o->epochs, start + rows, n, (start + rows) / (t - t0));
+            if (show_progress && (t - last_shown > 0.2 || start == n)) {
+                progress(epoch, o->epochs, start, n, (start - done_at_start) / (t - t0));
                 last_shown = t;
             }
         }
-        double sums[2];
-        be->download(be, sums, r->ws.sums, sizeof sums);
+        be->download(be, p->sums, r->ws.sums, sizeof p->sums);
         double train_seconds = now_seconds() - t0;
-        double loss = (sums[0] + sums[1]) / n;
-        if (!isfinite(loss))
-            return cv_fail(err, CV_ERR_NONFINITE,
-                           "training loss became %f in epoch %d (step %lld); try a lower --lr",
-                           loss, epoch, (long long)step);
+        double loss = (p->sums[0] + p->sums[1]) / p->sums[2];
         res->train_loss = loss;
         if (r->test.n) cv_evaluate(m, &r->ws, &r->test, o->seed, 0, &res->test);
-        double seconds = now_seconds() - t0, rate = n / train_seconds;
+        double seconds = now_seconds() - t0, rate = (n - done_at_start) / train_seconds;
         if (r->test.n)
             fprintf(o->log,
                     "epoch %3d/%d  train_loss %9.4f  test_neg_elbo %9.4f (rec %9.4f  kl "
@@ -200,68 +273,159 @@ static cv_status train_epochs(const cv_train_options *o, run_state *r, const cha
         else
             fprintf(o->log, "epoch %3d/%d  train_loss %9.4f  %8.0f samples/s  %6.2f s\n",
                     epoch, o->epochs, loss, rate, seconds);
+        if (p->st.nonfinite_steps)
+            fprintf(o->log, "note: %lld step%s with a NaN or Inf skipped so far (first: step "
+                            "%lld)\n",
+                    (long long)p->st.nonfinite_steps, p->st.nonfinite_steps == 1 ? "" : "s",
+                    (long long)p->st.first_bad_step);
         fflush(o->log);
         res->epochs_done = epoch;
+        p->epoch = epoch;
+        p->position = 0;
+        memset(p->sums, 0, sizeof p->sums);
         cv_status st = CV_OK;
         if (o->metrics_path)
-            st = write_metrics(o->metrics_path, &r->metrics, &metrics_len, epoch, loss,
-                               &res->test, r->test.n > 0, rate, seconds, err);
-        bool save = ckpt[0] && (epoch == o->epochs ||
-                                (o->checkpoint_every > 0 && epoch % o->checkpoint_every == 0));
-        if (!st && save) st = save_checkpoint(o, m, step, epoch, ckpt, err);
+            st = write_metrics(o->metrics_path, r, epoch, loss, &res->test, r->test.n > 0, rate,
+                               seconds, err);
+        bool save = r->ckpt[0] && (epoch == o->epochs ||
+                                   (o->checkpoint_every > 0 && epoch % o->checkpoint_every == 0));
+        if (!st && save) st = save_checkpoint(o, r, p, err);
         if (st) return st;
     }
     return CV_OK;
+}
+
+/* The checkpoint a resume continues must describe the run the flags describe. */
+static cv_status check_resume(const cv_train_options *o, const cv_checkpoint *ck, cv_err *err) {
+    const cv_model_config *c = &ck->cfg;
+    bool hidden_same = c->n_hidden == o->n_hidden;
+    for (int i = 0; hidden_same && i < o->n_hidden; i++) hidden_same = c->hidden[i] == o->hidden[i];
+    const char *what = !hidden_same                 ? "--hidden"
+                       : c->latent != o->latent     ? "--latent"
+                       : ck->batch != o->batch      ? "--batch"
+                       : ck->lr != o->lr            ? "--lr"
+                       : ck->seed != o->seed        ? "--seed"
+                       : (o->n_classes && o->n_classes != c->n_classes) ? "--classes"
+                                                                        : NULL;
+    if (what)
+        return cv_fail(err, CV_ERR_USAGE,
+                       "%s differs from the checkpoint's; resume with the original command "
+                       "plus --resume (cvae info shows it)",
+                       what);
+    if (ck->epoch >= o->epochs)
+        return cv_fail(err, CV_ERR_USAGE,
+                       "the checkpoint has already trained %d epochs; --epochs counts the total, "
+                       "so ask for more than %d",
+                       ck->epoch, ck->epoch);
+    return CV_OK;
+}
+
+static cv_status prepare(const cv_train_options *o, run_state *r, progress_state *p,
+                         cv_err *err) {
+    if (o->out_dir) {
+        snprintf(r->ckpt, sizeof r->ckpt, "%s/model.ckpt", o->out_dir);
+        /* a resume may continue the very checkpoint it writes; nothing else overwrites */
+        bool continuing = false;
+        if (o->resume_path) {
+            char *a = realpath(o->resume_path, NULL), *b = realpath(r->ckpt, NULL);
+            continuing = a && b && strcmp(a, b) == 0;
+            free(a);
+            free(b);
+        }
+        if (!continuing && cv_path_exists(r->ckpt))
+            return cv_fail(err, CV_ERR_IO,
+                           "%s already exists; choose another --out so it is not overwritten, "
+                           "or continue it with --resume %s",
+                           r->ckpt, r->ckpt);
+    }
+    int n_classes = o->n_classes;
+    if (o->resume_path) {
+        cv_status st = cv_checkpoint_load(o->resume_path, &r->resume, err);
+        if (!st) st = check_resume(o, &r->resume, err);
+        if (st) return st;
+        n_classes = r->resume.cfg.n_classes;
+    }
+    cv_status st = cv_data_load(o->data_dir, n_classes, &r->data, err);
+    if (st) return st;
+    if (o->resume_path && (r->data.train.h != r->resume.cfg.height ||
+                           r->data.train.w != r->resume.cfg.width))
+        return cv_fail(err, CV_ERR_USAGE, "%s: images are %dx%d but the checkpoint's model "
+                       "takes %dx%d", o->data_dir, r->data.train.h, r->data.train.w,
+                       r->resume.cfg.height, r->resume.cfg.width);
+    st = cv_backend_open(o->device, &o->backend, &r->be, err);
+    if (st) return st;
+    cv_model_config cfg = {.height = r->data.train.h, .width = r->data.train.w,
+                           .n_classes = r->data.n_classes, .latent = o->latent,
+                           .n_hidden = o->n_hidden};
+    memcpy(cfg.hidden, o->hidden, sizeof cfg.hidden);
+    int ws_rows = o->batch > CV_EVAL_BATCH ? o->batch : CV_EVAL_BATCH;
+    st = cv_model_create(r->be, &cfg, &r->model, err);
+    if (!st) st = cv_workspace_create(&r->model, ws_rows, &r->ws, err);
+    if (!st) st = cv_device_split_upload(r->be, &r->data.train, &r->train, err);
+    if (!st && r->data.test.n) st = cv_device_split_upload(r->be, &r->data.test, &r->test, err);
+    if (!st && !(r->perm = malloc((size_t)r->data.train.n * sizeof(int32_t))))
+        st = cv_fail(err, CV_ERR_NOMEM, "out of host memory for the shuffle order");
+    if (st) return st;
+    memset(p, 0, sizeof *p);
+    p->st.first_bad_step = -1;
+    p->st.first_bad_index = -1;
+    if (o->resume_path) {
+        const cv_checkpoint *ck = &r->resume;
+        if (ck->position >= r->data.train.n)
+            return cv_fail(err, CV_ERR_USAGE, "%s: the checkpoint stopped %d images into an "
+                           "epoch, but %s has %d training images", o->resume_path,
+                           ck->position, o->data_dir, r->data.train.n);
+        cv_checkpoint_to_model(ck, &r->model);
+        p->step = ck->step;
+        p->epoch = ck->epoch;
+        p->position = ck->position;
+        memcpy(p->sums, ck->sums, sizeof p->sums);
+        p->st.nonfinite_steps = ck->nonfinite_steps;
+        if (o->metrics_path) load_metrics(o->metrics_path, ck->epoch, r);
+    } else {
+        cv_model_init_params(&r->model, o->seed);
+    }
+    return CV_OK;
+}
+
+static void print_header(const cv_train_options *o, const run_state *r, const progress_state *p) {
+    fprintf(o->log, "device: %s\n", r->be->description);
+    fprintf(o->log, "data: %s: %d training images %dx%d, %d classes, ", o->data_dir,
+            r->data.train.n, r->data.train.h, r->data.train.w, r->data.n_classes);
+    if (r->data.test.n)
+        fprintf(o->log, "%d test images\n", r->data.test.n);
+    else
+        fprintf(o->log, "no t10k test files: training without test evaluation\n");
+    fprintf(o->log, "model: %zu parameters, latent %d, hidden", r->model.layout.n_params,
+            o->latent);
+    for (int i = 0; i < o->n_hidden; i++) fprintf(o->log, "%s%d", i ? "," : " ", o->hidden[i]);
+    fprintf(o->log, "; batch %d, lr %g, seed %llu\n", o->batch, o->lr,
+            (unsigned long long)o->seed);
+    if (o->resume_path)
+        fprintf(o->log, "resuming %s at epoch %d, step %lld (%d images into the epoch)\n",
+                o->resume_path, p->epoch + 1, (long long)p->step, p->position);
+    if (!o->out_dir) fprintf(o->log, "note: no --out given: the model will not be saved\n");
 }
 
 cv_status cv_train_run(const cv_train_options *o, cv_train_result *res, cv_err *err) {
     memset(res, 0, sizeof *res);
     run_state r;
     memset(&r, 0, sizeof r);
-    char ckpt[4200];
-    cv_status st = check_outputs(o, ckpt, sizeof ckpt, err);
-    if (!st) st = cv_data_load(o->data_dir, o->n_classes, &r.data, err);
-    if (st) return st;
-    st = cv_backend_open(o->device, &o->backend, &r.be, err);
+    progress_state p;
+    cv_status st = prepare(o, &r, &p, err);
     if (st) {
         run_free(&r);
         return st;
     }
-    cv_model_config cfg = {.height = r.data.train.h, .width = r.data.train.w,
-                           .n_classes = r.data.n_classes, .latent = o->latent,
-                           .n_hidden = o->n_hidden};
-    memcpy(cfg.hidden, o->hidden, sizeof cfg.hidden);
-    int ws_rows = o->batch > CV_EVAL_BATCH ? o->batch : CV_EVAL_BATCH;
-    st = cv_model_create(r.be, &cfg, &r.model, err);
-    if (!st) st = cv_workspace_create(&r.model, ws_rows, &r.ws, err);
-    if (!st) st = cv_device_split_upload(r.be, &r.data.train, &r.train, err);
-    if (!st && r.data.test.n) st = cv_device_split_upload(r.be, &r.data.test, &r.test, err);
-    if (!st && !(r.perm = malloc((size_t)r.data.train.n * sizeof(int32_t))))
-        st = cv_fail(err, CV_ERR_NOMEM, "out of host memory for the shuffle order");
-    if (st) {
-        run_free(&r);
-        return st;
-    }
-    cv_model_init_params(&r.model, o->seed);
     res->has_test = r.data.test.n > 0;
-
-    fprintf(o->log, "device: %s\n", r.be->description);
-    fprintf(o->log, "data: %s: %d training images %dx%d, %d classes, ", o->data_dir,
-            r.data.train.n, r.data.train.h, r.data.train.w, r.data.n_classes);
-    if (r.data.test.n)
-        fprintf(o->log, "%d test images\n", r.data.test.n);
-    else
-        fprintf(o->log, "no t10k test files: training without test evaluation\n");
-    fprintf(o->log, "model: %zu parameters, latent %d, hidden", r.model.layout.n_params,
-            o->latent);
-    for (int i = 0; i < o->n_hidden; i++) fprintf(o->log, "%s%d", i ? "," : " ", o->hidden[i]);
-    fprintf(o->log, "; batch %d, lr %g, seed %llu\n", o->batch, o->lr,
-            (unsigned long long)o->seed);
-    if (!o->out_dir) fprintf(o->log, "note: no --out given: the model will not be saved\n");
-
-    st = train_epochs(o, &r, ckpt, res, err);
-    if (!st && ckpt[0]) fprintf(o->log, "checkpoint: %s\n", ckpt);
-    if (!st && ckpt[0]) st = write_pictures(o, &r, err);
+    res->epochs_done = p.epoch;
+    print_header(o, &r, &p);
+    cv_interrupt_guard guard;
+    cv_interrupt_install(&guard);
+    st = train_epochs(o, &r, &p, res, err);
+    if (!st && r.ckpt[0]) fprintf(o->log, "checkpoint: %s\n", r.ckpt);
+    if (!st && r.ckpt[0]) st = write_pictures(o, &r, err);
+    cv_interrupt_restore(&guard);
     run_free(&r);
     return st;
 }

@@ -2,9 +2,12 @@
  * step state.
  *
  * gather:     x (rows, dim) = pixels[perm[st->start + r]] / 255, one thread per element.
- * accumulate: acc += sum of n floats, one block, double partial sums reduced in a fixed
- *             tree order (deterministic).
- * advance:    st->step += 1, st->start += rows, by one thread, after the step's work.
+ * accumulate: sums += (sum of rec, sum of kl, rows), one block, double partial sums
+ *             reduced in a fixed tree order (deterministic); nothing for a skipped step.
+ * check:      flags a step whose loss or gradient holds a NaN or Inf: every thread
+ *             atomicMin's the index of a bad element it sees, so the first bad index is
+ *             found whatever the thread order; one thread then updates the step state.
+ * advance:    st->step += 1, st->start += rows, st->skip = 0, after the step's work.
  */
 #include "cv_cuda.h"
 
@@ -24,22 +27,60 @@ static __global__ void gather_batch_kernel(const uint8_t *pixels, const uint8_t 
     }
 }
 
-static __global__ void accumulate_kernel(double *acc, const float *values, int n) {
-    __shared__ double partial[SUM_THREADS];
-    double s = 0.0;
-    for (int i = threadIdx.x; i < n; i += SUM_THREADS) s += values[i];
-    partial[threadIdx.x] = s;
+static __global__ void accumulate_loss_kernel(double *sums, const float *rec, const float *kl,
+                                              int rows, const cv_step *st) {
+    __shared__ double pa[SUM_THREADS], pb[SUM_THREADS];
+    if (st && st->skip) return; /* uniform across the block */
+    double a = 0.0, b = 0.0;
+    for (int i = threadIdx.x; i < rows; i += SUM_THREADS) {
+        a += rec[i];
+        b += kl[i];
+    }
+    pa[threadIdx.x] = a;
+    pb[threadIdx.x] = b;
     __syncthreads();
     for (int half = SUM_THREADS / 2; half > 0; half >>= 1) {
-        if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+        if (threadIdx.x < half) {
+            pa[threadIdx.x] += pa[threadIdx.x + half];
+            pb[threadIdx.x] += pb[threadIdx.x + half];
+        }
         __syncthreads();
     }
-    if (threadIdx.x == 0) *acc += partial[0];
+    if (threadIdx.x == 0) {
+        sums[0] += pa[0];
+        sums[1] += pb[0];
+        sums[2] += rows;
+    }
+}
+
+/* bad: one unsigned long long in device memory, UINT64_MAX when all is finite; 0 stands
+ * for the loss, 1 + i for gradient element i. */
+static __global__ void find_nonfinite_kernel(const float *rec, const float *kl, int rows,
+                                             const float *grads, size_t n,
+                                             unsigned long long *bad) {
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (size_t)rows; i += stride)
+        if (!isfinite(rec[i]) || !isfinite(kl[i])) atomicMin(bad, 0ull);
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += stride)
+        if (!isfinite(grads[i])) atomicMin(bad, 1ull + i);
+}
+
+static __global__ void flag_step_kernel(cv_step *st, unsigned long long *bad) {
+    if (*bad != ~0ull) {
+        st->skip = 1;
+        st->nonfinite_steps++;
+        if (st->first_bad_step < 0) {
+            st->first_bad_step = st->step;
+            st->first_bad_index = (int64_t)*bad - 1;
+        }
+    }
+    *bad = ~0ull; /* ready for the next step */
 }
 
 static __global__ void advance_step_kernel(cv_step *st, int rows) {
     st->step += 1;
     st->start += rows;
+    st->skip = 0;
 }
 
 extern "C" void cv_gather_batch_cuda(const uint8_t *pixels, const uint8_t *labels,
@@ -51,9 +92,20 @@ extern "C" void cv_gather_batch_cuda(const uint8_t *pixels, const uint8_t *label
     CV_CUDA_CHECK(cudaGetLastError());
 }
 
-extern "C" void cv_accumulate_cuda(double *acc, const float *values, int n,
-                                   cudaStream_t stream) {
-    accumulate_kernel<<<1, SUM_THREADS, 0, stream>>>(acc, values, n);
+extern "C" void cv_accumulate_loss_cuda(double *sums, const float *rec, const float *kl,
+                                        int rows, const cv_step *st, cudaStream_t stream) {
+    accumulate_loss_kernel<<<1, SUM_THREADS, 0, stream>>>(sums, rec, kl, rows, st);
+    CV_CUDA_CHECK(cudaGetLastError());
+}
+
+extern "C" void cv_check_finite_cuda(const float *rec, const float *kl, int rows,
+                                     const float *grads, size_t n, cv_step *st,
+                                     unsigned long long *scratch, cudaStream_t stream) {
+    const int threads = 256;
+    find_nonfinite_kernel<<<CV_BLOCKS(n > (size_t)rows ? n : (size_t)rows, threads), threads, 0,
+                            stream>>>(rec, kl, rows, grads, n, scratch);
+    CV_CUDA_CHECK(cudaGetLastError());
+    flag_step_kernel<<<1, 1, 0, stream>>>(st, scratch);
     CV_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -59,7 +59,12 @@ void cv_bernoulli_xent_cuda(const float *logits, const float *x, float *rec, flo
                             float grad_scale, int rows, int cols, cudaStream_t stream);
 void cv_adam_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
                   float b2, float eps, const cv_step *st, cudaStream_t stream);
-void cv_accumulate_cuda(double *acc, const float *values, int n, cudaStream_t stream);
+void cv_accumulate_loss_cuda(double *sums, const float *rec, const float *kl, int rows,
+                             const cv_step *st, cudaStream_t stream);
+/* scratch: one unsigned long long of device memory holding UINT64_MAX between calls. */
+void cv_check_finite_cuda(const float *rec, const float *kl, int rows, const float *grads,
+                          size_t n, cv_step *st, unsigned long long *scratch,
+                          cudaStream_t stream);
 void cv_gather_batch_cuda(const uint8_t *pixels, const uint8_t *labels, const int32_t *perm,
                           const cv_step *st, int rows, int dim, float *x, int32_t *labels_out,
                           cudaStream_t stream);
