@@ -431,7 +431,8 @@ Test(ops_cpu, check_finite_flags_the_first_bad_tensor_and_adam_skips) {
     test_fill(&r, rec, 5, 0, 10);
     test_fill(&r, kl, 5, 0, 10);
     memcpy(p0, p, n * 4);
-    cv_step st = {.step = 41, .first_bad_step = -1, .first_bad_index = -1};
+    cv_step st = {.step = 41, .first_bad_step = -1, .first_bad_index = -1,
+                  .allowed_nonfinite = 1};
     be->check_finite(be, rec, kl, 5, g, n, &st);
     cr_assert(!st.skip && st.nonfinite_steps == 0, "finite inputs were flagged");
     g[60000] = INFINITY;
@@ -451,6 +452,12 @@ Test(ops_cpu, check_finite_flags_the_first_bad_tensor_and_adam_skips) {
     be->check_finite(be, rec, kl, 5, g, n, &st);
     cr_assert(st.skip && st.nonfinite_steps == 2, "a NaN loss was not flagged");
     cr_assert(st.first_bad_step == 41, "the first bad step was overwritten");
+    /* two bad steps with one allowed: halted, and every later step skipped uncounted */
+    cr_assert(st.halted, "the limit was crossed without halting");
+    be->advance_step(be, &st, 10);
+    kl[3] = 1.0f;
+    be->check_finite(be, rec, kl, 5, g, n, &st);
+    cr_assert(st.skip && st.nonfinite_steps == 2, "a halted run took a step");
     free(g); free(p); free(m); free(v); free(p0);
 }
 

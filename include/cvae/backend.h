@@ -26,6 +26,9 @@ typedef struct {
     int64_t nonfinite_steps; /* steps skipped so far */
     int64_t first_bad_step;  /* the first such step, or -1 */
     int64_t first_bad_index; /* its first non-finite gradient element, or -1: the loss */
+    int64_t allowed_nonfinite; /* more than this many bad steps halts training */
+    int32_t halted;          /* set once they are exceeded: every later step is skipped */
+    int32_t unused;
 } cv_step;
 
 typedef struct {
@@ -97,7 +100,9 @@ struct cv_backend {
                                uint8_t *pixels);
 
     /* Flags the step in st when rec, kl (rows) or grads (n) hold a NaN or Inf: st->skip,
-     * st->nonfinite_steps, and the first bad step and gradient index. */
+     * st->nonfinite_steps, and the first bad step and gradient index. Past
+     * st->allowed_nonfinite such steps it sets st->halted, and every later step is skipped
+     * (not counted), so the model stays as it was when the limit was crossed. */
     void (*check_finite)(cv_backend *be, const float *rec, const float *kl, int rows,
                          const float *grads, size_t n, cv_step *st);
 

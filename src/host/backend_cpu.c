@@ -225,6 +225,10 @@ static void cpu_adam(cv_backend *be, float *restrict p, const float *restrict g,
 static void cpu_check_finite(cv_backend *be, const float *rec, const float *kl, int rows,
                              const float *grads, size_t n, cv_step *st) {
     (void)be;
+    if (st->halted) {
+        st->skip = 1;
+        return;
+    }
     int64_t bad = INT64_MAX;
     for (int r = 0; r < rows; r++)
         if (!isfinite(rec[r]) || !isfinite(kl[r])) bad = -1;
@@ -248,6 +252,7 @@ static void cpu_check_finite(cv_backend *be, const float *rec, const float *kl, 
         st->first_bad_step = st->step;
         st->first_bad_index = bad;
     }
+    if (st->nonfinite_steps > st->allowed_nonfinite) st->halted = 1;
 }
 
 static void cpu_accumulate_loss(cv_backend *be, double *sums, const float *rec,

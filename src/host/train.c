@@ -99,6 +99,16 @@ static cv_status save_checkpoint(const cv_train_options *o, run_state *r,
     cv_checkpoint ck = {0};
     st = cv_checkpoint_from_model(&r->model, &ck, err);
     if (st) return st;
+    /* never let a poisoned model replace a good checkpoint */
+    for (size_t i = 0; i < ck.n_params; i++)
+        if (!isfinite(ck.params[i]) || !isfinite(ck.adam_m[i]) || !isfinite(ck.adam_v[i])) {
+            char name[128];
+            cv_layout_describe(&r->model.layout, i, name, sizeof name);
+            cv_checkpoint_free(&ck);
+            return cv_fail(err, CV_ERR_NONFINITE,
+                           "step %lld: %s holds a NaN or Inf; %s was not overwritten",
+                           (long long)p->step, name, r->ckpt);
+        }
     ck.seed = o->seed;
     ck.step = p->step;
     ck.epoch = p->epoch;
@@ -185,6 +195,7 @@ static cv_status write_pictures(const cv_train_options *o, run_state *r, cv_err 
 static cv_status nonfinite_error(const cv_train_options *o, run_state *r, const cv_step *st,
                                  cv_err *err) {
     char what[160] = "the loss";
+    bool saved = r->ckpt[0] && cv_path_exists(r->ckpt);
     if (st->first_bad_index >= 0) {
         char name[128];
         cv_layout_describe(&r->model.layout, (size_t)st->first_bad_index, name, sizeof name);
@@ -195,7 +206,7 @@ static cv_status nonfinite_error(const cv_train_options *o, run_state *r, const 
                    "%lld); stopped without saving%s%s",
                    (long long)st->first_bad_step, what, (long long)st->nonfinite_steps,
                    st->nonfinite_steps == 1 ? "" : "s", o->skip_nonfinite,
-                   r->ckpt[0] ? ": the last good checkpoint is " : "", r->ckpt);
+                   saved ? ": the last good checkpoint is " : "", saved ? r->ckpt : "");
 }
 
 static cv_status train_epochs(const cv_train_options *o, run_state *r, progress_state *p,
@@ -232,7 +243,7 @@ static cv_status train_epochs(const cv_train_options *o, run_state *r, progress_
             int sig = cv_interrupt_pending();
             if (sig || (k + 1) % NONFINITE_POLL_STEPS == 0 || start == n) {
                 be->download(be, &p->st, r->ws.step, sizeof p->st);
-                if (p->st.nonfinite_steps > o->skip_nonfinite)
+                if (p->st.halted)
                     return nonfinite_error(o, r, &p->st, err);
             }
             if (sig) {
@@ -369,6 +380,7 @@ static cv_status prepare(const cv_train_options *o, run_state *r, progress_state
     memset(p, 0, sizeof *p);
     p->st.first_bad_step = -1;
     p->st.first_bad_index = -1;
+    p->st.allowed_nonfinite = o->skip_nonfinite;
     if (o->resume_path) {
         const cv_checkpoint *ck = &r->resume;
         if (ck->position >= r->data.train.n)

@@ -66,13 +66,16 @@ static __global__ void find_nonfinite_kernel(const float *rec, const float *kl, 
 }
 
 static __global__ void flag_step_kernel(cv_step *st, unsigned long long *bad) {
-    if (*bad != ~0ull) {
+    if (st->halted) {
+        st->skip = 1;
+    } else if (*bad != ~0ull) {
         st->skip = 1;
         st->nonfinite_steps++;
         if (st->first_bad_step < 0) {
             st->first_bad_step = st->step;
             st->first_bad_index = (int64_t)*bad - 1;
         }
+        if (st->nonfinite_steps > st->allowed_nonfinite) st->halted = 1;
     }
     *bad = ~0ull; /* ready for the next step */
 }

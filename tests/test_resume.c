@@ -1,0 +1,352 @@
+/* test_resume.c: nothing lost, nothing crashes. A run killed with SIGKILL at random
+ * moments (mid-epoch, mid-checkpoint-write) and resumed from its last checkpoint ends
+ * bitwise equal to the run never interrupted; SIGINT and SIGTERM write a mid-epoch
+ * checkpoint; a NaN stops training without replacing the last good checkpoint; a full
+ * disk is one clear error with the previous checkpoint intact. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "cvae/checkpoint.h"
+#include "cvae/fileio.h"
+#include "helpers.h"
+
+static char *dir;
+static char data[4200];
+
+static void setup(void) {
+    dir = test_tmpdir();
+    snprintf(data, sizeof data, "%s/data", dir);
+    mkdir(data, 0777);
+    test_write_dataset(data, 3000, 200, 12, 12, 4, false, 77);
+}
+static void teardown(void) {
+    test_rmtree(dir);
+    free(dir);
+}
+
+TestSuite(resume, .init = setup, .fini = teardown, .timeout = 240);
+
+/* argv of a training run into out (4 epochs, a checkpoint after each), plus extras. */
+static int train_args(const char **argv, const char *out, const char *resume) {
+    static const char *base[] = {"train", "--data", NULL, "--out", NULL, "--epochs", "4",
+                                 "--checkpoint-every", "1", "--hidden", "96", "--latent", "6",
+                                 "--batch", "32", "--device", "cpu", "--seed", "3"};
+    int n = 0;
+    for (size_t i = 0; i < sizeof base / sizeof base[0]; i++) argv[n++] = base[i];
+    argv[2] = data;
+    argv[4] = out;
+    if (resume) {
+        argv[n++] = "--resume";
+        argv[n++] = resume;
+    }
+    argv[n] = NULL;
+    return n;
+}
+
+/* Starts cvae with argv (argv[0] is the command), output to /dev/null; optional file size
+ * limit in bytes (0: none). */
+static pid_t spawn(const char **argv, long fsize_limit) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        if (fsize_limit) {
+            struct rlimit rl = {(rlim_t)fsize_limit, (rlim_t)fsize_limit};
+            setrlimit(RLIMIT_FSIZE, &rl);
+            signal(SIGXFSZ, SIG_IGN); /* writes then fail with EFBIG, as on a full disk */
+        }
+        const char *full[64] = {"cvae"};
+        for (int i = 0; argv[i]; i++) full[i + 1] = argv[i];
+        execv(getenv("CVAE_BIN"), (char *const *)full);
+        _exit(127);
+    }
+    return pid;
+}
+
+static int wait_status(pid_t pid) {
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+static uint8_t *reference_checkpoint(size_t *size) {
+    char out[4300], ckpt[4400];
+    snprintf(out, sizeof out, "%s/reference", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
+    const char *argv[32];
+    train_args(argv, out, NULL);
+    cr_assert_eq(wait_status(spawn(argv, 0)), 0, "the reference run failed");
+    return test_read_file(ckpt, size);
+}
+
+Test(resume, sigkill_at_random_moments_then_resume_is_bitwise_exact) {
+    test_rng r = test_rng_new("kill points");
+    size_t ref_size;
+    uint8_t *ref = reference_checkpoint(&ref_size);
+    char out[4300], ckpt[4400];
+    snprintf(out, sizeof out, "%s/killed", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
+    int kills = 0, rc = -1;
+    for (int attempt = 0; attempt < 60 && rc != 0; attempt++) {
+        const char *argv[32];
+        train_args(argv, out, cv_path_exists(ckpt) ? ckpt : NULL);
+        pid_t pid = spawn(argv, 0);
+        /* kill somewhere in the first 0.05 to 0.6 s: before, during and after epochs and
+         * their checkpoint writes */
+        usleep((useconds_t)test_uniform(&r, 50000, 600000));
+        if (kill(pid, SIGKILL) == 0) kills++;
+        rc = wait_status(pid);
+        if (rc != 0 && rc != -SIGKILL) cr_assert_fail("a resumed run failed with exit %d", rc);
+    }
+    if (rc != 0) { /* the last resume must be allowed to finish */
+        const char *argv[32];
+        train_args(argv, out, cv_path_exists(ckpt) ? ckpt : NULL);
+        rc = wait_status(spawn(argv, 0));
+    }
+    cr_assert_eq(rc, 0);
+    cr_assert_geq(kills, 2, "only %d kills landed", kills);
+    cr_log_info("finished after %d kills", kills);
+    size_t size;
+    uint8_t *got = test_read_file(ckpt, &size);
+    cr_assert(size == ref_size && memcmp(got, ref, size) == 0,
+              "the resumed run's checkpoint differs from the uninterrupted run's");
+    free(got);
+    free(ref);
+}
+
+static void interrupt_with(int sig, int expect_rc) {
+    size_t ref_size;
+    uint8_t *ref = reference_checkpoint(&ref_size);
+    char out[4300], ckpt[4400];
+    snprintf(out, sizeof out, "%s/stopped", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
+    const char *argv[32];
+    train_args(argv, out, NULL);
+    char *o, *e;
+    /* with stderr captured: the one line saying where the checkpoint is */
+    pid_t pid = spawn(argv, 0);
+    usleep(400000);
+    kill(pid, sig);
+    int rc = wait_status(pid);
+    if (rc == 0) cr_skip_test("the run ended before the signal landed; machine too fast");
+    cr_assert_eq(rc, expect_rc, "exit %d after signal %d", rc, sig);
+    cv_checkpoint ck;
+    cv_err err;
+    cr_assert_eq(cv_checkpoint_load(ckpt, &ck, &err), CV_OK, "%s", err.msg);
+    cr_log_info("stopped at epoch %d + %d images, step %lld", ck.epoch, ck.position,
+                (long long)ck.step);
+    cv_checkpoint_free(&ck);
+    const char *argv2[32];
+    train_args(argv2, out, ckpt);
+    cr_assert_eq(test_run_cvae(&o, &e, argv2), 0, "resume failed: %s", e);
+    cr_assert(strstr(o, "resuming") != NULL, "%s", o);
+    free(o);
+    free(e);
+    size_t size;
+    uint8_t *got = test_read_file(ckpt, &size);
+    cr_assert(size == ref_size && memcmp(got, ref, size) == 0,
+              "resuming after signal %d did not reproduce the uninterrupted run", sig);
+    free(got);
+    free(ref);
+}
+
+Test(resume, sigint_checkpoints_mid_epoch_and_exits_130) { interrupt_with(SIGINT, 130); }
+Test(resume, sigterm_checkpoints_mid_epoch_and_exits_143) { interrupt_with(SIGTERM, 143); }
+
+Test(resume, the_signal_line_says_where_the_checkpoint_is) {
+    char out[4300];
+    snprintf(out, sizeof out, "%s/line", dir);
+    const char *argv[32];
+    train_args(argv, out, NULL);
+    char errpath[4400];
+    snprintf(errpath, sizeof errpath, "%s/stderr", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY), fe = open(errpath, O_WRONLY | O_CREAT, 0666);
+        dup2(devnull, 1);
+        dup2(fe, 2);
+        const char *full[64] = {"cvae"};
+        for (int i = 0; argv[i]; i++) full[i + 1] = argv[i];
+        execv(getenv("CVAE_BIN"), (char *const *)full);
+        _exit(127);
+    }
+    usleep(300000);
+    kill(pid, SIGINT);
+    int rc = wait_status(pid);
+    if (rc == 0) cr_skip_test("the run ended before the signal landed");
+    size_t n;
+    char *e = (char *)test_read_file(errpath, &n);
+    cr_assert_eq(test_count_lines(e), 1, "%s", e);
+    cr_assert(strstr(e, "interrupted by SIGINT") && strstr(e, "--resume") &&
+              strstr(e, "model.ckpt"), "%s", e);
+    free(e);
+}
+
+/* A copy of a checkpoint with parameter `index` set to NaN (the CRC fixed up). */
+static void poison(const char *from, const char *to, size_t index) {
+    size_t size;
+    uint8_t *b = test_read_file(from, &size);
+    const size_t header = 16 + 4 * (5 + 8) + 8 + 8 + 4 + 4 + 4 + 4 + 3 * 8 + 8 + 8;
+    float nan = NAN;
+    memcpy(b + header + 4 * index, &nan, 4);
+    uint32_t c = (uint32_t)crc32(0L, b, (uInt)(size - 4));
+    for (int i = 0; i < 4; i++) b[size - 4 + i] = (uint8_t)(c >> (8 * i));
+    test_write_file(to, b, size);
+    free(b);
+}
+
+Test(resume, a_nan_stops_training_and_keeps_the_last_good_checkpoint) {
+    char out[4300], ckpt[4400], bad[4400];
+    snprintf(out, sizeof out, "%s/run", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
+    snprintf(bad, sizeof bad, "%s/poisoned.ckpt", dir);
+    const char *first[32];
+    int n = train_args(first, out, NULL);
+    first[6] = "1"; /* one epoch */
+    (void)n;
+    cr_assert_eq(wait_status(spawn(first, 0)), 0);
+    /* the decoder's last bias: every logit of pixel 0 becomes NaN */
+    cv_checkpoint ck;
+    cv_err err;
+    cr_assert_eq(cv_checkpoint_load(ckpt, &ck, &err), CV_OK);
+    size_t last_bias = ck.n_params - 144;
+    int64_t step = ck.step;
+    cv_checkpoint_free(&ck);
+    poison(ckpt, bad, last_bias);
+    size_t good_size;
+    uint8_t *good = test_read_file(ckpt, &good_size);
+
+    /* resume the poisoned copy into the same folder: it must stop at its first step and
+     * leave the good checkpoint there as it was */
+    char *o, *e;
+    const char *argv[32];
+    train_args(argv, out, bad);
+    const char *args2[40];
+    int k = 0;
+    for (; argv[k]; k++) args2[k] = argv[k];
+    args2[k] = NULL;
+    /* --out holds a checkpoint that is not the one resumed: write elsewhere instead */
+    char out2[4300];
+    snprintf(out2, sizeof out2, "%s/run2", dir);
+    args2[4] = out2;
+    int rc = test_run_cvae(&o, &e, args2);
+    cr_assert_eq(rc, 1, "exit %d: %s", rc, e);
+    cr_assert_eq(test_count_lines(e), 1, "%s", e);
+    char want[64];
+    snprintf(want, sizeof want, "step %lld: NaN or Inf in the loss", (long long)step);
+    cr_assert(strstr(e, want) != NULL, "expected '%s' in %s", want, e);
+    char ckpt2[4400];
+    snprintf(ckpt2, sizeof ckpt2, "%s/model.ckpt", out2);
+    cr_assert(!cv_path_exists(ckpt2), "a poisoned run wrote a checkpoint");
+    free(o);
+    free(e);
+
+    /* --skip-nonfinite 5: the sixth bad step stops it */
+    const char *more[] = {"--skip-nonfinite", "5"};
+    args2[k] = more[0];
+    args2[k + 1] = more[1];
+    args2[k + 2] = NULL;
+    rc = test_run_cvae(&o, &e, args2);
+    cr_assert_eq(rc, 1, "exit %d: %s", rc, e);
+    cr_assert(strstr(e, "(6 such steps, --skip-nonfinite allows 5)"), "%s", e);
+    cr_assert(!cv_path_exists(ckpt2));
+    free(o);
+    free(e);
+
+    /* allowed to skip every step, it still refuses to save a NaN model */
+    args2[k + 1] = "100000";
+    rc = test_run_cvae(&o, &e, args2);
+    cr_assert_eq(rc, 1, "exit %d: %s", rc, e);
+    cr_assert(strstr(e, "holds a NaN or Inf") && strstr(e, "decoder output layer bias"), "%s", e);
+    cr_assert(!cv_path_exists(ckpt2));
+    free(o);
+    free(e);
+
+    size_t now_size;
+    uint8_t *now = test_read_file(ckpt, &now_size);
+    cr_assert(now_size == good_size && memcmp(now, good, now_size) == 0);
+    free(now);
+    free(good);
+}
+
+Test(resume, a_full_disk_is_one_error_and_the_old_checkpoint_survives) {
+    char out[4300], ckpt[4400];
+    snprintf(out, sizeof out, "%s/run", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
+    const char *first[32];
+    train_args(first, out, NULL);
+    first[6] = "1";
+    cr_assert_eq(wait_status(spawn(first, 0)), 0);
+    size_t before;
+    uint8_t *old = test_read_file(ckpt, &before);
+    /* resume for a second epoch with files limited to 4 KiB: the new checkpoint cannot be
+     * written */
+    char errpath[4400];
+    snprintf(errpath, sizeof errpath, "%s/stderr", dir);
+    const char *argv[32];
+    train_args(argv, out, ckpt);
+    argv[6] = "2";
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY), fe = open(errpath, O_WRONLY | O_CREAT, 0666);
+        dup2(devnull, 1);
+        dup2(fe, 2);
+        struct rlimit rl = {4096, 4096};
+        setrlimit(RLIMIT_FSIZE, &rl);
+        signal(SIGXFSZ, SIG_IGN);
+        const char *full[64] = {"cvae"};
+        for (int i = 0; argv[i]; i++) full[i + 1] = argv[i];
+        execv(getenv("CVAE_BIN"), (char *const *)full);
+        _exit(127);
+    }
+    int rc = wait_status(pid);
+    size_t n;
+    char *e = (char *)test_read_file(errpath, &n);
+    cr_assert_eq(rc, 1, "exit %d: %s", rc, e);
+    cr_assert_eq(test_count_lines(e), 1, "%s", e);
+    cr_assert(strstr(e, "model.ckpt") && strstr(e, "write failed"), "%s", e);
+    size_t after;
+    uint8_t *now = test_read_file(ckpt, &after);
+    cr_assert(before == after && memcmp(old, now, before) == 0, "the old checkpoint changed");
+    /* and no temporary file is left beside it */
+    char tmp[4500];
+    snprintf(tmp, sizeof tmp, "%s/model.ckpt.tmp.%d", out, (int)pid);
+    cr_assert(!cv_path_exists(tmp), "%s was left behind", tmp);
+    free(e);
+    free(old);
+    free(now);
+}
+
+Test(resume, resume_refuses_other_flags_and_finished_runs) {
+    char out[4300], ckpt[4400];
+    snprintf(out, sizeof out, "%s/run", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
+    const char *first[32];
+    train_args(first, out, NULL);
+    first[6] = "1";
+    cr_assert_eq(wait_status(spawn(first, 0)), 0);
+    char *o, *e;
+    const char *argv[32];
+    train_args(argv, out, ckpt);
+    argv[12] = "7"; /* --latent 6 -> 7 */
+    cr_assert_eq(test_run_cvae(&o, &e, argv), 2, "%s", e);
+    cr_assert(strstr(e, "--latent differs from the checkpoint's"), "%s", e);
+    free(o);
+    free(e);
+    train_args(argv, out, ckpt);
+    argv[6] = "1";
+    cr_assert_eq(test_run_cvae(&o, &e, argv), 2, "%s", e);
+    cr_assert(strstr(e, "already trained 1 epochs"), "%s", e);
+    free(o);
+    free(e);
+}
