@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite under AddressSanitizer and UndefinedBehaviorSanitizer (a second
+# build in build-asan, CPU only: the CUDA runtime and ASan do not mix), then one short
+# training under valgrind. Any report fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+{ test -f build-asan/build.ninja ||
+  meson setup build-asan -Dcuda=disabled -Db_sanitize=address,undefined -Db_lundef=false \
+        -Dbuildtype=debugoptimized; }
+ninja -C build-asan
+export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+meson test -C build-asan --print-errorlogs --num-processes 2
+
+# valgrind on a CPU-only build (libcublasLt's load-time dlopen trips valgrind inside the
+# dynamic loader, outside any code of ours); valgrind has no AVX-512, so OpenBLAS gets its
+# AVX2 kernels
+{ test -f build-cpu/build.ninja || meson setup build-cpu -Dcuda=disabled -Dtests=disabled; }
+ninja -C build-cpu
+data=$(mktemp -d)
+trap 'rm -rf "$data"' EXIT
+python3 - "$data" <<'PY'
+import os, random, struct, sys
+rng = random.Random(1)
+d = sys.argv[1]
+def idx(dims, payload):
+    return bytes([0, 0, 8, len(dims)]) + b"".join(struct.pack(">I", x) for x in dims) + payload
+for split, n in (("train", 256), ("t10k", 64)):
+    open(os.path.join(d, f"{split}-images-idx3-ubyte"), "wb").write(
+        idx([n, 8, 8], bytes(rng.randrange(256) for _ in range(n * 64))))
+    open(os.path.join(d, f"{split}-labels-idx1-ubyte"), "wb").write(
+        idx([n], bytes(rng.randrange(4) for _ in range(n))))
+PY
+OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=2 valgrind --error-exitcode=99 --leak-check=full \
+    --errors-for-leak-kinds=definite --show-leak-kinds=definite --quiet \
+    build-cpu/cvae train --data "$data" --epochs 2 --hidden 32 --latent 4 --batch 32 \
+    --device cpu --out "$data/run"
+echo "sanitizers and valgrind: clean"
