@@ -208,9 +208,15 @@ Test(bad_input, every_case_exits_cleanly_with_one_line_and_writes_nothing) {
     char run[4300];
     snprintf(run, sizeof run, "%s/run", root);
     FILE *sink = fopen("/dev/null", "w");
-    cv_train_options o = {.data_dir = good, .device = "cpu", .out_dir = run, .n_hidden = 1,
-                          .hidden = {8}, .latent = 2, .batch = 16, .epochs = 1, .lr = 1e-3f,
-                          .log = sink};
+    cv_train_options o = cv_train_defaults();
+    o.data_dir = good;
+    o.device = "cpu";
+    o.out_dir = run;
+    o.hidden[0] = 8;
+    o.latent = 2;
+    o.batch = 16;
+    o.epochs = 1;
+    o.log = sink;
     cv_train_result res;
     cv_err err;
     cr_assert_eq(cv_train_run(&o, &res, &err), CV_OK, "%s", err.msg);

@@ -89,6 +89,11 @@ Test(cli, nonsense_values_exit_2) {
         {"--device", "tpu", "--device must be"},    {"--epochs", "0", "--epochs must be"},
         {"--seed", "-3", "--seed must be"},         {"--checkpoint-every", "0", "--checkpoint-every"},
         {"--classes", "300", "--classes must be"}, {"--precision", "fp16", "--precision must be"},
+        {"--prior", "uniform", "--prior must be"},   {"--likelihood", "poisson", "--likelihood must be"},
+        {"--sigma", "0", "--sigma must be"},         {"--sigma", "-1", "--sigma must be"},
+        {"--beta", "-1", "--beta must be"},          {"--beta", "nan", "--beta must be"},
+        {"--kl-warmup", "-2", "--kl-warmup must be"}, {"--lr-schedule", "step", "--lr-schedule must be"},
+        {"--warmup-steps", "x", "--warmup-steps must be"}, {"--clip-grad", "0", "--clip-grad must be"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *args[] = {"train", "--data", data, "--out", out, cases[i].flag,
@@ -176,6 +181,31 @@ Test(cli, train_info_eval_end_to_end) {
     const char *again[] = {"train", "--data", data, "--out", out, "--epochs", "1", NULL};
     cr_assert_eq(test_run_cvae(&o, &e, again), 1);
     cr_assert(strstr(e, "already exists"), "%s", e);
+    free(o);
+    free(e);
+}
+
+Test(cli, sigma_without_the_gaussian_likelihood_exits_2) {
+    const char *args[] = {"train", "--data", data, "--out", out, "--sigma", "0.2", NULL};
+    expect_error(2, "--sigma applies to --likelihood gaussian only", args);
+    const char *m[] = {"eval", "--model", "x", "--data", data, "--marginal", NULL};
+    expect_error(2, "--marginal needs --iwae K", m);
+}
+
+Test(cli, help_documents_every_option) {
+    char *o, *e;
+    const char *args[] = {"train", "--help", NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, args), 0);
+    const char *flags[] = {"--prior", "--likelihood", "--sigma", "--binarize", "--beta",
+                           "--kl-warmup", "--lr-schedule", "--warmup-steps", "--clip-grad",
+                           "--resume", "--skip-nonfinite", "--precision", "[-30, 30]"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+        cr_assert(strstr(o, flags[i]), "train --help does not mention %s", flags[i]);
+    free(o);
+    free(e);
+    const char *ev[] = {"eval", "--help", NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, ev), 0);
+    cr_assert(strstr(o, "--marginal") && strstr(o, "active") && strstr(o, "bits per dimension"));
     free(o);
     free(e);
 }

@@ -164,8 +164,9 @@ Test(cuda, reparam_matches_cpu_with_given_and_drawn_noise) {
     test_rng r = test_rng_new("cuda reparam");
     const int latents[] = {1, 31, 32, 33, 20, 256};
     for (int s = 0; s < NSHAPES; s++)
-        for (int draw = 0; draw < 2; draw++) {
-            int rows = ROWS[s], L = latents[s];
+        for (int variant = 0; variant < 4; variant++) {
+            int draw = variant & 1, with_prior = variant >> 1;
+            int rows = ROWS[s], L = latents[s], K = 3;
             size_t ne = (size_t)rows * 2 * L, nz = (size_t)rows * L;
             float *enc = malloc(ne * 4), *eps = malloc(nz * 4), *z = malloc(nz * 4);
             float *kl = malloc(rows * 4), *lr = malloc(rows * 4), *dz = malloc(nz * 4);
@@ -181,10 +182,34 @@ Test(cuda, reparam_matches_cpu_with_given_and_drawn_noise) {
             float *d_denc = to_gpu(NULL, ne * 4);
             cv_step *d_st = to_gpu(&st, sizeof st);
             uint64_t seed = r.s;
-            cpu->reparam_forward(cpu, enc, eps, draw, seed, 17, &st, z, kl, lr, rows, L);
-            gpu->reparam_forward(gpu, d_enc, d_eps, draw, seed, 17, d_st, d_z, d_kl, d_lr, rows, L);
-            cpu->reparam_backward(cpu, enc, eps, dz, 0.7f, denc, rows, L);
-            gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, 0.7f, d_denc, rows, L);
+            size_t nt = (size_t)K * L;
+            float *pm = malloc(nt * 4), *pr = malloc(nt * 4), *dm = calloc(nt, 4),
+                  *dr = calloc(nt, 4), *gdm = malloc(nt * 4), *gdr = malloc(nt * 4);
+            int32_t *lab = malloc(rows * 4);
+            test_fill(&r, pm, nt, -1, 1);
+            test_fill(&r, pr, nt, -1, 1);
+            for (int i = 0; i < rows; i++) lab[i] = (int32_t)test_uniform(&r, 0, K);
+            float *d_pm = to_gpu(pm, nt * 4), *d_pr = to_gpu(pr, nt * 4);
+            float *d_dm = to_gpu(dm, nt * 4), *d_dr = to_gpu(dr, nt * 4);
+            int32_t *d_lab = to_gpu(lab, rows * 4);
+            cv_prior cp = {pm, pr}, gp = {d_pm, d_pr};
+            cv_prior_grad cg = {dm, dr}, gg = {d_dm, d_dr};
+            cpu->reparam_forward(cpu, enc, eps, draw, seed, 17, &st, with_prior ? &cp : NULL, lab,
+                                 z, kl, lr, rows, L);
+            gpu->reparam_forward(gpu, d_enc, d_eps, draw, seed, 17, d_st,
+                                 with_prior ? &gp : NULL, d_lab, d_z, d_kl, d_lr, rows, L);
+            cpu->reparam_backward(cpu, enc, eps, dz, 0.7f, with_prior ? &cp : NULL, lab,
+                                  with_prior ? &cg : NULL, denc, rows, L);
+            gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, 0.7f, with_prior ? &gp : NULL, d_lab,
+                                  with_prior ? &gg : NULL, d_denc, rows, L);
+            from_gpu(gdm, d_dm, nt * 4, "d prior mean");
+            from_gpu(gdr, d_dr, nt * 4, "d prior log-variance");
+            compare("d prior mean", dm, gdm, nt, 1e-4 * sqrt(rows), 1e-4);
+            compare("d prior log-variance", dr, gdr, nt, 1e-4 * sqrt(rows), 1e-4);
+            gpu->release(gpu, d_pm);
+            gpu->release(gpu, d_pr);
+            gpu->release(gpu, d_lab);
+            free(pm); free(pr); free(dm); free(dr); free(gdm); free(gdr); free(lab);
             /* drawn noise: cuRAND's device Box-Muller uses __sincosf, a few ulps from
              * sinf/cosf, so eps and what follows agree to ~1e-5 rather than exactly */
             double tol = draw ? 2e-5 : 1e-6;
@@ -222,12 +247,17 @@ Test(cuda, bernoulli_xent_matches_cpu_with_nan_and_inf) {
         }
         float *d_l = to_gpu(l, n * 4), *d_x = to_gpu(x, n * 4), *d_d = to_gpu(NULL, n * 4);
         float *d_rec = to_gpu(NULL, rows * 4);
-        cpu->bernoulli_xent(cpu, l, x, rec, d, 1.0f / rows, rows, cols);
-        gpu->bernoulli_xent(gpu, d_l, d_x, d_rec, d_d, 1.0f / rows, rows, cols);
+        for (int lk = 0; lk < 2; lk++) {
+            cv_likelihood like = lk ? CV_LIKELIHOOD_GAUSSIAN : CV_LIKELIHOOD_BERNOULLI;
+            cpu->reconstruction(cpu, like, 0.3f, l, x, rec, d, 1.0f / rows, rows, cols);
+            gpu->reconstruction(gpu, like, 0.3f, d_l, d_x, d_rec, d_d, 1.0f / rows, rows, cols);
+            gpu->download(gpu, h, d_rec, rows * 4);
+            compare("rec", rec, h, rows, 1e-4 * sqrt(cols), 1e-5);
+            gpu->download(gpu, h, d_d, n * 4);
+            compare("dlogits", d, h, n, 1e-7, 1e-5);
+        }
         from_gpu(h, d_rec, rows * 4, "rec");
-        compare("rec", rec, h, rows, 1e-4 * sqrt(cols), 1e-5);
         from_gpu(h, d_d, n * 4, "dlogits");
-        compare("dlogits", d, h, n, 1e-7, 1e-5);
         gpu->release(gpu, d_l);
         gpu->release(gpu, d_x);
         free(l); free(x); free(d); free(rec); free(h);
@@ -250,20 +280,28 @@ Test(cuda, adam_gather_accumulate_and_step_match_cpu) {
         float *d_p = to_gpu(p, n * 4), *d_g = to_gpu(g, n * 4), *d_m = to_gpu(m, n * 4),
               *d_v = to_gpu(v, n * 4);
         cv_step *d_st = to_gpu(&st, sizeof st);
-        cpu->adam(cpu, p, g, m, v, n, 1e-3f, 0.9f, 0.999f, 1e-8f, &st);
-        gpu->adam(gpu, d_p, d_g, d_m, d_v, n, 1e-3f, 0.9f, 0.999f, 1e-8f, d_st);
+        /* warm-up, cosine and a clip that bites: grad_sq as the check would leave it */
+        double sq = 0;
+        for (size_t i = 0; i < n; i++) sq += (double)g[i] * g[i];
+        st.grad_sq = sq;
+        gpu->upload(gpu, d_st, &st, sizeof st);
+        cv_adam_config ac = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                             .cosine = 1, .warmup_steps = 100, .total_steps = 9000,
+                             .clip_norm = (float)(0.5 * sqrt(sq))};
+        cpu->adam(cpu, p, g, m, v, n, &ac, &st);
+        gpu->adam(gpu, d_p, d_g, d_m, d_v, n, &ac, d_st);
         from_gpu(h, d_p, n * 4, "params");
         compare("adam p", p, h, n, 1e-6, 1e-5);
         from_gpu(h, d_m, n * 4, "m");
         compare("adam m", m, h, n, 1e-7, 1e-6);
         from_gpu(h, d_v, n * 4, "v");
         compare("adam v", v, h, n, 1e-9, 1e-6);
-        double acc[3] = {1.25, 0.5, 3}, gacc[3];
+        double acc[5] = {1.25, 0.5, 3, 0, 0}, gacc[5];
         double *d_acc = to_gpu(acc, sizeof acc);
         cpu->accumulate_loss(cpu, acc, g, m, (int)n, NULL);
         gpu->accumulate_loss(gpu, d_acc, d_g, d_m, (int)n, NULL);
         from_gpu(gacc, d_acc, sizeof gacc, "acc");
-        for (int k = 0; k < 3; k++)
+        for (int k = 0; k < 5; k++)
             cr_assert(fabs(acc[k] - gacc[k]) < 1e-9 * (double)n + 1e-12, "sums[%d] %g vs %g", k,
                       acc[k], gacc[k]);
         /* the non-finite check finds the same first bad element */
@@ -278,6 +316,16 @@ Test(cuda, adam_gather_accumulate_and_step_match_cpu) {
         cr_assert(gs.skip == cs.skip && gs.nonfinite_steps == cs.nonfinite_steps &&
                   gs.first_bad_index == cs.first_bad_index, "check: gpu index %lld, cpu %lld",
                   (long long)gs.first_bad_index, (long long)cs.first_bad_index);
+        g[n / 2] = 0.25f;
+        if (n > 2) g[n - 1] = 0.5f;
+        gpu->upload(gpu, d_g, g, n * 4);
+        cs.halted = gs.halted = 0;
+        d_cs = to_gpu(&cs, sizeof cs);
+        cpu->check_finite(cpu, v, v, 1, g, n, &cs);
+        gpu->check_finite(gpu, d_v, d_v, 1, d_g, n, d_cs);
+        from_gpu(&gs, d_cs, sizeof gs, "step state");
+        cr_assert(fabs(gs.grad_sq - cs.grad_sq) <= 1e-12 * (double)n + 1e-9 * cs.grad_sq,
+                  "squared norm: gpu %.17g, cpu %.17g", gs.grad_sq, cs.grad_sq);
         cpu->advance_step(cpu, &st, 77);
         gpu->advance_step(gpu, d_st, 77);
         cv_step back;
@@ -299,12 +347,17 @@ Test(cuda, adam_gather_accumulate_and_step_match_cpu) {
     int32_t *d_perm = to_gpu(perm, N * 4), *d_lo = to_gpu(NULL, B * 4);
     cv_step *d_st = to_gpu(&st, sizeof st);
     float *d_x = to_gpu(NULL, (size_t)B * D * 4);
-    cpu->gather_batch(cpu, pix, lab, perm, &st, B, D, x, lab_cpu);
-    gpu->gather_batch(gpu, d_pix, d_lab, d_perm, d_st, B, D, d_x, d_lo);
+    for (int binarize = 0; binarize < 2; binarize++) {
+        cpu->gather_batch(cpu, pix, lab, perm, &st, B, D, binarize, r.s, x, lab_cpu);
+        gpu->gather_batch(gpu, d_pix, d_lab, d_perm, d_st, B, D, binarize, r.s, d_x, d_lo);
+        gpu->download(gpu, gx, d_x, (size_t)B * D * 4);
+        gpu->download(gpu, lab_gpu, d_lo, B * 4);
+        cr_assert(memcmp(x, gx, (size_t)B * D * 4) == 0, "gathered batches differ (binarize %d)",
+                  binarize);
+        cr_assert(memcmp(lab_cpu, lab_gpu, B * 4) == 0, "gathered labels differ");
+    }
     from_gpu(gx, d_x, (size_t)B * D * 4, "x");
     from_gpu(lab_gpu, d_lo, B * 4, "labels");
-    cr_assert(memcmp(x, gx, (size_t)B * D * 4) == 0, "gathered batches differ");
-    cr_assert(memcmp(lab_cpu, lab_gpu, B * 4) == 0, "gathered labels differ");
     gpu->release(gpu, d_pix);
     gpu->release(gpu, d_lab);
     gpu->release(gpu, d_perm);
@@ -346,8 +399,9 @@ Test(cuda, pixels_and_row_streams_match_cpu) {
         float *d_l = to_gpu(l, n * 4), *d_z = to_gpu(NULL, n * 4);
         for (int mean = 0; mean < 2; mean++) {
             uint8_t *d_p = to_gpu(NULL, n);
-            cpu->pixels_from_logits(cpu, l, rows, cols, mean, r.s, 9, p);
-            gpu->pixels_from_logits(gpu, d_l, rows, cols, mean, r.s, 9, d_p);
+            cpu->pixels_from_logits(cpu, CV_LIKELIHOOD_BERNOULLI, 0, l, rows, cols, mean, r.s, 9, p);
+            gpu->pixels_from_logits(gpu, CV_LIKELIHOOD_BERNOULLI, 0, d_l, rows, cols, mean, r.s, 9,
+                                    d_p);
             from_gpu(gp, d_p, n, "pixels");
             size_t differ = 0;
             for (size_t i = 0; i < n; i++) differ += p[i] != gp[i];
@@ -414,7 +468,7 @@ Test(cuda, whole_step_matches_cpu_with_the_same_noise) {
         be->upload(be, x->ws.step, &st, sizeof st);
         be->upload(be, x->ws.eps, eps, B * 20 * 4);
         be->gather_batch(be, x->split.pixels, x->split.labels, x->split.perm, x->ws.step, B,
-                         784, x->ws.x, x->ws.labels);
+                         784, false, 0, x->ws.x, x->ws.labels);
         be->zero(be, x->m.grads, x->m.layout.n_params * 4);
         cv_noise given = {.draw = false};
         cv_model_forward(&x->m, &x->ws, B, &given, true, false);
@@ -434,10 +488,11 @@ Test(cuda, whole_step_matches_cpu_with_the_same_noise) {
         /* gradients through up to six layers of float GEMMs in different orders */
         compare("layer gradient", c.m.grads + l->w, h + l->w, len, 1e-5, 1e-3);
     }
+    cv_adam_config ac = {.lr = 1e-3f, .beta1 = CV_ADAM_BETA1, .beta2 = CV_ADAM_BETA2,
+                         .eps = CV_ADAM_EPS};
     for (int k = 0; k < 2; k++)
         both[k]->be->adam(both[k]->be, both[k]->m.params, both[k]->m.grads, both[k]->m.adam_m,
-                          both[k]->m.adam_v, n, 1e-3f, CV_ADAM_BETA1, CV_ADAM_BETA2,
-                          CV_ADAM_EPS, both[k]->ws.step);
+                          both[k]->m.adam_v, n, &ac, both[k]->ws.step);
     gpu->download(gpu, h, g.m.params, n * 4);
     /* Adam's first steps move each weight by about lr whatever the gradient's size, so a
      * gradient near zero can flip a step: allow one lr */
@@ -469,26 +524,28 @@ Test(cuda, recorded_step_replays_bit_for_bit_and_follows_the_cpu_loss) {
     for (int k = 0; k < 3; k++) all[k]->be->upload(all[k]->be, all[k]->split.perm, perm, N * 4);
     void *rec = NULL;
     double worst = 0;
+    const cv_adam_config adam = {.lr = 1e-3f, .beta1 = CV_ADAM_BETA1, .beta2 = CV_ADAM_BETA2,
+                                 .eps = CV_ADAM_EPS};
     for (int w = 0; w < steps / window; w++) {
         double loss[3];
         for (int k = 0; k < 3; k++) {
             rig *x = all[k];
             cv_step st = {.step = w * window, .first_bad_step = -1, .first_bad_index = -1};
             x->be->upload(x->be, x->ws.step, &st, sizeof st);
-            x->be->zero(x->be, x->ws.sums, 3 * sizeof(double));
+            x->be->zero(x->be, x->ws.sums, 5 * sizeof(double));
             for (int s = 0; s < window; s++) {
                 if (k == 1) { /* recorded once, replayed */
                     if (!rec) {
                         cr_assert(gpu->capture_begin(gpu));
-                        cv_train_step(&x->m, &x->ws, &x->split, B, r.s, 1e-3f, 1.0f);
+                        cv_train_step(&x->m, &x->ws, &x->split, B, r.s, &adam, 1.0f, false);
                         rec = gpu->capture_end(gpu);
                     }
                     gpu->replay(gpu, rec);
                 } else {
-                    cv_train_step(&x->m, &x->ws, &x->split, B, r.s, 1e-3f, 1.0f);
+                    cv_train_step(&x->m, &x->ws, &x->split, B, r.s, &adam, 1.0f, false);
                 }
             }
-            double sums[3];
+            double sums[5];
             x->be->download(x->be, sums, x->ws.sums, sizeof sums);
             loss[k] = (sums[0] + sums[1]) / sums[2];
         }

@@ -56,7 +56,13 @@ static double ref_loss(const ref_ctx *c, const double *p, double *rec_out, doubl
             double mu = a[cur][j], s = a[cur][L + j];
             s = s < CV_LOGVAR_MIN ? CV_LOGVAR_MIN : s > CV_LOGVAR_MAX ? CV_LOGVAR_MAX : s;
             z[j] = mu + exp(0.5 * s) * c->eps[r * L + j];
-            kl += 0.5 * (mu * mu + exp(s) - 1 - s);
+            if (lo->cfg.prior == CV_PRIOR_CONDITIONAL) {
+                double m = p[lo->prior_m + (size_t)lab * L + j];
+                double rr = p[lo->prior_r + (size_t)lab * L + j];
+                kl += 0.5 * (rr - s + (exp(s) + (mu - m) * (mu - m)) * exp(-rr) - 1);
+            } else {
+                kl += 0.5 * (mu * mu + exp(s) - 1 - s);
+            }
         }
         for (int j = 0; j < L; j++) a[cur][j] = z[j];
         for (int i = lo->n_enc; i < lo->n_layers; i++, cur ^= 1)
@@ -64,7 +70,12 @@ static double ref_loss(const ref_ctx *c, const double *p, double *rec_out, doubl
         double rec = 0;
         for (int j = 0; j < D; j++) {
             double x = c->x[r * D + j], l = a[cur][j];
-            rec += softplus(l) - x * l;
+            if (lo->cfg.likelihood == CV_LIKELIHOOD_GAUSSIAN) {
+                double sg = lo->cfg.sigma, e = x - 1 / (1 + exp(-l));
+                rec += e * e / (2 * sg * sg) + 0.5 * log(2 * M_PI * sg * sg);
+            } else {
+                rec += softplus(l) - x * l;
+            }
         }
         if (rec_out) rec_out[r] = rec;
         if (kl_out) kl_out[r] = kl;
@@ -73,20 +84,23 @@ static double ref_loss(const ref_ctx *c, const double *p, double *rec_out, doubl
     return total / c->rows;
 }
 
-static void check_model(const int *hidden, int n_hidden, int h, int w, int K, int L, int rows,
-                        float beta) {
+static void check_model_with(const int *hidden, int n_hidden, int h, int w, int K, int L,
+                             int rows, float beta, cv_prior_kind prior, cv_likelihood like) {
     test_rng r = test_rng_new("model gradient");
     cv_backend *be;
     cv_err err;
     cr_assert_eq(cv_backend_cpu_create(&be, &err), CV_OK);
     cv_model_config cfg = {.height = h, .width = w, .n_classes = K, .latent = L,
-                           .n_hidden = n_hidden};
+                           .n_hidden = n_hidden, .prior = prior, .likelihood = like,
+                           .sigma = 0.4f};
     memcpy(cfg.hidden, hidden, sizeof(int) * n_hidden);
     cv_model m;
     cv_workspace ws;
     cr_assert_eq(cv_model_create(be, &cfg, &m, &err), CV_OK, "%s", err.msg);
     cr_assert_eq(cv_workspace_create(&m, rows, &ws, &err), CV_OK, "%s", err.msg);
     cv_model_init_params(&m, r.s);
+    if (prior == CV_PRIOR_CONDITIONAL) /* tables away from their zero start */
+        test_fill(&r, m.params + m.layout.prior_m, m.layout.n_params - m.layout.prior_m, -1, 1);
     const int D = h * w;
     test_fill(&r, ws.x, (size_t)rows * D, 0, 1);
     for (int i = 0; i < rows; i++) ws.labels[i] = (int32_t)test_uniform(&r, 0, K);
@@ -129,6 +143,24 @@ static void check_model(const int *hidden, int n_hidden, int h, int w, int K, in
     cv_workspace_destroy(&m, &ws);
     cv_model_destroy(&m);
     be->destroy(be);
+}
+
+static void check_model(const int *hidden, int n_hidden, int h, int w, int K, int L, int rows,
+                        float beta) {
+    check_model_with(hidden, n_hidden, h, w, K, L, rows, beta, CV_PRIOR_STANDARD,
+                     CV_LIKELIHOOD_BERNOULLI);
+}
+
+Test(model, gradient_with_conditional_prior) {
+    int hidden[] = {6, 5};
+    check_model_with(hidden, 2, 3, 4, 3, 3, 6, 0.7f, CV_PRIOR_CONDITIONAL,
+                     CV_LIKELIHOOD_BERNOULLI);
+}
+
+Test(model, gradient_with_gaussian_likelihood_and_conditional_prior) {
+    int hidden[] = {7};
+    check_model_with(hidden, 1, 3, 3, 2, 2, 5, 1.0f, CV_PRIOR_CONDITIONAL,
+                     CV_LIKELIHOOD_GAUSSIAN);
 }
 
 Test(model, gradient_two_hidden_layers) {

@@ -220,7 +220,7 @@ static void reparam_case(test_rng *r, int rows, int L) {
     enc[L] = 35.0f;
     if (rows > 1) enc[2 * L + L] = -33.0f;
     float kl_scale = (float)test_uniform(r, 0.1, 2);
-    be->reparam_forward(be, enc, eps, false, 0, 0, NULL, z, kl, lr, rows, L);
+    be->reparam_forward(be, enc, eps, false, 0, 0, NULL, NULL, NULL, z, kl, lr, rows, L);
     for (int i = 0; i < rows; i++) {
         double k = 0, lrat = 0;
         for (int j = 0; j < L; j++) {
@@ -234,7 +234,7 @@ static void reparam_case(test_rng *r, int rows, int L) {
         /* exp(s/2) up to e^15 scales float rounding of z, hence a looser log-ratio check */
         assert_close("log_ratio", i, lr[i], lrat, 1e-3, 1e-4);
     }
-    be->reparam_backward(be, enc, eps, dz, kl_scale, denc, rows, L);
+    be->reparam_backward(be, enc, eps, dz, kl_scale, NULL, NULL, NULL, denc, rows, L);
     for (int i = 0; i < rows; i++)
         for (int j = 0; j < L; j++) {
             double mu = enc[i * 2 * L + j], s = enc[i * 2 * L + L + j];
@@ -281,7 +281,7 @@ Test(ops_cpu, kl_closed_forms_and_monte_carlo) {
             enc[i * 2 * L + L + j] = s[j];
         }
     cv_step st = {.step = 7};
-    be->reparam_forward(be, enc, eps, true, r.s, 0, &st, z, kl, lr, rows, L);
+    be->reparam_forward(be, enc, eps, true, r.s, 0, &st, NULL, NULL, z, kl, lr, rows, L);
     float check[16];
     cv_normal_fill(check, 16, r.s, 7);
     cr_assert(memcmp(check, eps, sizeof check) == 0, "drawn eps is not stream base + step");
@@ -309,8 +309,8 @@ static void xent_case(test_rng *r, int rows, int cols) {
     test_fill(r, l, n, -8, 8);
     test_fill(r, x, n, 0, 1);
     float scale = (float)test_uniform(r, 0.01, 1);
-    be->bernoulli_xent(be, l, x, rec, d, scale, rows, cols);
-    be->bernoulli_xent(be, l, x, rec2, NULL, scale, rows, cols);
+    be->reconstruction(be, CV_LIKELIHOOD_BERNOULLI, 0, l, x, rec, d, scale, rows, cols);
+    be->reconstruction(be, CV_LIKELIHOOD_BERNOULLI, 0, l, x, rec2, NULL, scale, rows, cols);
     for (int i = 0; i < rows; i++) {
         double s = 0;
         for (int j = 0; j < cols; j++) s += softplus(l[i * cols + j]) - x[i * cols + j] * (double)l[i * cols + j];
@@ -362,7 +362,9 @@ Test(ops_cpu, adam_matches_pytorch_formula_in_double) {
     for (int t = 1; t <= 5; t++) {
         test_fill(&r, g, n, -1, 1);
         cv_step st = {.step = t - 1};
-        be->adam(be, p, g, m, v, n, (float)lr, (float)b1, (float)b2, (float)eps, &st);
+        cv_adam_config c = {.lr = (float)lr, .beta1 = (float)b1, .beta2 = (float)b2,
+                            .eps = (float)eps};
+        be->adam(be, p, g, m, v, n, &c, &st);
         for (size_t i = 0; i < n; i++) {
             md[i] = b1 * md[i] + (1 - b1) * g[i];
             vd[i] = b2 * vd[i] + (1 - b2) * (double)g[i] * g[i];
@@ -391,7 +393,7 @@ Test(ops_cpu, gather_batch_scales_and_follows_the_order) {
     float x[19 * 37];
     int32_t labels[19];
     cv_step st = {.step = 3, .start = start};
-    be->gather_batch(be, pix, lab, perm, &st, rows, dim, x, labels);
+    be->gather_batch(be, pix, lab, perm, &st, rows, dim, false, 0, x, labels);
     be->advance_step(be, &st, rows);
     cr_assert(st.step == 4 && st.start == start + rows, "advance_step moved to %lld, %d",
               (long long)st.step, st.start);
@@ -407,13 +409,14 @@ Test(ops_cpu, accumulate_loss_adds_sums_unless_the_step_is_skipped) {
     float rec[1001], kl[1001];
     test_fill(&r, rec, 1001, 0, 300);
     test_fill(&r, kl, 1001, 0, 30);
-    double sums[3] = {2.5, 1.0, 7}, ref[3] = {2.5, 1.0, 7 + 1001};
+    double sums[5] = {2.5, 1.0, 7, 0, 0}, ref[3] = {2.5, 1.0, 7 + 1001};
     for (int i = 0; i < 1001; i++) {
         ref[0] += rec[i];
         ref[1] += kl[i];
     }
-    cv_step st = {.skip = 0};
+    cv_step st = {.skip = 0, .grad_sq = 6.25};
     be->accumulate_loss(be, sums, rec, kl, 1001, &st);
+    cr_assert(sums[3] == 2.5 && sums[4] == 1.0, "gradient norm sums %g, %g", sums[3], sums[4]);
     for (int k = 0; k < 3; k++)
         cr_assert(fabs(sums[k] - ref[k]) < 1e-9 * 1001 * 300, "sums[%d] %g vs %g", k, sums[k], ref[k]);
     st.skip = 1;
@@ -442,7 +445,8 @@ Test(ops_cpu, check_finite_flags_the_first_bad_tensor_and_adam_skips) {
               st.first_bad_index == 123, "flag %d, count %lld, step %lld, index %lld", st.skip,
               (long long)st.nonfinite_steps, (long long)st.first_bad_step,
               (long long)st.first_bad_index);
-    be->adam(be, p, g, m, v, n, 1e-3f, 0.9f, 0.999f, 1e-8f, &st);
+    cv_adam_config ac = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
+    be->adam(be, p, g, m, v, n, &ac, &st);
     cr_assert(memcmp(p, p0, n * 4) == 0, "Adam updated a flagged step");
     be->advance_step(be, &st, 10);
     cr_assert_eq(st.skip, 0);
@@ -578,14 +582,14 @@ Test(ops_cpu, pixels_from_logits_mean_and_sample) {
     uint8_t *mean = malloc(rows * cols), *samp = malloc(rows * cols), *again = malloc(rows * cols);
     test_fill(&r, l, (size_t)rows * cols, -6, 6);
     l[0] = 0.0f; /* sigmoid 0.5: 127.5 rounds half up */
-    be->pixels_from_logits(be, l, rows, cols, true, r.s, 0, mean);
+    be->pixels_from_logits(be, CV_LIKELIHOOD_BERNOULLI, 0, l, rows, cols, true, r.s, 0, mean);
     for (int i = 0; i < rows * cols; i++) {
         double ref = floor(255.0 / (1.0 + exp(-(double)l[i])) + 0.5);
         cr_assert(fabs(mean[i] - ref) <= 1, "mean pixel %d: %d vs %g", i, mean[i], ref);
     }
     cr_assert_eq(mean[0], 128);
-    be->pixels_from_logits(be, l, rows, cols, false, r.s, 100, samp);
-    be->pixels_from_logits(be, l, rows, cols, false, r.s, 100, again);
+    be->pixels_from_logits(be, CV_LIKELIHOOD_BERNOULLI, 0, l, rows, cols, false, r.s, 100, samp);
+    be->pixels_from_logits(be, CV_LIKELIHOOD_BERNOULLI, 0, l, rows, cols, false, r.s, 100, again);
     cr_assert(memcmp(samp, again, (size_t)rows * cols) == 0, "samples are not replayable");
     double ones = 0, expect = 0;
     for (int i = 0; i < rows * cols; i++) {
@@ -597,4 +601,159 @@ Test(ops_cpu, pixels_from_logits_mean_and_sample) {
     cr_assert(fabs(ones - expect) < 6 * sqrt(rows * cols / 4.0), "%g ones, expected %g", ones,
               expect);
     free(l); free(mean); free(samp); free(again);
+}
+
+/* ---------- issue 7: conditional prior, Gaussian likelihood, schedules, binarization ---------- */
+
+/* One (row, dim) term of dz . z + kl_scale KL(N(mu, e^s) || N(m, e^r)), in double. */
+static double cond_term(double mu, double s, double m, double rr, double eps, double dz,
+                        double kl_scale) {
+    s = clampd(s);
+    rr = clampd(rr);
+    double z = mu + exp(0.5 * s) * eps, d = mu - m;
+    return dz * z + kl_scale * 0.5 * (rr - s + (exp(s) + d * d) * exp(-rr) - 1);
+}
+
+Test(ops_cpu, conditional_prior_kl_against_finite_differences) {
+    test_rng r = test_rng_new("conditional prior");
+    const int rows = 33, L = 5, K = 4;
+    size_t ne = (size_t)rows * 2 * L, nz = (size_t)rows * L, nt = (size_t)K * L;
+    float enc[33 * 10], eps[33 * 5], z[33 * 5], kl[33], lr[33], dz[33 * 5], denc[33 * 10];
+    float pm[20], pr[20], dm[20] = {0}, dr[20] = {0};
+    int32_t labels[33];
+    test_fill(&r, enc, ne, -2, 2);
+    test_fill(&r, dz, nz, -1, 1);
+    test_fill(&r, pm, nt, -1, 1);
+    test_fill(&r, pr, nt, -1.5, 1.5);
+    for (size_t i = 0; i < nz; i++) eps[i] = (float)test_normal(&r);
+    for (int i = 0; i < rows; i++) labels[i] = (int32_t)test_uniform(&r, 0, K);
+    cv_prior prior = {pm, pr};
+    cv_prior_grad dprior = {dm, dr};
+    const float scale = 0.8f;
+    be->reparam_forward(be, enc, eps, false, 0, 0, NULL, &prior, labels, z, kl, lr, rows, L);
+    be->reparam_backward(be, enc, eps, dz, scale, &prior, labels, &dprior, denc, rows, L);
+    double ref_dm[20] = {0}, ref_dr[20] = {0};
+    for (int i = 0; i < rows; i++) {
+        double k = 0, lrat = 0;
+        for (int j = 0; j < L; j++) {
+            size_t t = (size_t)labels[i] * L + j;
+            double mu = enc[i * 2 * L + j], s = enc[i * 2 * L + L + j], e = eps[i * L + j];
+            double m = pm[t], rr = pr[t], g = dz[i * L + j];
+            double zz = mu + exp(0.5 * s) * e;
+            k += 0.5 * (rr - s + (exp(s) + (mu - m) * (mu - m)) * exp(-rr) - 1);
+            lrat += -0.5 * ((zz - m) * (zz - m) * exp(-rr) + rr + log(2 * M_PI)) +
+                    0.5 * (e * e + s + log(2 * M_PI));
+#define FD(expr_plus, expr_minus) (((expr_plus) - (expr_minus)) / (2 * FD_H))
+            assert_close("dmu", i * L + j, denc[i * 2 * L + j],
+                         FD(cond_term(mu + FD_H, s, m, rr, e, g, scale),
+                            cond_term(mu - FD_H, s, m, rr, e, g, scale)), 1e-5, 1e-4);
+            assert_close("ds", i * L + j, denc[i * 2 * L + L + j],
+                         FD(cond_term(mu, s + FD_H, m, rr, e, g, scale),
+                            cond_term(mu, s - FD_H, m, rr, e, g, scale)), 1e-5, 1e-4);
+            ref_dm[t] += FD(cond_term(mu, s, m + FD_H, rr, e, g, scale),
+                            cond_term(mu, s, m - FD_H, rr, e, g, scale));
+            ref_dr[t] += FD(cond_term(mu, s, m, rr + FD_H, e, g, scale),
+                            cond_term(mu, s, m, rr - FD_H, e, g, scale));
+#undef FD
+        }
+        assert_close("kl", i, kl[i], k, 1e-4, 1e-5);
+        assert_close("log_ratio", i, lr[i], lrat, 1e-3, 1e-4);
+    }
+    for (size_t t = 0; t < nt; t++) {
+        assert_close("d prior mean", (int)t, dm[t], ref_dm[t], 1e-4, 1e-4);
+        assert_close("d prior log-variance", (int)t, dr[t], ref_dr[t], 1e-4, 1e-4);
+    }
+    /* at m = 0, r = 0 the conditional KL is the standard one */
+    cr_assert_float_eq(cv_kl_gauss(0.7f, -0.3f, 0, 0), cv_kl_std_normal(0.7f, -0.3f), 1e-6);
+    /* and the prior transform puts a standard draw at m + exp(r/2) z */
+    float zz[5] = {1, -1, 0.5f, 2, 0};
+    int32_t one[1] = {2};
+    be->prior_transform(be, &prior, one, zz, 1, L);
+    assert_close("prior transform", 0, zz[0], pm[10] + exp(0.5 * pr[10]), 1e-6, 1e-6);
+    assert_close("prior transform", 4, zz[4], pm[14], 1e-6, 1e-6);
+}
+
+Test(ops_cpu, gaussian_likelihood_against_finite_differences) {
+    test_rng r = test_rng_new("gaussian likelihood");
+    const int rows = 31, cols = 33;
+    float l[31 * 33], x[31 * 33], d[31 * 33], rec[31];
+    test_fill(&r, l, rows * cols, -5, 5);
+    test_fill(&r, x, rows * cols, 0, 1);
+    const float sigma = (float)test_uniform(&r, 0.05, 1), scale = 0.25f;
+    be->reconstruction(be, CV_LIKELIHOOD_GAUSSIAN, sigma, l, x, rec, d, scale, rows, cols);
+    for (int i = 0; i < rows; i++) {
+        double s = 0;
+        for (int j = 0; j < cols; j++) {
+            double p = 1 / (1 + exp(-(double)l[i * cols + j])), e = x[i * cols + j] - p;
+            s += e * e / (2.0 * sigma * sigma) + 0.5 * log(2 * M_PI * sigma * sigma);
+        }
+        assert_close("gaussian rec", i, rec[i], s, 1e-3, 1e-5);
+    }
+    for (int i = 0; i < rows * cols; i++) {
+        double lp = l[i] + FD_H, lm = l[i] - FD_H;
+        double pp = 1 / (1 + exp(-lp)), pmn = 1 / (1 + exp(-lm));
+        double fd = ((x[i] - pp) * (x[i] - pp) - (x[i] - pmn) * (x[i] - pmn)) /
+                    (2.0 * sigma * sigma) / (2 * FD_H);
+        assert_close("gaussian dlogits", i, d[i], scale * fd, 1e-5, 1e-4);
+    }
+}
+
+Test(ops_cpu, adam_schedule_and_clipping_match_a_double_reference) {
+    test_rng r = test_rng_new("adam schedule");
+    const size_t n = 20001;
+    float *p = malloc(n * 4), *g = malloc(n * 4), *m = calloc(n, 4), *v = calloc(n, 4);
+    double *pd = malloc(n * 8), *md = calloc(n, 8), *vd = calloc(n, 8);
+    test_fill(&r, p, n, -1, 1);
+    for (size_t i = 0; i < n; i++) pd[i] = p[i];
+    cv_adam_config c = {.lr = 2e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .cosine = 1,
+                        .warmup_steps = 3, .total_steps = 10, .clip_norm = 5.0f};
+    for (int t = 0; t < 10; t++) {
+        test_fill(&r, g, n, -0.1, 0.1);
+        cv_step st = {.step = t};
+        double sq = 0;
+        for (size_t i = 0; i < n; i++) sq += (double)g[i] * g[i];
+        st.grad_sq = sq;
+        be->adam(be, p, g, m, v, n, &c, &st);
+        /* reference: linear warm-up over 3 steps, then cosine to 0 at step 10 */
+        double lr = 2e-3 * (t < 3 ? (t + 1) / 3.0 : 0.5 * (1 + cos(M_PI * (t - 3) / 7.0)));
+        double clip = sqrt(sq) > 5.0 ? 5.0 / sqrt(sq) : 1.0;
+        for (size_t i = 0; i < n; i++) {
+            double gi = clip * g[i];
+            md[i] = 0.9 * md[i] + 0.1 * gi;
+            vd[i] = 0.999 * vd[i] + 0.001 * gi * gi;
+            pd[i] -= lr / (1 - pow(0.9, t + 1)) * md[i] / (sqrt(vd[i]) / sqrt(1 - pow(0.999, t + 1)) + 1e-8);
+        }
+    }
+    for (size_t i = 0; i < n; i++) assert_close("p", (int)i, p[i], pd[i], 2e-6, 1e-5);
+    cr_assert_float_eq(cv_lr_at(1.0f, 0, 0, 100, 1), 1.0f, 1e-6);
+    cr_assert_float_eq(cv_lr_at(1.0f, 100, 0, 100, 1), 0.0f, 1e-6);
+    cr_assert_float_eq(cv_lr_at(1.0f, 50, 0, 100, 0), 1.0f, 1e-6);
+    free(p); free(g); free(m); free(v); free(pd); free(md); free(vd);
+}
+
+Test(ops_cpu, binarized_batches_are_bernoulli_draws_replayable_by_step) {
+    test_rng r = test_rng_new("binarize");
+    const int n = 64, dim = 200;
+    uint8_t *pix = malloc(n * dim), lab[64] = {0};
+    int32_t perm[64];
+    for (int i = 0; i < n * dim; i++) pix[i] = (uint8_t)test_uniform(&r, 0, 256);
+    for (int i = 0; i < n; i++) perm[i] = i;
+    float *x = malloc(n * dim * 4), *y = malloc(n * dim * 4);
+    int32_t labels[64];
+    cv_step st = {.step = 12};
+    be->gather_batch(be, pix, lab, perm, &st, n, dim, true, r.s, x, labels);
+    be->gather_batch(be, pix, lab, perm, &st, n, dim, true, r.s, y, labels);
+    cr_assert(memcmp(x, y, n * dim * 4) == 0, "the same step drew other pixels");
+    double ones = 0, expect = 0;
+    for (int i = 0; i < n * dim; i++) {
+        cr_assert(x[i] == 0.0f || x[i] == 1.0f);
+        ones += x[i];
+        expect += pix[i] / 255.0;
+    }
+    /* 6 standard deviations of a sum of Bernoullis */
+    cr_assert(fabs(ones - expect) < 6 * sqrt(n * dim / 4.0), "%g ones, expected %g", ones, expect);
+    st.step = 13;
+    be->gather_batch(be, pix, lab, perm, &st, n, dim, true, r.s, y, labels);
+    cr_assert(memcmp(x, y, n * dim * 4) != 0, "another step drew the same pixels");
+    free(pix); free(x); free(y);
 }

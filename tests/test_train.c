@@ -1,6 +1,7 @@
 /* test_train.c: training lowers the loss, is bitwise deterministic for a seed, keeps the
  * last partial batch, and its checkpoint evaluates to the figures it printed. */
 #include <criterion/criterion.h>
+#include <criterion/logging.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,9 +28,18 @@ TestSuite(train, .init = setup, .fini = teardown, .timeout = 120);
 
 static cv_train_options small_options(const char *data, const char *out, const char *metrics,
                                       uint64_t seed) {
-    cv_train_options o = {.data_dir = data, .device = "cpu", .out_dir = out,
-                          .metrics_path = metrics, .n_hidden = 1, .hidden = {32}, .latent = 4,
-                          .batch = 32, .epochs = 6, .lr = 3e-3f, .seed = seed, .log = log_sink};
+    cv_train_options o = cv_train_defaults();
+    o.data_dir = data;
+    o.device = "cpu";
+    o.out_dir = out;
+    o.metrics_path = metrics;
+    o.hidden[0] = 32;
+    o.latent = 4;
+    o.batch = 32;
+    o.epochs = 6;
+    o.lr = 3e-3f;
+    o.seed = seed;
+    o.log = log_sink;
     return o;
 }
 
@@ -86,17 +96,72 @@ Test(train, lowers_the_loss_and_keeps_the_partial_batch) {
     cr_assert_eq(cv_data_load(data, ck.cfg.n_classes, &d, &err), CV_OK);
     cr_assert_eq(cv_device_split_upload(be, &d.test, &split, &err), CV_OK);
     cv_eval_result ev;
-    cv_evaluate(&m, &ws, &split, r.s, 64, &ev);
+    double log_prior[3];
+    int counts[3] = {0};
+    for (int i = 0; i < d.train.n; i++) counts[d.train.labels[i]]++;
+    for (int c = 0; c < 3; c++) log_prior[c] = log((double)counts[c] / d.train.n);
+    cv_eval_options eo = {.iwae_k = 64, .marginal = true, .class_log_prior = log_prior,
+                          .latent_stats = true};
+    cv_evaluate(&m, &ws, &split, r.s, &eo, &ev);
     cr_assert_eq(ev.neg_elbo, res.test.neg_elbo, "eval %.9g vs training %.9g", ev.neg_elbo,
                  res.test.neg_elbo);
     /* the IWAE bound is tighter than the ELBO */
     cr_assert_lt(ev.iwae_nll, ev.neg_elbo, "IWAE %g vs -ELBO %g", ev.iwae_nll, ev.neg_elbo);
+    /* log p(x) >= log p(c) + log p(x|c) for the true class: the marginal NLL is at most
+     * the conditional one plus -log p(c) of the rarest class (estimates, so 1 nat slack) */
+    double worst_prior = -fmin(log_prior[0], fmin(log_prior[1], log_prior[2]));
+    cr_assert_lt(ev.marginal_nll, ev.iwae_nll + worst_prior + 1.0, "marginal %g, IWAE %g",
+                 ev.marginal_nll, ev.iwae_nll);
+    cr_assert_gt(ev.marginal_nll, 0.0);
+    /* the per-dimension KL adds up to the test KL; active units are among the 4 */
+    double kl_sum = 0;
+    for (int j = 0; j < 4; j++) kl_sum += ev.kl_per_dim[j];
+    cr_assert(fabs(kl_sum - ev.kl) < 1e-3 * (1 + ev.kl), "KL per dimension sums to %g, KL %g",
+              kl_sum, ev.kl);
+    cr_assert(ev.active_units >= 1 && ev.active_units <= 4, "%d active units", ev.active_units);
+    cv_eval_result_free(&ev);
     cv_device_split_free(be, &split);
     cv_data_free(&d);
     cv_workspace_destroy(&m, &ws);
     cv_model_destroy(&m);
     be->destroy(be);
     cv_checkpoint_free(&ck);
+}
+
+Test(train, every_option_trains_and_lowers_its_loss) {
+    test_rng r = test_rng_new("options");
+    char data[4096];
+    snprintf(data, sizeof data, "%s/data", dir);
+    cr_assert_eq(mkdir(data, 0777), 0);
+    test_write_dataset(data, 600, 100, 8, 8, 3, false, r.s);
+    for (int variant = 0; variant < 4; variant++) {
+        char out[4200], metrics[4200];
+        snprintf(out, sizeof out, "%s/run%d", dir, variant);
+        snprintf(metrics, sizeof metrics, "%s/m%d.jsonl", dir, variant);
+        cv_train_options o = small_options(data, out, metrics, r.s);
+        o.epochs = 4;
+        switch (variant) {
+        case 0: o.prior = CV_PRIOR_CONDITIONAL; o.train.binarize = 1; break;
+        case 1: o.likelihood = CV_LIKELIHOOD_GAUSSIAN; o.sigma = 0.2f; break;
+        case 2: o.train.beta = 2.0f; o.train.kl_warmup = 2; break;
+        case 3: o.train.cosine = 1; o.train.warmup_steps = 10; o.train.clip_norm = 5.0f; break;
+        }
+        cv_train_result res;
+        cv_err err;
+        cr_assert_eq(cv_train_run(&o, &res, &err), CV_OK, "variant %d: %s", variant, err.msg);
+        double loss[8], test[8], beta[8], norm[8];
+        cr_assert_eq(read_metric(metrics, "train_loss", loss, 8), 4);
+        cr_assert_eq(read_metric(metrics, "test_neg_elbo", test, 8), 4);
+        cr_assert_eq(read_metric(metrics, "beta", beta, 8), 4);
+        cr_assert_eq(read_metric(metrics, "grad_norm", norm, 8), 4);
+        cr_assert_lt(test[3], test[0], "variant %d: test -ELBO %g -> %g", variant, test[0], test[3]);
+        for (int e = 0; e < 4; e++) cr_assert(isfinite(loss[e]) && norm[e] > 0);
+        if (variant == 2) /* beta 0, 1, 2, 2 over warm-up epochs 1 and 2 */
+            cr_assert(beta[0] == 0 && beta[1] == 1 && beta[2] == 2 && beta[3] == 2,
+                      "beta %g %g %g %g", beta[0], beta[1], beta[2], beta[3]);
+        else
+            cr_assert(beta[0] == 1 && beta[3] == 1);
+    }
 }
 
 Test(train, same_seed_same_bits_other_seed_other_bits) {

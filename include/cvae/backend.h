@@ -29,7 +29,29 @@ typedef struct {
     int64_t allowed_nonfinite; /* more than this many bad steps halts training */
     int32_t halted;          /* set once they are exceeded: every later step is skipped */
     int32_t unused;
+    double grad_sq;          /* this step's squared global gradient norm */
 } cv_step;
+
+/* The learned conditional prior p(z|c) = N(m[c], diag exp(r[c])), tables (classes, L);
+ * a NULL cv_prior pointer means the standard normal prior. */
+typedef struct {
+    const float *m, *r;
+} cv_prior;
+
+typedef struct {
+    float *m, *r; /* gradients of the tables, accumulated (+=) */
+} cv_prior_grad;
+
+typedef enum { CV_LIKELIHOOD_BERNOULLI = 0, CV_LIKELIHOOD_GAUSSIAN = 1 } cv_likelihood;
+
+/* Adam with PyTorch's semantics, a learning-rate schedule (cv_lr_at) and optional
+ * clipping of the global gradient norm. */
+typedef struct {
+    float lr, beta1, beta2, eps;
+    int cosine;                        /* 0: constant after the warm-up */
+    int64_t warmup_steps, total_steps; /* of the schedule */
+    float clip_norm;                   /* 0: no clipping */
+} cv_adam_config;
 
 typedef struct {
     bool tf32; /* let cuBLAS use TF32 tensor cores (CUDA only) */
@@ -69,57 +91,73 @@ struct cv_backend {
                               float *dcond, const int32_t *labels, int rows, int cols,
                               bool relu);
 
-    /* enc (rows, 2L) = [mu | s]; z (rows, L) = mu + exp(s/2) eps; kl (rows) per sample;
-     * log_ratio (rows) = log p(z) - log q(z|x), only when not NULL. With draw_eps, eps is
-     * first filled (in the same pass) with elements of the Philox stream
-     * stream_base + (st ? st->step : 0) under seed; otherwise it is read as given. */
+    /* enc (rows, 2L) = [mu | s]; z (rows, L) = mu + exp(s/2) eps; kl (rows) per sample
+     * against the prior (standard normal, or prior's row labels[r]); log_ratio (rows) =
+     * log p(z|c) - log q(z|x,c), only when not NULL. With draw_eps, eps is first filled
+     * (in the same pass) with elements of the Philox stream stream_base + (st ? st->step :
+     * 0) under seed; otherwise it is read as given. */
     void (*reparam_forward)(cv_backend *be, const float *enc, float *eps, bool draw_eps,
-                            uint64_t seed, uint64_t stream_base, const cv_step *st, float *z,
-                            float *kl, float *log_ratio, int rows, int latent);
+                            uint64_t seed, uint64_t stream_base, const cv_step *st,
+                            const cv_prior *prior, const int32_t *labels, float *z, float *kl,
+                            float *log_ratio, int rows, int latent);
 
-    /* denc (rows, 2L) = gradient of sum_r (dz[r] . z[r] + kl_scale * kl[r]). */
+    /* denc (rows, 2L) = gradient of sum_r (dz[r] . z[r] + kl_scale * kl[r]); with a
+     * learned prior, its table gradients are added into dprior too. */
     void (*reparam_backward)(cv_backend *be, const float *enc, const float *eps,
-                             const float *dz, float kl_scale, float *denc, int rows,
-                             int latent);
+                             const float *dz, float kl_scale, const cv_prior *prior,
+                             const int32_t *labels, cv_prior_grad *dprior, float *denc,
+                             int rows, int latent);
 
-    /* rec (rows) = sum over cols of the Bernoulli NLL; dlogits = grad_scale *
-     * (sigmoid(l) - x) when dlogits is not NULL (one pass). */
-    void (*bernoulli_xent)(cv_backend *be, const float *logits, const float *x,
-                           float *rec, float *dlogits, float grad_scale, int rows,
-                           int cols);
+    /* z (rows, L) <- m[labels[r]] + exp(r[labels[r]] / 2) z: standard normal draws to
+     * draws from the learned prior (nothing for the standard prior). */
+    void (*prior_transform)(cv_backend *be, const cv_prior *prior, const int32_t *labels,
+                            float *z, int rows, int latent);
+
+    /* rec (rows) = sum over cols of the negative log-likelihood (Bernoulli, or Gaussian
+     * with mean sigmoid(l) and standard deviation sigma); dlogits = grad_scale * its
+     * gradient when dlogits is not NULL (one pass). */
+    void (*reconstruction)(cv_backend *be, cv_likelihood likelihood, float sigma,
+                           const float *logits, const float *x, float *rec, float *dlogits,
+                           float grad_scale, int rows, int cols);
 
     /* out (rows, cols) ~ N(0, 1): row r is elements 0..cols-1 of the Philox stream
      * first_stream + r under seed, so a row's draws do not depend on the batch it is in. */
     void (*normal)(cv_backend *be, float *out, int rows, int cols, uint64_t seed,
                    uint64_t first_stream);
 
-    /* pixels (rows, cols) from logits: mean = round(255 sigmoid(l)); otherwise a Bernoulli
-     * draw as 0 or 255 with the uniform of element j of stream first_stream + r. */
-    void (*pixels_from_logits)(cv_backend *be, const float *logits, int rows, int cols,
-                               bool mean, uint64_t seed, uint64_t first_stream,
-                               uint8_t *pixels);
+    /* pixels (rows, cols) from logits: mean = round(255 sigmoid(l)); otherwise a draw
+     * from the likelihood (Bernoulli as 0 or 255; Gaussian as round(255 clamp(p + sigma n,
+     * 0, 1))) with element j of the Philox stream first_stream + r. */
+    void (*pixels_from_logits)(cv_backend *be, cv_likelihood likelihood, float sigma,
+                               const float *logits, int rows, int cols, bool mean,
+                               uint64_t seed, uint64_t first_stream, uint8_t *pixels);
 
-    /* Flags the step in st when rec, kl (rows) or grads (n) hold a NaN or Inf: st->skip,
-     * st->nonfinite_steps, and the first bad step and gradient index. Past
+    /* st->grad_sq = the squared norm of grads (n), and flags the step in st when rec, kl
+     * (rows) or grads hold a NaN or Inf: st->skip, st->nonfinite_steps, and the first bad
+     * step and gradient index. Past
      * st->allowed_nonfinite such steps it sets st->halted, and every later step is skipped
      * (not counted), so the model stays as it was when the limit was crossed. */
     void (*check_finite)(cv_backend *be, const float *rec, const float *kl, int rows,
                          const float *grads, size_t n, cv_step *st);
 
-    /* One Adam step (PyTorch semantics) over the whole buffer, t = st->step + 1; nothing
-     * when st->skip. */
+    /* One Adam step (PyTorch semantics) over the whole buffer, t = st->step + 1, at the
+     * schedule's learning rate for that step, the gradient scaled to cfg->clip_norm when
+     * st->grad_sq says it is longer; nothing when st->skip. */
     void (*adam)(cv_backend *be, float *params, const float *grads, float *m, float *v,
-                 size_t n, float lr, float beta1, float beta2, float eps, const cv_step *st);
+                 size_t n, const cv_adam_config *cfg, const cv_step *st);
 
-    /* sums[0] += sum of rec, sums[1] += sum of kl, sums[2] += rows (sums: 3 doubles in
-     * device memory); nothing when st is not NULL and st->skip. */
+    /* sums[0] += sum of rec, sums[1] += sum of kl, sums[2] += rows, and with st:
+     * sums[3] += sqrt(st->grad_sq), sums[4] += 1 (sums: 5 doubles in device memory);
+     * nothing when st is not NULL and st->skip. */
     void (*accumulate_loss)(cv_backend *be, double *sums, const float *rec, const float *kl,
                             int rows, const cv_step *st);
 
-    /* x (rows, dim) = pixels[perm[st->start + r]] / 255, labels_out[r] = labels[...]. */
+    /* x (rows, dim) = pixels[perm[st->start + r]] / 255, labels_out[r] = labels[...].
+     * With binarize, x is instead a Bernoulli(pixel / 255) draw as 0 or 1, from element
+     * r * dim + j of the uniform stream CV_STREAM_BINARIZE(st->step) under seed. */
     void (*gather_batch)(cv_backend *be, const uint8_t *pixels, const uint8_t *labels,
-                         const int32_t *perm, const cv_step *st, int rows, int dim, float *x,
-                         int32_t *labels_out);
+                         const int32_t *perm, const cv_step *st, int rows, int dim,
+                         bool binarize, uint64_t seed, float *x, int32_t *labels_out);
 
     /* st->step += 1, st->start += rows, st->skip = 0 (st in backend memory). */
     void (*advance_step)(cv_backend *be, cv_step *st, int rows);

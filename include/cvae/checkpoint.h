@@ -18,8 +18,19 @@
 
 #define CV_CHECKPOINT_VERSION 1
 
+/* How the run trains, beyond the model: what --resume must find unchanged. */
+typedef struct {
+    float beta;             /* weight of the KL term */
+    int32_t kl_warmup;      /* epochs over which beta ramps up from 0 */
+    int32_t cosine;         /* learning-rate schedule: 0 constant, 1 cosine */
+    int64_t warmup_steps;   /* linear learning-rate warm-up */
+    float clip_norm;        /* global gradient norm clip; 0: none */
+    int32_t binarize;       /* dynamic binarization of the training images */
+} cv_train_config;
+
 typedef struct {
     cv_model_config cfg;
+    cv_train_config train;
     uint64_t seed;
     int64_t step;   /* Adam steps taken */
     int32_t epoch;  /* epochs completed */

@@ -33,6 +33,10 @@ cv_status cv_idx_write(const char *path, int ndims, const int dims[3],
  * the training labels". Missing test files leave data->test.n == 0. */
 cv_status cv_data_load(const char *dir, int n_classes, cv_data *data, cv_err *err);
 void cv_data_free(cv_data *data);
+
+/* Binarizes a split in place, once: pixel p becomes 255 with probability p / 255, else 0,
+ * with the fixed seed CV_BINARIZE_TEST_SEED, so every run evaluates on the same images. */
+void cv_split_binarize(cv_split *split);
 void cv_split_free(cv_split *split);
 
 #endif

@@ -26,12 +26,28 @@ cv_status cv_device_split_upload(cv_backend *be, const cv_split *split,
 void cv_device_split_free(cv_backend *be, cv_device_split *ds);
 
 typedef struct {
+    int iwae_k;                   /* 0: no importance-weighted estimate */
+    bool marginal;                /* with iwae_k: log p(x) = logsumexp_c log p(c) p(x|c) */
+    const double *class_log_prior;/* log p(c) for the marginal: (classes) */
+    bool latent_stats;            /* per-dimension KL and active units */
+} cv_eval_options;
+
+/* A unit is active when the variance over the test set of its posterior mean exceeds
+ * this (Burda et al. 2016). */
+#define CV_ACTIVE_UNIT_VARIANCE 0.01
+
+typedef struct {
     double neg_elbo, rec, kl; /* nats per sample */
-    double iwae_nll;          /* nats per sample; only when iwae_k > 0 */
+    double iwae_nll;          /* -log p(x|c), nats per sample; only with iwae_k */
+    double marginal_nll;      /* -log p(x), nats per sample; only with marginal */
+    double *kl_per_dim;       /* latent_stats: (L), malloc'd; cv_eval_result_free */
+    int active_units;         /* latent_stats */
 } cv_eval_result;
 
-/* ws must hold at least CV_EVAL_BATCH rows or the whole split. */
+/* ws must hold at least CV_EVAL_BATCH rows or the whole split; opt may be NULL (the ELBO
+ * only). */
 void cv_evaluate(cv_model *model, cv_workspace *ws, const cv_device_split *split,
-                 uint64_t seed, int iwae_k, cv_eval_result *out);
+                 uint64_t seed, const cv_eval_options *opt, cv_eval_result *out);
+void cv_eval_result_free(cv_eval_result *r);
 
 #endif

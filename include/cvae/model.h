@@ -21,12 +21,17 @@
 #define CV_MAX_LAYERS (2 * CV_MAX_HIDDEN + 2)
 #define CV_NO_COND ((size_t)-1)
 
+typedef enum { CV_PRIOR_STANDARD = 0, CV_PRIOR_CONDITIONAL = 1 } cv_prior_kind;
+
 typedef struct {
     int height, width; /* D = height * width */
     int n_classes;
     int latent;
     int n_hidden;
     int hidden[CV_MAX_HIDDEN];
+    cv_prior_kind prior;      /* conditional: learned N(m_c, diag exp(r_c)), tables at 0 */
+    cv_likelihood likelihood; /* Bernoulli, or Gaussian with standard deviation sigma */
+    float sigma;
 } cv_model_config;
 
 typedef struct {
@@ -43,6 +48,7 @@ typedef struct {
     int n_layers; /* encoder layers (hidden + head) then decoder layers (hidden + out) */
     int n_enc;
     cv_layer layers[CV_MAX_LAYERS];
+    size_t prior_m, prior_r; /* (classes, L) tables of the conditional prior, or CV_NO_COND */
     size_t n_params;
 } cv_layout;
 
@@ -103,6 +109,11 @@ void cv_model_forward(cv_model *model, cv_workspace *ws, int rows, const cv_nois
 void cv_model_encode(cv_model *model, cv_workspace *ws, int rows);
 void cv_model_sample_decode(cv_model *model, cv_workspace *ws, int rows,
                             const cv_noise *noise, bool want_grad, bool want_log_ratio);
+
+/* The model's prior over the parameters in params (NULL: the standard normal), and the
+ * matching gradient tables in grads. */
+const cv_prior *cv_model_prior(const cv_model *model, cv_prior *storage);
+cv_prior_grad *cv_model_prior_grad(const cv_model *model, cv_prior_grad *storage);
 
 /* Backward pass after a forward with want_grad: accumulates into model->grads. */
 void cv_model_backward(cv_model *model, cv_workspace *ws, int rows, float beta);

@@ -13,6 +13,10 @@
 #define CV_STREAM_EVAL_EPS(batch) (UINT64_C(0x4000000000000000) | (uint64_t)(batch))
 #define CV_STREAM_SHUFFLE(epoch) (UINT64_C(0x8000000000000000) | (uint64_t)(epoch))
 #define CV_STREAM_INIT UINT64_C(0xC000000000000000)
+#define CV_STREAM_BINARIZE(step) (UINT64_C(0x2000000000000000) | (uint64_t)(step))
+/* the test set is binarized once, with this seed and stream, whatever the run's seed */
+#define CV_BINARIZE_TEST_SEED UINT64_C(0x7E57)
+#define CV_STREAM_BINARIZE_TEST UINT64_C(0x1000000000000000)
 #define CV_STREAM_GEN_Z(image) (UINT64_C(0xA000000000000000) | (uint64_t)(image))
 #define CV_STREAM_GEN_PIXELS(image) (UINT64_C(0xB000000000000000) | (uint64_t)(image))
 

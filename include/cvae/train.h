@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "cvae/checkpoint.h"
 #include "cvae/eval.h"
 #include "cvae/model.h"
 
@@ -24,6 +25,10 @@ typedef struct {
     int hidden[CV_MAX_HIDDEN];
     int latent;
     int n_classes; /* 0: from the training labels */
+    cv_prior_kind prior;
+    cv_likelihood likelihood;
+    float sigma;
+    cv_train_config train; /* beta, KL warm-up, learning-rate schedule, clipping, binarize */
     int batch, epochs, checkpoint_every;
     float lr;
     uint64_t seed;
@@ -36,7 +41,12 @@ typedef struct {
     cv_eval_result test; /* valid when has_test */
     int has_test;
     int signal;          /* with CV_ERR_INTERRUPTED: SIGINT or SIGTERM */
+    double grad_norm;    /* mean global gradient norm (before clipping) of the last epoch */
 } cv_train_result;
+
+/* The defaults of `cvae train` (DESIGN.md section 1): hidden 400, latent 20, batch 128,
+ * 10 epochs, lr 1e-3, beta 1, seed 0, Bernoulli, standard prior, device auto. */
+cv_train_options cv_train_defaults(void);
 
 cv_status cv_train_run(const cv_train_options *opt, cv_train_result *result, cv_err *err);
 
@@ -47,6 +57,10 @@ cv_status cv_train_run(const cv_train_options *opt, cv_train_result *result, cv_
  * it reads that changes from step to step is in ws->step, so it can be recorded once
  * and replayed. */
 void cv_train_step(cv_model *model, cv_workspace *ws, const cv_device_split *split, int rows,
-                   uint64_t seed, float lr, float beta);
+                   uint64_t seed, const cv_adam_config *adam, float beta, bool binarize);
+
+/* beta of epoch `epoch` (from 1): 0 at the start, rising linearly to cfg->beta at the end
+ * of epoch cfg->kl_warmup, then constant. */
+float cv_beta_at(const cv_train_config *cfg, int epoch);
 
 #endif

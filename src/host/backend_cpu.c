@@ -123,20 +123,29 @@ static void cpu_bias_act_backward(cv_backend *be, float *dy, const float *y, flo
 
 static void cpu_reparam_forward(cv_backend *be, const float *enc, float *eps, bool draw_eps,
                                 uint64_t seed, uint64_t stream_base, const cv_step *st,
-                                float *z, float *kl, float *log_ratio, int rows, int latent) {
+                                const cv_prior *prior, const int32_t *labels, float *z,
+                                float *kl, float *log_ratio, int rows, int latent) {
     (void)be;
     if (draw_eps)
         cv_normal_fill(eps, (size_t)rows * latent, seed, stream_base + (st ? st->step : 0));
     for (int r = 0; r < rows; r++) {
         const float *mu = enc + (size_t)r * 2 * latent, *s = mu + latent;
         const float *er = eps + (size_t)r * latent;
+        const float *pm = prior ? prior->m + (size_t)labels[r] * latent : NULL;
+        const float *pr = prior ? prior->r + (size_t)labels[r] * latent : NULL;
         float *zr = z + (size_t)r * latent;
         float k = 0.0f, lr = 0.0f;
         for (int j = 0; j < latent; j++) {
             float sj = cv_clamp_logvar(s[j]);
             zr[j] = cv_reparam_z(mu[j], sj, er[j]);
-            k += cv_kl_std_normal(mu[j], sj);
-            lr += cv_log_std_normal(zr[j]) - cv_log_normal_eps(er[j], sj);
+            if (prior) {
+                float rj = cv_clamp_logvar(pr[j]);
+                k += cv_kl_gauss(mu[j], sj, pm[j], rj);
+                lr += cv_log_normal(zr[j], pm[j], rj) - cv_log_normal_eps(er[j], sj);
+            } else {
+                k += cv_kl_std_normal(mu[j], sj);
+                lr += cv_log_std_normal(zr[j]) - cv_log_normal_eps(er[j], sj);
+            }
         }
         kl[r] = k;
         if (log_ratio) log_ratio[r] = lr;
@@ -144,32 +153,65 @@ static void cpu_reparam_forward(cv_backend *be, const float *enc, float *eps, bo
 }
 
 static void cpu_reparam_backward(cv_backend *be, const float *enc, const float *eps,
-                                 const float *dz, float kl_scale, float *denc, int rows,
-                                 int latent) {
+                                 const float *dz, float kl_scale, const cv_prior *prior,
+                                 const int32_t *labels, cv_prior_grad *dprior, float *denc,
+                                 int rows, int latent) {
     (void)be;
+    /* rows in order: the per-class table gradients are sums taken in one fixed order */
     for (int r = 0; r < rows; r++) {
         const float *mu = enc + (size_t)r * 2 * latent, *s = mu + latent;
         const float *er = eps + (size_t)r * latent, *dzr = dz + (size_t)r * latent;
         float *dmu = denc + (size_t)r * 2 * latent, *ds = dmu + latent;
+        size_t row = prior ? (size_t)labels[r] * latent : 0;
         for (int j = 0; j < latent; j++) {
             float sj = cv_clamp_logvar(s[j]);
-            dmu[j] = cv_reparam_grad_mu(mu[j], dzr[j], kl_scale);
-            ds[j] = cv_reparam_grad_s(sj, er[j], dzr[j], kl_scale) *
+            float reparam_s = cv_reparam_grad_s(sj, er[j], dzr[j], 0.0f);
+            if (!prior) {
+                dmu[j] = cv_reparam_grad_mu(mu[j], dzr[j], kl_scale);
+                ds[j] = cv_reparam_grad_s(sj, er[j], dzr[j], kl_scale) *
+                        cv_clamp_logvar_grad(s[j]);
+                continue;
+            }
+            float m = prior->m[row + j], rr = prior->r[row + j], rj = cv_clamp_logvar(rr);
+            float g_mu = cv_kl_gauss_grad_mu(mu[j], m, rj);
+            dmu[j] = dzr[j] + kl_scale * g_mu;
+            ds[j] = (reparam_s + kl_scale * cv_kl_gauss_grad_s(sj, rj)) *
                     cv_clamp_logvar_grad(s[j]);
+            dprior->m[row + j] -= kl_scale * g_mu;
+            dprior->r[row + j] += kl_scale * cv_kl_gauss_grad_r(mu[j], sj, m, rj) *
+                                  cv_clamp_logvar_grad(rr);
         }
     }
 }
 
-static void cpu_bernoulli_xent(cv_backend *be, const float *logits, const float *x,
-                               float *rec, float *dlogits, float grad_scale, int rows,
-                               int cols) {
+static void cpu_prior_transform(cv_backend *be, const cv_prior *prior, const int32_t *labels,
+                                float *z, int rows, int latent) {
     (void)be;
+    if (!prior) return;
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < latent; j++) {
+            size_t t = (size_t)labels[r] * latent + j, i = (size_t)r * latent + j;
+            z[i] = cv_reparam_z(prior->m[t], cv_clamp_logvar(prior->r[t]), z[i]);
+        }
+}
+
+static void cpu_reconstruction(cv_backend *be, cv_likelihood likelihood, float sigma,
+                               const float *logits, const float *x, float *rec,
+                               float *dlogits, float grad_scale, int rows, int cols) {
+    (void)be;
+    const bool gauss = likelihood == CV_LIKELIHOOD_GAUSSIAN;
 #pragma omp parallel for if ((long)rows * cols > PAR_MIN) schedule(static)
     for (int r = 0; r < rows; r++) {
         const float *l = logits + (size_t)r * cols, *xr = x + (size_t)r * cols;
         float *d = dlogits ? dlogits + (size_t)r * cols : NULL;
         float s = 0.0f;
-        if (d) {
+        if (gauss) {
+            for (int j = 0; j < cols; j++) {
+                float g;
+                s += cv_gaussian_nll(l[j], xr[j], sigma, &g);
+                if (d) d[j] = grad_scale * g;
+            }
+        } else if (d) {
 #pragma omp simd reduction(+ : s)
             for (int j = 0; j < cols; j++) {
                 float g;
@@ -195,31 +237,40 @@ static void cpu_normal(cv_backend *be, float *out, int rows, int cols, uint64_t 
         cv_normal_fill(out + (size_t)r * cols, (size_t)cols, seed, first_stream + (uint64_t)r);
 }
 
-static void cpu_pixels_from_logits(cv_backend *be, const float *logits, int rows, int cols,
-                                   bool mean, uint64_t seed, uint64_t first_stream,
-                                   uint8_t *pixels) {
+static void cpu_pixels_from_logits(cv_backend *be, cv_likelihood likelihood, float sigma,
+                                   const float *logits, int rows, int cols, bool mean,
+                                   uint64_t seed, uint64_t first_stream, uint8_t *pixels) {
     (void)be;
 #pragma omp parallel for if ((long)rows * cols > PAR_MIN) schedule(static)
     for (int r = 0; r < rows; r++)
         for (int j = 0; j < cols; j++) {
             size_t i = (size_t)r * cols + j;
+            uint64_t stream = first_stream + (uint64_t)r;
             pixels[i] = mean ? cv_pixel_mean(logits[i])
-                             : cv_pixel_sample(logits[i], cv_philox_uniform(
-                                                              seed, first_stream + r, j));
+                        : likelihood == CV_LIKELIHOOD_GAUSSIAN
+                            ? cv_pixel_gaussian(logits[i], sigma,
+                                                cv_philox_normal(seed, stream, (uint64_t)j))
+                            : cv_pixel_sample(logits[i],
+                                              cv_philox_uniform(seed, stream, (uint64_t)j));
         }
 }
 
 static void cpu_adam(cv_backend *be, float *restrict p, const float *restrict g,
-                     float *restrict m, float *restrict v, size_t n, float lr, float b1,
-                     float b2, float eps, const cv_step *st) {
+                     float *restrict m, float *restrict v, size_t n, const cv_adam_config *c,
+                     const cv_step *st) {
     (void)be;
     if (st->skip) return;
     const int64_t t = st->step + 1;
-    float step_size = lr / (1.0f - powf(b1, (float)t));
-    float inv_bc2_sqrt = 1.0f / sqrtf(1.0f - powf(b2, (float)t));
+    const float lr = cv_lr_at(c->lr, st->step, c->warmup_steps, c->total_steps, c->cosine);
+    const float step_size = lr / (1.0f - powf(c->beta1, (float)t));
+    const float inv_bc2_sqrt = 1.0f / sqrtf(1.0f - powf(c->beta2, (float)t));
+    const double norm = sqrt(st->grad_sq);
+    const float clip = c->clip_norm > 0.0f && norm > c->clip_norm ? (float)(c->clip_norm / norm)
+                                                                   : 1.0f;
+    const float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
 #pragma omp parallel for simd if (n > PAR_MIN) schedule(static)
     for (size_t i = 0; i < n; i++)
-        cv_adam_update(&p[i], &m[i], &v[i], g[i], b1, b2, eps, step_size, inv_bc2_sqrt);
+        cv_adam_update(&p[i], &m[i], &v[i], clip * g[i], b1, b2, eps, step_size, inv_bc2_sqrt);
 }
 
 static void cpu_check_finite(cv_backend *be, const float *rec, const float *kl, int rows,
@@ -229,22 +280,21 @@ static void cpu_check_finite(cv_backend *be, const float *rec, const float *kl, 
         st->skip = 1;
         return;
     }
+    /* the squared norm is NaN or Inf exactly when some element is: one vectorised pass,
+     * and a second only to find the first bad element */
+    double sq = 0.0;
+#pragma omp parallel for simd reduction(+ : sq) if (n > PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++) sq += (double)grads[i] * grads[i];
+    st->grad_sq = sq;
     int64_t bad = INT64_MAX;
     for (int r = 0; r < rows; r++)
         if (!isfinite(rec[r]) || !isfinite(kl[r])) bad = -1;
-    if (bad == INT64_MAX) {
-        /* a sum is NaN or Inf exactly when some element is: one vectorised pass, and a
-         * second only to find the first bad element */
-        float s = 0.0f;
-#pragma omp parallel for simd reduction(+ : s) if (n > PAR_MIN) schedule(static)
-        for (size_t i = 0; i < n; i++) s += grads[i] * 0.0f;
-        if (s != 0.0f) /* NaN compares unequal too */
-            for (size_t i = 0; i < n; i++)
-                if (!isfinite(grads[i])) {
-                    bad = (int64_t)i;
-                    break;
-                }
-    }
+    if (bad == INT64_MAX && !isfinite(sq))
+        for (size_t i = 0; i < n; i++)
+            if (!isfinite(grads[i])) {
+                bad = (int64_t)i;
+                break;
+            }
     if (bad == INT64_MAX) return;
     st->skip = 1;
     st->nonfinite_steps++;
@@ -267,19 +317,29 @@ static void cpu_accumulate_loss(cv_backend *be, double *sums, const float *rec,
     sums[0] += a;
     sums[1] += b;
     sums[2] += rows;
+    if (st) {
+        sums[3] += sqrt(st->grad_sq);
+        sums[4] += 1.0;
+    }
 }
 
 static void cpu_gather_batch(cv_backend *be, const uint8_t *pixels, const uint8_t *labels,
                              const int32_t *perm, const cv_step *st, int rows, int dim,
-                             float *x, int32_t *labels_out) {
+                             bool binarize, uint64_t seed, float *x, int32_t *labels_out) {
     (void)be;
     const int start = st->start;
+    const uint64_t stream = CV_STREAM_BINARIZE(st->step);
 #pragma omp parallel for if ((long)rows * dim > PAR_MIN) schedule(static)
     for (int r = 0; r < rows; r++) {
         size_t src = (size_t)perm[start + r];
         const uint8_t *p = pixels + src * dim;
         float *xr = x + (size_t)r * dim;
-        for (int j = 0; j < dim; j++) xr[j] = (float)p[j] / 255.0f;
+        for (int j = 0; j < dim; j++) {
+            float v = (float)p[j] / 255.0f;
+            xr[j] = binarize ? (cv_philox_uniform(seed, stream, (uint64_t)r * dim + j) < v ? 1.0f
+                                                                                           : 0.0f)
+                             : v;
+        }
         labels_out[r] = labels[src];
     }
 }
@@ -316,7 +376,8 @@ cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err) {
     be->bias_act_backward = cpu_bias_act_backward;
     be->reparam_forward = cpu_reparam_forward;
     be->reparam_backward = cpu_reparam_backward;
-    be->bernoulli_xent = cpu_bernoulli_xent;
+    be->reconstruction = cpu_reconstruction;
+    be->prior_transform = cpu_prior_transform;
     be->normal = cpu_normal;
     be->pixels_from_logits = cpu_pixels_from_logits;
     be->adam = cpu_adam;

@@ -20,7 +20,7 @@ typedef struct {
     cudaStream_t stream;
     cublasHandle_t blas;
     void *blas_workspace;
-    unsigned long long *nonfinite_scratch; /* see cv_check_finite_cuda */
+    cv_nonfinite_scratch *nonfinite_scratch; /* see cv_check_finite_cuda */
 } cuda_ctx;
 
 static cuda_ctx *ctx_of(cv_backend *be) { return (cuda_ctx *)be->impl; }
@@ -103,21 +103,30 @@ static void cuda_bias_act_backward(cv_backend *be, float *dy, const float *y, fl
 
 static void cuda_reparam_forward(cv_backend *be, const float *enc, float *eps, bool draw_eps,
                                  uint64_t seed, uint64_t stream_base, const cv_step *st,
-                                 float *z, float *kl, float *log_ratio, int rows, int latent) {
-    cv_reparam_forward_cuda(enc, eps, draw_eps, seed, stream_base, st, z, kl, log_ratio, rows,
-                            latent, ctx_of(be)->stream);
+                                 const cv_prior *prior, const int32_t *labels, float *z,
+                                 float *kl, float *log_ratio, int rows, int latent) {
+    cv_reparam_forward_cuda(enc, eps, draw_eps, seed, stream_base, st, prior, labels, z, kl,
+                            log_ratio, rows, latent, ctx_of(be)->stream);
 }
 
 static void cuda_reparam_backward(cv_backend *be, const float *enc, const float *eps,
-                                  const float *dz, float kl_scale, float *denc, int rows,
-                                  int latent) {
-    cv_reparam_backward_cuda(enc, eps, dz, kl_scale, denc, rows, latent, ctx_of(be)->stream);
+                                  const float *dz, float kl_scale, const cv_prior *prior,
+                                  const int32_t *labels, cv_prior_grad *dprior, float *denc,
+                                  int rows, int latent) {
+    cv_reparam_backward_cuda(enc, eps, dz, kl_scale, prior, labels, dprior, denc, rows, latent,
+                             ctx_of(be)->stream);
 }
 
-static void cuda_bernoulli_xent(cv_backend *be, const float *logits, const float *x,
-                                float *rec, float *dlogits, float grad_scale, int rows,
-                                int cols) {
-    cv_bernoulli_xent_cuda(logits, x, rec, dlogits, grad_scale, rows, cols, ctx_of(be)->stream);
+static void cuda_prior_transform(cv_backend *be, const cv_prior *prior, const int32_t *labels,
+                                 float *z, int rows, int latent) {
+    cv_prior_transform_cuda(prior, labels, z, rows, latent, ctx_of(be)->stream);
+}
+
+static void cuda_reconstruction(cv_backend *be, cv_likelihood likelihood, float sigma,
+                                const float *logits, const float *x, float *rec,
+                                float *dlogits, float grad_scale, int rows, int cols) {
+    cv_reconstruction_cuda(likelihood, sigma, logits, x, rec, dlogits, grad_scale, rows, cols,
+                           ctx_of(be)->stream);
 }
 
 static void cuda_normal(cv_backend *be, float *out, int rows, int cols, uint64_t seed,
@@ -125,16 +134,16 @@ static void cuda_normal(cv_backend *be, float *out, int rows, int cols, uint64_t
     cv_normal_cuda(out, rows, cols, seed, first_stream, ctx_of(be)->stream);
 }
 
-static void cuda_pixels_from_logits(cv_backend *be, const float *logits, int rows, int cols,
-                                    bool mean, uint64_t seed, uint64_t first_stream,
-                                    uint8_t *pixels) {
-    cv_pixels_from_logits_cuda(logits, rows, cols, mean, seed, first_stream, pixels,
-                               ctx_of(be)->stream);
+static void cuda_pixels_from_logits(cv_backend *be, cv_likelihood likelihood, float sigma,
+                                    const float *logits, int rows, int cols, bool mean,
+                                    uint64_t seed, uint64_t first_stream, uint8_t *pixels) {
+    cv_pixels_from_logits_cuda(likelihood, sigma, logits, rows, cols, mean, seed, first_stream,
+                               pixels, ctx_of(be)->stream);
 }
 
 static void cuda_adam(cv_backend *be, float *p, const float *g, float *m, float *v, size_t n,
-                      float lr, float b1, float b2, float eps, const cv_step *st) {
-    cv_adam_cuda(p, g, m, v, n, lr, b1, b2, eps, st, ctx_of(be)->stream);
+                      const cv_adam_config *cfg, const cv_step *st) {
+    cv_adam_cuda(p, g, m, v, n, cfg, st, ctx_of(be)->stream);
 }
 
 static void cuda_accumulate_loss(cv_backend *be, double *sums, const float *rec,
@@ -150,8 +159,8 @@ static void cuda_check_finite(cv_backend *be, const float *rec, const float *kl,
 
 static void cuda_gather_batch(cv_backend *be, const uint8_t *pixels, const uint8_t *labels,
                               const int32_t *perm, const cv_step *st, int rows, int dim,
-                              float *x, int32_t *labels_out) {
-    cv_gather_batch_cuda(pixels, labels, perm, st, rows, dim, x, labels_out,
+                              bool binarize, uint64_t seed, float *x, int32_t *labels_out) {
+    cv_gather_batch_cuda(pixels, labels, perm, st, rows, dim, binarize, seed, x, labels_out,
                          ctx_of(be)->stream);
 }
 
@@ -224,13 +233,13 @@ cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out
         cuda_destroy(be);
         return st;
     }
-    st = cuda_alloc(be, (void **)&c->nonfinite_scratch, sizeof(unsigned long long),
+    st = cuda_alloc(be, (void **)&c->nonfinite_scratch, sizeof(cv_nonfinite_scratch),
                     "the non-finite check", err);
     if (st) {
         cuda_destroy(be);
         return st;
     }
-    CV_CUDA_CHECK(cudaMemset(c->nonfinite_scratch, 0xff, sizeof(unsigned long long)));
+    CV_CUDA_CHECK(cudaMemset(&c->nonfinite_scratch->bad, 0xff, sizeof(unsigned long long)));
     CV_CUBLAS_CHECK(cublasSetStream(c->blas, c->stream));
     CV_CUBLAS_CHECK(cublasSetWorkspace(c->blas, c->blas_workspace, CUBLAS_WORKSPACE_BYTES));
     bool tf32 = opt && opt->tf32;
@@ -254,7 +263,8 @@ cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out
     be->bias_act_backward = cuda_bias_act_backward;
     be->reparam_forward = cuda_reparam_forward;
     be->reparam_backward = cuda_reparam_backward;
-    be->bernoulli_xent = cuda_bernoulli_xent;
+    be->reconstruction = cuda_reconstruction;
+    be->prior_transform = cuda_prior_transform;
     be->normal = cuda_normal;
     be->pixels_from_logits = cuda_pixels_from_logits;
     be->adam = cuda_adam;

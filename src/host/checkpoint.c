@@ -9,7 +9,8 @@
 #include "cvae/fileio.h"
 
 #define MAGIC "CVAECKPT"
-#define HEADER_FIELDS_BYTES (4 * (5 + CV_MAX_HIDDEN) + 8 + 8 + 4 + 4 + 4 + 4 + 3 * 8 + 8 + 8)
+#define HEADER_FIELDS_BYTES (4 * (5 + CV_MAX_HIDDEN) + 3 * 4 + 8 + 8 + 4 + 4 + 4 + 4 + 3 * 8 + 8 + \
+                             4 + 4 + 4 + 8 + 4 + 4 + 8)
 #define PREFIX_BYTES (8 + 4 + 4)
 
 typedef struct {
@@ -67,6 +68,9 @@ static void encode_header(const cv_checkpoint *ck, uint8_t *buf) {
     put_u32(&w, (uint32_t)ck->cfg.latent);
     put_u32(&w, (uint32_t)ck->cfg.n_hidden);
     for (int i = 0; i < CV_MAX_HIDDEN; i++) put_u32(&w, (uint32_t)ck->cfg.hidden[i]);
+    put_u32(&w, (uint32_t)ck->cfg.prior);
+    put_u32(&w, (uint32_t)ck->cfg.likelihood);
+    put_u32(&w, f32_bits(ck->cfg.sigma));
     put_u64(&w, ck->seed);
     put_u64(&w, (uint64_t)ck->step);
     put_u32(&w, (uint32_t)ck->epoch);
@@ -75,6 +79,12 @@ static void encode_header(const cv_checkpoint *ck, uint8_t *buf) {
     put_u32(&w, (uint32_t)ck->position);
     for (int i = 0; i < 3; i++) put_u64(&w, f64_bits(ck->sums[i]));
     put_u64(&w, (uint64_t)ck->nonfinite_steps);
+    put_u32(&w, f32_bits(ck->train.beta));
+    put_u32(&w, (uint32_t)ck->train.kl_warmup);
+    put_u32(&w, (uint32_t)ck->train.cosine);
+    put_u64(&w, (uint64_t)ck->train.warmup_steps);
+    put_u32(&w, f32_bits(ck->train.clip_norm));
+    put_u32(&w, (uint32_t)ck->train.binarize);
     put_u64(&w, (uint64_t)ck->n_params);
 }
 
@@ -128,6 +138,9 @@ static cv_status parse(const char *path, const uint8_t *buf, size_t size, cv_che
     c->latent = (int)get_u32(&p);
     c->n_hidden = (int)get_u32(&p);
     for (int i = 0; i < CV_MAX_HIDDEN; i++) c->hidden[i] = (int)get_u32(&p);
+    c->prior = (cv_prior_kind)get_u32(&p);
+    c->likelihood = (cv_likelihood)get_u32(&p);
+    c->sigma = bits_f32(get_u32(&p));
     ck->seed = get_u64(&p);
     ck->step = (int64_t)get_u64(&p);
     ck->epoch = (int32_t)get_u32(&p);
@@ -136,6 +149,12 @@ static cv_status parse(const char *path, const uint8_t *buf, size_t size, cv_che
     ck->position = (int32_t)get_u32(&p);
     for (int i = 0; i < 3; i++) ck->sums[i] = bits_f64(get_u64(&p));
     ck->nonfinite_steps = (int64_t)get_u64(&p);
+    ck->train.beta = bits_f32(get_u32(&p));
+    ck->train.kl_warmup = (int32_t)get_u32(&p);
+    ck->train.cosine = (int32_t)get_u32(&p);
+    ck->train.warmup_steps = (int64_t)get_u64(&p);
+    ck->train.clip_norm = bits_f32(get_u32(&p));
+    ck->train.binarize = (int32_t)get_u32(&p);
     uint64_t n_params = get_u64(&p);
 
     cv_layout lo;
@@ -159,7 +178,8 @@ static cv_status parse(const char *path, const uint8_t *buf, size_t size, cv_che
                        "%s: checksum mismatch (stored %08x, computed %08x): corrupt file",
                        path, stored, actual);
     if (ck->step < 0 || ck->epoch < 0 || ck->batch < 1 || !(ck->lr > 0.0f) ||
-        ck->position < 0 || ck->nonfinite_steps < 0)
+        ck->position < 0 || ck->nonfinite_steps < 0 || !(ck->train.beta >= 0.0f) ||
+        ck->train.kl_warmup < 0 || ck->train.warmup_steps < 0 || !(ck->train.clip_norm >= 0.0f))
         return cv_fail(err, CV_ERR_FORMAT, "%s: invalid training state in header", path);
     size_t bytes = n_params * sizeof(float);
     float **arrays[3] = {&ck->params, &ck->adam_m, &ck->adam_v};

@@ -1,5 +1,6 @@
 /* cli_eval.c: `cvae eval`. */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -11,18 +12,24 @@ static const char *help =
     "usage: cvae eval --model CKPT --data DIR [flags]\n"
     "\n"
     "Evaluate a checkpoint on DIR's t10k test files: the test negative ELBO (one z per\n"
-    "image) split into rec and kl, and with --iwae K the importance-weighted estimate of\n"
-    "-log p(x|c) from K samples. All figures are nats per image.\n"
+    "image) split into rec and kl, the KL of each latent dimension and the count of active\n"
+    "units (variance over the test set of the posterior mean > 0.01), and with --iwae K\n"
+    "the importance-weighted estimate of -log p(x|c) from K samples. Figures are nats per\n"
+    "image, and bits per dimension (nats / (D ln 2)) beside them. A model trained with\n"
+    "--binarize is evaluated on the test set binarized with the same fixed seed.\n"
     "\n"
     "  --model CKPT   checkpoint written by cvae train (required)\n"
     "  --data DIR     data folder with t10k-images/labels files (required)\n"
     "  --iwae K       also the IWAE bound with K importance samples\n"
+    "  --marginal     with --iwae: -log p(x) = -logsumexp_c [log p(c) + log p(x|c)], p(c)\n"
+    "                 the training label frequencies, each term with K samples\n"
     "  --seed S       seed of the evaluation noise (default 0)\n"
     "  --device D     auto, cpu or cuda (default auto)\n"
-    "  --json         print one JSON object: test_neg_elbo, test_rec, test_kl[, iwae_nll]\n"
+    "  --json         one JSON object: test_neg_elbo, test_rec, test_kl, *_bits_per_dim,\n"
+    "                 kl_per_dim, active_units[, iwae_nll][, marginal_nll]\n"
     "  -h, --help     this text\n";
 
-enum { OPT_MODEL = 256, OPT_DATA, OPT_IWAE, OPT_SEED, OPT_DEVICE, OPT_JSON };
+enum { OPT_MODEL = 256, OPT_DATA, OPT_IWAE, OPT_SEED, OPT_DEVICE, OPT_JSON, OPT_MARGINAL };
 
 typedef struct {
     cv_checkpoint ck;
@@ -49,6 +56,7 @@ static cv_status prepare(eval_state *s, const char *model, const char *data,
     cv_status st = cv_checkpoint_load(model, &s->ck, err);
     if (!st) st = cv_data_load(data, s->ck.cfg.n_classes, &s->data, err);
     if (st) return st;
+    if (s->ck.train.binarize) cv_split_binarize(&s->data.test);
     if (!s->data.test.n)
         return cv_fail(err, CV_ERR_IO, "%s: no t10k-images/t10k-labels files to evaluate on",
                        data);
@@ -68,12 +76,13 @@ int cv_cmd_eval(int argc, char **argv) {
         {"model", required_argument, 0, OPT_MODEL}, {"data", required_argument, 0, OPT_DATA},
         {"iwae", required_argument, 0, OPT_IWAE},   {"seed", required_argument, 0, OPT_SEED},
         {"device", required_argument, 0, OPT_DEVICE}, {"json", no_argument, 0, OPT_JSON},
+        {"marginal", no_argument, 0, OPT_MARGINAL},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
     };
     const char *cmd = "eval", *model = NULL, *data = NULL, *device = "auto";
     int iwae = 0;
     uint64_t seed = 0;
-    bool json = false;
+    bool json = false, marginal = false;
     opterr = 0;
     optind = 1;
     int c;
@@ -87,6 +96,7 @@ int cv_cmd_eval(int argc, char **argv) {
         case OPT_SEED: ok = cv_parse_u64(cmd, "--seed", optarg, &seed); break;
         case OPT_DEVICE: ok = cv_parse_device(cmd, optarg); device = optarg; break;
         case OPT_JSON: json = true; break;
+        case OPT_MARGINAL: marginal = true; break;
         default: return cv_bad_flag(cmd, c, argv[optind - 1]);
         }
         if (!ok) return CV_EXIT_USAGE;
@@ -94,6 +104,7 @@ int cv_cmd_eval(int argc, char **argv) {
     if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!model) return cv_usage_error(cmd, "--model CKPT is required");
     if (!data) return cv_usage_error(cmd, "--data DIR is required");
+    if (marginal && !iwae) return cv_usage_error(cmd, "--marginal needs --iwae K");
 
     eval_state s;
     memset(&s, 0, sizeof s);
@@ -103,19 +114,44 @@ int cv_cmd_eval(int argc, char **argv) {
         eval_free(&s);
         return cv_report(cmd, st, &err);
     }
+    /* log p(c): the training label frequencies */
+    const int K = s.ck.cfg.n_classes, L = s.ck.cfg.latent;
+    double log_prior[256];
+    for (int c = 0; c < K; c++) log_prior[c] = 0;
+    for (int i = 0; i < s.data.train.n; i++) log_prior[s.data.train.labels[i]] += 1;
+    for (int c = 0; c < K; c++) log_prior[c] = log(log_prior[c] / s.data.train.n);
+    cv_eval_options eo = {.iwae_k = iwae, .marginal = marginal, .class_log_prior = log_prior,
+                          .latent_stats = true};
     cv_eval_result r;
-    cv_evaluate(&s.model, &s.ws, &s.test, seed, iwae, &r);
+    cv_evaluate(&s.model, &s.ws, &s.test, seed, &eo, &r);
+    const double bpd = 1.0 / (s.ck.cfg.height * s.ck.cfg.width * log(2.0));
     if (json) {
-        printf("{\"test_neg_elbo\": %.6f, \"test_rec\": %.6f, \"test_kl\": %.6f", r.neg_elbo,
-               r.rec, r.kl);
-        if (iwae) printf(", \"iwae_nll\": %.6f, \"iwae_k\": %d", r.iwae_nll, iwae);
-        printf("}\n");
+        printf("{\"test_neg_elbo\": %.6f, \"test_rec\": %.6f, \"test_kl\": %.6f, "
+               "\"test_neg_elbo_bits_per_dim\": %.6f", r.neg_elbo, r.rec, r.kl, r.neg_elbo * bpd);
+        if (iwae)
+            printf(", \"iwae_nll\": %.6f, \"iwae_bits_per_dim\": %.6f, \"iwae_k\": %d",
+                   r.iwae_nll, r.iwae_nll * bpd, iwae);
+        if (marginal)
+            printf(", \"marginal_nll\": %.6f, \"marginal_bits_per_dim\": %.6f", r.marginal_nll,
+                   r.marginal_nll * bpd);
+        printf(", \"active_units\": %d, \"kl_per_dim\": [", r.active_units);
+        for (int j = 0; j < L; j++) printf("%s%.6f", j ? ", " : "", r.kl_per_dim[j]);
+        printf("]}\n");
     } else {
         printf("device: %s\n", s.be->description);
-        printf("test -ELBO %.4f nats (rec %.4f, kl %.4f) over %d images\n", r.neg_elbo, r.rec,
-               r.kl, s.test.n);
-        if (iwae) printf("test IWAE-%d -log p(x|c) %.4f nats\n", iwae, r.iwae_nll);
+        printf("test -ELBO %.4f nats (rec %.4f, kl %.4f) over %d images; %.5f bits/dim\n",
+               r.neg_elbo, r.rec, r.kl, s.test.n, r.neg_elbo * bpd);
+        if (iwae)
+            printf("test IWAE-%d -log p(x|c) %.4f nats; %.5f bits/dim\n", iwae, r.iwae_nll,
+                   r.iwae_nll * bpd);
+        if (marginal)
+            printf("test marginal -log p(x) %.4f nats; %.5f bits/dim\n", r.marginal_nll,
+                   r.marginal_nll * bpd);
+        printf("active units: %d of %d; KL per dimension:", r.active_units, L);
+        for (int j = 0; j < L; j++) printf(" %.3f", r.kl_per_dim[j]);
+        printf("\n");
     }
+    cv_eval_result_free(&r);
     eval_free(&s);
     return 0;
 }

@@ -24,6 +24,23 @@ static const char *help =
     "  --seed S               seed of initialisation, shuffling and noise (default 0)\n"
     "  --device D             auto, cpu or cuda (default auto: a GPU when usable)\n"
     "  --precision P          fp32 (default) or tf32 (TF32 tensor cores for GEMMs; GPU only)\n"
+    "\n"
+    "model and objective:\n"
+    "  --prior P              standard (N(0, I), default) or conditional: a learned\n"
+    "                         N(m_c, diag exp(r_c)) per class, tables starting at 0\n"
+    "  --likelihood L         bernoulli (default) or gaussian (mean sigmoid(logits))\n"
+    "  --sigma S              standard deviation of the Gaussian likelihood (default 0.1)\n"
+    "  --binarize             dynamic binarization: each batch's pixels drawn as\n"
+    "                         Bernoulli(pixel/255); the test set binarized once, fixed seed\n"
+    "  --beta B               weight of the KL term (default 1)\n"
+    "  --kl-warmup E          beta rises linearly from 0 over the first E epochs\n"
+    "  --lr-schedule S        constant (default) or cosine (decay to 0 at the last step)\n"
+    "  --warmup-steps N       linear learning-rate warm-up over the first N steps\n"
+    "  --clip-grad NORM       clip the global gradient norm to NORM (its mean before\n"
+    "                         clipping is reported per epoch)\n"
+    "log-variances are clamped to [-30, 30] so exp() never overflows in float\n"
+    "\n"
+    "run:\n"
     "  --out RUNDIR           write RUNDIR/model.ckpt (refuses to overwrite one)\n"
     "  --checkpoint-every N   also write the checkpoint every N epochs (default: at the end)\n"
     "  --metrics FILE         one JSON object per epoch (epoch, train_loss, test_neg_elbo,\n"
@@ -40,7 +57,8 @@ static const char *help =
 
 enum { OPT_DATA = 256, OPT_HIDDEN, OPT_LATENT, OPT_CLASSES, OPT_BATCH, OPT_EPOCHS, OPT_LR,
        OPT_SEED, OPT_DEVICE, OPT_OUT, OPT_CKPT_EVERY, OPT_METRICS, OPT_PRECISION,
-       OPT_RESUME, OPT_SKIP_NONFINITE };
+       OPT_RESUME, OPT_SKIP_NONFINITE, OPT_PRIOR, OPT_LIKELIHOOD, OPT_SIGMA, OPT_BINARIZE,
+       OPT_BETA, OPT_KL_WARMUP, OPT_LR_SCHEDULE, OPT_WARMUP_STEPS, OPT_CLIP_GRAD };
 
 int cv_cmd_train(int argc, char **argv) {
     static const struct option opts[] = {
@@ -59,12 +77,21 @@ int cv_cmd_train(int argc, char **argv) {
         {"metrics", required_argument, 0, OPT_METRICS},
         {"resume", required_argument, 0, OPT_RESUME},
         {"skip-nonfinite", required_argument, 0, OPT_SKIP_NONFINITE},
+        {"prior", required_argument, 0, OPT_PRIOR},
+        {"likelihood", required_argument, 0, OPT_LIKELIHOOD},
+        {"sigma", required_argument, 0, OPT_SIGMA},
+        {"binarize", no_argument, 0, OPT_BINARIZE},
+        {"beta", required_argument, 0, OPT_BETA},
+        {"kl-warmup", required_argument, 0, OPT_KL_WARMUP},
+        {"lr-schedule", required_argument, 0, OPT_LR_SCHEDULE},
+        {"warmup-steps", required_argument, 0, OPT_WARMUP_STEPS},
+        {"clip-grad", required_argument, 0, OPT_CLIP_GRAD},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *cmd = "train";
-    cv_train_options o = {.device = "auto", .n_hidden = 1, .hidden = {400}, .latent = 20,
-                          .batch = 128, .epochs = 10, .lr = 1e-3f, .seed = 0, .log = stdout};
+    cv_train_options o = cv_train_defaults();
+    bool sigma_given = false;
     opterr = 0;
     optind = 1;
     int c;
@@ -95,6 +122,49 @@ int cv_cmd_train(int argc, char **argv) {
             break;
         case OPT_METRICS: o.metrics_path = optarg; break;
         case OPT_RESUME: o.resume_path = optarg; break;
+        case OPT_PRIOR:
+            if (strcmp(optarg, "standard") && strcmp(optarg, "conditional"))
+                return cv_usage_error(cmd, "--prior must be standard or conditional, got '%s'",
+                                      optarg);
+            o.prior = strcmp(optarg, "conditional") == 0 ? CV_PRIOR_CONDITIONAL : CV_PRIOR_STANDARD;
+            break;
+        case OPT_LIKELIHOOD:
+            if (strcmp(optarg, "bernoulli") && strcmp(optarg, "gaussian"))
+                return cv_usage_error(cmd,
+                                      "--likelihood must be bernoulli or gaussian, got '%s'", optarg);
+            o.likelihood = strcmp(optarg, "gaussian") == 0 ? CV_LIKELIHOOD_GAUSSIAN
+                                                           : CV_LIKELIHOOD_BERNOULLI;
+            break;
+        case OPT_SIGMA:
+            ok = cv_parse_positive_float(cmd, "--sigma", optarg, &o.sigma);
+            sigma_given = true;
+            break;
+        case OPT_BINARIZE: o.train.binarize = 1; break;
+        case OPT_BETA: {
+            /* 0 is allowed here: a plain autoencoder with a KL monitor */
+            ok = strcmp(optarg, "0") == 0 ? (o.train.beta = 0.0f, true)
+                                           : cv_parse_positive_float(cmd, "--beta", optarg,
+                                                                     &o.train.beta);
+            break;
+        }
+        case OPT_KL_WARMUP:
+            ok = cv_parse_int(cmd, "--kl-warmup", optarg, 0, 1000000, &o.train.kl_warmup);
+            break;
+        case OPT_LR_SCHEDULE:
+            if (strcmp(optarg, "constant") && strcmp(optarg, "cosine"))
+                return cv_usage_error(cmd,
+                                      "--lr-schedule must be constant or cosine, got '%s'", optarg);
+            o.train.cosine = strcmp(optarg, "cosine") == 0;
+            break;
+        case OPT_WARMUP_STEPS: {
+            int n;
+            ok = cv_parse_int(cmd, "--warmup-steps", optarg, 0, 2147483647L, &n);
+            o.train.warmup_steps = n;
+            break;
+        }
+        case OPT_CLIP_GRAD:
+            ok = cv_parse_positive_float(cmd, "--clip-grad", optarg, &o.train.clip_norm);
+            break;
         case OPT_SKIP_NONFINITE: {
             int n;
             ok = cv_parse_int(cmd, "--skip-nonfinite", optarg, 0, 2147483647L, &n);
@@ -107,6 +177,8 @@ int cv_cmd_train(int argc, char **argv) {
     }
     if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!o.data_dir) return cv_usage_error(cmd, "--data DIR is required");
+    if (sigma_given && o.likelihood != CV_LIKELIHOOD_GAUSSIAN)
+        return cv_usage_error(cmd, "--sigma applies to --likelihood gaussian only");
     if (o.out_dir && !o.out_dir[0]) return cv_usage_error(cmd, "--out must not be empty");
     if (o.metrics_path && !o.metrics_path[0])
         return cv_usage_error(cmd, "--metrics must not be empty");

@@ -3,8 +3,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cv_math.h"
 #include "cvae/data.h"
 #include "cvae/fileio.h"
+#include "cvae/rng.h"
 
 /* DIR/NAME, or DIR/NAME.gz when only that exists; false when neither does. */
 static bool find_file(const char *dir, const char *name, char *out, size_t size) {
@@ -86,4 +88,12 @@ cv_status cv_data_load(const char *dir, int n_classes, cv_data *d, cv_err *err) 
                          vl, d->test.labels[i], i, n_classes);
     if (st) cv_data_free(d);
     return st;
+}
+
+void cv_split_binarize(cv_split *s) {
+    size_t n = (size_t)s->n * s->h * s->w;
+    for (size_t i = 0; i < n; i++) {
+        float u = cv_philox_uniform(CV_BINARIZE_TEST_SEED, CV_STREAM_BINARIZE_TEST, i);
+        s->pixels[i] = u < (float)s->pixels[i] / 255.0f ? 255 : 0;
+    }
 }

@@ -37,7 +37,8 @@ static const float *logits_of(cv_model *m, cv_workspace *ws) {
 static void decode_pixels(cv_model *m, cv_workspace *ws, int rows, bool mean, uint64_t seed,
                           long long first, uint8_t *dev_pixels) {
     cv_model_decode(m, ws, rows);
-    m->be->pixels_from_logits(m->be, logits_of(m, ws), rows, m->layout.dim, mean, seed,
+    m->be->pixels_from_logits(m->be, m->layout.cfg.likelihood, m->layout.cfg.sigma,
+                              logits_of(m, ws), rows, m->layout.dim, mean, seed,
                               CV_STREAM_GEN_PIXELS(first), dev_pixels);
 }
 
@@ -52,6 +53,9 @@ static void decode_chunk(cv_model *m, cv_workspace *ws, const cv_generate_option
     }
     be->upload(be, ws->labels, labels32, (size_t)rows * sizeof(int32_t));
     be->normal(be, ws->z, rows, m->layout.cfg.latent, o->seed, CV_STREAM_GEN_Z(first));
+    cv_prior prior;
+    be->prior_transform(be, cv_model_prior(m, &prior), ws->labels, ws->z, rows,
+                        m->layout.cfg.latent);
     decode_pixels(m, ws, rows, o->mean, o->seed, first, dev_pixels);
     be->download(be, pixels, dev_pixels, (size_t)rows * m->layout.dim);
 }
@@ -222,6 +226,8 @@ cv_status cv_generate_grid(cv_model *m, cv_workspace *ws, const int *classes, in
                 be->normal(be, ws->z + (size_t)a * L, 1, L, seed, CV_STREAM_GEN_Z(first));
         else
             be->normal(be, ws->z, K, L, seed, CV_STREAM_GEN_Z(first));
+        cv_prior prior; /* with a learned prior, the shared draw is placed in each class's */
+        be->prior_transform(be, cv_model_prior(m, &prior), ws->labels, ws->z, K, L);
         decode_pixels(m, ws, K, mean, seed, first, dev_pixels);
         be->download(be, col, dev_pixels, (size_t)K * D);
         for (int a = 0; a < K; a++)
@@ -255,8 +261,10 @@ cv_status cv_reconstructions_png(cv_model *m, cv_workspace *ws, const uint8_t *p
         cv_model_encode(m, ws, count);
         /* z = mu: the posterior mean, with the noise set to zero */
         be->zero(be, ws->eps, (size_t)count * L * sizeof(float));
+        cv_prior prior;
         be->reparam_forward(be, ws->act[m->layout.n_enc - 1], ws->eps, false, 0, 0, NULL,
-                            ws->z, ws->kl, NULL, count, L);
+                            cv_model_prior(m, &prior), ws->labels, ws->z, ws->kl, NULL, count,
+                            L);
         decode_pixels(m, ws, count, true, 0, 0, dev_pixels);
         memcpy(tiles, pixels, (size_t)count * D);
         be->download(be, tiles + (size_t)count * D, dev_pixels, (size_t)count * D);

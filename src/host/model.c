@@ -39,6 +39,12 @@ cv_status cv_layout_init(const cv_model_config *cfg, cv_layout *lo, cv_err *err)
     if (cfg->latent < 1 || cfg->latent > 65536)
         return cv_fail(err, CV_ERR_USAGE, "latent size %d is out of range 1..65536",
                        cfg->latent);
+    if (cfg->prior != CV_PRIOR_STANDARD && cfg->prior != CV_PRIOR_CONDITIONAL)
+        return cv_fail(err, CV_ERR_USAGE, "unknown prior %d", (int)cfg->prior);
+    if (cfg->likelihood != CV_LIKELIHOOD_BERNOULLI && cfg->likelihood != CV_LIKELIHOOD_GAUSSIAN)
+        return cv_fail(err, CV_ERR_USAGE, "unknown likelihood %d", (int)cfg->likelihood);
+    if (cfg->likelihood == CV_LIKELIHOOD_GAUSSIAN && !(cfg->sigma > 0.0f && isfinite(cfg->sigma)))
+        return cv_fail(err, CV_ERR_USAGE, "the Gaussian likelihood needs a sigma > 0");
     if (cfg->n_hidden < 1 || cfg->n_hidden > CV_MAX_HIDDEN)
         return cv_fail(err, CV_ERR_USAGE, "between 1 and %d hidden layers are supported",
                        CV_MAX_HIDDEN);
@@ -64,7 +70,27 @@ cv_status cv_layout_init(const cv_model_config *cfg, cv_layout *lo, cv_err *err)
         in = cfg->hidden[i];
     }
     add_layer(lo, in, lo->dim, false, false);
+    lo->prior_m = lo->prior_r = CV_NO_COND;
+    if (cfg->prior == CV_PRIOR_CONDITIONAL) {
+        lo->prior_m = lo->n_params;
+        lo->prior_r = lo->prior_m + (size_t)cfg->n_classes * L;
+        lo->n_params = lo->prior_r + (size_t)cfg->n_classes * L;
+    }
     return CV_OK;
+}
+
+const cv_prior *cv_model_prior(const cv_model *m, cv_prior *storage) {
+    if (m->layout.prior_m == CV_NO_COND) return NULL;
+    storage->m = m->params + m->layout.prior_m;
+    storage->r = m->params + m->layout.prior_r;
+    return storage;
+}
+
+cv_prior_grad *cv_model_prior_grad(const cv_model *m, cv_prior_grad *storage) {
+    if (m->layout.prior_m == CV_NO_COND) return NULL;
+    storage->m = m->grads + m->layout.prior_m;
+    storage->r = m->grads + m->layout.prior_r;
+    return storage;
 }
 
 void cv_layout_describe(const cv_layout *lo, size_t index, char *buf, size_t size) {
@@ -84,6 +110,12 @@ void cv_layout_describe(const cv_layout *lo, size_t index, char *buf, size_t siz
                                                         ? "condition table" : "weight";
         size_t base = index >= l->b ? l->b : (l->cond != CV_NO_COND && index >= l->cond) ? l->cond : l->w;
         snprintf(buf, size, "%s %s [%zu]", layer, part, index - base);
+        return;
+    }
+    if (lo->prior_m != CV_NO_COND && index >= lo->prior_m) {
+        bool is_r = index >= lo->prior_r;
+        snprintf(buf, size, "prior %s table [%zu]", is_r ? "log-variance" : "mean",
+                 index - (is_r ? lo->prior_r : lo->prior_m));
         return;
     }
     snprintf(buf, size, "parameter %zu", index);
@@ -129,6 +161,8 @@ void cv_model_init_params(cv_model *m, uint64_t seed) {
         for (size_t k = l->w; k < l->b + (size_t)l->out; k++)
             host[k] = (2.0f * host[k] - 1.0f) * bound;
     }
+    if (lo->prior_m != CV_NO_COND) /* the learned prior starts as the standard normal */
+        memset(host + lo->prior_m, 0, (lo->n_params - lo->prior_m) * sizeof(float));
     size_t bytes = lo->n_params * sizeof(float);
     m->be->upload(m->be, m->params, host, bytes);
     m->be->zero(m->be, m->grads, bytes);
@@ -158,7 +192,7 @@ cv_status cv_workspace_create(cv_model *m, int max_rows, cv_workspace *ws, cv_er
     WS_ALLOC(kl, B, float, "per-sample KL");
     WS_ALLOC(rec, B, float, "per-sample reconstruction");
     WS_ALLOC(log_ratio, B, float, "per-sample log weights");
-    WS_ALLOC(sums, 3, double, "loss sums");
+    WS_ALLOC(sums, 5, double, "loss sums");
     WS_ALLOC(step, 1, cv_step, "step state");
 #undef WS_ALLOC
     if (st) cv_workspace_destroy(m, ws);
@@ -202,13 +236,15 @@ void cv_model_sample_decode(cv_model *m, cv_workspace *ws, int rows, const cv_no
     CV_ASSERT(rows >= 1 && rows <= ws->max_rows);
     cv_backend *be = m->be;
     const cv_layout *lo = &m->layout;
+    cv_prior prior;
     be->reparam_forward(be, ws->act[lo->n_enc - 1], ws->eps, noise->draw, noise->seed,
-                        noise->stream_base, noise->st, ws->z, ws->kl,
-                        want_log_ratio ? ws->log_ratio : NULL, rows, lo->cfg.latent);
+                        noise->stream_base, noise->st, cv_model_prior(m, &prior), ws->labels,
+                        ws->z, ws->kl, want_log_ratio ? ws->log_ratio : NULL, rows,
+                        lo->cfg.latent);
     forward_layers(m, ws, rows, lo->n_enc, lo->n_layers, ws->z);
     int out = lo->n_layers - 1;
-    be->bernoulli_xent(be, ws->act[out], ws->x, ws->rec, want_grad ? ws->dact[out] : NULL,
-                       1.0f / (float)rows, rows, lo->dim);
+    be->reconstruction(be, lo->cfg.likelihood, lo->cfg.sigma, ws->act[out], ws->x, ws->rec,
+                       want_grad ? ws->dact[out] : NULL, 1.0f / (float)rows, rows, lo->dim);
 }
 
 void cv_model_forward(cv_model *m, cv_workspace *ws, int rows, const cv_noise *noise,
@@ -248,8 +284,11 @@ static void backward_layers(cv_model *m, cv_workspace *ws, int rows, int first, 
 void cv_model_backward(cv_model *m, cv_workspace *ws, int rows, float beta) {
     const cv_layout *lo = &m->layout;
     backward_layers(m, ws, rows, lo->n_enc, lo->n_layers, ws->z, ws->dz);
+    cv_prior prior;
+    cv_prior_grad dprior;
     m->be->reparam_backward(m->be, ws->act[lo->n_enc - 1], ws->eps, ws->dz,
-                            beta / (float)rows, ws->dact[lo->n_enc - 1], rows,
+                            beta / (float)rows, cv_model_prior(m, &prior), ws->labels,
+                            cv_model_prior_grad(m, &dprior), ws->dact[lo->n_enc - 1], rows,
                             lo->cfg.latent);
     backward_layers(m, ws, rows, 0, lo->n_enc, ws->x, NULL);
 }

@@ -28,19 +28,30 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+cv_train_options cv_train_defaults(void) {
+    cv_train_options o = {.device = "auto", .n_hidden = 1, .hidden = {400}, .latent = 20,
+                          .batch = 128, .epochs = 10, .lr = 1e-3f, .seed = 0, .log = stdout,
+                          .sigma = 0.1f, .train = {.beta = 1.0f}};
+    return o;
+}
+
+float cv_beta_at(const cv_train_config *cfg, int epoch) {
+    if (cfg->kl_warmup <= 0 || epoch > cfg->kl_warmup) return cfg->beta;
+    return cfg->beta * (float)(epoch - 1) / (float)cfg->kl_warmup;
+}
+
 void cv_train_step(cv_model *m, cv_workspace *ws, const cv_device_split *s, int rows,
-                   uint64_t seed, float lr, float beta) {
+                   uint64_t seed, const cv_adam_config *adam, float beta, bool binarize) {
     cv_backend *be = m->be;
-    be->gather_batch(be, s->pixels, s->labels, s->perm, ws->step, rows, s->dim, ws->x,
-                     ws->labels);
+    be->gather_batch(be, s->pixels, s->labels, s->perm, ws->step, rows, s->dim, binarize, seed,
+                     ws->x, ws->labels);
     be->zero(be, m->grads, m->layout.n_params * sizeof(float));
     cv_noise noise = {true, seed, CV_STREAM_TRAIN_EPS(0), ws->step};
     cv_model_forward(m, ws, rows, &noise, true, false);
     cv_model_backward(m, ws, rows, beta);
     be->check_finite(be, ws->rec, ws->kl, rows, m->grads, m->layout.n_params, ws->step);
     be->accumulate_loss(be, ws->sums, ws->rec, ws->kl, rows, ws->step);
-    be->adam(be, m->params, m->grads, m->adam_m, m->adam_v, m->layout.n_params, lr,
-             CV_ADAM_BETA1, CV_ADAM_BETA2, CV_ADAM_EPS, ws->step);
+    be->adam(be, m->params, m->grads, m->adam_m, m->adam_v, m->layout.n_params, adam, ws->step);
     be->advance_step(be, ws->step, rows);
 }
 
@@ -57,7 +68,8 @@ static void progress(int epoch, int epochs, int done, int total, double rate) {
 typedef struct {
     cv_data data;
     cv_backend *be;
-    void *full_step; /* the recorded full-batch step, when the backend records */
+    void *full_step;       /* the recorded full-batch step, when the backend records */
+    float full_step_beta;  /* the beta it was recorded with */
     cv_model model;
     cv_workspace ws;
     cv_device_split train, test;
@@ -88,7 +100,7 @@ typedef struct {
     int64_t step;
     int epoch;      /* epochs completed */
     int position;   /* rows of the next epoch done */
-    double sums[3]; /* that epoch's partial rec, kl, rows */
+    double sums[5]; /* that epoch's partial rec, kl, rows, grad norm sum, steps */
     cv_step st;     /* the device step state as last read */
 } progress_state;
 
@@ -105,9 +117,12 @@ static cv_status save_checkpoint(const cv_train_options *o, run_state *r,
             char name[128];
             cv_layout_describe(&r->model.layout, i, name, sizeof name);
             cv_checkpoint_free(&ck);
+            bool saved = cv_path_exists(r->ckpt);
             return cv_fail(err, CV_ERR_NONFINITE,
-                           "step %lld: %s holds a NaN or Inf; %s was not overwritten",
-                           (long long)p->step, name, r->ckpt);
+                           "step %lld: %s holds a NaN or Inf; the model was not saved%s%s",
+                           (long long)p->step, name,
+                           saved ? ", and the last good checkpoint stays at " : "",
+                           saved ? r->ckpt : "");
         }
     ck.seed = o->seed;
     ck.step = p->step;
@@ -116,6 +131,7 @@ static cv_status save_checkpoint(const cv_train_options *o, run_state *r,
     ck.lr = o->lr;
     ck.position = p->position;
     memcpy(ck.sums, p->sums, sizeof ck.sums);
+    ck.train = o->train;
     ck.nonfinite_steps = p->st.nonfinite_steps;
     st = cv_checkpoint_save(r->ckpt, &ck, err);
     cv_checkpoint_free(&ck);
@@ -125,8 +141,8 @@ static cv_status save_checkpoint(const cv_train_options *o, run_state *r,
 /* Appends one epoch's JSON object to the metrics text and rewrites the file whole. */
 static cv_status write_metrics(const char *path, run_state *r, int epoch, double train_loss,
                                const cv_eval_result *t, bool has_test, double rate,
-                               double seconds, cv_err *err) {
-    char line[512], test[256];
+                               double seconds, float beta, double grad_norm, cv_err *err) {
+    char line[768], test[256];
     if (has_test)
         snprintf(test, sizeof test,
                  "\"test_neg_elbo\": %.6f, \"test_rec\": %.6f, \"test_kl\": %.6f",
@@ -136,8 +152,8 @@ static cv_status write_metrics(const char *path, run_state *r, int epoch, double
                  "\"test_neg_elbo\": null, \"test_rec\": null, \"test_kl\": null");
     int n = snprintf(line, sizeof line,
                      "{\"epoch\": %d, \"train_loss\": %.6f, %s, \"samples_per_s\": %.1f, "
-                     "\"seconds\": %.3f}\n",
-                     epoch, train_loss, test, rate, seconds);
+                     "\"seconds\": %.3f, \"beta\": %g, \"grad_norm\": %.6f}\n",
+                     epoch, train_loss, test, rate, seconds, beta, grad_norm);
     char *grown = realloc(r->metrics, r->metrics_len + (size_t)n + 1);
     if (!grown) return cv_fail(err, CV_ERR_NOMEM, "out of memory for metrics");
     memcpy(grown + r->metrics_len, line, (size_t)n + 1);
@@ -215,8 +231,20 @@ static cv_status train_epochs(const cv_train_options *o, run_state *r, progress_
     cv_backend *be = r->be;
     const int n = r->train.n;
     const bool show_progress = isatty(STDERR_FILENO);
+    const int64_t steps_per_epoch = (n + o->batch - 1) / o->batch;
+    const cv_adam_config adam = {.lr = o->lr, .beta1 = CV_ADAM_BETA1, .beta2 = CV_ADAM_BETA2,
+                                 .eps = CV_ADAM_EPS, .cosine = o->train.cosine,
+                                 .warmup_steps = o->train.warmup_steps,
+                                 .total_steps = steps_per_epoch * o->epochs,
+                                 .clip_norm = o->train.clip_norm};
+    const bool binarize = o->train.binarize != 0;
     for (int epoch = p->epoch + 1; epoch <= o->epochs; epoch++) {
         double t0 = now_seconds();
+        const float beta = cv_beta_at(&o->train, epoch);
+        if (r->full_step && r->full_step_beta != beta) { /* recorded with another beta */
+            be->recording_free(be, r->full_step);
+            r->full_step = NULL;
+        }
         cv_shuffle(r->perm, n, o->seed, CV_STREAM_SHUFFLE(epoch - 1));
         be->upload(be, r->train.perm, r->perm, (size_t)n * sizeof(int32_t));
         be->upload(be, r->ws.sums, p->sums, sizeof p->sums);
@@ -231,11 +259,12 @@ static cv_status train_epochs(const cv_train_options *o, run_state *r, progress_
             if (rows == o->batch && r->full_step) {
                 be->replay(be, r->full_step);
             } else if (rows == o->batch && be->capture_begin(be)) {
-                cv_train_step(m, &r->ws, &r->train, rows, o->seed, o->lr, 1.0f);
+                cv_train_step(m, &r->ws, &r->train, rows, o->seed, &adam, beta, binarize);
                 r->full_step = be->capture_end(be);
+                r->full_step_beta = beta;
                 be->replay(be, r->full_step);
             } else {
-                cv_train_step(m, &r->ws, &r->train, rows, o->seed, o->lr, 1.0f);
+                cv_train_step(m, &r->ws, &r->train, rows, o->seed, &adam, beta, binarize);
             }
             start += rows;
             p->step++;
@@ -271,19 +300,24 @@ static cv_status train_epochs(const cv_train_options *o, run_state *r, progress_
         }
         be->download(be, p->sums, r->ws.sums, sizeof p->sums);
         double train_seconds = now_seconds() - t0;
-        double loss = (p->sums[0] + p->sums[1]) / p->sums[2];
+        double loss = (p->sums[0] + beta * p->sums[1]) / p->sums[2];
+        double grad_norm = p->sums[4] > 0 ? p->sums[3] / p->sums[4] : 0.0;
         res->train_loss = loss;
-        if (r->test.n) cv_evaluate(m, &r->ws, &r->test, o->seed, 0, &res->test);
+        res->grad_norm = grad_norm;
+        if (r->test.n) cv_evaluate(m, &r->ws, &r->test, o->seed, NULL, &res->test);
         double seconds = now_seconds() - t0, rate = (n - done_at_start) / train_seconds;
         if (r->test.n)
             fprintf(o->log,
                     "epoch %3d/%d  train_loss %9.4f  test_neg_elbo %9.4f (rec %9.4f  kl "
-                    "%8.4f)  %8.0f samples/s  %6.2f s\n",
+                    "%8.4f)  %8.0f samples/s  %6.2f s",
                     epoch, o->epochs, loss, res->test.neg_elbo, res->test.rec, res->test.kl,
                     rate, seconds);
         else
-            fprintf(o->log, "epoch %3d/%d  train_loss %9.4f  %8.0f samples/s  %6.2f s\n",
-                    epoch, o->epochs, loss, rate, seconds);
+            fprintf(o->log, "epoch %3d/%d  train_loss %9.4f  %8.0f samples/s  %6.2f s", epoch,
+                    o->epochs, loss, rate, seconds);
+        if (o->train.kl_warmup || o->train.beta != 1.0f) fprintf(o->log, "  beta %g", beta);
+        if (o->train.clip_norm > 0.0f) fprintf(o->log, "  grad_norm %.3f", grad_norm);
+        fputc('\n', o->log);
         if (p->st.nonfinite_steps)
             fprintf(o->log, "note: %lld step%s with a NaN or Inf skipped so far (first: step "
                             "%lld)\n",
@@ -297,7 +331,7 @@ static cv_status train_epochs(const cv_train_options *o, run_state *r, progress_
         cv_status st = CV_OK;
         if (o->metrics_path)
             st = write_metrics(o->metrics_path, r, epoch, loss, &res->test, r->test.n > 0, rate,
-                               seconds, err);
+                               seconds, beta, grad_norm, err);
         bool save = r->ckpt[0] && (epoch == o->epochs ||
                                    (o->checkpoint_every > 0 && epoch % o->checkpoint_every == 0));
         if (!st && save) st = save_checkpoint(o, r, p, err);
@@ -317,7 +351,13 @@ static cv_status check_resume(const cv_train_options *o, const cv_checkpoint *ck
                        : ck->lr != o->lr            ? "--lr"
                        : ck->seed != o->seed        ? "--seed"
                        : (o->n_classes && o->n_classes != c->n_classes) ? "--classes"
-                                                                        : NULL;
+                       : c->prior != o->prior                            ? "--prior"
+                       : c->likelihood != o->likelihood || c->sigma != o->sigma
+                           ? "--likelihood/--sigma"
+                       : memcmp(&ck->train, &o->train, sizeof ck->train) != 0
+                           ? "--beta, --kl-warmup, --lr-schedule, --warmup-steps, --clip-grad "
+                             "or --binarize"
+                           : NULL;
     if (what)
         return cv_fail(err, CV_ERR_USAGE,
                        "%s differs from the checkpoint's; resume with the original command "
@@ -365,9 +405,11 @@ static cv_status prepare(const cv_train_options *o, run_state *r, progress_state
                        r->resume.cfg.height, r->resume.cfg.width);
     st = cv_backend_open(o->device, &o->backend, &r->be, err);
     if (st) return st;
+    if (o->train.binarize) cv_split_binarize(&r->data.test);
     cv_model_config cfg = {.height = r->data.train.h, .width = r->data.train.w,
                            .n_classes = r->data.n_classes, .latent = o->latent,
-                           .n_hidden = o->n_hidden};
+                           .n_hidden = o->n_hidden, .prior = o->prior,
+                           .likelihood = o->likelihood, .sigma = o->sigma};
     memcpy(cfg.hidden, o->hidden, sizeof cfg.hidden);
     int ws_rows = o->batch > CV_EVAL_BATCH ? o->batch : CV_EVAL_BATCH;
     st = cv_model_create(r->be, &cfg, &r->model, err);
@@ -413,6 +455,20 @@ static void print_header(const cv_train_options *o, const run_state *r, const pr
     for (int i = 0; i < o->n_hidden; i++) fprintf(o->log, "%s%d", i ? "," : " ", o->hidden[i]);
     fprintf(o->log, "; batch %d, lr %g, seed %llu\n", o->batch, o->lr,
             (unsigned long long)o->seed);
+    fprintf(o->log, "objective: %s likelihood", o->likelihood == CV_LIKELIHOOD_GAUSSIAN
+                                                   ? "Gaussian" : "Bernoulli");
+    if (o->likelihood == CV_LIKELIHOOD_GAUSSIAN) fprintf(o->log, " (sigma %g)", o->sigma);
+    fprintf(o->log, ", %s prior, beta %g", o->prior == CV_PRIOR_CONDITIONAL ? "conditional"
+                                                                           : "standard normal",
+            o->train.beta);
+    if (o->train.kl_warmup) fprintf(o->log, " after %d warm-up epochs", o->train.kl_warmup);
+    if (o->train.binarize) fprintf(o->log, ", dynamic binarization");
+    fprintf(o->log, "; lr %s", o->train.cosine ? "cosine" : "constant");
+    if (o->train.warmup_steps) fprintf(o->log, " after %lld warm-up steps",
+                                       (long long)o->train.warmup_steps);
+    if (o->train.clip_norm > 0.0f) fprintf(o->log, ", gradients clipped to norm %g",
+                                           o->train.clip_norm);
+    fputc('\n', o->log);
     if (o->resume_path)
         fprintf(o->log, "resuming %s at epoch %d, step %lld (%d images into the epoch)\n",
                 o->resume_path, p->epoch + 1, (long long)p->step, p->position);

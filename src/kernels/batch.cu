@@ -1,7 +1,8 @@
 /* batch.cu: the batch from the device-resident uint8 data set, the loss sums, and the
  * step state.
  *
- * gather:     x (rows, dim) = pixels[perm[st->start + r]] / 255, one thread per element.
+ * gather:     x (rows, dim) = pixels[perm[st->start + r]] / 255 (or a Bernoulli draw of it
+ *             with --binarize), one thread per element.
  * accumulate: sums += (sum of rec, sum of kl, rows), one block, double partial sums
  *             reduced in a fixed tree order (deterministic); nothing for a skipped step.
  * check:      flags a step whose loss or gradient holds a NaN or Inf: every thread
@@ -10,19 +11,25 @@
  * advance:    st->step += 1, st->start += rows, st->skip = 0, after the step's work.
  */
 #include "cv_cuda.h"
+#include "cv_math.h"
+#include "cvae/rng.h"
 
 #define SUM_THREADS 256
+#define CHECK_THREADS 256
 
 static __global__ void gather_batch_kernel(const uint8_t *pixels, const uint8_t *labels,
                                            const int32_t *perm, const cv_step *st, int rows,
-                                           int dim, float *x, int32_t *labels_out) {
+                                           int dim, bool binarize, uint64_t seed, float *x,
+                                           int32_t *labels_out) {
     const int start = st->start;
+    const uint64_t stream = CV_STREAM_BINARIZE(st->step);
     size_t n = (size_t)rows * dim;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         int r = (int)(i / dim), j = (int)(i % dim);
         size_t src = (size_t)perm[start + r];
-        x[i] = (float)pixels[src * dim + j] / 255.0f;
+        float v = (float)pixels[src * dim + j] / 255.0f;
+        x[i] = binarize ? (cv_philox_uniform(seed, stream, i) < v ? 1.0f : 0.0f) : v;
         if (j == 0) labels_out[r] = labels[src];
     }
 }
@@ -50,34 +57,56 @@ static __global__ void accumulate_loss_kernel(double *sums, const float *rec, co
         sums[0] += pa[0];
         sums[1] += pb[0];
         sums[2] += rows;
+        if (st) {
+            sums[3] += sqrt(st->grad_sq);
+            sums[4] += 1.0;
+        }
     }
 }
 
-/* bad: one unsigned long long in device memory, UINT64_MAX when all is finite; 0 stands
- * for the loss, 1 + i for gradient element i. */
+/* scratch->bad is UINT64_MAX when all is finite; 0 stands for the loss, 1 + i for
+ * gradient element i. Each block also writes its sum of squares (a fixed tree in shared
+ * memory) to scratch->partial[block]; the flag kernel adds them in block order, so the
+ * norm is the same bits on every run. */
 static __global__ void find_nonfinite_kernel(const float *rec, const float *kl, int rows,
                                              const float *grads, size_t n,
-                                             unsigned long long *bad) {
+                                             cv_nonfinite_scratch *scratch) {
+    __shared__ double sq[CHECK_THREADS];
     size_t stride = (size_t)gridDim.x * blockDim.x;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (size_t)rows; i += stride)
-        if (!isfinite(rec[i]) || !isfinite(kl[i])) atomicMin(bad, 0ull);
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += stride)
-        if (!isfinite(grads[i])) atomicMin(bad, 1ull + i);
+        if (!isfinite(rec[i]) || !isfinite(kl[i])) atomicMin(&scratch->bad, 0ull);
+    double s = 0.0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += stride) {
+        float g = grads[i];
+        if (!isfinite(g)) atomicMin(&scratch->bad, 1ull + i);
+        s += (double)g * g;
+    }
+    sq[threadIdx.x] = s;
+    __syncthreads();
+    for (int half = CHECK_THREADS / 2; half > 0; half >>= 1) {
+        if (threadIdx.x < half) sq[threadIdx.x] += sq[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) scratch->partial[blockIdx.x] = sq[0];
 }
 
-static __global__ void flag_step_kernel(cv_step *st, unsigned long long *bad) {
+static __global__ void flag_step_kernel(cv_step *st, cv_nonfinite_scratch *scratch, int blocks) {
+    double sq = 0.0;
+    for (int b = 0; b < blocks; b++) sq += scratch->partial[b];
+    st->grad_sq = sq;
+    unsigned long long bad = scratch->bad;
     if (st->halted) {
         st->skip = 1;
-    } else if (*bad != ~0ull) {
+    } else if (bad != ~0ull) {
         st->skip = 1;
         st->nonfinite_steps++;
         if (st->first_bad_step < 0) {
             st->first_bad_step = st->step;
-            st->first_bad_index = (int64_t)*bad - 1;
+            st->first_bad_index = (int64_t)bad - 1;
         }
         if (st->nonfinite_steps > st->allowed_nonfinite) st->halted = 1;
     }
-    *bad = ~0ull; /* ready for the next step */
+    scratch->bad = ~0ull; /* ready for the next step */
 }
 
 static __global__ void advance_step_kernel(cv_step *st, int rows) {
@@ -88,10 +117,11 @@ static __global__ void advance_step_kernel(cv_step *st, int rows) {
 
 extern "C" void cv_gather_batch_cuda(const uint8_t *pixels, const uint8_t *labels,
                                      const int32_t *perm, const cv_step *st, int rows, int dim,
-                                     float *x, int32_t *labels_out, cudaStream_t stream) {
+                                     bool binarize, uint64_t seed, float *x,
+                                     int32_t *labels_out, cudaStream_t stream) {
     const int threads = 256;
     gather_batch_kernel<<<CV_BLOCKS((size_t)rows * dim, threads), threads, 0, stream>>>(
-        pixels, labels, perm, st, rows, dim, x, labels_out);
+        pixels, labels, perm, st, rows, dim, binarize, seed, x, labels_out);
     CV_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -103,12 +133,14 @@ extern "C" void cv_accumulate_loss_cuda(double *sums, const float *rec, const fl
 
 extern "C" void cv_check_finite_cuda(const float *rec, const float *kl, int rows,
                                      const float *grads, size_t n, cv_step *st,
-                                     unsigned long long *scratch, cudaStream_t stream) {
-    const int threads = 256;
-    find_nonfinite_kernel<<<CV_BLOCKS(n > (size_t)rows ? n : (size_t)rows, threads), threads, 0,
-                            stream>>>(rec, kl, rows, grads, n, scratch);
+                                     cv_nonfinite_scratch *scratch, cudaStream_t stream) {
+    size_t items = n > (size_t)rows ? n : (size_t)rows;
+    int blocks = (int)((items + CHECK_THREADS - 1) / CHECK_THREADS);
+    if (blocks > CV_CHECK_MAX_BLOCKS) blocks = CV_CHECK_MAX_BLOCKS;
+    find_nonfinite_kernel<<<blocks, CHECK_THREADS, 0, stream>>>(rec, kl, rows, grads, n,
+                                                                scratch);
     CV_CUDA_CHECK(cudaGetLastError());
-    flag_step_kernel<<<1, 1, 0, stream>>>(st, scratch);
+    flag_step_kernel<<<1, 1, 0, stream>>>(st, scratch, blocks);
     CV_CUDA_CHECK(cudaGetLastError());
 }
 

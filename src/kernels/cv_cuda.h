@@ -34,6 +34,13 @@
 #define CV_CUBLAS_CHECK(call) \
     CV_CHECK_STATUS(call, cublasStatus_t, CUBLAS_STATUS_SUCCESS, cublasGetStatusString)
 
+/* The non-finite check's device scratch: the first bad index and per-block norm parts. */
+#define CV_CHECK_MAX_BLOCKS 1024
+typedef struct {
+    unsigned long long bad; /* UINT64_MAX between calls */
+    double partial[CV_CHECK_MAX_BLOCKS];
+} cv_nonfinite_scratch;
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -45,29 +52,33 @@ void cv_bias_act_backward_cuda(float *dy, const float *y, float *dbias, float *d
                                const int32_t *labels, int rows, int cols, bool relu,
                                cudaStream_t stream);
 void cv_reparam_forward_cuda(const float *enc, float *eps, bool draw_eps, uint64_t seed,
-                             uint64_t stream_base, const cv_step *st, float *z, float *kl,
-                             float *log_ratio, int rows, int latent, cudaStream_t stream);
+                             uint64_t stream_base, const cv_step *st, const cv_prior *prior,
+                             const int32_t *labels, float *z, float *kl, float *log_ratio,
+                             int rows, int latent, cudaStream_t stream);
 void cv_reparam_backward_cuda(const float *enc, const float *eps, const float *dz,
-                              float kl_scale, float *denc, int rows, int latent,
+                              float kl_scale, const cv_prior *prior, const int32_t *labels,
+                              cv_prior_grad *dprior, float *denc, int rows, int latent,
                               cudaStream_t stream);
+void cv_prior_transform_cuda(const cv_prior *prior, const int32_t *labels, float *z, int rows,
+                             int latent, cudaStream_t stream);
 void cv_normal_cuda(float *out, int rows, int cols, uint64_t seed, uint64_t first_stream,
                     cudaStream_t stream);
-void cv_pixels_from_logits_cuda(const float *logits, int rows, int cols, bool mean,
-                                uint64_t seed, uint64_t first_stream, uint8_t *pixels,
-                                cudaStream_t stream);
-void cv_bernoulli_xent_cuda(const float *logits, const float *x, float *rec, float *dlogits,
-                            float grad_scale, int rows, int cols, cudaStream_t stream);
-void cv_adam_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
-                  float b2, float eps, const cv_step *st, cudaStream_t stream);
+void cv_pixels_from_logits_cuda(cv_likelihood likelihood, float sigma, const float *logits,
+                                int rows, int cols, bool mean, uint64_t seed,
+                                uint64_t first_stream, uint8_t *pixels, cudaStream_t stream);
+void cv_reconstruction_cuda(cv_likelihood likelihood, float sigma, const float *logits,
+                            const float *x, float *rec, float *dlogits, float grad_scale,
+                            int rows, int cols, cudaStream_t stream);
+void cv_adam_cuda(float *p, const float *g, float *m, float *v, size_t n,
+                  const cv_adam_config *cfg, const cv_step *st, cudaStream_t stream);
 void cv_accumulate_loss_cuda(double *sums, const float *rec, const float *kl, int rows,
                              const cv_step *st, cudaStream_t stream);
-/* scratch: one unsigned long long of device memory holding UINT64_MAX between calls. */
 void cv_check_finite_cuda(const float *rec, const float *kl, int rows, const float *grads,
-                          size_t n, cv_step *st, unsigned long long *scratch,
+                          size_t n, cv_step *st, cv_nonfinite_scratch *scratch,
                           cudaStream_t stream);
 void cv_gather_batch_cuda(const uint8_t *pixels, const uint8_t *labels, const int32_t *perm,
-                          const cv_step *st, int rows, int dim, float *x, int32_t *labels_out,
-                          cudaStream_t stream);
+                          const cv_step *st, int rows, int dim, bool binarize, uint64_t seed,
+                          float *x, int32_t *labels_out, cudaStream_t stream);
 void cv_advance_step_cuda(cv_step *st, int rows, cudaStream_t stream);
 
 #ifdef __cplusplus

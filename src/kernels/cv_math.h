@@ -76,6 +76,46 @@ CV_HD float cv_reparam_grad_s(float s, float eps, float dz, float kl_scale) {
     return dz * eps * 0.5f * expf(0.5f * s) + kl_scale * 0.5f * (expf(s) - 1.0f);
 }
 
+/* KL(N(mu, exp(s)) || N(m, exp(r))) of one dimension: the learned conditional prior. */
+CV_HD float cv_kl_gauss(float mu, float s, float m, float r) {
+    float d = mu - m;
+    return 0.5f * (r - s + (expf(s) + d * d) * expf(-r) - 1.0f);
+}
+
+/* Its gradients: with respect to mu (and -that for m), s, and r. */
+CV_HD float cv_kl_gauss_grad_mu(float mu, float m, float r) { return (mu - m) * expf(-r); }
+CV_HD float cv_kl_gauss_grad_s(float s, float r) { return 0.5f * (expf(s - r) - 1.0f); }
+CV_HD float cv_kl_gauss_grad_r(float mu, float s, float m, float r) {
+    float d = mu - m;
+    return 0.5f * (1.0f - (expf(s) + d * d) * expf(-r));
+}
+
+/* log N(z; m, exp(r)) of one dimension. */
+CV_HD float cv_log_normal(float z, float m, float r) {
+    float d = z - m;
+    return -0.5f * (d * d * expf(-r) + r + CV_LOG_2PI);
+}
+
+/* Gaussian likelihood with mean p = sigmoid(l) and standard deviation sigma, one pixel:
+ * (x - p)^2 / (2 sigma^2) + log(2 pi sigma^2) / 2, and its gradient with respect to l. */
+CV_HD float cv_gaussian_nll(float l, float x, float sigma, float *grad) {
+    float p = cv_sigmoid(l), d = p - x, inv_var = 1.0f / (sigma * sigma);
+    *grad = d * inv_var * p * (1.0f - p);
+    return 0.5f * d * d * inv_var + 0.5f * (CV_LOG_2PI + 2.0f * logf(sigma));
+}
+
+/* The learning rate of step t (from 0): linear warm-up over `warmup` steps, then constant
+ * or a cosine decay to 0 at step `total`. */
+CV_HD float cv_lr_at(float lr, int64_t t, int64_t warmup, int64_t total, int cosine) {
+    float scale = warmup > 0 && t < warmup ? (float)(t + 1) / (float)warmup : 1.0f;
+    if (cosine && total > warmup) {
+        float progress = (float)(t - warmup) / (float)(total - warmup);
+        progress = progress < 0.0f ? 0.0f : (progress > 1.0f ? 1.0f : progress);
+        scale *= 0.5f * (1.0f + cosf(3.14159265358979f * progress));
+    }
+    return lr * scale;
+}
+
 /* log N(z; mu, exp(s)) of one dimension, written with eps = (z - mu) / exp(s/2). */
 CV_HD float cv_log_normal_eps(float eps, float s) {
     return -0.5f * (eps * eps + s + CV_LOG_2PI);
@@ -166,6 +206,13 @@ CV_HD uint8_t cv_pixel_mean(float l) {
 
 CV_HD uint8_t cv_pixel_sample(float l, float u) {
     return u < cv_sigmoid(l) ? 255 : 0;
+}
+
+/* A Gaussian pixel draw p + sigma n, clamped to [0, 1], as a byte. */
+CV_HD uint8_t cv_pixel_gaussian(float l, float sigma, float n) {
+    float v = cv_sigmoid(l) + sigma * n;
+    v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+    return (uint8_t)floorf(255.0f * v + 0.5f);
 }
 
 #endif
