@@ -221,3 +221,13 @@ Test(model, init_follows_fan_in_bounds) {
     cv_model_destroy(&m);
     be->destroy(be);
 }
+
+Test(model, layout_rejects_image_sizes_whose_pixel_count_overflows) {
+    /* found by fuzzing the checkpoint reader: 53344 x 60417 overflowed an int */
+    cv_model_config cfg = {.height = 53344, .width = 60417, .n_classes = 10, .latent = 20,
+                           .n_hidden = 1, .hidden = {400}};
+    cv_layout lo;
+    cv_err err;
+    cr_assert_eq(cv_layout_init(&cfg, &lo, &err), CV_ERR_USAGE);
+    cr_assert(strstr(err.msg, "pixels") != NULL, "%s", err.msg);
+}

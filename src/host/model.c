@@ -33,6 +33,10 @@ cv_status cv_layout_init(const cv_model_config *cfg, cv_layout *lo, cv_err *err)
     if (cfg->height <= 0 || cfg->width <= 0 || cfg->height > 65535 || cfg->width > 65535)
         return cv_fail(err, CV_ERR_USAGE, "image size %dx%d is out of range",
                        cfg->height, cfg->width);
+    /* 2^24 pixels (4096 x 4096) keeps D, and every (rows x D) index, well inside int */
+    if ((int64_t)cfg->height * cfg->width > (INT64_C(1) << 24))
+        return cv_fail(err, CV_ERR_USAGE, "images of %dx%d are over the 2^24 pixels supported",
+                       cfg->height, cfg->width);
     if (cfg->n_classes < 1 || cfg->n_classes > 256)
         return cv_fail(err, CV_ERR_USAGE, "number of classes %d is out of range 1..256",
                        cfg->n_classes);
