@@ -11,7 +11,6 @@ usage: python3 bench/label_fidelity.py [--data DIR] [--epochs 10] [--per-class 1
 """
 import argparse
 import datetime
-import gzip
 import json
 import os
 import subprocess
@@ -22,24 +21,18 @@ import time
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from idx import find, read_idx  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def read_idx(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    ndims = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndims).reshape(dims)
 
 
 def load(dirname, prefix):
     def pick(name):
-        for cand in (name, name + ".gz"):
-            if os.path.exists(os.path.join(dirname, cand)):
-                return os.path.join(dirname, cand)
-        raise SystemExit(f"{dirname}: no {name}[.gz]")
+        path = find(dirname, name)
+        if path is None:
+            raise SystemExit(f"{dirname}: no {name}[.gz]")
+        return path
     x = read_idx(pick(f"{prefix}-images-idx3-ubyte"))
     y = read_idx(pick(f"{prefix}-labels-idx1-ubyte"))
     return x.reshape(len(x), -1).astype(np.float32) / 255.0, y

@@ -8,9 +8,7 @@ and a test -ELBO from one z per image. It prints the same per-epoch figures as
 python3-torch) or on CUDA with PyTorch 2.x (--device cuda, --compile, --cuda-graph).
 """
 import argparse
-import gzip
 import json
-import math
 import os
 import sys
 import time
@@ -20,24 +18,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from idx import find, read_idx  # noqa: E402
+
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 30.0  # cv_math.h's clamp
-
-
-def read_idx(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    ndims = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndims).reshape(dims)
-
-
-def find(dirname, name):
-    for candidate in (name, name + ".gz"):
-        path = os.path.join(dirname, candidate)
-        if os.path.exists(path):
-            return path
-    return None
 
 
 class CVAE(nn.Module):

@@ -52,14 +52,15 @@ static int train_args(const char **argv, const char *out, const char *resume) {
     return n;
 }
 
-/* Starts cvae with argv (argv[0] is the command), output to /dev/null; optional file size
- * limit in bytes (0: none). */
-static pid_t spawn(const char **argv, long fsize_limit) {
+/* Starts cvae with argv (argv[0] is the command), stdout to /dev/null and stderr to
+ * err_path (NULL: /dev/null); optional file size limit in bytes (0: none). */
+static pid_t spawn_logged(const char **argv, const char *err_path, long fsize_limit) {
     pid_t pid = fork();
     if (pid == 0) {
         int devnull = open("/dev/null", O_WRONLY);
+        int fe = err_path ? open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0666) : devnull;
         dup2(devnull, 1);
-        dup2(devnull, 2);
+        dup2(fe, 2);
         if (fsize_limit) {
             struct rlimit rl = {(rlim_t)fsize_limit, (rlim_t)fsize_limit};
             setrlimit(RLIMIT_FSIZE, &rl);
@@ -72,6 +73,8 @@ static pid_t spawn(const char **argv, long fsize_limit) {
     }
     return pid;
 }
+
+static pid_t spawn(const char **argv, long fsize_limit) { return spawn_logged(argv, NULL, fsize_limit); }
 
 static int wait_status(pid_t pid) {
     int status;
@@ -170,16 +173,7 @@ Test(resume, the_signal_line_says_where_the_checkpoint_is) {
     train_args(argv, out, NULL);
     char errpath[4400];
     snprintf(errpath, sizeof errpath, "%s/stderr", dir);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_WRONLY), fe = open(errpath, O_WRONLY | O_CREAT, 0666);
-        dup2(devnull, 1);
-        dup2(fe, 2);
-        const char *full[64] = {"cvae"};
-        for (int i = 0; argv[i]; i++) full[i + 1] = argv[i];
-        execv(getenv("CVAE_BIN"), (char *const *)full);
-        _exit(127);
-    }
+    pid_t pid = spawn_logged(argv, errpath, 0);
     usleep(300000);
     kill(pid, SIGINT);
     int rc = wait_status(pid);
@@ -296,19 +290,7 @@ Test(resume, a_full_disk_is_one_error_and_the_old_checkpoint_survives) {
     const char *argv[32];
     train_args(argv, out, ckpt);
     argv[6] = "2";
-    pid_t pid = fork();
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_WRONLY), fe = open(errpath, O_WRONLY | O_CREAT, 0666);
-        dup2(devnull, 1);
-        dup2(fe, 2);
-        struct rlimit rl = {4096, 4096};
-        setrlimit(RLIMIT_FSIZE, &rl);
-        signal(SIGXFSZ, SIG_IGN);
-        const char *full[64] = {"cvae"};
-        for (int i = 0; argv[i]; i++) full[i + 1] = argv[i];
-        execv(getenv("CVAE_BIN"), (char *const *)full);
-        _exit(127);
-    }
+    pid_t pid = spawn_logged(argv, errpath, 4096);
     int rc = wait_status(pid);
     size_t n;
     char *e = (char *)test_read_file(errpath, &n);
