@@ -165,3 +165,8 @@ void test_write_file(const char *path, const void *data, size_t size) {
     fwrite(data, 1, size, fp);
     fclose(fp);
 }
+
+void assert_close(const char *what, int i, double got, double ref, double atol, double rtol) {
+    cr_assert(fabs(got - ref) <= atol + rtol * fabs(ref), "%s[%d]: got %.9g, reference %.9g",
+              what, i, got, ref);
+}

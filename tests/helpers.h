@@ -32,6 +32,9 @@ void test_write_dataset(const char *dir, int n_train, int n_test, int h, int w, 
  * out/err (malloc'd, NUL-terminated). Returns the exit status, or -signal. */
 int test_run_cvae(char **out, char **err, const char *const *args);
 
+/* Asserts |got - ref| <= atol + rtol |ref| for element i of `what`. */
+void assert_close(const char *what, int i, double got, double ref, double atol, double rtol);
+
 /* How many lines s holds. */
 int test_count_lines(const char *s);
 
