@@ -44,16 +44,17 @@ static const char *help =
     "  --out RUNDIR           write RUNDIR/model.ckpt (refuses to overwrite one)\n"
     "  --checkpoint-every N   also write the checkpoint every N epochs (default: at the end)\n"
     "  --metrics FILE         one JSON object per epoch (epoch, train_loss, test_neg_elbo,\n"
-    "                         test_rec, test_kl, samples_per_s, seconds)\n"
+    "                         test_rec, test_kl, samples_per_s, seconds, beta, grad_norm)\n"
     "  --resume CKPT          continue the run that wrote CKPT: give the original command\n"
     "                         plus --resume; --epochs counts the total. The result is\n"
     "                         bitwise the run that was never interrupted (on the CPU)\n"
     "  --skip-nonfinite N     skip up to N steps whose loss or gradient holds a NaN or Inf\n"
     "                         (default 0: the first one stops training, nothing is saved)\n"
     "\n"
+    "  -h, --help             this text\n"
+    "\n"
     "SIGINT or SIGTERM finishes the current step, writes RUNDIR/model.ckpt and exits with\n"
-    "130 or 143. Every file is written under a temporary name and renamed when whole.\n"
-    "  -h, --help             this text\n";
+    "130 or 143. Every file is written under a temporary name and renamed when whole.\n";
 
 enum { OPT_DATA = 256, OPT_HIDDEN, OPT_LATENT, OPT_CLASSES, OPT_BATCH, OPT_EPOCHS, OPT_LR,
        OPT_SEED, OPT_DEVICE, OPT_OUT, OPT_CKPT_EVERY, OPT_METRICS, OPT_PRECISION,
