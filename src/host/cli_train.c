@@ -50,7 +50,6 @@ static const char *help =
     "                         bitwise the run that was never interrupted (on the CPU)\n"
     "  --skip-nonfinite N     skip up to N steps whose loss or gradient holds a NaN or Inf\n"
     "                         (default 0: the first one stops training, nothing is saved)\n"
-    "\n"
     "  -h, --help             this text\n"
     "\n"
     "SIGINT or SIGTERM finishes the current step, writes RUNDIR/model.ckpt and exits with\n"
