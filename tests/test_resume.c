@@ -82,6 +82,16 @@ static int wait_status(pid_t pid) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
 }
 
+/* A finished one-epoch run in dir/NAME: its folder and checkpoint paths. */
+static void one_epoch_run(const char *name, char out[4300], char ckpt[4400]) {
+    snprintf(out, 4300, "%s/%s", dir, name);
+    snprintf(ckpt, 4400, "%s/model.ckpt", out);
+    const char *argv[32];
+    train_args(argv, out, NULL);
+    argv[6] = "1";
+    cr_assert_eq(wait_status(spawn(argv, 0)), 0, "the one-epoch run failed");
+}
+
 static uint8_t *reference_checkpoint(size_t *size) {
     char out[4300], ckpt[4400];
     snprintf(out, sizeof out, "%s/reference", dir);
@@ -201,14 +211,8 @@ static void poison(const char *from, const char *to, size_t index, size_t n_para
 
 Test(resume, a_nan_stops_training_and_keeps_the_last_good_checkpoint) {
     char out[4300], ckpt[4400], bad[4400];
-    snprintf(out, sizeof out, "%s/run", dir);
-    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
+    one_epoch_run("run", out, ckpt);
     snprintf(bad, sizeof bad, "%s/poisoned.ckpt", dir);
-    const char *first[32];
-    int n = train_args(first, out, NULL);
-    first[6] = "1"; /* one epoch */
-    (void)n;
-    cr_assert_eq(wait_status(spawn(first, 0)), 0);
     /* the decoder's last bias: every logit of pixel 0 becomes NaN */
     cv_checkpoint ck;
     cv_err err;
@@ -275,12 +279,7 @@ Test(resume, a_nan_stops_training_and_keeps_the_last_good_checkpoint) {
 
 Test(resume, a_full_disk_is_one_error_and_the_old_checkpoint_survives) {
     char out[4300], ckpt[4400];
-    snprintf(out, sizeof out, "%s/run", dir);
-    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
-    const char *first[32];
-    train_args(first, out, NULL);
-    first[6] = "1";
-    cr_assert_eq(wait_status(spawn(first, 0)), 0);
+    one_epoch_run("run", out, ckpt);
     size_t before;
     uint8_t *old = test_read_file(ckpt, &before);
     /* resume for a second epoch with files limited to 4 KiB: the new checkpoint cannot be
@@ -311,12 +310,7 @@ Test(resume, a_full_disk_is_one_error_and_the_old_checkpoint_survives) {
 
 Test(resume, resume_refuses_other_flags_and_finished_runs) {
     char out[4300], ckpt[4400];
-    snprintf(out, sizeof out, "%s/run", dir);
-    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
-    const char *first[32];
-    train_args(first, out, NULL);
-    first[6] = "1";
-    cr_assert_eq(wait_status(spawn(first, 0)), 0);
+    one_epoch_run("run", out, ckpt);
     char *o, *e;
     const char *argv[32];
     train_args(argv, out, ckpt);
