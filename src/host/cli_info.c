@@ -41,6 +41,17 @@ int cv_cmd_info(int argc, char **argv) {
            c2->n_classes, c2->latent);
     for (int i = 0; i < c2->n_hidden; i++) printf("%s%d", i ? "," : " ", c2->hidden[i]);
     printf(", %zu parameters\n", ck.n_params);
+    printf("objective: %s likelihood", c2->likelihood == CV_LIKELIHOOD_GAUSSIAN ? "Gaussian"
+                                                                                : "Bernoulli");
+    if (c2->likelihood == CV_LIKELIHOOD_GAUSSIAN) printf(" (sigma %g)", c2->sigma);
+    printf(", %s prior, beta %g", c2->prior == CV_PRIOR_CONDITIONAL ? "conditional" : "standard",
+           ck.train.beta);
+    if (ck.train.kl_warmup) printf(" (warm-up %d epochs)", ck.train.kl_warmup);
+    if (ck.train.binarize) printf(", dynamic binarization");
+    printf("; lr %s", ck.train.cosine ? "cosine" : "constant");
+    if (ck.train.warmup_steps) printf(" (warm-up %lld steps)", (long long)ck.train.warmup_steps);
+    if (ck.train.clip_norm > 0) printf(", gradient clip %g", ck.train.clip_norm);
+    printf("\n");
     printf("training: epoch %d, step %lld, batch %d, lr %g, seed %llu\n", ck.epoch,
            (long long)ck.step, ck.batch, ck.lr, (unsigned long long)ck.seed);
     if (ck.position)
