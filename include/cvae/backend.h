@@ -71,7 +71,6 @@ struct cv_backend {
     void (*upload)(cv_backend *be, void *dst, const void *src, size_t bytes);
     void (*download)(cv_backend *be, void *dst, const void *src, size_t bytes);
     void (*zero)(cv_backend *be, void *dst, size_t bytes);
-    void (*synchronize)(cv_backend *be);
 
     /* C (m, n) = alpha * op(A) op(B) + beta * C, op(A) (m, k), op(B) (k, n). */
     void (*gemm)(cv_backend *be, bool trans_a, bool trans_b, int m, int n, int k,

@@ -48,8 +48,6 @@ static void cpu_copy(cv_backend *be, void *dst, const void *src, size_t bytes) {
 
 static void cpu_zero(cv_backend *be, void *dst, size_t bytes) { (void)be; memset(dst, 0, bytes); }
 
-static void cpu_synchronize(cv_backend *be) { (void)be; }
-
 /* OpenBLAS's own threads scale poorly on these thin GEMMs and spin against OpenMP's, so
  * OpenBLAS runs single-threaded and each GEMM is cut into one block of rows (or columns)
  * of C per thread. The blocks share nothing, so no sum depends on the thread count. */
@@ -370,7 +368,6 @@ cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err) {
     be->upload = cpu_copy;
     be->download = cpu_copy;
     be->zero = cpu_zero;
-    be->synchronize = cpu_synchronize;
     be->gemm = cpu_gemm;
     be->bias_act_forward = cpu_bias_act_forward;
     be->bias_act_backward = cpu_bias_act_backward;

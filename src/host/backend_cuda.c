@@ -76,10 +76,6 @@ static void cuda_zero(cv_backend *be, void *dst, size_t bytes) {
     CV_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, ctx_of(be)->stream));
 }
 
-static void cuda_synchronize(cv_backend *be) {
-    CV_CUDA_CHECK(cudaStreamSynchronize(ctx_of(be)->stream));
-}
-
 static void cuda_gemm(cv_backend *be, bool ta, bool tb, int m, int n, int k, float alpha,
                       const float *a, int lda, const float *b, int ldb, float beta, float *c,
                       int ldc) {
@@ -257,7 +253,6 @@ cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out
     be->upload = cuda_upload;
     be->download = cuda_download;
     be->zero = cuda_zero;
-    be->synchronize = cuda_synchronize;
     be->gemm = cuda_gemm;
     be->bias_act_forward = cuda_bias_act_forward;
     be->bias_act_backward = cuda_bias_act_backward;
