@@ -126,6 +126,7 @@ static void cpu_reparam_forward(cv_backend *be, const float *enc, float *eps, bo
     (void)be;
     if (draw_eps)
         cv_normal_fill(eps, (size_t)rows * latent, seed, stream_base + (st ? st->step : 0));
+#pragma omp parallel for if ((long)rows * latent > 1024) schedule(static)
     for (int r = 0; r < rows; r++) {
         const float *mu = enc + (size_t)r * 2 * latent, *s = mu + latent;
         const float *er = eps + (size_t)r * latent;
@@ -155,7 +156,9 @@ static void cpu_reparam_backward(cv_backend *be, const float *enc, const float *
                                  const int32_t *labels, cv_prior_grad *dprior, float *denc,
                                  int rows, int latent) {
     (void)be;
-    /* rows in order: the per-class table gradients are sums taken in one fixed order */
+    /* rows are independent, except that the learned prior's table gradients are sums over
+     * rows: with a prior, one thread takes the rows in order */
+#pragma omp parallel for if (!prior && (long)rows * latent > 1024) schedule(static)
     for (int r = 0; r < rows; r++) {
         const float *mu = enc + (size_t)r * 2 * latent, *s = mu + latent;
         const float *er = eps + (size_t)r * latent, *dzr = dz + (size_t)r * latent;

@@ -41,6 +41,6 @@ void cv_uniform_fill(float *out, size_t n, uint64_t seed, uint64_t stream) {
 
 void cv_normal_fill(float *out, size_t n, uint64_t seed, uint64_t stream) {
     /* counter-based: every element is independent, so threads can split them */
-#pragma omp parallel for if (n > 4096) schedule(static)
+#pragma omp parallel for if (n > 1024) schedule(static)
     for (size_t i = 0; i < n; i++) out[i] = cv_philox_normal(seed, stream, i);
 }
