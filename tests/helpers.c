@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cvae/data.h"
+#include "cvae/train.h"
 
 static uint64_t splitmix(uint64_t *s) {
     uint64_t z = (*s += UINT64_C(0x9E3779B97F4A7C15));
@@ -169,4 +170,24 @@ void test_write_file(const char *path, const void *data, size_t size) {
 void assert_close(const char *what, int i, double got, double ref, double atol, double rtol) {
     cr_assert(fabs(got - ref) <= atol + rtol * fabs(ref), "%s[%d]: got %.9g, reference %.9g",
               what, i, got, ref);
+}
+
+void test_train_small(const char *data, const char *out, int hidden, int latent, int epochs,
+                      uint64_t seed) {
+    FILE *sink = fopen("/dev/null", "w");
+    cv_train_options o = cv_train_defaults();
+    o.data_dir = data;
+    o.device = "cpu";
+    o.out_dir = out;
+    o.hidden[0] = hidden;
+    o.latent = latent;
+    o.batch = 16;
+    o.epochs = epochs;
+    o.lr = 3e-3f;
+    o.seed = seed;
+    o.log = sink;
+    cv_train_result res;
+    cv_err err;
+    cr_assert_eq(cv_train_run(&o, &res, &err), CV_OK, "%s", err.msg);
+    fclose(sink);
 }

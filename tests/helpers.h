@@ -28,6 +28,10 @@ void test_rmtree(const char *dir);
 void test_write_dataset(const char *dir, int n_train, int n_test, int h, int w, int classes,
                         bool gz, uint64_t seed);
 
+/* Trains a small model (CPU, one hidden layer) on data into out/model.ckpt. */
+void test_train_small(const char *data, const char *out, int hidden, int latent, int epochs,
+                      uint64_t seed);
+
 /* Runs the cvae program (CVAE_BIN) with args (NULL-terminated); stdout and stderr land in
  * out/err (malloc'd, NUL-terminated). Returns the exit status, or -signal. */
 int test_run_cvae(char **out, char **err, const char *const *args);

@@ -27,22 +27,7 @@ static void setup(void) {
     snprintf(run, sizeof run, "%s/run", dir);
     mkdir(data, 0777);
     test_write_dataset(data, 120, 20, 5, 6, 3, false, 21);
-    FILE *sink = fopen("/dev/null", "w");
-    cv_train_options o = cv_train_defaults();
-    o.data_dir = data;
-    o.device = "cpu";
-    o.out_dir = run;
-    o.hidden[0] = 16;
-    o.latent = 3;
-    o.batch = 16;
-    o.epochs = 2;
-    o.lr = 3e-3f;
-    o.seed = 4;
-    o.log = sink;
-    cv_train_result res;
-    cv_err err;
-    cr_assert_eq(cv_train_run(&o, &res, &err), CV_OK, "%s", err.msg);
-    fclose(sink);
+    test_train_small(data, run, 16, 3, 2, 4);
     snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", run);
 }
 static void teardown(void) {
