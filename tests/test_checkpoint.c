@@ -29,6 +29,9 @@ static void setup(void) {
     saved.epoch = 7;
     saved.batch = 64;
     saved.lr = 2.5e-4f;
+    saved.position = 4096;
+    saved.sums = (cv_loss_sums){.rec = test_uniform(&r, 1e5, 1e6), .kl = test_uniform(&r, 1e3, 1e4),
+                                .rows = 4096, .grad_norm = test_uniform(&r, 10, 100), .steps = 32};
     saved.n_params = lo.n_params;
     saved.params = malloc(lo.n_params * 4);
     saved.adam_m = malloc(lo.n_params * 4);
@@ -54,6 +57,10 @@ Test(checkpoint, round_trip) {
     cr_assert(memcmp(&ck.cfg, &saved.cfg, sizeof ck.cfg) == 0);
     cr_assert(ck.seed == saved.seed && ck.step == saved.step && ck.epoch == saved.epoch &&
               ck.batch == saved.batch && ck.lr == saved.lr && ck.n_params == saved.n_params);
+    cr_assert(ck.position == saved.position && ck.version == CV_CHECKPOINT_VERSION);
+    cr_assert(memcmp(&ck.sums, &saved.sums, sizeof ck.sums) == 0,
+              "the loss sums did not survive: rec %g kl %g rows %g grad_norm %g steps %g",
+              ck.sums.rec, ck.sums.kl, ck.sums.rows, ck.sums.grad_norm, ck.sums.steps);
     size_t bytes = saved.n_params * 4;
     cr_assert(memcmp(ck.params, saved.params, bytes) == 0);
     cr_assert(memcmp(ck.adam_m, saved.adam_m, bytes) == 0);
@@ -128,6 +135,36 @@ Test(checkpoint, rejects_wrong_version_and_magic) {
     b[0] = 'X';
     fix_crc(b, size);
     expect_reject(b, size, "not a cvae checkpoint");
+    free(b);
+}
+
+/* A version 1 file held three loss sums where version 2 holds five: the same file as
+ * version 1 still loads, with the gradient-norm sum and step count at 0. */
+Test(checkpoint, reads_version_1_files) {
+    size_t size;
+    uint8_t *b = test_read_file(path, &size);
+    const size_t sums_at = 16 + 4 * (5 + CV_MAX_HIDDEN) + 3 * 4 + 8 + 8 + 4 + 4 + 4 + 4;
+    const size_t cut = sums_at + 3 * 8; /* the two sums version 1 did not have */
+    memmove(b + cut, b + cut + 16, size - cut - 16);
+    size -= 16;
+    b[8] = 1;                           /* version */
+    uint32_t fields = (uint32_t)b[12] | (uint32_t)b[13] << 8;
+    fields -= 16;
+    b[12] = (uint8_t)fields;
+    b[13] = (uint8_t)(fields >> 8);
+    fix_crc(b, size);
+    test_write_file(path, b, size);
+    cv_checkpoint ck;
+    cv_err err;
+    cr_assert_eq(cv_checkpoint_load(path, &ck, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(ck.version, 1);
+    cr_assert(ck.sums.rec == saved.sums.rec && ck.sums.kl == saved.sums.kl &&
+              ck.sums.rows == saved.sums.rows, "version 1 sums misread");
+    cr_assert(ck.sums.grad_norm == 0.0 && ck.sums.steps == 0.0);
+    cr_assert(ck.position == saved.position && ck.nonfinite_steps == saved.nonfinite_steps &&
+              ck.n_params == saved.n_params);
+    cr_assert(memcmp(ck.params, saved.params, saved.n_params * 4) == 0);
+    cv_checkpoint_free(&ck);
     free(b);
 }
 

@@ -296,14 +296,16 @@ Test(cuda, adam_gather_accumulate_and_step_match_cpu) {
         compare("adam m", m, h, n, 1e-7, 1e-6);
         from_gpu(h, d_v, n * 4, "v");
         compare("adam v", v, h, n, 1e-9, 1e-6);
-        double acc[5] = {1.25, 0.5, 3, 0, 0}, gacc[5];
-        double *d_acc = to_gpu(acc, sizeof acc);
-        cpu->accumulate_loss(cpu, acc, g, m, (int)n, NULL);
+        cv_loss_sums acc = {1.25, 0.5, 3, 0, 0}, gacc;
+        cv_loss_sums *d_acc = to_gpu(&acc, sizeof acc);
+        cpu->accumulate_loss(cpu, &acc, g, m, (int)n, NULL);
         gpu->accumulate_loss(gpu, d_acc, d_g, d_m, (int)n, NULL);
-        from_gpu(gacc, d_acc, sizeof gacc, "acc");
+        from_gpu(&gacc, d_acc, sizeof gacc, "acc");
+        const double a[5] = {acc.rec, acc.kl, acc.rows, acc.grad_norm, acc.steps};
+        const double ga[5] = {gacc.rec, gacc.kl, gacc.rows, gacc.grad_norm, gacc.steps};
         for (int k = 0; k < 5; k++)
-            cr_assert(fabs(acc[k] - gacc[k]) < 1e-9 * (double)n + 1e-12, "sums[%d] %g vs %g", k,
-                      acc[k], gacc[k]);
+            cr_assert(fabs(a[k] - ga[k]) < 1e-9 * (double)n + 1e-12, "sums[%d] %g vs %g", k,
+                      a[k], ga[k]);
         /* the non-finite check finds the same first bad element */
         cv_step cs = {.step = 5, .first_bad_step = -1, .first_bad_index = -1}, gs;
         cv_step *d_cs = to_gpu(&cs, sizeof cs);
@@ -532,7 +534,7 @@ Test(cuda, recorded_step_replays_bit_for_bit_and_follows_the_cpu_loss) {
             rig *x = all[k];
             cv_step st = {.step = w * window, .first_bad_step = -1, .first_bad_index = -1};
             x->be->upload(x->be, x->ws.step, &st, sizeof st);
-            x->be->zero(x->be, x->ws.sums, 5 * sizeof(double));
+            x->be->zero(x->be, x->ws.sums, sizeof(cv_loss_sums));
             for (int s = 0; s < window; s++) {
                 if (k == 1) { /* recorded once, replayed */
                     if (!rec) {
@@ -545,9 +547,9 @@ Test(cuda, recorded_step_replays_bit_for_bit_and_follows_the_cpu_loss) {
                     cv_train_step(&x->m, &x->ws, &x->split, B, r.s, &adam, 1.0f, false);
                 }
             }
-            double sums[5];
-            x->be->download(x->be, sums, x->ws.sums, sizeof sums);
-            loss[k] = (sums[0] + sums[1]) / sums[2];
+            cv_loss_sums sums;
+            x->be->download(x->be, &sums, x->ws.sums, sizeof sums);
+            loss[k] = (sums.rec + sums.kl) / sums.rows;
         }
         cr_assert_eq(loss[1], loss[2], "replayed and eager GPU steps differ: %.9g vs %.9g",
                      loss[1], loss[2]);

@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #include <float.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -401,19 +402,22 @@ Test(ops_cpu, accumulate_loss_adds_sums_unless_the_step_is_skipped) {
     float rec[1001], kl[1001];
     test_fill(&r, rec, 1001, 0, 300);
     test_fill(&r, kl, 1001, 0, 30);
-    double sums[5] = {2.5, 1.0, 7, 0, 0}, ref[3] = {2.5, 1.0, 7 + 1001};
+    cv_loss_sums sums = {.rec = 2.5, .kl = 1.0, .rows = 7};
+    double ref[3] = {2.5, 1.0, 7 + 1001};
     for (int i = 0; i < 1001; i++) {
         ref[0] += rec[i];
         ref[1] += kl[i];
     }
     cv_step st = {.skip = 0, .grad_sq = 6.25};
-    be->accumulate_loss(be, sums, rec, kl, 1001, &st);
-    cr_assert(sums[3] == 2.5 && sums[4] == 1.0, "gradient norm sums %g, %g", sums[3], sums[4]);
+    be->accumulate_loss(be, &sums, rec, kl, 1001, &st);
+    cr_assert(sums.grad_norm == 2.5 && sums.steps == 1.0, "gradient norm sums %g, %g",
+              sums.grad_norm, sums.steps);
+    const double got[3] = {sums.rec, sums.kl, sums.rows};
     for (int k = 0; k < 3; k++)
-        cr_assert(fabs(sums[k] - ref[k]) < 1e-9 * 1001 * 300, "sums[%d] %g vs %g", k, sums[k], ref[k]);
+        cr_assert(fabs(got[k] - ref[k]) < 1e-9 * 1001 * 300, "sums[%d] %g vs %g", k, got[k], ref[k]);
     st.skip = 1;
-    be->accumulate_loss(be, sums, rec, kl, 1001, &st);
-    cr_assert_eq(sums[2], ref[2], "a skipped step was counted");
+    be->accumulate_loss(be, &sums, rec, kl, 1001, &st);
+    cr_assert_eq(sums.rows, ref[2], "a skipped step was counted");
 }
 
 Test(ops_cpu, check_finite_flags_the_first_bad_tensor_and_adam_skips) {
@@ -457,3 +461,61 @@ Test(ops_cpu, check_finite_flags_the_first_bad_tensor_and_adam_skips) {
     free(g); free(p); free(m); free(v); free(p0);
 }
 
+
+/* GEMMs are cut into blocks that threads share out; the blocks must depend on the shape
+ * alone, because OpenBLAS picks different kernels (with different summation orders) for
+ * different block sizes. Shapes of the tests' models and of the default model. */
+Test(ops_cpu, gemm_is_the_same_bits_for_any_thread_count) {
+    test_rng r = test_rng_new("gemm threads");
+    const int shapes[][3] = {{32, 96, 144}, {96, 144, 32}, {32, 144, 96}, {128, 400, 784},
+                             {400, 784, 128}, {24, 12, 96}, {500, 40, 96}, {1, 1, 1}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = 0; t < 4; t++) {
+            const int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+            bool ta = t & 1, tb = t & 2;
+            float *a = malloc(sizeof(float) * m * k), *b = malloc(sizeof(float) * k * n);
+            float *c[3];
+            test_fill(&r, a, (size_t)m * k, -1, 1);
+            test_fill(&r, b, (size_t)k * n, -1, 1);
+            for (int threads = 1; threads <= 3; threads++) {
+                omp_set_num_threads(threads);
+                c[threads - 1] = malloc(sizeof(float) * m * n);
+                be->gemm(be, ta, tb, m, n, k, 1.0f, a, ta ? m : k, b, tb ? k : n, 0.0f,
+                         c[threads - 1], n);
+            }
+            for (int i = 1; i < 3; i++)
+                cr_assert(memcmp(c[i], c[0], sizeof(float) * m * n) == 0,
+                          "gemm %dx%dx%d (trans %d,%d) with %d threads differs from 1 thread",
+                          m, n, k, ta, tb, i + 1);
+            for (int i = 0; i < 3; i++) free(c[i]);
+            free(a);
+            free(b);
+        }
+}
+
+/* --clip-grad scales every step by clip / norm, so the norm must be the same bits whatever
+ * the thread count, or parameters would depend on OMP_NUM_THREADS. A million random
+ * squares summed in two different orders differ in the last bits almost surely. */
+Test(ops_cpu, gradient_norm_is_the_same_bits_for_any_thread_count) {
+    test_rng r = test_rng_new("grad norm");
+    const size_t n = 1000003;
+    float *g = malloc(n * sizeof(float)), rec[3] = {1, 2, 3}, kl[3] = {1, 1, 1};
+    test_fill(&r, g, n, -3, 3);
+    double norms[4];
+    const int threads[4] = {1, 2, 3, 7};
+    for (int k = 0; k < 4; k++) {
+        omp_set_num_threads(threads[k]);
+        cv_step st = {.first_bad_step = -1, .first_bad_index = -1};
+        be->check_finite(be, rec, kl, 3, g, n, &st);
+        norms[k] = st.grad_sq;
+    }
+    for (int k = 1; k < 4; k++)
+        cr_assert(memcmp(&norms[k], &norms[0], sizeof(double)) == 0,
+                  "squared norm with %d threads %.17g, with 1 thread %.17g", threads[k],
+                  norms[k], norms[0]);
+    double ref = 0.0;
+    for (size_t i = 0; i < n; i++) ref += (double)g[i] * g[i];
+    /* a double sum of n positive terms errs by at most n eps of the total */
+    cr_assert(fabs(norms[0] - ref) <= n * DBL_EPSILON * ref, "%.17g vs %.17g", norms[0], ref);
+    free(g);
+}

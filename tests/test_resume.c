@@ -326,3 +326,102 @@ Test(resume, resume_refuses_other_flags_and_finished_runs) {
     free(o);
     free(e);
 }
+
+/* The value of "key" in each line of a metrics file, as printed, into vals (the caller
+ * frees each). Returns the count. */
+static int metric_texts(const char *path, const char *key, char **vals, int max) {
+    size_t size;
+    char *text = (char *)test_read_file(path, &size);
+    cr_assert(text, "no metrics file %s", path);
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    int n = 0;
+    for (char *p = text; n < max && (p = strstr(p, pat)) != NULL; n++) {
+        p += strlen(pat);
+        size_t len = strcspn(p, ",}");
+        vals[n] = strndup(p, len);
+    }
+    free(text);
+    return n;
+}
+
+/* The partial epoch's sums (loss, rows, gradient norms and steps) travel in the
+ * checkpoint, so the epoch a resume finishes reports what the uninterrupted one did. */
+Test(resume, a_resumed_epoch_reports_the_uninterrupted_loss_and_gradient_norm) {
+    char out[2][4300], metrics[2][4400];
+    const char *extra[] = {"--clip-grad", "1", "--metrics", NULL};
+    for (int k = 0; k < 2; k++) {
+        snprintf(out[k], sizeof out[k], "%s/%s", dir, k ? "stopped" : "whole");
+        snprintf(metrics[k], sizeof metrics[k], "%s/%s.jsonl", dir, k ? "stopped" : "whole");
+    }
+    const char *argv[40];
+    int n = train_args(argv, out[0], NULL);
+    argv[n++] = extra[0];
+    argv[n++] = extra[1];
+    argv[n++] = extra[2];
+    argv[n++] = metrics[0];
+    argv[n] = NULL;
+    cr_assert_eq(wait_status(spawn(argv, 0)), 0, "the uninterrupted run failed");
+
+    char ckpt[4400];
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out[1]);
+    argv[4] = out[1];
+    argv[n - 1] = metrics[1];
+    pid_t pid = spawn(argv, 0);
+    usleep(400000);
+    kill(pid, SIGINT);
+    int rc = wait_status(pid);
+    if (rc == 0) cr_skip_test("the run ended before the signal landed; machine too fast");
+    cr_assert_eq(rc, 130);
+    cv_checkpoint ck;
+    cv_err err;
+    cr_assert_eq(cv_checkpoint_load(ckpt, &ck, &err), CV_OK, "%s", err.msg);
+    bool mid_epoch = ck.position > 0;
+    cv_checkpoint_free(&ck);
+    argv[n++] = "--resume";
+    argv[n++] = ckpt;
+    argv[n] = NULL;
+    cr_assert_eq(wait_status(spawn(argv, 0)), 0, "the resumed run failed");
+    if (!mid_epoch) cr_log_warn("the signal landed between epochs");
+
+    const char *keys[] = {"train_loss", "grad_norm", "test_neg_elbo"};
+    for (int k = 0; k < 3; k++) {
+        char *want[8], *got[8];
+        int nw = metric_texts(metrics[0], keys[k], want, 8);
+        int ng = metric_texts(metrics[1], keys[k], got, 8);
+        cr_assert_eq(nw, 4);
+        cr_assert_eq(ng, 4, "the resumed metrics file has %d lines", ng);
+        for (int i = 0; i < 4; i++) {
+            cr_assert_str_eq(got[i], want[i], "epoch %d: %s %s after the resume, %s without",
+                             i + 1, keys[k], got[i], want[i]);
+            free(got[i]);
+            free(want[i]);
+        }
+    }
+}
+
+/* The gradient norm under --clip-grad is summed in a fixed order: the same checkpoint
+ * bits with one thread as with two. */
+Test(resume, clipped_training_is_the_same_bits_for_one_or_two_threads) {
+    uint8_t *ckpts[2];
+    size_t sizes[2];
+    for (int k = 0; k < 2; k++) {
+        char out[4300], ckpt[4400];
+        snprintf(out, sizeof out, "%s/threads%d", dir, k + 1);
+        snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
+        const char *argv[40];
+        int n = train_args(argv, out, NULL);
+        argv[6] = "2";
+        argv[n++] = "--clip-grad";
+        argv[n++] = "1";
+        argv[n] = NULL;
+        setenv("OMP_NUM_THREADS", k ? "2" : "1", 1);
+        cr_assert_eq(wait_status(spawn(argv, 0)), 0, "the run with %d threads failed", k + 1);
+        ckpts[k] = test_read_file(ckpt, &sizes[k]);
+    }
+    unsetenv("OMP_NUM_THREADS");
+    cr_assert(sizes[0] == sizes[1] && memcmp(ckpts[0], ckpts[1], sizes[0]) == 0,
+              "--clip-grad with 1 and 2 threads gave different checkpoints");
+    free(ckpts[0]);
+    free(ckpts[1]);
+}

@@ -42,6 +42,16 @@ typedef struct {
     float *m, *r; /* gradients of the tables, accumulated (+=) */
 } cv_prior_grad;
 
+/* The loss sums of a run of steps (an epoch so far, or an evaluation), accumulated in
+ * backend memory in double so that an epoch of rows adds up without losing digits. A
+ * checkpoint saves them whole. */
+typedef struct {
+    double rec, kl;   /* sums of the per-sample reconstruction and KL terms */
+    double rows;      /* rows summed */
+    double grad_norm; /* sum of the steps' global gradient norms (before clipping) */
+    double steps;     /* steps counted in grad_norm */
+} cv_loss_sums;
+
 typedef enum { CV_LIKELIHOOD_BERNOULLI = 0, CV_LIKELIHOOD_GAUSSIAN = 1 } cv_likelihood;
 
 /* Adam with PyTorch's semantics, a learning-rate schedule (cv_lr_at) and optional
@@ -145,10 +155,10 @@ struct cv_backend {
     void (*adam)(cv_backend *be, float *params, const float *grads, float *m, float *v,
                  size_t n, const cv_adam_config *cfg, const cv_step *st);
 
-    /* sums[0] += sum of rec, sums[1] += sum of kl, sums[2] += rows, and with st:
-     * sums[3] += sqrt(st->grad_sq), sums[4] += 1 (sums: 5 doubles in device memory);
+    /* sums->rec += sum of rec, sums->kl += sum of kl, sums->rows += rows, and with st:
+     * sums->grad_norm += sqrt(st->grad_sq), sums->steps += 1 (sums in backend memory);
      * nothing when st is not NULL and st->skip. */
-    void (*accumulate_loss)(cv_backend *be, double *sums, const float *rec, const float *kl,
+    void (*accumulate_loss)(cv_backend *be, cv_loss_sums *sums, const float *rec, const float *kl,
                             int rows, const cv_step *st);
 
     /* x (rows, dim) = pixels[perm[st->start + r]] / 255, labels_out[r] = labels[...].

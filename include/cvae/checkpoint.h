@@ -2,10 +2,13 @@
  *
  * Layout (little-endian): "CVAECKPT", u32 version, u32 header bytes, the header fields
  * (model config, seed, step, epoch, batch, lr, the position inside the current epoch with
- * its partial loss sums, the count of skipped non-finite steps, n_params), then
- * parameters, Adam m and
- * Adam v as float32 (n_params each) in the model's buffer layout, then a CRC-32 of every
- * byte before it. Written to a temporary file, fsynced and renamed.
+ * its partial loss sums, the count of skipped non-finite steps, the training options,
+ * n_params), then parameters, Adam m and Adam v as float32 (n_params each) in the model's
+ * buffer layout, then a CRC-32 of every byte before it. Written to a temporary file,
+ * fsynced and renamed. docs/design.md gives every field's offset.
+ *
+ * Version 2 saves the five loss sums of cv_loss_sums; version 1 saved the first three
+ * (rec, kl, rows) and is still read, its gradient-norm sum and step count as 0.
  */
 #ifndef CVAE_CHECKPOINT_H
 #define CVAE_CHECKPOINT_H
@@ -16,7 +19,7 @@
 #include "cvae/model.h"
 #include "cvae/status.h"
 
-#define CV_CHECKPOINT_VERSION 1
+#define CV_CHECKPOINT_VERSION 2 /* the version written; 1 and 2 are read */
 
 /* How the run trains, beyond the model: what --resume must find unchanged. */
 typedef struct {
@@ -37,12 +40,13 @@ typedef struct {
     int32_t batch;
     float lr;
     int32_t position;        /* rows of epoch + 1 already trained (0 at an epoch's end) */
-    double sums[3];          /* that partial epoch's rec and kl sums and its row count */
+    cv_loss_sums sums;       /* that partial epoch's loss sums */
     int64_t nonfinite_steps; /* steps skipped for a NaN or Inf so far */
     size_t n_params;
     float *params, *adam_m, *adam_v; /* host, n_params each */
     uint32_t checksum;               /* filled by load and save */
     uint64_t file_bytes;             /* filled by load */
+    uint32_t version;                /* the file's format version, filled by load */
 } cv_checkpoint;
 
 cv_status cv_checkpoint_save(const char *path, cv_checkpoint *ck, cv_err *err);

@@ -23,9 +23,35 @@ cv_status cv_outfile_write(cv_outfile *f, const void *data, size_t bytes, cv_err
 cv_status cv_outfile_commit(cv_outfile *f, cv_err *err);
 void cv_outfile_abort(cv_outfile *f);
 
-/* Creates DIR (one level) if it does not exist; an existing non-folder is an error. */
-cv_status cv_ensure_dir(const char *dir, cv_err *err);
+#define CV_PATH_MAX 4096
+
+/* Creates DIR and its missing parents, like mkdir -p; an existing non-folder anywhere on
+ * the way is an error. `made` receives the shallowest folder this call created ("" when
+ * DIR existed), so that cv_unmake_dirs can undo it. */
+cv_status cv_make_dirs(const char *dir, char made[CV_PATH_MAX], cv_err *err);
+
+/* Removes DIR and then its parents up to `made`, each only while it is empty: undoes
+ * cv_make_dirs for a run that ended with nothing written. */
+void cv_unmake_dirs(const char *dir, const char *made);
+
+/* Creates the missing folders above PATH (the shallowest into `made`, as cv_make_dirs),
+ * then proves a file can be written beside it by creating and removing PATH's temporary
+ * name: the check an output gets before any long work. PATH itself is left as it was. */
+cv_status cv_prepare_output_file(const char *path, char made[CV_PATH_MAX], cv_err *err);
 
 bool cv_path_exists(const char *path);
+
+/* The lock of a run folder: an advisory POSIX write lock on DIR/cvae.lock, which holds
+ * the holder's pid. The kernel drops it when the holder exits, however it exits. */
+#define CV_LOCK_FILE "cvae.lock"
+
+typedef struct {
+    int fd; /* -1: not held */
+} cv_dir_lock;
+
+/* Takes the lock of DIR (which must exist), or fails with one line naming the pid that
+ * holds it. Nothing in DIR is changed unless the lock is taken. */
+cv_status cv_dir_lock_take(const char *dir, cv_dir_lock *lock, cv_err *err);
+void cv_dir_lock_release(cv_dir_lock *lock);
 
 #endif

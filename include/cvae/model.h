@@ -61,7 +61,7 @@ typedef struct {
     float *dact[CV_MAX_LAYERS]; /* their gradients */
     float *eps, *z, *dz;        /* (rows, L) */
     float *kl, *rec, *log_ratio;/* (rows) */
-    double *sums;               /* [rec, kl, rows] summed on the device */
+    cv_loss_sums *sums;         /* the loss sums of the steps so far, on the device */
     cv_step *step;              /* the step state the batch operations read */
 } cv_workspace;
 

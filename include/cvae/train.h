@@ -53,7 +53,7 @@ cv_status cv_train_run(const cv_train_options *opt, cv_train_result *result, cv_
 /* One optimiser step on the rows ws->step->start .. + rows of split's order: gather,
  * noise of stream ws->step->step, forward, backward, the non-finite check, Adam
  * (t = step + 1, skipped for a flagged step), then the step state moves on. Adds the
- * batch's rec and kl sums and row count to ws->sums on the device. Everything
+ * batch's loss sums and the step's gradient norm to ws->sums on the device. Everything
  * it reads that changes from step to step is in ws->step, so it can be recorded once
  * and replayed. */
 void cv_train_step(cv_model *model, cv_workspace *ws, const cv_device_split *split, int rows,

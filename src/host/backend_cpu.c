@@ -49,9 +49,14 @@ static void cpu_copy(cv_backend *be, void *dst, const void *src, size_t bytes) {
 static void cpu_zero(cv_backend *be, void *dst, size_t bytes) { (void)be; memset(dst, 0, bytes); }
 
 /* OpenBLAS's own threads scale poorly on these thin GEMMs and spin against OpenMP's, so
- * OpenBLAS runs single-threaded and each GEMM is cut into one block of rows (or columns)
- * of C per thread. The blocks share nothing, so no sum depends on the thread count. */
+ * OpenBLAS runs single-threaded and each GEMM is cut into blocks of rows (or columns) of
+ * C that the OpenMP threads share out. The blocks depend on the shape alone, never on the
+ * thread count: OpenBLAS picks its kernel (and so its summation order) by block size, and
+ * the results must be the same bits for any OMP_NUM_THREADS. GEMM_PARTS is divisible by
+ * 1, 2, 3, 4, 6, 8, 12, 16, 24 and 48, so common thread counts share blocks evenly. */
 #define GEMM_SPLIT_MIN_FLOPS (2.0 * 64 * 64 * 64)
+#define GEMM_PARTS 48
+#define GEMM_MIN_PART 32
 
 static void cpu_gemm(cv_backend *be, bool ta, bool tb, int m, int n, int k, float alpha,
                      const float *a, int lda, const float *b, int ldb, float beta, float *c,
@@ -60,23 +65,22 @@ static void cpu_gemm(cv_backend *be, bool ta, bool tb, int m, int n, int k, floa
     const CBLAS_TRANSPOSE op_a = ta ? CblasTrans : CblasNoTrans;
     const CBLAS_TRANSPOSE op_b = tb ? CblasTrans : CblasNoTrans;
     const bool split_rows = m >= n;
-#pragma omp parallel if (2.0 * m * n * k > GEMM_SPLIT_MIN_FLOPS)
-    {
-        int parts = omp_get_num_threads(), id = omp_get_thread_num();
-        int len = split_rows ? m : n;
-        int lo = (int)((long)len * id / parts), hi = (int)((long)len * (id + 1) / parts);
-        if (hi > lo) {
-            if (split_rows) {
-                /* rows lo..hi of C need rows lo..hi of op(A) */
-                const float *a_part = ta ? a + lo : a + (size_t)lo * lda;
-                cblas_sgemm(CblasRowMajor, op_a, op_b, hi - lo, n, k, alpha, a_part, lda, b,
-                            ldb, beta, c + (size_t)lo * ldc, ldc);
-            } else {
-                /* columns lo..hi of C need columns lo..hi of op(B) */
-                const float *b_part = tb ? b + (size_t)lo * ldb : b + lo;
-                cblas_sgemm(CblasRowMajor, op_a, op_b, m, hi - lo, k, alpha, a, lda, b_part,
-                            ldb, beta, c + lo, ldc);
-            }
+    const int len = split_rows ? m : n;
+    int parts = len / GEMM_MIN_PART;
+    parts = parts < 1 ? 1 : parts > GEMM_PARTS ? GEMM_PARTS : parts;
+#pragma omp parallel for if (2.0 * m * n * k > GEMM_SPLIT_MIN_FLOPS) schedule(static)
+    for (int part = 0; part < parts; part++) {
+        int lo = (int)((long)len * part / parts), hi = (int)((long)len * (part + 1) / parts);
+        if (split_rows) {
+            /* rows lo..hi of C need rows lo..hi of op(A) */
+            const float *a_part = ta ? a + lo : a + (size_t)lo * lda;
+            cblas_sgemm(CblasRowMajor, op_a, op_b, hi - lo, n, k, alpha, a_part, lda, b, ldb,
+                        beta, c + (size_t)lo * ldc, ldc);
+        } else {
+            /* columns lo..hi of C need columns lo..hi of op(B) */
+            const float *b_part = tb ? b + (size_t)lo * ldb : b + lo;
+            cblas_sgemm(CblasRowMajor, op_a, op_b, m, hi - lo, k, alpha, a, lda, b_part, ldb,
+                        beta, c + lo, ldc);
         }
     }
 }
@@ -274,6 +278,26 @@ static void cpu_adam(cv_backend *be, float *restrict p, const float *restrict g,
         cv_adam_update(&p[i], &m[i], &v[i], clip * g[i], b1, b2, eps, step_size, inv_bc2_sqrt);
 }
 
+/* The squared norm scales every step under --clip-grad, so it is summed in an order that
+ * does not depend on the thread count: NORM_PARTS fixed slices, each summed alone, then
+ * the slices' sums in slice order. */
+#define NORM_PARTS 64
+
+static double squared_norm(const float *x, size_t n) {
+    double part[NORM_PARTS];
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+    for (int p = 0; p < NORM_PARTS; p++) {
+        size_t lo = n * (size_t)p / NORM_PARTS, hi = n * (size_t)(p + 1) / NORM_PARTS;
+        double s = 0.0;
+#pragma omp simd reduction(+ : s)
+        for (size_t i = lo; i < hi; i++) s += (double)x[i] * x[i];
+        part[p] = s;
+    }
+    double sq = 0.0;
+    for (int p = 0; p < NORM_PARTS; p++) sq += part[p];
+    return sq;
+}
+
 static void cpu_check_finite(cv_backend *be, const float *rec, const float *kl, int rows,
                              const float *grads, size_t n, cv_step *st) {
     (void)be;
@@ -283,9 +307,7 @@ static void cpu_check_finite(cv_backend *be, const float *rec, const float *kl, 
     }
     /* the squared norm is NaN or Inf exactly when some element is: one vectorised pass,
      * and a second only to find the first bad element */
-    double sq = 0.0;
-#pragma omp parallel for simd reduction(+ : sq) if (n > PAR_MIN) schedule(static)
-    for (size_t i = 0; i < n; i++) sq += (double)grads[i] * grads[i];
+    const double sq = squared_norm(grads, n);
     st->grad_sq = sq;
     int64_t bad = INT64_MAX;
     for (int r = 0; r < rows; r++)
@@ -306,7 +328,7 @@ static void cpu_check_finite(cv_backend *be, const float *rec, const float *kl, 
     if (st->nonfinite_steps > st->allowed_nonfinite) st->halted = 1;
 }
 
-static void cpu_accumulate_loss(cv_backend *be, double *sums, const float *rec,
+static void cpu_accumulate_loss(cv_backend *be, cv_loss_sums *sums, const float *rec,
                                 const float *kl, int rows, const cv_step *st) {
     (void)be;
     if (st && st->skip) return;
@@ -315,12 +337,12 @@ static void cpu_accumulate_loss(cv_backend *be, double *sums, const float *rec,
         a += rec[i];
         b += kl[i];
     }
-    sums[0] += a;
-    sums[1] += b;
-    sums[2] += rows;
+    sums->rec += a;
+    sums->kl += b;
+    sums->rows += rows;
     if (st) {
-        sums[3] += sqrt(st->grad_sq);
-        sums[4] += 1.0;
+        sums->grad_norm += sqrt(st->grad_sq);
+        sums->steps += 1.0;
     }
 }
 

@@ -142,7 +142,7 @@ static void cuda_adam(cv_backend *be, float *p, const float *g, float *m, float 
     cv_adam_cuda(p, g, m, v, n, cfg, st, ctx_of(be)->stream);
 }
 
-static void cuda_accumulate_loss(cv_backend *be, double *sums, const float *rec,
+static void cuda_accumulate_loss(cv_backend *be, cv_loss_sums *sums, const float *rec,
                                  const float *kl, int rows, const cv_step *st) {
     cv_accumulate_loss_cuda(sums, rec, kl, rows, st, ctx_of(be)->stream);
 }

@@ -9,9 +9,15 @@
 #include "cvae/fileio.h"
 
 #define MAGIC "CVAECKPT"
-#define HEADER_FIELDS_BYTES (4 * (5 + CV_MAX_HIDDEN) + 3 * 4 + 8 + 8 + 4 + 4 + 4 + 4 + 3 * 8 + 8 + \
-                             4 + 4 + 4 + 8 + 4 + 4 + 8)
+/* the header fields after the loss sums, and the sums: 3 float64 in version 1, 5 since */
+#define FIELDS_BYTES_WITHOUT_SUMS (4 * (5 + CV_MAX_HIDDEN) + 3 * 4 + 8 + 8 + 4 + 4 + 4 + 4 + 8 + \
+                                   4 + 4 + 4 + 8 + 4 + 4 + 8)
+#define SUMS_V1 3
+#define SUMS_V2 5
+#define HEADER_FIELDS_BYTES(sums) (FIELDS_BYTES_WITHOUT_SUMS + 8 * (sums))
 #define PREFIX_BYTES (8 + 4 + 4)
+
+_Static_assert(sizeof(cv_loss_sums) == SUMS_V2 * sizeof(double), "cv_loss_sums is 5 doubles");
 
 typedef struct {
     uint8_t *p;
@@ -61,7 +67,7 @@ static void encode_header(const cv_checkpoint *ck, uint8_t *buf) {
     memcpy(w.p, MAGIC, 8);
     w.p += 8;
     put_u32(&w, CV_CHECKPOINT_VERSION);
-    put_u32(&w, HEADER_FIELDS_BYTES);
+    put_u32(&w, HEADER_FIELDS_BYTES(SUMS_V2));
     put_u32(&w, (uint32_t)ck->cfg.height);
     put_u32(&w, (uint32_t)ck->cfg.width);
     put_u32(&w, (uint32_t)ck->cfg.n_classes);
@@ -77,7 +83,9 @@ static void encode_header(const cv_checkpoint *ck, uint8_t *buf) {
     put_u32(&w, (uint32_t)ck->batch);
     put_u32(&w, f32_bits(ck->lr));
     put_u32(&w, (uint32_t)ck->position);
-    for (int i = 0; i < 3; i++) put_u64(&w, f64_bits(ck->sums[i]));
+    const double sums[SUMS_V2] = {ck->sums.rec, ck->sums.kl, ck->sums.rows, ck->sums.grad_norm,
+                                  ck->sums.steps};
+    for (int i = 0; i < SUMS_V2; i++) put_u64(&w, f64_bits(sums[i]));
     put_u64(&w, (uint64_t)ck->nonfinite_steps);
     put_u32(&w, f32_bits(ck->train.beta));
     put_u32(&w, (uint32_t)ck->train.kl_warmup);
@@ -92,7 +100,7 @@ static void encode_header(const cv_checkpoint *ck, uint8_t *buf) {
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "checkpoint I/O assumes little-endian");
 
 cv_status cv_checkpoint_save(const char *path, cv_checkpoint *ck, cv_err *err) {
-    uint8_t header[PREFIX_BYTES + HEADER_FIELDS_BYTES];
+    uint8_t header[PREFIX_BYTES + HEADER_FIELDS_BYTES(SUMS_V2)];
     encode_header(ck, header);
     size_t bytes = ck->n_params * sizeof(float);
     uint32_t crc = (uint32_t)crc32(0L, header, sizeof header);
@@ -119,16 +127,17 @@ cv_status cv_checkpoint_save(const char *path, cv_checkpoint *ck, cv_err *err) {
 
 static cv_status parse(const char *path, const uint8_t *buf, size_t size, cv_checkpoint *ck,
                        cv_err *err) {
-    const size_t hdr = PREFIX_BYTES + HEADER_FIELDS_BYTES;
     if (size < PREFIX_BYTES || memcmp(buf, MAGIC, 8) != 0)
         return cv_fail(err, CV_ERR_FORMAT, "%s: not a cvae checkpoint (bad magic)", path);
     const uint8_t *p = buf + 8;
     uint32_t version = get_u32(&p), fields = get_u32(&p);
-    if (version != CV_CHECKPOINT_VERSION)
+    if (version < 1 || version > (uint32_t)CV_CHECKPOINT_VERSION)
         return cv_fail(err, CV_ERR_FORMAT,
-                       "%s: checkpoint version %u, this cvae reads version %d", path,
+                       "%s: checkpoint version %u, this cvae reads versions 1 to %d", path,
                        version, CV_CHECKPOINT_VERSION);
-    if (fields != HEADER_FIELDS_BYTES || size < hdr + 4)
+    const int n_sums = version == 1 ? SUMS_V1 : SUMS_V2;
+    const size_t hdr = PREFIX_BYTES + HEADER_FIELDS_BYTES(n_sums);
+    if (fields != (uint32_t)HEADER_FIELDS_BYTES(n_sums) || size < hdr + 4)
         return cv_fail(err, CV_ERR_FORMAT, "%s: truncated or malformed checkpoint header",
                        path);
     cv_model_config *c = &ck->cfg;
@@ -147,7 +156,9 @@ static cv_status parse(const char *path, const uint8_t *buf, size_t size, cv_che
     ck->batch = (int32_t)get_u32(&p);
     ck->lr = bits_f32(get_u32(&p));
     ck->position = (int32_t)get_u32(&p);
-    for (int i = 0; i < 3; i++) ck->sums[i] = bits_f64(get_u64(&p));
+    double sums[SUMS_V2] = {0}; /* a version 1 file leaves the gradient norms at 0 */
+    for (int i = 0; i < n_sums; i++) sums[i] = bits_f64(get_u64(&p));
+    ck->sums = (cv_loss_sums){sums[0], sums[1], sums[2], sums[3], sums[4]};
     ck->nonfinite_steps = (int64_t)get_u64(&p);
     ck->train.beta = bits_f32(get_u32(&p));
     ck->train.kl_warmup = (int32_t)get_u32(&p);
@@ -191,6 +202,7 @@ static cv_status parse(const char *path, const uint8_t *buf, size_t size, cv_che
     ck->n_params = n_params;
     ck->checksum = stored;
     ck->file_bytes = size;
+    ck->version = version;
     return CV_OK;
 }
 

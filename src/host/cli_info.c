@@ -35,8 +35,8 @@ int cv_cmd_info(int argc, char **argv) {
     cv_status st = cv_checkpoint_load(model, &ck, &err);
     if (st) return cv_report(cmd, st, &err);
     const cv_model_config *c2 = &ck.cfg;
-    printf("checkpoint: %s (format version %d, %llu bytes, crc32 %08x)\n", model,
-           CV_CHECKPOINT_VERSION, (unsigned long long)ck.file_bytes, ck.checksum);
+    printf("checkpoint: %s (format version %u, %llu bytes, crc32 %08x)\n", model, ck.version,
+           (unsigned long long)ck.file_bytes, ck.checksum);
     printf("model: images %dx%d, %d classes, latent %d, hidden", c2->height, c2->width,
            c2->n_classes, c2->latent);
     for (int i = 0; i < c2->n_hidden; i++) printf("%s%d", i ? "," : " ", c2->hidden[i]);

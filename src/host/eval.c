@@ -119,7 +119,7 @@ void cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, uint64
     const int rows_max = s->n < CV_EVAL_BATCH ? s->n : CV_EVAL_BATCH;
     CV_ASSERT(ws->max_rows >= rows_max);
     memset(out, 0, sizeof *out);
-    be->zero(be, ws->sums, 5 * sizeof(double));
+    be->zero(be, ws->sums, sizeof(cv_loss_sums));
 
     eval_scratch sc = {0};
     size_t rb = (size_t)rows_max;
@@ -192,10 +192,10 @@ void cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, uint64
         }
         for (int r = 0; r < rows; r++) marginal_total -= sc.marg_max[r] + log(sc.marg_sum[r]);
     }
-    double sums[5];
-    be->download(be, sums, ws->sums, sizeof sums);
-    out->rec = sums[0] / s->n;
-    out->kl = sums[1] / s->n;
+    cv_loss_sums sums;
+    be->download(be, &sums, ws->sums, sizeof sums);
+    out->rec = sums.rec / s->n;
+    out->kl = sums.kl / s->n;
     out->neg_elbo = out->rec + out->kl;
     if (opt->iwae_k > 0) out->iwae_nll = iwae_total / s->n;
     if (opt->marginal && opt->iwae_k > 0) out->marginal_nll = marginal_total / s->n;

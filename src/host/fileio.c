@@ -56,17 +56,101 @@ void cv_outfile_abort(cv_outfile *f) {
     if (f->tmp_path[0]) unlink(f->tmp_path);
 }
 
-cv_status cv_ensure_dir(const char *dir, cv_err *err) {
+/* Creates one folder whose parent exists; an existing folder is fine. */
+static cv_status make_one_dir(const char *dir, const char *named, cv_err *err) {
     struct stat st;
     if (stat(dir, &st) == 0) {
         if (!S_ISDIR(st.st_mode))
-            return cv_fail(err, CV_ERR_IO, "%s: exists and is not a folder", dir);
+            return cv_fail(err, CV_ERR_IO, "%s: cannot create folder: %s exists and is not a "
+                           "folder", named, dir);
         return CV_OK;
     }
-    if (mkdir(dir, 0777) != 0)
-        return cv_fail(err, CV_ERR_IO, "%s: cannot create folder: %s", dir, strerror(errno));
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return cv_fail(err, CV_ERR_IO, "%s: cannot create folder: %s", named, strerror(errno));
     sync_parent_dir(dir);
     return CV_OK;
+}
+
+cv_status cv_make_dirs(const char *dir, char made[CV_PATH_MAX], cv_err *err) {
+    made[0] = '\0';
+    char path[CV_PATH_MAX];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
+        return cv_fail(err, CV_ERR_USAGE, "%s: path too long", dir);
+    /* each prefix that ends before a '/', then the whole path */
+    size_t len = strlen(path);
+    for (size_t i = 1; i <= len; i++) {
+        if (i < len && (path[i] != '/' || path[i - 1] == '/')) continue;
+        path[i] = '\0';
+        bool existed = cv_path_exists(path);
+        cv_status st = make_one_dir(path, dir, err);
+        if (!st && !existed && !made[0]) snprintf(made, CV_PATH_MAX, "%s", path);
+        if (i < len) path[i] = '/';
+        if (st) return st;
+    }
+    return CV_OK;
+}
+
+void cv_unmake_dirs(const char *dir, const char *made) {
+    if (!made[0]) return;
+    char path[CV_PATH_MAX];
+    snprintf(path, sizeof path, "%s", dir);
+    size_t stop = strlen(made);
+    for (size_t len = strlen(path); len >= stop; len--) {
+        if (len < strlen(path) && path[len] != '/') continue;
+        path[len] = '\0';
+        if (rmdir(path) != 0) return; /* not empty, or already gone: leave the rest */
+    }
+}
+
+cv_status cv_prepare_output_file(const char *path, char made[CV_PATH_MAX], cv_err *err) {
+    made[0] = '\0';
+    char parent[CV_PATH_MAX];
+    if (snprintf(parent, sizeof parent, "%s", path) >= (int)sizeof parent)
+        return cv_fail(err, CV_ERR_USAGE, "%s: path too long", path);
+    cv_status st = cv_make_dirs(dirname(parent), made, err);
+    if (st) return st;
+    cv_outfile probe;
+    st = cv_outfile_open(&probe, path, err);
+    if (!st) cv_outfile_abort(&probe);
+    return st;
+}
+
+cv_status cv_dir_lock_take(const char *dir, cv_dir_lock *lock, cv_err *err) {
+    lock->fd = -1;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, CV_LOCK_FILE);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0)
+        return cv_fail(err, CV_ERR_IO, "%s: cannot write in this folder: %s", dir,
+                       strerror(errno));
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (fcntl(fd, F_SETLK, &fl) != 0) {
+        int e = errno;
+        struct flock holder = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        bool known = (e == EACCES || e == EAGAIN) && fcntl(fd, F_GETLK, &holder) == 0 &&
+                     holder.l_type != F_UNLCK;
+        close(fd);
+        if (known)
+            return cv_fail(err, CV_ERR_IO, "%s: in use by another cvae train (pid %ld); wait "
+                           "for it to end or choose another --out", dir, (long)holder.l_pid);
+        return cv_fail(err, CV_ERR_IO, "%s: cannot lock %s: %s", dir, CV_LOCK_FILE,
+                       strerror(e));
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        int e = errno;
+        close(fd);
+        return cv_fail(err, CV_ERR_IO, "%s: cannot write in this folder: %s", dir,
+                       strerror(e));
+    }
+    lock->fd = fd;
+    return CV_OK;
+}
+
+void cv_dir_lock_release(cv_dir_lock *lock) {
+    if (lock->fd >= 0) close(lock->fd); /* closing drops the lock */
+    lock->fd = -1;
 }
 
 bool cv_path_exists(const char *path) {

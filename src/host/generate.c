@@ -168,36 +168,55 @@ static cv_status generate_into(cv_model *m, cv_workspace *ws, const cv_generate_
     return st;
 }
 
+/* A grid picture: its folder made and proven writable before any image is decoded. */
+static cv_status generate_grid_file(cv_model *m, cv_workspace *ws,
+                                    const cv_generate_options *o, cv_generate_result *res,
+                                    cv_err *err) {
+    char made[CV_PATH_MAX], copy[CV_PATH_MAX];
+    cv_status st = cv_prepare_output_file(o->out, made, err);
+    if (st) return st;
+    double t0 = now_seconds();
+    st = cv_generate_grid(m, ws, o->classes, o->n_classes, (int)o->per_class, o->same_z,
+                          o->mean, o->seed, o->out, err);
+    res->images = o->per_class * o->n_classes;
+    res->seconds = now_seconds() - t0;
+    snprintf(copy, sizeof copy, "%s", o->out);
+    if (st) cv_unmake_dirs(dirname(copy), made);
+    return st;
+}
+
 cv_status cv_generate(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
                       cv_generate_result *res, cv_err *err) {
     memset(res, 0, sizeof *res);
-    if (o->format == CV_FMT_GRID) {
-        double t0 = now_seconds();
-        cv_status st = cv_generate_grid(m, ws, o->classes, o->n_classes, (int)o->per_class,
-                                        o->same_z, o->mean, o->seed, o->out, err);
-        res->images = o->per_class * o->n_classes;
-        res->seconds = now_seconds() - t0;
-        return st;
-    }
+    if (o->format == CV_FMT_GRID) return generate_grid_file(m, ws, o, res, err);
     CV_ASSERT(ws->max_rows >= o->batch);
     cv_status st = check_output_dir(o->out, err);
     if (st) return st;
+    /* the finished set is renamed into place beside its temporary folder: make the
+     * folders above it, and creating the temporary one proves they are writable */
+    char made[CV_PATH_MAX], copy[CV_PATH_MAX];
+    snprintf(copy, sizeof copy, "%s", o->out);
+    const char *parent = dirname(copy);
+    st = cv_make_dirs(parent, made, err);
+    if (st) return st;
     char tmpdir[4200];
     snprintf(tmpdir, sizeof tmpdir, "%s.tmp.%ld", o->out, (long)getpid());
-    if (mkdir(tmpdir, 0777) != 0)
-        return cv_fail(err, CV_ERR_IO, "%s: cannot create the output folder: %s", o->out,
-                       strerror(errno));
+    if (mkdir(tmpdir, 0777) != 0) {
+        st = cv_fail(err, CV_ERR_IO, "%s: cannot create the output folder: %s", o->out,
+                     strerror(errno));
+        cv_unmake_dirs(parent, made);
+        return st;
+    }
     st = generate_into(m, ws, o, tmpdir, res, err);
     if (!st && rename(tmpdir, o->out) != 0)
         st = cv_fail(err, CV_ERR_IO, "%s: cannot rename the finished data set into place: %s",
                      o->out, strerror(errno));
     if (st) {
         nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        cv_unmake_dirs(parent, made);
         return st;
     }
-    char parent[4200];
-    snprintf(parent, sizeof parent, "%s", o->out);
-    int dfd = open(dirname(parent), O_RDONLY | O_DIRECTORY);
+    int dfd = open(parent, O_RDONLY | O_DIRECTORY);
     if (dfd >= 0) {
         fsync(dfd);
         close(dfd);

@@ -196,7 +196,7 @@ cv_status cv_workspace_create(cv_model *m, int max_rows, cv_workspace *ws, cv_er
     WS_ALLOC(kl, B, float, "per-sample KL");
     WS_ALLOC(rec, B, float, "per-sample reconstruction");
     WS_ALLOC(log_ratio, B, float, "per-sample log weights");
-    WS_ALLOC(sums, 5, double, "loss sums");
+    WS_ALLOC(sums, 1, cv_loss_sums, "loss sums");
     WS_ALLOC(step, 1, cv_step, "step state");
 #undef WS_ALLOC
     if (st) cv_workspace_destroy(m, ws);

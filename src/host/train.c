@@ -5,6 +5,7 @@
  * holds the position inside the epoch, so a resumed run takes exactly the steps the
  * uninterrupted one would have: the final parameters are bitwise equal on the CPU.
  */
+#include <libgen.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,7 +78,10 @@ typedef struct {
     char *metrics;
     size_t metrics_len;
     cv_checkpoint resume;
+    cv_dir_lock lock; /* of the run folder, held while training */
     char ckpt[4200];
+    /* the shallowest folders this run created for --out and --metrics ("" for none) */
+    char made_out[CV_PATH_MAX], made_metrics[CV_PATH_MAX];
 } run_state;
 
 static void run_free(run_state *r) {
@@ -93,23 +97,31 @@ static void run_free(run_state *r) {
     cv_checkpoint_free(&r->resume);
     free(r->perm);
     free(r->metrics);
+    cv_dir_lock_release(&r->lock);
 }
 
 /* Where training stands: what a checkpoint records. */
 typedef struct {
     int64_t step;
-    int epoch;      /* epochs completed */
-    int position;   /* rows of the next epoch done */
-    double sums[5]; /* that epoch's partial rec, kl, rows, grad norm sum, steps */
-    cv_step st;     /* the device step state as last read */
+    int epoch;         /* epochs completed */
+    int position;      /* rows of the next epoch done */
+    cv_loss_sums sums; /* that epoch's partial sums */
+    cv_step st;        /* the device step state as last read */
 } progress_state;
+
+/* What one epoch reports. */
+typedef struct {
+    int epoch;
+    float beta;
+    double train_loss, grad_norm;
+    double rate;    /* training samples/s */
+    double seconds; /* the whole epoch, evaluation included */
+} epoch_report;
 
 static cv_status save_checkpoint(const cv_train_options *o, run_state *r,
                                  const progress_state *p, cv_err *err) {
-    cv_status st = cv_ensure_dir(o->out_dir, err);
-    if (st) return st;
     cv_checkpoint ck = {0};
-    st = cv_checkpoint_from_model(&r->model, &ck, err);
+    cv_status st = cv_checkpoint_from_model(&r->model, &ck, err);
     if (st) return st;
     /* never let a poisoned model replace a good checkpoint */
     for (size_t i = 0; i < ck.n_params; i++)
@@ -130,7 +142,7 @@ static cv_status save_checkpoint(const cv_train_options *o, run_state *r,
     ck.batch = o->batch;
     ck.lr = o->lr;
     ck.position = p->position;
-    memcpy(ck.sums, p->sums, sizeof ck.sums);
+    ck.sums = p->sums;
     ck.train = o->train;
     ck.nonfinite_steps = p->st.nonfinite_steps;
     st = cv_checkpoint_save(r->ckpt, &ck, err);
@@ -139,9 +151,8 @@ static cv_status save_checkpoint(const cv_train_options *o, run_state *r,
 }
 
 /* Appends one epoch's JSON object to the metrics text and rewrites the file whole. */
-static cv_status write_metrics(const char *path, run_state *r, int epoch, double train_loss,
-                               const cv_eval_result *t, bool has_test, double rate,
-                               double seconds, float beta, double grad_norm, cv_err *err) {
+static cv_status write_metrics(const char *path, run_state *r, const epoch_report *e,
+                               const cv_eval_result *t, bool has_test, cv_err *err) {
     char line[768], test[256];
     if (has_test)
         snprintf(test, sizeof test,
@@ -153,7 +164,8 @@ static cv_status write_metrics(const char *path, run_state *r, int epoch, double
     int n = snprintf(line, sizeof line,
                      "{\"epoch\": %d, \"train_loss\": %.6f, %s, \"samples_per_s\": %.1f, "
                      "\"seconds\": %.3f, \"beta\": %g, \"grad_norm\": %.6f}\n",
-                     epoch, train_loss, test, rate, seconds, beta, grad_norm);
+                     e->epoch, e->train_loss, test, e->rate, e->seconds, e->beta,
+                     e->grad_norm);
     char *grown = realloc(r->metrics, r->metrics_len + (size_t)n + 1);
     if (!grown) return cv_fail(err, CV_ERR_NOMEM, "out of memory for metrics");
     memcpy(grown + r->metrics_len, line, (size_t)n + 1);
@@ -225,116 +237,150 @@ static cv_status nonfinite_error(const cv_train_options *o, run_state *r, const 
                    saved ? ": the last good checkpoint is " : "", saved ? r->ckpt : "");
 }
 
-static cv_status train_epochs(const cv_train_options *o, run_state *r, progress_state *p,
-                              cv_train_result *res, cv_err *err) {
-    cv_model *m = &r->model;
+/* Shuffles the epoch's order and puts it, the partial sums and the step state on the
+ * device; drops a recorded step whose beta this epoch no longer uses. */
+static void begin_epoch(const cv_train_options *o, run_state *r, progress_state *p, int epoch,
+                        float beta) {
     cv_backend *be = r->be;
+    if (r->full_step && r->full_step_beta != beta) {
+        be->recording_free(be, r->full_step);
+        r->full_step = NULL;
+    }
+    cv_shuffle(r->perm, r->train.n, o->seed, CV_STREAM_SHUFFLE(epoch - 1));
+    be->upload(be, r->train.perm, r->perm, (size_t)r->train.n * sizeof(int32_t));
+    be->upload(be, r->ws.sums, &p->sums, sizeof p->sums);
+    p->st.step = p->step;
+    p->st.start = p->position;
+    p->st.skip = 0;
+    be->upload(be, r->ws.step, &p->st, sizeof p->st);
+}
+
+/* One step of `rows` rows: a full batch replays the recorded step (recording it first
+ * where the backend records), a partial one runs eagerly. */
+static void run_step(const cv_train_options *o, run_state *r, const cv_adam_config *adam,
+                     float beta, int rows) {
+    cv_backend *be = r->be;
+    const bool binarize = o->train.binarize != 0;
+    if (rows == o->batch && !r->full_step && be->capture_begin(be)) {
+        cv_train_step(&r->model, &r->ws, &r->train, rows, o->seed, adam, beta, binarize);
+        r->full_step = be->capture_end(be);
+        r->full_step_beta = beta;
+    }
+    if (rows == o->batch && r->full_step)
+        be->replay(be, r->full_step);
+    else
+        cv_train_step(&r->model, &r->ws, &r->train, rows, o->seed, adam, beta, binarize);
+}
+
+/* A signal arrived after a step: write the checkpoint (when there is a run folder) and
+ * stop with the line that says how to resume. */
+static cv_status stop_on_signal(const cv_train_options *o, run_state *r, progress_state *p,
+                                int sig, int epoch, cv_err *err) {
+    const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    r->be->download(r->be, &p->sums, r->ws.sums, sizeof p->sums);
+    if (!r->ckpt[0])
+        return cv_fail(err, CV_ERR_INTERRUPTED,
+                       "interrupted by %s at step %lld (epoch %d); no --out was given, so "
+                       "nothing was saved", name, (long long)p->step, epoch);
+    cv_status st = save_checkpoint(o, r, p, err);
+    if (st) return st;
+    return cv_fail(err, CV_ERR_INTERRUPTED,
+                   "interrupted by %s at step %lld (epoch %d, %d of %d images); checkpoint "
+                   "%s: resume with --resume %s", name, (long long)p->step, epoch, p->position,
+                   r->train.n, r->ckpt, r->ckpt);
+}
+
+static void print_epoch_line(const cv_train_options *o, const run_state *r,
+                             const epoch_report *e, const cv_train_result *res,
+                             const cv_step *st) {
+    fprintf(o->log, "epoch %3d/%d  train_loss %9.4f", e->epoch, o->epochs, e->train_loss);
+    if (r->test.n)
+        fprintf(o->log, "  test_neg_elbo %9.4f (rec %9.4f  kl %8.4f)", res->test.neg_elbo,
+                res->test.rec, res->test.kl);
+    fprintf(o->log, "  %8.0f samples/s  %6.2f s", e->rate, e->seconds);
+    if (o->train.kl_warmup || o->train.beta != 1.0f) fprintf(o->log, "  beta %g", e->beta);
+    if (o->train.clip_norm > 0.0f) fprintf(o->log, "  grad_norm %.3f", e->grad_norm);
+    fputc('\n', o->log);
+    if (st->nonfinite_steps)
+        fprintf(o->log, "note: %lld step%s with a NaN or Inf skipped so far (first: step "
+                        "%lld)\n",
+                (long long)st->nonfinite_steps, st->nonfinite_steps == 1 ? "" : "s",
+                (long long)st->first_bad_step);
+    fflush(o->log);
+}
+
+/* After an epoch's last step: its figures, the test evaluation, the epoch line, the
+ * metrics and (when due) the checkpoint. */
+static cv_status end_epoch(const cv_train_options *o, run_state *r, progress_state *p,
+                           epoch_report *e, double t0, cv_train_result *res, cv_err *err) {
+    r->be->download(r->be, &p->sums, r->ws.sums, sizeof p->sums);
+    e->train_loss = (p->sums.rec + e->beta * p->sums.kl) / p->sums.rows;
+    e->grad_norm = p->sums.steps > 0 ? p->sums.grad_norm / p->sums.steps : 0.0;
+    res->train_loss = e->train_loss;
+    res->grad_norm = e->grad_norm;
+    if (r->test.n) {
+        cv_evaluate(&r->model, &r->ws, &r->test, o->seed, NULL, &res->test);
+    }
+    e->seconds = now_seconds() - t0;
+    print_epoch_line(o, r, e, res, &p->st);
+    res->epochs_done = e->epoch;
+    p->epoch = e->epoch;
+    p->position = 0;
+    p->sums = (cv_loss_sums){0};
+    if (o->metrics_path) {
+        cv_status st = write_metrics(o->metrics_path, r, e, &res->test, r->test.n > 0, err);
+        if (st) return st;
+    }
+    bool due = e->epoch == o->epochs ||
+               (o->checkpoint_every > 0 && e->epoch % o->checkpoint_every == 0);
+    return r->ckpt[0] && due ? save_checkpoint(o, r, p, err) : CV_OK;
+}
+
+static cv_status train_epoch(const cv_train_options *o, run_state *r, progress_state *p,
+                             const cv_adam_config *adam, int epoch, cv_train_result *res,
+                             cv_err *err) {
     const int n = r->train.n;
     const bool show_progress = isatty(STDERR_FILENO);
-    const int64_t steps_per_epoch = (n + o->batch - 1) / o->batch;
+    const double t0 = now_seconds();
+    epoch_report e = {.epoch = epoch, .beta = cv_beta_at(&o->train, epoch)};
+    begin_epoch(o, r, p, epoch, e.beta);
+    double last_shown = t0;
+    const int done_at_start = p->position;
+    for (int k = 0; p->position < n; k++) {
+        int rows = n - p->position < o->batch ? n - p->position : o->batch;
+        run_step(o, r, adam, e.beta, rows);
+        p->step++;
+        p->position += rows;
+        int sig = cv_interrupt_pending();
+        if (sig || (k + 1) % NONFINITE_POLL_STEPS == 0 || p->position == n) {
+            r->be->download(r->be, &p->st, r->ws.step, sizeof p->st);
+            if (p->st.halted) return nonfinite_error(o, r, &p->st, err);
+        }
+        if (sig) {
+            res->signal = sig;
+            return stop_on_signal(o, r, p, sig, epoch, err);
+        }
+        double t = now_seconds();
+        if (show_progress && (t - last_shown > 0.2 || p->position == n)) {
+            progress(epoch, o->epochs, p->position, n, (p->position - done_at_start) / (t - t0));
+            last_shown = t;
+        }
+    }
+    /* the last step's state was just read back, so the device has finished the epoch */
+    e.rate = (n - done_at_start) / (now_seconds() - t0);
+    return end_epoch(o, r, p, &e, t0, res, err);
+}
+
+static cv_status train_epochs(const cv_train_options *o, run_state *r, progress_state *p,
+                              cv_train_result *res, cv_err *err) {
+    const int64_t steps_per_epoch = (r->train.n + o->batch - 1) / o->batch;
     const cv_adam_config adam = {.lr = o->lr, .beta1 = CV_ADAM_BETA1, .beta2 = CV_ADAM_BETA2,
                                  .eps = CV_ADAM_EPS, .cosine = o->train.cosine,
                                  .warmup_steps = o->train.warmup_steps,
                                  .total_steps = steps_per_epoch * o->epochs,
                                  .clip_norm = o->train.clip_norm};
-    const bool binarize = o->train.binarize != 0;
     for (int epoch = p->epoch + 1; epoch <= o->epochs; epoch++) {
-        double t0 = now_seconds();
-        const float beta = cv_beta_at(&o->train, epoch);
-        if (r->full_step && r->full_step_beta != beta) { /* recorded with another beta */
-            be->recording_free(be, r->full_step);
-            r->full_step = NULL;
-        }
-        cv_shuffle(r->perm, n, o->seed, CV_STREAM_SHUFFLE(epoch - 1));
-        be->upload(be, r->train.perm, r->perm, (size_t)n * sizeof(int32_t));
-        be->upload(be, r->ws.sums, p->sums, sizeof p->sums);
-        p->st.step = p->step;
-        p->st.start = p->position;
-        p->st.skip = 0;
-        be->upload(be, r->ws.step, &p->st, sizeof p->st);
-        double last_shown = t0;
-        int done_at_start = p->position;
-        for (int start = p->position, k = 0; start < n; k++) {
-            int rows = n - start < o->batch ? n - start : o->batch;
-            if (rows == o->batch && r->full_step) {
-                be->replay(be, r->full_step);
-            } else if (rows == o->batch && be->capture_begin(be)) {
-                cv_train_step(m, &r->ws, &r->train, rows, o->seed, &adam, beta, binarize);
-                r->full_step = be->capture_end(be);
-                r->full_step_beta = beta;
-                be->replay(be, r->full_step);
-            } else {
-                cv_train_step(m, &r->ws, &r->train, rows, o->seed, &adam, beta, binarize);
-            }
-            start += rows;
-            p->step++;
-            p->position = start;
-            int sig = cv_interrupt_pending();
-            if (sig || (k + 1) % NONFINITE_POLL_STEPS == 0 || start == n) {
-                be->download(be, &p->st, r->ws.step, sizeof p->st);
-                if (p->st.halted)
-                    return nonfinite_error(o, r, &p->st, err);
-            }
-            if (sig) {
-                be->download(be, p->sums, r->ws.sums, sizeof p->sums);
-                res->signal = sig;
-                if (!r->ckpt[0])
-                    return cv_fail(err, CV_ERR_INTERRUPTED,
-                                   "interrupted by %s at step %lld (epoch %d); no --out was "
-                                   "given, so nothing was saved",
-                                   sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)p->step,
-                                   epoch);
-                cv_status st = save_checkpoint(o, r, p, err);
-                if (st) return st;
-                return cv_fail(err, CV_ERR_INTERRUPTED,
-                               "interrupted by %s at step %lld (epoch %d, %d of %d images); "
-                               "checkpoint %s: resume with --resume %s",
-                               sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)p->step, epoch,
-                               start, n, r->ckpt, r->ckpt);
-            }
-            double t = now_seconds();
-            if (show_progress && (t - last_shown > 0.2 || start == n)) {
-                progress(epoch, o->epochs, start, n, (start - done_at_start) / (t - t0));
-                last_shown = t;
-            }
-        }
-        be->download(be, p->sums, r->ws.sums, sizeof p->sums);
-        double train_seconds = now_seconds() - t0;
-        double loss = (p->sums[0] + beta * p->sums[1]) / p->sums[2];
-        double grad_norm = p->sums[4] > 0 ? p->sums[3] / p->sums[4] : 0.0;
-        res->train_loss = loss;
-        res->grad_norm = grad_norm;
-        if (r->test.n) cv_evaluate(m, &r->ws, &r->test, o->seed, NULL, &res->test);
-        double seconds = now_seconds() - t0, rate = (n - done_at_start) / train_seconds;
-        if (r->test.n)
-            fprintf(o->log,
-                    "epoch %3d/%d  train_loss %9.4f  test_neg_elbo %9.4f (rec %9.4f  kl "
-                    "%8.4f)  %8.0f samples/s  %6.2f s",
-                    epoch, o->epochs, loss, res->test.neg_elbo, res->test.rec, res->test.kl,
-                    rate, seconds);
-        else
-            fprintf(o->log, "epoch %3d/%d  train_loss %9.4f  %8.0f samples/s  %6.2f s", epoch,
-                    o->epochs, loss, rate, seconds);
-        if (o->train.kl_warmup || o->train.beta != 1.0f) fprintf(o->log, "  beta %g", beta);
-        if (o->train.clip_norm > 0.0f) fprintf(o->log, "  grad_norm %.3f", grad_norm);
-        fputc('\n', o->log);
-        if (p->st.nonfinite_steps)
-            fprintf(o->log, "note: %lld step%s with a NaN or Inf skipped so far (first: step "
-                            "%lld)\n",
-                    (long long)p->st.nonfinite_steps, p->st.nonfinite_steps == 1 ? "" : "s",
-                    (long long)p->st.first_bad_step);
-        fflush(o->log);
-        res->epochs_done = epoch;
-        p->epoch = epoch;
-        p->position = 0;
-        memset(p->sums, 0, sizeof p->sums);
-        cv_status st = CV_OK;
-        if (o->metrics_path)
-            st = write_metrics(o->metrics_path, r, epoch, loss, &res->test, r->test.n > 0, rate,
-                               seconds, beta, grad_norm, err);
-        bool save = r->ckpt[0] && (epoch == o->epochs ||
-                                   (o->checkpoint_every > 0 && epoch % o->checkpoint_every == 0));
-        if (!st && save) st = save_checkpoint(o, r, p, err);
+        cv_status st = train_epoch(o, r, p, &adam, epoch, res, err);
         if (st) return st;
     }
     return CV_OK;
@@ -371,9 +417,13 @@ static cv_status check_resume(const cv_train_options *o, const cv_checkpoint *ck
     return CV_OK;
 }
 
-static cv_status prepare(const cv_train_options *o, run_state *r, progress_state *p,
-                         cv_err *err) {
+/* The run folder (created with its parents, locked) and the metrics file, checked before
+ * anything slow happens, so a bad path costs the user a second, not a training run. */
+static cv_status prepare_outputs(const cv_train_options *o, run_state *r, cv_err *err) {
     if (o->out_dir) {
+        cv_status st = cv_make_dirs(o->out_dir, r->made_out, err);
+        if (!st) st = cv_dir_lock_take(o->out_dir, &r->lock, err);
+        if (st) return st;
         snprintf(r->ckpt, sizeof r->ckpt, "%s/model.ckpt", o->out_dir);
         /* a resume may continue the very checkpoint it writes; nothing else overwrites */
         bool continuing = false;
@@ -389,6 +439,29 @@ static cv_status prepare(const cv_train_options *o, run_state *r, progress_state
                            "or continue it with --resume %s",
                            r->ckpt, r->ckpt);
     }
+    return o->metrics_path ? cv_prepare_output_file(o->metrics_path, r->made_metrics, err)
+                           : CV_OK;
+}
+
+/* A run that failed before writing anything leaves no trace: the folders it created and
+ * its lock file go. Anything it did write stays. */
+static void undo_outputs(const cv_train_options *o, run_state *r) {
+    if (r->made_out[0] && !cv_path_exists(r->ckpt)) {
+        char lock_path[4200];
+        snprintf(lock_path, sizeof lock_path, "%s/%s", o->out_dir, CV_LOCK_FILE);
+        if (r->lock.fd >= 0) unlink(lock_path);
+        cv_dir_lock_release(&r->lock);
+        cv_unmake_dirs(o->out_dir, r->made_out);
+    }
+    if (r->made_metrics[0] && !cv_path_exists(o->metrics_path)) {
+        char parent[CV_PATH_MAX];
+        snprintf(parent, sizeof parent, "%s", o->metrics_path);
+        cv_unmake_dirs(dirname(parent), r->made_metrics);
+    }
+}
+
+/* The checkpoint to resume (checked against the flags) and the data set. */
+static cv_status load_inputs(const cv_train_options *o, run_state *r, cv_err *err) {
     int n_classes = o->n_classes;
     if (o->resume_path) {
         cv_status st = cv_checkpoint_load(o->resume_path, &r->resume, err);
@@ -403,9 +476,18 @@ static cv_status prepare(const cv_train_options *o, run_state *r, progress_state
         return cv_fail(err, CV_ERR_USAGE, "%s: images are %dx%d but the checkpoint's model "
                        "takes %dx%d", o->data_dir, r->data.train.h, r->data.train.w,
                        r->resume.cfg.height, r->resume.cfg.width);
-    st = cv_backend_open(o->device, &o->backend, &r->be, err);
-    if (st) return st;
+    if (o->resume_path && r->resume.position >= r->data.train.n)
+        return cv_fail(err, CV_ERR_USAGE, "%s: the checkpoint stopped %d images into an "
+                       "epoch, but %s has %d training images", o->resume_path,
+                       r->resume.position, o->data_dir, r->data.train.n);
     if (o->train.binarize) cv_split_binarize(&r->data.test);
+    return CV_OK;
+}
+
+/* The backend, the model, its workspace and the data on the device. */
+static cv_status build_model(const cv_train_options *o, run_state *r, cv_err *err) {
+    cv_status st = cv_backend_open(o->device, &o->backend, &r->be, err);
+    if (st) return st;
     cv_model_config cfg = {.height = r->data.train.h, .width = r->data.train.w,
                            .n_classes = r->data.n_classes, .latent = o->latent,
                            .n_hidden = o->n_hidden, .prior = o->prior,
@@ -417,29 +499,38 @@ static cv_status prepare(const cv_train_options *o, run_state *r, progress_state
     if (!st) st = cv_device_split_upload(r->be, &r->data.train, &r->train, err);
     if (!st && r->data.test.n) st = cv_device_split_upload(r->be, &r->data.test, &r->test, err);
     if (!st && !(r->perm = malloc((size_t)r->data.train.n * sizeof(int32_t))))
-        st = cv_fail(err, CV_ERR_NOMEM, "out of host memory for the shuffle order");
-    if (st) return st;
+        st = cv_fail(err, CV_ERR_NOMEM, "out of host memory: the shuffle order needs %zu bytes",
+                     (size_t)r->data.train.n * sizeof(int32_t));
+    return st;
+}
+
+/* A fresh start (initialised parameters) or the resumed checkpoint's state. */
+static void start_progress(const cv_train_options *o, run_state *r, progress_state *p) {
     memset(p, 0, sizeof *p);
     p->st.first_bad_step = -1;
     p->st.first_bad_index = -1;
     p->st.allowed_nonfinite = o->skip_nonfinite;
-    if (o->resume_path) {
-        const cv_checkpoint *ck = &r->resume;
-        if (ck->position >= r->data.train.n)
-            return cv_fail(err, CV_ERR_USAGE, "%s: the checkpoint stopped %d images into an "
-                           "epoch, but %s has %d training images", o->resume_path,
-                           ck->position, o->data_dir, r->data.train.n);
-        cv_checkpoint_to_model(ck, &r->model);
-        p->step = ck->step;
-        p->epoch = ck->epoch;
-        p->position = ck->position;
-        memcpy(p->sums, ck->sums, sizeof p->sums);
-        p->st.nonfinite_steps = ck->nonfinite_steps;
-        if (o->metrics_path) load_metrics(o->metrics_path, ck->epoch, r);
-    } else {
+    if (!o->resume_path) {
         cv_model_init_params(&r->model, o->seed);
+        return;
     }
-    return CV_OK;
+    const cv_checkpoint *ck = &r->resume;
+    cv_checkpoint_to_model(ck, &r->model);
+    p->step = ck->step;
+    p->epoch = ck->epoch;
+    p->position = ck->position;
+    p->sums = ck->sums;
+    p->st.nonfinite_steps = ck->nonfinite_steps;
+    if (o->metrics_path) load_metrics(o->metrics_path, ck->epoch, r);
+}
+
+static cv_status prepare(const cv_train_options *o, run_state *r, progress_state *p,
+                         cv_err *err) {
+    cv_status st = prepare_outputs(o, r, err);
+    if (!st) st = load_inputs(o, r, err);
+    if (!st) st = build_model(o, r, err);
+    if (!st) start_progress(o, r, p);
+    return st;
 }
 
 static void print_header(const cv_train_options *o, const run_state *r, const progress_state *p) {
@@ -479,21 +570,21 @@ cv_status cv_train_run(const cv_train_options *o, cv_train_result *res, cv_err *
     memset(res, 0, sizeof *res);
     run_state r;
     memset(&r, 0, sizeof r);
+    r.lock.fd = -1;
     progress_state p;
     cv_status st = prepare(o, &r, &p, err);
-    if (st) {
-        run_free(&r);
-        return st;
+    if (!st) {
+        res->has_test = r.data.test.n > 0;
+        res->epochs_done = p.epoch;
+        print_header(o, &r, &p);
+        cv_interrupt_guard guard;
+        cv_interrupt_install(&guard);
+        st = train_epochs(o, &r, &p, res, err);
+        if (!st && r.ckpt[0]) fprintf(o->log, "checkpoint: %s\n", r.ckpt);
+        if (!st && r.ckpt[0]) st = write_pictures(o, &r, err);
+        cv_interrupt_restore(&guard);
     }
-    res->has_test = r.data.test.n > 0;
-    res->epochs_done = p.epoch;
-    print_header(o, &r, &p);
-    cv_interrupt_guard guard;
-    cv_interrupt_install(&guard);
-    st = train_epochs(o, &r, &p, res, err);
-    if (!st && r.ckpt[0]) fprintf(o->log, "checkpoint: %s\n", r.ckpt);
-    if (!st && r.ckpt[0]) st = write_pictures(o, &r, err);
-    cv_interrupt_restore(&guard);
+    if (st) undo_outputs(o, &r);
     run_free(&r);
     return st;
 }

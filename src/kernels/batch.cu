@@ -3,8 +3,9 @@
  *
  * gather:     x (rows, dim) = pixels[perm[st->start + r]] / 255 (or a Bernoulli draw of it
  *             with --binarize), one thread per element.
- * accumulate: sums += (sum of rec, sum of kl, rows), one block, double partial sums
- *             reduced in a fixed tree order (deterministic); nothing for a skipped step.
+ * accumulate: the loss sums += (sum of rec, sum of kl, rows, and for a training step its
+ *             gradient norm and 1), one block, double partial sums reduced in a fixed
+ *             tree order (deterministic); nothing for a skipped step.
  * check:      flags a step whose loss or gradient holds a NaN or Inf: every thread
  *             atomicMin's the index of a bad element it sees, so the first bad index is
  *             found whatever the thread order; one thread then updates the step state.
@@ -34,7 +35,7 @@ static __global__ void gather_batch_kernel(const uint8_t *pixels, const uint8_t 
     }
 }
 
-static __global__ void accumulate_loss_kernel(double *sums, const float *rec, const float *kl,
+static __global__ void accumulate_loss_kernel(cv_loss_sums *sums, const float *rec, const float *kl,
                                               int rows, const cv_step *st) {
     __shared__ double pa[SUM_THREADS], pb[SUM_THREADS];
     if (st && st->skip) return; /* uniform across the block */
@@ -54,12 +55,12 @@ static __global__ void accumulate_loss_kernel(double *sums, const float *rec, co
         __syncthreads();
     }
     if (threadIdx.x == 0) {
-        sums[0] += pa[0];
-        sums[1] += pb[0];
-        sums[2] += rows;
+        sums->rec += pa[0];
+        sums->kl += pb[0];
+        sums->rows += rows;
         if (st) {
-            sums[3] += sqrt(st->grad_sq);
-            sums[4] += 1.0;
+            sums->grad_norm += sqrt(st->grad_sq);
+            sums->steps += 1.0;
         }
     }
 }
@@ -125,7 +126,7 @@ extern "C" void cv_gather_batch_cuda(const uint8_t *pixels, const uint8_t *label
     CV_CUDA_CHECK(cudaGetLastError());
 }
 
-extern "C" void cv_accumulate_loss_cuda(double *sums, const float *rec, const float *kl,
+extern "C" void cv_accumulate_loss_cuda(cv_loss_sums *sums, const float *rec, const float *kl,
                                         int rows, const cv_step *st, cudaStream_t stream) {
     accumulate_loss_kernel<<<1, SUM_THREADS, 0, stream>>>(sums, rec, kl, rows, st);
     CV_CUDA_CHECK(cudaGetLastError());

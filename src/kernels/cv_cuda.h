@@ -71,7 +71,7 @@ void cv_reconstruction_cuda(cv_likelihood likelihood, float sigma, const float *
                             int rows, int cols, cudaStream_t stream);
 void cv_adam_cuda(float *p, const float *g, float *m, float *v, size_t n,
                   const cv_adam_config *cfg, const cv_step *st, cudaStream_t stream);
-void cv_accumulate_loss_cuda(double *sums, const float *rec, const float *kl, int rows,
+void cv_accumulate_loss_cuda(cv_loss_sums *sums, const float *rec, const float *kl, int rows,
                              const cv_step *st, cudaStream_t stream);
 void cv_check_finite_cuda(const float *rec, const float *kl, int rows, const float *grads,
                           size_t n, cv_step *st, cv_nonfinite_scratch *scratch,

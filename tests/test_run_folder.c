@@ -1,0 +1,223 @@
+/* test_run_folder.c: a run is never lost to its output paths. --out and --metrics (and
+ * generate's --out) get their missing parent folders, and a path that cannot be written
+ * fails in well under a second, before any data is read; a live trainer locks its run
+ * folder, so a second one on the same folder stops at once, naming the first one's pid,
+ * and writes nothing. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cvae/fileio.h"
+#include "helpers.h"
+
+static char *dir;
+static char data[4200];
+
+static void setup(void) {
+    dir = test_tmpdir();
+    snprintf(data, sizeof data, "%s/data", dir);
+    mkdir(data, 0777);
+    test_write_dataset(data, 400, 50, 6, 6, 3, false, 5);
+}
+static void teardown(void) {
+    test_rmtree(dir);
+    free(dir);
+}
+
+TestSuite(run_folder, .init = setup, .fini = teardown, .timeout = 120);
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void expect_exists(const char *folder, const char *name) {
+    char path[8400];
+    snprintf(path, sizeof path, "%s/%s", folder, name);
+    cr_assert(cv_path_exists(path), "%s was not written", path);
+}
+
+Test(run_folder, train_creates_the_missing_parents_of_out_and_metrics) {
+    char out[4300], metrics[4300];
+    snprintf(out, sizeof out, "%s/runs/fashion/first", dir);
+    snprintf(metrics, sizeof metrics, "%s/logs/2026/m.jsonl", dir);
+    const char *args[] = {"train", "--data", data, "--out", out, "--metrics", metrics,
+                          "--epochs", "1", "--hidden", "16", "--latent", "2", "--device",
+                          "cpu", NULL};
+    char *o, *e;
+    cr_assert_eq(test_run_cvae(&o, &e, args), 0, "%s", e);
+    expect_exists(out, "model.ckpt");
+    expect_exists(out, "samples.png");
+    expect_exists(out, "reconstructions.png");
+    cr_assert(cv_path_exists(metrics), "no metrics file");
+    free(o);
+    free(e);
+}
+
+/* A path under a regular file cannot be a folder, root or not. The data folder does not
+ * exist either: the output is checked first, so the error names the output. */
+Test(run_folder, unwritable_outputs_fail_at_once_before_the_data_is_read) {
+    char file[4300], bad[4400], good[4400], none[4300];
+    snprintf(file, sizeof file, "%s/plain-file", dir);
+    test_write_file(file, "x", 1);
+    snprintf(bad, sizeof bad, "%s/sub/run", file);
+    snprintf(good, sizeof good, "%s/good", dir);
+    snprintf(none, sizeof none, "%s/no-such-data", dir);
+    char bad_metrics[4400];
+    snprintf(bad_metrics, sizeof bad_metrics, "%s/m.jsonl", file);
+    const char *cases[][2] = {{"--out", bad}, {"--metrics", bad_metrics}};
+    for (int k = 0; k < 2; k++) {
+        const char *args[] = {"train", "--data", none, "--out", good, cases[k][0], cases[k][1],
+                              "--device", "cpu", NULL};
+        char *o, *e;
+        double t0 = now();
+        int rc = test_run_cvae(&o, &e, args);
+        double took = now() - t0;
+        cr_assert_eq(rc, 1, "%s %s: exit %d: %s", cases[k][0], cases[k][1], rc, e);
+        cr_assert_eq(test_count_lines(e), 1, "%s", e);
+        cr_assert(strstr(e, file) != NULL && strstr(e, "no-such-data") == NULL,
+                  "the error does not name the output: %s", e);
+        cr_assert_lt(took, 1.0, "%s took %.2f s to fail", cases[k][0], took);
+        cr_assert(!cv_path_exists(good), "a failed run left %s behind", good);
+        free(o);
+        free(e);
+    }
+}
+
+/* A run that fails after creating its folders (here: bad data) leaves none of them. */
+Test(run_folder, a_failed_run_leaves_no_folders_behind) {
+    char top[4300], out[4400], none[4300];
+    snprintf(top, sizeof top, "%s/new", dir);
+    snprintf(out, sizeof out, "%s/deeper/run", top);
+    snprintf(none, sizeof none, "%s/no-such-data", dir);
+    const char *args[] = {"train", "--data", none, "--out", out, "--device", "cpu", NULL};
+    char *o, *e;
+    cr_assert_eq(test_run_cvae(&o, &e, args), 1, "%s", e);
+    cr_assert(strstr(e, "no-such-data"), "%s", e);
+    cr_assert(!cv_path_exists(top), "%s was left behind", top);
+    free(o);
+    free(e);
+}
+
+static pid_t spawn_cvae(const char *const *args) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        const char *argv[64] = {"cvae"};
+        for (int i = 0; args[i]; i++) argv[i + 1] = args[i];
+        execv(getenv("CVAE_BIN"), (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* The names in a folder, sorted, as one string. */
+static char *listing(const char *folder) {
+    struct dirent **names;
+    int n = scandir(folder, &names, NULL, alphasort);
+    cr_assert_geq(n, 0, "cannot list %s", folder);
+    char *s = calloc(1, 8192);
+    for (int i = 0; i < n; i++) {
+        strncat(s, names[i]->d_name, 8191 - strlen(s));
+        strncat(s, "\n", 8191 - strlen(s));
+        free(names[i]);
+    }
+    free(names);
+    return s;
+}
+
+Test(run_folder, a_second_trainer_on_a_live_run_folder_names_the_first_and_writes_nothing) {
+    char out[4300], lock[4400], ckpt[4400];
+    snprintf(out, sizeof out, "%s/busy", dir);
+    snprintf(lock, sizeof lock, "%s/%s", out, CV_LOCK_FILE);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
+    const char *first[] = {"train", "--data", data, "--out", out, "--epochs", "1000000",
+                           "--hidden", "16", "--latent", "2", "--device", "cpu", NULL};
+    pid_t pid = spawn_cvae(first);
+    /* the lock file holds the first trainer's pid once it holds the lock */
+    char want[32];
+    snprintf(want, sizeof want, "%ld\n", (long)pid);
+    bool locked = false;
+    for (int i = 0; i < 200 && !locked; i++) {
+        size_t n;
+        char *text = (char *)test_read_file(lock, &n);
+        locked = text && strcmp(text, want) == 0;
+        free(text);
+        if (!locked) usleep(25000);
+    }
+    cr_assert(locked, "the first trainer never took the lock");
+    char *before = listing(out);
+    char pid_text[48];
+    snprintf(pid_text, sizeof pid_text, "pid %ld", (long)pid);
+    const char *again[] = {"train", "--data", data, "--out", out, "--hidden", "16",
+                           "--latent", "2", "--device", "cpu", NULL};
+    const char *resumed[] = {"train", "--data", data, "--out", out, "--hidden", "16",
+                             "--latent", "2", "--device", "cpu", "--resume", ckpt, NULL};
+    const char *const *seconds[] = {again, resumed};
+    for (int k = 0; k < 2; k++) {
+        char *o, *e;
+        int rc = test_run_cvae(&o, &e, seconds[k]);
+        cr_assert_eq(rc, 1, "second trainer (%s): exit %d: %s", k ? "--resume" : "fresh", rc, e);
+        cr_assert_eq(test_count_lines(e), 1, "%s", e);
+        cr_assert(strstr(e, pid_text) && strstr(e, "in use"), "no '%s' in: %s", pid_text, e);
+        free(o);
+        free(e);
+    }
+    char *after = listing(out);
+    cr_assert_str_eq(after, before, "the second trainers changed the folder");
+    free(before);
+    free(after);
+    /* the first one stops cleanly, writing its checkpoint; the lock goes with it */
+    kill(pid, SIGTERM);
+    int status;
+    waitpid(pid, &status, 0);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 143, "first trainer status %d",
+              status);
+    cr_assert(cv_path_exists(ckpt));
+}
+
+Test(run_folder, generate_creates_the_missing_parents_of_out) {
+    char run[4300], set[4400], grid[4400];
+    snprintf(run, sizeof run, "%s/run", dir);
+    test_train_small(data, run, 16, 2, 1, 9);
+    char ckpt[4400];
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", run);
+    snprintf(set, sizeof set, "%s/sets/june/small", dir);
+    snprintf(grid, sizeof grid, "%s/pictures/new/grid.png", dir);
+    const char *gen[] = {"generate", "--model", ckpt, "--per-class", "2", "--out", set,
+                         "--device", "cpu", NULL};
+    const char *pic[] = {"generate", "--model", ckpt, "--format", "grid", "--out", grid,
+                         "--device", "cpu", NULL};
+    char *o, *e;
+    cr_assert_eq(test_run_cvae(&o, &e, gen), 0, "%s", e);
+    expect_exists(set, "images-idx3-ubyte");
+    expect_exists(set, "manifest.json");
+    free(o);
+    free(e);
+    cr_assert_eq(test_run_cvae(&o, &e, pic), 0, "%s", e);
+    cr_assert(cv_path_exists(grid), "no grid");
+    free(o);
+    free(e);
+
+    /* under a regular file: one line, exit 1, before any image is made */
+    char file[4300], bad[4400];
+    snprintf(file, sizeof file, "%s/plain-file", dir);
+    test_write_file(file, "x", 1);
+    snprintf(bad, sizeof bad, "%s/set", file);
+    gen[6] = bad;
+    cr_assert_eq(test_run_cvae(&o, &e, gen), 1, "%s", e);
+    cr_assert_eq(test_count_lines(e), 1, "%s", e);
+    cr_assert(strstr(e, file) && !strstr(o, "wrote"), "%s / %s", o, e);
+    free(o);
+    free(e);
+}
