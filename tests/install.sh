@@ -61,7 +61,9 @@ $CC "${flags[@]}" "$example" $(pkg-config --cflags --libs cvae) -o "$tmp/train_s
 # The static build: libcvae.a and every library pkg-config --static lists that the linker
 # can find. A dependency's .pc may list one only its own static build needs (Debian's
 # openblas.pc lists -lgfortran, whose link-time file comes with gfortran), but every
-# library cvae.pc lists itself must be found.
+# library cvae.pc lists itself must be found. The sysroot went before every -L folder,
+# the system's too (OpenBLAS's, CUDA's): those outside DESTDIR get their own path back.
+own=" $(sed -n 's/^Libs\.private://p' "$pc") "
 ldirs=()
 findable() {
     local f d
@@ -75,10 +77,15 @@ static=()
 for w in $(pkg-config --static --libs cvae); do
     case $w in
     -lcvae) w=-l:libcvae.a ;;
-    -L*) ldirs+=("${w#-L}") ;;
+    -L*)
+        d=${w#-L}
+        [ -d "$d" ] || d=${d#"$dest"}
+        w=-L$d
+        ldirs+=("$d")
+        ;;
     -l*)
         if ! findable "${w#-l}"; then
-            ! grep -Eq "^Libs.private:.* $w( |$)" "$pc" || fail "cvae.pc lists $w; the linker has no lib${w#-l}"
+            [[ $own != *" $w "* ]] || fail "cvae.pc lists $w; the linker has no lib${w#-l}"
             echo "install.sh: leaving out $w, which a dependency lists and the linker cannot find"
             continue
         fi
