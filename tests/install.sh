@@ -39,10 +39,10 @@ for h in fileio interrupt png sha256; do
     [ ! -e "$prefix/include/cvae/$h.h" ] || fail "the internal header cvae/$h.h is installed"
 done
 for h in "$prefix"/include/cvae/*.h; do
-    for inc in $(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\)".*/\1/p' "$h"); do
+    while read -r inc; do
         [ -f "$prefix/include/$inc" ] ||
             fail "installed cvae/$(basename "$h") includes \"$inc\", which is not installed"
-    done
+    done < <(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\)".*/\1/p' "$h")
 done
 
 out=$("$cvae" --version)
@@ -50,7 +50,8 @@ first=${out%%$'\n'*}
 [ "$first" = "cvae $version" ] || fail "installed cvae --version says '$first', not 'cvae $version'"
 
 # PKG_CONFIG_SYSROOT_DIR puts cvae.pc's -I and -L paths under DESTDIR
-export PKG_CONFIG_PATH=$(dirname "$pc") PKG_CONFIG_SYSROOT_DIR=$dest
+PKG_CONFIG_PATH=$(dirname "$pc")
+export PKG_CONFIG_PATH PKG_CONFIG_SYSROOT_DIR=$dest
 [ "$(pkg-config --modversion cvae)" = "$version" ] || fail "cvae.pc does not say version $version"
 flags=(-std=c11 -Wall -Wextra -Wpedantic -Werror)
 [ "${SANITIZE:-none}" = none ] || flags+=("-fsanitize=$SANITIZE")
