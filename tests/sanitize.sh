@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 ninja -C build-asan
 export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-meson test -C build-asan --print-errorlogs --num-processes 2
+meson test -C build-asan --print-errorlogs --num-processes 2 --no-suite fresh-clone
 
 # valgrind on a CPU-only build (libcublasLt's load-time dlopen trips valgrind inside the
 # dynamic loader, outside any code of ours); valgrind has no AVX-512, so OpenBLAS gets its

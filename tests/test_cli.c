@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "cvae/fileio.h"
+#include "cvae/version.h"
 #include "helpers.h"
 
 static char *dir;
@@ -57,6 +58,32 @@ Test(cli, every_command_has_help) {
     cr_assert(strstr(o, "train") && strstr(o, "eval") && strstr(o, "info"));
     free(o);
     free(e);
+}
+
+/* The first line is "cvae VERSION" with meson's project version, which version.h carries
+ * too; then what the build holds. */
+Test(cli, version_prints_the_project_version) {
+    const char *want = getenv("CVAE_VERSION");
+    cr_assert_not_null(want, "CVAE_VERSION is not set (meson test sets it)");
+    char parts[64];
+    snprintf(parts, sizeof parts, "%d.%d.%d", CVAE_VERSION_MAJOR, CVAE_VERSION_MINOR,
+             CVAE_VERSION_PATCH);
+    cr_assert_str_eq(parts, want);
+    cr_assert_str_eq(CVAE_VERSION_STRING, want);
+
+    char *o, *e;
+    const char *args[] = {"--version", NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, args), 0, "stderr: %s", e);
+    char first[128];
+    snprintf(first, sizeof first, "cvae %s\n", want);
+    cr_assert(strncmp(o, first, strlen(first)) == 0, "cvae --version printed: %s", o);
+    cr_assert(strstr(o, "\nCUDA backend: ") && strstr(o, "\nOpenMP threads: ") &&
+                  strstr(o, "\nOpenBLAS core: "),
+              "cvae --version printed: %s", o);
+    free(o);
+    free(e);
+    const char *extra[] = {"--version", "now", NULL};
+    expect_error(2, "--version takes no arguments", extra);
 }
 
 Test(cli, bad_commands_and_flags_exit_2) {

@@ -38,6 +38,9 @@ static const char *usage =
     "  generate  labeled synthetic data sets and sample grids from a checkpoint\n"
     "  info      what a checkpoint holds\n"
     "\n"
+    "  --version  the version, the GPU codes the CUDA backend was built for, the OpenMP\n"
+    "             threads and the OpenBLAS core in use\n"
+    "\n"
     "`cvae COMMAND --help` describes each command's flags.\n";
 
 int main(int argc, char **argv) {
@@ -50,6 +53,13 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         fputs(usage, stdout);
         return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        if (argc > 2) {
+            fprintf(stderr, "cvae: --version takes no arguments\n");
+            return CV_EXIT_USAGE;
+        }
+        return cv_cmd_version();
     }
     if (strcmp(cmd, "train") == 0) return cv_cmd_train(argc - 1, argv + 1);
     if (strcmp(cmd, "eval") == 0) return cv_cmd_eval(argc - 1, argv + 1);

@@ -1,0 +1,20 @@
+/* cli_version.c: `cvae --version`: the version and what this build runs on. */
+#include <cblas.h>
+#include <omp.h>
+#include <stdio.h>
+
+#include "build_info.h"
+#include "cli.h"
+#include "cvae/version.h"
+
+int cv_cmd_version(void) {
+    printf("cvae %s\n", CVAE_VERSION_STRING);
+    if (CV_BUILD_CUDA)
+        printf("CUDA backend: built for %s\n", CV_BUILD_CUDA_CODES);
+    else
+        printf("CUDA backend: not built\n");
+    printf("OpenMP threads: %d\n", omp_get_max_threads());
+    /* after cli_main.c's restart with OPENBLAS_CORETYPE, so the kernels actually in use */
+    printf("OpenBLAS core: %s\n", openblas_get_corename());
+    return 0;
+}
