@@ -13,13 +13,11 @@
 #include "cv_math.h"
 #include "cvae/backend.h"
 
-/* glibc's libmvec has vector versions of these; declaring them simd lets the loops
- * over cv_math.h vectorise (glibc itself declares them only under -ffast-math, which
- * would also break NaN and Inf semantics that the tests rely on). */
+/* glibc's libmvec has a vector expf; declaring it simd lets the loops over cv_math.h
+ * vectorise (glibc itself declares it only under -ffast-math, which would also break the
+ * NaN and Inf semantics that the tests rely on). */
 #pragma omp declare simd notinbranch
 float expf(float);
-#pragma omp declare simd notinbranch
-float log1pf(float);
 #include "cvae/rng.h"
 
 /* Below this many elements a parallel region costs more than it saves. */
