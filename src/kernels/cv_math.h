@@ -2,7 +2,7 @@
  *
  * Each function is a small static inline that compiles as plain C11 for the CPU backend
  * and as __host__ __device__ under nvcc for the CUDA kernels, so the CPU tests exercise
- * the exact formulas the GPU runs. Notation follows DESIGN.md section 1:
+ * the exact formulas the GPU runs. Notation follows docs/design.md section 1:
  *   l: a logit, x: a target pixel in [0,1], mu / s: posterior mean and log-variance,
  *   eps: a standard normal draw, z = mu + exp(s/2) * eps.
  */
