@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The cvae model spec (DESIGN.md section 1) in PyTorch: the peer cvae is compared with.
+"""The cvae model spec (docs/design.md section 1) in PyTorch: the peer cvae is compared with.
 
 Same architecture, nn.Linear initialisation (fan_in counts the one-hot columns), logvar
 clamp, Bernoulli loss, Adam settings, seeded shuffling with the last partial batch kept,

@@ -1,5 +1,5 @@
 /* test_model_grad.c: the whole model against a double-precision reference written from
- * DESIGN.md section 1 (with the condition as an explicit one-hot input, so the gathered
+ * docs/design.md section 1 (with the condition as an explicit one-hot input, so the gathered
  * column is checked too), and every parameter's gradient against central finite
  * differences of that reference. */
 #include <criterion/criterion.h>

@@ -1,4 +1,4 @@
-/* model.h: the CVAE of DESIGN.md section 1 over a backend.
+/* model.h: the CVAE of docs/design.md section 1 over a backend.
  *
  * Encoder: h1 = relu(W1x x + W1c[c] + b1), ..., enc = Whead h + bhead = [mu | s].
  * Decoder: g1 = relu(V1z z + V1c[c] + d1), ..., logits = Vout g + dout.

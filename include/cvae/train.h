@@ -44,7 +44,7 @@ typedef struct {
     double grad_norm;    /* mean global gradient norm (before clipping) of the last epoch */
 } cv_train_result;
 
-/* The defaults of `cvae train` (DESIGN.md section 1): hidden 400, latent 20, batch 128,
+/* The defaults of `cvae train` (docs/design.md 1.13): hidden 400, latent 20, batch 128,
  * 10 epochs, lr 1e-3, beta 1, seed 0, Bernoulli, standard prior, device auto. */
 cv_train_options cv_train_defaults(void);
 
