@@ -26,6 +26,9 @@ bool cv_parse_u64(const char *cmd, const char *flag, const char *s, uint64_t *ou
 bool cv_parse_positive_float(const char *cmd, const char *flag, const char *s, float *out);
 bool cv_parse_int_list(const char *cmd, const char *flag, const char *s, long min, long max,
                        int max_count, int *out, int *count);
+/* The index in names[count] of s; otherwise "FLAG must be a, b or c, got 's'". */
+bool cv_parse_choice(const char *cmd, const char *flag, const char *s,
+                     const char *const *names, int count, int *out);
 bool cv_parse_device(const char *cmd, const char *s);
 
 /* Reports the flag getopt_long (optstring starting with ':') rejected: code ':' for a

@@ -85,6 +85,21 @@ bool cv_parse_int_list(const char *cmd, const char *flag, const char *s, long mi
     return true;
 }
 
+bool cv_parse_choice(const char *cmd, const char *flag, const char *s,
+                     const char *const *names, int count, int *out) {
+    for (int i = 0; i < count; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = i;
+            return true;
+        }
+    char list[256] = "";
+    for (int i = 0; i < count; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
+                 i == 0 ? "" : i == count - 1 ? " or " : ", ", names[i]);
+    cv_usage_error(cmd, "%s must be %s, got '%s'", flag, list, s);
+    return false;
+}
+
 bool cv_parse_device(const char *cmd, const char *s) {
     if (strcmp(s, "auto") == 0 || strcmp(s, "cpu") == 0 || strcmp(s, "cuda") == 0)
         return true;

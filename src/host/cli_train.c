@@ -60,6 +60,117 @@ enum { OPT_DATA = 256, OPT_HIDDEN, OPT_LATENT, OPT_CLASSES, OPT_BATCH, OPT_EPOCH
        OPT_RESUME, OPT_SKIP_NONFINITE, OPT_PRIOR, OPT_LIKELIHOOD, OPT_SIGMA, OPT_BINARIZE,
        OPT_BETA, OPT_KL_WARMUP, OPT_LR_SCHEDULE, OPT_WARMUP_STEPS, OPT_CLIP_GRAD };
 
+/* --beta: 0 is allowed too, a plain autoencoder with a KL monitor. */
+static bool parse_beta(const char *cmd, const char *s, float *beta) {
+    if (strcmp(s, "0") == 0) {
+        *beta = 0.0f;
+        return true;
+    }
+    return cv_parse_positive_float(cmd, "--beta", s, beta);
+}
+
+static bool parse_count(const char *cmd, const char *flag, const char *s, long long *out) {
+    int n;
+    if (!cv_parse_int(cmd, flag, s, 0, 2147483647L, &n)) return false;
+    *out = n;
+    return true;
+}
+
+/* One flag into o; false after printing the error line. */
+static bool apply_flag(int c, const char *arg, cv_train_options *o, bool *sigma_given) {
+    const char *cmd = "train";
+    static const char *const precisions[] = {"fp32", "tf32"};
+    static const char *const priors[] = {"standard", "conditional"};
+    static const char *const likelihoods[] = {"bernoulli", "gaussian"};
+    static const char *const schedules[] = {"constant", "cosine"};
+    int choice;
+    bool ok = true;
+    switch (c) {
+    case OPT_DATA: o->data_dir = arg; break;
+    case OPT_HIDDEN:
+        ok = cv_parse_int_list(cmd, "--hidden", arg, 1, 65536, CV_MAX_HIDDEN, o->hidden,
+                               &o->n_hidden);
+        break;
+    case OPT_LATENT: ok = cv_parse_int(cmd, "--latent", arg, 1, 65536, &o->latent); break;
+    case OPT_CLASSES: ok = cv_parse_int(cmd, "--classes", arg, 1, 256, &o->n_classes); break;
+    case OPT_BATCH: ok = cv_parse_int(cmd, "--batch", arg, 1, 1 << 20, &o->batch); break;
+    case OPT_EPOCHS: ok = cv_parse_int(cmd, "--epochs", arg, 1, 1000000, &o->epochs); break;
+    case OPT_LR: ok = cv_parse_positive_float(cmd, "--lr", arg, &o->lr); break;
+    case OPT_SEED: ok = cv_parse_u64(cmd, "--seed", arg, &o->seed); break;
+    case OPT_DEVICE: ok = cv_parse_device(cmd, arg); o->device = arg; break;
+    case OPT_PRECISION:
+        ok = cv_parse_choice(cmd, "--precision", arg, precisions, 2, &choice);
+        o->backend.tf32 = choice == 1;
+        break;
+    case OPT_OUT: o->out_dir = arg; break;
+    case OPT_CKPT_EVERY:
+        ok = cv_parse_int(cmd, "--checkpoint-every", arg, 1, 1000000, &o->checkpoint_every);
+        break;
+    case OPT_METRICS: o->metrics_path = arg; break;
+    case OPT_RESUME: o->resume_path = arg; break;
+    case OPT_PRIOR:
+        ok = cv_parse_choice(cmd, "--prior", arg, priors, 2, &choice);
+        o->prior = choice == 1 ? CV_PRIOR_CONDITIONAL : CV_PRIOR_STANDARD;
+        break;
+    case OPT_LIKELIHOOD:
+        ok = cv_parse_choice(cmd, "--likelihood", arg, likelihoods, 2, &choice);
+        o->likelihood = choice == 1 ? CV_LIKELIHOOD_GAUSSIAN : CV_LIKELIHOOD_BERNOULLI;
+        break;
+    case OPT_SIGMA:
+        ok = cv_parse_positive_float(cmd, "--sigma", arg, &o->sigma);
+        *sigma_given = true;
+        break;
+    case OPT_BINARIZE: o->train.binarize = 1; break;
+    case OPT_BETA: ok = parse_beta(cmd, arg, &o->train.beta); break;
+    case OPT_KL_WARMUP:
+        ok = cv_parse_int(cmd, "--kl-warmup", arg, 0, 1000000, &o->train.kl_warmup);
+        break;
+    case OPT_LR_SCHEDULE:
+        ok = cv_parse_choice(cmd, "--lr-schedule", arg, schedules, 2, &choice);
+        o->train.cosine = choice == 1;
+        break;
+    case OPT_WARMUP_STEPS: {
+        long long n;
+        ok = parse_count(cmd, "--warmup-steps", arg, &n);
+        o->train.warmup_steps = n;
+        break;
+    }
+    case OPT_CLIP_GRAD:
+        ok = cv_parse_positive_float(cmd, "--clip-grad", arg, &o->train.clip_norm);
+        break;
+    case OPT_SKIP_NONFINITE: ok = parse_count(cmd, "--skip-nonfinite", arg, &o->skip_nonfinite); break;
+    default: CV_ASSERT(!"a flag without a case");
+    }
+    return ok;
+}
+
+/* The checks that need every flag. Returns 0, or the exit code after the error line. */
+static int check_flags(const cv_train_options *o, bool sigma_given) {
+    const char *cmd = "train";
+    if (!o->data_dir) return cv_usage_error(cmd, "--data DIR is required");
+    if (sigma_given && o->likelihood != CV_LIKELIHOOD_GAUSSIAN)
+        return cv_usage_error(cmd, "--sigma applies to --likelihood gaussian only");
+    if (o->out_dir && !o->out_dir[0]) return cv_usage_error(cmd, "--out must not be empty");
+    if (o->metrics_path && !o->metrics_path[0])
+        return cv_usage_error(cmd, "--metrics must not be empty");
+    return 0;
+}
+
+static int run(const cv_train_options *o) {
+    cv_train_result res;
+    cv_err err;
+    cv_status st = cv_train_run(o, &res, &err);
+    if (st == CV_ERR_INTERRUPTED) {
+        fprintf(stderr, "cvae train: %s\n", err.msg);
+        return 128 + res.signal;
+    }
+    if (st) return cv_report("train", st, &err);
+    if (res.has_test)
+        printf("final test -ELBO %.4f nats (rec %.4f, kl %.4f) after %d epochs\n",
+               res.test.neg_elbo, res.test.rec, res.test.kl, res.epochs_done);
+    return 0;
+}
+
 int cv_cmd_train(int argc, char **argv) {
     static const struct option opts[] = {
         {"data", required_argument, 0, OPT_DATA},
@@ -89,110 +200,20 @@ int cv_cmd_train(int argc, char **argv) {
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *cmd = "train";
     cv_train_options o = cv_train_defaults();
     bool sigma_given = false;
     opterr = 0;
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        bool ok = true;
-        switch (c) {
-        case 'h': fputs(help, stdout); return 0;
-        case OPT_DATA: o.data_dir = optarg; break;
-        case OPT_HIDDEN:
-            ok = cv_parse_int_list(cmd, "--hidden", optarg, 1, 65536, CV_MAX_HIDDEN,
-                                   o.hidden, &o.n_hidden);
-            break;
-        case OPT_LATENT: ok = cv_parse_int(cmd, "--latent", optarg, 1, 65536, &o.latent); break;
-        case OPT_CLASSES: ok = cv_parse_int(cmd, "--classes", optarg, 1, 256, &o.n_classes); break;
-        case OPT_BATCH: ok = cv_parse_int(cmd, "--batch", optarg, 1, 1 << 20, &o.batch); break;
-        case OPT_EPOCHS: ok = cv_parse_int(cmd, "--epochs", optarg, 1, 1000000, &o.epochs); break;
-        case OPT_LR: ok = cv_parse_positive_float(cmd, "--lr", optarg, &o.lr); break;
-        case OPT_SEED: ok = cv_parse_u64(cmd, "--seed", optarg, &o.seed); break;
-        case OPT_DEVICE: ok = cv_parse_device(cmd, optarg); o.device = optarg; break;
-        case OPT_PRECISION:
-            o.backend.tf32 = strcmp(optarg, "tf32") == 0;
-            if (!o.backend.tf32 && strcmp(optarg, "fp32") != 0)
-                return cv_usage_error(cmd, "--precision must be fp32 or tf32, got '%s'", optarg);
-            break;
-        case OPT_OUT: o.out_dir = optarg; break;
-        case OPT_CKPT_EVERY:
-            ok = cv_parse_int(cmd, "--checkpoint-every", optarg, 1, 1000000, &o.checkpoint_every);
-            break;
-        case OPT_METRICS: o.metrics_path = optarg; break;
-        case OPT_RESUME: o.resume_path = optarg; break;
-        case OPT_PRIOR:
-            if (strcmp(optarg, "standard") && strcmp(optarg, "conditional"))
-                return cv_usage_error(cmd, "--prior must be standard or conditional, got '%s'",
-                                      optarg);
-            o.prior = strcmp(optarg, "conditional") == 0 ? CV_PRIOR_CONDITIONAL : CV_PRIOR_STANDARD;
-            break;
-        case OPT_LIKELIHOOD:
-            if (strcmp(optarg, "bernoulli") && strcmp(optarg, "gaussian"))
-                return cv_usage_error(cmd,
-                                      "--likelihood must be bernoulli or gaussian, got '%s'", optarg);
-            o.likelihood = strcmp(optarg, "gaussian") == 0 ? CV_LIKELIHOOD_GAUSSIAN
-                                                           : CV_LIKELIHOOD_BERNOULLI;
-            break;
-        case OPT_SIGMA:
-            ok = cv_parse_positive_float(cmd, "--sigma", optarg, &o.sigma);
-            sigma_given = true;
-            break;
-        case OPT_BINARIZE: o.train.binarize = 1; break;
-        case OPT_BETA: {
-            /* 0 is allowed here: a plain autoencoder with a KL monitor */
-            ok = strcmp(optarg, "0") == 0 ? (o.train.beta = 0.0f, true)
-                                           : cv_parse_positive_float(cmd, "--beta", optarg,
-                                                                     &o.train.beta);
-            break;
+        if (c == 'h') {
+            fputs(help, stdout);
+            return 0;
         }
-        case OPT_KL_WARMUP:
-            ok = cv_parse_int(cmd, "--kl-warmup", optarg, 0, 1000000, &o.train.kl_warmup);
-            break;
-        case OPT_LR_SCHEDULE:
-            if (strcmp(optarg, "constant") && strcmp(optarg, "cosine"))
-                return cv_usage_error(cmd,
-                                      "--lr-schedule must be constant or cosine, got '%s'", optarg);
-            o.train.cosine = strcmp(optarg, "cosine") == 0;
-            break;
-        case OPT_WARMUP_STEPS: {
-            int n;
-            ok = cv_parse_int(cmd, "--warmup-steps", optarg, 0, 2147483647L, &n);
-            o.train.warmup_steps = n;
-            break;
-        }
-        case OPT_CLIP_GRAD:
-            ok = cv_parse_positive_float(cmd, "--clip-grad", optarg, &o.train.clip_norm);
-            break;
-        case OPT_SKIP_NONFINITE: {
-            int n;
-            ok = cv_parse_int(cmd, "--skip-nonfinite", optarg, 0, 2147483647L, &n);
-            o.skip_nonfinite = n;
-            break;
-        }
-        default: return cv_bad_flag(cmd, c, argv[optind - 1]);
-        }
-        if (!ok) return CV_EXIT_USAGE;
+        if (c == ':' || c == '?') return cv_bad_flag("train", c, argv[optind - 1]);
+        if (!apply_flag(c, optarg, &o, &sigma_given)) return CV_EXIT_USAGE;
     }
-    if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-    if (!o.data_dir) return cv_usage_error(cmd, "--data DIR is required");
-    if (sigma_given && o.likelihood != CV_LIKELIHOOD_GAUSSIAN)
-        return cv_usage_error(cmd, "--sigma applies to --likelihood gaussian only");
-    if (o.out_dir && !o.out_dir[0]) return cv_usage_error(cmd, "--out must not be empty");
-    if (o.metrics_path && !o.metrics_path[0])
-        return cv_usage_error(cmd, "--metrics must not be empty");
-
-    cv_train_result res;
-    cv_err err;
-    cv_status st = cv_train_run(&o, &res, &err);
-    if (st == CV_ERR_INTERRUPTED) {
-        fprintf(stderr, "cvae train: %s\n", err.msg);
-        return 128 + res.signal;
-    }
-    if (st) return cv_report(cmd, st, &err);
-    if (res.has_test)
-        printf("final test -ELBO %.4f nats (rec %.4f, kl %.4f) after %d epochs\n",
-               res.test.neg_elbo, res.test.rec, res.test.kl, res.epochs_done);
-    return 0;
+    if (optind < argc) return cv_usage_error("train", "unexpected argument '%s'", argv[optind]);
+    int rc = check_flags(&o, sigma_given);
+    return rc ? rc : run(&o);
 }
