@@ -434,7 +434,7 @@ static void rig_make(rig *g, cv_backend *be, const cv_split *data, uint64_t seed
     cr_assert_eq(cv_model_create(be, &cfg, &g->m, &err), CV_OK, "%s", err.msg);
     cr_assert_eq(cv_workspace_create(&g->m, batch, &g->ws, &err), CV_OK, "%s", err.msg);
     cr_assert_eq(cv_device_split_upload(be, data, &g->split, &err), CV_OK, "%s", err.msg);
-    cv_model_init_params(&g->m, seed);
+    cr_assert_eq(cv_model_init_params(&g->m, seed, &err), CV_OK, "%s", err.msg);
 }
 
 static void rig_free(rig *g) {

@@ -304,7 +304,10 @@ static cv_status train_epochs(const cv_train_options *o, run_state *r, progress_
         double grad_norm = p->sums[4] > 0 ? p->sums[3] / p->sums[4] : 0.0;
         res->train_loss = loss;
         res->grad_norm = grad_norm;
-        if (r->test.n) cv_evaluate(m, &r->ws, &r->test, o->seed, NULL, &res->test);
+        if (r->test.n) {
+            cv_status st = cv_evaluate(m, &r->ws, &r->test, o->seed, NULL, &res->test, err);
+            if (st) return st;
+        }
         double seconds = now_seconds() - t0, rate = (n - done_at_start) / train_seconds;
         if (r->test.n)
             fprintf(o->log,
@@ -437,7 +440,8 @@ static cv_status prepare(const cv_train_options *o, run_state *r, progress_state
         p->st.nonfinite_steps = ck->nonfinite_steps;
         if (o->metrics_path) load_metrics(o->metrics_path, ck->epoch, r);
     } else {
-        cv_model_init_params(&r->model, o->seed);
+        st = cv_model_init_params(&r->model, o->seed, err);
+        if (st) return st;
     }
     return CV_OK;
 }
