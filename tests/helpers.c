@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -110,7 +111,8 @@ static char *slurp_fd(int fd) {
     return buf;
 }
 
-int test_run_cvae(char **out, char **err, const char *const *args) {
+/* Runs cvae; with as_bytes, under that address-space limit (see helpers.h). */
+static int run_cvae(char **out, char **err, const char *const *args, size_t as_bytes) {
     const char *bin = getenv("CVAE_BIN");
     cr_assert_not_null(bin, "CVAE_BIN is not set (meson test sets it)");
     char tmpl_o[] = "/tmp/cvae-out-XXXXXX", tmpl_e[] = "/tmp/cvae-err-XXXXXX";
@@ -128,6 +130,15 @@ int test_run_cvae(char **out, char **err, const char *const *args) {
         dup2(fe, 2);
         int devnull = open("/dev/null", O_RDONLY);
         dup2(devnull, 0);
+        if (as_bytes) {
+            setenv("OPENBLAS_NUM_THREADS", "1", 1);
+            setenv("OMP_NUM_THREADS", "1", 1);
+            unsetenv("MALLOC_PERTURB_"); /* meson's: it would write every page allocated */
+            struct rlimit rl = {(rlim_t)as_bytes, (rlim_t)as_bytes}, no_core = {0, 0};
+            setrlimit(RLIMIT_AS, &rl);
+            setrlimit(RLIMIT_CORE, &no_core);
+            alarm(60);
+        }
         execv(bin, (char *const *)argv);
         _exit(127);
     }
@@ -138,6 +149,14 @@ int test_run_cvae(char **out, char **err, const char *const *args) {
     close(fo);
     close(fe);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+int test_run_cvae(char **out, char **err, const char *const *args) {
+    return run_cvae(out, err, args, 0);
+}
+
+int test_run_cvae_limited(char **out, char **err, const char *const *args, size_t as_bytes) {
+    return run_cvae(out, err, args, as_bytes);
 }
 
 int test_count_lines(const char *s) {

@@ -36,6 +36,12 @@ void test_train_small(const char *data, const char *out, int hidden, int latent,
  * out/err (malloc'd, NUL-terminated). Returns the exit status, or -signal. */
 int test_run_cvae(char **out, char **err, const char *const *args);
 
+/* test_run_cvae under an address-space limit of as_bytes (RLIMIT_AS), with OpenBLAS and
+ * OpenMP on one thread, so that what they reserve at start-up does not grow with the
+ * machine's cores, without MALLOC_PERTURB_ (allocations stay untouched), no core dump,
+ * and killed by SIGALRM after 60 s: OpenBLAS retries a buffer it cannot allocate forever. */
+int test_run_cvae_limited(char **out, char **err, const char *const *args, size_t as_bytes);
+
 /* Asserts |got - ref| <= atol + rtol |ref| for element i of `what`. */
 void assert_close(const char *what, int i, double got, double ref, double atol, double rtol);
 

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cv_math.h"
+#include "cvae/generate.h"
 #include "cvae/rng.h"
 #include "cvae/train.h"
 #include "helpers.h"
@@ -420,6 +421,86 @@ Test(cuda, pixels_and_row_streams_match_cpu) {
     }
 }
 
+/* cv_generate's images (idx file, header included) on backend be from the parameters
+ * params: 500 of each of 10 classes, seed 11. */
+static uint8_t *generate_on(cv_backend *be, const cv_model_config *cfg, const float *params,
+                            bool mean, int batch, const char *out, size_t *size) {
+    cv_model m;
+    cv_workspace ws;
+    cv_err err;
+    cr_assert_eq(cv_model_create(be, cfg, &m, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(cv_workspace_create(&m, batch, &ws, &err), CV_OK, "%s", err.msg);
+    be->upload(be, m.params, params, m.layout.n_params * sizeof(float));
+    cv_generate_options o = {.n_classes = 10, .per_class = 500, .format = CV_FMT_IDX,
+                             .mean = mean, .seed = 11, .batch = batch, .out = out,
+                             .checkpoint = "test"};
+    for (int c = 0; c < 10; c++) o.classes[c] = c;
+    cv_generate_result res;
+    cr_assert_eq(cv_generate(&m, &ws, &o, &res, &err), CV_OK, "%s", err.msg);
+    cv_workspace_destroy(&m, &ws);
+    cv_model_destroy(&m);
+    char path[4300];
+    snprintf(path, sizeof path, "%s/images-idx3-ubyte", out);
+    uint8_t *bytes = test_read_file(path, size);
+    cr_assert_not_null(bytes, "no %s", path);
+    return bytes;
+}
+
+/* How many pixels of two generated files differ; with mean, asserts none by more than 1
+ * (the bounds cvae generate --help states). */
+static size_t pixels_differing(const uint8_t *a, const uint8_t *b, size_t size, bool mean,
+                               const char *what) {
+    cr_assert(memcmp(a, b, 16) == 0, "%s: the headers differ", what);
+    size_t differ = 0;
+    for (size_t i = 16; i < size; i++) {
+        int d = abs((int)a[i] - (int)b[i]);
+        differ += d != 0;
+        if (mean) cr_assert_leq(d, 1, "%s: pixel %zu is %d and %d", what, i - 16, a[i], b[i]);
+    }
+    return differ;
+}
+
+Test(cuda, generated_images_agree_with_the_cpu_within_the_documented_bounds) {
+    NEED_GPU();
+    test_rng r = test_rng_new("cuda generate");
+    cv_model_config cfg = {.height = 28, .width = 28, .n_classes = 10, .latent = 20,
+                           .n_hidden = 2, .hidden = {400, 257}};
+    cv_model host; /* the CPU backend's parameters are host memory */
+    cv_err err;
+    cr_assert_eq(cv_model_create(cpu, &cfg, &host, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(cv_model_init_params(&host, r.s, &err), CV_OK, "%s", err.msg);
+    char *dir = test_tmpdir(), out[4200];
+    for (int mean = 1; mean >= 0; mean--) {
+        const char *mode = mean ? "--mean" : "--sample";
+        size_t nc, ng, nb;
+        snprintf(out, sizeof out, "%s/cpu%d", dir, mean);
+        uint8_t *c = generate_on(cpu, &cfg, host.params, mean, 1000, out, &nc);
+        snprintf(out, sizeof out, "%s/gpu%d", dir, mean);
+        uint8_t *g = generate_on(gpu, &cfg, host.params, mean, 1000, out, &ng);
+        snprintf(out, sizeof out, "%s/gpu%d-batch7", dir, mean);
+        uint8_t *b = generate_on(gpu, &cfg, host.params, mean, 7, out, &nb);
+        cr_assert(nc == ng && ng == nb);
+        size_t pixels = nc - 16;
+        size_t devices = pixels_differing(c, g, nc, mean, "CPU vs GPU");
+        size_t batches = pixels_differing(g, b, ng, mean, "GPU --batch 1000 vs 7");
+        cr_log_info("%s: %zu of %zu pixels differ between the CPU and the GPU, %zu between "
+                    "GPU batches of 1000 and 7", mode, devices, pixels, batches);
+        /* a --sample pixel flips with probability |p_cpu - p_gpu|: fewer than 1 in 10,000 */
+        if (!mean) {
+            cr_assert_leq(devices * 10000, pixels, "%s: %zu of %zu pixels flipped", mode,
+                          devices, pixels);
+            cr_assert_leq(batches * 10000, pixels, "%s: %zu of %zu pixels flipped", mode,
+                          batches, pixels);
+        }
+        free(c);
+        free(g);
+        free(b);
+    }
+    test_rmtree(dir);
+    free(dir);
+    cv_model_destroy(&host);
+}
+
 /* A small model and data set on one backend, for whole-step comparisons. */
 typedef struct {
     cv_backend *be;
@@ -436,7 +517,7 @@ static void rig_make(rig *g, cv_backend *be, const cv_split *data, uint64_t seed
     cr_assert_eq(cv_model_create(be, &cfg, &g->m, &err), CV_OK, "%s", err.msg);
     cr_assert_eq(cv_workspace_create(&g->m, batch, &g->ws, &err), CV_OK, "%s", err.msg);
     cr_assert_eq(cv_device_split_upload(be, data, &g->split, &err), CV_OK, "%s", err.msg);
-    cv_model_init_params(&g->m, seed);
+    cr_assert_eq(cv_model_init_params(&g->m, seed, &err), CV_OK, "%s", err.msg);
 }
 
 static void rig_free(rig *g) {

@@ -138,26 +138,55 @@ Test(generate, png_files_hold_the_same_images) {
     free(im);
 }
 
-Test(generate, same_seed_same_bytes_whatever_the_batch) {
-    char a[4200], b[4200], c[4200];
-    snprintf(a, sizeof a, "%s/a", dir);
-    snprintf(b, sizeof b, "%s/b", dir);
-    snprintf(c, sizeof c, "%s/c", dir);
-    gen(a, "idx", "--sample", NULL);
+/* The images of a run with mode (--mean or --sample), --batch and --seed. */
+static uint8_t *images(const char *name, const char *mode, const char *batch, const char *seed,
+                       size_t *size) {
+    char out[4200];
+    snprintf(out, sizeof out, "%s/%s", dir, name);
     char *o, *e;
     const char *args[] = {"generate", "--model", ckpt, "--per-class", "7", "--classes", "0,2",
-                          "--out", b, "--sample", "--batch", "3", "--device", "cpu", NULL};
+                          "--out", out, mode, "--batch", batch, "--seed", seed,
+                          "--device", "cpu", NULL};
     cr_assert_eq(test_run_cvae(&o, &e, args), 0, "%s", e);
     free(o);
     free(e);
-    gen(c, "idx", "--sample", "--seed=1");
-    size_t na, nb, nc;
-    uint8_t *x = read_bytes(a, "images-idx3-ubyte", &na), *y = read_bytes(b, "images-idx3-ubyte", &nb);
-    uint8_t *z = read_bytes(c, "images-idx3-ubyte", &nc);
-    cr_assert(na == nb && memcmp(x, y, na) == 0, "--batch changed the bytes");
-    cr_assert(memcmp(x, z, na) != 0, "another seed gave the same samples");
-    for (size_t i = 16; i < na; i++) cr_assert(x[i] == 0 || x[i] == 255, "--sample pixel %d", x[i]);
-    free(x); free(y); free(z);
+    return read_bytes(out, "images-idx3-ubyte", size);
+}
+
+Test(generate, same_seed_same_bytes_whatever_the_batch) {
+    const char *modes[] = {"--mean", "--sample"}, *batches[] = {"1000", "3", "1"};
+    for (int m = 0; m < 2; m++) {
+        size_t na, nb, nc;
+        char name[64];
+        snprintf(name, sizeof name, "%s-1000", modes[m] + 2);
+        uint8_t *x = images(name, modes[m], batches[0], "0", &na);
+        for (int b = 1; b < 3; b++) {
+            snprintf(name, sizeof name, "%s-%s", modes[m] + 2, batches[b]);
+            uint8_t *y = images(name, modes[m], batches[b], "0", &nb);
+            cr_assert(na == nb && memcmp(x, y, na) == 0, "%s: --batch %s changed the bytes",
+                      modes[m], batches[b]);
+            free(y);
+        }
+        snprintf(name, sizeof name, "%s-seed1", modes[m] + 2);
+        uint8_t *z = images(name, modes[m], batches[0], "1", &nc);
+        cr_assert(memcmp(x, z, na) != 0, "%s: another seed gave the same images", modes[m]);
+        if (m == 1)
+            for (size_t i = 16; i < na; i++)
+                cr_assert(x[i] == 0 || x[i] == 255, "--sample pixel %d", x[i]);
+        free(x);
+        free(z);
+    }
+}
+
+Test(generate, help_is_printed_as_written) {
+    char *o, *e;
+    const char *args[] = {"generate", "--help", NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, args), 0, "%s", e);
+    cr_assert(strstr(o, "usage: cvae generate") != NULL, "%s", o);
+    cr_assert(strstr(o, "%%") == NULL, "the help prints a doubled %%: %s", o);
+    cr_assert(strstr(o, "classes[i % K]") != NULL, "%s", o);
+    free(o);
+    free(e);
 }
 
 Test(generate, manifest_matches_the_files) {

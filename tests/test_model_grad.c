@@ -98,7 +98,7 @@ static void check_model_with(const int *hidden, int n_hidden, int h, int w, int 
     cv_workspace ws;
     cr_assert_eq(cv_model_create(be, &cfg, &m, &err), CV_OK, "%s", err.msg);
     cr_assert_eq(cv_workspace_create(&m, rows, &ws, &err), CV_OK, "%s", err.msg);
-    cv_model_init_params(&m, r.s);
+    cr_assert_eq(cv_model_init_params(&m, r.s, &err), CV_OK, "%s", err.msg);
     if (prior == CV_PRIOR_CONDITIONAL) /* tables away from their zero start */
         test_fill(&r, m.params + m.layout.prior_m, m.layout.n_params - m.layout.prior_m, -1, 1);
     const int D = h * w;
@@ -200,7 +200,7 @@ Test(model, init_follows_fan_in_bounds) {
     cv_model m;
     cr_assert_eq(cv_model_create(be, &cfg, &m, &err), CV_OK);
     test_rng r = test_rng_new("init");
-    cv_model_init_params(&m, r.s);
+    cr_assert_eq(cv_model_init_params(&m, r.s, &err), CV_OK, "%s", err.msg);
     for (int i = 0; i < m.layout.n_layers; i++) {
         const cv_layer *l = &m.layout.layers[i];
         int fan = l->in + (l->cond != CV_NO_COND ? 10 : 0);

@@ -102,7 +102,7 @@ Test(train, lowers_the_loss_and_keeps_the_partial_batch) {
     for (int c = 0; c < 3; c++) log_prior[c] = log((double)counts[c] / d.train.n);
     cv_eval_options eo = {.iwae_k = 64, .marginal = true, .class_log_prior = log_prior,
                           .latent_stats = true};
-    cv_evaluate(&m, &ws, &split, r.s, &eo, &ev);
+    cr_assert_eq(cv_evaluate(&m, &ws, &split, r.s, &eo, &ev, &err), CV_OK, "%s", err.msg);
     cr_assert_eq(ev.neg_elbo, res.test.neg_elbo, "eval %.9g vs training %.9g", ev.neg_elbo,
                  res.test.neg_elbo);
     /* the IWAE bound is tighter than the ELBO */

@@ -187,9 +187,18 @@ cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out
                                  cv_err *err);
 bool cv_backend_cuda_available(void);
 
-/* "auto", "cpu" or "cuda"; auto picks the GPU when one is usable. opt may be NULL. TF32
- * on the CPU is a usage error. */
+/* "auto", "cpu" or "cuda"; auto picks the GPU when one is usable, and otherwise the CPU
+ * with the reason appended to its description. opt may be NULL. TF32 on the CPU is a
+ * usage error. */
 cv_status cv_backend_open(const char *device, const cv_backend_options *opt,
                           cv_backend **out, cv_err *err);
+
+/* cv_backend_open with cuda_create in place of cv_backend_cuda_create, so the policy can
+ * be tested with a GPU that fails. */
+typedef cv_status (*cv_backend_create_fn)(const cv_backend_options *opt, cv_backend **out,
+                                          cv_err *err);
+cv_status cv_backend_open_with(const char *device, const cv_backend_options *opt,
+                               cv_backend_create_fn cuda_create, cv_backend **out,
+                               cv_err *err);
 
 #endif

@@ -45,9 +45,11 @@ typedef struct {
 } cv_eval_result;
 
 /* ws must hold at least CV_EVAL_BATCH rows or the whole split; opt may be NULL (the ELBO
- * only). */
-void cv_evaluate(cv_model *model, cv_workspace *ws, const cv_device_split *split,
-                 uint64_t seed, const cv_eval_options *opt, cv_eval_result *out);
+ * only). CV_ERR_NOMEM, with nothing in out to free, when the host scratch cannot be
+ * allocated. */
+cv_status cv_evaluate(cv_model *model, cv_workspace *ws, const cv_device_split *split,
+                      uint64_t seed, const cv_eval_options *opt, cv_eval_result *out,
+                      cv_err *err);
 void cv_eval_result_free(cv_eval_result *r);
 
 #endif

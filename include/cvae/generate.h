@@ -3,7 +3,17 @@
  * Image order is interleaved: image i has class classes[i % K] and is image i / K of that
  * class, so every prefix is balanced. Image i's z is row 0 of the Philox stream
  * CV_STREAM_GEN_Z(i) and its Bernoulli draws (with --sample) stream CV_STREAM_GEN_PIXELS(i),
- * so the bytes depend only on the model and the seed, not on --batch or the device.
+ * so the draws depend only on the seed, not on --batch or the device.
+ *
+ * The bytes are the same whatever --batch on the CPU, where OpenBLAS sums each row of a
+ * GEMM alike whatever rows surround it (tests/test_generate.c checks --batch 1, 3 and
+ * 1000), and with the same --batch on the same GPU model (cuBLAS repeats itself for the
+ * same call). Otherwise the logits may differ by float rounding: cuBLAS and OpenBLAS, or
+ * two cuBLAS kernels, sum in other orders. A --mean pixel round(255 p) can then land on
+ * the neighbouring integer (|d(255 p)| <= 255 |dl| / 4 < 1 for any |dl| < 1/64, far above
+ * float rounding), and a --sample pixel flips when its uniform draw falls between the two
+ * p, with probability |dp| <= |dl| / 4: logits 1e-5 apart flip at most 1 pixel in 400,000,
+ * and the tests allow 1 in 10,000.
  */
 #ifndef CVAE_GENERATE_H
 #define CVAE_GENERATE_H

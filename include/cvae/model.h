@@ -91,8 +91,9 @@ cv_status cv_model_create(cv_backend *be, const cv_model_config *cfg, cv_model *
 void cv_model_destroy(cv_model *model);
 
 /* nn.Linear initialisation: every weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
- * fan_in counting the one-hot columns; gradients and Adam state zeroed. */
-void cv_model_init_params(cv_model *model, uint64_t seed);
+ * fan_in counting the one-hot columns; gradients and Adam state zeroed. CV_ERR_NOMEM
+ * when the host copy the values are drawn into cannot be allocated. */
+cv_status cv_model_init_params(cv_model *model, uint64_t seed, cv_err *err);
 
 cv_status cv_workspace_create(cv_model *model, int max_rows, cv_workspace *ws,
                               cv_err *err);

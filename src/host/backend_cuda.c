@@ -25,10 +25,11 @@ typedef struct {
 
 static cuda_ctx *ctx_of(cv_backend *be) { return (cuda_ctx *)be->impl; }
 
+/* Releases whatever exists, also after a setup that failed part way. */
 static void cuda_destroy(cv_backend *be) {
     cuda_ctx *c = ctx_of(be);
     if (c) {
-        cudaStreamSynchronize(c->stream);
+        if (c->stream) cudaStreamSynchronize(c->stream);
         if (c->blas) cublasDestroy(c->blas);
         if (c->blas_workspace) cudaFree(c->blas_workspace);
         if (c->nonfinite_scratch) cudaFree(c->nonfinite_scratch);
@@ -42,17 +43,17 @@ static cv_status cuda_alloc(cv_backend *be, void **ptr, size_t bytes, const char
                             cv_err *err) {
     (void)be;
     cudaError_t e = cudaMalloc(ptr, bytes ? bytes : 1);
-    if (e == cudaErrorMemoryAllocation) {
-        cudaGetLastError(); /* clear it: the device is still usable */
-        size_t free_b = 0, total_b = 0;
-        cudaMemGetInfo(&free_b, &total_b);
-        *ptr = NULL;
-        return cv_fail(err, CV_ERR_NOMEM,
-                       "out of GPU memory: %s needs %.1f MiB, %.1f MiB free of %.1f MiB", what,
-                       bytes / 1048576.0, free_b / 1048576.0, total_b / 1048576.0);
-    }
-    CV_CUDA_CHECK(e);
-    return CV_OK;
+    if (e == cudaSuccess) return CV_OK;
+    cudaGetLastError(); /* clear it, so no later check reports it again */
+    *ptr = NULL;
+    if (e != cudaErrorMemoryAllocation)
+        return cv_fail(err, CV_ERR_DEVICE, "CUDA device 0 is unusable: allocating %s failed: %s",
+                       what, cudaGetErrorString(e));
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    return cv_fail(err, CV_ERR_NOMEM,
+                   "out of GPU memory: %s needs %.1f MiB, %.1f MiB free of %.1f MiB", what,
+                   bytes / 1048576.0, free_b / 1048576.0, total_b / 1048576.0);
 }
 
 static void cuda_release(cv_backend *be, void *ptr) {
@@ -196,6 +197,61 @@ bool cv_backend_cuda_available(void) {
     return n > 0;
 }
 
+/* CV_OK, or one CV_ERR_DEVICE line naming the setup step that failed and why. */
+static cv_status cuda_step(cudaError_t e, const char *step, cv_err *err) {
+    if (e == cudaSuccess) return CV_OK;
+    cudaGetLastError(); /* clear it, so no later check reports it again */
+    return cv_fail(err, CV_ERR_DEVICE, "CUDA device 0 is unusable: %s failed: %s", step,
+                   cudaGetErrorString(e));
+}
+
+static cv_status cublas_step(cublasStatus_t s, const char *step, cv_err *err) {
+    if (s == CUBLAS_STATUS_SUCCESS) return CV_OK;
+    return cv_fail(err, CV_ERR_DEVICE, "CUDA device 0 is unusable: %s failed: %s", step,
+                   cublasGetStatusString(s));
+}
+
+/* Brings up device 0 into c, step by step; what a failed step leaves created stays in c
+ * for cuda_destroy. A handle is stored only once created: a failed create may leave its
+ * output undefined. */
+static cv_status cuda_setup(cv_backend *be, cuda_ctx *c, bool tf32,
+                            struct cudaDeviceProp *prop, cv_err *err) {
+    cudaStream_t stream = NULL;
+    cublasHandle_t blas = NULL;
+    cv_status st = cuda_step(cudaSetDevice(c->device), "selecting it", err);
+    if (!st)
+        st = cuda_step(cudaGetDeviceProperties(prop, c->device), "reading its properties", err);
+    if (!st)
+        st = cuda_step(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
+                       "creating a stream", err);
+    if (!st) c->stream = stream;
+    if (!st) st = cublas_step(cublasCreate(&blas), "starting cuBLAS", err);
+    if (!st) c->blas = blas;
+    if (!st)
+        st = cuda_alloc(be, &c->blas_workspace, CUBLAS_WORKSPACE_BYTES, "the cuBLAS workspace",
+                        err);
+    if (!st)
+        st = cuda_alloc(be, (void **)&c->nonfinite_scratch, sizeof(cv_nonfinite_scratch),
+                        "the non-finite check's scratch", err);
+    /* the non-finite check expects every bit of `bad` set between calls; the memset goes
+     * on our stream, which does not wait for the legacy default stream */
+    if (!st)
+        st = cuda_step(cudaMemsetAsync(&c->nonfinite_scratch->bad, 0xff,
+                                       sizeof(unsigned long long), c->stream),
+                       "clearing the non-finite check", err);
+    if (!st) st = cuda_step(cudaStreamSynchronize(c->stream), "synchronizing the stream", err);
+    if (!st)
+        st = cublas_step(cublasSetStream(c->blas, c->stream), "giving cuBLAS its stream", err);
+    if (!st)
+        st = cublas_step(cublasSetWorkspace(c->blas, c->blas_workspace, CUBLAS_WORKSPACE_BYTES),
+                         "giving cuBLAS its workspace", err);
+    if (!st)
+        st = cublas_step(cublasSetMathMode(c->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                         : CUBLAS_PEDANTIC_MATH),
+                         "setting cuBLAS's math mode", err);
+    return st;
+}
+
 cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out, cv_err *err) {
     *out = NULL;
     int n = 0;
@@ -215,32 +271,13 @@ cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out
     }
     be->impl = c;
     c->device = 0;
-    CV_CUDA_CHECK(cudaSetDevice(c->device));
-    struct cudaDeviceProp prop;
-    CV_CUDA_CHECK(cudaGetDeviceProperties(&prop, c->device));
-    CV_CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
-    if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS) {
-        cuda_destroy(be);
-        return cv_fail(err, CV_ERR_DEVICE, "cuBLAS could not start on %s", prop.name);
-    }
-    cv_status st = cuda_alloc(be, &c->blas_workspace, CUBLAS_WORKSPACE_BYTES,
-                              "the cuBLAS workspace", err);
-    if (st) {
-        cuda_destroy(be);
-        return st;
-    }
-    st = cuda_alloc(be, (void **)&c->nonfinite_scratch, sizeof(cv_nonfinite_scratch),
-                    "the non-finite check", err);
-    if (st) {
-        cuda_destroy(be);
-        return st;
-    }
-    CV_CUDA_CHECK(cudaMemset(&c->nonfinite_scratch->bad, 0xff, sizeof(unsigned long long)));
-    CV_CUBLAS_CHECK(cublasSetStream(c->blas, c->stream));
-    CV_CUBLAS_CHECK(cublasSetWorkspace(c->blas, c->blas_workspace, CUBLAS_WORKSPACE_BYTES));
     bool tf32 = opt && opt->tf32;
-    CV_CUBLAS_CHECK(
-        cublasSetMathMode(c->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
+    struct cudaDeviceProp prop;
+    cv_status st = cuda_setup(be, c, tf32, &prop, err);
+    if (st) {
+        cuda_destroy(be);
+        return st;
+    }
 
     be->name = "cuda";
     snprintf(be->description, sizeof be->description,

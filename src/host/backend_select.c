@@ -9,15 +9,16 @@ static cv_status open_cpu(const cv_backend_options *opt, cv_backend **out, cv_er
     return cv_backend_cpu_create(out, err);
 }
 
-cv_status cv_backend_open(const char *device, const cv_backend_options *opt,
-                          cv_backend **out, cv_err *err) {
+cv_status cv_backend_open_with(const char *device, const cv_backend_options *opt,
+                               cv_backend_create_fn cuda_create, cv_backend **out,
+                               cv_err *err) {
     cv_backend_options none = {0};
     if (!opt) opt = &none;
     if (strcmp(device, "cpu") == 0) return open_cpu(opt, out, err);
-    if (strcmp(device, "cuda") == 0) return cv_backend_cuda_create(opt, out, err);
+    if (strcmp(device, "cuda") == 0) return cuda_create(opt, out, err);
     if (strcmp(device, "auto") == 0) {
         cv_err why;
-        if (cv_backend_cuda_create(opt, out, &why) == CV_OK) return CV_OK;
+        if (cuda_create(opt, out, &why) == CV_OK) return CV_OK;
         cv_status st = open_cpu(opt, out, err);
         if (!st) {
             /* say why the GPU was passed over */
@@ -29,4 +30,9 @@ cv_status cv_backend_open(const char *device, const cv_backend_options *opt,
     }
     return cv_fail(err, CV_ERR_USAGE, "unknown device '%s' (expected auto, cpu or cuda)",
                    device);
+}
+
+cv_status cv_backend_open(const char *device, const cv_backend_options *opt,
+                          cv_backend **out, cv_err *err) {
+    return cv_backend_open_with(device, opt, cv_backend_cuda_create, out, err);
 }

@@ -123,7 +123,11 @@ int cv_cmd_eval(int argc, char **argv) {
     cv_eval_options eo = {.iwae_k = iwae, .marginal = marginal, .class_log_prior = log_prior,
                           .latent_stats = true};
     cv_eval_result r;
-    cv_evaluate(&s.model, &s.ws, &s.test, seed, &eo, &r);
+    st = cv_evaluate(&s.model, &s.ws, &s.test, seed, &eo, &r, &err);
+    if (st) {
+        eval_free(&s);
+        return cv_report(cmd, st, &err);
+    }
     const double bpd = 1.0 / (s.ck.cfg.height * s.ck.cfg.width * log(2.0));
     if (json) {
         printf("{\"test_neg_elbo\": %.6f, \"test_rec\": %.6f, \"test_kl\": %.6f, "

@@ -29,12 +29,17 @@ cv_status cv_device_split_upload(cv_backend *be, const cv_split *s, cv_device_sp
         cv_device_split_free(be, d);
         return st;
     }
+    size_t order = (size_t)s->n * sizeof(int32_t);
+    int32_t *identity = malloc(order);
+    if (!identity) {
+        cv_device_split_free(be, d);
+        return cv_fail(err, CV_ERR_NOMEM, "out of host memory: the data set order needs %.1f MiB",
+                       order / 1048576.0);
+    }
     be->upload(be, d->pixels, s->pixels, pix);
     be->upload(be, d->labels, s->labels, (size_t)s->n);
-    int32_t *identity = malloc((size_t)s->n * sizeof(int32_t));
-    CV_ASSERT(identity);
     for (int i = 0; i < s->n; i++) identity[i] = i;
-    be->upload(be, d->perm, identity, (size_t)s->n * sizeof(int32_t));
+    be->upload(be, d->perm, identity, order);
     free(identity);
     return CV_OK;
 }
@@ -52,13 +57,55 @@ void cv_eval_result_free(cv_eval_result *r) {
 }
 
 typedef struct {
+    void *block;                  /* one allocation holding every buffer below */
     float *rec, *log_ratio, *enc; /* host copies of one batch */
     double *lse_max, *lse_sum;    /* running log-sum-exp per row */
     double *log_px;               /* per row, for the marginal */
     double *marg_max, *marg_sum;
-    double *mu_sum, *mu_sq;       /* latent statistics over the set */
+    double *mu_sum, *mu_sq;       /* latent statistics over the set, zeroed */
     float *prior_m, *prior_r;     /* host copies of the learned prior, or NULL */
+    int32_t *labels, *fixed;      /* a batch's labels; one class for every row */
 } eval_scratch;
+
+/* The scratch for batches of up to `rows` rows; prior_floats is the size of each learned
+ * prior table to copy (0: none, and prior_m and prior_r stay NULL). */
+static cv_status scratch_alloc(eval_scratch *sc, size_t rows, size_t latent,
+                               size_t prior_floats, cv_err *err) {
+    const struct {
+        void **ptr;
+        size_t bytes;
+    } parts[] = {
+        {(void **)&sc->rec, rows * sizeof(float)},
+        {(void **)&sc->log_ratio, rows * sizeof(float)},
+        {(void **)&sc->enc, rows * 2 * latent * sizeof(float)},
+        {(void **)&sc->lse_max, rows * sizeof(double)},
+        {(void **)&sc->lse_sum, rows * sizeof(double)},
+        {(void **)&sc->log_px, rows * sizeof(double)},
+        {(void **)&sc->marg_max, rows * sizeof(double)},
+        {(void **)&sc->marg_sum, rows * sizeof(double)},
+        {(void **)&sc->mu_sum, latent * sizeof(double)},
+        {(void **)&sc->mu_sq, latent * sizeof(double)},
+        {(void **)&sc->prior_m, prior_floats * sizeof(float)},
+        {(void **)&sc->prior_r, prior_floats * sizeof(float)},
+        {(void **)&sc->labels, rows * sizeof(int32_t)},
+        {(void **)&sc->fixed, rows * sizeof(int32_t)},
+    };
+    const size_t n = sizeof parts / sizeof parts[0];
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) total += (parts[i].bytes + 7) / 8 * 8; /* doubles aligned */
+    uint8_t *p = sc->block = malloc(total);
+    if (!p)
+        return cv_fail(err, CV_ERR_NOMEM,
+                       "out of host memory: the evaluation scratch needs %.1f MiB",
+                       total / 1048576.0);
+    for (size_t i = 0; i < n; i++) {
+        *parts[i].ptr = parts[i].bytes ? p : NULL;
+        p += (parts[i].bytes + 7) / 8 * 8;
+    }
+    memset(sc->mu_sum, 0, latent * sizeof(double));
+    memset(sc->mu_sq, 0, latent * sizeof(double));
+    return CV_OK;
+}
 
 /* The importance-weighted log p(x|c) of each row, from k_count samples, into out:
  * log w_k = log p(x|z_k,c) + log p(z_k|c) - log q(z_k|x,c), combined by a running
@@ -90,9 +137,10 @@ static void iwae_log_px(cv_model *m, cv_workspace *ws, int rows, uint64_t seed, 
         out[r] = sc->lse_max[r] + log(sc->lse_sum[r]) - log((double)k_count);
 }
 
-/* Per-dimension KL and posterior-mean moments of a batch, from the encoding in ws. */
-static void latent_stats(cv_model *m, cv_workspace *ws, int rows, const int32_t *labels,
-                         eval_scratch *sc, double *kl_dim) {
+/* Per-dimension KL and posterior-mean moments of a batch, from the encoding in ws and the
+ * labels in sc. */
+static void latent_stats(cv_model *m, cv_workspace *ws, int rows, eval_scratch *sc,
+                         double *kl_dim) {
     const int L = m->layout.cfg.latent;
     m->be->download(m->be, sc->enc, ws->act[m->layout.n_enc - 1],
                     (size_t)rows * 2 * L * sizeof(float));
@@ -100,7 +148,7 @@ static void latent_stats(cv_model *m, cv_workspace *ws, int rows, const int32_t 
         for (int j = 0; j < L; j++) {
             float mu = sc->enc[(size_t)r * 2 * L + j];
             float s = cv_clamp_logvar(sc->enc[(size_t)r * 2 * L + L + j]);
-            size_t t = (size_t)labels[r] * L + j;
+            size_t t = (size_t)sc->labels[r] * L + j;
             kl_dim[j] += sc->prior_m ? cv_kl_gauss(mu, s, sc->prior_m[t],
                                                    cv_clamp_logvar(sc->prior_r[t]))
                                      : cv_kl_std_normal(mu, s);
@@ -109,8 +157,8 @@ static void latent_stats(cv_model *m, cv_workspace *ws, int rows, const int32_t 
         }
 }
 
-void cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, uint64_t seed,
-                 const cv_eval_options *opt, cv_eval_result *out) {
+cv_status cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, uint64_t seed,
+                      const cv_eval_options *opt, cv_eval_result *out, cv_err *err) {
     static const cv_eval_options none = {0};
     if (!opt) opt = &none;
     cv_backend *be = m->be;
@@ -119,35 +167,23 @@ void cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, uint64
     const int rows_max = s->n < CV_EVAL_BATCH ? s->n : CV_EVAL_BATCH;
     CV_ASSERT(ws->max_rows >= rows_max);
     memset(out, 0, sizeof *out);
-    be->zero(be, ws->sums, sizeof(cv_loss_sums));
-
-    eval_scratch sc = {0};
-    size_t rb = (size_t)rows_max;
-    sc.rec = malloc(rb * sizeof(float));
-    sc.log_ratio = malloc(rb * sizeof(float));
-    sc.enc = malloc(rb * 2 * L * sizeof(float));
-    sc.lse_max = malloc(rb * sizeof(double));
-    sc.lse_sum = malloc(rb * sizeof(double));
-    sc.log_px = malloc(rb * sizeof(double));
-    sc.marg_max = malloc(rb * sizeof(double));
-    sc.marg_sum = malloc(rb * sizeof(double));
-    sc.mu_sum = calloc((size_t)L, sizeof(double));
-    sc.mu_sq = calloc((size_t)L, sizeof(double));
-    int32_t *labels = malloc(rb * sizeof(int32_t)), *fixed = malloc(rb * sizeof(int32_t));
-    CV_ASSERT(sc.rec && sc.log_ratio && sc.enc && sc.lse_max && sc.lse_sum && sc.log_px &&
-              sc.marg_max && sc.marg_sum && sc.mu_sum && sc.mu_sq && labels && fixed);
-    if (opt->latent_stats) {
-        out->kl_per_dim = calloc((size_t)L, sizeof(double));
-        CV_ASSERT(out->kl_per_dim);
-        if (lo->prior_m != CV_NO_COND) {
-            size_t bytes = (size_t)K * L * sizeof(float);
-            sc.prior_m = malloc(bytes);
-            sc.prior_r = malloc(bytes);
-            CV_ASSERT(sc.prior_m && sc.prior_r);
-            be->download(be, sc.prior_m, m->params + lo->prior_m, bytes);
-            be->download(be, sc.prior_r, m->params + lo->prior_r, bytes);
-        }
+    const bool learned_prior = opt->latent_stats && lo->prior_m != CV_NO_COND;
+    eval_scratch sc;
+    cv_status st = scratch_alloc(&sc, (size_t)rows_max, (size_t)L,
+                                 learned_prior ? (size_t)K * L : 0, err);
+    if (st) return st;
+    if (opt->latent_stats && !(out->kl_per_dim = calloc((size_t)L, sizeof(double)))) {
+        free(sc.block);
+        return cv_fail(err, CV_ERR_NOMEM,
+                       "out of host memory: the per-dimension KL needs %zu bytes",
+                       (size_t)L * sizeof(double));
     }
+    if (learned_prior) {
+        size_t bytes = (size_t)K * L * sizeof(float);
+        be->download(be, sc.prior_m, m->params + lo->prior_m, bytes);
+        be->download(be, sc.prior_r, m->params + lo->prior_r, bytes);
+    }
+    be->zero(be, ws->sums, sizeof(cv_loss_sums));
     double iwae_total = 0.0, marginal_total = 0.0;
 
     for (int start = 0, b = 0; start < s->n; start += rows_max, b++) {
@@ -160,8 +196,8 @@ void cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, uint64
         cv_model_forward(m, ws, rows, &noise, false, false);
         be->accumulate_loss(be, ws->sums, ws->rec, ws->kl, rows, NULL);
         if (opt->latent_stats || opt->marginal)
-            be->download(be, labels, ws->labels, (size_t)rows * sizeof(int32_t));
-        if (opt->latent_stats) latent_stats(m, ws, rows, labels, &sc, out->kl_per_dim);
+            be->download(be, sc.labels, ws->labels, (size_t)rows * sizeof(int32_t));
+        if (opt->latent_stats) latent_stats(m, ws, rows, &sc, out->kl_per_dim);
         if (opt->iwae_k <= 0) continue;
 
         iwae_log_px(m, ws, rows, seed, b, 0, opt->iwae_k, &sc, sc.log_px);
@@ -176,8 +212,8 @@ void cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, uint64
         }
         for (int c = 0; c < K; c++) {
             if (!isfinite(opt->class_log_prior[c])) continue; /* a class never seen */
-            for (int r = 0; r < rows; r++) fixed[r] = c;
-            be->upload(be, ws->labels, fixed, (size_t)rows * sizeof(int32_t));
+            for (int r = 0; r < rows; r++) sc.fixed[r] = c;
+            be->upload(be, ws->labels, sc.fixed, (size_t)rows * sizeof(int32_t));
             cv_model_encode(m, ws, rows);
             iwae_log_px(m, ws, rows, seed, b, 1 + c, opt->iwae_k, &sc, sc.log_px);
             for (int r = 0; r < rows; r++) {
@@ -205,7 +241,6 @@ void cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, uint64
             double mean = sc.mu_sum[j] / s->n;
             out->active_units += sc.mu_sq[j] / s->n - mean * mean > CV_ACTIVE_UNIT_VARIANCE;
         }
-    free(sc.rec); free(sc.log_ratio); free(sc.enc); free(sc.lse_max); free(sc.lse_sum);
-    free(sc.log_px); free(sc.marg_max); free(sc.marg_sum); free(sc.mu_sum); free(sc.mu_sq);
-    free(sc.prior_m); free(sc.prior_r); free(labels); free(fixed);
+    free(sc.block);
+    return CV_OK;
 }

@@ -32,17 +32,32 @@ struct gen_sink {
     out_stream images, labels;
 };
 
+/* The writer (zlib or stdio) on a duplicate of o->fd, which stays open for the fsync
+ * after the writer closes. On failure nothing more is open and errno says why (gzdopen,
+ * given a valid descriptor and mode, fails only for want of memory). */
+static bool writer_open(out_stream *o, bool gz) {
+    int copy = dup(o->fd);
+    if (copy < 0) return false;
+    if (gz)
+        o->gz = gzdopen(copy, "wb6");
+    else
+        o->fp = fdopen(copy, "wb");
+    if (o->gz || o->fp) return true;
+    int why = gz ? ENOMEM : errno;
+    close(copy);
+    errno = why;
+    return false;
+}
+
 static cv_status stream_open(out_stream *o, const char *dir, const char *name, bool gz,
                              cv_err *err) {
     snprintf(o->path, sizeof o->path, "%s/%s", dir, name);
     o->fd = open(o->path, O_WRONLY | O_CREAT | O_EXCL, 0666);
     if (o->fd < 0)
         return cv_fail(err, CV_ERR_IO, "%s: cannot create: %s", o->path, strerror(errno));
-    if (gz)
-        o->gz = gzdopen(dup(o->fd), "wb6");
-    else
-        o->fp = fdopen(dup(o->fd), "wb");
-    if (!o->gz && !o->fp) return cv_fail(err, CV_ERR_NOMEM, "%s: cannot start writing", o->path);
+    if (!writer_open(o, gz))
+        return cv_fail(err, errno == ENOMEM ? CV_ERR_NOMEM : CV_ERR_IO,
+                       "%s: cannot start writing: %s", o->path, strerror(errno));
     return CV_OK;
 }
 

@@ -107,6 +107,26 @@ static cv_status read_gz(gzFile gz, const char *path, int ndims, uint64_t file_s
     return CV_OK;
 }
 
+/* gzdopen on a duplicate of fd, so that gzclose leaves fd to its owner. On failure nothing
+ * more is open and errno says why (gzdopen, given a valid descriptor and mode, fails only
+ * for want of memory). */
+static gzFile gzdopen_dup(int fd, const char *mode) {
+    int copy = dup(fd);
+    if (copy < 0) return NULL;
+    gzFile gz = gzdopen(copy, mode);
+    if (!gz) {
+        close(copy);
+        errno = ENOMEM;
+    }
+    return gz;
+}
+
+/* The line for a gzdopen_dup that failed, from errno. */
+static cv_status zlib_failed(const char *path, cv_err *err) {
+    return cv_fail(err, errno == ENOMEM ? CV_ERR_NOMEM : CV_ERR_IO,
+                   "%s: cannot start zlib: %s", path, strerror(errno));
+}
+
 cv_status cv_idx_read(const char *path, int ndims, int dims[3], uint8_t **payload,
                       cv_err *err) {
     *payload = NULL;
@@ -121,11 +141,11 @@ cv_status cv_idx_read(const char *path, int ndims, int dims[3], uint8_t **payloa
     size_t nhead = fread(head, 1, 2, fp);
     bool compressed = nhead == 2 && head[0] == 0x1f && head[1] == 0x8b;
     rewind(fp);
-    gzFile gz = gzdopen(dup(fileno(fp)), "rb");
+    gzFile gz = gzdopen_dup(fileno(fp), "rb");
+    cv_status st = gz ? CV_OK : zlib_failed(path, err);
     fclose(fp);
-    if (!gz) return cv_fail(err, CV_ERR_NOMEM, "%s: cannot start zlib", path);
-    cv_status st = read_gz(gz, path, ndims, (uint64_t)sb.st_size, compressed, dims,
-                           payload, err);
+    if (st) return st;
+    st = read_gz(gz, path, ndims, (uint64_t)sb.st_size, compressed, dims, payload, err);
     gzclose(gz);
     return st;
 }
@@ -150,8 +170,8 @@ cv_status cv_idx_write(const char *path, int ndims, const int dims[3],
         st = cv_outfile_write(&f, header, hlen, err);
         if (!st) st = cv_outfile_write(&f, payload, total, err);
     } else {
-        gzFile gz = gzdopen(dup(fileno(f.fp)), "wb6");
-        if (!gz) st = cv_fail(err, CV_ERR_NOMEM, "%s: cannot start zlib", path);
+        gzFile gz = gzdopen_dup(fileno(f.fp), "wb6");
+        if (!gz) st = zlib_failed(path, err);
         size_t done = 0;
         if (!st && gzwrite(gz, header, (unsigned)hlen) != (int)hlen)
             st = cv_fail(err, CV_ERR_IO, "%s: write failed", path);

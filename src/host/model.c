@@ -152,10 +152,14 @@ void cv_model_destroy(cv_model *m) {
     memset(m, 0, sizeof *m);
 }
 
-void cv_model_init_params(cv_model *m, uint64_t seed) {
+cv_status cv_model_init_params(cv_model *m, uint64_t seed, cv_err *err) {
     const cv_layout *lo = &m->layout;
-    float *host = malloc(lo->n_params * sizeof(float));
-    CV_ASSERT(host);
+    size_t bytes = lo->n_params * sizeof(float);
+    float *host = malloc(bytes);
+    if (!host)
+        return cv_fail(err, CV_ERR_NOMEM,
+                       "out of host memory: the initial parameters need %.1f MiB",
+                       bytes / 1048576.0);
     cv_uniform_fill(host, lo->n_params, seed, CV_STREAM_INIT);
     for (int i = 0; i < lo->n_layers; i++) {
         const cv_layer *l = &lo->layers[i];
@@ -167,12 +171,12 @@ void cv_model_init_params(cv_model *m, uint64_t seed) {
     }
     if (lo->prior_m != CV_NO_COND) /* the learned prior starts as the standard normal */
         memset(host + lo->prior_m, 0, (lo->n_params - lo->prior_m) * sizeof(float));
-    size_t bytes = lo->n_params * sizeof(float);
     m->be->upload(m->be, m->params, host, bytes);
     m->be->zero(m->be, m->grads, bytes);
     m->be->zero(m->be, m->adam_m, bytes);
     m->be->zero(m->be, m->adam_v, bytes);
     free(host);
+    return CV_OK;
 }
 
 cv_status cv_workspace_create(cv_model *m, int max_rows, cv_workspace *ws, cv_err *err) {

@@ -319,7 +319,8 @@ static cv_status end_epoch(const cv_train_options *o, run_state *r, progress_sta
     res->train_loss = e->train_loss;
     res->grad_norm = e->grad_norm;
     if (r->test.n) {
-        cv_evaluate(&r->model, &r->ws, &r->test, o->seed, NULL, &res->test);
+        cv_status st = cv_evaluate(&r->model, &r->ws, &r->test, o->seed, NULL, &res->test, err);
+        if (st) return st;
     }
     e->seconds = now_seconds() - t0;
     print_epoch_line(o, r, e, res, &p->st);
@@ -505,15 +506,13 @@ static cv_status build_model(const cv_train_options *o, run_state *r, cv_err *er
 }
 
 /* A fresh start (initialised parameters) or the resumed checkpoint's state. */
-static void start_progress(const cv_train_options *o, run_state *r, progress_state *p) {
+static cv_status start_progress(const cv_train_options *o, run_state *r, progress_state *p,
+                                cv_err *err) {
     memset(p, 0, sizeof *p);
     p->st.first_bad_step = -1;
     p->st.first_bad_index = -1;
     p->st.allowed_nonfinite = o->skip_nonfinite;
-    if (!o->resume_path) {
-        cv_model_init_params(&r->model, o->seed);
-        return;
-    }
+    if (!o->resume_path) return cv_model_init_params(&r->model, o->seed, err);
     const cv_checkpoint *ck = &r->resume;
     cv_checkpoint_to_model(ck, &r->model);
     p->step = ck->step;
@@ -522,6 +521,7 @@ static void start_progress(const cv_train_options *o, run_state *r, progress_sta
     p->sums = ck->sums;
     p->st.nonfinite_steps = ck->nonfinite_steps;
     if (o->metrics_path) load_metrics(o->metrics_path, ck->epoch, r);
+    return CV_OK;
 }
 
 static cv_status prepare(const cv_train_options *o, run_state *r, progress_state *p,
@@ -529,7 +529,7 @@ static cv_status prepare(const cv_train_options *o, run_state *r, progress_state
     cv_status st = prepare_outputs(o, r, err);
     if (!st) st = load_inputs(o, r, err);
     if (!st) st = build_model(o, r, err);
-    if (!st) start_progress(o, r, p);
+    if (!st) st = start_progress(o, r, p, err);
     return st;
 }
 
