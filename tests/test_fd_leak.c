@@ -129,7 +129,8 @@ static cv_status generate(const char *name, cv_gen_format format, cv_err *err) {
     cv_workspace ws;
     cr_assert_eq(cv_model_create(be, &cfg, &m, err), CV_OK, "%s", err->msg);
     cr_assert_eq(cv_model_init_params(&m, 3, err), CV_OK, "%s", err->msg);
-    cr_assert_eq(cv_workspace_create(&m, 4, &ws, err), CV_OK, "%s", err->msg);
+    cr_assert_eq(cv_workspace_create(&m, cv_generate_block_rows(&m), &ws, err), CV_OK, "%s",
+                 err->msg);
     char out[4300];
     snprintf(out, sizeof out, "%s/%s", dir, name);
     cv_generate_options o = {.n_classes = 2, .classes = {0, 1}, .per_class = 2,

@@ -5,11 +5,13 @@
  * CV_STREAM_GEN_Z(i) and its Bernoulli draws (with --sample) stream CV_STREAM_GEN_PIXELS(i),
  * so the draws depend only on the seed, not on --batch or the device.
  *
- * The bytes are the same whatever --batch on the CPU, where OpenBLAS sums each row of a
- * GEMM alike whatever rows surround it (tests/test_generate.c checks --batch 1, 3 and
- * 1000), and with the same --batch on the same GPU model (cuBLAS repeats itself for the
- * same call). Otherwise the logits may differ by float rounding: cuBLAS and OpenBLAS, or
- * two cuBLAS kernels, sum in other orders. A --mean pixel round(255 p) can then land on
+ * Images are decoded in blocks of cv_generate_block_rows rows that start at multiples of
+ * the block in the image order (a last, partial block is decoded whole and the extra
+ * images dropped). Every GEMM then has the same shape, and each image the same row in it,
+ * whatever --batch is; OpenBLAS and cuBLAS repeat themselves for the same call, so on one
+ * device the bytes do not depend on --batch (tests/test_generate.c checks --batch 1, 3 and
+ * 1000, tests/test_cuda.c the same on a GPU). Across devices the logits may differ by
+ * float rounding: cuBLAS and OpenBLAS sum in other orders. A --mean pixel round(255 p) can then land on
  * the neighbouring integer (|d(255 p)| <= 255 |dl| / 4 < 1 for any |dl| < 1/64, far above
  * float rounding), and a --sample pixel flips when its uniform draw falls between the two
  * p, with probability |dp| <= |dl| / 4: logits 1e-5 apart flip at most 1 pixel in 400,000,
@@ -45,7 +47,12 @@ typedef struct {
     double seconds;
 } cv_generate_result;
 
-/* The model must have a workspace of at least opt->batch rows (grid: n_classes rows). */
+/* Rows of the blocks images are decoded in: 256, fewer for images over 16,384 pixels. */
+int cv_generate_block_rows(const cv_model *model);
+
+/* The model must have a workspace of at least cv_generate_block_rows rows (grid:
+ * n_classes rows). opt->batch images are decoded per device round trip, rounded up to
+ * whole blocks. */
 cv_status cv_generate(cv_model *model, cv_workspace *ws, const cv_generate_options *opt,
                       cv_generate_result *res, cv_err *err);
 

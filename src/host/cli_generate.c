@@ -17,11 +17,10 @@ static const char *help =
     "appears only when complete, with manifest.json (checkpoint checksum, seed, mode,\n"
     "counts, and each file's size and SHA-256).\n"
     "\n"
-    "The same model and seed give the same bytes whatever --batch on the CPU, and with the\n"
-    "same --batch on the same GPU model. Between the CPU and a GPU, or on a GPU with\n"
-    "another --batch, the GEMMs may round differently: a --mean pixel may then be 1 off,\n"
-    "and a --sample pixel flips where p is within rounding of its uniform draw (fewer than\n"
-    "1 pixel in 10,000).\n"
+    "The same model and seed give the same bytes on one device whatever --batch. Between\n"
+    "the CPU and a GPU the GEMMs round differently: a --mean pixel may then be 1 off, and\n"
+    "a --sample pixel flips where p is within rounding of its uniform draw (fewer than 1\n"
+    "pixel in 10,000).\n"
     "\n"
     "  --model CKPT       checkpoint written by cvae train (required)\n"
     "  --per-class N      images per class (required; grid: columns, default 10)\n"
@@ -33,7 +32,8 @@ static const char *help =
     "  --sample           pixels drawn from Bernoulli(p), written as 0 or 255\n"
     "  --same-z           grid only: one z per column shared by every class\n"
     "  --seed S           seed of z and of the pixel draws (default 0)\n"
-    "  --batch B          images decoded at a time (default 1000)\n"
+    "  --batch B          images per device round trip, rounded up to whole blocks of 256\n"
+    "                     (default 1000); it does not change the bytes\n"
     "  --device D         auto, cpu or cuda (default auto)\n"
     "  -h, --help         this text\n";
 
@@ -84,8 +84,10 @@ static int run(const char *model, const char *device, cv_generate_options *o, bo
     cv_workspace ws = {0};
     st = cv_backend_open(device, NULL, &be, &err);
     if (!st) st = cv_model_from_checkpoint(be, &ck, &m, &err);
-    int rows = o->batch > o->n_classes ? o->batch : o->n_classes;
-    if (!st) st = cv_workspace_create(&m, rows, &ws, &err);
+    if (!st) {
+        int block = cv_generate_block_rows(&m);
+        st = cv_workspace_create(&m, block > o->n_classes ? block : o->n_classes, &ws, &err);
+    }
     cv_generate_result res;
     if (!st) {
         printf("device: %s\n", be->description);

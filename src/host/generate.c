@@ -42,22 +42,35 @@ static void decode_pixels(cv_model *m, cv_workspace *ws, int rows, bool mean, ui
                               CV_STREAM_GEN_PIXELS(first), dev_pixels);
 }
 
-/* Images [first, first + rows) of the interleaved order, to host pixels and labels. */
+int cv_generate_block_rows(const cv_model *m) {
+    int rows = (1 << 22) / m->layout.dim; /* a block's logits stay within 16 MiB */
+    return rows < 1 ? 1 : rows > 256 ? 256 : rows;
+}
+
+/* Images [first, first + block) of the interleaved order into dev_pixels; first is a
+ * multiple of the block, and a block past the last image is decoded whole all the same. */
+static void decode_block(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
+                         long long first, int block, int32_t *labels32, uint8_t *dev_pixels) {
+    cv_backend *be = m->be;
+    for (int r = 0; r < block; r++) labels32[r] = o->classes[(first + r) % o->n_classes];
+    be->upload(be, ws->labels, labels32, (size_t)block * sizeof(int32_t));
+    be->normal(be, ws->z, block, m->layout.cfg.latent, o->seed, CV_STREAM_GEN_Z(first));
+    cv_prior prior;
+    be->prior_transform(be, cv_model_prior(m, &prior), ws->labels, ws->z, block,
+                        m->layout.cfg.latent);
+    decode_pixels(m, ws, block, o->mean, o->seed, first, dev_pixels);
+}
+
+/* Images [first, first + rows) to host pixels and labels, block by block (dev_pixels
+ * holds rows rounded up to whole blocks). */
 static void decode_chunk(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
                          long long first, int rows, uint8_t *dev_pixels, int32_t *labels32,
                          uint8_t *pixels, uint8_t *labels) {
-    cv_backend *be = m->be;
-    for (int r = 0; r < rows; r++) {
-        labels32[r] = o->classes[(first + r) % o->n_classes];
-        labels[r] = (uint8_t)labels32[r];
-    }
-    be->upload(be, ws->labels, labels32, (size_t)rows * sizeof(int32_t));
-    be->normal(be, ws->z, rows, m->layout.cfg.latent, o->seed, CV_STREAM_GEN_Z(first));
-    cv_prior prior;
-    be->prior_transform(be, cv_model_prior(m, &prior), ws->labels, ws->z, rows,
-                        m->layout.cfg.latent);
-    decode_pixels(m, ws, rows, o->mean, o->seed, first, dev_pixels);
-    be->download(be, pixels, dev_pixels, (size_t)rows * m->layout.dim);
+    const int block = cv_generate_block_rows(m), D = m->layout.dim;
+    for (int b = 0; b < rows; b += block)
+        decode_block(m, ws, o, first + b, block, labels32, dev_pixels + (size_t)b * D);
+    for (int r = 0; r < rows; r++) labels[r] = (uint8_t)o->classes[(first + r) % o->n_classes];
+    m->be->download(m->be, pixels, dev_pixels, (size_t)rows * D);
 }
 
 static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -130,14 +143,17 @@ static cv_status generate_into(cv_model *m, cv_workspace *ws, const cv_generate_
                                const char *tmpdir, cv_generate_result *res, cv_err *err) {
     const cv_model_config *c = &m->layout.cfg;
     const long long n = o->per_class * o->n_classes;
-    const int D = m->layout.dim, B = o->batch;
+    const int D = m->layout.dim, block = cv_generate_block_rows(m);
+    const int B = (o->batch + block - 1) / block * block; /* whole blocks a chunk */
     uint8_t *dev_pixels = NULL;
     cv_status st = m->be->alloc(m->be, (void **)&dev_pixels, (size_t)B * D, "generated pixels", err);
     if (st) return st;
     uint8_t *pixels = malloc((size_t)B * D), *labels = malloc((size_t)B);
-    int32_t *labels32 = malloc((size_t)B * sizeof(int32_t));
+    int32_t *labels32 = malloc((size_t)block * sizeof(int32_t));
     gen_sink *sink = NULL;
-    if (!pixels || !labels || !labels32) st = cv_fail(err, CV_ERR_NOMEM, "out of host memory");
+    if (!pixels || !labels || !labels32)
+        st = cv_fail(err, CV_ERR_NOMEM, "out of host memory: generating %d images at a time "
+                     "needs %.1f MiB", B, (double)B * (D + 1) / 1048576.0);
     if (!st) st = gen_sink_open(&sink, o->format, tmpdir, n, c->height, c->width, o->classes,
                                 o->n_classes, err);
     double t0 = now_seconds(), shown = t0;
@@ -189,7 +205,7 @@ cv_status cv_generate(cv_model *m, cv_workspace *ws, const cv_generate_options *
                       cv_generate_result *res, cv_err *err) {
     memset(res, 0, sizeof *res);
     if (o->format == CV_FMT_GRID) return generate_grid_file(m, ws, o, res, err);
-    CV_ASSERT(ws->max_rows >= o->batch);
+    CV_ASSERT(ws->max_rows >= cv_generate_block_rows(m));
     cv_status st = check_output_dir(o->out, err);
     if (st) return st;
     /* the finished set is renamed into place beside its temporary folder: make the
