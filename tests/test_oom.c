@@ -113,6 +113,27 @@ Test(oom, train_that_cannot_initialise_its_model_exits_1_with_one_line) {
     free(e);
 }
 
+/* OpenBLAS retries a failed allocation for ever: with two threads and a limit that leaves
+ * less than the backend reserves for them (256 MiB each), cvae must fail at once. */
+Test(oom, train_whose_threads_cannot_get_blas_buffers_exits_1_instead_of_hanging) {
+    NEED_NO_ASAN();
+    char out[4200];
+    snprintf(out, sizeof out, "%s/run", dir);
+    size_t limit = startup_floor() + 300 * MiB;
+    setenv("OMP_NUM_THREADS", "2", 1);
+    const char *args[] = {"train", "--data", data, "--out", out, "--epochs", "1", "--device",
+                          "cpu", NULL};
+    char *o, *e;
+    int rc = test_run_cvae_limited(&o, &e, args, limit);
+    unsetenv("OMP_NUM_THREADS");
+    cr_log_info("train with 2 threads under %zu MiB: %s", limit / MiB, e);
+    expect_clean_oom(rc, e);
+    cr_assert(strstr(e, "OpenBLAS") != NULL, "%s", e);
+    expect_nothing_written(out);
+    free(o);
+    free(e);
+}
+
 Test(oom, eval_that_cannot_allocate_its_scratch_exits_1_with_one_line) {
     NEED_NO_ASAN();
     char run[4200], ckpt[4300];

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cvae/fileio.h"
+#include "cvae/train.h"
 #include "helpers.h"
 
 static char *dir;
@@ -87,6 +88,81 @@ Test(run_folder, unwritable_outputs_fail_at_once_before_the_data_is_read) {
                   "the error does not name the output: %s", e);
         cr_assert_lt(took, 1.0, "%s took %.2f s to fail", cases[k][0], took);
         cr_assert(!cv_path_exists(good), "a failed run left %s behind", good);
+        free(o);
+        free(e);
+    }
+}
+
+/* A metrics path that is a folder cannot become the metrics file: found before training,
+ * not after the first epoch. */
+Test(run_folder, metrics_naming_a_folder_fails_at_once) {
+    char out[4300], folder[4300];
+    snprintf(out, sizeof out, "%s/run", dir);
+    snprintf(folder, sizeof folder, "%s/metrics-folder", dir);
+    mkdir(folder, 0777);
+    const char *args[] = {"train", "--data", data, "--out", out, "--metrics", folder,
+                          "--epochs", "1", "--device", "cpu", NULL};
+    char *o, *e;
+    cr_assert_eq(test_run_cvae(&o, &e, args), 1, "%s", e);
+    cr_assert_eq(test_count_lines(e), 1, "%s", e);
+    cr_assert(strstr(e, "is a folder") != NULL, "%s", e);
+    cr_assert(strstr(o, "epoch") == NULL, "it trained first: %s", o);
+    cr_assert(!cv_path_exists(out), "a failed run left %s", out);
+    free(o);
+    free(e);
+}
+
+/* The C API has no command line to refuse an empty --out: the library must. */
+Test(run_folder, an_empty_out_dir_is_refused_by_the_library) {
+    cv_train_options o = cv_train_defaults();
+    o.data_dir = data;
+    o.device = "cpu";
+    o.out_dir = "";
+    o.epochs = 1;
+    o.log = fopen("/dev/null", "w");
+    cv_train_result res;
+    cv_err err;
+    cr_assert_eq(cv_train_run(&o, &res, &err), CV_ERR_USAGE, "%s", err.msg);
+    cr_assert(strstr(err.msg, "empty") != NULL, "%s", err.msg);
+    o.out_dir = NULL;
+    o.metrics_path = "";
+    cr_assert_eq(cv_train_run(&o, &res, &err), CV_ERR_USAGE, "%s", err.msg);
+    fclose(o.log);
+}
+
+/* "DIR/" names DIR: the folders are made, the lock taken and a failed run's folders
+ * removed the same way, metrics folders inside the run folder included. */
+Test(run_folder, trailing_slashes_name_the_folder) {
+    char top[4300], out[4400], metrics[4400], none[4300];
+    snprintf(top, sizeof top, "%s/slashed", dir);
+    snprintf(out, sizeof out, "%s/a/b/", top);
+    snprintf(metrics, sizeof metrics, "%s/a/b/logs/m.jsonl", top);
+    snprintf(none, sizeof none, "%s/no-such-data", dir);
+    const char *fail[] = {"train", "--data", none, "--out", out, "--metrics", metrics,
+                          "--device", "cpu", NULL};
+    char *o, *e;
+    cr_assert_eq(test_run_cvae(&o, &e, fail), 1, "%s", e);
+    cr_assert(!cv_path_exists(top), "a failed run left %s", top);
+    free(o);
+    free(e);
+    const char *ok[] = {"train", "--data", data, "--out", out, "--metrics", metrics,
+                        "--epochs", "1", "--hidden", "16", "--latent", "2", "--device", "cpu",
+                        NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, ok), 0, "%s", e);
+    expect_exists(out, "model.ckpt");
+    free(o);
+    free(e);
+    char ckpt[4500], gen_new[4400], gen_empty[4400];
+    snprintf(ckpt, sizeof ckpt, "%smodel.ckpt", out);
+    snprintf(gen_new, sizeof gen_new, "%s/sets/new/", dir);
+    snprintf(gen_empty, sizeof gen_empty, "%s/empty/", dir);
+    mkdir(gen_empty, 0777);
+    const char *targets[] = {gen_new, gen_empty};
+    for (int k = 0; k < 2; k++) {
+        const char *gen[] = {"generate", "--model", ckpt, "--per-class", "2", "--out",
+                             targets[k], "--device", "cpu", NULL};
+        cr_assert_eq(test_run_cvae(&o, &e, gen), 0, "--out %s: %s", targets[k], e);
+        expect_exists(targets[k], "images-idx3-ubyte");
         free(o);
         free(e);
     }

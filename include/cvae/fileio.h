@@ -25,6 +25,9 @@ void cv_outfile_abort(cv_outfile *f);
 
 #define CV_PATH_MAX 4096
 
+/* out = path without trailing slashes ("/" stays); an empty or too long path is an error. */
+cv_status cv_trim_path(char out[CV_PATH_MAX], const char *path, cv_err *err);
+
 /* Creates DIR and its missing parents, like mkdir -p; an existing non-folder anywhere on
  * the way is an error. `made` receives the shallowest folder this call created ("" when
  * DIR existed), so that cv_unmake_dirs can undo it. */
@@ -36,7 +39,8 @@ void cv_unmake_dirs(const char *dir, const char *made);
 
 /* Creates the missing folders above PATH (the shallowest into `made`, as cv_make_dirs),
  * then proves a file can be written beside it by creating and removing PATH's temporary
- * name: the check an output gets before any long work. PATH itself is left as it was. */
+ * name: the check an output gets before any long work. PATH itself is left as it was; a
+ * PATH that is a folder is an error. */
 cv_status cv_prepare_output_file(const char *path, char made[CV_PATH_MAX], cv_err *err);
 
 bool cv_path_exists(const char *path);

@@ -2,6 +2,8 @@
  *
  * While installed, the first such signal is recorded instead of killing the process; the
  * training loop polls it between steps, finishes the step, writes a checkpoint and stops.
+ * The same signal a second time is not caught: it ends the process at once, as a user who
+ * presses Ctrl-C twice expects.
  */
 #ifndef CVAE_INTERRUPT_H
 #define CVAE_INTERRUPT_H

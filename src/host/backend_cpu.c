@@ -8,6 +8,8 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "cv_math.h"
@@ -23,7 +25,48 @@ float expf(float);
 /* Below this many elements a parallel region costs more than it saves. */
 #define PAR_MIN 16384
 
-static void cpu_destroy(cv_backend *be) { free(be); }
+/* OpenBLAS takes a 128 MiB buffer for each thread that calls it at once, at the first
+ * GEMM (and glibc reserves 128 MiB more for a new thread's malloc arena), and when an
+ * allocation fails it retries for ever: under an address-space limit (ulimit -v) a run
+ * would hang instead of failing. So under such a limit the backend reserves that address
+ * space per thread when it is created, failing with one line when it cannot, and hands
+ * it back just before its first GEMM. Without a limit there is nothing to reserve. */
+#define BLAS_SPACE_PER_THREAD ((size_t)256 << 20)
+
+typedef struct {
+    void *blas_reserve; /* NULL when there is none, or once handed back */
+    size_t reserve_bytes;
+} cpu_ctx;
+
+static cpu_ctx *cpu_of(cv_backend *be) { return (cpu_ctx *)be->impl; }
+
+static void release_blas_reserve(cpu_ctx *ctx) {
+    if (ctx->blas_reserve) munmap(ctx->blas_reserve, ctx->reserve_bytes);
+    ctx->blas_reserve = NULL;
+}
+
+/* The reservation, when RLIMIT_AS is set: address space only (no memory, no swap). */
+static cv_status reserve_blas_space(cpu_ctx *ctx, cv_err *err) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return CV_OK;
+    const int threads = omp_get_max_threads();
+    ctx->reserve_bytes = (size_t)threads * BLAS_SPACE_PER_THREAD;
+    void *p = mmap(NULL, ctx->reserve_bytes, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return cv_fail(err, CV_ERR_NOMEM,
+                       "out of host memory: OpenBLAS needs %.0f MiB of address space for each "
+                       "of %d threads, more than the limit (ulimit -v) leaves; raise it or "
+                       "lower OMP_NUM_THREADS", BLAS_SPACE_PER_THREAD / 1048576.0, threads);
+    ctx->blas_reserve = p;
+    return CV_OK;
+}
+
+static void cpu_destroy(cv_backend *be) {
+    release_blas_reserve(cpu_of(be));
+    free(be->impl);
+    free(be);
+}
 
 static cv_status cpu_alloc(cv_backend *be, void **ptr, size_t bytes, const char *what,
                            cv_err *err) {
@@ -62,7 +105,7 @@ static void cpu_zero(cv_backend *be, void *dst, size_t bytes) { (void)be; memset
 static void cpu_gemm(cv_backend *be, bool ta, bool tb, int m, int n, int k, float alpha,
                      const float *a, int lda, const float *b, int ldb, float beta, float *c,
                      int ldc) {
-    (void)be;
+    release_blas_reserve(cpu_of(be));
     const CBLAS_TRANSPOSE op_a = ta ? CblasTrans : CblasNoTrans;
     const CBLAS_TRANSPOSE op_b = tb ? CblasTrans : CblasNoTrans;
     const bool split_rows = m >= n;
@@ -382,7 +425,15 @@ static bool cpu_capture_begin(cv_backend *be) {
 
 cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err) {
     cv_backend *be = calloc(1, sizeof *be);
-    if (!be) return cv_fail(err, CV_ERR_NOMEM, "out of host memory");
+    cpu_ctx *ctx = calloc(1, sizeof *ctx);
+    cv_status st = be && ctx ? reserve_blas_space(ctx, err)
+                             : cv_fail(err, CV_ERR_NOMEM, "out of host memory");
+    if (st) {
+        free(ctx);
+        free(be);
+        return st;
+    }
+    be->impl = ctx;
     openblas_set_num_threads(1);
     be->name = "cpu";
     snprintf(be->description, sizeof be->description,

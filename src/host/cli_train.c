@@ -83,7 +83,7 @@ static bool apply_flag(int c, const char *arg, cv_train_options *o, bool *sigma_
     static const char *const priors[] = {"standard", "conditional"};
     static const char *const likelihoods[] = {"bernoulli", "gaussian"};
     static const char *const schedules[] = {"constant", "cosine"};
-    int choice;
+    int choice = 0;
     bool ok = true;
     switch (c) {
     case OPT_DATA: o->data_dir = arg; break;

@@ -71,11 +71,19 @@ static cv_status make_one_dir(const char *dir, const char *named, cv_err *err) {
     return CV_OK;
 }
 
+cv_status cv_trim_path(char out[CV_PATH_MAX], const char *path, cv_err *err) {
+    if (!path[0]) return cv_fail(err, CV_ERR_USAGE, "an output path is empty");
+    if (snprintf(out, CV_PATH_MAX, "%s", path) >= CV_PATH_MAX)
+        return cv_fail(err, CV_ERR_USAGE, "%s: path too long", path);
+    for (size_t len = strlen(out); len > 1 && out[len - 1] == '/'; len--) out[len - 1] = '\0';
+    return CV_OK;
+}
+
 cv_status cv_make_dirs(const char *dir, char made[CV_PATH_MAX], cv_err *err) {
     made[0] = '\0';
     char path[CV_PATH_MAX];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
-        return cv_fail(err, CV_ERR_USAGE, "%s: path too long", dir);
+    cv_status trimmed = cv_trim_path(path, dir, err);
+    if (trimmed) return trimmed;
     /* each prefix that ends before a '/', then the whole path */
     size_t len = strlen(path);
     for (size_t i = 1; i <= len; i++) {
@@ -91,9 +99,8 @@ cv_status cv_make_dirs(const char *dir, char made[CV_PATH_MAX], cv_err *err) {
 }
 
 void cv_unmake_dirs(const char *dir, const char *made) {
-    if (!made[0]) return;
     char path[CV_PATH_MAX];
-    snprintf(path, sizeof path, "%s", dir);
+    if (!made[0] || cv_trim_path(path, dir, NULL)) return;
     size_t stop = strlen(made);
     for (size_t len = strlen(path); len >= stop; len--) {
         if (len < strlen(path) && path[len] != '/') continue;
@@ -105,6 +112,10 @@ void cv_unmake_dirs(const char *dir, const char *made) {
 cv_status cv_prepare_output_file(const char *path, char made[CV_PATH_MAX], cv_err *err) {
     made[0] = '\0';
     char parent[CV_PATH_MAX];
+    struct stat sb;
+    if (!path[0]) return cv_fail(err, CV_ERR_USAGE, "an output file's path is empty");
+    if (path[strlen(path) - 1] == '/' || (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)))
+        return cv_fail(err, CV_ERR_IO, "%s: is a folder; name a file", path);
     if (snprintf(parent, sizeof parent, "%s", path) >= (int)sizeof parent)
         return cv_fail(err, CV_ERR_USAGE, "%s: path too long", path);
     cv_status st = cv_make_dirs(dirname(parent), made, err);
@@ -115,27 +126,50 @@ cv_status cv_prepare_output_file(const char *path, char made[CV_PATH_MAX], cv_er
     return st;
 }
 
-cv_status cv_dir_lock_take(const char *dir, cv_dir_lock *lock, cv_err *err) {
-    lock->fd = -1;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, CV_LOCK_FILE);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-    if (fd < 0)
-        return cv_fail(err, CV_ERR_IO, "%s: cannot write in this folder: %s", dir,
-                       strerror(errno));
-    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-    if (fcntl(fd, F_SETLK, &fl) != 0) {
+/* Whether fd is still the file at path: a lock file a failed run removed, after this
+ * process opened it and before it locked it, locks nothing. */
+static bool still_linked(int fd, const char *path) {
+    struct stat a, b;
+    return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
+/* Opens and locks DIR's lock file: the locked descriptor, or -1 with err filled. */
+static int lock_file(const char *dir, const char *path, cv_err *err) {
+    for (int attempt = 0; attempt < 8; attempt++) {
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+        if (fd < 0) {
+            cv_fail(err, CV_ERR_IO, "%s: cannot write in this folder: %s", dir, strerror(errno));
+            return -1;
+        }
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        if (fcntl(fd, F_SETLK, &fl) == 0) {
+            if (still_linked(fd, path)) return fd;
+            close(fd);
+            continue;
+        }
         int e = errno;
         struct flock holder = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
         bool known = (e == EACCES || e == EAGAIN) && fcntl(fd, F_GETLK, &holder) == 0 &&
                      holder.l_type != F_UNLCK;
         close(fd);
         if (known)
-            return cv_fail(err, CV_ERR_IO, "%s: in use by another cvae train (pid %ld); wait "
-                           "for it to end or choose another --out", dir, (long)holder.l_pid);
-        return cv_fail(err, CV_ERR_IO, "%s: cannot lock %s: %s", dir, CV_LOCK_FILE,
-                       strerror(e));
+            cv_fail(err, CV_ERR_IO, "%s: in use by another cvae train (pid %ld); wait for it "
+                    "to end or choose another --out", dir, (long)holder.l_pid);
+        else
+            cv_fail(err, CV_ERR_IO, "%s: cannot lock %s: %s", dir, CV_LOCK_FILE, strerror(e));
+        return -1;
     }
+    cv_fail(err, CV_ERR_IO, "%s: its lock file keeps being replaced", dir);
+    return -1;
+}
+
+cv_status cv_dir_lock_take(const char *dir, cv_dir_lock *lock, cv_err *err) {
+    lock->fd = -1;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, CV_LOCK_FILE);
+    int fd = lock_file(dir, path, err);
+    if (fd < 0) return CV_ERR_IO;
     char pid[32];
     int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
     if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) {

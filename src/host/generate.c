@@ -201,32 +201,28 @@ static cv_status generate_grid_file(cv_model *m, cv_workspace *ws,
     return st;
 }
 
-cv_status cv_generate(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
-                      cv_generate_result *res, cv_err *err) {
-    memset(res, 0, sizeof *res);
-    if (o->format == CV_FMT_GRID) return generate_grid_file(m, ws, o, res, err);
-    CV_ASSERT(ws->max_rows >= cv_generate_block_rows(m));
-    cv_status st = check_output_dir(o->out, err);
+/* The finished set is renamed into place beside its temporary folder, so the folders
+ * above it are made first; creating the temporary folder proves they are writable. */
+static cv_status generate_data_set(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
+                                   const char *out, cv_generate_result *res, cv_err *err) {
+    cv_status st = check_output_dir(out, err);
     if (st) return st;
-    /* the finished set is renamed into place beside its temporary folder: make the
-     * folders above it, and creating the temporary one proves they are writable */
-    char made[CV_PATH_MAX], copy[CV_PATH_MAX];
-    snprintf(copy, sizeof copy, "%s", o->out);
+    char made[CV_PATH_MAX], copy[CV_PATH_MAX], tmpdir[CV_PATH_MAX + 32];
+    snprintf(copy, sizeof copy, "%s", out);
     const char *parent = dirname(copy);
     st = cv_make_dirs(parent, made, err);
     if (st) return st;
-    char tmpdir[4200];
-    snprintf(tmpdir, sizeof tmpdir, "%s.tmp.%ld", o->out, (long)getpid());
+    snprintf(tmpdir, sizeof tmpdir, "%s.tmp.%ld", out, (long)getpid());
     if (mkdir(tmpdir, 0777) != 0) {
-        st = cv_fail(err, CV_ERR_IO, "%s: cannot create the output folder: %s", o->out,
+        st = cv_fail(err, CV_ERR_IO, "%s: cannot create the output folder: %s", out,
                      strerror(errno));
         cv_unmake_dirs(parent, made);
         return st;
     }
     st = generate_into(m, ws, o, tmpdir, res, err);
-    if (!st && rename(tmpdir, o->out) != 0)
+    if (!st && rename(tmpdir, out) != 0)
         st = cv_fail(err, CV_ERR_IO, "%s: cannot rename the finished data set into place: %s",
-                     o->out, strerror(errno));
+                     out, strerror(errno));
     if (st) {
         nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
         cv_unmake_dirs(parent, made);
@@ -238,6 +234,16 @@ cv_status cv_generate(cv_model *m, cv_workspace *ws, const cv_generate_options *
         close(dfd);
     }
     return CV_OK;
+}
+
+cv_status cv_generate(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
+                      cv_generate_result *res, cv_err *err) {
+    memset(res, 0, sizeof *res);
+    if (o->format == CV_FMT_GRID) return generate_grid_file(m, ws, o, res, err);
+    CV_ASSERT(ws->max_rows >= cv_generate_block_rows(m));
+    char out[CV_PATH_MAX]; /* "DIR/" names DIR: the temporary folder goes beside it */
+    cv_status st = cv_trim_path(out, o->out, err);
+    return st ? st : generate_data_set(m, ws, o, out, res, err);
 }
 
 cv_status cv_generate_grid(cv_model *m, cv_workspace *ws, const int *classes, int n_classes,

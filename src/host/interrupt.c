@@ -14,6 +14,7 @@ void cv_interrupt_install(cv_interrupt_guard *g) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = record;
+    sa.sa_flags = SA_RESETHAND; /* a second signal is not caught: it ends the process */
     sigemptyset(&sa.sa_mask);
     pending = 0;
     sigaction(SIGINT, &sa, &g->old_int);

@@ -120,8 +120,11 @@ typedef struct {
 
 static cv_status save_checkpoint(const cv_train_options *o, run_state *r,
                                  const progress_state *p, cv_err *err) {
+    char made[CV_PATH_MAX]; /* the run folder again, should someone have removed it */
+    cv_status st = cv_make_dirs(o->out_dir, made, err);
+    if (st) return st;
     cv_checkpoint ck = {0};
-    cv_status st = cv_checkpoint_from_model(&r->model, &ck, err);
+    st = cv_checkpoint_from_model(&r->model, &ck, err);
     if (st) return st;
     /* never let a poisoned model replace a good checkpoint */
     for (size_t i = 0; i < ck.n_params; i++)
@@ -328,13 +331,13 @@ static cv_status end_epoch(const cv_train_options *o, run_state *r, progress_sta
     p->epoch = e->epoch;
     p->position = 0;
     p->sums = (cv_loss_sums){0};
-    if (o->metrics_path) {
-        cv_status st = write_metrics(o->metrics_path, r, e, &res->test, r->test.n > 0, err);
-        if (st) return st;
-    }
+    /* the checkpoint first: a metrics file that cannot be written loses no training */
     bool due = e->epoch == o->epochs ||
                (o->checkpoint_every > 0 && e->epoch % o->checkpoint_every == 0);
-    return r->ckpt[0] && due ? save_checkpoint(o, r, p, err) : CV_OK;
+    cv_status st = r->ckpt[0] && due ? save_checkpoint(o, r, p, err) : CV_OK;
+    if (!st && o->metrics_path)
+        st = write_metrics(o->metrics_path, r, e, &res->test, r->test.n > 0, err);
+    return st;
 }
 
 static cv_status train_epoch(const cv_train_options *o, run_state *r, progress_state *p,
@@ -352,7 +355,9 @@ static cv_status train_epoch(const cv_train_options *o, run_state *r, progress_s
         run_step(o, r, adam, e.beta, rows);
         p->step++;
         p->position += rows;
-        int sig = cv_interrupt_pending();
+        /* a signal in the epoch's last step stops after the epoch ends (train_epochs): a
+         * checkpoint at position n would describe no resumable state */
+        int sig = p->position < n ? cv_interrupt_pending() : 0;
         if (sig || (k + 1) % NONFINITE_POLL_STEPS == 0 || p->position == n) {
             r->be->download(r->be, &p->st, r->ws.step, sizeof p->st);
             if (p->st.halted) return nonfinite_error(o, r, &p->st, err);
@@ -383,6 +388,11 @@ static cv_status train_epochs(const cv_train_options *o, run_state *r, progress_
     for (int epoch = p->epoch + 1; epoch <= o->epochs; epoch++) {
         cv_status st = train_epoch(o, r, p, &adam, epoch, res, err);
         if (st) return st;
+        int sig = cv_interrupt_pending();
+        if (sig && epoch < o->epochs) { /* it came in the epoch's last step */
+            res->signal = sig;
+            return stop_on_signal(o, r, p, sig, epoch + 1, err);
+        }
     }
     return CV_OK;
 }
@@ -444,20 +454,22 @@ static cv_status prepare_outputs(const cv_train_options *o, run_state *r, cv_err
                            : CV_OK;
 }
 
-/* A run that failed before writing anything leaves no trace: the folders it created and
- * its lock file go. Anything it did write stays. */
+/* A run that failed before writing anything takes back the folders it created (the
+ * metrics file's first: they may lie inside the run folder), with the lock file inside a
+ * run folder it created; a folder that was there keeps its lock file. Anything written
+ * stays. */
 static void undo_outputs(const cv_train_options *o, run_state *r) {
-    if (r->made_out[0] && !cv_path_exists(r->ckpt)) {
-        char lock_path[4200];
-        snprintf(lock_path, sizeof lock_path, "%s/%s", o->out_dir, CV_LOCK_FILE);
-        if (r->lock.fd >= 0) unlink(lock_path);
-        cv_dir_lock_release(&r->lock);
-        cv_unmake_dirs(o->out_dir, r->made_out);
-    }
     if (r->made_metrics[0] && !cv_path_exists(o->metrics_path)) {
         char parent[CV_PATH_MAX];
         snprintf(parent, sizeof parent, "%s", o->metrics_path);
         cv_unmake_dirs(dirname(parent), r->made_metrics);
+    }
+    if (r->made_out[0] && !cv_path_exists(r->ckpt)) {
+        char lock_path[4200];
+        snprintf(lock_path, sizeof lock_path, "%s/%s", o->out_dir, CV_LOCK_FILE);
+        if (r->lock.fd >= 0) unlink(lock_path); /* still held: see cv_dir_lock_take */
+        cv_dir_lock_release(&r->lock);
+        cv_unmake_dirs(o->out_dir, r->made_out);
     }
 }
 
@@ -485,17 +497,15 @@ static cv_status load_inputs(const cv_train_options *o, run_state *r, cv_err *er
     return CV_OK;
 }
 
-/* The backend, the model, its workspace and the data on the device. */
+/* The model, its workspace and the data on the device. */
 static cv_status build_model(const cv_train_options *o, run_state *r, cv_err *err) {
-    cv_status st = cv_backend_open(o->device, &o->backend, &r->be, err);
-    if (st) return st;
     cv_model_config cfg = {.height = r->data.train.h, .width = r->data.train.w,
                            .n_classes = r->data.n_classes, .latent = o->latent,
                            .n_hidden = o->n_hidden, .prior = o->prior,
                            .likelihood = o->likelihood, .sigma = o->sigma};
     memcpy(cfg.hidden, o->hidden, sizeof cfg.hidden);
     int ws_rows = o->batch > CV_EVAL_BATCH ? o->batch : CV_EVAL_BATCH;
-    st = cv_model_create(r->be, &cfg, &r->model, err);
+    cv_status st = cv_model_create(r->be, &cfg, &r->model, err);
     if (!st) st = cv_workspace_create(&r->model, ws_rows, &r->ws, err);
     if (!st) st = cv_device_split_upload(r->be, &r->data.train, &r->train, err);
     if (!st && r->data.test.n) st = cv_device_split_upload(r->be, &r->data.test, &r->test, err);
@@ -526,7 +536,9 @@ static cv_status start_progress(const cv_train_options *o, run_state *r, progres
 
 static cv_status prepare(const cv_train_options *o, run_state *r, progress_state *p,
                          cv_err *err) {
+    /* quick checks first: the outputs, then the device, before the data is read */
     cv_status st = prepare_outputs(o, r, err);
+    if (!st) st = cv_backend_open(o->device, &o->backend, &r->be, err);
     if (!st) st = load_inputs(o, r, err);
     if (!st) st = build_model(o, r, err);
     if (!st) st = start_progress(o, r, p, err);
