@@ -82,6 +82,13 @@ static int wait_status(pid_t pid) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
 }
 
+/* Waits (up to 20 s) for path to exist: a run's first checkpoint says it is training, its
+ * signal handlers installed. */
+static void wait_until_exists(const char *path) {
+    for (int i = 0; i < 2000 && !cv_path_exists(path); i++) usleep(10000);
+    cr_assert(cv_path_exists(path), "%s never appeared", path);
+}
+
 /* A finished one-epoch run in dir/NAME: its folder and checkpoint paths. */
 static void one_epoch_run(const char *name, char out[4300], char ckpt[4400]) {
     snprintf(out, 4300, "%s/%s", dir, name);
@@ -148,7 +155,7 @@ static void interrupt_with(int sig, int expect_rc) {
     char *o, *e;
     /* with stderr captured: the one line saying where the checkpoint is */
     pid_t pid = spawn(argv, 0);
-    usleep(400000);
+    wait_until_exists(ckpt);
     kill(pid, sig);
     int rc = wait_status(pid);
     if (rc == 0) cr_skip_test("the run ended before the signal landed; machine too fast");
@@ -184,7 +191,9 @@ Test(resume, the_signal_line_says_where_the_checkpoint_is) {
     char errpath[4400];
     snprintf(errpath, sizeof errpath, "%s/stderr", dir);
     pid_t pid = spawn_logged(argv, errpath, 0);
-    usleep(300000);
+    char ckpt[4400];
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
+    wait_until_exists(ckpt);
     kill(pid, SIGINT);
     int rc = wait_status(pid);
     if (rc == 0) cr_skip_test("the run ended before the signal landed");
@@ -339,9 +348,9 @@ Test(resume, a_signal_in_an_epochs_last_step_leaves_a_resumable_checkpoint) {
     test_write_dataset(small, 32, 0, 12, 12, 4, false, 78);
     const char *argv[] = {"train", "--data", small, "--out", out, "--epochs", "1000000",
                           "--batch", "32", "--hidden", "256", "--latent", "6", "--device",
-                          "cpu", NULL};
+                          "cpu", "--checkpoint-every", "1", NULL};
     pid_t pid = spawn(argv, 0);
-    usleep(500000);
+    wait_until_exists(ckpt);
     kill(pid, SIGINT);
     cr_assert_eq(wait_status(pid), 130);
     cv_checkpoint ck;
