@@ -178,6 +178,20 @@ struct cv_backend {
     void *(*capture_end)(cv_backend *be);
     void (*replay)(cv_backend *be, void *recording);
     void (*recording_free)(cv_backend *be, void *recording);
+
+    /* dst = src, bytes within the backend's memory, in order with the other operations
+     * (no wait for it to finish). */
+    void (*copy)(cv_backend *be, void *dst, const void *src, size_t bytes);
+
+    /* Timing. Recording an event marks the end of the work queued so far, without
+     * waiting; it takes its time when that work is done (at once on the CPU, whose
+     * operations finish before they return; on a GPU when its stream gets there).
+     * elapsed_ms waits for `end` and gives the milliseconds from `start` to `end`. Record
+     * no event between capture_begin and capture_end. */
+    cv_status (*event_create)(cv_backend *be, void **event, cv_err *err);
+    void (*event_record)(cv_backend *be, void *event);
+    double (*event_elapsed_ms)(cv_backend *be, void *start, void *end);
+    void (*event_destroy)(cv_backend *be, void *event);
 };
 
 cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err);

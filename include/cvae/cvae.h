@@ -3,6 +3,7 @@
 #define CVAE_CVAE_H
 
 #include "cvae/backend.h"
+#include "cvae/bench.h"
 #include "cvae/checkpoint.h"
 #include "cvae/data.h"
 #include "cvae/eval.h"

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cv_math.h"
@@ -423,6 +424,44 @@ static bool cpu_capture_begin(cv_backend *be) {
     return false;
 }
 
+/* One core alone cannot draw a server's memory bandwidth, so a large copy is split over
+ * the OpenMP threads (a copy's bytes do not depend on who moves them). */
+#define COPY_PAR_MIN (1u << 20)
+
+static void cpu_copy_within(cv_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+#pragma omp parallel if (bytes > COPY_PAR_MIN)
+    {
+        size_t parts = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
+        size_t lo = bytes * id / parts, hi = bytes * (id + 1) / parts;
+        memcpy((char *)dst + lo, (const char *)src + lo, hi - lo);
+    }
+}
+
+/* Every CPU operation has finished when it returns, so an event is a clock reading. */
+static cv_status cpu_event_create(cv_backend *be, void **event, cv_err *err) {
+    (void)be;
+    *event = calloc(1, sizeof(struct timespec));
+    if (!*event) return cv_fail(err, CV_ERR_NOMEM, "out of host memory for a timing event");
+    return CV_OK;
+}
+
+static void cpu_event_record(cv_backend *be, void *event) {
+    (void)be;
+    clock_gettime(CLOCK_MONOTONIC, (struct timespec *)event);
+}
+
+static double cpu_event_elapsed_ms(cv_backend *be, void *start, void *end) {
+    (void)be;
+    const struct timespec *a = start, *b = end;
+    return 1e3 * (double)(b->tv_sec - a->tv_sec) + 1e-6 * (double)(b->tv_nsec - a->tv_nsec);
+}
+
+static void cpu_event_destroy(cv_backend *be, void *event) {
+    (void)be;
+    free(event);
+}
+
 cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err) {
     cv_backend *be = calloc(1, sizeof *be);
     cpu_ctx *ctx = calloc(1, sizeof *ctx);
@@ -460,6 +499,11 @@ cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err) {
     be->gather_batch = cpu_gather_batch;
     be->advance_step = cpu_advance_step;
     be->capture_begin = cpu_capture_begin;
+    be->copy = cpu_copy_within;
+    be->event_create = cpu_event_create;
+    be->event_record = cpu_event_record;
+    be->event_elapsed_ms = cpu_event_elapsed_ms;
+    be->event_destroy = cpu_event_destroy;
     *out = be;
     return CV_OK;
 }

@@ -188,6 +188,43 @@ static void cuda_recording_free(cv_backend *be, void *recording) {
     CV_CUDA_CHECK(cudaGraphExecDestroy((cudaGraphExec_t)recording));
 }
 
+static void cuda_copy_within(cv_backend *be, void *dst, const void *src, size_t bytes) {
+    CV_CUDA_CHECK(
+        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ctx_of(be)->stream));
+}
+
+/* Timing events on our stream (cudaEvent_t is a pointer, so it travels as void *). */
+static cv_status cuda_event_create(cv_backend *be, void **event, cv_err *err) {
+    (void)be;
+    cudaEvent_t e = NULL;
+    cudaError_t rc = cudaEventCreate(&e);
+    if (rc == cudaSuccess) {
+        *event = e;
+        return CV_OK;
+    }
+    cudaGetLastError(); /* clear it, so no later check reports it again */
+    *event = NULL;
+    return cv_fail(err, CV_ERR_DEVICE, "creating a CUDA timing event failed: %s",
+                   cudaGetErrorString(rc));
+}
+
+static void cuda_event_record(cv_backend *be, void *event) {
+    CV_CUDA_CHECK(cudaEventRecord((cudaEvent_t)event, ctx_of(be)->stream));
+}
+
+static double cuda_event_elapsed_ms(cv_backend *be, void *start, void *end) {
+    (void)be;
+    float ms = 0.0f;
+    CV_CUDA_CHECK(cudaEventSynchronize((cudaEvent_t)end));
+    CV_CUDA_CHECK(cudaEventElapsedTime(&ms, (cudaEvent_t)start, (cudaEvent_t)end));
+    return ms;
+}
+
+static void cuda_event_destroy(cv_backend *be, void *event) {
+    (void)be;
+    CV_CUDA_CHECK(cudaEventDestroy((cudaEvent_t)event));
+}
+
 bool cv_backend_cuda_available(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -308,6 +345,11 @@ cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out
     be->capture_end = cuda_capture_end;
     be->replay = cuda_replay;
     be->recording_free = cuda_recording_free;
+    be->copy = cuda_copy_within;
+    be->event_create = cuda_event_create;
+    be->event_record = cuda_event_record;
+    be->event_elapsed_ms = cuda_event_elapsed_ms;
+    be->event_destroy = cuda_event_destroy;
     *out = be;
     return CV_OK;
 }

@@ -52,6 +52,8 @@ static const char *usage =
     "  eval      test -ELBO and importance-weighted NLL of a checkpoint\n"
     "  generate  labeled synthetic data sets and sample grids from a checkpoint\n"
     "  info      what a checkpoint holds\n"
+    "  bench     training throughput on synthetic data: step time, and per kernel family\n"
+    "            time, share and achieved GB/s or TFLOP/s against the device's ceilings\n"
     "\n"
     "  --version  the version, the GPU codes the CUDA backend was built for, the OpenMP\n"
     "             threads and the OpenBLAS core in use\n"
@@ -61,7 +63,7 @@ static const char *usage =
 int main(int argc, char **argv) {
     configure_runtime(argv);
     if (argc < 2) {
-        fprintf(stderr, "cvae: missing command (train, eval, generate or info); see cvae --help\n");
+        fprintf(stderr, "cvae: missing command (train, eval, generate, info or bench); see cvae --help\n");
         return CV_EXIT_USAGE;
     }
     const char *cmd = argv[1];
@@ -80,6 +82,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "eval") == 0) return cv_cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "info") == 0) return cv_cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "generate") == 0) return cv_cmd_generate(argc - 1, argv + 1);
-    fprintf(stderr, "cvae: unknown command '%s' (expected train, eval, generate or info)\n", cmd);
+    if (strcmp(cmd, "bench") == 0) return cv_cmd_bench(argc - 1, argv + 1);
+    fprintf(stderr, "cvae: unknown command '%s' (expected train, eval, generate, info or bench)\n", cmd);
     return CV_EXIT_USAGE;
 }
