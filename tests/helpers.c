@@ -53,6 +53,7 @@ void test_fill(test_rng *r, float *x, size_t n, double lo, double hi) {
 char *test_tmpdir(void) {
     const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     char *path = malloc(strlen(base) + 32);
+    cr_assert_not_null(path);
     sprintf(path, "%s/cvae-test-XXXXXX", base);
     cr_assert_not_null(mkdtemp(path), "mkdtemp failed");
     return path;

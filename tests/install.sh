@@ -35,7 +35,7 @@ compgen -G "$libdir/libcvae.so.*" >/dev/null || fail "no versioned libcvae.so.* 
 for h in backend checkpoint cvae data eval generate model rng status train version; do
     [ -f "$prefix/include/cvae/$h.h" ] || fail "include/cvae/$h.h is not installed"
 done
-for h in fileio interrupt png sha256; do
+for h in backend_select fileio interrupt png sha256; do
     [ ! -e "$prefix/include/cvae/$h.h" ] || fail "the internal header cvae/$h.h is installed"
 done
 for h in "$prefix"/include/cvae/*.h; do
@@ -96,6 +96,18 @@ for w in $(pkg-config --static --libs cvae); do
 done
 # shellcheck disable=SC2046
 $CC "${flags[@]}" "$example" $(pkg-config --cflags cvae) "${static[@]}" -o "$tmp/train_static"
+# C++ programs link against the C API too: the headers declare it extern "C"
+cxx=$(command -v clang++ || command -v g++ || true)
+if [ -n "$cxx" ]; then
+    printf '#include <cvae/cvae.h>\nint main() { return cv_train_defaults().epochs == 10 ? 0 : 1; }\n' \
+        > "$tmp/use.cpp"
+    # shellcheck disable=SC2046
+    "$cxx" -Wall -Werror "$tmp/use.cpp" $(pkg-config --cflags --libs cvae) -o "$tmp/use_cpp" ||
+        fail "a C++ program cannot use the installed headers and library"
+    LD_LIBRARY_PATH=$libdir "$tmp/use_cpp" || fail "the C++ program got the wrong defaults"
+else
+    echo "install: no C++ compiler (clang++ or g++), the C++ check is skipped"
+fi
 grep -q 'NEEDED.*libcvae\.so' <<<"$(readelf -d "$tmp/train_shared")" ||
     fail "the shared build does not load libcvae.so"
 ! grep -q 'NEEDED.*libcvae' <<<"$(readelf -d "$tmp/train_static")" ||

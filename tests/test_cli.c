@@ -99,6 +99,14 @@ Test(cli, bad_commands_and_flags_exit_2) {
     expect_error(2, "--data needs a value", novalue);
     const char *extra[] = {"train", "--data", data, "--out", out, "stray", NULL};
     expect_error(2, "unexpected argument 'stray'", extra);
+    /* one dash: the word itself is named, not the one before it */
+    const char *one_dash[] = {"train", "--data", data, "--out", out, "-epochs", "1", NULL};
+    expect_error(2, "unknown flag '-epochs' (flags take two dashes, as in --epochs)", one_dash);
+    /* getopt_long's abbreviations are refused: --warmup might have meant --kl-warmup */
+    const char *abbreviated[] = {"train", "--data", data, "--out", out, "--warmup", "2", NULL};
+    expect_error(2, "unknown flag '--warmup' (did you mean --warmup-steps?)", abbreviated);
+    const char *eval_dash[] = {"eval", "--model", out, "-json", NULL};
+    expect_error(2, "unknown flag '-json'", eval_dash);
 }
 
 Test(cli, nonsense_values_exit_2) {

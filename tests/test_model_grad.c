@@ -114,6 +114,7 @@ static void check_model_with(const int *hidden, int n_hidden, int h, int w, int 
     ref_ctx c = {&m.layout, rows, ws.x, ws.eps, ws.labels, beta};
     const size_t n = m.layout.n_params;
     double *p = malloc(n * sizeof(double)), *rec = malloc(rows * 8), *kl = malloc(rows * 8);
+    cr_assert(p && rec && kl);
     for (size_t i = 0; i < n; i++) p[i] = m.params[i];
     ref_loss(&c, p, rec, kl);
     for (int i = 0; i < rows; i++) {

@@ -15,6 +15,10 @@
 
 #include "cvae/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct cv_backend cv_backend;
 
 /* The per-step values the step's operations read, kept in backend memory so that a
@@ -207,12 +211,8 @@ bool cv_backend_cuda_available(void);
 cv_status cv_backend_open(const char *device, const cv_backend_options *opt,
                           cv_backend **out, cv_err *err);
 
-/* cv_backend_open with cuda_create in place of cv_backend_cuda_create, so the policy can
- * be tested with a GPU that fails. */
-typedef cv_status (*cv_backend_create_fn)(const cv_backend_options *opt, cv_backend **out,
-                                          cv_err *err);
-cv_status cv_backend_open_with(const char *device, const cv_backend_options *opt,
-                               cv_backend_create_fn cuda_create, cv_backend **out,
-                               cv_err *err);
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -16,6 +16,10 @@
 #include "cvae/backend.h"
 #include "cvae/model.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* The kernel families a training step's time is split into. */
 typedef enum {
     CV_FAMILY_GEMM,
@@ -132,5 +136,9 @@ cv_status cv_bench_run(const cv_bench_options *opt, cv_bench_result *res, cv_err
  * no time), and that as a percentage of its ceiling. */
 double cv_bench_rate(const cv_bench_result *res, cv_op_family family);
 double cv_bench_ceiling_pct(const cv_bench_result *res, cv_op_family family);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -19,6 +19,10 @@
 #include "cvae/model.h"
 #include "cvae/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define CV_CHECKPOINT_VERSION 2 /* the version written; 1 and 2 are read */
 
 /* How the run trains, beyond the model: what --resume must find unchanged. */
@@ -60,5 +64,9 @@ void cv_checkpoint_to_model(const cv_checkpoint *ck, cv_model *model);
 /* Creates a model on be with the checkpoint's config and state. */
 cv_status cv_model_from_checkpoint(cv_backend *be, const cv_checkpoint *ck, cv_model *model,
                                    cv_err *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

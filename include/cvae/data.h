@@ -11,6 +11,10 @@
 
 #include "cvae/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
     uint8_t *pixels; /* (n, h, w) */
     uint8_t *labels; /* (n) */
@@ -38,5 +42,9 @@ void cv_data_free(cv_data *data);
  * with the fixed seed CV_BINARIZE_TEST_SEED, so every run evaluates on the same images. */
 void cv_split_binarize(cv_split *split);
 void cv_split_free(cv_split *split);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -12,6 +12,10 @@
 #include "cvae/data.h"
 #include "cvae/model.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define CV_EVAL_BATCH 500
 
 typedef struct {
@@ -51,5 +55,9 @@ cv_status cv_evaluate(cv_model *model, cv_workspace *ws, const cv_device_split *
                       uint64_t seed, const cv_eval_options *opt, cv_eval_result *out,
                       cv_err *err);
 void cv_eval_result_free(cv_eval_result *r);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

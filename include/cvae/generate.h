@@ -25,6 +25,10 @@
 
 #include "cvae/model.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { CV_FMT_IDX, CV_FMT_IDX_GZ, CV_FMT_NPY, CV_FMT_PNG, CV_FMT_GRID } cv_gen_format;
 
 typedef struct {
@@ -66,5 +70,9 @@ cv_status cv_generate_grid(cv_model *model, cv_workspace *ws, const int *classes
 cv_status cv_reconstructions_png(cv_model *model, cv_workspace *ws, const uint8_t *pixels,
                                  const uint8_t *labels, int count, const char *path,
                                  cv_err *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -17,6 +17,10 @@
 #include "cvae/backend.h"
 #include "cvae/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define CV_MAX_HIDDEN 8
 #define CV_MAX_LAYERS (2 * CV_MAX_HIDDEN + 2)
 #define CV_NO_COND ((size_t)-1)
@@ -121,5 +125,9 @@ void cv_model_backward(cv_model *model, cv_workspace *ws, int rows, float beta);
 
 /* Decodes z (rows, L) with labels into logits ws->act[n_layers-1] (rows, D). */
 void cv_model_decode(cv_model *model, cv_workspace *ws, int rows);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

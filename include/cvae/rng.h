@@ -9,6 +9,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define CV_STREAM_TRAIN_EPS(step) ((uint64_t)(step))
 #define CV_STREAM_EVAL_EPS(batch) (UINT64_C(0x4000000000000000) | (uint64_t)(batch))
 #define CV_STREAM_SHUFFLE(epoch) (UINT64_C(0x8000000000000000) | (uint64_t)(epoch))
@@ -28,5 +32,9 @@ void cv_uniform_fill(float *out, size_t n, uint64_t seed, uint64_t stream);
 
 /* out[i] = element i of the standard normal Philox stream (cuRAND's Box-Muller). */
 void cv_normal_fill(float *out, size_t n, uint64_t seed, uint64_t stream);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -10,6 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     CV_OK = 0,
     CV_ERR_IO,          /* a file could not be opened, read or written */
@@ -38,5 +42,9 @@ cv_status cv_fail(cv_err *err, cv_status status, const char *fmt, ...)
             abort();                                                                 \
         }                                                                            \
     } while (0)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

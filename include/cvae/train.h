@@ -9,6 +9,10 @@
 #include "cvae/eval.h"
 #include "cvae/model.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define CV_ADAM_BETA1 0.9f
 #define CV_ADAM_BETA2 0.999f
 #define CV_ADAM_EPS 1e-8f
@@ -62,5 +66,9 @@ void cv_train_step(cv_model *model, cv_workspace *ws, const cv_device_split *spl
 /* beta of epoch `epoch` (from 1): 0 at the start, rising linearly to cfg->beta at the end
  * of epoch cfg->kl_warmup, then constant. */
 float cv_beta_at(const cv_train_config *cfg, int epoch);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

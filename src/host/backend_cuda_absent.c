@@ -10,5 +10,5 @@ cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out
     *out = NULL;
     return cv_fail(err, CV_ERR_DEVICE,
                    "this cvae was built without CUDA (-Dcuda=disabled or no CUDA toolkit "
-                   "found); use --device cpu");
+                   "found)");
 }

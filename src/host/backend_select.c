@@ -1,7 +1,7 @@
 /* backend_select.c: --device auto|cpu|cuda. */
 #include <string.h>
 
-#include "cvae/backend.h"
+#include "cvae/backend_select.h"
 
 static cv_status open_cpu(const cv_backend_options *opt, cv_backend **out, cv_err *err) {
     if (opt && opt->tf32)

@@ -6,6 +6,7 @@
 #ifndef CVAE_CLI_H
 #define CVAE_CLI_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -31,9 +32,13 @@ bool cv_parse_choice(const char *cmd, const char *flag, const char *s,
                      const char *const *names, int count, int *out);
 bool cv_parse_device(const char *cmd, const char *s);
 
-/* Reports the flag getopt_long (optstring starting with ':') rejected: code ':' for a
- * missing value, '?' for an unknown flag; arg is argv[optind - 1]. */
-int cv_bad_flag(const char *cmd, int code, const char *arg);
+/* The next flag of argv, read with getopt_long (set optind = 1 and opterr = 0 first):
+ * its code ('h' for -h or --help), or -1 after the last flag (a word that is no flag ends
+ * them). A long flag must be spelled whole: getopt_long's abbreviations ("--epoch" for
+ * --epochs) are refused. An unknown or abbreviated flag, or a missing value, prints one
+ * line and returns 0 with *exit_code set. */
+int cv_next_flag(const char *cmd, int argc, char **argv, const struct option *opts,
+                 int *exit_code);
 
 int cv_cmd_train(int argc, char **argv);
 int cv_cmd_eval(int argc, char **argv);

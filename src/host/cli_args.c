@@ -107,7 +107,32 @@ bool cv_parse_device(const char *cmd, const char *s) {
     return false;
 }
 
-int cv_bad_flag(const char *cmd, int code, const char *arg) {
-    if (code == ':') return cv_usage_error(cmd, "%s needs a value", arg);
-    return cv_usage_error(cmd, "unknown flag '%s'", arg);
+/* Whether word ("--name" or "--name=value") spells the flag name whole. */
+static bool spelled_whole(const char *word, const char *name) {
+    size_t n = strlen(name);
+    return strncmp(word, "--", 2) == 0 && strncmp(word + 2, name, n) == 0 &&
+           (word[2 + n] == '\0' || word[2 + n] == '=');
+}
+
+int cv_next_flag(const char *cmd, int argc, char **argv, const struct option *opts,
+                 int *exit_code) {
+    const int at = optind; /* no permutation ('+'): the flag read is argv[at] */
+    int index = -1;
+    const int c = getopt_long(argc, argv, "+:h", opts, &index);
+    if (c == -1) return -1;
+    const char *word = at < argc ? argv[at] : "";
+    const int len = (int)strcspn(word, "=");
+    if (c == ':')
+        *exit_code = cv_usage_error(cmd, "%.*s needs a value", len, word);
+    else if (c == '?' && optopt && word[1] != '-')
+        *exit_code = cv_usage_error(cmd, "unknown flag '%s' (flags take two dashes, as in -%s)",
+                                    word, word);
+    else if (c == '?')
+        *exit_code = cv_usage_error(cmd, "unknown flag '%.*s'", len, word);
+    else if (index >= 0 && !spelled_whole(word, opts[index].name))
+        *exit_code = cv_usage_error(cmd, "unknown flag '%.*s' (did you mean --%s?)", len, word,
+                                    opts[index].name);
+    else
+        return c;
+    return 0;
 }

@@ -211,15 +211,15 @@ int cv_cmd_bench(int argc, char **argv) {
     bool json = false;
     opterr = 0;
     optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    int c, rc = 0;
+    while ((c = cv_next_flag("bench", argc, argv, opts, &rc)) > 0) {
         if (c == 'h') {
             fputs(help, stdout);
             return 0;
         }
-        if (c == ':' || c == '?') return cv_bad_flag("bench", c, argv[optind - 1]);
         if (!apply_flag(c, optarg, &o, &json)) return CV_EXIT_USAGE;
     }
+    if (rc) return rc;
     if (optind < argc) return cv_usage_error("bench", "unexpected argument '%s'", argv[optind]);
     cv_bench_result r;
     cv_err err;

@@ -85,8 +85,8 @@ int cv_cmd_eval(int argc, char **argv) {
     bool json = false, marginal = false;
     opterr = 0;
     optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    int c, rc = 0;
+    while ((c = cv_next_flag(cmd, argc, argv, opts, &rc)) > 0) {
         bool ok = true;
         switch (c) {
         case 'h': fputs(help, stdout); return 0;
@@ -97,10 +97,11 @@ int cv_cmd_eval(int argc, char **argv) {
         case OPT_DEVICE: ok = cv_parse_device(cmd, optarg); device = optarg; break;
         case OPT_JSON: json = true; break;
         case OPT_MARGINAL: marginal = true; break;
-        default: return cv_bad_flag(cmd, c, argv[optind - 1]);
+        default: CV_ASSERT(!"a flag without a case");
         }
         if (!ok) return CV_EXIT_USAGE;
     }
+    if (rc) return rc;
     if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!model) return cv_usage_error(cmd, "--model CKPT is required");
     if (!data) return cv_usage_error(cmd, "--data DIR is required");

@@ -128,8 +128,8 @@ int cv_cmd_generate(int argc, char **argv) {
     int per_class = 0;
     opterr = 0;
     optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    int c, rc = 0;
+    while ((c = cv_next_flag(cmd, argc, argv, opts, &rc)) > 0) {
         bool ok = true;
         switch (c) {
         case 'h': fputs(help, stdout); return 0;
@@ -155,10 +155,11 @@ int cv_cmd_generate(int argc, char **argv) {
         case OPT_SEED: ok = cv_parse_u64(cmd, "--seed", optarg, &o.seed); break;
         case OPT_BATCH: ok = cv_parse_int(cmd, "--batch", optarg, 1, 1 << 20, &o.batch); break;
         case OPT_DEVICE: ok = cv_parse_device(cmd, optarg); device = optarg; break;
-        default: return cv_bad_flag(cmd, c, argv[optind - 1]);
+        default: CV_ASSERT(!"a flag without a case");
         }
         if (!ok) return CV_EXIT_USAGE;
     }
+    if (rc) return rc;
     if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!model) return cv_usage_error(cmd, "--model CKPT is required");
     if (!o.out || !o.out[0]) return cv_usage_error(cmd, "--out is required");

@@ -19,15 +19,15 @@ int cv_cmd_info(int argc, char **argv) {
     const char *cmd = "info", *model = NULL;
     opterr = 0;
     optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    int c, rc = 0;
+    while ((c = cv_next_flag(cmd, argc, argv, opts, &rc)) > 0) {
         if (c == 'h') {
             fputs(help, stdout);
             return 0;
         }
-        if (c != 'm') return cv_bad_flag(cmd, c, argv[optind - 1]);
         model = optarg;
     }
+    if (rc) return rc;
     if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!model) return cv_usage_error(cmd, "--model CKPT is required");
     cv_checkpoint ck;

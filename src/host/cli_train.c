@@ -204,16 +204,16 @@ int cv_cmd_train(int argc, char **argv) {
     bool sigma_given = false;
     opterr = 0;
     optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    int c, rc = 0;
+    while ((c = cv_next_flag("train", argc, argv, opts, &rc)) > 0) {
         if (c == 'h') {
             fputs(help, stdout);
             return 0;
         }
-        if (c == ':' || c == '?') return cv_bad_flag("train", c, argv[optind - 1]);
         if (!apply_flag(c, optarg, &o, &sigma_given)) return CV_EXIT_USAGE;
     }
+    if (rc) return rc;
     if (optind < argc) return cv_usage_error("train", "unexpected argument '%s'", argv[optind]);
-    int rc = check_flags(&o, sigma_given);
+    rc = check_flags(&o, sigma_given);
     return rc ? rc : run(&o);
 }
