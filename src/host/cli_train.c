@@ -41,7 +41,9 @@ static const char *help =
     "log-variances are clamped to [-30, 30] so exp() never overflows in float\n"
     "\n"
     "run:\n"
-    "  --out RUNDIR           write RUNDIR/model.ckpt (refuses to overwrite one)\n"
+    "  --out RUNDIR           write RUNDIR/model.ckpt (refuses to overwrite one) and the\n"
+    "                         pictures; RUNDIR and its parents are made up front, and\n"
+    "                         RUNDIR/cvae.lock keeps a second trainer out while this runs\n"
     "  --checkpoint-every N   also write the checkpoint every N epochs (default: at the end)\n"
     "  --metrics FILE         one JSON object per epoch (epoch, train_loss, test_neg_elbo,\n"
     "                         test_rec, test_kl, samples_per_s, seconds, beta, grad_norm)\n"
@@ -53,7 +55,9 @@ static const char *help =
     "  -h, --help             this text\n"
     "\n"
     "SIGINT or SIGTERM finishes the current step, writes RUNDIR/model.ckpt and exits with\n"
-    "130 or 143. Every file is written under a temporary name and renamed when whole.\n";
+    "130 or 143; the same signal again ends it at once. Every file is written under a\n"
+    "temporary name and renamed when whole. A run that fails before its first checkpoint\n"
+    "removes the folders it made.\n";
 
 enum { OPT_DATA = 256, OPT_HIDDEN, OPT_LATENT, OPT_CLASSES, OPT_BATCH, OPT_EPOCHS, OPT_LR,
        OPT_SEED, OPT_DEVICE, OPT_OUT, OPT_CKPT_EVERY, OPT_METRICS, OPT_PRECISION,
