@@ -10,8 +10,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cv_math.h"
+#include "cvae/checkpoint.h"
 #include "cvae/generate.h"
 #include "cvae/rng.h"
 #include "cvae/train.h"
@@ -464,22 +466,27 @@ static size_t pixels_differing(const uint8_t *a, const uint8_t *b, size_t size, 
 Test(cuda, generated_images_agree_with_the_cpu_within_the_documented_bounds) {
     NEED_GPU();
     test_rng r = test_rng_new("cuda generate");
-    cv_model_config cfg = {.height = 28, .width = 28, .n_classes = 10, .latent = 20,
-                           .n_hidden = 2, .hidden = {400, 257}};
-    cv_model host; /* the CPU backend's parameters are host memory */
+    /* a trained model: its logits spread far wider than an untrained one's, as a user's do */
+    char *dir = test_tmpdir(), out[4200], data[4200], run[4200], ckpt_path[4300];
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(run, sizeof run, "%s/run", dir);
+    snprintf(ckpt_path, sizeof ckpt_path, "%s/model.ckpt", run);
+    mkdir(data, 0777);
+    test_write_dataset(data, 2000, 0, 28, 28, 10, false, r.s);
+    test_train_small(data, run, 400, 20, 3, r.s);
+    cv_checkpoint ck;
     cv_err err;
-    cr_assert_eq(cv_model_create(cpu, &cfg, &host, &err), CV_OK, "%s", err.msg);
-    cr_assert_eq(cv_model_init_params(&host, r.s, &err), CV_OK, "%s", err.msg);
-    char *dir = test_tmpdir(), out[4200];
+    cr_assert_eq(cv_checkpoint_load(ckpt_path, &ck, &err), CV_OK, "%s", err.msg);
+    const cv_model_config cfg = ck.cfg;
     for (int mean = 1; mean >= 0; mean--) {
         const char *mode = mean ? "--mean" : "--sample";
         size_t nc, ng, nb;
         snprintf(out, sizeof out, "%s/cpu%d", dir, mean);
-        uint8_t *c = generate_on(cpu, &cfg, host.params, mean, 1000, out, &nc);
+        uint8_t *c = generate_on(cpu, &cfg, ck.params, mean, 1000, out, &nc);
         snprintf(out, sizeof out, "%s/gpu%d", dir, mean);
-        uint8_t *g = generate_on(gpu, &cfg, host.params, mean, 1000, out, &ng);
+        uint8_t *g = generate_on(gpu, &cfg, ck.params, mean, 1000, out, &ng);
         snprintf(out, sizeof out, "%s/gpu%d-batch7", dir, mean);
-        uint8_t *b = generate_on(gpu, &cfg, host.params, mean, 7, out, &nb);
+        uint8_t *b = generate_on(gpu, &cfg, ck.params, mean, 7, out, &nb);
         cr_assert(nc == ng && ng == nb);
         size_t pixels = nc - 16;
         size_t devices = pixels_differing(c, g, nc, mean, "CPU vs GPU");
@@ -495,9 +502,9 @@ Test(cuda, generated_images_agree_with_the_cpu_within_the_documented_bounds) {
         free(g);
         free(b);
     }
+    cv_checkpoint_free(&ck);
     test_rmtree(dir);
     free(dir);
-    cv_model_destroy(&host);
 }
 
 /* A small model and data set on one backend, for whole-step comparisons. */
