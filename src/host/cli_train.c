@@ -23,7 +23,20 @@ static const char *help =
     "  --lr LR                Adam learning rate (default 1e-3)\n"
     "  --seed S               seed of initialisation, shuffling and noise (default 0)\n"
     "  --device D             auto, cpu or cuda (default auto: a GPU when usable)\n"
-    "  --precision P          fp32 (default) or tf32 (TF32 tensor cores for GEMMs; GPU only)\n"
+    "  --precision P          how GEMMs round their inputs; weights, Adam state, the loss\n"
+    "                         and every sum stay fp32, and checkpoints are fp32 in all:\n"
+    "                         fp32    plain fp32 GEMMs (default)\n"
+    "                         tf32    inputs rounded to TF32 (10-bit mantissa) by the\n"
+    "                                 tensor cores, fp32 sums (GPU only)\n"
+    "                         bf16    inputs rounded to bf16 (nearest even), fp32 sums and\n"
+    "                                 outputs (on the GPU, bf16 tensor cores; on the CPU,\n"
+    "                                 the same rounding before fp32 OpenBLAS)\n"
+    "                         tf32x3  each input split into two TF32 parts, three TF32\n"
+    "                                 products summed in fp32: near-fp32 accuracy on the\n"
+    "                                 tensor cores (on the CPU, the same split emulated;\n"
+    "                                 not yet measured on a GPU)\n"
+    "                         a resume may change it, but is bitwise only with the same\n"
+    "                         precision\n"
     "\n"
     "model and objective:\n"
     "  --prior P              standard (N(0, I), default) or conditional: a learned\n"
@@ -79,7 +92,8 @@ static bool parse_count(const char *cmd, const char *flag, const char *s, long l
 /* One flag into o; false after printing the error line. */
 static bool apply_flag(int c, const char *arg, cv_train_options *o, bool *sigma_given) {
     const char *cmd = "train";
-    static const char *const precisions[] = {"fp32", "tf32"};
+    /* in cv_precision's order */
+    static const char *const precisions[] = {"fp32", "tf32", "bf16", "tf32x3"};
     static const char *const priors[] = {"standard", "conditional"};
     static const char *const likelihoods[] = {"bernoulli", "gaussian"};
     static const char *const schedules[] = {"constant", "cosine"};
@@ -99,8 +113,9 @@ static bool apply_flag(int c, const char *arg, cv_train_options *o, bool *sigma_
     case OPT_SEED: ok = cv_parse_u64(cmd, "--seed", arg, &o->seed); break;
     case OPT_DEVICE: ok = cv_parse_device(cmd, arg); o->device = arg; break;
     case OPT_PRECISION:
-        ok = cv_parse_choice(cmd, "--precision", arg, precisions, 2, &choice);
-        o->backend.tf32 = choice == 1;
+        ok = cv_parse_choice(cmd, "--precision", arg, precisions, CV_PRECISION_COUNT, &choice);
+        o->backend.precision = (cv_precision)choice;
+        o->backend.tf32 = false;
         break;
     case OPT_OUT: o->out_dir = arg; break;
     case OPT_CKPT_EVERY:
