@@ -17,7 +17,7 @@ const char *cv_precision_name(cv_precision p) {
 const char *cv_precision_describe(cv_precision p) {
     static const char *const what[CV_PRECISION_COUNT] = {
         "plain fp32 GEMMs (no input rounding)",
-        "GEMM inputs rounded to TF32 (10-bit mantissa) by the tensor cores, fp32 sums",
+        "GEMM inputs converted to TF32 (10-bit mantissa) by the tensor cores, fp32 sums",
         "GEMM inputs rounded to bf16 (nearest even), fp32 sums and outputs; weights, Adam "
         "and the loss in fp32",
         "each GEMM input split into two TF32 parts, three TF32 products summed in fp32 "
