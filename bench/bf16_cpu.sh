@@ -9,8 +9,8 @@
 #   CVAE  the program (default build/cvae)
 #   DATA  the data folder (default /usr/share/datasets/fashion-mnist)
 #   OUT   where the runs go (default a new temporary folder)
-# Each run takes 10 to 20 minutes on 2 cores; they run one after the other, so their
-# samples/s compare.
+# Each run takes 1 to 30 minutes on 2 cores, depending on what else the machine runs;
+# they run one after the other, so on a quiet machine their samples/s compare.
 set -euo pipefail
 cvae=${1:-build/cvae}
 data=${2:-/usr/share/datasets/fashion-mnist}
