@@ -31,8 +31,11 @@ for split, n in (("train", 256), ("t10k", 64)):
     open(os.path.join(d, f"{split}-labels-idx1-ubyte"), "wb").write(
         idx([n], bytes(rng.randrange(4) for _ in range(n))))
 PY
-OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=2 valgrind --error-exitcode=99 --leak-check=full \
-    --errors-for-leak-kinds=definite --show-leak-kinds=definite --quiet \
-    build-cpu/cvae train --data "$data" --epochs 2 --hidden 32 --latent 4 --batch 32 \
-    --device cpu --out "$data/run"
+# every precision the CPU runs (bf16 and tf32x3 use the GEMM operand scratch)
+for precision in fp32 bf16 tf32x3; do
+    OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=2 valgrind --error-exitcode=99 --leak-check=full \
+        --errors-for-leak-kinds=definite --show-leak-kinds=definite --quiet \
+        build-cpu/cvae train --data "$data" --epochs 2 --hidden 32 --latent 4 --batch 32 \
+        --device cpu --precision "$precision" --out "$data/run-$precision"
+done
 echo "sanitizers and valgrind: clean"

@@ -44,7 +44,7 @@ Test(backend_select, cpu_never_tries_the_gpu_and_refuses_tf32) {
     cr_assert_eq(cv_backend_open_with("cpu", NULL, unusable_gpu, &be, &err), CV_OK);
     cr_assert_eq(cuda_attempts, 0);
     be->destroy(be);
-    cv_backend_options tf32 = {.tf32 = true};
+    cv_backend_options tf32 = {.precision = CV_PRECISION_TF32};
     cr_assert_eq(cv_backend_open_with("cpu", &tf32, unusable_gpu, &be, &err), CV_ERR_USAGE);
     cr_assert(strstr(err.msg, "tf32") != NULL, "%s", err.msg);
 }

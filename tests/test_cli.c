@@ -78,7 +78,7 @@ Test(cli, version_prints_the_project_version) {
     snprintf(first, sizeof first, "cvae %s\n", want);
     cr_assert(strncmp(o, first, strlen(first)) == 0, "cvae --version printed: %s", o);
     cr_assert(strstr(o, "\nCUDA backend: ") && strstr(o, "\nOpenMP threads: ") &&
-                  strstr(o, "\nOpenBLAS core: "),
+                  strstr(o, "\nOpenBLAS core: ") && strstr(o, "\nprecisions: fp32"),
               "cvae --version printed: %s", o);
     free(o);
     free(e);
@@ -249,6 +249,33 @@ Test(cli, tf32_on_the_cpu_exits_2) {
     const char *args[] = {"train", "--data", data, "--out", out, "--device", "cpu",
                           "--precision", "tf32", NULL};
     expect_error(2, "--precision tf32 needs a GPU", args);
+}
+
+/* bf16 and tf32x3 run on the CPU (its emulations are the GPU's reference), say so in the
+ * header, and a checkpoint of one precision resumes in another. */
+Test(cli, bf16_and_tf32x3_train_on_the_cpu_and_resume_in_fp32) {
+    const char *precisions[] = {"bf16", "tf32x3"};
+    for (int p = 0; p < 2; p++) {
+        char run[4200], ckpt[4300], header[64];
+        snprintf(run, sizeof run, "%s-%s", out, precisions[p]);
+        snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", run);
+        snprintf(header, sizeof header, "\nprecision %s: ", precisions[p]);
+        char *o, *e;
+        const char *train[] = {"train", "--data", data, "--out", run, "--hidden", "24",
+                               "--latent", "3", "--batch", "16", "--epochs", "1", "--device",
+                               "cpu", "--precision", precisions[p], NULL};
+        cr_assert_eq(test_run_cvae(&o, &e, train), 0, "%s: %s", precisions[p], e);
+        cr_assert(strstr(o, header) && strstr(o, "final test -ELBO"), "%s", o);
+        free(o);
+        free(e);
+        const char *resume[] = {"train", "--data", data, "--out", run, "--hidden", "24",
+                                "--latent", "3", "--batch", "16", "--epochs", "2", "--device",
+                                "cpu", "--resume", ckpt, NULL};
+        cr_assert_eq(test_run_cvae(&o, &e, resume), 0, "%s: %s", precisions[p], e);
+        cr_assert(strstr(o, "\nprecision fp32: ") && strstr(o, "epoch   2/2"), "%s", o);
+        free(o);
+        free(e);
+    }
 }
 
 Test(cli, cuda_without_a_usable_gpu_exits_2) {

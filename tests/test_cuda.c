@@ -673,3 +673,227 @@ int main(int argc, char *argv[]) {
     }
     return result;
 }
+
+/* ---------- precision modes (docs/design.md 2.7): each GPU precision against the CPU
+ * reference of the same precision ---------- */
+
+static cv_backend *open_precision(bool on_gpu, cv_precision p) {
+    cv_backend_options opt = {.precision = p};
+    cv_backend *be;
+    cv_err err;
+    cv_status st = on_gpu ? cv_backend_cuda_create(&opt, &be, &err)
+                          : cv_backend_cpu_create_with(&opt, &be, &err);
+    cr_assert_eq(st, CV_OK, "%s", err.msg);
+    cr_assert_eq(be->precision, p);
+    return be;
+}
+
+/* A copy of host on be (its own stream: a backend's GEMM and the copies that read its
+ * result must share one), `offset` floats into an allocation with guard bytes after. */
+static float *dev_copy(cv_backend *be, const float *host, size_t n, int offset, void **base) {
+    cv_err err;
+    uint32_t guard[GUARD];
+    for (int i = 0; i < GUARD; i++) guard[i] = GUARD_BITS;
+    cr_assert_eq(be->alloc(be, base, (n + offset) * 4 + sizeof guard, "test buffer", &err), CV_OK);
+    float *d = (float *)*base + offset;
+    be->upload(be, d, host, n * 4);
+    be->upload(be, d + n, guard, sizeof guard);
+    return d;
+}
+
+static void dev_fetch(cv_backend *be, float *host, const float *d, size_t n, void *base) {
+    uint32_t guard[GUARD];
+    be->download(be, host, d, n * 4);
+    be->download(be, guard, d + n, sizeof guard);
+    for (int i = 0; i < GUARD; i++)
+        cr_assert_eq(guard[i], GUARD_BITS, "the GPU wrote past the end (guard %d)", i);
+    be->release(be, base);
+}
+
+/* Over awkward shapes, padded leading dimensions, every transpose, and A and C one float
+ * past 256-byte alignment on odd shapes:
+ * - fp32, bf16, tf32x3: against the CPU backend of the same precision. Both feed the
+ *   products the same rounded inputs (cv_math.h), whose products are exact in float, so
+ *   only the order of the float sums differs: the fp32 GEMM tolerance of section 3.4,
+ *   4e-5 sqrt(k), times 3 for tf32x3's three sums into C;
+ * - tf32 (no CPU emulation): against the CPU's fp32, within what TF32 inputs can move a
+ *   product, 2^-9 sum|a b| (two inputs, each within 2^-10 relative even if the tensor
+ *   cores truncate), plus the fp32 tolerance. */
+Test(cuda, every_precision_gemm_matches_its_cpu_reference) {
+    NEED_GPU();
+    test_rng r = test_rng_new("cuda precision gemm");
+    const int shapes[][3] = {{1, 1, 1},      {31, 33, 32},   {257, 33, 31}, {128, 400, 784},
+                             {400, 784, 128}, {128, 784, 400}, {500, 40, 400}, {13, 20, 128}};
+    for (int p = 0; p < CV_PRECISION_COUNT; p++) {
+        const cv_precision prec = (cv_precision)p;
+        cv_backend *g = open_precision(true, prec);
+        cv_backend *c = open_precision(false, prec == CV_PRECISION_TF32 ? CV_PRECISION_FP32 : prec);
+        cv_err err;
+        for (int s = 0; s < 8; s++)
+            for (int t = 0; t < 4; t++) {
+                const bool ta = t & 1, tb = t >> 1;
+                const int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+                const int lda = (ta ? m : k) + (s & 1), ldb = (tb ? k : n) + 3, ldc = n + (s & 1);
+                const size_t na = (size_t)(ta ? k : m) * lda, nb = (size_t)(tb ? n : k) * ldb;
+                const size_t nc = (size_t)m * ldc;
+                float *a = malloc(na * 4), *b = malloc(nb * 4), *cc = malloc(nc * 4),
+                      *c0 = malloc(nc * 4), *h = malloc(nc * 4);
+                test_fill(&r, a, na, -1, 1);
+                test_fill(&r, b, nb, -1, 1);
+                test_fill(&r, c0, nc, -1, 1);
+                memcpy(cc, c0, nc * 4);
+                const size_t most = (size_t)m * k > (size_t)k * n ? (size_t)m * k : (size_t)k * n;
+                cr_assert_eq(g->gemm_reserve(g, most, &err), CV_OK, "%s", err.msg);
+                void *ba, *bb, *bc;
+                float *da = dev_copy(g, a, na, s & 1, &ba), *db = dev_copy(g, b, nb, 0, &bb);
+                float *dc = dev_copy(g, c0, nc, s & 1, &bc);
+                c->gemm(c, ta, tb, m, n, k, 1.5f, a, lda, b, ldb, 0.5f, cc, ldc);
+                g->gemm(g, ta, tb, m, n, k, 1.5f, da, lda, db, ldb, 0.5f, dc, ldc);
+                dev_fetch(g, h, dc, nc, bc);
+                g->release(g, ba);
+                g->release(g, bb);
+                const double fp32_tol = 4e-5 * sqrt(k) * (prec == CV_PRECISION_TF32X3 ? 3 : 1);
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < ldc; j++) {
+                        const size_t x = (size_t)i * ldc + j;
+                        if (j >= n) {
+                            cr_assert_eq(h[x], c0[x], "padding of C was written");
+                            continue;
+                        }
+                        double mag = 0;
+                        if (prec == CV_PRECISION_TF32)
+                            for (int q = 0; q < k; q++)
+                                mag += fabs((double)(ta ? a[(size_t)q * lda + i] : a[(size_t)i * lda + q]) *
+                                            (tb ? b[(size_t)j * ldb + q] : b[(size_t)q * ldb + j]));
+                        const double tol = fp32_tol + 1e-5 * fabs(cc[x]) + 1.5 * 0x1p-9 * mag;
+                        cr_assert(fabs((double)h[x] - cc[x]) <= tol,
+                                  "%s %dx%dx%d t%d (%d,%d): gpu %.9g, cpu %.9g",
+                                  cv_precision_name(prec), m, n, k, t, i, j, h[x], cc[x]);
+                    }
+                free(a); free(b); free(cc); free(c0); free(h);
+            }
+        g->destroy(g);
+        c->destroy(c);
+    }
+}
+
+/* Element-wise as compare(), with the normalised mean squared error bound given. */
+static void compare_nmse(const char *what, const float *ref, const float *got, size_t n,
+                         double atol, double rtol, double nmse) {
+    double err2 = 0, ref2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_eq(isnan(ref[i]), isnan(got[i]), "%s[%zu]: NaN parity", what, i);
+        if (isnan(ref[i])) continue;
+        double d = fabs((double)got[i] - ref[i]);
+        cr_assert(d <= atol + rtol * fabs(ref[i]), "%s[%zu]: gpu %.9g, cpu %.9g", what, i,
+                  got[i], ref[i]);
+        err2 += d * d;
+        ref2 += (double)ref[i] * ref[i];
+    }
+    if (ref2 > 0) cr_assert(err2 / ref2 < nmse, "%s: NMSE %g", what, err2 / ref2);
+    cr_log_info("%s: NMSE %.3g", what, ref2 > 0 ? err2 / ref2 : 0.0);
+}
+
+/* One bf16 training step on the GPU against the CPU's bf16 step, with the same noise.
+ * The GEMM inputs are rounded the same way on both, but an fp32 activation that differs
+ * by an ulp between the devices can round to the neighbouring bf16 value (2^-8 apart):
+ * rare (about 1 in 1,000 inputs), each moving a sum by 2^-8 of one of its terms. So the
+ * bounds are those of the fp32 step (section 3.4) widened about tenfold. */
+Test(cuda, bf16_whole_step_matches_the_cpu_bf16_step) {
+    NEED_GPU();
+    test_rng r = test_rng_new("cuda bf16 step");
+    const int B = 128;
+    cv_split data = random_split(&r, 300);
+    cv_backend *cb = open_precision(false, CV_PRECISION_BF16);
+    cv_backend *gb = open_precision(true, CV_PRECISION_BF16);
+    rig c, g;
+    rig_make(&c, cb, &data, r.s, B);
+    rig_make(&g, gb, &data, r.s, B);
+    cv_step st = {.step = 3, .start = 50};
+    float *eps = malloc(B * 20 * 4);
+    for (int i = 0; i < B * 20; i++) eps[i] = (float)test_normal(&r);
+    rig *both[2] = {&c, &g};
+    for (int k = 0; k < 2; k++) {
+        rig *x = both[k];
+        cv_backend *be = x->be;
+        be->upload(be, x->ws.step, &st, sizeof st);
+        be->upload(be, x->ws.eps, eps, B * 20 * 4);
+        be->gather_batch(be, x->split.pixels, x->split.labels, x->split.perm, x->ws.step, B,
+                         784, false, 0, x->ws.x, x->ws.labels);
+        be->zero(be, x->m.grads, x->m.layout.n_params * 4);
+        cv_noise given = {.draw = false};
+        cv_model_forward(&x->m, &x->ws, B, &given, true, false);
+        cv_model_backward(&x->m, &x->ws, B, 1.0f);
+    }
+    const size_t n = c.m.layout.n_params;
+    float *h = malloc(n * 4);
+    float rec[128], kl[128];
+    gb->download(gb, rec, g.ws.rec, sizeof rec);
+    gb->download(gb, kl, g.ws.kl, sizeof kl);
+    compare_nmse("bf16 per-sample rec", c.ws.rec, rec, B, 1e-2, 1e-4, 1e-8);
+    compare_nmse("bf16 per-sample kl", c.ws.kl, kl, B, 1e-3, 1e-3, 1e-6);
+    gb->download(gb, h, g.m.grads, n * 4);
+    for (int i = 0; i < c.m.layout.n_layers; i++) {
+        const cv_layer *l = &c.m.layout.layers[i];
+        size_t len = l->b + l->out - l->w;
+        compare_nmse("bf16 layer gradient", c.m.grads + l->w, h + l->w, len, 1e-4, 1e-2, 1e-6);
+    }
+    rig_free(&c);
+    rig_free(&g);
+    cb->destroy(cb);
+    gb->destroy(gb);
+    cv_split_free(&data);
+    free(eps);
+    free(h);
+}
+
+/* The reduced precisions inside a CUDA graph: their conversions and matmuls are recorded
+ * with the reserved scratch, and replaying gives the eager steps' bits. */
+Test(cuda, recorded_bf16_and_tf32x3_steps_replay_bit_for_bit) {
+    NEED_GPU();
+    test_rng r = test_rng_new("cuda precision replay");
+    const int B = 100, N = 1000, steps = 12;
+    cv_split data = random_split(&r, N);
+    const cv_adam_config adam = {.lr = 1e-3f, .beta1 = CV_ADAM_BETA1, .beta2 = CV_ADAM_BETA2,
+                                 .eps = CV_ADAM_EPS};
+    const cv_precision ps[2] = {CV_PRECISION_BF16, CV_PRECISION_TF32X3};
+    for (int q = 0; q < 2; q++) {
+        cv_backend *be = open_precision(true, ps[q]);
+        rig rec_rig, eager;
+        rig_make(&rec_rig, be, &data, r.s, B);
+        rig_make(&eager, be, &data, r.s, B);
+        rig *all[2] = {&rec_rig, &eager};
+        void *rec = NULL;
+        for (int k = 0; k < 2; k++) {
+            cv_step st = {.first_bad_step = -1, .first_bad_index = -1};
+            be->upload(be, all[k]->ws.step, &st, sizeof st);
+            be->zero(be, all[k]->ws.sums, sizeof(cv_loss_sums));
+            for (int s = 0; s < steps; s++) {
+                if (k == 0) {
+                    if (!rec) {
+                        cr_assert(be->capture_begin(be));
+                        cv_train_step(&rec_rig.m, &rec_rig.ws, &rec_rig.split, B, r.s, &adam, 1.0f,
+                                      false);
+                        rec = be->capture_end(be);
+                    }
+                    be->replay(be, rec);
+                } else {
+                    cv_train_step(&eager.m, &eager.ws, &eager.split, B, r.s, &adam, 1.0f, false);
+                }
+            }
+        }
+        const size_t n = eager.m.layout.n_params;
+        float *pr = malloc(n * 4), *pe = malloc(n * 4);
+        be->download(be, pr, rec_rig.m.params, n * 4);
+        be->download(be, pe, eager.m.params, n * 4);
+        cr_assert(memcmp(pr, pe, n * 4) == 0, "%s: the recorded step drifted from the eager one",
+                  cv_precision_name(ps[q]));
+        be->recording_free(be, rec);
+        rig_free(&rec_rig);
+        rig_free(&eager);
+        be->destroy(be);
+        free(pr);
+        free(pe);
+    }
+    cv_split_free(&data);
+}

@@ -67,14 +67,32 @@ typedef struct {
     float clip_norm;                   /* 0: no clipping */
 } cv_adam_config;
 
+/* How GEMMs round their inputs (docs/design.md 2.7). Everything else (weights, Adam's
+ * state, activations, the loss and every reduction) stays fp32 in every mode. */
+typedef enum {
+    CV_PRECISION_FP32 = 0,   /* plain fp32 products and sums */
+    CV_PRECISION_TF32 = 1,   /* TF32 tensor cores (GPU only) */
+    CV_PRECISION_BF16 = 2,   /* inputs rounded to bf16 (nearest even), fp32 sums and output */
+    CV_PRECISION_TF32X3 = 3, /* 3xTF32: a = hi + lo split, hi*lo + lo*hi + hi*hi in fp32 */
+} cv_precision;
+
+#define CV_PRECISION_COUNT 4
+
 typedef struct {
-    bool tf32; /* let cuBLAS use TF32 tensor cores (CUDA only) */
+    cv_precision precision;
 } cv_backend_options;
+
+/* The precision opt asks for (fp32 for NULL); its name ("fp32", "tf32", "bf16",
+ * "tf32x3", as --precision spells it) and one line on what it does. */
+cv_precision cv_backend_options_precision(const cv_backend_options *opt);
+const char *cv_precision_name(cv_precision p);
+const char *cv_precision_describe(cv_precision p);
 
 struct cv_backend {
     const char *name;     /* "cpu" or "cuda" */
     char description[256];/* what the user is told: device name, cores, memory */
     void *impl;           /* the backend's own context: handles, streams */
+    cv_precision precision; /* how its GEMMs round their inputs */
 
     void (*destroy)(cv_backend *be);
 
@@ -90,6 +108,13 @@ struct cv_backend {
     void (*gemm)(cv_backend *be, bool trans_a, bool trans_b, int m, int n, int k,
                  float alpha, const float *a, int lda, const float *b, int ldb,
                  float beta, float *c, int ldc);
+
+    /* Makes room for GEMMs whose op(A) and op(B) hold at most `elems` elements each, so
+     * that gemm itself never allocates (a recorded step must not): the precisions that
+     * round the operands (bf16, tf32x3) convert them into this room first. CV_ERR_NOMEM
+     * when it cannot be had. Outside a recording, a larger gemm makes the room itself
+     * (and aborts, with one line, if it cannot). cv_workspace_create calls it. */
+    cv_status (*gemm_reserve)(cv_backend *be, size_t elems, cv_err *err);
 
     /* y (rows, cols) = act(y + bias + cond[labels[r]]); cond (classes, cols) may be NULL.
      * This is the condition column of the layer's weight, gathered instead of a one-hot
@@ -200,6 +225,11 @@ struct cv_backend {
 
 cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err);
 
+/* The CPU backend with options: fp32, or the bf16 and tf32x3 emulations (the reference
+ * the GPU's are tested against); tf32 is a usage error. */
+cv_status cv_backend_cpu_create_with(const cv_backend_options *opt, cv_backend **out,
+                                     cv_err *err);
+
 /* The CUDA backend; CV_ERR_DEVICE when it was not built or no GPU is usable. */
 cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out,
                                  cv_err *err);
@@ -207,7 +237,7 @@ bool cv_backend_cuda_available(void);
 
 /* "auto", "cpu" or "cuda"; auto picks the GPU when one is usable, and otherwise the CPU
  * with the reason appended to its description. opt may be NULL. TF32 on the CPU is a
- * usage error. */
+ * usage error (bf16 and tf32x3 run on both). */
 cv_status cv_backend_open(const char *device, const cv_backend_options *opt,
                           cv_backend **out, cv_err *err);
 

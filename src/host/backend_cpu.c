@@ -34,9 +34,13 @@ float expf(float);
  * it back just before its first GEMM. Without a limit there is nothing to reserve. */
 #define BLAS_SPACE_PER_THREAD ((size_t)256 << 20)
 
+/* The backend's own state: the reservation above and the precision's GEMM operand
+ * scratch (see cpu_gemm). */
 typedef struct {
     void *blas_reserve; /* NULL when there is none, or once handed back */
     size_t reserve_bytes;
+    float *scratch;
+    size_t scratch_floats;
 } cpu_ctx;
 
 static cpu_ctx *cpu_of(cv_backend *be) { return (cpu_ctx *)be->impl; }
@@ -65,6 +69,7 @@ static cv_status reserve_blas_space(cpu_ctx *ctx, cv_err *err) {
 
 static void cpu_destroy(cv_backend *be) {
     release_blas_reserve(cpu_of(be));
+    free(cpu_of(be)->scratch);
     free(be->impl);
     free(be);
 }
@@ -103,10 +108,8 @@ static void cpu_zero(cv_backend *be, void *dst, size_t bytes) { (void)be; memset
 #define GEMM_PARTS 64
 #define GEMM_MIN_PART 64
 
-static void cpu_gemm(cv_backend *be, bool ta, bool tb, int m, int n, int k, float alpha,
-                     const float *a, int lda, const float *b, int ldb, float beta, float *c,
-                     int ldc) {
-    release_blas_reserve(cpu_of(be));
+static void fp32_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
+                      int lda, const float *b, int ldb, float beta, float *c, int ldc) {
     const CBLAS_TRANSPOSE op_a = ta ? CblasTrans : CblasNoTrans;
     const CBLAS_TRANSPOSE op_b = tb ? CblasTrans : CblasNoTrans;
     const bool split_rows = m >= n;
@@ -128,6 +131,100 @@ static void cpu_gemm(cv_backend *be, bool ta, bool tb, int m, int n, int k, floa
                         beta, c + lo, ldc);
         }
     }
+}
+
+/* ---------- GEMMs at reduced input precision (docs/design.md 2.7) ----------
+ * bf16: op(A) and op(B) rounded to bf16 (cv_round_bf16), then the fp32 GEMM above. A
+ * product of two bf16 values is exact in float, so this is what a GPU's bf16 GEMM with
+ * fp32 accumulation computes, up to the order of the sums.
+ * tf32x3: each input split into hi + lo (cv_split_tf32), then C = A_hi B_lo + A_lo B_hi
+ * + A_hi B_hi as three fp32 GEMMs accumulating into C, small terms first; the products of
+ * TF32 values are exact in float too.
+ * The rounded copies are packed (leading dimension = their width) into ctx->scratch,
+ * sized by gemm_reserve; the rounding is per element and the GEMM blocks depend on the
+ * shape alone, so the bits do not depend on the thread count. */
+
+#define SCRATCH_ALIGN 16 /* floats: each packed operand starts on a 64-byte line */
+
+static size_t aligned_floats(size_t n) { return (n + SCRATCH_ALIGN - 1) / SCRATCH_ALIGN * SCRATCH_ALIGN; }
+
+/* Floats of scratch a GEMM with operands of ea and eb elements needs at precision p. */
+static size_t scratch_need(cv_precision p, size_t ea, size_t eb) {
+    if (p == CV_PRECISION_BF16) return aligned_floats(ea) + aligned_floats(eb);
+    if (p == CV_PRECISION_TF32X3) return 2 * (aligned_floats(ea) + aligned_floats(eb));
+    return 0;
+}
+
+static bool scratch_grow(cpu_ctx *c, size_t floats) {
+    if (floats <= c->scratch_floats) return true;
+    float *p = aligned_alloc(64, floats * sizeof(float));
+    if (!p) return false;
+    free(c->scratch);
+    c->scratch = p;
+    c->scratch_floats = floats;
+    return true;
+}
+
+static cv_status cpu_gemm_reserve(cv_backend *be, size_t elems, cv_err *err) {
+    size_t need = scratch_need(be->precision, elems, elems);
+    if (scratch_grow(be->impl, need)) return CV_OK;
+    return cv_fail(err, CV_ERR_NOMEM,
+                   "out of host memory: the %s GEMM operands need %.1f MiB of scratch",
+                   cv_precision_name(be->precision), need * sizeof(float) / 1048576.0);
+}
+
+/* dst (rows, cols) packed = src (rows, cols, leading dimension ld), each element rounded
+ * (bf16) or split (tf32x3, the lo parts to dst_lo). */
+static void pack_rounded(cv_precision p, const float *src, int rows, int cols, int ld,
+                         float *dst, float *dst_lo) {
+#pragma omp parallel for if ((long)rows * cols > PAR_MIN) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const float *s = src + (size_t)r * ld;
+        float *d = dst + (size_t)r * cols;
+        if (p == CV_PRECISION_BF16) {
+            for (int j = 0; j < cols; j++) d[j] = cv_round_bf16(s[j]);
+        } else {
+            float *dl = dst_lo + (size_t)r * cols;
+            for (int j = 0; j < cols; j++) cv_split_tf32(s[j], &d[j], &dl[j]);
+        }
+    }
+}
+
+static void cpu_gemm(cv_backend *be, bool ta, bool tb, int m, int n, int k, float alpha,
+                     const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                     int ldc) {
+    release_blas_reserve(cpu_of(be));
+    const cv_precision p = be->precision;
+    if (p == CV_PRECISION_FP32 || m <= 0 || n <= 0 || k <= 0) {
+        fp32_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    /* A as stored: (ta ? k : m) rows of (ta ? m : k); B: (tb ? n : k) rows of (tb ? k : n) */
+    const int a_rows = ta ? k : m, a_cols = ta ? m : k;
+    const int b_rows = tb ? n : k, b_cols = tb ? k : n;
+    const size_t ea = (size_t)m * k, eb = (size_t)k * n;
+    cpu_ctx *ctx = be->impl;
+    const size_t need = scratch_need(p, ea, eb);
+    if (!scratch_grow(ctx, need)) {
+        fprintf(stderr, "cvae: out of host memory: a %s GEMM (%d x %d x %d) needs %.1f MiB of "
+                "scratch\n", cv_precision_name(p), m, n, k, need * sizeof(float) / 1048576.0);
+        abort();
+    }
+    float *a_hi = ctx->scratch, *a_lo = a_hi + aligned_floats(ea);
+    if (p == CV_PRECISION_BF16) {
+        float *b_r = a_lo; /* no lo parts */
+        pack_rounded(p, a, a_rows, a_cols, lda, a_hi, NULL);
+        pack_rounded(p, b, b_rows, b_cols, ldb, b_r, NULL);
+        fp32_gemm(ta, tb, m, n, k, alpha, a_hi, a_cols, b_r, b_cols, beta, c, ldc);
+        return;
+    }
+    CV_ASSERT(p == CV_PRECISION_TF32X3);
+    float *b_hi = a_lo + aligned_floats(ea), *b_lo = b_hi + aligned_floats(eb);
+    pack_rounded(p, a, a_rows, a_cols, lda, a_hi, a_lo);
+    pack_rounded(p, b, b_rows, b_cols, ldb, b_hi, b_lo);
+    fp32_gemm(ta, tb, m, n, k, alpha, a_hi, a_cols, b_lo, b_cols, beta, c, ldc);
+    fp32_gemm(ta, tb, m, n, k, alpha, a_lo, a_cols, b_hi, b_cols, 1.0f, c, ldc);
+    fp32_gemm(ta, tb, m, n, k, alpha, a_hi, a_cols, b_hi, b_cols, 1.0f, c, ldc);
 }
 
 static void cpu_bias_act_forward(cv_backend *be, float *y, const float *bias,
@@ -462,7 +559,13 @@ static void cpu_event_destroy(cv_backend *be, void *event) {
     free(event);
 }
 
-cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err) {
+cv_status cv_backend_cpu_create_with(const cv_backend_options *opt, cv_backend **out,
+                                     cv_err *err) {
+    *out = NULL;
+    const cv_precision p = cv_backend_options_precision(opt);
+    if (p != CV_PRECISION_FP32 && p != CV_PRECISION_BF16 && p != CV_PRECISION_TF32X3)
+        return cv_fail(err, CV_ERR_USAGE, "--precision %s needs a GPU (--device cuda)",
+                       cv_precision_name(p));
     cv_backend *be = calloc(1, sizeof *be);
     cpu_ctx *ctx = calloc(1, sizeof *ctx);
     cv_status st = be && ctx ? reserve_blas_space(ctx, err)
@@ -472,8 +575,9 @@ cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err) {
         free(be);
         return st;
     }
-    be->impl = ctx;
     openblas_set_num_threads(1);
+    be->impl = ctx;
+    be->precision = p;
     be->name = "cpu";
     snprintf(be->description, sizeof be->description,
              "CPU (%d threads, OpenBLAS %s kernels)", omp_get_max_threads(),
@@ -485,6 +589,7 @@ cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err) {
     be->download = cpu_copy;
     be->zero = cpu_zero;
     be->gemm = cpu_gemm;
+    be->gemm_reserve = cpu_gemm_reserve;
     be->bias_act_forward = cpu_bias_act_forward;
     be->bias_act_backward = cpu_bias_act_backward;
     be->reparam_forward = cpu_reparam_forward;
@@ -506,4 +611,8 @@ cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err) {
     be->event_destroy = cpu_event_destroy;
     *out = be;
     return CV_OK;
+}
+
+cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err) {
+    return cv_backend_cpu_create_with(NULL, out, err);
 }

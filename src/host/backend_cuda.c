@@ -1,25 +1,23 @@
-/* backend_cuda.c: the CUDA backend's host side: device selection, memory, cuBLAS GEMMs,
- * the kernel launchers of src/kernels, and CUDA graphs for recorded steps.
+/* backend_cuda.c: the CUDA backend's host side: device selection, memory, GEMMs (through
+ * cuBLASLt, in gemm_cuda.c), the kernel launchers of src/kernels, and CUDA graphs for
+ * recorded steps.
  *
  * Everything runs on one non-blocking stream. GEMMs are row-major through column-major
- * cuBLAS by swapping the operands: C^T = op(B)^T op(A)^T. TF32 tensor cores are used only
- * when asked for (--precision tf32); tests run without them.
+ * cuBLASLt by swapping the operands: C^T = op(B)^T op(A)^T. The precision (fp32 unless
+ * asked, see docs/design.md 2.7) is fixed when the backend is created; tests run at fp32
+ * unless they ask for another.
  */
-#include <cublas_v2.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cv_cuda.h"
 #include "cvae/backend.h"
-
-/* cuBLAS takes its workspace from here, so no allocation happens during graph capture. */
-#define CUBLAS_WORKSPACE_BYTES (32u << 20)
+#include "gemm_cuda.h"
 
 typedef struct {
     int device;
     cudaStream_t stream;
-    cublasHandle_t blas;
-    void *blas_workspace;
+    cv_gemm *gemm; /* cuBLASLt: handle, workspace, operand scratch, plans */
     cv_nonfinite_scratch *nonfinite_scratch; /* see cv_check_finite_cuda */
 } cuda_ctx;
 
@@ -30,8 +28,7 @@ static void cuda_destroy(cv_backend *be) {
     cuda_ctx *c = ctx_of(be);
     if (c) {
         if (c->stream) cudaStreamSynchronize(c->stream);
-        if (c->blas) cublasDestroy(c->blas);
-        if (c->blas_workspace) cudaFree(c->blas_workspace);
+        cv_gemm_destroy(c->gemm);
         if (c->nonfinite_scratch) cudaFree(c->nonfinite_scratch);
         if (c->stream) cudaStreamDestroy(c->stream);
         free(c);
@@ -80,9 +77,11 @@ static void cuda_zero(cv_backend *be, void *dst, size_t bytes) {
 static void cuda_gemm(cv_backend *be, bool ta, bool tb, int m, int n, int k, float alpha,
                       const float *a, int lda, const float *b, int ldb, float beta, float *c,
                       int ldc) {
-    CV_CUBLAS_CHECK(cublasSgemm(ctx_of(be)->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb, a, lda,
-                                &beta, c, ldc));
+    cv_gemm_run(ctx_of(be)->gemm, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+static cv_status cuda_gemm_reserve(cv_backend *be, size_t elems, cv_err *err) {
+    return cv_gemm_reserve(ctx_of(be)->gemm, elems, err);
 }
 
 static void cuda_bias_act_forward(cv_backend *be, float *y, const float *bias,
@@ -167,12 +166,14 @@ static void cuda_advance_step(cv_backend *be, cv_step *st, int rows) {
 
 static bool cuda_capture_begin(cv_backend *be) {
     CV_CUDA_CHECK(cudaStreamBeginCapture(ctx_of(be)->stream, cudaStreamCaptureModeThreadLocal));
+    cv_gemm_set_recording(ctx_of(be)->gemm, true);
     return true;
 }
 
 static void *cuda_capture_end(cv_backend *be) {
     cudaGraph_t graph;
     cudaGraphExec_t exec;
+    cv_gemm_set_recording(ctx_of(be)->gemm, false);
     CV_CUDA_CHECK(cudaStreamEndCapture(ctx_of(be)->stream, &graph));
     CV_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
     CV_CUDA_CHECK(cudaGraphDestroy(graph));
@@ -242,19 +243,13 @@ static cv_status cuda_step(cudaError_t e, const char *step, cv_err *err) {
                    cudaGetErrorString(e));
 }
 
-static cv_status cublas_step(cublasStatus_t s, const char *step, cv_err *err) {
-    if (s == CUBLAS_STATUS_SUCCESS) return CV_OK;
-    return cv_fail(err, CV_ERR_DEVICE, "CUDA device 0 is unusable: %s failed: %s", step,
-                   cublasGetStatusString(s));
-}
-
 /* Brings up device 0 into c, step by step; what a failed step leaves created stays in c
  * for cuda_destroy. A handle is stored only once created: a failed create may leave its
  * output undefined. */
-static cv_status cuda_setup(cv_backend *be, cuda_ctx *c, bool tf32,
+static cv_status cuda_setup(cv_backend *be, cuda_ctx *c, cv_precision precision,
                             struct cudaDeviceProp *prop, cv_err *err) {
     cudaStream_t stream = NULL;
-    cublasHandle_t blas = NULL;
+    cv_gemm *gemm = NULL;
     cv_status st = cuda_step(cudaSetDevice(c->device), "selecting it", err);
     if (!st)
         st = cuda_step(cudaGetDeviceProperties(prop, c->device), "reading its properties", err);
@@ -262,11 +257,9 @@ static cv_status cuda_setup(cv_backend *be, cuda_ctx *c, bool tf32,
         st = cuda_step(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
                        "creating a stream", err);
     if (!st) c->stream = stream;
-    if (!st) st = cublas_step(cublasCreate(&blas), "starting cuBLAS", err);
-    if (!st) c->blas = blas;
-    if (!st)
-        st = cuda_alloc(be, &c->blas_workspace, CUBLAS_WORKSPACE_BYTES, "the cuBLAS workspace",
-                        err);
+    /* cuBLASLt and its workspace, allocated once: no allocation during a graph capture */
+    if (!st) st = cv_gemm_create(precision, c->stream, &gemm, err);
+    if (!st) c->gemm = gemm;
     if (!st)
         st = cuda_alloc(be, (void **)&c->nonfinite_scratch, sizeof(cv_nonfinite_scratch),
                         "the non-finite check's scratch", err);
@@ -277,15 +270,6 @@ static cv_status cuda_setup(cv_backend *be, cuda_ctx *c, bool tf32,
                                        sizeof(unsigned long long), c->stream),
                        "clearing the non-finite check", err);
     if (!st) st = cuda_step(cudaStreamSynchronize(c->stream), "synchronizing the stream", err);
-    if (!st)
-        st = cublas_step(cublasSetStream(c->blas, c->stream), "giving cuBLAS its stream", err);
-    if (!st)
-        st = cublas_step(cublasSetWorkspace(c->blas, c->blas_workspace, CUBLAS_WORKSPACE_BYTES),
-                         "giving cuBLAS its workspace", err);
-    if (!st)
-        st = cublas_step(cublasSetMathMode(c->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                         : CUBLAS_PEDANTIC_MATH),
-                         "setting cuBLAS's math mode", err);
     return st;
 }
 
@@ -308,19 +292,24 @@ cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out
     }
     be->impl = c;
     c->device = 0;
-    bool tf32 = opt && opt->tf32;
+    const cv_precision precision = cv_backend_options_precision(opt);
+    if ((unsigned)precision >= CV_PRECISION_COUNT) {
+        free(be);
+        free(c);
+        return cv_fail(err, CV_ERR_USAGE, "unknown precision %d", (int)precision);
+    }
     struct cudaDeviceProp prop;
-    cv_status st = cuda_setup(be, c, tf32, &prop, err);
+    cv_status st = cuda_setup(be, c, precision, &prop, err);
     if (st) {
         cuda_destroy(be);
         return st;
     }
 
     be->name = "cuda";
+    be->precision = precision;
     snprintf(be->description, sizeof be->description,
-             "%.200s (%d SMs, %.1f GiB, compute %d.%d)%s", prop.name, prop.multiProcessorCount,
-             prop.totalGlobalMem / 1073741824.0, prop.major, prop.minor,
-             tf32 ? ", TF32 tensor cores" : "");
+             "%.200s (%d SMs, %.1f GiB, compute %d.%d)", prop.name, prop.multiProcessorCount,
+             prop.totalGlobalMem / 1073741824.0, prop.major, prop.minor);
     be->destroy = cuda_destroy;
     be->alloc = cuda_alloc;
     be->release = cuda_release;
@@ -328,6 +317,7 @@ cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out
     be->download = cuda_download;
     be->zero = cuda_zero;
     be->gemm = cuda_gemm;
+    be->gemm_reserve = cuda_gemm_reserve;
     be->bias_act_forward = cuda_bias_act_forward;
     be->bias_act_backward = cuda_bias_act_backward;
     be->reparam_forward = cuda_reparam_forward;

@@ -135,6 +135,11 @@ static void timed_gemm(cv_backend *be, bool ta, bool tb, int m, int n, int k, fl
           in->gemm(in, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc));
 }
 
+static cv_status timed_gemm_reserve(cv_backend *be, size_t elems, cv_err *err) {
+    cv_backend *in = ctx_of(be)->inner;
+    return in->gemm_reserve(in, elems, err);
+}
+
 static void timed_bias_act_forward(cv_backend *be, float *y, const float *bias,
                                    const float *cond, const int32_t *labels, int rows,
                                    int cols, bool relu) {
@@ -237,6 +242,7 @@ static void fill_table(cv_backend *be) {
     be->download = timed_download;
     be->zero = timed_zero;
     be->gemm = timed_gemm;
+    be->gemm_reserve = timed_gemm_reserve;
     be->bias_act_forward = timed_bias_act_forward;
     be->bias_act_backward = timed_bias_act_backward;
     be->reparam_forward = timed_reparam_forward;
@@ -295,6 +301,7 @@ cv_status cv_backend_timed_create(cv_backend *inner, int max_calls, cv_backend *
         return st;
     }
     be->name = inner->name; /* it runs on inner's device, and callers may ask which */
+    be->precision = inner->precision;
     snprintf(be->description, sizeof be->description, "%s", inner->description);
     be->impl = t;
     fill_table(be);

@@ -27,7 +27,8 @@ static const char *help =
     "  --classes K       number of classes (default 10)\n"
     "  --dim D           pixels per image (default 784); images are H x W with H*W = D,\n"
     "                    as square as D allows (28 x 28; 1 x D for a prime)\n"
-    "  --precision P     fp32 (default) or tf32 (TF32 tensor cores for GEMMs; GPU only)\n"
+    "  --precision P     fp32 (default), tf32 (GPU only), bf16 or tf32x3: how GEMMs\n"
+    "                    round their inputs (cvae train --help says more)\n"
     "  --device D        auto, cpu or cuda (default auto: a GPU when usable)\n"
     "  --steps N         timed steps, for the step and for the families (default 200)\n"
     "  --json            one JSON object instead of the table\n"
@@ -41,8 +42,10 @@ static const struct {
     const char *name;
     cv_backend_options backend;
 } precisions[] = {
-    {"fp32", {.tf32 = false}},
-    {"tf32", {.tf32 = true}},
+    {"fp32", {.precision = CV_PRECISION_FP32}},
+    {"tf32", {.precision = CV_PRECISION_TF32}},
+    {"bf16", {.precision = CV_PRECISION_BF16}},
+    {"tf32x3", {.precision = CV_PRECISION_TF32X3}},
 };
 #define N_PRECISIONS ((int)(sizeof precisions / sizeof precisions[0]))
 

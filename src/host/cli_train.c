@@ -23,7 +23,20 @@ static const char *help =
     "  --lr LR                Adam learning rate (default 1e-3)\n"
     "  --seed S               seed of initialisation, shuffling and noise (default 0)\n"
     "  --device D             auto, cpu or cuda (default auto: a GPU when usable)\n"
-    "  --precision P          fp32 (default) or tf32 (TF32 tensor cores for GEMMs; GPU only)\n"
+    "  --precision P          how GEMMs round their inputs; weights, Adam state, the loss\n"
+    "                         and every sum stay fp32, and checkpoints are fp32 in all:\n"
+    "                         fp32    plain fp32 GEMMs (default)\n"
+    "                         tf32    inputs rounded to TF32 (10-bit mantissa) by the\n"
+    "                                 tensor cores, fp32 sums (GPU only)\n"
+    "                         bf16    inputs rounded to bf16 (nearest even), fp32 sums and\n"
+    "                                 outputs (on the GPU, bf16 tensor cores; on the CPU,\n"
+    "                                 the same rounding before fp32 OpenBLAS)\n"
+    "                         tf32x3  each input split into two TF32 parts, three TF32\n"
+    "                                 products summed in fp32: near-fp32 accuracy on the\n"
+    "                                 tensor cores (on the CPU, the same split emulated;\n"
+    "                                 not yet measured on a GPU)\n"
+    "                         a resume may change it, but is bitwise only with the same\n"
+    "                         precision\n"
     "\n"
     "model and objective:\n"
     "  --prior P              standard (N(0, I), default) or conditional: a learned\n"
@@ -38,7 +51,10 @@ static const char *help =
     "  --warmup-steps N       linear learning-rate warm-up over the first N steps\n"
     "  --clip-grad NORM       clip the global gradient norm to NORM (its mean before\n"
     "                         clipping is reported per epoch)\n"
-    "log-variances are clamped to [-30, 30] so exp() never overflows in float\n"
+    "log-variances are clamped to [-30, 30] so exp() never overflows in float\n";
+
+/* The help in two parts: C11 promises string literals of 4095 characters, no more. */
+static const char *help_run =
     "\n"
     "run:\n"
     "  --out RUNDIR           write RUNDIR/model.ckpt (refuses to overwrite one) and the\n"
@@ -83,7 +99,8 @@ static bool parse_count(const char *cmd, const char *flag, const char *s, long l
 /* One flag into o; false after printing the error line. */
 static bool apply_flag(int c, const char *arg, cv_train_options *o, bool *sigma_given) {
     const char *cmd = "train";
-    static const char *const precisions[] = {"fp32", "tf32"};
+    /* in cv_precision's order */
+    static const char *const precisions[] = {"fp32", "tf32", "bf16", "tf32x3"};
     static const char *const priors[] = {"standard", "conditional"};
     static const char *const likelihoods[] = {"bernoulli", "gaussian"};
     static const char *const schedules[] = {"constant", "cosine"};
@@ -103,8 +120,8 @@ static bool apply_flag(int c, const char *arg, cv_train_options *o, bool *sigma_
     case OPT_SEED: ok = cv_parse_u64(cmd, "--seed", arg, &o->seed); break;
     case OPT_DEVICE: ok = cv_parse_device(cmd, arg); o->device = arg; break;
     case OPT_PRECISION:
-        ok = cv_parse_choice(cmd, "--precision", arg, precisions, 2, &choice);
-        o->backend.tf32 = choice == 1;
+        ok = cv_parse_choice(cmd, "--precision", arg, precisions, CV_PRECISION_COUNT, &choice);
+        o->backend.precision = (cv_precision)choice;
         break;
     case OPT_OUT: o->out_dir = arg; break;
     case OPT_CKPT_EVERY:
@@ -212,6 +229,7 @@ int cv_cmd_train(int argc, char **argv) {
     while ((c = cv_next_flag("train", argc, argv, opts, &rc)) > 0) {
         if (c == 'h') {
             fputs(help, stdout);
+            fputs(help_run, stdout);
             return 0;
         }
         if (!apply_flag(c, optarg, &o, &sigma_given)) return CV_EXIT_USAGE;

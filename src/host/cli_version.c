@@ -10,9 +10,11 @@
 int cv_cmd_version(void) {
     printf("cvae %s\n", CVAE_VERSION_STRING);
     if (CV_BUILD_CUDA)
-        printf("CUDA backend: built for %s\n", CV_BUILD_CUDA_CODES);
+        printf("CUDA backend: built for %s (GEMMs through cuBLASLt)\n", CV_BUILD_CUDA_CODES);
     else
         printf("CUDA backend: not built\n");
+    printf("precisions: fp32 (default), bf16 and tf32x3 on the CPU and the GPU, tf32 on the "
+           "GPU\n");
     printf("OpenMP threads: %d\n", omp_get_max_threads());
     /* after cli_main.c's restart with OPENBLAS_CORETYPE, so the kernels actually in use */
     printf("OpenBLAS core: %s\n", openblas_get_corename());

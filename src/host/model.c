@@ -203,6 +203,14 @@ cv_status cv_workspace_create(cv_model *m, int max_rows, cv_workspace *ws, cv_er
     WS_ALLOC(sums, 1, cv_loss_sums, "loss sums");
     WS_ALLOC(step, 1, cv_step, "step state");
 #undef WS_ALLOC
+    /* the largest GEMM operand: an input or output (B, width), or a weight (out, in) */
+    size_t operand = 0;
+    for (int i = 0; i < lo->n_layers; i++) {
+        const size_t in = (size_t)lo->layers[i].in, out = (size_t)lo->layers[i].out;
+        const size_t sizes[3] = {B * in, B * out, in * out};
+        for (int j = 0; j < 3; j++) operand = sizes[j] > operand ? sizes[j] : operand;
+    }
+    if (!st && be->gemm_reserve) st = be->gemm_reserve(be, operand, err);
     if (st) cv_workspace_destroy(m, ws);
     return st;
 }

@@ -547,6 +547,8 @@ static cv_status prepare(const cv_train_options *o, run_state *r, progress_state
 
 static void print_header(const cv_train_options *o, const run_state *r, const progress_state *p) {
     fprintf(o->log, "device: %s\n", r->be->description);
+    fprintf(o->log, "precision %s: %s\n", cv_precision_name(r->be->precision),
+            cv_precision_describe(r->be->precision));
     fprintf(o->log, "data: %s: %d training images %dx%d, %d classes, ", o->data_dir,
             r->data.train.n, r->data.train.h, r->data.train.w, r->data.n_classes);
     if (r->data.test.n)

@@ -1,5 +1,5 @@
 /* cv_cuda.h: the CUDA kernels' launchers, callable from C (backend_cuda.c), and the
- * checks every CUDA, cuBLAS and cuRAND call goes through.
+ * checks every CUDA, cuBLASLt and cuRAND call goes through.
  *
  * Each launcher runs its kernel on the given stream and checks the launch; shapes and
  * semantics are those of the matching operation in include/cvae/backend.h. No kernel
@@ -31,8 +31,8 @@
     } while (0)
 
 #define CV_CUDA_CHECK(call) CV_CHECK_STATUS(call, cudaError_t, cudaSuccess, cudaGetErrorString)
-#define CV_CUBLAS_CHECK(call) \
-    CV_CHECK_STATUS(call, cublasStatus_t, CUBLAS_STATUS_SUCCESS, cublasGetStatusString)
+#define CV_CUBLASLT_CHECK(call) \
+    CV_CHECK_STATUS(call, cublasStatus_t, CUBLAS_STATUS_SUCCESS, cublasLtGetStatusString)
 
 /* The non-finite check's device scratch: the first bad index and per-block norm parts. */
 #define CV_CHECK_MAX_BLOCKS 1024
@@ -80,6 +80,17 @@ void cv_gather_batch_cuda(const uint8_t *pixels, const uint8_t *labels, const in
                           const cv_step *st, int rows, int dim, bool binarize, uint64_t seed,
                           float *x, int32_t *labels_out, cudaStream_t stream);
 void cv_advance_step_cuda(cv_step *st, int rows, cudaStream_t stream);
+
+/* The GEMM operand conversions (precision.cu): two column-major float matrices (element
+ * (i, j) at src[i + j * ld]) packed into scratch with leading dimension rows, in one
+ * launch. bf16: each element's bf16 bits (cv_bf16_bits); tf32x3: its TF32 hi and lo
+ * parts (cv_split_tf32). */
+void cv_round_bf16_cuda(const float *a, int a_rows, int a_cols, int lda, uint16_t *a_out,
+                        const float *b, int b_rows, int b_cols, int ldb, uint16_t *b_out,
+                        cudaStream_t stream);
+void cv_split_tf32_cuda(const float *a, int a_rows, int a_cols, int lda, float *a_hi,
+                        float *a_lo, const float *b, int b_rows, int b_cols, int ldb,
+                        float *b_hi, float *b_lo, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

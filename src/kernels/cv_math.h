@@ -14,6 +14,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __CUDACC__
 #define CV_HD __host__ __device__ __forceinline__
@@ -219,6 +220,70 @@ CV_HD uint8_t cv_pixel_gaussian(float l, float sigma, float n) {
     float v = cv_sigmoid(l) + sigma * n;
     v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
     return (uint8_t)floorf(255.0f * v + 0.5f);
+}
+
+/* ---------- GEMM input rounding (docs/design.md 2.7) ----------
+ * The precision modes round each GEMM input before an fp32-accumulating product: bf16
+ * keeps 8 significant bits (7 stored), TF32 11 (10 stored); both keep fp32's exponent
+ * range. The CPU emulations and the GPU's conversion kernels call these same functions,
+ * so both sides feed the products the same bits. */
+
+CV_HD uint32_t cv_float_bits(float x) {
+#ifdef __CUDA_ARCH__
+    return __float_as_uint(x);
+#else
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+#endif
+}
+
+CV_HD float cv_bits_float(uint32_t u) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+#endif
+}
+
+/* The float with bits u rounded to nearest, ties to even, at bit `drop` (the low `drop`
+ * bits cleared): adding half an ulp less one, plus the kept lowest bit, carries into the
+ * exponent exactly when the value rounds up, also across binades, from subnormal to
+ * normal, and from the largest finite values to Inf. A NaN stays a NaN (made quiet, sign
+ * kept); +-Inf stay +-Inf. */
+CV_HD uint32_t cv_round_bits(uint32_t u, int drop) {
+    const uint32_t low = (1u << drop) - 1u;
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u | 0x00400000u) & ~low;
+    return (u + (low >> 1) + ((u >> drop) & 1u)) & ~low;
+}
+
+/* x rounded to bf16, as a float (exact), and as the 16 bits of a bf16. */
+CV_HD float cv_round_bf16(float x) { return cv_bits_float(cv_round_bits(cv_float_bits(x), 16)); }
+CV_HD uint16_t cv_bf16_bits(float x) {
+    return (uint16_t)(cv_round_bits(cv_float_bits(x), 16) >> 16);
+}
+
+/* x rounded to TF32 (10 stored significand bits), as a float. */
+CV_HD float cv_round_tf32(float x) { return cv_bits_float(cv_round_bits(cv_float_bits(x), 13)); }
+
+/* The 3xTF32 split: x = hi + lo + (a rest below 2^-22 |x|), hi = x rounded to TF32 and
+ * lo = (x - hi) rounded to TF32 (x - hi is exact in float). Two edges: a finite x whose
+ * nearest TF32 is Inf keeps a finite hi (truncated, so hi + lo is still x to 22 bits);
+ * a NaN or Inf goes whole into hi, with lo = 0 (so an Inf input meets 0 in the hi*lo
+ * products and gives NaN, where an fp32 GEMM gives Inf: both are caught as non-finite). */
+CV_HD void cv_split_tf32(float x, float *hi, float *lo) {
+    const uint32_t u = cv_float_bits(x);
+    if ((u & 0x7f800000u) == 0x7f800000u) {
+        *hi = x;
+        *lo = 0.0f;
+        return;
+    }
+    uint32_t h = cv_round_bits(u, 13);
+    if ((h & 0x7f800000u) == 0x7f800000u) h = u & ~0x1fffu;
+    *hi = cv_bits_float(h);
+    *lo = cv_round_tf32(x - *hi);
 }
 
 #endif
