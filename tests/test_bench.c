@@ -504,7 +504,7 @@ Test(bench, bad_flags_and_values_exit_2_with_one_line) {
         {{"--hidden", "1,,2"}, "--hidden must be"},
         {{"--dim", "0"}, "--dim must be"},
         {{"--dim", "65537"}, "1 x 65537"},
-        {{"--precision", "fp16"}, "--precision must be fp32 or tf32"},
+        {{"--precision", "fp16"}, "--precision must be fp32, tf32, bf16 or tf32x3"},
         {{"--device", "tpu"}, "--device must be"},
         {{"--device", "cpu", "--precision", "tf32"}, "needs a GPU"},
         {{"stray"}, "unexpected argument 'stray'"},
