@@ -116,18 +116,7 @@ grep -q 'NEEDED.*libcvae\.so' <<<"$(readelf -d "$tmp/train_shared")" ||
 # 200 training and 50 test images of 8x8 in 4 classes
 data=$tmp/data
 mkdir "$data"
-python3 - "$data" <<'PY'
-import os, random, struct, sys
-rng = random.Random(1)
-d = sys.argv[1]
-def idx(dims, payload):
-    return bytes([0, 0, 8, len(dims)]) + b"".join(struct.pack(">I", x) for x in dims) + payload
-for split, n in (("train", 200), ("t10k", 50)):
-    open(os.path.join(d, f"{split}-images-idx3-ubyte"), "wb").write(
-        idx([n, 8, 8], bytes(rng.randrange(256) for _ in range(n * 64))))
-    open(os.path.join(d, f"{split}-labels-idx1-ubyte"), "wb").write(
-        idx([n], bytes(rng.randrange(4) for _ in range(n))))
-PY
+python3 "$(dirname "$0")/random_idx_set.py" "$data" 200 50
 
 for kind in shared static; do
     LD_LIBRARY_PATH=$libdir "$tmp/train_$kind" "$data" "$tmp/run_$kind" >"$tmp/out_$kind" 2>&1 ||

@@ -19,18 +19,7 @@ meson test -C build-asan --print-errorlogs --num-processes 2 --no-suite fresh-cl
 ninja -C build-cpu
 data=$(mktemp -d)
 trap 'rm -rf "$data"' EXIT
-python3 - "$data" <<'PY'
-import os, random, struct, sys
-rng = random.Random(1)
-d = sys.argv[1]
-def idx(dims, payload):
-    return bytes([0, 0, 8, len(dims)]) + b"".join(struct.pack(">I", x) for x in dims) + payload
-for split, n in (("train", 256), ("t10k", 64)):
-    open(os.path.join(d, f"{split}-images-idx3-ubyte"), "wb").write(
-        idx([n, 8, 8], bytes(rng.randrange(256) for _ in range(n * 64))))
-    open(os.path.join(d, f"{split}-labels-idx1-ubyte"), "wb").write(
-        idx([n], bytes(rng.randrange(4) for _ in range(n))))
-PY
+python3 tests/random_idx_set.py "$data" 256 64
 # every precision the CPU runs (bf16 and tf32x3 use the GEMM operand scratch)
 for precision in fp32 bf16 tf32x3; do
     OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=2 valgrind --error-exitcode=99 --leak-check=full \

@@ -57,21 +57,6 @@ struct cv_gemm {
 
 /* ---------- setup: statuses, never aborts ---------- */
 
-static cv_status alloc_status(void **ptr, size_t bytes, const char *what, cv_err *err) {
-    cudaError_t e = cudaMalloc(ptr, bytes);
-    if (e == cudaSuccess) return CV_OK;
-    cudaGetLastError(); /* clear it, so no later check reports it again */
-    *ptr = NULL;
-    if (e != cudaErrorMemoryAllocation)
-        return cv_fail(err, CV_ERR_DEVICE, "CUDA device 0 is unusable: allocating %s failed: %s",
-                       what, cudaGetErrorString(e));
-    size_t free_b = 0, total_b = 0;
-    cudaMemGetInfo(&free_b, &total_b);
-    return cv_fail(err, CV_ERR_NOMEM,
-                   "out of GPU memory: %s needs %.1f MiB, %.1f MiB free of %.1f MiB", what,
-                   bytes / 1048576.0, free_b / 1048576.0, total_b / 1048576.0);
-}
-
 static void plan_release(gemm_plan *p) {
     if (p->c) cublasLtMatrixLayoutDestroy(p->c);
     if (p->b) cublasLtMatrixLayoutDestroy(p->b);
@@ -104,7 +89,7 @@ cv_status cv_gemm_create(cv_precision precision, cudaStream_t stream, cv_gemm **
                        cublasLtGetStatusString(s));
     }
     g->lt = lt;
-    cv_status st = alloc_status(&g->workspace, CV_GEMM_WORKSPACE_BYTES, "the cuBLASLt workspace",
+    cv_status st = cv_cuda_malloc(&g->workspace, CV_GEMM_WORKSPACE_BYTES, "the cuBLASLt workspace",
                                 err);
     if (st) {
         cv_gemm_destroy(g);
@@ -141,7 +126,7 @@ cv_status cv_gemm_reserve(cv_gemm *g, size_t elems, cv_err *err) {
     g->scratch_bytes = 0;
     char what[64];
     snprintf(what, sizeof what, "the %s GEMM operands", cv_precision_name(g->precision));
-    cv_status st = alloc_status(&g->scratch, need, what, err);
+    cv_status st = cv_cuda_malloc(&g->scratch, need, what, err);
     if (!st) g->scratch_bytes = need;
     return st;
 }

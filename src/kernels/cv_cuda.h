@@ -45,6 +45,10 @@ typedef struct {
 extern "C" {
 #endif
 
+/* cudaMalloc as a status: out of GPU memory says what needed how much (CV_ERR_NOMEM),
+ * any other failure names the device unusable (CV_ERR_DEVICE); never aborts. */
+cv_status cv_cuda_malloc(void **ptr, size_t bytes, const char *what, cv_err *err);
+
 void cv_bias_act_forward_cuda(float *y, const float *bias, const float *cond,
                               const int32_t *labels, int rows, int cols, bool relu,
                               cudaStream_t stream);
