@@ -20,7 +20,7 @@ typedef struct {
     cudaStream_t stream;
     cublasHandle_t blas;
     void *blas_workspace;
-    cv_nonfinite_scratch *nonfinite_scratch; /* see cv_check_finite_cuda */
+    cv_scratch *scratch; /* the kernels' flags, tickets and partial sums (cv_cuda.h) */
 } cuda_ctx;
 
 static cuda_ctx *ctx_of(cv_backend *be) { return (cuda_ctx *)be->impl; }
@@ -32,7 +32,7 @@ static void cuda_destroy(cv_backend *be) {
         if (c->stream) cudaStreamSynchronize(c->stream);
         if (c->blas) cublasDestroy(c->blas);
         if (c->blas_workspace) cudaFree(c->blas_workspace);
-        if (c->nonfinite_scratch) cudaFree(c->nonfinite_scratch);
+        if (c->scratch) cudaFree(c->scratch);
         if (c->stream) cudaStreamDestroy(c->stream);
         free(c);
     }
@@ -150,8 +150,7 @@ static void cuda_accumulate_loss(cv_backend *be, cv_loss_sums *sums, const float
 
 static void cuda_check_finite(cv_backend *be, const float *rec, const float *kl, int rows,
                               const float *grads, size_t n, cv_step *st) {
-    cv_check_finite_cuda(rec, kl, rows, grads, n, st, ctx_of(be)->nonfinite_scratch,
-                         ctx_of(be)->stream);
+    cv_check_finite_cuda(rec, kl, rows, grads, n, st, ctx_of(be)->scratch, ctx_of(be)->stream);
 }
 
 static void cuda_gather_batch(cv_backend *be, const uint8_t *pixels, const uint8_t *labels,
@@ -231,14 +230,13 @@ static cv_status cuda_setup(cv_backend *be, cuda_ctx *c, bool tf32,
         st = cuda_alloc(be, &c->blas_workspace, CUBLAS_WORKSPACE_BYTES, "the cuBLAS workspace",
                         err);
     if (!st)
-        st = cuda_alloc(be, (void **)&c->nonfinite_scratch, sizeof(cv_nonfinite_scratch),
-                        "the non-finite check's scratch", err);
-    /* the non-finite check expects every bit of `bad` set between calls; the memset goes
-     * on our stream, which does not wait for the legacy default stream */
+        st = cuda_alloc(be, (void **)&c->scratch, sizeof(cv_scratch), "the kernels' scratch",
+                        err);
+    /* the kernels expect their flags and tickets at 0 between calls; the memset goes on
+     * our stream, which does not wait for the legacy default stream */
     if (!st)
-        st = cuda_step(cudaMemsetAsync(&c->nonfinite_scratch->bad, 0xff,
-                                       sizeof(unsigned long long), c->stream),
-                       "clearing the non-finite check", err);
+        st = cuda_step(cudaMemsetAsync(c->scratch, 0, CV_SCRATCH_ZEROED, c->stream),
+                       "clearing the kernels' scratch", err);
     if (!st) st = cuda_step(cudaStreamSynchronize(c->stream), "synchronizing the stream", err);
     if (!st)
         st = cublas_step(cublasSetStream(c->blas, c->stream), "giving cuBLAS its stream", err);
