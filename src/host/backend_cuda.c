@@ -95,7 +95,7 @@ static void cuda_bias_act_backward(cv_backend *be, float *dy, const float *y, fl
                                    float *dcond, const int32_t *labels, int rows, int cols,
                                    bool relu) {
     cv_bias_act_backward_cuda(dy, y, dbias, dcond, labels, rows, cols, relu,
-                              ctx_of(be)->stream);
+                              ctx_of(be)->scratch, ctx_of(be)->stream);
 }
 
 static void cuda_reparam_forward(cv_backend *be, const float *enc, float *eps, bool draw_eps,

@@ -71,7 +71,7 @@ void cv_bias_act_forward_cuda(float *y, const float *bias, const float *cond,
                               cudaStream_t stream);
 void cv_bias_act_backward_cuda(float *dy, const float *y, float *dbias, float *dcond,
                                const int32_t *labels, int rows, int cols, bool relu,
-                               cudaStream_t stream);
+                               cv_scratch *scratch, cudaStream_t stream);
 void cv_reparam_forward_cuda(const float *enc, float *eps, bool draw_eps, uint64_t seed,
                              uint64_t stream_base, const cv_step *st, const cv_prior *prior,
                              const int32_t *labels, float *z, float *kl, float *log_ratio,
