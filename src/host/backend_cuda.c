@@ -111,7 +111,7 @@ static void cuda_reparam_backward(cv_backend *be, const float *enc, const float 
                                   const int32_t *labels, cv_prior_grad *dprior, float *denc,
                                   int rows, int latent) {
     cv_reparam_backward_cuda(enc, eps, dz, kl_scale, prior, labels, dprior, denc, rows, latent,
-                             ctx_of(be)->stream);
+                             ctx_of(be)->scratch, ctx_of(be)->stream);
 }
 
 static void cuda_prior_transform(cv_backend *be, const cv_prior *prior, const int32_t *labels,

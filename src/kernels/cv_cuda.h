@@ -79,7 +79,7 @@ void cv_reparam_forward_cuda(const float *enc, float *eps, bool draw_eps, uint64
 void cv_reparam_backward_cuda(const float *enc, const float *eps, const float *dz,
                               float kl_scale, const cv_prior *prior, const int32_t *labels,
                               cv_prior_grad *dprior, float *denc, int rows, int latent,
-                              cudaStream_t stream);
+                              cv_scratch *scratch, cudaStream_t stream);
 void cv_prior_transform_cuda(const cv_prior *prior, const int32_t *labels, float *z, int rows,
                              int latent, cudaStream_t stream);
 void cv_normal_cuda(float *out, int rows, int cols, uint64_t seed, uint64_t first_stream,
