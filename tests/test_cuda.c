@@ -151,6 +151,13 @@ static double sum_tol(double k, double abs_sum, double eps) {
     return 2.0 * sqrt(k) * eps * abs_sum;
 }
 
+/* CVAE_TEST_QUICK=1 (tests/gpu.sh sets it under compute-sanitizer, which runs kernels
+ * tens of times slower): the largest shapes and most training steps are left out. */
+static bool quick(void) {
+    const char *q = getenv("CVAE_TEST_QUICK");
+    return q && *q && strcmp(q, "0") != 0;
+}
+
 static void expect_same_bits(const char *what, const void *a, const void *b, size_t bytes) {
     cr_assert(memcmp(a, b, bytes) == 0, "%s: two GPU runs on the same inputs differ", what);
 }
@@ -288,6 +295,34 @@ Test(cuda, bias_act_matches_cpu) {
     for (int s = 0; s < NSHAPES; s++)
         for (int relu = 0; relu < 2; relu++)
             bias_act_case(&r, ROWS[s], COLS[s] == 784 ? 400 : COLS[s], 10, relu, false, true);
+}
+
+Test(cuda, bias_act_backward_matches_cpu_on_awkward_and_large_shapes_and_repeats_its_bits) {
+    NEED_GPU();
+    test_rng r = test_rng_new("cuda bias_act backward");
+    /* every pair of awkward sizes, cycling through no table (ReLU or not), K = 10, 1, 256 */
+    const int sizes[] = {1, 31, 32, 33, 257};
+    const int Ks[] = {0, 0, 10, 1, 256};
+    int v = 0;
+    for (int a = 0; a < 5; a++)
+        for (int b = 0; b < 5; b++, v++)
+            bias_act_case(&r, sizes[a], sizes[b], Ks[v % 5], v % 5 != 1, false, false);
+    /* the default model's layers, at batch 128 and at the largest slab counts */
+    bias_act_case(&r, 128, 400, 10, true, false, false);  /* encoder and decoder layer 1 */
+    bias_act_case(&r, 128, 40, 0, false, false, false);   /* encoder head */
+    bias_act_case(&r, 128, 784, 0, false, false, false);  /* decoder output */
+    bias_act_case(&r, 128, 400, 0, true, true, false);    /* 16-byte path refused */
+    bias_act_case(&r, 500, 400, 256, true, false, false);
+    bias_act_case(&r, 2048, 33, 3, true, false, false);
+    if (quick()) return;
+    bias_act_case(&r, 70001, 3, 10, true, false, false);  /* 32 slabs of 2188 rows */
+    bias_act_case(&r, 70001, 5, 0, true, false, false);
+    bias_act_case(&r, 20000, 256, 0, true, false, false);
+    bias_act_case(&r, 100, 140001, 0, true, false, false); /* too many tiles: one slab */
+    /* the large model's layers: 4096 x 4096, and K = 256 (fewer slabs: scratch bound) */
+    bias_act_case(&r, 4096, 4096, 0, true, false, false);
+    bias_act_case(&r, 4096, 4096, 10, true, false, false);
+    bias_act_case(&r, 4096, 4096, 256, true, false, false);
 }
 
 /* The reparameterization's tolerances for one element (R2), from its inputs: z (n = 4:
@@ -459,6 +494,79 @@ Test(cuda, reparam_matches_cpu_with_given_and_drawn_noise) {
             free(h); free(pm); free(pr); free(dm0); free(dr0); free(dm); free(dr); free(gdm);
             free(gdr); free(lab); free(tz); free(tk); free(tl); free(td); free(sk); free(sl);
         }
+}
+
+/* reparam_backward with the learned prior, CPU vs GPU, then the GPU again: the same bits. */
+static void prior_grad_case(test_rng *r, int rows, int L, int K) {
+    const size_t ne = (size_t)rows * 2 * L, nz = (size_t)rows * L, nt = (size_t)K * L;
+    const float ks = 0.3f;
+    float *enc = malloc(ne * 4), *eps = malloc(nz * 4), *dz = malloc(nz * 4);
+    float *denc = malloc(ne * 4), *gdenc = malloc(ne * 4), *gdenc2 = malloc(ne * 4);
+    float *pm = malloc(nt * 4), *pr = malloc(nt * 4), *dm0 = malloc(nt * 4), *dr0 = malloc(nt * 4);
+    float *dm = malloc(nt * 4), *dr = malloc(nt * 4), *g[4];
+    for (int i = 0; i < 4; i++) g[i] = malloc(nt * 4);
+    int32_t *lab = malloc(rows * 4);
+    test_fill(r, enc, ne, -3, 3);
+    test_fill(r, dz, nz, -1, 1);
+    for (size_t i = 0; i < nz; i++) eps[i] = (float)test_normal(r);
+    test_fill(r, pm, nt, -1, 1);
+    test_fill(r, pr, nt, -1, 1);
+    test_fill(r, dm0, nt, -1, 1);
+    test_fill(r, dr0, nt, -1, 1);
+    for (int i = 0; i < rows; i++) lab[i] = (int32_t)test_uniform(r, 0, K);
+    memcpy(dm, dm0, nt * 4);
+    memcpy(dr, dr0, nt * 4);
+    float *d_enc = to_gpu(enc, ne * 4), *d_eps = to_gpu(eps, nz * 4), *d_dz = to_gpu(dz, nz * 4);
+    float *d_denc = to_gpu(NULL, ne * 4), *d_pm = to_gpu(pm, nt * 4), *d_pr = to_gpu(pr, nt * 4);
+    float *d_dm = to_gpu(dm0, nt * 4), *d_dr = to_gpu(dr0, nt * 4);
+    int32_t *d_lab = to_gpu(lab, rows * 4);
+    cv_prior cp = {pm, pr}, gp = {d_pm, d_pr};
+    cv_prior_grad cg = {dm, dr}, gg = {d_dm, d_dr};
+    cpu->reparam_backward(cpu, enc, eps, dz, ks, &cp, lab, &cg, denc, rows, L);
+    gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, &gp, d_lab, &gg, d_denc, rows, L);
+    from_gpu(g[0], d_dm, nt * 4, "d prior mean");
+    from_gpu(g[1], d_dr, nt * 4, "d prior log-variance");
+    from_gpu(gdenc, d_denc, ne * 4, "denc");
+    double *tm = malloc(nt * 8), *tr = malloc(nt * 8), *td = malloc(ne * 8);
+    prior_grad_tols(enc, pm, pr, dm0, dr0, lab, ks, rows, L, K, tm, tr);
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < L; j++) {
+            const size_t e = (size_t)i * L + j, m = (size_t)i * 2 * L + j;
+            reparam_tol t = reparam_element_tol(enc[m], enc[m + L], eps[e], dz[e], ks, pm, pr,
+                                                (size_t)lab[i] * L + j);
+            td[m] = t.dmu;
+            td[m + L] = t.ds;
+        }
+    char what[96];
+    snprintf(what, sizeof what, "d prior mean (%d rows, L %d, K %d)", rows, L, K);
+    compare_each(what, dm, g[0], nt, tm, NMSE_MAX);
+    snprintf(what, sizeof what, "d prior log-variance (%d rows, L %d, K %d)", rows, L, K);
+    compare_each(what, dr, g[1], nt, tr, NMSE_MAX);
+    compare_each("denc", denc, gdenc, ne, td, NMSE_MAX);
+    gpu->upload(gpu, d_dm, dm0, nt * 4);
+    gpu->upload(gpu, d_dr, dr0, nt * 4);
+    gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, &gp, d_lab, &gg, d_denc, rows, L);
+    from_gpu(g[2], d_dm, nt * 4, "d prior mean");
+    from_gpu(g[3], d_dr, nt * 4, "d prior log-variance");
+    from_gpu(gdenc2, d_denc, ne * 4, "denc");
+    expect_same_bits("d prior mean", g[0], g[2], nt * 4);
+    expect_same_bits("d prior log-variance", g[1], g[3], nt * 4);
+    expect_same_bits("denc", gdenc, gdenc2, ne * 4);
+    gpu_free_all();
+    free(enc); free(eps); free(dz); free(denc); free(gdenc); free(gdenc2); free(pm); free(pr);
+    free(dm0); free(dr0); free(dm); free(dr); free(lab); free(tm); free(tr); free(td);
+    for (int i = 0; i < 4; i++) free(g[i]);
+}
+
+Test(cuda, prior_table_gradients_match_cpu_for_any_classes_and_repeat_their_bits) {
+    NEED_GPU();
+    test_rng r = test_rng_new("cuda prior grad");
+    const int shapes[][3] = {{1, 1, 1},     {31, 20, 3},      {32, 16, 2},    {33, 33, 10},
+                             {257, 20, 256}, {128, 20, 10},   {3000, 17, 1},  {4096, 256, 10},
+                             {4096, 20, 256}, {70001, 20, 10}, {257, 257, 7}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        if (!quick() || shapes[s][0] <= 1000)
+            prior_grad_case(&r, shapes[s][0], shapes[s][1], shapes[s][2]);
 }
 
 Test(cuda, reconstruction_matches_cpu_with_nan_and_inf) {
@@ -1163,7 +1271,15 @@ static void recorded_steps(test_rng *r, cv_prior_kind prior, cv_likelihood likel
 Test(cuda, recorded_step_replays_bit_for_bit_and_follows_the_cpu_loss) {
     NEED_GPU();
     test_rng r = test_rng_new("cuda 200 steps");
-    recorded_steps(&r, CV_PRIOR_STANDARD, CV_LIKELIHOOD_BERNOULLI, false, 0, 200, 20);
+    recorded_steps(&r, CV_PRIOR_STANDARD, CV_LIKELIHOOD_BERNOULLI, false, 0, quick() ? 40 : 200,
+                   20);
+}
+
+Test(cuda, recorded_step_replays_bit_for_bit_with_every_option) {
+    NEED_GPU();
+    test_rng r = test_rng_new("cuda steps, all options");
+    /* learned prior, Gaussian pixels, binarized batches, a clip that bites */
+    recorded_steps(&r, CV_PRIOR_CONDITIONAL, CV_LIKELIHOOD_GAUSSIAN, true, 5.0f, 40, 10);
 }
 
 /* Criterion counts a skipped test as neither run nor failed, and meson would show the
