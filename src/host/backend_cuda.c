@@ -17,8 +17,8 @@
 typedef struct {
     int device;
     cudaStream_t stream;
-    cv_gemm *gemm; /* cuBLASLt: handle, workspace, operand scratch, plans */
-    cv_nonfinite_scratch *nonfinite_scratch; /* see cv_check_finite_cuda */
+    cv_gemm *gemm;       /* cuBLASLt: handle, workspace, operand scratch, plans */
+    cv_scratch *scratch; /* the kernels' flags, tickets and partial sums (cv_cuda.h) */
 } cuda_ctx;
 
 static cuda_ctx *ctx_of(cv_backend *be) { return (cuda_ctx *)be->impl; }
@@ -29,7 +29,7 @@ static void cuda_destroy(cv_backend *be) {
     if (c) {
         if (c->stream) cudaStreamSynchronize(c->stream);
         cv_gemm_destroy(c->gemm);
-        if (c->nonfinite_scratch) cudaFree(c->nonfinite_scratch);
+        if (c->scratch) cudaFree(c->scratch);
         if (c->stream) cudaStreamDestroy(c->stream);
         free(c);
     }
@@ -98,7 +98,7 @@ static void cuda_bias_act_backward(cv_backend *be, float *dy, const float *y, fl
                                    float *dcond, const int32_t *labels, int rows, int cols,
                                    bool relu) {
     cv_bias_act_backward_cuda(dy, y, dbias, dcond, labels, rows, cols, relu,
-                              ctx_of(be)->stream);
+                              ctx_of(be)->scratch, ctx_of(be)->stream);
 }
 
 static void cuda_reparam_forward(cv_backend *be, const float *enc, float *eps, bool draw_eps,
@@ -114,7 +114,7 @@ static void cuda_reparam_backward(cv_backend *be, const float *enc, const float 
                                   const int32_t *labels, cv_prior_grad *dprior, float *denc,
                                   int rows, int latent) {
     cv_reparam_backward_cuda(enc, eps, dz, kl_scale, prior, labels, dprior, denc, rows, latent,
-                             ctx_of(be)->stream);
+                             ctx_of(be)->scratch, ctx_of(be)->stream);
 }
 
 static void cuda_prior_transform(cv_backend *be, const cv_prior *prior, const int32_t *labels,
@@ -153,8 +153,7 @@ static void cuda_accumulate_loss(cv_backend *be, cv_loss_sums *sums, const float
 
 static void cuda_check_finite(cv_backend *be, const float *rec, const float *kl, int rows,
                               const float *grads, size_t n, cv_step *st) {
-    cv_check_finite_cuda(rec, kl, rows, grads, n, st, ctx_of(be)->nonfinite_scratch,
-                         ctx_of(be)->stream);
+    cv_check_finite_cuda(rec, kl, rows, grads, n, st, ctx_of(be)->scratch, ctx_of(be)->stream);
 }
 
 static void cuda_gather_batch(cv_backend *be, const uint8_t *pixels, const uint8_t *labels,
@@ -265,14 +264,13 @@ static cv_status cuda_setup(cv_backend *be, cuda_ctx *c, cv_precision precision,
     if (!st) st = cv_gemm_create(precision, c->stream, &gemm, err);
     if (!st) c->gemm = gemm;
     if (!st)
-        st = cuda_alloc(be, (void **)&c->nonfinite_scratch, sizeof(cv_nonfinite_scratch),
-                        "the non-finite check's scratch", err);
-    /* the non-finite check expects every bit of `bad` set between calls; the memset goes
-     * on our stream, which does not wait for the legacy default stream */
+        st = cuda_alloc(be, (void **)&c->scratch, sizeof(cv_scratch), "the kernels' scratch",
+                        err);
+    /* the kernels expect their flags and tickets at 0 between calls; the memset goes on
+     * our stream, which does not wait for the legacy default stream */
     if (!st)
-        st = cuda_step(cudaMemsetAsync(&c->nonfinite_scratch->bad, 0xff,
-                                       sizeof(unsigned long long), c->stream),
-                       "clearing the non-finite check", err);
+        st = cuda_step(cudaMemsetAsync(c->scratch, 0, CV_SCRATCH_ZEROED, c->stream),
+                       "clearing the kernels' scratch", err);
     if (!st) st = cuda_step(cudaStreamSynchronize(c->stream), "synchronizing the stream", err);
     return st;
 }

@@ -6,9 +6,11 @@
  * accumulate: the loss sums += (sum of rec, sum of kl, rows, and for a training step its
  *             gradient norm and 1), one block, double partial sums reduced in a fixed
  *             tree order (deterministic); nothing for a skipped step.
- * check:      flags a step whose loss or gradient holds a NaN or Inf: every thread
- *             atomicMin's the index of a bad element it sees, so the first bad index is
- *             found whatever the thread order; one thread then updates the step state.
+ * check:      the squared gradient norm, and flags a step whose loss or gradient holds a
+ *             NaN or Inf, in one kernel: the first bad index by an integer atomicMax
+ *             (found whatever the thread order), the norm by per-block fixed trees that
+ *             the last block to finish adds in a fixed tree; that block then updates the
+ *             step state (deterministic, no float atomics).
  * advance:    st->step += 1, st->start += rows, st->skip = 0, after the step's work.
  */
 #include "cv_cuda.h"
@@ -65,49 +67,66 @@ static __global__ void accumulate_loss_kernel(cv_loss_sums *sums, const float *r
     }
 }
 
-/* scratch->bad is UINT64_MAX when all is finite; 0 stands for the loss, 1 + i for
- * gradient element i. Each block also writes its sum of squares (a fixed tree in shared
- * memory) to scratch->partial[block]; the flag kernel adds them in block order, so the
- * norm is the same bits on every run. */
-static __global__ void find_nonfinite_kernel(const float *rec, const float *kl, int rows,
-                                             const float *grads, size_t n,
-                                             cv_nonfinite_scratch *scratch) {
+/* One kernel: every block scans its grid-stride share, atomicMax'es the complement of
+ * the code of each bad element it sees (0 the loss, 1 + i gradient element i), so
+ * scratch->bad ends as ~(the smallest code) whatever the thread order, and writes its sum
+ * of squares (a fixed tree in shared memory) to scratch->partial[block]. The block that
+ * takes the last ticket then adds the partials in a fixed tree over block order (each
+ * thread its blocks t, t + 256, ..., then a tree of the threads), so the norm is the same
+ * bits on every run, flags the step, and leaves the ticket and `bad` at 0 for the next
+ * call. */
+static __global__ void __launch_bounds__(CHECK_THREADS)
+    check_finite_kernel(const float *rec, const float *kl, int rows, const float *grads,
+                        size_t n, cv_step *st, cv_scratch *scratch) {
     __shared__ double sq[CHECK_THREADS];
-    size_t stride = (size_t)gridDim.x * blockDim.x;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (size_t)rows; i += stride)
-        if (!isfinite(rec[i]) || !isfinite(kl[i])) atomicMin(&scratch->bad, 0ull);
+    __shared__ int last;
+    const int t = threadIdx.x;
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + t; i < (size_t)rows; i += stride)
+        if (!isfinite(rec[i]) || !isfinite(kl[i])) atomicMax(&scratch->bad, ~0ull);
     double s = 0.0;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += stride) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + t; i < n; i += stride) {
         float g = grads[i];
-        if (!isfinite(g)) atomicMin(&scratch->bad, 1ull + i);
+        if (!isfinite(g)) atomicMax(&scratch->bad, ~(1ull + i));
         s += (double)g * g;
     }
-    sq[threadIdx.x] = s;
+    sq[t] = s;
     __syncthreads();
     for (int half = CHECK_THREADS / 2; half > 0; half >>= 1) {
-        if (threadIdx.x < half) sq[threadIdx.x] += sq[threadIdx.x + half];
+        if (t < half) sq[t] += sq[t + half];
         __syncthreads();
     }
-    if (threadIdx.x == 0) scratch->partial[blockIdx.x] = sq[0];
-}
-
-static __global__ void flag_step_kernel(cv_step *st, cv_nonfinite_scratch *scratch, int blocks) {
-    double sq = 0.0;
-    for (int b = 0; b < blocks; b++) sq += scratch->partial[b];
-    st->grad_sq = sq;
-    unsigned long long bad = scratch->bad;
+    if (t == 0) scratch->partial[blockIdx.x] = sq[0];
+    __threadfence(); /* this thread's atomics and partial before the ticket */
+    __syncthreads();
+    if (t == 0) last = atomicAdd(&scratch->check_ticket, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    s = 0.0;
+    for (unsigned b = t; b < gridDim.x; b += CHECK_THREADS) s += __ldcg(&scratch->partial[b]);
+    sq[t] = s;
+    __syncthreads();
+    for (int half = CHECK_THREADS / 2; half > 0; half >>= 1) {
+        if (t < half) sq[t] += sq[t + half];
+        __syncthreads();
+    }
+    if (t != 0) return;
+    st->grad_sq = sq[0];
+    const unsigned long long bad = atomicAdd(&scratch->bad, 0ull);
     if (st->halted) {
         st->skip = 1;
-    } else if (bad != ~0ull) {
+    } else if (bad != 0ull) {
         st->skip = 1;
         st->nonfinite_steps++;
         if (st->first_bad_step < 0) {
             st->first_bad_step = st->step;
-            st->first_bad_index = (int64_t)bad - 1;
+            st->first_bad_index = (int64_t)~bad - 1;
         }
         if (st->nonfinite_steps > st->allowed_nonfinite) st->halted = 1;
     }
-    scratch->bad = ~0ull; /* ready for the next step */
+    scratch->bad = 0ull; /* ready for the next call */
+    scratch->check_ticket = 0u;
 }
 
 static __global__ void advance_step_kernel(cv_step *st, int rows) {
@@ -132,17 +151,22 @@ extern "C" void cv_accumulate_loss_cuda(cv_loss_sums *sums, const float *rec, co
     CV_CUDA_CHECK(cudaGetLastError());
 }
 
+static void launch_check_finite(const float *rec, const float *kl, int rows,
+                                const float *grads, size_t n, cv_step *st, cv_scratch *scratch,
+                                cudaStream_t stream) {
+    size_t items = n > (size_t)rows ? n : (size_t)rows;
+    size_t blocks = (items + CHECK_THREADS - 1) / CHECK_THREADS;
+    if (blocks > CV_CHECK_MAX_BLOCKS) blocks = CV_CHECK_MAX_BLOCKS;
+    if (blocks < 1) blocks = 1; /* the last block flags the step even with nothing to scan */
+    check_finite_kernel<<<(unsigned)blocks, CHECK_THREADS, 0, stream>>>(rec, kl, rows, grads, n,
+                                                                        st, scratch);
+    CV_CUDA_CHECK(cudaGetLastError());
+}
+
 extern "C" void cv_check_finite_cuda(const float *rec, const float *kl, int rows,
                                      const float *grads, size_t n, cv_step *st,
-                                     cv_nonfinite_scratch *scratch, cudaStream_t stream) {
-    size_t items = n > (size_t)rows ? n : (size_t)rows;
-    int blocks = (int)((items + CHECK_THREADS - 1) / CHECK_THREADS);
-    if (blocks > CV_CHECK_MAX_BLOCKS) blocks = CV_CHECK_MAX_BLOCKS;
-    find_nonfinite_kernel<<<blocks, CHECK_THREADS, 0, stream>>>(rec, kl, rows, grads, n,
-                                                                scratch);
-    CV_CUDA_CHECK(cudaGetLastError());
-    flag_step_kernel<<<1, 1, 0, stream>>>(st, scratch, blocks);
-    CV_CUDA_CHECK(cudaGetLastError());
+                                     cv_scratch *scratch, cudaStream_t stream) {
+    launch_check_finite(rec, kl, rows, grads, n, st, scratch, stream);
 }
 
 extern "C" void cv_advance_step_cuda(cv_step *st, int rows, cudaStream_t stream) {

@@ -34,12 +34,33 @@
 #define CV_CUBLASLT_CHECK(call) \
     CV_CHECK_STATUS(call, cublasStatus_t, CUBLAS_STATUS_SUCCESS, cublasLtGetStatusString)
 
-/* The non-finite check's device scratch: the first bad index and per-block norm parts. */
+/* The kernels' device scratch, one per backend, allocated with it (cuda_setup): nothing is
+ * allocated later, so a step can be captured in a CUDA graph at its first call. Calls on
+ * the backend's one stream use it in turn. The setup zeroes its first CV_SCRATCH_ZEROED
+ * bytes (the flags and tickets), and every kernel leaves them zero again when it ends.
+ *
+ * Column sums in slabs (bias_act_backward, the prior's table gradient; cv_colsum.cuh):
+ * each block writes the partial sums of its slab of rows to `part`, takes a ticket for
+ * its column tile, and the tile's last block adds the slabs in slab order. The slab
+ * count is cut until the partials fit in CV_SCRATCH_FLOATS floats and the blocks in
+ * CV_SCRATCH_BLOCKS; a shape with more than CV_SCRATCH_TILES column tiles uses one
+ * slab, so these bounds only limit parallelism, never the shapes that work. */
 #define CV_CHECK_MAX_BLOCKS 1024
+#define CV_SCRATCH_TILES 4096
+#define CV_SCRATCH_BLOCKS 32768
+#define CV_SCRATCH_FLOATS (8u << 20) /* 32 MiB */
 typedef struct {
-    unsigned long long bad; /* UINT64_MAX between calls */
-    double partial[CV_CHECK_MAX_BLOCKS];
-} cv_nonfinite_scratch;
+    /* the non-finite check: 0 when all is finite, else the bitwise complement of the
+     * smallest bad code (0 the loss, 1 + i gradient element i), kept by atomicMax */
+    unsigned long long bad;
+    unsigned int check_ticket;         /* the check's blocks that are done */
+    unsigned int tickets[CV_SCRATCH_TILES]; /* a column tile's slabs that are done */
+    /* the rest needs no initial value */
+    double partial[CV_CHECK_MAX_BLOCKS];      /* the check's per-block sums of squares */
+    unsigned int present[CV_SCRATCH_BLOCKS][8]; /* classes present in each (tile, slab) */
+    float part[CV_SCRATCH_FLOATS];            /* slab partial sums */
+} cv_scratch;
+#define CV_SCRATCH_ZEROED offsetof(cv_scratch, partial)
 
 #ifdef __cplusplus
 extern "C" {
@@ -54,7 +75,7 @@ void cv_bias_act_forward_cuda(float *y, const float *bias, const float *cond,
                               cudaStream_t stream);
 void cv_bias_act_backward_cuda(float *dy, const float *y, float *dbias, float *dcond,
                                const int32_t *labels, int rows, int cols, bool relu,
-                               cudaStream_t stream);
+                               cv_scratch *scratch, cudaStream_t stream);
 void cv_reparam_forward_cuda(const float *enc, float *eps, bool draw_eps, uint64_t seed,
                              uint64_t stream_base, const cv_step *st, const cv_prior *prior,
                              const int32_t *labels, float *z, float *kl, float *log_ratio,
@@ -62,7 +83,7 @@ void cv_reparam_forward_cuda(const float *enc, float *eps, bool draw_eps, uint64
 void cv_reparam_backward_cuda(const float *enc, const float *eps, const float *dz,
                               float kl_scale, const cv_prior *prior, const int32_t *labels,
                               cv_prior_grad *dprior, float *denc, int rows, int latent,
-                              cudaStream_t stream);
+                              cv_scratch *scratch, cudaStream_t stream);
 void cv_prior_transform_cuda(const cv_prior *prior, const int32_t *labels, float *z, int rows,
                              int latent, cudaStream_t stream);
 void cv_normal_cuda(float *out, int rows, int cols, uint64_t seed, uint64_t first_stream,
@@ -78,8 +99,7 @@ void cv_adam_cuda(float *p, const float *g, float *m, float *v, size_t n,
 void cv_accumulate_loss_cuda(cv_loss_sums *sums, const float *rec, const float *kl, int rows,
                              const cv_step *st, cudaStream_t stream);
 void cv_check_finite_cuda(const float *rec, const float *kl, int rows, const float *grads,
-                          size_t n, cv_step *st, cv_nonfinite_scratch *scratch,
-                          cudaStream_t stream);
+                          size_t n, cv_step *st, cv_scratch *scratch, cudaStream_t stream);
 void cv_gather_batch_cuda(const uint8_t *pixels, const uint8_t *labels, const int32_t *perm,
                           const cv_step *st, int rows, int dim, bool binarize, uint64_t seed,
                           float *x, int32_t *labels_out, cudaStream_t stream);

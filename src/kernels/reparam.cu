@@ -9,9 +9,12 @@
  * forward: one warp per row (lanes over the L dimensions): draws eps (optionally), writes
  *          z, and reduces kl and log p(z|c) - log q(z|x,c) with warp shuffles (fixed
  *          order), against the standard normal or the learned prior N(m_c, exp(r_c)).
+ * backward: one thread per element for dmu and ds; with the learned prior, its table
+ *          gradients by per-class column sums (cv_colsum.cuh), deterministic.
  */
 #include <curand_kernel.h>
 
+#include "cv_colsum.cuh"
 #include "cv_cuda.h"
 #include "cv_math.h"
 
@@ -89,22 +92,33 @@ static __global__ void reparam_backward_kernel(const float *enc, const float *ep
     }
 }
 
-/* The learned prior's table gradients: one thread per latent dimension walks the rows in
- * order and adds into its class's row, so the sums are deterministic. */
-static __global__ void prior_grad_kernel(const float *enc, float kl_scale, const float *prior_m,
-                                         const float *prior_r, const int32_t *labels,
-                                         float *dm, float *dr, int rows, int latent) {
-    int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= latent) return;
-    for (int r = 0; r < rows; r++) {
-        const float *mu = enc + (size_t)r * 2 * latent, *s = mu + latent;
-        size_t t = (size_t)labels[r] * latent + j;
-        float sj = cv_clamp_logvar(s[j]), rr = prior_r[t], rj = cv_clamp_logvar(rr);
-        dm[t] -= kl_scale * cv_kl_gauss_grad_mu(mu[j], prior_m[t], rj);
-        dr[t] += kl_scale * cv_kl_gauss_grad_r(mu[j], sj, prior_m[t], rj) *
-                 cv_clamp_logvar_grad(rr);
+/* The learned prior's table gradients, one element of a row: dm[c] -= kl_scale dKL/dmu
+ * (accumulated negated, so every sum is a +=), dr[c] += kl_scale dKL/dr (clamp-aware).
+ * Summed over rows per class by cv_colsum.cuh's owner warps: any 1..256 classes, the same
+ * bits on every run. TC = 16 columns a tile keeps the two 256-class tables in 32 KiB of
+ * shared memory; latent sizes are small, so the idle half-warp costs little. */
+struct prior_grad_op {
+    const float *enc, *prior_m, *prior_r;
+    float kl_scale;
+    int latent;
+    static constexpr int TC = 16, NV = 2;
+    static constexpr bool BIAS = false;
+    struct raw {
+        float mu, s, m, r;
+    };
+    __device__ raw load(int row, int j, int cls) const {
+        const float *mu = enc + (size_t)row * 2 * latent;
+        const size_t t = (size_t)cls * latent + j;
+        return raw{mu[j], mu[latent + j], prior_m[t], prior_r[t]};
     }
-}
+    __device__ void finish(int row, int j, const raw &x, float *v) const {
+        (void)row;
+        (void)j;
+        const float sj = cv_clamp_logvar(x.s), rj = cv_clamp_logvar(x.r);
+        v[0] = -(kl_scale * cv_kl_gauss_grad_mu(x.mu, x.m, rj));
+        v[1] = kl_scale * cv_kl_gauss_grad_r(x.mu, sj, x.m, rj) * cv_clamp_logvar_grad(x.r);
+    }
+};
 
 static __global__ void prior_transform_kernel(const float *prior_m, const float *prior_r,
                                               const int32_t *labels, float *z, int rows,
@@ -138,19 +152,29 @@ extern "C" void cv_reparam_forward_cuda(const float *enc, float *eps, bool draw_
     CV_CUDA_CHECK(cudaGetLastError());
 }
 
+static void launch_prior_grad(const float *enc, float kl_scale, const cv_prior *prior,
+                              const int32_t *labels, cv_prior_grad *dprior, int rows,
+                              int latent, cv_scratch *sc, cudaStream_t stream) {
+    if (rows <= 0) return;
+    const cs_plan p = cs_make_plan(rows, latent, prior_grad_op::TC, 2 * CS_CLASSES);
+    const prior_grad_op op = {enc, prior->m, prior->r, kl_scale, latent};
+    const cs_dest d = {NULL, {dprior->m, dprior->r}, 2, latent};
+    cs_class_kernel<prior_grad_op><<<dim3(p.tiles, p.slabs), CS_THREADS, 0, stream>>>(
+        op, labels, rows, latent, p.rows_per_slab, p.slabs, d, sc);
+    CV_CUDA_CHECK(cudaGetLastError());
+}
+
 extern "C" void cv_reparam_backward_cuda(const float *enc, const float *eps, const float *dz,
                                          float kl_scale, const cv_prior *prior,
                                          const int32_t *labels, cv_prior_grad *dprior,
-                                         float *denc, int rows, int latent, cudaStream_t stream) {
+                                         float *denc, int rows, int latent, cv_scratch *scratch,
+                                         cudaStream_t stream) {
     const int threads = 256;
     reparam_backward_kernel<<<CV_BLOCKS((size_t)rows * latent, threads), threads, 0, stream>>>(
         enc, eps, dz, kl_scale, prior ? prior->m : NULL, prior ? prior->r : NULL, labels, denc,
         rows, latent);
     CV_CUDA_CHECK(cudaGetLastError());
-    if (!prior) return;
-    prior_grad_kernel<<<(latent + 127) / 128, 128, 0, stream>>>(
-        enc, kl_scale, prior->m, prior->r, labels, dprior->m, dprior->r, rows, latent);
-    CV_CUDA_CHECK(cudaGetLastError());
+    if (prior) launch_prior_grad(enc, kl_scale, prior, labels, dprior, rows, latent, scratch, stream);
 }
 
 extern "C" void cv_prior_transform_cuda(const cv_prior *prior, const int32_t *labels, float *z,

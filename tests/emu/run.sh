@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# tests/emu/run.sh: tests/test_cuda.c on a CPU emulation of CUDA, for a machine without a
+# GPU. A development aid, not a test of any GPU, and not part of `meson test`.
+#
+# The kernels (src/kernels/*.cu, made plain C++ by transform.py) run with one fiber per
+# CUDA thread (emu.h, emu_rt.cpp); backend_cuda.c and the rest of libcvae run unchanged
+# over a fake CUDA runtime and cuBLAS in host memory, so the GPU tests run and compare
+# against the CPU backend as they would on a GPU. It finds indexing errors, missing or
+# doubled work, barriers or warp operations not every thread reaches, reads or writes past
+# an allocation or after its cudaFree, allocation or synchronization during graph capture,
+# and host-side mistakes. It cannot find races, memory-ordering bugs or FMA and device
+# math differences: only a GPU and tests/gpu.sh can.
+#
+# Usage: bash tests/emu/run.sh [BUILD_DIR] [Criterion arguments, e.g. --filter='cuda/adam*']
+# BUILD_DIR (default build) is a configured Meson build: its generated headers are used.
+# Builds build-emu/test_cuda and build-emu/cvae (an emulated `cvae`: --device cuda works),
+# then runs the tests. x86-64 (the fiber switch is assembly), g++, OpenBLAS, Criterion,
+# and the CUDA headers (CUDA_HOME, default /usr/local/cuda) are needed, not a GPU driver.
+# The whole file takes about 5 minutes on 2 cores. A new CUDA runtime or cuBLAS(Lt) call in
+# the backend needs a fake in emu_rt.cpp (the link says which).
+set -euo pipefail
+cd "$(dirname "$0")/../.." || exit 1
+build=${1:-build}
+[ $# -gt 0 ] && shift
+[ -f "$build/build.ninja" ] || { echo "tests/emu/run.sh: $build is not a Meson build folder" >&2; exit 1; }
+[ "$(uname -m)" = x86_64 ] || { echo "tests/emu/run.sh: x86-64 only" >&2; exit 1; }
+cuda_inc=${CUDA_HOME:-/usr/local/cuda}/include
+out="build-emu"
+mkdir -p "$out/k" "$out/h"
+inc=(-Iinclude -Isrc/kernels -I"$build" -I"$build/include" -I"$cuda_inc" -Itests)
+cflags=(-std=c11 -O2 -g -D_GNU_SOURCE -fno-math-errno -fopenmp "${inc[@]}")
+pids=()
+for f in src/kernels/*.cu; do
+    b=$(basename "$f" .cu)
+    python3 tests/emu/transform.py "$f" "$out/k/$b.cpp"
+    g++ -std=c++20 -O2 -g -fno-math-errno -include tests/emu/emu.h "${inc[@]}" \
+        -c "$out/k/$b.cpp" -o "$out/k/$b.o" & pids+=($!)
+done
+g++ -std=c++20 -O2 -g "${inc[@]}" -c tests/emu/emu_rt.cpp -o "$out/emu_rt.o" & pids+=($!)
+for f in src/host/*.c tests/helpers.c tests/test_cuda.c; do
+    b=$(basename "$f" .c)
+    [ "$b" = backend_cuda_absent ] && continue
+    gcc "${cflags[@]}" -c "$f" -o "$out/h/$b.o" & pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+lib=()
+for o in "$out"/h/*.o; do
+    case $(basename "$o") in cli_*|helpers.o|test_cuda.o) ;; *) lib+=("$o") ;; esac
+done
+libs=(-fopenmp -lopenblas -lz -lpng -lmvec -lm)
+g++ -o "$out/test_cuda" "$out/h/test_cuda.o" "$out/h/helpers.o" "${lib[@]}" "$out"/k/*.o \
+    "$out/emu_rt.o" -lcriterion "${libs[@]}"
+g++ -o "$out/cvae" "$out"/h/cli_*.o "${lib[@]}" "$out"/k/*.o "$out/emu_rt.o" "${libs[@]}"
+echo "tests/emu/run.sh: built $out/test_cuda and $out/cvae; running the GPU tests emulated"
+exec "$out/test_cuda" "$@"

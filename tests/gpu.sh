@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# tests/gpu.sh: the CUDA backend's checks, on a machine with an NVIDIA GPU.
+#
+#   1. the CUDA test program (tests/test_cuda.c), plain;
+#   2. the same under compute-sanitizer's memcheck, racecheck, initcheck and synccheck;
+#   3. one short training per option family under each of those four tools: the default
+#      model; --prior conditional --binarize; --likelihood gaussian; --precision tf32; and
+#      --precision bf16 when `cvae train --help` lists it (otherwise it says it skips it).
+# Any failure, and any error a tool reports (--error-exitcode), fails the run.
+#
+# Usage, from a build folder (default build):   bash tests/gpu.sh [BUILD_DIR]
+# or with the packed layout of pack.sh, from the project root:
+#   source .gpu/env.sh && bash tests/gpu.sh      (uses $B/test_cuda and $CVAE_BIN)
+# Under the sanitizers the tests run with CVAE_TEST_QUICK=1 (no 4096 x 4096 shapes, 40
+# training steps instead of 200); CVAE_GPU_FILTER (a Criterion --filter pattern) narrows
+# them further. The trainings use a small synthetic data set (python3 writes it).
+# Exit status: 0 all clean, 1 a failure, 77 no GPU here (skipped, not passed).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+
+if [ -n "${B:-}" ]; then
+    test_bin=$B/test_cuda
+    cvae=${CVAE_BIN:-$B/cvae}
+else
+    build=${1:-build}
+    test_bin=$build/tests/test_cuda
+    cvae=$build/cvae
+fi
+
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+    echo "tests/gpu.sh: no NVIDIA GPU on this machine: nothing run (skipped, exit 77)"
+    exit 77
+fi
+for f in "$test_bin" "$cvae"; do
+    [ -x "$f" ] || { echo "tests/gpu.sh: $f is missing: build with -Dcuda=enabled first" >&2; exit 1; }
+done
+san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+[ -x "$san" ] || { echo "tests/gpu.sh: compute-sanitizer not found (PATH, /usr/local/cuda/bin)" >&2; exit 1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python3 - "$work/data" <<'PY' || { echo "tests/gpu.sh: python3 could not write the data set" >&2; exit 1; }
+import os, random, struct, sys
+rng = random.Random(7)
+d = sys.argv[1]
+os.makedirs(d)
+def idx(dims, payload):
+    return bytes([0, 0, 8, len(dims)]) + b"".join(struct.pack(">I", x) for x in dims) + payload
+for split, n in (("train", 512), ("t10k", 128)):
+    labels = bytes(rng.randrange(10) for _ in range(n))
+    # each class a bright band of rows, plus noise
+    pix = bytearray()
+    for c in labels:
+        for y in range(28):
+            for x in range(28):
+                pix.append(min(255, (200 if y // 3 == c else 0) + rng.randrange(56)))
+    open(os.path.join(d, f"{split}-images-idx3-ubyte"), "wb").write(idx([n, 28, 28], bytes(pix)))
+    open(os.path.join(d, f"{split}-labels-idx1-ubyte"), "wb").write(idx([n], labels))
+PY
+
+failures=0 n=0
+run() { # run DESCRIPTION COMMAND...: its output goes to a log, shown when it fails
+    local what=$1 log="$work/log.$((n += 1))"
+    shift
+    printf '%-72s ' "$what"
+    if "$@" >"$log" 2>&1; then
+        echo ok
+    else
+        local rc=$?
+        echo "FAILED (exit $rc)"
+        tail -n 40 "$log" | sed 's/^/    /'
+        failures=$((failures + 1))
+    fi
+}
+
+families=("default:" "conditional-binarize:--prior conditional --binarize"
+          "gaussian:--likelihood gaussian" "tf32:--precision tf32")
+if "$cvae" train --help 2>&1 | grep -q 'bf16'; then
+    families+=("bf16:--precision bf16")
+else
+    echo "cvae train --help does not list bf16: the --precision bf16 training is skipped"
+fi
+train() { # train TOOL... FAMILY_FLAGS: one epoch of 4 steps and an evaluation
+    local out
+    out=$(mktemp -d -p "$work")
+    "$@" --data "$work/data" --device cuda --epochs 1 --batch 128 --out "$out/run"
+}
+
+filter=()
+[ -n "${CVAE_GPU_FILTER:-}" ] && filter=(--filter="$CVAE_GPU_FILTER")
+run "test_cuda" "$test_bin" "${filter[@]}"
+for tool in memcheck racecheck initcheck synccheck; do
+    sanitize=("$san" --tool "$tool" --error-exitcode 99 --print-limit 20)
+    run "test_cuda under $tool" env CVAE_TEST_QUICK=1 "${sanitize[@]}" "$test_bin" --jobs=1 \
+        "${filter[@]}"
+    for fam in "${families[@]}"; do
+        name=${fam%%:*} flags=${fam#*:}
+        # shellcheck disable=SC2086 # the family's flags are separate words
+        run "train ($name) under $tool" train "${sanitize[@]}" "$cvae" train $flags
+    done
+done
+
+if [ "$failures" -gt 0 ]; then
+    echo "tests/gpu.sh: $failures of $n checks failed"
+    exit 1
+fi
+echo "tests/gpu.sh: all $n checks passed on $(nvidia-smi -L | head -n 1)"
