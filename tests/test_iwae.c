@@ -2,12 +2,18 @@
  * logsumexp_merge) against a two-pass reference in long double, including huge, tiny,
  * infinite and NaN log weights; bit for bit against the host loop they replaced, op by op
  * and as whole IWAE and marginal figures of cv_evaluate; the same bits for any thread
- * count; their byte counts; and the progress callback. */
+ * count; their byte counts; the progress callback, and `cvae eval`'s progress line on a
+ * terminal (and none off one). */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <math.h>
 #include <omp.h>
+#include <pty.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cv_math.h"
 #include "cvae/bench.h"
@@ -444,4 +450,70 @@ Test(iwae, evaluate_without_iwae_still_reports_progress) {
     cr_assert_eq(res.iwae_nll, 0.0);
     cv_eval_result_free(&res);
     rig_close(&g);
+}
+
+/* `cvae eval`'s progress line ------------------------------------------------------- */
+
+/* A small run: 600 test images (two batches) and a checkpoint, in a fresh folder. */
+static char *eval_fixture(char *ckpt, size_t size) {
+    char *dir = test_tmpdir(), data[4200], out[4200];
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(out, sizeof out, "%s/run", dir);
+    cr_assert_eq(mkdir(data, 0777), 0);
+    test_write_dataset(data, 200, 600, 6, 6, 3, false, 7);
+    test_train_small(data, out, 8, 2, 1, 7);
+    snprintf(ckpt, size, "%s/model.ckpt", out);
+    return dir;
+}
+
+Test(iwae, eval_prints_no_progress_when_stderr_is_not_a_terminal) {
+    char ckpt[4300], data[4200];
+    char *dir = eval_fixture(ckpt, sizeof ckpt);
+    snprintf(data, sizeof data, "%s/data", dir);
+    char *o, *e;
+    const char *args[] = {"eval", "--model", ckpt, "--data", data, "--iwae", "3",
+                          "--device", "cpu", NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, args), 0, "%s", e);
+    cr_assert_str_eq(e, "", "stderr is a pipe, yet eval wrote: %s", e);
+    cr_assert(strstr(o, "IWAE-3"), "%s", o);
+    free(o);
+    free(e);
+    test_rmtree(dir);
+    free(dir);
+}
+
+Test(iwae, eval_shows_progress_on_a_terminal) {
+    char ckpt[4300], data[4200];
+    char *dir = eval_fixture(ckpt, sizeof ckpt);
+    snprintf(data, sizeof data, "%s/data", dir);
+    const char *bin = getenv("CVAE_BIN");
+    cr_assert(bin, "CVAE_BIN is not set");
+    int master;
+    pid_t pid = forkpty(&master, NULL, NULL, NULL);
+    cr_assert(pid >= 0, "forkpty: %s", strerror(errno));
+    if (pid == 0) { /* stdin, stdout and stderr are the terminal */
+        execl(bin, bin, "eval", "--model", ckpt, "--data", data, "--iwae", "3", "--device",
+              "cpu", (char *)NULL);
+        _exit(127);
+    }
+    char buf[65536];
+    size_t len = 0;
+    for (;;) { /* until the child closes the terminal (EIO on Linux) */
+        ssize_t n = read(master, buf + len, sizeof buf - 1 - len);
+        if (n > 0) len += (size_t)n;
+        else if (n < 0 && errno == EINTR) continue;
+        else break;
+        if (len == sizeof buf - 1) break;
+    }
+    buf[len] = 0;
+    close(master);
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "eval failed: %s", buf);
+    /* the last batch's line is always drawn, then cleared */
+    cr_assert(strstr(buf, "\reval: batch 2/2, 600/600 images ("), "no progress line in: %s", buf);
+    cr_assert(strstr(buf, "images/s)"), "%s", buf);
+    cr_assert(strstr(buf, "IWAE-3"), "%s", buf);
+    test_rmtree(dir);
+    free(dir);
 }
