@@ -150,7 +150,10 @@ class Trainer:
     def autocast(self):
         if not self.bf16:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.dev.type, dtype=torch.bfloat16)
+        # autocast's cache of bf16 weight copies must be off inside a captured graph
+        # (PyTorch's CUDA-graph notes): the cached copies would go stale between replays
+        return torch.autocast(device_type=self.dev.type, dtype=torch.bfloat16,
+                              cache_enabled=self.mode != "graph")
 
     def _body(self, idx, zero_grads):
         """Gather, noise, forward, backward and Adam. zero_grads: 'none' sets the
