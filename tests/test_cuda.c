@@ -764,8 +764,6 @@ Test(cuda, iwae_and_marginal_evaluation_match_cpu) {
         cr_assert(fabs(got[i] - want[i]) <= 1e-2 + 1e-5 * fabs(want[i]),
                   "%s: gpu %.9g, cpu %.9g", names[i], got[i], want[i]);
     }
-    cr_assert(rg.iwae_nll < rg.neg_elbo + 1e-2, "IWAE %g above the -ELBO %g", rg.iwae_nll,
-              rg.neg_elbo);
     cv_eval_result_free(&rc);
     cv_eval_result_free(&rg);
     rig_free(&c);
