@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite under AddressSanitizer and UndefinedBehaviorSanitizer (a second
 # build in build-asan, CPU only: the CUDA runtime and ASan do not mix), then one short
-# training under valgrind. Any report fails the run.
+# training and its IWAE evaluation under valgrind. Any report fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 { test -f build-asan/build.ninja ||
@@ -27,4 +27,9 @@ for precision in fp32 bf16 tf32x3; do
         build-cpu/cvae train --data "$data" --epochs 2 --hidden 32 --latent 4 --batch 32 \
         --device cpu --precision "$precision" --out "$data/run-$precision"
 done
+# and an evaluation: the IWAE and marginal log-sum-exps on the backend
+OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=2 valgrind --error-exitcode=99 --leak-check=full \
+    --errors-for-leak-kinds=definite --show-leak-kinds=definite --quiet \
+    build-cpu/cvae eval --model "$data/run-fp32/model.ckpt" --data "$data" --iwae 4 --marginal \
+    --device cpu >/dev/null
 echo "sanitizers and valgrind: clean"

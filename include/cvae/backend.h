@@ -221,6 +221,26 @@ struct cv_backend {
     void (*event_record)(cv_backend *be, void *event);
     double (*event_elapsed_ms)(cv_backend *be, void *start, void *end);
     void (*event_destroy)(cv_backend *be, void *event);
+
+    /* Evaluation: running log-sum-exps per row, in double, in backend memory, so that an
+     * IWAE estimate over thousands of importance samples needs no host round trip per
+     * sample. A state (max, sum) (rows each) stands for log sum_k exp(x_k) = max + log(sum);
+     * reset first makes it the empty sum (-inf, 0). Adding x (cv_lse_add in cv_math.h):
+     * x = -inf adds nothing, +inf makes the sum +inf, a NaN makes it NaN. Rows are
+     * independent, so the result does not depend on how the rows are split. */
+
+    /* x[r] = -rec[r] + log_ratio[r] (one importance sample's log weight, in double) is
+     * added into (lse_max[r], lse_sum[r]). */
+    void (*logsumexp_accumulate)(cv_backend *be, double *lse_max, double *lse_sum,
+                                 const float *rec, const float *log_ratio, int rows,
+                                 bool reset);
+
+    /* x[r] = log_prior + (src_max[r] + log(src_sum[r]) - log_count), the log-mean of a
+     * finished state over its count of terms (log_count = log(count)) plus log_prior, is
+     * added into (dst_max[r], dst_sum[r]): the marginal's sum over classes. */
+    void (*logsumexp_merge)(cv_backend *be, double *dst_max, double *dst_sum,
+                            const double *src_max, const double *src_sum, double log_count,
+                            double log_prior, int rows, bool reset);
 };
 
 cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err);

@@ -31,7 +31,8 @@ typedef enum {
     CV_FAMILY_ADAM,
     CV_FAMILY_CHECK_ACCUMULATE, /* check_finite and accumulate_loss */
     CV_FAMILY_GATHER,
-    CV_FAMILY_OTHER, /* zero, advance_step, copy, normal, prior_transform, pixels_from_logits */
+    CV_FAMILY_OTHER, /* zero, advance_step, copy, normal, prior_transform, pixels_from_logits,
+                        logsumexp_accumulate, logsumexp_merge */
     CV_FAMILY_COUNT
 } cv_op_family;
 
@@ -66,6 +67,8 @@ cv_op_cost cv_cost_adam(size_t n);
 cv_op_cost cv_cost_gather_batch(int rows, int dim);
 cv_op_cost cv_cost_zero(size_t bytes);
 cv_op_cost cv_cost_copy(size_t bytes);
+cv_op_cost cv_cost_logsumexp_accumulate(int rows, bool reset);
+cv_op_cost cv_cost_logsumexp_merge(int rows, bool reset);
 
 /* The calls of one family: their summed time, bytes, FLOPs and count. */
 typedef struct {

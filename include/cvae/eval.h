@@ -2,7 +2,9 @@
  *
  * The test -ELBO uses one z per image from the evaluation noise streams; the IWAE
  * estimate of -log p(x|c) uses K more. Batches are CV_EVAL_BATCH images, so the noise an
- * image sees, and thus every figure, depends only on the seed.
+ * image sees, and thus every figure, depends only on the seed. The IWAE log-sum-exp over
+ * the K samples (and the marginal's over classes) runs on the backend, per row in double;
+ * the host reads each batch's result once.
  */
 #ifndef CVAE_EVAL_H
 #define CVAE_EVAL_H
@@ -34,6 +36,12 @@ typedef struct {
     bool marginal;                /* with iwae_k: log p(x) = logsumexp_c log p(c) p(x|c) */
     const double *class_log_prior;/* log p(c) for the marginal: (classes) */
     bool latent_stats;            /* per-dimension KL and active units */
+    /* When not NULL, called after each batch with the images and batches done so far and
+     * their totals (the CLI draws a progress line from it). With iwae_k or latent_stats a
+     * batch's work has finished by then; otherwise it may still be queued on a GPU. */
+    void (*progress)(void *ctx, int images_done, int images_total, int batches_done,
+                     int batches_total);
+    void *progress_ctx;
 } cv_eval_options;
 
 /* A unit is active when the variance over the test set of its posterior mean exceeds

@@ -535,6 +535,34 @@ static void cpu_copy_within(cv_backend *be, void *dst, const void *src, size_t b
     }
 }
 
+/* The running log-sum-exps of evaluation: per row, so any split over rows gives the same
+ * bits; libm's exp and log, not a vector variant. */
+static void cpu_logsumexp_accumulate(cv_backend *be, double *lse_max, double *lse_sum,
+                                     const float *rec, const float *log_ratio, int rows,
+                                     bool reset) {
+    (void)be;
+#pragma omp parallel for if (rows > 4096) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        double m = reset ? -INFINITY : lse_max[r], s = reset ? 0.0 : lse_sum[r];
+        cv_lse_add(&m, &s, -(double)rec[r] + (double)log_ratio[r]);
+        lse_max[r] = m;
+        lse_sum[r] = s;
+    }
+}
+
+static void cpu_logsumexp_merge(cv_backend *be, double *dst_max, double *dst_sum,
+                                const double *src_max, const double *src_sum, double log_count,
+                                double log_prior, int rows, bool reset) {
+    (void)be;
+#pragma omp parallel for if (rows > 4096) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        double m = reset ? -INFINITY : dst_max[r], s = reset ? 0.0 : dst_sum[r];
+        cv_lse_add(&m, &s, log_prior + cv_lse_log_mean(src_max[r], src_sum[r], log_count));
+        dst_max[r] = m;
+        dst_sum[r] = s;
+    }
+}
+
 /* Every CPU operation has finished when it returns, so an event is a clock reading. */
 static cv_status cpu_event_create(cv_backend *be, void **event, cv_err *err) {
     (void)be;
@@ -609,6 +637,8 @@ cv_status cv_backend_cpu_create_with(const cv_backend_options *opt, cv_backend *
     be->event_record = cpu_event_record;
     be->event_elapsed_ms = cpu_event_elapsed_ms;
     be->event_destroy = cpu_event_destroy;
+    be->logsumexp_accumulate = cpu_logsumexp_accumulate;
+    be->logsumexp_merge = cpu_logsumexp_merge;
     *out = be;
     return CV_OK;
 }

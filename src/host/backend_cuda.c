@@ -229,6 +229,20 @@ static void cuda_event_destroy(cv_backend *be, void *event) {
     CV_CUDA_CHECK(cudaEventDestroy((cudaEvent_t)event));
 }
 
+static void cuda_logsumexp_accumulate(cv_backend *be, double *lse_max, double *lse_sum,
+                                      const float *rec, const float *log_ratio, int rows,
+                                      bool reset) {
+    cv_logsumexp_accumulate_cuda(lse_max, lse_sum, rec, log_ratio, rows, reset,
+                                 ctx_of(be)->stream);
+}
+
+static void cuda_logsumexp_merge(cv_backend *be, double *dst_max, double *dst_sum,
+                                 const double *src_max, const double *src_sum,
+                                 double log_count, double log_prior, int rows, bool reset) {
+    cv_logsumexp_merge_cuda(dst_max, dst_sum, src_max, src_sum, log_count, log_prior, rows,
+                            reset, ctx_of(be)->stream);
+}
+
 bool cv_backend_cuda_available(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -342,6 +356,8 @@ cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out
     be->event_record = cuda_event_record;
     be->event_elapsed_ms = cuda_event_elapsed_ms;
     be->event_destroy = cuda_event_destroy;
+    be->logsumexp_accumulate = cuda_logsumexp_accumulate;
+    be->logsumexp_merge = cuda_logsumexp_merge;
     *out = be;
     return CV_OK;
 }

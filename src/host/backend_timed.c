@@ -232,6 +232,21 @@ static void timed_advance_step(cv_backend *be, cv_step *st, int rows) {
     TIMED(be, CV_FAMILY_OTHER, step_state, in->advance_step(in, st, rows));
 }
 
+static void timed_logsumexp_accumulate(cv_backend *be, double *lse_max, double *lse_sum,
+                                       const float *rec, const float *log_ratio, int rows,
+                                       bool reset) {
+    TIMED(be, CV_FAMILY_OTHER, cv_cost_logsumexp_accumulate(rows, reset),
+          in->logsumexp_accumulate(in, lse_max, lse_sum, rec, log_ratio, rows, reset));
+}
+
+static void timed_logsumexp_merge(cv_backend *be, double *dst_max, double *dst_sum,
+                                  const double *src_max, const double *src_sum,
+                                  double log_count, double log_prior, int rows, bool reset) {
+    TIMED(be, CV_FAMILY_OTHER, cv_cost_logsumexp_merge(rows, reset),
+          in->logsumexp_merge(in, dst_max, dst_sum, src_max, src_sum, log_count, log_prior,
+                              rows, reset));
+}
+
 /* The table: every operation of struct cv_backend. capture_end, replay and
  * recording_free stay NULL, as on the CPU: capture_begin never starts a recording. */
 static void fill_table(cv_backend *be) {
@@ -262,6 +277,8 @@ static void fill_table(cv_backend *be) {
     be->event_record = timed_event_record;
     be->event_elapsed_ms = timed_event_elapsed_ms;
     be->event_destroy = timed_event_destroy;
+    be->logsumexp_accumulate = timed_logsumexp_accumulate;
+    be->logsumexp_merge = timed_logsumexp_merge;
 }
 
 /* The context with max_calls pairs of inner's events. */

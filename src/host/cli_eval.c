@@ -3,6 +3,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cvae/checkpoint.h"
@@ -16,7 +18,8 @@ static const char *help =
     "units (variance over the test set of the posterior mean > 0.01), and with --iwae K\n"
     "the importance-weighted estimate of -log p(x|c) from K samples. Figures are nats per\n"
     "image, and bits per dimension (nats / (D ln 2)) beside them. A model trained with\n"
-    "--binarize is evaluated on the test set binarized with the same fixed seed.\n"
+    "--binarize is evaluated on the test set binarized with the same fixed seed. When\n"
+    "stderr is a terminal, a progress line shows the batches done and images per second.\n"
     "\n"
     "  --model CKPT   checkpoint written by cvae train (required)\n"
     "  --data DIR     data folder with t10k-images/labels files (required)\n"
@@ -28,6 +31,31 @@ static const char *help =
     "  --json         one JSON object: test_neg_elbo, test_rec, test_kl, *_bits_per_dim,\n"
     "                 kl_per_dim, active_units[, iwae_nll][, marginal_nll]\n"
     "  -h, --help     this text\n";
+
+/* The progress line on a terminal's stderr, as training and generation draw theirs: batches
+ * done and images evaluated per second, redrawn at most every 0.2 s and cleared at the end. */
+typedef struct {
+    double t0, shown;
+} eval_progress;
+
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void show_progress(void *ctx, int images_done, int images_total, int batches_done,
+                          int batches_total) {
+    eval_progress *p = ctx;
+    double t = now_seconds();
+    bool last = batches_done == batches_total;
+    if (!last && t - p->shown <= 0.2) return;
+    fprintf(stderr, "\reval: batch %d/%d, %d/%d images (%.0f images/s) ", batches_done,
+            batches_total, images_done, images_total, images_done / (t - p->t0));
+    if (last) fprintf(stderr, "\r%*s\r", 70, "");
+    fflush(stderr);
+    p->shown = t;
+}
 
 enum { OPT_MODEL = 256, OPT_DATA, OPT_IWAE, OPT_SEED, OPT_DEVICE, OPT_JSON, OPT_MARGINAL };
 
@@ -121,8 +149,12 @@ int cv_cmd_eval(int argc, char **argv) {
     for (int c = 0; c < K; c++) log_prior[c] = 0;
     for (int i = 0; i < s.data.train.n; i++) log_prior[s.data.train.labels[i]] += 1;
     for (int c = 0; c < K; c++) log_prior[c] = log(log_prior[c] / s.data.train.n);
+    eval_progress progress = {.t0 = now_seconds()};
+    progress.shown = progress.t0;
     cv_eval_options eo = {.iwae_k = iwae, .marginal = marginal, .class_log_prior = log_prior,
-                          .latent_stats = true};
+                          .latent_stats = true,
+                          .progress = isatty(STDERR_FILENO) ? show_progress : NULL,
+                          .progress_ctx = &progress};
     cv_eval_result r;
     st = cv_evaluate(&s.model, &s.ws, &s.test, seed, &eo, &r, &err);
     if (st) {

@@ -58,9 +58,8 @@ void cv_eval_result_free(cv_eval_result *r) {
 
 typedef struct {
     void *block;                  /* one allocation holding every buffer below */
-    float *rec, *log_ratio, *enc; /* host copies of one batch */
-    double *lse_max, *lse_sum;    /* running log-sum-exp per row */
-    double *log_px;               /* per row, for the marginal */
+    float *enc;                   /* host copy of one batch's [mu | s] */
+    double *lse_max, *lse_sum;    /* host copies of the per-row log-sum-exp states */
     double *marg_max, *marg_sum;
     double *mu_sum, *mu_sq;       /* latent statistics over the set, zeroed */
     float *prior_m, *prior_r;     /* host copies of the learned prior, or NULL */
@@ -75,12 +74,9 @@ static cv_status scratch_alloc(eval_scratch *sc, size_t rows, size_t latent,
         void **ptr;
         size_t bytes;
     } parts[] = {
-        {(void **)&sc->rec, rows * sizeof(float)},
-        {(void **)&sc->log_ratio, rows * sizeof(float)},
         {(void **)&sc->enc, rows * 2 * latent * sizeof(float)},
         {(void **)&sc->lse_max, rows * sizeof(double)},
         {(void **)&sc->lse_sum, rows * sizeof(double)},
-        {(void **)&sc->log_px, rows * sizeof(double)},
         {(void **)&sc->marg_max, rows * sizeof(double)},
         {(void **)&sc->marg_sum, rows * sizeof(double)},
         {(void **)&sc->mu_sum, latent * sizeof(double)},
@@ -107,34 +103,41 @@ static cv_status scratch_alloc(eval_scratch *sc, size_t rows, size_t latent,
     return CV_OK;
 }
 
-/* The importance-weighted log p(x|c) of each row, from k_count samples, into out:
- * log w_k = log p(x|z_k,c) + log p(z_k|c) - log q(z_k|x,c), combined by a running
- * log-sum-exp in double so that K in the thousands loses nothing. ws->act holds the
- * encoding of the batch under the labels in ws->labels. */
-static void iwae_log_px(cv_model *m, cv_workspace *ws, int rows, uint64_t seed, int b,
-                        int class_slot, int k_count, eval_scratch *sc, double *out) {
+/* The running log-sum-exp states in backend memory: (max, sum) of the importance samples
+ * of one class slot, and of the marginal's classes; rows each. */
+typedef struct {
+    double *block;
+    double *lse_max, *lse_sum, *marg_max, *marg_sum;
+} eval_device_state;
+
+static cv_status device_state_alloc(cv_backend *be, eval_device_state *d, size_t rows,
+                                    cv_err *err) {
+    memset(d, 0, sizeof *d);
+    cv_status st = be->alloc(be, (void **)&d->block, 4 * rows * sizeof(double),
+                             "the IWAE log-sum-exp states", err);
+    if (st) return st;
+    d->lse_max = d->block;
+    d->lse_sum = d->block + rows;
+    d->marg_max = d->block + 2 * rows;
+    d->marg_sum = d->block + 3 * rows;
+    return CV_OK;
+}
+
+/* The importance-weighted estimate of each row's log p(x|c), left on the device as a
+ * log-sum-exp state (dev->lse_max, dev->lse_sum) over k_count samples:
+ * log w_k = log p(x|z_k,c) + log p(z_k|c) - log q(z_k|x,c), added to the state in double
+ * per row (logsumexp_accumulate), so K in the thousands loses nothing and nothing comes back
+ * to the host per sample. log p_K(x|c) = max + log(sum) - log K (cv_lse_log_mean).
+ * ws->act holds the encoding of the batch under the labels in ws->labels. */
+static void iwae_state(cv_model *m, cv_workspace *ws, int rows, uint64_t seed, int b,
+                       int class_slot, int k_count, eval_device_state *dev) {
     cv_backend *be = m->be;
-    for (int r = 0; r < rows; r++) {
-        sc->lse_max[r] = -INFINITY;
-        sc->lse_sum[r] = 0.0;
-    }
     for (int k = 1; k <= k_count; k++) {
         cv_noise noise = {true, seed, EVAL_STREAM(b, k, class_slot), NULL};
         cv_model_sample_decode(m, ws, rows, &noise, false, true);
-        be->download(be, sc->rec, ws->rec, (size_t)rows * sizeof(float));
-        be->download(be, sc->log_ratio, ws->log_ratio, (size_t)rows * sizeof(float));
-        for (int r = 0; r < rows; r++) {
-            double lw = -(double)sc->rec[r] + (double)sc->log_ratio[r];
-            if (lw > sc->lse_max[r]) {
-                sc->lse_sum[r] = sc->lse_sum[r] * exp(sc->lse_max[r] - lw) + 1.0;
-                sc->lse_max[r] = lw;
-            } else {
-                sc->lse_sum[r] += exp(lw - sc->lse_max[r]);
-            }
-        }
+        be->logsumexp_accumulate(be, dev->lse_max, dev->lse_sum, ws->rec, ws->log_ratio, rows,
+                                 k == 1);
     }
-    for (int r = 0; r < rows; r++)
-        out[r] = sc->lse_max[r] + log(sc->lse_sum[r]) - log((double)k_count);
 }
 
 /* Per-dimension KL and posterior-mean moments of a batch, from the encoding in ws and the
@@ -178,6 +181,12 @@ cv_status cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, u
                        "out of host memory: the per-dimension KL needs %zu bytes",
                        (size_t)L * sizeof(double));
     }
+    eval_device_state dev = {0};
+    if (opt->iwae_k > 0 && (st = device_state_alloc(be, &dev, (size_t)rows_max, err))) {
+        cv_eval_result_free(out);
+        free(sc.block);
+        return st;
+    }
     if (learned_prior) {
         size_t bytes = (size_t)K * L * sizeof(float);
         be->download(be, sc.prior_m, m->params + lo->prior_m, bytes);
@@ -185,6 +194,8 @@ cv_status cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, u
     }
     be->zero(be, ws->sums, sizeof(cv_loss_sums));
     double iwae_total = 0.0, marginal_total = 0.0;
+    const double log_k = opt->iwae_k > 0 ? log((double)opt->iwae_k) : 0.0;
+    const int batches = (s->n + rows_max - 1) / rows_max;
 
     for (int start = 0, b = 0; start < s->n; start += rows_max, b++) {
         int rows = s->n - start < rows_max ? s->n - start : rows_max;
@@ -198,35 +209,40 @@ cv_status cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, u
         if (opt->latent_stats || opt->marginal)
             be->download(be, sc.labels, ws->labels, (size_t)rows * sizeof(int32_t));
         if (opt->latent_stats) latent_stats(m, ws, rows, &sc, out->kl_per_dim);
-        if (opt->iwae_k <= 0) continue;
-
-        iwae_log_px(m, ws, rows, seed, b, 0, opt->iwae_k, &sc, sc.log_px);
-        for (int r = 0; r < rows; r++) iwae_total -= sc.log_px[r];
-        if (!opt->marginal) continue;
-
-        /* log p(x) = logsumexp_c [log p(c) + log p(x|c)], each term importance-sampled
-         * with the encoder conditioned on c */
-        for (int r = 0; r < rows; r++) {
-            sc.marg_max[r] = -INFINITY;
-            sc.marg_sum[r] = 0.0;
+        if (opt->iwae_k > 0) {
+            iwae_state(m, ws, rows, seed, b, 0, opt->iwae_k, &dev);
+            be->download(be, sc.lse_max, dev.lse_max, (size_t)rows * sizeof(double));
+            be->download(be, sc.lse_sum, dev.lse_sum, (size_t)rows * sizeof(double));
+            for (int r = 0; r < rows; r++)
+                iwae_total -= cv_lse_log_mean(sc.lse_max[r], sc.lse_sum[r], log_k);
         }
-        for (int c = 0; c < K; c++) {
-            if (!isfinite(opt->class_log_prior[c])) continue; /* a class never seen */
-            for (int r = 0; r < rows; r++) sc.fixed[r] = c;
-            be->upload(be, ws->labels, sc.fixed, (size_t)rows * sizeof(int32_t));
-            cv_model_encode(m, ws, rows);
-            iwae_log_px(m, ws, rows, seed, b, 1 + c, opt->iwae_k, &sc, sc.log_px);
-            for (int r = 0; r < rows; r++) {
-                double t = opt->class_log_prior[c] + sc.log_px[r];
-                if (t > sc.marg_max[r]) {
-                    sc.marg_sum[r] = sc.marg_sum[r] * exp(sc.marg_max[r] - t) + 1.0;
-                    sc.marg_max[r] = t;
-                } else {
-                    sc.marg_sum[r] += exp(t - sc.marg_max[r]);
-                }
+        if (opt->iwae_k > 0 && opt->marginal) {
+            /* log p(x) = logsumexp_c [log p(c) + log p(x|c)], each term importance-sampled
+             * with the encoder conditioned on c, summed over classes on the device */
+            bool first = true;
+            for (int c = 0; c < K; c++) {
+                if (!isfinite(opt->class_log_prior[c])) continue; /* a class never seen */
+                for (int r = 0; r < rows; r++) sc.fixed[r] = c;
+                be->upload(be, ws->labels, sc.fixed, (size_t)rows * sizeof(int32_t));
+                cv_model_encode(m, ws, rows);
+                iwae_state(m, ws, rows, seed, b, 1 + c, opt->iwae_k, &dev);
+                be->logsumexp_merge(be, dev.marg_max, dev.marg_sum, dev.lse_max, dev.lse_sum,
+                                    log_k, opt->class_log_prior[c], rows, first);
+                first = false;
             }
+            if (first) { /* no class has a prior: the empty sum, log p(x) = -inf */
+                for (int r = 0; r < rows; r++) {
+                    sc.marg_max[r] = -INFINITY;
+                    sc.marg_sum[r] = 0.0;
+                }
+            } else {
+                be->download(be, sc.marg_max, dev.marg_max, (size_t)rows * sizeof(double));
+                be->download(be, sc.marg_sum, dev.marg_sum, (size_t)rows * sizeof(double));
+            }
+            for (int r = 0; r < rows; r++)
+                marginal_total -= sc.marg_max[r] + log(sc.marg_sum[r]);
         }
-        for (int r = 0; r < rows; r++) marginal_total -= sc.marg_max[r] + log(sc.marg_sum[r]);
+        if (opt->progress) opt->progress(opt->progress_ctx, start + rows, s->n, b + 1, batches);
     }
     cv_loss_sums sums;
     be->download(be, &sums, ws->sums, sizeof sums);
@@ -241,6 +257,7 @@ cv_status cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, u
             double mean = sc.mu_sum[j] / s->n;
             out->active_units += sc.mu_sq[j] / s->n - mean * mean > CV_ACTIVE_UNIT_VARIANCE;
         }
+    if (dev.block) be->release(be, dev.block);
     free(sc.block);
     return CV_OK;
 }

@@ -11,6 +11,7 @@
 #include "cvae/bench.h"
 
 #define F 4.0 /* bytes of a float or an int32 */
+#define D 8.0 /* bytes of a double */
 
 static cv_op_cost bytes_only(double bytes) { return (cv_op_cost){bytes, 0.0}; }
 
@@ -97,3 +98,15 @@ cv_op_cost cv_cost_gather_batch(int rows, int dim) {
 cv_op_cost cv_cost_zero(size_t bytes) { return bytes_only((double)bytes); }
 
 cv_op_cost cv_cost_copy(size_t bytes) { return bytes_only(2.0 * (double)bytes); }
+
+/* rec and log_ratio read; the (max, sum) state per row read and written, or only written
+ * when reset */
+cv_op_cost cv_cost_logsumexp_accumulate(int rows, bool reset) {
+    return bytes_only(rows * (2.0 * F + (reset ? 2.0 : 4.0) * D));
+}
+
+/* the source's (max, sum) read; the destination's read and written, or only written when
+ * reset */
+cv_op_cost cv_cost_logsumexp_merge(int rows, bool reset) {
+    return bytes_only(rows * (2.0 * D + (reset ? 2.0 : 4.0) * D));
+}

@@ -104,6 +104,12 @@ void cv_gather_batch_cuda(const uint8_t *pixels, const uint8_t *labels, const in
                           const cv_step *st, int rows, int dim, bool binarize, uint64_t seed,
                           float *x, int32_t *labels_out, cudaStream_t stream);
 void cv_advance_step_cuda(cv_step *st, int rows, cudaStream_t stream);
+void cv_logsumexp_accumulate_cuda(double *lse_max, double *lse_sum, const float *rec,
+                                  const float *log_ratio, int rows, bool reset,
+                                  cudaStream_t stream);
+void cv_logsumexp_merge_cuda(double *dst_max, double *dst_sum, const double *src_max,
+                             const double *src_sum, double log_count, double log_prior,
+                             int rows, bool reset, cudaStream_t stream);
 
 /* The GEMM operand conversions (precision.cu): two column-major float matrices (element
  * (i, j) at src[i + j * ld]) packed into scratch with leading dimension rows, in one

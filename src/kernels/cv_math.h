@@ -286,4 +286,25 @@ CV_HD void cv_split_tf32(float x, float *hi, float *lo) {
     *lo = cv_round_tf32(x - *hi);
 }
 
+/* One term x added to a running log-sum-exp in double: (*max, *sum) stands for
+ * log sum_k exp(x_k) = *max + log(*sum), and the empty sum is (-inf, 0). A larger x
+ * rescales the sum to itself; x = -inf adds nothing; x equal to *max adds 1 (so +inf terms
+ * give +inf); a NaN makes the sum NaN. For finite terms this is the update of
+ * docs/design.md 1.11, bit for bit what the host loop computed before it moved here. */
+CV_HD void cv_lse_add(double *max, double *sum, double x) {
+    if (x > *max) {
+        *sum = *sum * exp(*max - x) + 1.0;
+        *max = x;
+    } else if (x == *max) {
+        if (x != -INFINITY) *sum += 1.0; /* exp(x - *max) = exp(0) = 1 exactly */
+    } else {
+        *sum += exp(x - *max); /* x < *max, or x is NaN */
+    }
+}
+
+/* The log-mean of a running log-sum-exp over `count` terms, log_count = log(count). */
+CV_HD double cv_lse_log_mean(double max, double sum, double log_count) {
+    return max + log(sum) - log_count;
+}
+
 #endif
