@@ -96,17 +96,21 @@ for w in $(pkg-config --static --libs cvae); do
 done
 # shellcheck disable=SC2046
 $CC "${flags[@]}" "$example" $(pkg-config --cflags cvae) "${static[@]}" -o "$tmp/train_static"
-# C++ programs link against the C API too: the headers declare it extern "C"
-cxx=$(command -v clang++ || command -v g++ || true)
+# C++ programs link against the C API too: the headers declare it extern "C". The C++
+# compiler is of the C compiler's family: a sanitized libcvae needs the program linked with
+# the same sanitizer runtime (gcc's libasan and clang's do not mix).
+if "$CC" --version 2>/dev/null | grep -q clang; then cxx=$(command -v clang++ || true); else cxx=$(command -v g++ || true); fi
+cxxflags=(-Wall -Werror)
+[ "${SANITIZE:-none}" = none ] || cxxflags+=("-fsanitize=$SANITIZE")
 if [ -n "$cxx" ]; then
     printf '#include <cvae/cvae.h>\nint main() { return cv_train_defaults().epochs == 10 ? 0 : 1; }\n' \
         > "$tmp/use.cpp"
     # shellcheck disable=SC2046
-    "$cxx" -Wall -Werror "$tmp/use.cpp" $(pkg-config --cflags --libs cvae) -o "$tmp/use_cpp" ||
+    "$cxx" "${cxxflags[@]}" "$tmp/use.cpp" $(pkg-config --cflags --libs cvae) -o "$tmp/use_cpp" ||
         fail "a C++ program cannot use the installed headers and library"
     LD_LIBRARY_PATH=$libdir "$tmp/use_cpp" || fail "the C++ program got the wrong defaults"
 else
-    echo "install: no C++ compiler (clang++ or g++), the C++ check is skipped"
+    echo "install: no C++ compiler of $CC's family, the C++ check is skipped"
 fi
 grep -q 'NEEDED.*libcvae\.so' <<<"$(readelf -d "$tmp/train_shared")" ||
     fail "the shared build does not load libcvae.so"
