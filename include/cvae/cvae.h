@@ -9,6 +9,7 @@
 #include "cvae/eval.h"
 #include "cvae/generate.h"
 #include "cvae/model.h"
+#include "cvae/npy.h"
 #include "cvae/rng.h"
 #include "cvae/status.h"
 #include "cvae/train.h"

@@ -15,9 +15,11 @@ clang "${flags[@]}" tests/fuzz/fuzz_idx.c src/host/idx.c src/host/fileio.c \
     src/host/status.c -lz -o "$work/fuzz_idx"
 clang "${flags[@]}" tests/fuzz/fuzz_checkpoint.c src/host/checkpoint.c src/host/model.c \
     src/host/rng.c src/host/fileio.c src/host/status.c -lz -lm -o "$work/fuzz_checkpoint"
+clang "${flags[@]}" tests/fuzz/fuzz_npy.c src/host/npy.c src/host/fileio.c src/host/status.c \
+    -o "$work/fuzz_npy"
 python3 tests/fuzz/make_corpus.py --cvae "$build/cvae" --out "$work/seeds"
 
-for target in idx checkpoint; do
+for target in idx checkpoint npy; do
     mkdir -p "$work/corpus-$target"
     echo "fuzzing the $target reader for ${seconds}s"
     # inputs up to 16 KiB; a gzip IDX may justify 1032x that, so 64 MiB bounds any
