@@ -50,7 +50,9 @@ Test(bench, elementwise_costs_count_reads_and_writes) {
     /* a copy reads and writes each byte */
     cr_assert_eq(cv_cost_copy(100).bytes, 200.0);
     /* pixels as bytes in, floats out */
-    cr_assert_eq(cv_cost_gather_batch(2, 3).bytes, 6 + 2 + 8 + 24 + 8.0);
+    cr_assert_eq(cv_cost_gather_batch(2, 3, false, 0).bytes, 6 + 2 + 8 + 24 + 8.0);
+    /* float images: 4 bytes a value read; condition vectors: each row read and written */
+    cr_assert_eq(cv_cost_gather_batch(2, 3, true, 5).bytes, 24 + 8 + 24 + 2 * 2 * 4 * 5.0);
 }
 
 Test(bench, image_shape_is_as_square_as_dim_allows) {
@@ -176,12 +178,12 @@ static const int ROWS = 64, BATCH = 16, H = 6, W = 6, CLASSES = 3;
 
 static void small_open(cv_backend *be, small_run *r, uint64_t seed) {
     cv_err err;
-    cv_model_config cfg = {.height = H, .width = W, .n_classes = CLASSES, .latent = 4,
+    cv_model_config cfg = {.height = H, .width = W, .channels = 1, .cond_width = CLASSES, .latent = 4,
                            .n_hidden = 2, .hidden = {16, 8}, .prior = CV_PRIOR_CONDITIONAL};
     cr_assert_eq(cv_model_create(be, &cfg, &r->m, &err), CV_OK, "%s", err.msg);
     cr_assert_eq(cv_model_init_params(&r->m, seed, &err), CV_OK);
     cr_assert_eq(cv_workspace_create(&r->m, CV_EVAL_BATCH, &r->ws, &err), CV_OK);
-    r->host = (cv_split){.n = ROWS, .h = H, .w = W};
+    r->host = (cv_split){.n = ROWS, .h = H, .w = W, .channels = 1};
     r->host.pixels = malloc((size_t)ROWS * H * W);
     r->host.labels = malloc(ROWS);
     uint64_t s = seed;
@@ -270,10 +272,10 @@ static void expect_same_bits(cv_backend *plain, cv_backend *inner, uint64_t seed
     char pa[4200], pb[4200];
     snprintf(pa, sizeof pa, "%s/a.png", dir);
     snprintf(pb, sizeof pb, "%s/b.png", dir);
-    const int classes[3] = {0, 1, 2};
-    cr_assert_eq(cv_generate_grid(&a.m, &a.ws, classes, 3, 4, false, false, seed, pa, &err),
+    const cv_gen_conditions classes = {.n_classes = 3, .classes = {0, 1, 2}};
+    cr_assert_eq(cv_generate_grid(&a.m, &a.ws, &classes, 4, false, false, seed, pa, &err),
                  CV_OK, "%s", err.msg);
-    cr_assert_eq(cv_generate_grid(&b.m, &b.ws, classes, 3, 4, false, false, seed, pb, &err),
+    cr_assert_eq(cv_generate_grid(&b.m, &b.ws, &classes, 4, false, false, seed, pb, &err),
                  CV_OK, "%s", err.msg);
     size_t na, nb;
     uint8_t *fa = test_read_file(pa, &na), *fb = test_read_file(pb, &nb);

@@ -17,7 +17,7 @@ static void setup(void) {
     dir = test_tmpdir();
     snprintf(path, sizeof path, "%s/model.ckpt", dir);
     test_rng r = test_rng_new("checkpoint");
-    cv_model_config cfg = {.height = 5, .width = 7, .n_classes = 3, .latent = 4,
+    cv_model_config cfg = {.height = 5, .width = 7, .channels = 1, .cond_width = 3, .latent = 4,
                            .n_hidden = 2, .hidden = {9, 6}};
     cv_layout lo;
     cv_err err;
@@ -138,20 +138,52 @@ Test(checkpoint, rejects_wrong_version_and_magic) {
     free(b);
 }
 
+/* Cuts `bytes` bytes at `at` out of the header of b and relabels it as `version`. */
+static void cut_header(uint8_t *b, size_t *size, size_t at, size_t bytes, uint8_t version) {
+    memmove(b + at, b + at + bytes, *size - at - bytes);
+    *size -= bytes;
+    b[8] = version;
+    uint32_t fields = (uint32_t)b[12] | (uint32_t)b[13] << 8;
+    fields -= (uint32_t)bytes;
+    b[12] = (uint8_t)fields;
+    b[13] = (uint8_t)(fields >> 8);
+}
+
+/* The file this test writes as version 2: version 3 less the channels and the condition
+ * kind, the two u32 before n_params at the header's end. */
+static void to_version_2(uint8_t *b, size_t *size) {
+    const uint32_t fields = (uint32_t)b[12] | (uint32_t)b[13] << 8;
+    cut_header(b, size, 16 + fields - 8 - 8, 8, 2);
+}
+
+/* A version 2 file had no channels or condition kind: it loads as grey images of class
+ * labels. */
+Test(checkpoint, reads_version_2_files) {
+    size_t size;
+    uint8_t *b = test_read_file(path, &size);
+    to_version_2(b, &size);
+    fix_crc(b, size);
+    test_write_file(path, b, size);
+    cv_checkpoint ck;
+    cv_err err;
+    cr_assert_eq(cv_checkpoint_load(path, &ck, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(ck.version, 2);
+    cr_assert(ck.cfg.channels == 1 && ck.cfg.condition == CV_COND_LABELS &&
+              ck.cfg.cond_width == saved.cfg.cond_width, "version 2 data shape misread");
+    cr_assert(ck.sums.grad_norm == saved.sums.grad_norm && ck.n_params == saved.n_params);
+    cr_assert(memcmp(ck.params, saved.params, saved.n_params * 4) == 0);
+    cv_checkpoint_free(&ck);
+    free(b);
+}
+
 /* A version 1 file held three loss sums where version 2 holds five: the same file as
  * version 1 still loads, with the gradient-norm sum and step count at 0. */
 Test(checkpoint, reads_version_1_files) {
     size_t size;
     uint8_t *b = test_read_file(path, &size);
+    to_version_2(b, &size);
     const size_t sums_at = 16 + 4 * (5 + CV_MAX_HIDDEN) + 3 * 4 + 8 + 8 + 4 + 4 + 4 + 4;
-    const size_t cut = sums_at + 3 * 8; /* the two sums version 1 did not have */
-    memmove(b + cut, b + cut + 16, size - cut - 16);
-    size -= 16;
-    b[8] = 1;                           /* version */
-    uint32_t fields = (uint32_t)b[12] | (uint32_t)b[13] << 8;
-    fields -= 16;
-    b[12] = (uint8_t)fields;
-    b[13] = (uint8_t)(fields >> 8);
+    cut_header(b, &size, sums_at + 3 * 8, 16, 1); /* the two sums version 1 did not have */
     fix_crc(b, size);
     test_write_file(path, b, size);
     cv_checkpoint ck;

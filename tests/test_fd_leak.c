@@ -123,7 +123,7 @@ Test(fd_leak, idx_write_whose_zlib_cannot_start_closes_everything_and_leaves_no_
 static cv_status generate(const char *name, cv_gen_format format, cv_err *err) {
     cv_backend *be;
     cr_assert_eq(cv_backend_cpu_create(&be, err), CV_OK);
-    cv_model_config cfg = {.height = 4, .width = 3, .n_classes = 2, .latent = 2,
+    cv_model_config cfg = {.height = 4, .width = 3, .channels = 1, .cond_width = 2, .latent = 2,
                            .n_hidden = 1, .hidden = {8}};
     cv_model m;
     cv_workspace ws;
@@ -133,7 +133,7 @@ static cv_status generate(const char *name, cv_gen_format format, cv_err *err) {
                  err->msg);
     char out[4300];
     snprintf(out, sizeof out, "%s/%s", dir, name);
-    cv_generate_options o = {.n_classes = 2, .classes = {0, 1}, .per_class = 2,
+    cv_generate_options o = {.cond = {.n_classes = 2, .classes = {0, 1}}, .per = 2,
                              .format = format, .mean = true, .batch = 4, .out = out,
                              .checkpoint = "none"};
     cv_generate_result res;

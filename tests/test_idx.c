@@ -231,7 +231,7 @@ Test(idx, data_folder_loads_train_and_test) {
     cv_err err;
     cr_assert_eq(cv_data_load(dir, 0, &d, &err), CV_OK, "%s", err.msg);
     cr_assert(d.train.n == 40 && d.test.n == 12 && d.train.h == 5 && d.train.w == 6);
-    cr_assert_leq(d.n_classes, 3);
+    cr_assert_leq(d.cond_width, 3);
     cv_data_free(&d);
 }
 
@@ -294,7 +294,7 @@ Test(idx, data_folder_rejects_test_shape_mismatch) {
     sprintf(from, "%s/t10k-labels-idx1-ubyte", sub);
     path_of(to, "t10k-labels-idx1-ubyte");
     rename(from, to);
-    expect_folder_reject(0, "are 4x5 but training images are 4x4");
+    expect_folder_reject(0, "are 4x5x1 but training images are 4x4x1");
 }
 
 Test(idx, data_folder_rejects_half_a_test_set_and_missing_training_files) {
@@ -302,10 +302,10 @@ Test(idx, data_folder_rejects_half_a_test_set_and_missing_training_files) {
     char p[4096];
     path_of(p, "t10k-labels-idx1-ubyte");
     remove(p);
-    expect_folder_reject(0, "but not t10k-labels");
+    expect_folder_reject(0, "test images without test labels");
     path_of(p, "train-images-idx3-ubyte");
     remove(p);
-    expect_folder_reject(0, "no train-images");
+    expect_folder_reject(0, "no training images (train-images-idx3-ubyte");
 }
 
 Test(idx, data_folder_rejects_swapped_files) {

@@ -297,7 +297,7 @@ enum { N_IMAGES = 777, H = 5, W = 7, CLASSES = 3 }; /* two batches: 500 + 277 */
 
 static void rig_open(eval_rig *g, cv_prior_kind prior, uint64_t seed) {
     cv_err err;
-    cv_model_config cfg = {.height = H, .width = W, .n_classes = CLASSES, .latent = 3,
+    cv_model_config cfg = {.height = H, .width = W, .channels = 1, .cond_width = CLASSES, .latent = 3,
                            .n_hidden = 1, .hidden = {12}, .prior = prior};
     cr_assert_eq(cv_model_create(cpu, &cfg, &g->m, &err), CV_OK, "%s", err.msg);
     cr_assert_eq(cv_model_init_params(&g->m, seed, &err), CV_OK);
@@ -310,7 +310,7 @@ static void rig_open(eval_rig *g, cv_prior_kind prior, uint64_t seed) {
         free(t);
     }
     cr_assert_eq(cv_workspace_create(&g->m, CV_EVAL_BATCH, &g->ws, &err), CV_OK);
-    g->host = (cv_split){.n = N_IMAGES, .h = H, .w = W};
+    g->host = (cv_split){.n = N_IMAGES, .h = H, .w = W, .channels = 1};
     g->host.pixels = malloc((size_t)N_IMAGES * H * W);
     g->host.labels = malloc(N_IMAGES);
     test_rng r = {seed ^ 0x5eed};
@@ -359,8 +359,8 @@ static void old_figures(eval_rig *g, uint64_t seed, int K, const double *log_pri
         int rows = n - start < CV_EVAL_BATCH ? n - start : CV_EVAL_BATCH;
         cv_step st = {.step = 0, .start = start};
         cpu->upload(cpu, g->ws.step, &st, sizeof st);
-        cpu->gather_batch(cpu, g->data.pixels, g->data.labels, g->data.perm, g->ws.step, rows,
-                          g->data.dim, false, 0, g->ws.x, g->ws.labels);
+        cpu->gather_batch(cpu, &g->data, g->ws.step, rows, false, 0, g->ws.x, g->ws.labels,
+                          g->ws.cond);
         cv_model_encode(&g->m, &g->ws, rows);
         old_iwae_log_px(g, rows, seed, b, 0, K, log_px);
         for (int r = 0; r < rows; r++) iwae_total -= log_px[r];

@@ -22,7 +22,7 @@ typedef struct {
 /* y (out) = W [in ; onehot(c) if cond] + b, from the layout's buffer, in double. */
 static void ref_linear(const cv_layout *lo, const cv_layer *l, const double *p,
                        const double *in, int label, double *y) {
-    int K = lo->cfg.n_classes, fan = l->in + (l->cond != CV_NO_COND ? K : 0);
+    int K = lo->cfg.cond_width, fan = l->in + (l->cond != CV_NO_COND ? K : 0);
     double *row = malloc(sizeof(double) * fan);
     for (int o = 0; o < l->out; o++) {
         /* the spec's weight row: [W_x | W_c] */
@@ -90,7 +90,7 @@ static void check_model_with(const int *hidden, int n_hidden, int h, int w, int 
     cv_backend *be;
     cv_err err;
     cr_assert_eq(cv_backend_cpu_create(&be, &err), CV_OK);
-    cv_model_config cfg = {.height = h, .width = w, .n_classes = K, .latent = L,
+    cv_model_config cfg = {.height = h, .width = w, .channels = 1, .cond_width = K, .latent = L,
                            .n_hidden = n_hidden, .prior = prior, .likelihood = like,
                            .sigma = 0.4f};
     memcpy(cfg.hidden, hidden, sizeof(int) * n_hidden);
@@ -180,7 +180,7 @@ Test(model, gradient_three_hidden_layers_one_class_one_row) {
 }
 
 Test(model, layout_matches_nn_linear_sizes) {
-    cv_model_config cfg = {.height = 28, .width = 28, .n_classes = 10, .latent = 20,
+    cv_model_config cfg = {.height = 28, .width = 28, .channels = 1, .cond_width = 10, .latent = 20,
                            .n_hidden = 1, .hidden = {400}};
     cv_layout lo;
     cv_err err;
@@ -196,7 +196,7 @@ Test(model, init_follows_fan_in_bounds) {
     cv_backend *be;
     cv_err err;
     cr_assert_eq(cv_backend_cpu_create(&be, &err), CV_OK);
-    cv_model_config cfg = {.height = 28, .width = 28, .n_classes = 10, .latent = 20,
+    cv_model_config cfg = {.height = 28, .width = 28, .channels = 1, .cond_width = 10, .latent = 20,
                            .n_hidden = 1, .hidden = {400}};
     cv_model m;
     cr_assert_eq(cv_model_create(be, &cfg, &m, &err), CV_OK);
@@ -225,10 +225,10 @@ Test(model, init_follows_fan_in_bounds) {
 
 Test(model, layout_rejects_image_sizes_whose_pixel_count_overflows) {
     /* found by fuzzing the checkpoint reader: 53344 x 60417 overflowed an int */
-    cv_model_config cfg = {.height = 53344, .width = 60417, .n_classes = 10, .latent = 20,
+    cv_model_config cfg = {.height = 53344, .width = 60417, .channels = 1, .cond_width = 10, .latent = 20,
                            .n_hidden = 1, .hidden = {400}};
     cv_layout lo;
     cv_err err;
     cr_assert_eq(cv_layout_init(&cfg, &lo, &err), CV_ERR_USAGE);
-    cr_assert(strstr(err.msg, "pixels") != NULL, "%s", err.msg);
+    cr_assert(strstr(err.msg, "over the 2^24 values") != NULL, "%s", err.msg);
 }

@@ -161,8 +161,9 @@ Test(objectives, binarized_batches_are_bernoulli_draws_replayable_by_step) {
     float *x = malloc(n * dim * 4), *y = malloc(n * dim * 4);
     int32_t labels[64];
     cv_step st = {.step = 12};
-    be->gather_batch(be, pix, lab, perm, &st, n, dim, true, r.s, x, labels);
-    be->gather_batch(be, pix, lab, perm, &st, n, dim, true, r.s, y, labels);
+    const cv_device_split src = {.pixels = pix, .labels = lab, .perm = perm, .n = n, .dim = dim};
+    be->gather_batch(be, &src, &st, n, true, r.s, x, labels, NULL);
+    be->gather_batch(be, &src, &st, n, true, r.s, y, labels, NULL);
     cr_assert(memcmp(x, y, n * dim * 4) == 0, "the same step drew other pixels");
     double ones = 0, expect = 0;
     for (int i = 0; i < n * dim; i++) {
@@ -173,7 +174,7 @@ Test(objectives, binarized_batches_are_bernoulli_draws_replayable_by_step) {
     /* 6 standard deviations of a sum of Bernoullis */
     cr_assert(fabs(ones - expect) < 6 * sqrt(n * dim / 4.0), "%g ones, expected %g", ones, expect);
     st.step = 13;
-    be->gather_batch(be, pix, lab, perm, &st, n, dim, true, r.s, y, labels);
+    be->gather_batch(be, &src, &st, n, true, r.s, y, labels, NULL);
     cr_assert(memcmp(x, y, n * dim * 4) != 0, "another step drew the same pixels");
     free(pix); free(x); free(y);
 }

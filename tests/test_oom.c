@@ -194,7 +194,7 @@ Test(oom, init_params_without_host_memory_returns_a_status) {
     cv_err err = {{0}};
     cr_assert_eq(cv_backend_cpu_create(&be, &err), CV_OK);
     /* 64x64 images and a hidden layer of 8192: 67M parameters, 256 MiB a buffer */
-    cv_model_config cfg = {.height = 64, .width = 64, .n_classes = 10, .latent = 20,
+    cv_model_config cfg = {.height = 64, .width = 64, .channels = 1, .cond_width = 10, .latent = 20,
                            .n_hidden = 1, .hidden = {8192}};
     cv_model m;
     cr_assert_eq(cv_model_create(be, &cfg, &m, &err), CV_OK, "%s", err.msg);
@@ -212,7 +212,7 @@ Test(oom, evaluate_without_host_memory_returns_a_status) {
     cv_err err = {{0}};
     cr_assert_eq(cv_backend_cpu_create(&be, &err), CV_OK);
     /* latent 16384: the host copy of a 500-row batch's [mu | s] is 62.5 MiB */
-    cv_model_config cfg = {.height = 6, .width = 6, .n_classes = 3, .latent = 16384,
+    cv_model_config cfg = {.height = 6, .width = 6, .channels = 1, .cond_width = 3, .latent = 16384,
                            .n_hidden = 1, .hidden = {16}};
     cv_model m;
     cv_workspace ws;
@@ -220,7 +220,8 @@ Test(oom, evaluate_without_host_memory_returns_a_status) {
     cr_assert_eq(cv_model_create(be, &cfg, &m, &err), CV_OK, "%s", err.msg);
     cr_assert_eq(cv_model_init_params(&m, 1, &err), CV_OK, "%s", err.msg);
     cr_assert_eq(cv_workspace_create(&m, CV_EVAL_BATCH, &ws, &err), CV_OK, "%s", err.msg);
-    cv_split s = {calloc(500, 36), calloc(500, 1), 500, 6, 6};
+    cv_split s = {.pixels = calloc(500, 36), .labels = calloc(500, 1), .n = 500, .h = 6, .w = 6,
+                  .channels = 1};
     cr_assert_eq(cv_device_split_upload(be, &s, &ds, &err), CV_OK, "%s", err.msg);
     cv_eval_options opt = {.latent_stats = true};
     cv_eval_result res;
@@ -244,7 +245,8 @@ Test(oom, split_upload_without_host_memory_returns_a_status) {
     /* 50M one-pixel images: the backend's copies take 300 MB (pixels, labels, order), and
      * the host's identity order 200 MB more */
     const int n = 50000000;
-    cv_split s = {calloc((size_t)n, 1), calloc((size_t)n, 1), n, 1, 1};
+    cv_split s = {.pixels = calloc((size_t)n, 1), .labels = calloc((size_t)n, 1), .n = n, .h = 1,
+                  .w = 1, .channels = 1};
     cr_assert(s.pixels && s.labels);
     cv_device_split ds;
     limit_address_space(300000000 + 64 * MiB);

@@ -386,7 +386,8 @@ Test(ops_cpu, gather_batch_scales_and_follows_the_order) {
     float x[19 * 37];
     int32_t labels[19];
     cv_step st = {.step = 3, .start = start};
-    be->gather_batch(be, pix, lab, perm, &st, rows, dim, false, 0, x, labels);
+    const cv_device_split src = {.pixels = pix, .labels = lab, .perm = perm, .n = n, .dim = dim};
+    be->gather_batch(be, &src, &st, rows, false, 0, x, labels, NULL);
     be->advance_step(be, &st, rows);
     cr_assert(st.step == 4 && st.start == start + rows, "advance_step moved to %lld, %d",
               (long long)st.step, st.start);

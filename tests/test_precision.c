@@ -385,7 +385,8 @@ typedef struct {
 } rig;
 
 static cv_split random_split(test_rng *r, int n) {
-    cv_split s = {malloc((size_t)n * 784), malloc(n), n, 28, 28};
+    cv_split s = {.pixels = malloc((size_t)n * 784), .labels = malloc(n), .n = n, .h = 28,
+                  .w = 28, .channels = 1};
     for (int i = 0; i < n; i++) {
         s.labels[i] = (uint8_t)test_uniform(r, 0, 10);
         for (int j = 0; j < 784; j++) /* the class decides which quarter is bright */
@@ -398,7 +399,7 @@ static cv_split random_split(test_rng *r, int n) {
 /* A model of hidden layers (h1, h2) (h2 0: one layer), latent 20, on data. */
 static void rig_make(rig *g, cv_backend *be, const cv_split *data, uint64_t seed, int rows,
                      int h1, int h2) {
-    cv_model_config cfg = {.height = 28, .width = 28, .n_classes = 10, .latent = 20,
+    cv_model_config cfg = {.height = 28, .width = 28, .channels = 1, .cond_width = 10, .latent = 20,
                            .n_hidden = h2 ? 2 : 1, .hidden = {h1, h2}};
     cv_err err;
     g->be = be;
@@ -516,7 +517,7 @@ Test(precision, the_workspace_reserves_room_for_every_gemm) {
     be->gemm_reserve = counting_reserve;
     const int hidden[][4] = {{1, 400}, {2, 1024, 3}, {3, 5, 2000, 7}};
     for (int h = 0; h < 3; h++) {
-        cv_model_config cfg = {.height = 28, .width = 28, .n_classes = 10, .latent = 20,
+        cv_model_config cfg = {.height = 28, .width = 28, .channels = 1, .cond_width = 10, .latent = 20,
                                .n_hidden = hidden[h][0]};
         for (int i = 0; i < cfg.n_hidden; i++) cfg.hidden[i] = hidden[h][1 + i];
         cv_model m;

@@ -93,7 +93,7 @@ Test(train, lowers_the_loss_and_keeps_the_partial_batch) {
     cv_device_split split;
     cr_assert_eq(cv_model_from_checkpoint(be, &ck, &m, &err), CV_OK);
     cr_assert_eq(cv_workspace_create(&m, CV_EVAL_BATCH, &ws, &err), CV_OK);
-    cr_assert_eq(cv_data_load(data, ck.cfg.n_classes, &d, &err), CV_OK);
+    cr_assert_eq(cv_data_load(data, ck.cfg.cond_width, &d, &err), CV_OK);
     cr_assert_eq(cv_device_split_upload(be, &d.test, &split, &err), CV_OK);
     cv_eval_result ev;
     double log_prior[3];

@@ -36,15 +36,32 @@ typedef struct {
     double grad_sq;          /* this step's squared global gradient norm */
 } cv_step;
 
-/* The learned conditional prior p(z|c) = N(m[c], diag exp(r[c])), tables (classes, L);
- * a NULL cv_prior pointer means the standard normal prior. */
+/* The learned conditional prior p(z|c) = N(m, diag exp(r)) of each row of a batch: with
+ * class labels, rows labels[r] of the tables m and r (K, L); with per_row, m and r are
+ * (rows, L), row r's own (M c and R c of condition vectors). A NULL cv_prior pointer
+ * means the standard normal prior. */
 typedef struct {
     const float *m, *r;
+    bool per_row;
 } cv_prior;
 
+/* Gradients of the prior's m and r: of the tables, accumulated (+=) over the rows; with
+ * per_row, of each row's own m and r (rows, L), written (=): activation gradients. */
 typedef struct {
-    float *m, *r; /* gradients of the tables, accumulated (+=) */
+    float *m, *r;
+    bool per_row;
 } cv_prior_grad;
+
+/* A data set in backend memory, as gather_batch reads it: the images as bytes or as
+ * floats, and the condition as labels or as vectors (exactly one of each is set). */
+typedef struct {
+    uint8_t *pixels;    /* (n, dim) bytes, x = pixel / 255 */
+    float *fpixels;     /* (n, dim) floats in [0, 1] */
+    uint8_t *labels;    /* (n) class indices */
+    float *conditions;  /* (n, cond_width) */
+    int32_t *perm;      /* (n): the order batches are drawn in */
+    int n, dim, cond_width;
+} cv_device_split;
 
 /* The loss sums of a run of steps (an epoch so far, or an evaluation), accumulated in
  * backend memory in double so that an epoch of rows adds up without losing digits. A
@@ -130,7 +147,7 @@ struct cv_backend {
                               bool relu);
 
     /* enc (rows, 2L) = [mu | s]; z (rows, L) = mu + exp(s/2) eps; kl (rows) per sample
-     * against the prior (standard normal, or prior's row labels[r]); log_ratio (rows) =
+     * against the prior (standard normal, or row r's prior, cv_prior); log_ratio (rows) =
      * log p(z|c) - log q(z|x,c), only when not NULL. With draw_eps, eps is first filled
      * (in the same pass) with elements of the Philox stream stream_base + (st ? st->step :
      * 0) under seed; otherwise it is read as given. */
@@ -146,8 +163,8 @@ struct cv_backend {
                              const int32_t *labels, cv_prior_grad *dprior, float *denc,
                              int rows, int latent);
 
-    /* z (rows, L) <- m[labels[r]] + exp(r[labels[r]] / 2) z: standard normal draws to
-     * draws from the learned prior (nothing for the standard prior). */
+    /* z (rows, L) <- m + exp(r / 2) z with row r's prior (cv_prior): standard normal
+     * draws to draws from the learned prior (nothing for the standard prior). */
     void (*prior_transform)(cv_backend *be, const cv_prior *prior, const int32_t *labels,
                             float *z, int rows, int latent);
 
@@ -190,12 +207,14 @@ struct cv_backend {
     void (*accumulate_loss)(cv_backend *be, cv_loss_sums *sums, const float *rec, const float *kl,
                             int rows, const cv_step *st);
 
-    /* x (rows, dim) = pixels[perm[st->start + r]] / 255, labels_out[r] = labels[...].
-     * With binarize, x is instead a Bernoulli(pixel / 255) draw as 0 or 1, from element
-     * r * dim + j of the uniform stream CV_STREAM_BINARIZE(st->step) under seed. */
-    void (*gather_batch)(cv_backend *be, const uint8_t *pixels, const uint8_t *labels,
-                         const int32_t *perm, const cv_step *st, int rows, int dim,
-                         bool binarize, uint64_t seed, float *x, int32_t *labels_out);
+    /* Row r of the batch is image perm[st->start + r] of src: x (rows, dim) its values
+     * (pixel / 255, or the float), and labels_out[r] its label or cond_out (rows,
+     * cond_width) its condition vector, as src holds. With binarize, x is instead a
+     * Bernoulli(value) draw as 0 or 1, from element r * dim + j of the uniform stream
+     * CV_STREAM_BINARIZE(st->step) under seed. */
+    void (*gather_batch)(cv_backend *be, const cv_device_split *src, const cv_step *st,
+                         int rows, bool binarize, uint64_t seed, float *x,
+                         int32_t *labels_out, float *cond_out);
 
     /* st->step += 1, st->start += rows, st->skip = 0 (st in backend memory). */
     void (*advance_step)(cv_backend *be, cv_step *st, int rows);

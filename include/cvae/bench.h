@@ -64,7 +64,7 @@ cv_op_cost cv_cost_pixels_from_logits(int rows, int cols);
 cv_op_cost cv_cost_check_finite(int rows, size_t n);
 cv_op_cost cv_cost_accumulate_loss(int rows);
 cv_op_cost cv_cost_adam(size_t n);
-cv_op_cost cv_cost_gather_batch(int rows, int dim);
+cv_op_cost cv_cost_gather_batch(int rows, int dim, bool float_pixels, int cond_width);
 cv_op_cost cv_cost_zero(size_t bytes);
 cv_op_cost cv_cost_copy(size_t bytes);
 cv_op_cost cv_cost_logsumexp_accumulate(int rows, bool reset);

@@ -7,8 +7,10 @@
  * buffer layout, then a CRC-32 of every byte before it. Written to a temporary file,
  * fsynced and renamed. docs/design.md gives every field's offset.
  *
- * Version 2 saves the five loss sums of cv_loss_sums; version 1 saved the first three
- * (rec, kl, rows) and is still read, its gradient-norm sum and step count as 0.
+ * Version 3 adds the image channels and the condition kind (labels or vectors; the
+ * classes field holds K); version 2 saved the five loss sums of cv_loss_sums, version 1
+ * the first three (rec, kl, rows). Both are still read, as grey images of class labels;
+ * a version 1 file with its gradient-norm sum and step count as 0.
  */
 #ifndef CVAE_CHECKPOINT_H
 #define CVAE_CHECKPOINT_H
@@ -23,7 +25,7 @@
 extern "C" {
 #endif
 
-#define CV_CHECKPOINT_VERSION 2 /* the version written; 1 and 2 are read */
+#define CV_CHECKPOINT_VERSION 3 /* the version written; 1 to 3 are read */
 
 /* How the run trains, beyond the model: what --resume must find unchanged. */
 typedef struct {

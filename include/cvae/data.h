@@ -1,7 +1,10 @@
-/* data.h: IDX image and label files (plain or gzip) and the standard data folder.
+/* data.h: the images a model trains on and their conditions, from IDX or NumPy files.
  *
- * Images are idx3-ubyte (N, H, W), labels idx1-ubyte (N), unsigned bytes only. Every
- * header is validated before any allocation the file does not justify.
+ * Images are (N, H, W) or (N, H, W, C), unsigned bytes (IDX or .npy) or float32 in [0, 1]
+ * (.npy). A split's condition is either a class label per image (IDX idx1-ubyte or an
+ * integer .npy of shape (N,)) or a vector of K floats per image (a float32 .npy of shape
+ * (N, K)). Every header is validated before any allocation the file does not justify;
+ * docs/design.md 1.1 and 4.5 give the folder layouts and the formats.
  */
 #ifndef CVAE_DATA_H
 #define CVAE_DATA_H
@@ -15,31 +18,74 @@
 extern "C" {
 #endif
 
+/* What a model is conditioned on: one class index per image, which enters the first
+ * layers as its one-hot vector, or a vector of K numbers. */
+typedef enum { CV_COND_LABELS = 0, CV_COND_VECTORS = 1 } cv_condition_kind;
+
+#define CV_MAX_CLASSES 256        /* labels are bytes */
+#define CV_MAX_COND_WIDTH 65536   /* K of condition vectors */
+#define CV_MAX_IMAGE_VALUES (1 << 24) /* H * W * C: every (rows x D) index fits an int */
+
 typedef struct {
-    uint8_t *pixels; /* (n, h, w) */
-    uint8_t *labels; /* (n) */
-    int n, h, w;
+    uint8_t *pixels;   /* (n, h, w, channels) bytes: x = pixel / 255; NULL for float images */
+    float *fpixels;    /* (n, h, w, channels) float32 in [0, 1]; NULL for byte images */
+    uint8_t *labels;   /* (n) class indices (labels), else NULL */
+    float *conditions; /* (n, cond_width) (vectors), else NULL */
+    int n, h, w, channels;
+    int cond_width;    /* K of the conditions; 0 for labels */
 } cv_split;
 
 typedef struct {
     cv_split train;
-    cv_split test;    /* n == 0 when the folder has no test files */
-    int n_classes;    /* largest training label + 1, unless asked otherwise */
+    cv_split test;               /* n == 0 when there are no test files */
+    cv_condition_kind condition; /* both splits have the same kind */
+    int cond_width;              /* K: classes (largest training label + 1 unless asked
+                                    otherwise), or the condition vectors' width */
 } cv_data;
 
-/* ndims is 3 for images and 1 for labels; dims receives (n[, h, w]). */
-cv_status cv_idx_read(const char *path, int ndims, int dims[3], uint8_t **payload,
+/* Files named explicitly (NULL: from the data folder). At most one of labels and
+ * conditions per split. The format is recognised from each file's content. */
+typedef struct {
+    const char *train_images, *train_labels, *train_conditions;
+    const char *test_images, *test_labels, *test_conditions;
+} cv_data_files;
+
+/* ndims (1 to 4) is the dimension count the file must have; dims (ndims) receives them. */
+cv_status cv_idx_read(const char *path, int ndims, int *dims, uint8_t **payload,
                       cv_err *err);
-cv_status cv_idx_write(const char *path, int ndims, const int dims[3],
+/* An IDX image file of 3 dimensions (n, h, w: dims[3] = 1 channel) or 4 (n, h, w, c). */
+cv_status cv_idx_read_images(const char *path, int dims[4], uint8_t **payload, cv_err *err);
+cv_status cv_idx_write(const char *path, int ndims, const int *dims,
                        const uint8_t *payload, bool gzip, cv_err *err);
 
-/* Loads DIR/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]. n_classes 0 means "from
- * the training labels". Missing test files leave data->test.n == 0. */
+/* Loads the training split and, when present, the test split: each file from `files`
+ * when named there, else from the folder dir (which may be NULL when files name the
+ * training images and their conditions). Folder names, each also as NAME.gz for IDX:
+ *   train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
+ *   t10k-labels-idx1-ubyte (MNIST's); train_images.npy, train_labels.npy or
+ *   train_conditions.npy, test_images.npy, test_labels.npy or test_conditions.npy;
+ *   and a data set `cvae generate` wrote: images.npy or images-idx3-ubyte (or idx4),
+ *   labels.npy, labels-idx1-ubyte or conditions.npy, as a training split only.
+ * Two candidates for one file are an error that names both. n_classes (labels only) 0
+ * means "from the training labels"; condition vectors take K from their file. */
+cv_status cv_data_load_files(const char *dir, const cv_data_files *files, int n_classes,
+                             cv_data *data, cv_err *err);
+/* cv_data_load_files with every file from the folder. */
 cv_status cv_data_load(const char *dir, int n_classes, cv_data *data, cv_err *err);
 void cv_data_free(cv_data *data);
 
-/* Binarizes a split in place, once: pixel p becomes 255 with probability p / 255, else 0,
- * with the fixed seed CV_BINARIZE_TEST_SEED, so every run evaluates on the same images. */
+/* One file of class labels (IDX idx1-ubyte, or an integer .npy of shape (N,), each 0..255)
+ * or of condition vectors (a float32 .npy of shape (N, K), every value finite), as the
+ * loader reads them: *labels (n) or *rows (n, *width), malloc'd. */
+cv_status cv_labels_read(const char *path, uint8_t **labels, int *n, cv_err *err);
+cv_status cv_conditions_read(const char *path, float **rows, int *n, int *width, cv_err *err);
+
+/* D = h * w * channels: the values of one image. */
+int cv_split_dim(const cv_split *split);
+
+/* Binarizes a split in place, once: value v (pixel / 255, or the float) becomes 1 (a
+ * pixel of 255) with probability v, else 0, with the fixed seed CV_BINARIZE_TEST_SEED,
+ * so every run evaluates on the same images. */
 void cv_split_binarize(cv_split *split);
 void cv_split_free(cv_split *split);
 

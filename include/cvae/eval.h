@@ -20,13 +20,6 @@ extern "C" {
 
 #define CV_EVAL_BATCH 500
 
-typedef struct {
-    uint8_t *pixels; /* (n, D), device */
-    uint8_t *labels; /* (n), device */
-    int32_t *perm;   /* (n), device: batch order */
-    int n, dim;
-} cv_device_split;
-
 cv_status cv_device_split_upload(cv_backend *be, const cv_split *split,
                                  cv_device_split *out, cv_err *err);
 void cv_device_split_free(cv_backend *be, cv_device_split *ds);

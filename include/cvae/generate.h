@@ -1,9 +1,13 @@
-/* generate.h: labeled synthetic data sets and sample grids from a trained model.
+/* generate.h: synthetic data sets, sample grids and reconstructions from a trained model.
  *
- * Image order is interleaved: image i has class classes[i % K] and is image i / K of that
- * class, so every prefix is balanced. Image i's z is row 0 of the Philox stream
- * CV_STREAM_GEN_Z(i) and its Bernoulli draws (with --sample) stream CV_STREAM_GEN_PIXELS(i),
- * so the draws depend only on the seed, not on --batch or the device.
+ * Each image has one of R conditions: R classes (interleaved: image i has class
+ * classes[i % R], so every prefix is balanced), or R rows given explicitly (class labels
+ * or condition vectors, for a model of that kind: image i has row i % R). A data set holds
+ * R * per images (R * per_class, or one image per row with per 1); a grid has a row per
+ * condition and `per` columns, column k holding images kR .. kR + R - 1. Image i's z is
+ * row 0 of the Philox stream CV_STREAM_GEN_Z(i) and its pixel draws (with --sample) stream
+ * CV_STREAM_GEN_PIXELS(i), so the draws depend only on the seed, not on --batch or the
+ * device.
  *
  * Images are decoded in blocks of cv_generate_block_rows rows that start at multiples of
  * the block in the image order (a last, partial block is decoded whole and the extra
@@ -31,13 +35,28 @@ extern "C" {
 
 typedef enum { CV_FMT_IDX, CV_FMT_IDX_GZ, CV_FMT_NPY, CV_FMT_PNG, CV_FMT_GRID } cv_gen_format;
 
+#define CV_GRID_MAX_ROWS 256
+
+/* The conditions generated images take (see above): classes, or explicit rows. */
 typedef struct {
-    int n_classes;         /* how many of classes[] are used */
-    int classes[256];      /* the classes, in output order */
-    long long per_class;   /* images of each class (grid: columns) */
+    int n_classes;           /* how many of classes[] are used (interleaved classes) */
+    int classes[CV_MAX_CLASSES];
+    const uint8_t *labels;   /* or rows given explicitly: n_rows class labels, */
+    const float *conditions; /* or n_rows condition vectors (n_rows, width), width K */
+    int width;
+    long long n_rows;        /* 0: the classes */
+    const char *source;      /* the file the rows came from, for the manifest */
+} cv_gen_conditions;
+
+/* R: the count of conditions. */
+long long cv_gen_condition_count(const cv_gen_conditions *c);
+
+typedef struct {
+    cv_gen_conditions cond;
+    long long per;         /* images of each condition (grid: columns) */
     cv_gen_format format;
-    bool mean;             /* round(255 p) instead of Bernoulli draws */
-    bool same_z;           /* grid only: one z per column, shared by every class */
+    bool mean;             /* round(255 p) instead of draws from the likelihood */
+    bool same_z;           /* grid only: one z per column, shared by every row */
     uint64_t seed;
     int batch;             /* images decoded at a time */
     const char *out;       /* a folder, or the PNG file of a grid */
@@ -54,22 +73,27 @@ typedef struct {
 /* Rows of the blocks images are decoded in: 256, fewer for images over 16,384 pixels. */
 int cv_generate_block_rows(const cv_model *model);
 
-/* The model must have a workspace of at least cv_generate_block_rows rows (grid:
- * n_classes rows). opt->batch images are decoded per device round trip, rounded up to
- * whole blocks. */
+/* Checks that the conditions suit the model: classes or labels below its K for a model of
+ * labels, rows of width K (all finite) for one of condition vectors, at most
+ * CV_GRID_MAX_ROWS for a grid. CV_ERR_USAGE for the wrong kind, CV_ERR_FORMAT for bad rows,
+ * each one line naming the source. cv_generate calls it before writing anything. */
+cv_status cv_generate_check(const cv_model_config *model, const cv_generate_options *opt,
+                            cv_err *err);
+
+/* The model must have a workspace of at least cv_generate_block_rows rows (grid: its
+ * rows). opt->batch images are decoded per device round trip, rounded up to whole blocks. */
 cv_status cv_generate(cv_model *model, cv_workspace *ws, const cv_generate_options *opt,
                       cv_generate_result *res, cv_err *err);
 
-/* Writes a samples grid (one row per class, `cols` columns) to path, PNG. */
-cv_status cv_generate_grid(cv_model *model, cv_workspace *ws, const int *classes,
-                           int n_classes, int cols, bool same_z, bool mean, uint64_t seed,
-                           const char *path, cv_err *err);
+/* Writes a samples grid (a row per condition, `cols` columns) to path, PNG. */
+cv_status cv_generate_grid(cv_model *model, cv_workspace *ws, const cv_gen_conditions *cond,
+                           int cols, bool same_z, bool mean, uint64_t seed, const char *path,
+                           cv_err *err);
 
-/* Writes `count` test images (top row) above their reconstructions from the posterior
- * mean (bottom row) to path, PNG. */
-cv_status cv_reconstructions_png(cv_model *model, cv_workspace *ws, const uint8_t *pixels,
-                                 const uint8_t *labels, int count, const char *path,
-                                 cv_err *err);
+/* Writes the first `count` images of split (top row) above their reconstructions from the
+ * posterior mean (bottom row) to path, PNG. */
+cv_status cv_reconstructions_png(cv_model *model, cv_workspace *ws, const cv_split *split,
+                                 int count, const char *path, cv_err *err);
 
 #ifdef __cplusplus
 }

@@ -1,11 +1,13 @@
 /* model.h: the CVAE of docs/design.md section 1 over a backend.
  *
- * Encoder: h1 = relu(W1x x + W1c[c] + b1), ..., enc = Whead h + bhead = [mu | s].
- * Decoder: g1 = relu(V1z z + V1c[c] + d1), ..., logits = Vout g + dout.
- * All parameters live in one contiguous buffer described by cv_layout; gradients and
- * Adam's m and v use the same layout, so the optimiser is one pass and a checkpoint one
- * write. The condition columns of the first layer of each network are stored as a
- * (classes, out) table so that the column of class c is one contiguous row.
+ * Encoder: h1 = relu(W1x x + W1c c + b1), ..., enc = Whead h + bhead = [mu | s].
+ * Decoder: g1 = relu(V1z z + V1c c + d1), ..., logits = Vout g + dout.
+ * c is the condition: a class label's one-hot vector, whose product with W1c is the
+ * gathered column c, or a vector of K numbers, whose product is a GEMM. All parameters
+ * live in one contiguous buffer described by cv_layout; gradients and Adam's m and v use
+ * the same layout, so the optimiser is one pass and a checkpoint one write. W1c is stored
+ * transposed, as a (K, out) table, so the column of class c is one contiguous row and a
+ * batch of vectors C (rows, K) multiplies it as C x table.
  */
 #ifndef CVAE_MODEL_H
 #define CVAE_MODEL_H
@@ -15,6 +17,7 @@
 #include <stdint.h>
 
 #include "cvae/backend.h"
+#include "cvae/data.h"
 #include "cvae/status.h"
 
 #ifdef __cplusplus
@@ -28,12 +31,13 @@ extern "C" {
 typedef enum { CV_PRIOR_STANDARD = 0, CV_PRIOR_CONDITIONAL = 1 } cv_prior_kind;
 
 typedef struct {
-    int height, width; /* D = height * width */
-    int n_classes;
+    int height, width, channels; /* D = height * width * channels */
+    cv_condition_kind condition; /* class labels or condition vectors */
+    int cond_width;              /* K: the classes, or the condition vectors' width */
     int latent;
     int n_hidden;
     int hidden[CV_MAX_HIDDEN];
-    cv_prior_kind prior;      /* conditional: learned N(m_c, diag exp(r_c)), tables at 0 */
+    cv_prior_kind prior;      /* conditional: learned N(M c, diag exp(R c)), tables at 0 */
     cv_likelihood likelihood; /* Bernoulli, or Gaussian with standard deviation sigma */
     float sigma;
 } cv_model_config;
@@ -41,7 +45,7 @@ typedef struct {
 typedef struct {
     int in, out;
     size_t w;    /* (out, in) */
-    size_t cond; /* (classes, out), or CV_NO_COND */
+    size_t cond; /* (K, out), or CV_NO_COND */
     size_t b;    /* (out) */
     bool relu;
 } cv_layer;
@@ -52,7 +56,7 @@ typedef struct {
     int n_layers; /* encoder layers (hidden + head) then decoder layers (hidden + out) */
     int n_enc;
     cv_layer layers[CV_MAX_LAYERS];
-    size_t prior_m, prior_r; /* (classes, L) tables of the conditional prior, or CV_NO_COND */
+    size_t prior_m, prior_r; /* (K, L) tables of the conditional prior, or CV_NO_COND */
     size_t n_params;
 } cv_layout;
 
@@ -60,7 +64,11 @@ typedef struct {
 typedef struct {
     int max_rows;
     float *x;         /* (rows, D) */
-    int32_t *labels;  /* (rows) */
+    int32_t *labels;  /* (rows): class labels */
+    float *cond;      /* (rows, K): condition vectors; NULL for labels */
+    /* condition vectors with the learned prior: each row's prior mean and log-variance
+     * (M c, R c) and their gradients, (rows, L) each; else NULL */
+    float *prior_m, *prior_r, *dprior_m, *dprior_r;
     float *act[CV_MAX_LAYERS];  /* layer outputs (rows, out); act[n_enc-1] = [mu | s] */
     float *dact[CV_MAX_LAYERS]; /* their gradients */
     float *eps, *z, *dz;        /* (rows, L) */
@@ -95,7 +103,7 @@ cv_status cv_model_create(cv_backend *be, const cv_model_config *cfg, cv_model *
 void cv_model_destroy(cv_model *model);
 
 /* nn.Linear initialisation: every weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
- * fan_in counting the one-hot columns; gradients and Adam state zeroed. CV_ERR_NOMEM
+ * fan_in counting the K condition columns; gradients and Adam state zeroed. CV_ERR_NOMEM
  * when the host copy the values are drawn into cannot be allocated. */
 cv_status cv_model_init_params(cv_model *model, uint64_t seed, cv_err *err);
 
@@ -103,7 +111,7 @@ cv_status cv_workspace_create(cv_model *model, int max_rows, cv_workspace *ws,
                               cv_err *err);
 void cv_workspace_destroy(cv_model *model, cv_workspace *ws);
 
-/* Forward pass over ws->x and ws->labels (rows filled): per-sample rec and kl in
+/* Forward pass over ws->x and ws->labels or ws->cond (rows filled): per-sample rec and kl in
  * ws->rec and ws->kl, and ws->log_ratio when want_log_ratio. With want_grad, also the
  * gradient of the logits for loss = (1/rows) sum (rec + beta kl). */
 void cv_model_forward(cv_model *model, cv_workspace *ws, int rows, const cv_noise *noise,
@@ -115,15 +123,17 @@ void cv_model_encode(cv_model *model, cv_workspace *ws, int rows);
 void cv_model_sample_decode(cv_model *model, cv_workspace *ws, int rows,
                             const cv_noise *noise, bool want_grad, bool want_log_ratio);
 
-/* The model's prior over the parameters in params (NULL: the standard normal), and the
- * matching gradient tables in grads. */
-const cv_prior *cv_model_prior(const cv_model *model, cv_prior *storage);
-cv_prior_grad *cv_model_prior_grad(const cv_model *model, cv_prior_grad *storage);
+/* The prior of the batch in ws (NULL: the standard normal): with labels, the tables in
+ * params, indexed by ws->labels; with condition vectors, the rows M c and R c, which this
+ * computes into ws->prior_m and ws->prior_r from ws->cond. */
+const cv_prior *cv_model_batch_prior(cv_model *model, cv_workspace *ws, int rows,
+                                     cv_prior *storage);
 
 /* Backward pass after a forward with want_grad: accumulates into model->grads. */
 void cv_model_backward(cv_model *model, cv_workspace *ws, int rows, float beta);
 
-/* Decodes z (rows, L) with labels into logits ws->act[n_layers-1] (rows, D). */
+/* Decodes z (rows, L) with ws->labels or ws->cond into logits ws->act[n_layers-1]
+ * (rows, D). */
 void cv_model_decode(cv_model *model, cv_workspace *ws, int rows);
 
 #ifdef __cplusplus

@@ -1,18 +1,23 @@
-/* png.h: 8-bit grayscale PNG files through libpng, written whole or not at all. */
+/* png.h: 8-bit PNG files through libpng (grey, grey + alpha, RGB or RGBA for 1 to 4
+ * channels), written whole or not at all. */
 #ifndef CVAE_PNG_H
 #define CVAE_PNG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "cvae/status.h"
 
-/* pixels (height, width), row-major. */
-cv_status cv_png_write_gray(const char *path, const uint8_t *pixels, int height, int width,
-                            cv_err *err);
+#define CV_PNG_MAX_CHANNELS 4
 
-/* A grid of tiles (rows x cols tiles of h x w pixels each, tile t at tiles + t*h*w, row
- * major over the grid) with a `gap`-pixel mid-grey border. */
+/* pixels (height, width, channels), row-major with the channels interleaved. */
+cv_status cv_png_write(const char *path, const uint8_t *pixels, int height, int width,
+                       int channels, cv_err *err);
+
+/* A grid of tiles (rows x cols tiles of h x w pixels of `channels` values each, tile t at
+ * tiles + t*h*w*channels, row major over the grid) with a `gap`-pixel mid-grey border
+ * (opaque for RGBA). */
 cv_status cv_png_write_grid(const char *path, const uint8_t *tiles, int rows, int cols, int h,
-                            int w, int gap, cv_err *err);
+                            int w, int channels, int gap, cv_err *err);
 
 #endif

@@ -18,7 +18,8 @@ extern "C" {
 #define CV_ADAM_EPS 1e-8f
 
 typedef struct {
-    const char *data_dir;
+    const char *data_dir;     /* may be NULL when files names the training data */
+    cv_data_files files;      /* files named explicitly, over the folder's */
     const char *device;       /* auto, cpu or cuda */
     cv_backend_options backend;
     const char *out_dir;      /* NULL: the model is not saved */
@@ -28,7 +29,7 @@ typedef struct {
     int n_hidden;
     int hidden[CV_MAX_HIDDEN];
     int latent;
-    int n_classes; /* 0: from the training labels */
+    int n_classes; /* class labels: 0 means from the training labels */
     cv_prior_kind prior;
     cv_likelihood likelihood;
     float sigma;

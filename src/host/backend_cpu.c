@@ -265,6 +265,11 @@ static void cpu_bias_act_backward(cv_backend *be, float *dy, const float *y, flo
     }
 }
 
+/* The prior row of batch row r: its label's (tables), or its own (per row). */
+static int prior_row(bool per_row, const int32_t *labels, int r) {
+    return per_row ? r : labels[r];
+}
+
 static void cpu_reparam_forward(cv_backend *be, const float *enc, float *eps, bool draw_eps,
                                 uint64_t seed, uint64_t stream_base, const cv_step *st,
                                 const cv_prior *prior, const int32_t *labels, float *z,
@@ -276,8 +281,9 @@ static void cpu_reparam_forward(cv_backend *be, const float *enc, float *eps, bo
     for (int r = 0; r < rows; r++) {
         const float *mu = enc + (size_t)r * 2 * latent, *s = mu + latent;
         const float *er = eps + (size_t)r * latent;
-        const float *pm = prior ? prior->m + (size_t)labels[r] * latent : NULL;
-        const float *pr = prior ? prior->r + (size_t)labels[r] * latent : NULL;
+        const size_t row = prior ? (size_t)prior_row(prior->per_row, labels, r) * latent : 0;
+        const float *pm = prior ? prior->m + row : NULL;
+        const float *pr = prior ? prior->r + row : NULL;
         float *zr = z + (size_t)r * latent;
         float k = 0.0f, lr = 0.0f;
         for (int j = 0; j < latent; j++) {
@@ -303,13 +309,15 @@ static void cpu_reparam_backward(cv_backend *be, const float *enc, const float *
                                  int rows, int latent) {
     (void)be;
     /* rows are independent, except that the learned prior's table gradients are sums over
-     * rows: with a prior, one thread takes the rows in order */
-#pragma omp parallel for if (!prior && (long)rows * latent > 1024) schedule(static)
+     * rows: with tables, one thread takes the rows in order; a per-row prior's gradients
+     * are the rows' own, written */
+    const bool tables = prior && !prior->per_row;
+#pragma omp parallel for if (!tables && (long)rows * latent > 1024) schedule(static)
     for (int r = 0; r < rows; r++) {
         const float *mu = enc + (size_t)r * 2 * latent, *s = mu + latent;
         const float *er = eps + (size_t)r * latent, *dzr = dz + (size_t)r * latent;
         float *dmu = denc + (size_t)r * 2 * latent, *ds = dmu + latent;
-        size_t row = prior ? (size_t)labels[r] * latent : 0;
+        size_t row = prior ? (size_t)prior_row(prior->per_row, labels, r) * latent : 0;
         for (int j = 0; j < latent; j++) {
             float sj = cv_clamp_logvar(s[j]);
             float reparam_s = cv_reparam_grad_s(sj, er[j], dzr[j], 0.0f);
@@ -324,9 +332,16 @@ static void cpu_reparam_backward(cv_backend *be, const float *enc, const float *
             dmu[j] = dzr[j] + kl_scale * g_mu;
             ds[j] = (reparam_s + kl_scale * cv_kl_gauss_grad_s(sj, rj)) *
                     cv_clamp_logvar_grad(s[j]);
-            dprior->m[row + j] -= kl_scale * g_mu;
-            dprior->r[row + j] += kl_scale * cv_kl_gauss_grad_r(mu[j], sj, m, rj) *
-                                  cv_clamp_logvar_grad(rr);
+            const float g_m = -(kl_scale * g_mu);
+            const float g_r = kl_scale * cv_kl_gauss_grad_r(mu[j], sj, m, rj) *
+                              cv_clamp_logvar_grad(rr);
+            if (tables) {
+                dprior->m[row + j] += g_m;
+                dprior->r[row + j] += g_r;
+            } else {
+                dprior->m[row + j] = g_m;
+                dprior->r[row + j] = g_r;
+            }
         }
     }
 }
@@ -337,7 +352,8 @@ static void cpu_prior_transform(cv_backend *be, const cv_prior *prior, const int
     if (!prior) return;
     for (int r = 0; r < rows; r++)
         for (int j = 0; j < latent; j++) {
-            size_t t = (size_t)labels[r] * latent + j, i = (size_t)r * latent + j;
+            size_t t = (size_t)prior_row(prior->per_row, labels, r) * latent + j;
+            size_t i = (size_t)r * latent + j;
             z[i] = cv_reparam_z(prior->m[t], cv_clamp_logvar(prior->r[t]), z[i]);
         }
 }
@@ -488,24 +504,25 @@ static void cpu_accumulate_loss(cv_backend *be, cv_loss_sums *sums, const float 
     }
 }
 
-static void cpu_gather_batch(cv_backend *be, const uint8_t *pixels, const uint8_t *labels,
-                             const int32_t *perm, const cv_step *st, int rows, int dim,
-                             bool binarize, uint64_t seed, float *x, int32_t *labels_out) {
+static void cpu_gather_batch(cv_backend *be, const cv_device_split *s, const cv_step *st,
+                             int rows, bool binarize, uint64_t seed, float *x,
+                             int32_t *labels_out, float *cond_out) {
     (void)be;
-    const int start = st->start;
+    const int start = st->start, dim = s->dim, K = s->cond_width;
     const uint64_t stream = CV_STREAM_BINARIZE(st->step);
 #pragma omp parallel for if ((long)rows * dim > PAR_MIN) schedule(static)
     for (int r = 0; r < rows; r++) {
-        size_t src = (size_t)perm[start + r];
-        const uint8_t *p = pixels + src * dim;
+        size_t src = (size_t)s->perm[start + r];
         float *xr = x + (size_t)r * dim;
         for (int j = 0; j < dim; j++) {
-            float v = (float)p[j] / 255.0f;
+            float v = cv_pixel_value(s->pixels, s->fpixels, src * dim + j);
             xr[j] = binarize ? (cv_philox_uniform(seed, stream, (uint64_t)r * dim + j) < v ? 1.0f
                                                                                            : 0.0f)
                              : v;
         }
-        labels_out[r] = labels[src];
+        if (s->labels) labels_out[r] = s->labels[src];
+        if (s->conditions)
+            memcpy(cond_out + (size_t)r * K, s->conditions + src * K, (size_t)K * sizeof(float));
     }
 }
 

@@ -156,10 +156,10 @@ static void cuda_check_finite(cv_backend *be, const float *rec, const float *kl,
     cv_check_finite_cuda(rec, kl, rows, grads, n, st, ctx_of(be)->scratch, ctx_of(be)->stream);
 }
 
-static void cuda_gather_batch(cv_backend *be, const uint8_t *pixels, const uint8_t *labels,
-                              const int32_t *perm, const cv_step *st, int rows, int dim,
-                              bool binarize, uint64_t seed, float *x, int32_t *labels_out) {
-    cv_gather_batch_cuda(pixels, labels, perm, st, rows, dim, binarize, seed, x, labels_out,
+static void cuda_gather_batch(cv_backend *be, const cv_device_split *src, const cv_step *st,
+                              int rows, bool binarize, uint64_t seed, float *x,
+                              int32_t *labels_out, float *cond_out) {
+    cv_gather_batch_cuda(src, st, rows, binarize, seed, x, labels_out, cond_out,
                          ctx_of(be)->stream);
 }
 

@@ -219,12 +219,13 @@ static void timed_accumulate_loss(cv_backend *be, cv_loss_sums *sums, const floa
           in->accumulate_loss(in, sums, rec, kl, rows, st));
 }
 
-static void timed_gather_batch(cv_backend *be, const uint8_t *pixels, const uint8_t *labels,
-                               const int32_t *perm, const cv_step *st, int rows, int dim,
-                               bool binarize, uint64_t seed, float *x, int32_t *labels_out) {
-    TIMED(be, CV_FAMILY_GATHER, cv_cost_gather_batch(rows, dim),
-          in->gather_batch(in, pixels, labels, perm, st, rows, dim, binarize, seed, x,
-                           labels_out));
+static void timed_gather_batch(cv_backend *be, const cv_device_split *src, const cv_step *st,
+                               int rows, bool binarize, uint64_t seed, float *x,
+                               int32_t *labels_out, float *cond_out) {
+    TIMED(be, CV_FAMILY_GATHER,
+          cv_cost_gather_batch(rows, src->dim, src->fpixels != NULL,
+                               src->conditions ? src->cond_width : 0),
+          in->gather_batch(in, src, st, rows, binarize, seed, x, labels_out, cond_out));
 }
 
 static void timed_advance_step(cv_backend *be, cv_step *st, int rows) {

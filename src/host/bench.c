@@ -188,7 +188,8 @@ static void state_free(bench_state *s) {
 }
 
 static cv_model_config model_config(const cv_bench_options *o, int height, int width) {
-    cv_model_config cfg = {.height = height, .width = width, .n_classes = o->classes,
+    cv_model_config cfg = {.height = height, .width = width, .channels = 1,
+                           .condition = CV_COND_LABELS, .cond_width = o->classes,
                            .latent = o->latent, .n_hidden = o->n_hidden};
     memcpy(cfg.hidden, o->hidden, sizeof cfg.hidden);
     return cfg;
@@ -199,7 +200,7 @@ static cv_model_config model_config(const cv_bench_options *o, int height, int w
 static cv_status upload_synthetic(bench_state *s, const cv_bench_options *o, int height,
                                   int width, cv_err *err) {
     const int rows = o->batch * CYCLE_STEPS, dim = height * width;
-    cv_split sp = {.n = rows, .h = height, .w = width};
+    cv_split sp = {.n = rows, .h = height, .w = width, .channels = 1};
     sp.pixels = malloc((size_t)rows * dim);
     sp.labels = malloc((size_t)rows);
     float *u = malloc((size_t)dim * sizeof(float));

@@ -9,12 +9,16 @@
 #include "cvae/fileio.h"
 
 #define MAGIC "CVAECKPT"
-/* the header fields after the loss sums, and the sums: 3 float64 in version 1, 5 since */
+/* the header fields but the loss sums and the data shape, then the sums: 3 float64 in
+ * version 1, 5 since; version 3 adds the channels and the condition kind (2 u32) */
 #define FIELDS_BYTES_WITHOUT_SUMS (4 * (5 + CV_MAX_HIDDEN) + 3 * 4 + 8 + 8 + 4 + 4 + 4 + 4 + 8 + \
                                    4 + 4 + 4 + 8 + 4 + 4 + 8)
 #define SUMS_V1 3
 #define SUMS_V2 5
-#define HEADER_FIELDS_BYTES(sums) (FIELDS_BYTES_WITHOUT_SUMS + 8 * (sums))
+#define DATA_SHAPE_BYTES 8
+#define HEADER_FIELDS_BYTES(version)                                                    \
+    (FIELDS_BYTES_WITHOUT_SUMS + 8 * ((version) == 1 ? SUMS_V1 : SUMS_V2) +             \
+     ((version) >= 3 ? DATA_SHAPE_BYTES : 0))
 #define PREFIX_BYTES (8 + 4 + 4)
 
 _Static_assert(sizeof(cv_loss_sums) == SUMS_V2 * sizeof(double), "cv_loss_sums is 5 doubles");
@@ -67,10 +71,10 @@ static void encode_header(const cv_checkpoint *ck, uint8_t *buf) {
     memcpy(w.p, MAGIC, 8);
     w.p += 8;
     put_u32(&w, CV_CHECKPOINT_VERSION);
-    put_u32(&w, HEADER_FIELDS_BYTES(SUMS_V2));
+    put_u32(&w, HEADER_FIELDS_BYTES(CV_CHECKPOINT_VERSION));
     put_u32(&w, (uint32_t)ck->cfg.height);
     put_u32(&w, (uint32_t)ck->cfg.width);
-    put_u32(&w, (uint32_t)ck->cfg.n_classes);
+    put_u32(&w, (uint32_t)ck->cfg.cond_width);
     put_u32(&w, (uint32_t)ck->cfg.latent);
     put_u32(&w, (uint32_t)ck->cfg.n_hidden);
     for (int i = 0; i < CV_MAX_HIDDEN; i++) put_u32(&w, (uint32_t)ck->cfg.hidden[i]);
@@ -93,6 +97,8 @@ static void encode_header(const cv_checkpoint *ck, uint8_t *buf) {
     put_u64(&w, (uint64_t)ck->train.warmup_steps);
     put_u32(&w, f32_bits(ck->train.clip_norm));
     put_u32(&w, (uint32_t)ck->train.binarize);
+    put_u32(&w, (uint32_t)ck->cfg.channels);
+    put_u32(&w, (uint32_t)ck->cfg.condition);
     put_u64(&w, (uint64_t)ck->n_params);
 }
 
@@ -100,7 +106,7 @@ static void encode_header(const cv_checkpoint *ck, uint8_t *buf) {
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "checkpoint I/O assumes little-endian");
 
 cv_status cv_checkpoint_save(const char *path, cv_checkpoint *ck, cv_err *err) {
-    uint8_t header[PREFIX_BYTES + HEADER_FIELDS_BYTES(SUMS_V2)];
+    uint8_t header[PREFIX_BYTES + HEADER_FIELDS_BYTES(CV_CHECKPOINT_VERSION)];
     encode_header(ck, header);
     size_t bytes = ck->n_params * sizeof(float);
     uint32_t crc = (uint32_t)crc32(0L, header, sizeof header);
@@ -136,14 +142,14 @@ static cv_status parse(const char *path, const uint8_t *buf, size_t size, cv_che
                        "%s: checkpoint version %u, this cvae reads versions 1 to %d", path,
                        version, CV_CHECKPOINT_VERSION);
     const int n_sums = version == 1 ? SUMS_V1 : SUMS_V2;
-    const size_t hdr = PREFIX_BYTES + HEADER_FIELDS_BYTES(n_sums);
-    if (fields != (uint32_t)HEADER_FIELDS_BYTES(n_sums) || size < hdr + 4)
+    const size_t hdr = PREFIX_BYTES + HEADER_FIELDS_BYTES(version);
+    if (fields != (uint32_t)HEADER_FIELDS_BYTES(version) || size < hdr + 4)
         return cv_fail(err, CV_ERR_FORMAT, "%s: truncated or malformed checkpoint header",
                        path);
     cv_model_config *c = &ck->cfg;
     c->height = (int)get_u32(&p);
     c->width = (int)get_u32(&p);
-    c->n_classes = (int)get_u32(&p);
+    c->cond_width = (int)get_u32(&p);
     c->latent = (int)get_u32(&p);
     c->n_hidden = (int)get_u32(&p);
     for (int i = 0; i < CV_MAX_HIDDEN; i++) c->hidden[i] = (int)get_u32(&p);
@@ -166,6 +172,9 @@ static cv_status parse(const char *path, const uint8_t *buf, size_t size, cv_che
     ck->train.warmup_steps = (int64_t)get_u64(&p);
     ck->train.clip_norm = bits_f32(get_u32(&p));
     ck->train.binarize = (int32_t)get_u32(&p);
+    /* before version 3 every model was of grey images and class labels */
+    c->channels = version >= 3 ? (int)get_u32(&p) : 1;
+    c->condition = version >= 3 ? (cv_condition_kind)get_u32(&p) : CV_COND_LABELS;
     uint64_t n_params = get_u64(&p);
 
     cv_layout lo;

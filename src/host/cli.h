@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cvae/data.h"
 #include "cvae/status.h"
 
 #define CV_EXIT_FAIL 1
@@ -39,6 +40,28 @@ bool cv_parse_device(const char *cmd, const char *s);
  * line and returns 0 with *exit_code set. */
 int cv_next_flag(const char *cmd, int argc, char **argv, const struct option *opts,
                  int *exit_code);
+
+/* The data file flags of train and eval (--train-images FILE ... --test-conditions
+ * FILE), with codes of their own so that a command's option table takes them whole. */
+enum {
+    CV_OPT_TRAIN_IMAGES = 1000,
+    CV_OPT_TRAIN_LABELS,
+    CV_OPT_TRAIN_CONDITIONS,
+    CV_OPT_TEST_IMAGES,
+    CV_OPT_TEST_LABELS,
+    CV_OPT_TEST_CONDITIONS,
+};
+#define CV_DATA_FILE_OPTIONS                                                  \
+    {"train-images", required_argument, 0, CV_OPT_TRAIN_IMAGES},              \
+        {"train-labels", required_argument, 0, CV_OPT_TRAIN_LABELS},          \
+        {"train-conditions", required_argument, 0, CV_OPT_TRAIN_CONDITIONS},  \
+        {"test-images", required_argument, 0, CV_OPT_TEST_IMAGES},            \
+        {"test-labels", required_argument, 0, CV_OPT_TEST_LABELS},            \
+        {"test-conditions", required_argument, 0, CV_OPT_TEST_CONDITIONS}
+/* Sets the file of a data file flag's code in f; false for any other code. */
+bool cv_data_file_flag(int code, const char *arg, cv_data_files *f);
+/* The help lines of the data file flags. */
+extern const char cv_data_files_help[];
 
 int cv_cmd_train(int argc, char **argv);
 int cv_cmd_eval(int argc, char **argv);

@@ -107,6 +107,28 @@ bool cv_parse_device(const char *cmd, const char *s) {
     return false;
 }
 
+bool cv_data_file_flag(int code, const char *arg, cv_data_files *f) {
+    switch (code) {
+    case CV_OPT_TRAIN_IMAGES: f->train_images = arg; return true;
+    case CV_OPT_TRAIN_LABELS: f->train_labels = arg; return true;
+    case CV_OPT_TRAIN_CONDITIONS: f->train_conditions = arg; return true;
+    case CV_OPT_TEST_IMAGES: f->test_images = arg; return true;
+    case CV_OPT_TEST_LABELS: f->test_labels = arg; return true;
+    case CV_OPT_TEST_CONDITIONS: f->test_conditions = arg; return true;
+    default: return false;
+    }
+}
+
+const char cv_data_files_help[] =
+    "data files (each over the one of the same role in --data DIR; a file's format is\n"
+    "recognised from its content, IDX (plain or gzip) or NumPy .npy):\n"
+    "  --train-images FILE    (N, H, W) or (N, H, W, C): IDX unsigned bytes, or .npy uint8\n"
+    "                         or float32 in [0, 1]\n"
+    "  --train-labels FILE    class indices 0..255: IDX idx1, or an integer .npy (N,)\n"
+    "  --train-conditions FILE  condition vectors: a float32 .npy (N, K), finite\n"
+    "  --test-images FILE, --test-labels FILE, --test-conditions FILE  the test split\n"
+    "                         (optional; of the training split's condition kind)\n";
+
 /* Whether word ("--name" or "--name=value") spells the flag name whole. */
 static bool spelled_whole(const char *word, const char *name) {
     size_t n = strlen(name);

@@ -13,7 +13,8 @@
 static const char *help =
     "usage: cvae eval --model CKPT --data DIR [flags]\n"
     "\n"
-    "Evaluate a checkpoint on DIR's t10k test files: the test negative ELBO (one z per\n"
+    "Evaluate a checkpoint on the test split of DIR (t10k-* or test_*.npy files, as cvae\n"
+    "train reads them, or the file flags below): the test negative ELBO (one z per\n"
     "image) split into rec and kl, the KL of each latent dimension and the count of active\n"
     "units (variance over the test set of the posterior mean > 0.01), and with --iwae K\n"
     "the importance-weighted estimate of -log p(x|c) from K samples. Figures are nats per\n"
@@ -22,10 +23,11 @@ static const char *help =
     "stderr is a terminal, a progress line shows the batches done and images per second.\n"
     "\n"
     "  --model CKPT   checkpoint written by cvae train (required)\n"
-    "  --data DIR     data folder with t10k-images/labels files (required)\n"
+    "  --data DIR     data folder with the training and test files (or the file flags)\n"
     "  --iwae K       also the IWAE bound with K importance samples\n"
     "  --marginal     with --iwae: -log p(x) = -logsumexp_c [log p(c) + log p(x|c)], p(c)\n"
-    "                 the training label frequencies, each term with K samples\n"
+    "                 the training label frequencies, each term with K samples (models\n"
+    "                 of class labels only)\n"
     "  --seed S       seed of the evaluation noise (default 0)\n"
     "  --device D     auto, cpu or cuda (default auto)\n"
     "  --json         one JSON object: test_neg_elbo, test_rec, test_kl, *_bits_per_dim,\n"
@@ -79,19 +81,43 @@ static void eval_free(eval_state *s) {
     cv_checkpoint_free(&s->ck);
 }
 
+/* The test split must be what the checkpoint's model takes. */
+static cv_status check_test_split(const cv_data *d, const cv_model_config *c, const char *data,
+                                  const char *model, cv_err *err) {
+    const cv_split *t = &d->test;
+    if (!t->n)
+        return cv_fail(err, CV_ERR_IO, "%s: no test files to evaluate on (t10k-images and "
+                       "t10k-labels, test_images.npy with test_labels.npy or "
+                       "test_conditions.npy, or --test-images)", data);
+    if (t->h != c->height || t->w != c->width || t->channels != c->channels)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: test images are %dx%dx%d but %s was trained on "
+                       "%dx%dx%d", data, t->h, t->w, t->channels, model, c->height, c->width,
+                       c->channels);
+    if (d->condition != c->condition || d->cond_width != c->cond_width)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: the data has %s of width %d but %s takes %s of "
+                       "width %d", data,
+                       d->condition == CV_COND_LABELS ? "class labels" : "condition vectors",
+                       d->cond_width, model,
+                       c->condition == CV_COND_LABELS ? "class labels" : "condition vectors",
+                       c->cond_width);
+    return CV_OK;
+}
+
 static cv_status prepare(eval_state *s, const char *model, const char *data,
-                         const char *device, cv_err *err) {
+                         const cv_data_files *files, const char *device, bool marginal,
+                         cv_err *err) {
     cv_status st = cv_checkpoint_load(model, &s->ck, err);
-    if (!st) st = cv_data_load(data, s->ck.cfg.n_classes, &s->data, err);
+    const cv_model_config *c = &s->ck.cfg;
+    if (!st && marginal && c->condition != CV_COND_LABELS)
+        st = cv_fail(err, CV_ERR_USAGE, "--marginal sums over classes: %s takes condition "
+                     "vectors, not class labels", model);
+    if (!st)
+        st = cv_data_load_files(data, files, c->condition == CV_COND_LABELS ? c->cond_width : 0,
+                                &s->data, err);
     if (st) return st;
     if (s->ck.train.binarize) cv_split_binarize(&s->data.test);
-    if (!s->data.test.n)
-        return cv_fail(err, CV_ERR_IO, "%s: no t10k-images/t10k-labels files to evaluate on",
-                       data);
-    if (s->data.test.h != s->ck.cfg.height || s->data.test.w != s->ck.cfg.width)
-        return cv_fail(err, CV_ERR_FORMAT, "%s: test images are %dx%d but %s was trained on %dx%d",
-                       data, s->data.test.h, s->data.test.w, model, s->ck.cfg.height,
-                       s->ck.cfg.width);
+    st = check_test_split(&s->data, c, data ? data : files->test_images, model, err);
+    if (st) return st;
     st = cv_backend_open(device, NULL, &s->be, err);
     if (!st) st = cv_model_from_checkpoint(s->be, &s->ck, &s->model, err);
     if (!st) st = cv_workspace_create(&s->model, CV_EVAL_BATCH, &s->ws, err);
@@ -104,10 +130,11 @@ int cv_cmd_eval(int argc, char **argv) {
         {"model", required_argument, 0, OPT_MODEL}, {"data", required_argument, 0, OPT_DATA},
         {"iwae", required_argument, 0, OPT_IWAE},   {"seed", required_argument, 0, OPT_SEED},
         {"device", required_argument, 0, OPT_DEVICE}, {"json", no_argument, 0, OPT_JSON},
-        {"marginal", no_argument, 0, OPT_MARGINAL},
+        {"marginal", no_argument, 0, OPT_MARGINAL}, CV_DATA_FILE_OPTIONS,
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
     };
     const char *cmd = "eval", *model = NULL, *data = NULL, *device = "auto";
+    cv_data_files files = {0};
     int iwae = 0;
     uint64_t seed = 0;
     bool json = false, marginal = false;
@@ -117,9 +144,17 @@ int cv_cmd_eval(int argc, char **argv) {
     while ((c = cv_next_flag(cmd, argc, argv, opts, &rc)) > 0) {
         bool ok = true;
         switch (c) {
-        case 'h': fputs(help, stdout); return 0;
+        case 'h':
+            fputs(help, stdout);
+            fputs("\n", stdout);
+            fputs(cv_data_files_help, stdout);
+            return 0;
         case OPT_MODEL: model = optarg; break;
         case OPT_DATA: data = optarg; break;
+        case CV_OPT_TRAIN_IMAGES: case CV_OPT_TRAIN_LABELS: case CV_OPT_TRAIN_CONDITIONS:
+        case CV_OPT_TEST_IMAGES: case CV_OPT_TEST_LABELS: case CV_OPT_TEST_CONDITIONS:
+            cv_data_file_flag(c, optarg, &files);
+            break;
         case OPT_IWAE: ok = cv_parse_int(cmd, "--iwae", optarg, 1, 1000000, &iwae); break;
         case OPT_SEED: ok = cv_parse_u64(cmd, "--seed", optarg, &seed); break;
         case OPT_DEVICE: ok = cv_parse_device(cmd, optarg); device = optarg; break;
@@ -132,23 +167,24 @@ int cv_cmd_eval(int argc, char **argv) {
     if (rc) return rc;
     if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!model) return cv_usage_error(cmd, "--model CKPT is required");
-    if (!data) return cv_usage_error(cmd, "--data DIR is required");
+    if (!data && !files.train_images)
+        return cv_usage_error(cmd, "--data DIR (or --train-images and --test-images) is required");
     if (marginal && !iwae) return cv_usage_error(cmd, "--marginal needs --iwae K");
 
     eval_state s;
     memset(&s, 0, sizeof s);
     cv_err err;
-    cv_status st = prepare(&s, model, data, device, &err);
+    cv_status st = prepare(&s, model, data, &files, device, marginal, &err);
     if (st) {
         eval_free(&s);
         return cv_report(cmd, st, &err);
     }
-    /* log p(c): the training label frequencies */
-    const int K = s.ck.cfg.n_classes, L = s.ck.cfg.latent;
-    double log_prior[256];
-    for (int c = 0; c < K; c++) log_prior[c] = 0;
-    for (int i = 0; i < s.data.train.n; i++) log_prior[s.data.train.labels[i]] += 1;
-    for (int c = 0; c < K; c++) log_prior[c] = log(log_prior[c] / s.data.train.n);
+    /* log p(c): the training label frequencies (labels only) */
+    const int K = s.ck.cfg.cond_width, L = s.ck.cfg.latent;
+    double log_prior[CV_MAX_CLASSES];
+    for (int c = 0; marginal && c < K; c++) log_prior[c] = 0;
+    for (int i = 0; marginal && i < s.data.train.n; i++) log_prior[s.data.train.labels[i]] += 1;
+    for (int c = 0; marginal && c < K; c++) log_prior[c] = log(log_prior[c] / s.data.train.n);
     eval_progress progress = {.t0 = now_seconds()};
     progress.shown = progress.t0;
     cv_eval_options eo = {.iwae_k = iwae, .marginal = marginal, .class_log_prior = log_prior,
@@ -161,7 +197,8 @@ int cv_cmd_eval(int argc, char **argv) {
         eval_free(&s);
         return cv_report(cmd, st, &err);
     }
-    const double bpd = 1.0 / (s.ck.cfg.height * s.ck.cfg.width * log(2.0));
+    const double bpd = 1.0 / ((double)s.ck.cfg.height * s.ck.cfg.width * s.ck.cfg.channels *
+                              log(2.0));
     if (json) {
         printf("{\"test_neg_elbo\": %.6f, \"test_rec\": %.6f, \"test_kl\": %.6f, "
                "\"test_neg_elbo_bits_per_dim\": %.6f", r.neg_elbo, r.rec, r.kl, r.neg_elbo * bpd);

@@ -10,12 +10,15 @@
 
 static const char *help =
     "usage: cvae generate --model CKPT --per-class N --out DIR [flags]\n"
+    "       cvae generate --model CKPT (--labels | --conditions) FILE.npy --out DIR [flags]\n"
     "\n"
-    "Generate a labeled synthetic data set: N images of each class, z drawn from the prior\n"
-    "p(z|c) and decoded. Images are interleaved by class (image i has class\n"
-    "classes[i % K]), so every prefix is balanced. DIR must not exist or be empty; it\n"
-    "appears only when complete, with manifest.json (checkpoint checksum, seed, mode,\n"
-    "counts, and each file's size and SHA-256).\n"
+    "Generate a synthetic data set: z drawn from the prior p(z|c) and decoded, for each\n"
+    "condition c. A model of class labels takes N images of each class, interleaved (image\n"
+    "i has class classes[i % K], so every prefix is balanced), or the classes of a labels\n"
+    "file in its row order; a model of condition vectors takes the rows of a float32 .npy\n"
+    "of shape (rows, K). DIR must not exist or be empty; it appears only when complete,\n"
+    "with manifest.json (checkpoint checksum, seed, mode, counts, and each file's size and\n"
+    "SHA-256), and for condition vectors conditions.npy, the row of each image.\n"
     "\n"
     "The same model and seed give the same bytes on one device whatever --batch. Between\n"
     "the CPU and a GPU the GEMMs round differently: a --mean pixel may then be 1 off, and\n"
@@ -23,17 +26,23 @@ static const char *help =
     "pixel in 10,000).\n"
     "\n"
     "  --model CKPT       checkpoint written by cvae train (required)\n"
-    "  --per-class N      images per class (required, except for a grid: its columns,\n"
-    "                     default 10)\n"
+    "  --per-class N      images per class (required for classes, except for a grid: its\n"
+    "                     columns, default 10)\n"
     "  --classes LIST     classes to generate, e.g. 0,3,7 (default: all)\n"
+    "  --labels FILE      class labels (an integer .npy (N,) or IDX idx1): one image per\n"
+    "                     row, in row order\n"
+    "  --conditions FILE  condition vectors, float32 .npy (N, K): one image per row\n"
+    "  --per-row N        with --labels or --conditions: images per row, row after row as\n"
+    "                     with classes (default 1; a grid's columns, default 10)\n"
     "  --out DIR          output folder, made with its parents (required; grid: the PNG\n"
     "                     file)\n"
-    "  --format F         idx (default), idx.gz, npy, png (DIR/<class>/<index>.png), or\n"
-    "                     grid (one PNG: a row per class, a column per sample)\n"
+    "  --format F         idx (default), idx.gz, npy, png (DIR/<class>/<index>.png, or\n"
+    "                     DIR/<index>.png for condition vectors), or grid (one PNG: a row\n"
+    "                     per class or condition row, a column per sample)\n"
     "  --mean             pixels round(255 p) from the decoder's mean (default)\n"
     "  --sample           pixels drawn from the likelihood: Bernoulli(p) as 0 or 255, or\n"
     "                     for a Gaussian model round(255 clamp(p + sigma n, 0, 1))\n"
-    "  --same-z           grid only: one z per column shared by every class\n"
+    "  --same-z           grid only: one z per column shared by every row\n"
     "  --seed S           seed of z and of the pixel draws (default 0)\n"
     "  --batch B          images per device round trip, rounded up to whole blocks of 256\n"
     "                     (default 1000); it does not change the bytes\n"
@@ -41,7 +50,33 @@ static const char *help =
     "  -h, --help         this text\n";
 
 enum { OPT_MODEL = 256, OPT_PER_CLASS, OPT_CLASSES, OPT_OUT, OPT_FORMAT, OPT_MEAN, OPT_SAMPLE,
-       OPT_SAME_Z, OPT_SEED, OPT_BATCH, OPT_DEVICE };
+       OPT_SAME_Z, OPT_SEED, OPT_BATCH, OPT_DEVICE, OPT_LABELS, OPT_CONDITIONS, OPT_PER_ROW };
+
+/* Where the images' conditions come from, as the flags gave them. */
+typedef struct {
+    const char *labels_file, *conditions_file;
+    bool all_classes;
+} condition_flags;
+
+/* The rows of --labels or --conditions into o->cond (malloc'd: the caller frees them). */
+static cv_status read_rows(const condition_flags *f, cv_generate_options *o, cv_err *err) {
+    int n = 0, width = 0;
+    cv_status st = CV_OK;
+    if (f->labels_file) {
+        uint8_t *labels = NULL;
+        st = cv_labels_read(f->labels_file, &labels, &n, err);
+        o->cond.labels = labels;
+        o->cond.source = f->labels_file;
+    } else if (f->conditions_file) {
+        float *rows = NULL;
+        st = cv_conditions_read(f->conditions_file, &rows, &n, &width, err);
+        o->cond.conditions = rows;
+        o->cond.width = width;
+        o->cond.source = f->conditions_file;
+    }
+    o->cond.n_rows = n;
+    return st;
+}
 
 static bool parse_format(const char *s, cv_gen_format *f) {
     static const char *names[] = {"idx", "idx.gz", "npy", "png", "grid"};
@@ -53,30 +88,84 @@ static bool parse_format(const char *s, cv_gen_format *f) {
     return false;
 }
 
-static int run(const char *model, const char *device, cv_generate_options *o, bool all_classes) {
+/* --classes against the model: each below K, none twice (the rest cv_generate_check). */
+static int check_classes(const cv_generate_options *o, int K) {
+    const char *cmd = "generate";
+    for (int i = 0; i < o->cond.n_classes; i++) {
+        if (o->cond.classes[i] >= K)
+            return cv_usage_error(cmd, "class %d is not among the model's %d classes (0..%d)",
+                                  o->cond.classes[i], K, K - 1);
+        for (int j = 0; j < i; j++)
+            if (o->cond.classes[j] == o->cond.classes[i])
+                return cv_usage_error(cmd, "class %d is listed twice in --classes",
+                                      o->cond.classes[i]);
+    }
+    return 0;
+}
+
+/* The images' conditions from the flags and the checkpoint, checked against the model
+ * before anything is written. Returns 0 or the exit code after the error line. */
+static int set_conditions(const condition_flags *f, const cv_checkpoint *ck,
+                          cv_generate_options *o) {
+    const char *cmd = "generate";
+    cv_err err;
+    const bool labels_model = ck->cfg.condition == CV_COND_LABELS;
+    if (!f->labels_file && !f->conditions_file && !labels_model)
+        return cv_usage_error(cmd, "the model takes condition vectors of width %d: give them "
+                              "with --conditions FILE.npy", ck->cfg.cond_width);
+    if (f->all_classes && labels_model) {
+        o->cond.n_classes = ck->cfg.cond_width;
+        for (int c = 0; c < ck->cfg.cond_width; c++) o->cond.classes[c] = c;
+    }
+    int rc = check_classes(o, ck->cfg.cond_width);
+    if (rc) return rc;
+    cv_status st = read_rows(f, o, &err);
+    if (st) return cv_report(cmd, st, &err);
+    if (o->cond.conditions && labels_model)
+        return cv_usage_error(cmd, "the model takes class labels (%d classes): give "
+                              "--per-class or --labels, not --conditions", ck->cfg.cond_width);
+    if (o->cond.labels && !labels_model)
+        return cv_usage_error(cmd, "the model takes condition vectors of width %d: give "
+                              "--conditions, not --labels", ck->cfg.cond_width);
+    return 0;
+}
+
+/* Which flags go together: --per-class with classes, --per-row with rows, one source of
+ * rows. Returns 0 or the exit code after the error line. */
+static int check_condition_flags(const condition_flags *f, bool per_class, bool per_row,
+                                 cv_gen_format format) {
+    const char *cmd = "generate";
+    const bool rows = f->labels_file || f->conditions_file;
+    if (f->labels_file && f->conditions_file)
+        return cv_usage_error(cmd, "--labels and --conditions exclude each other");
+    if (rows && !f->all_classes)
+        return cv_usage_error(cmd, "--classes picks classes to interleave; with --labels or "
+                              "--conditions the rows say each image's condition");
+    if (rows && per_class)
+        return cv_usage_error(cmd, "--per-class counts images of each class; with --labels or "
+                              "--conditions use --per-row");
+    if (!rows && per_row)
+        return cv_usage_error(cmd, "--per-row applies to --labels or --conditions");
+    if (!rows && !per_class && format != CV_FMT_GRID)
+        return cv_usage_error(cmd, "--per-class N (or --labels or --conditions FILE) is required");
+    return 0;
+}
+
+static int run(const char *model, const char *device, cv_generate_options *o,
+               const condition_flags *f) {
     const char *cmd = "generate";
     cv_checkpoint ck;
     cv_err err;
     cv_status st = cv_checkpoint_load(model, &ck, &err);
     if (st) return cv_report(cmd, st, &err);
-    int rc = 0;
-    int K = ck.cfg.n_classes;
-    if (all_classes) {
-        o->n_classes = K;
-        for (int c = 0; c < K; c++) o->classes[c] = c;
-    }
-    for (int i = 0; i < o->n_classes && !rc; i++) {
-        if (o->classes[i] >= K)
-            rc = cv_usage_error(cmd, "class %d is not among the model's %d classes (0..%d)",
-                                o->classes[i], K, K - 1);
-        for (int j = 0; j < i && !rc; j++)
-            if (o->classes[j] == o->classes[i])
-                rc = cv_usage_error(cmd, "class %d is listed twice in --classes", o->classes[i]);
-    }
-    long long n = o->per_class * o->n_classes;
+    int rc = set_conditions(f, &ck, o);
+    long long n = cv_gen_condition_count(&o->cond) * o->per;
     if (!rc && o->format != CV_FMT_GRID && n > 2147483647LL)
         rc = cv_usage_error(cmd, "%lld images is more than one IDX/NPY file can index", n);
+    if (!rc && (st = cv_generate_check(&ck.cfg, o, &err))) rc = cv_report(cmd, st, &err);
     if (rc) {
+        free((void *)o->cond.labels);
+        free((void *)o->cond.conditions);
         cv_checkpoint_free(&ck);
         return rc;
     }
@@ -88,8 +177,9 @@ static int run(const char *model, const char *device, cv_generate_options *o, bo
     st = cv_backend_open(device, NULL, &be, &err);
     if (!st) st = cv_model_from_checkpoint(be, &ck, &m, &err);
     if (!st) {
-        int block = cv_generate_block_rows(&m);
-        st = cv_workspace_create(&m, block > o->n_classes ? block : o->n_classes, &ws, &err);
+        int block = cv_generate_block_rows(&m), R = (int)cv_gen_condition_count(&o->cond);
+        st = cv_workspace_create(&m, o->format == CV_FMT_GRID && R > block ? R : block, &ws,
+                                 &err);
     }
     cv_generate_result res;
     if (!st) {
@@ -98,13 +188,16 @@ static int run(const char *model, const char *device, cv_generate_options *o, bo
         st = cv_generate(&m, &ws, o, &res, &err);
     }
     if (!st)
-        printf("wrote %lld images (%d classes x %lld, %s) to %s in %.2f s: %.0f images/s\n",
-               res.images, o->n_classes, o->per_class, o->mean ? "mean" : "sample", o->out,
+        printf("wrote %lld images (%lld %s x %lld, %s) to %s in %.2f s: %.0f images/s\n",
+               res.images, cv_gen_condition_count(&o->cond),
+               o->cond.n_rows ? "rows" : "classes", o->per, o->mean ? "mean" : "sample", o->out,
                res.seconds, res.images / (res.seconds > 0 ? res.seconds : 1e-9));
     if (ws.max_rows) cv_workspace_destroy(&m, &ws);
     cv_model_destroy(&m);
     if (be) be->destroy(be);
     cv_checkpoint_free(&ck);
+    free((void *)o->cond.labels);
+    free((void *)o->cond.conditions);
     return st ? cv_report(cmd, st, &err) : 0;
 }
 
@@ -121,14 +214,18 @@ int cv_cmd_generate(int argc, char **argv) {
         {"seed", required_argument, 0, OPT_SEED},
         {"batch", required_argument, 0, OPT_BATCH},
         {"device", required_argument, 0, OPT_DEVICE},
+        {"labels", required_argument, 0, OPT_LABELS},
+        {"conditions", required_argument, 0, OPT_CONDITIONS},
+        {"per-row", required_argument, 0, OPT_PER_ROW},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *cmd = "generate", *model = NULL, *device = "auto";
     cv_generate_options o = {.format = CV_FMT_IDX, .mean = true, .batch = 1000,
                              .progress = isatty(STDERR_FILENO)};
-    bool all_classes = true, have_per_class = false, mean_flag = false, sample_flag = false;
-    int per_class = 0;
+    condition_flags f = {.all_classes = true};
+    bool have_per_class = false, have_per_row = false, mean_flag = false, sample_flag = false;
+    int per = 0;
     opterr = 0;
     optind = 1;
     int c, rc = 0;
@@ -138,14 +235,20 @@ int cv_cmd_generate(int argc, char **argv) {
         case 'h': fputs(help, stdout); return 0;
         case OPT_MODEL: model = optarg; break;
         case OPT_PER_CLASS:
-            ok = cv_parse_int(cmd, "--per-class", optarg, 1, 2147483647L, &per_class);
+            ok = cv_parse_int(cmd, "--per-class", optarg, 1, 2147483647L, &per);
             have_per_class = true;
             break;
-        case OPT_CLASSES:
-            ok = cv_parse_int_list(cmd, "--classes", optarg, 0, 255, 256, o.classes,
-                                   &o.n_classes);
-            all_classes = false;
+        case OPT_PER_ROW:
+            ok = cv_parse_int(cmd, "--per-row", optarg, 1, 2147483647L, &per);
+            have_per_row = true;
             break;
+        case OPT_CLASSES:
+            ok = cv_parse_int_list(cmd, "--classes", optarg, 0, 255, 256, o.cond.classes,
+                                   &o.cond.n_classes);
+            f.all_classes = false;
+            break;
+        case OPT_LABELS: f.labels_file = optarg; break;
+        case OPT_CONDITIONS: f.conditions_file = optarg; break;
         case OPT_OUT: o.out = optarg; break;
         case OPT_FORMAT:
             if (!parse_format(optarg, &o.format))
@@ -170,13 +273,13 @@ int cv_cmd_generate(int argc, char **argv) {
     o.mean = !sample_flag;
     if (o.same_z && o.format != CV_FMT_GRID)
         return cv_usage_error(cmd, "--same-z applies to --format grid only");
-    if (!have_per_class && o.format != CV_FMT_GRID)
-        return cv_usage_error(cmd, "--per-class N is required");
-    o.per_class = have_per_class ? per_class : 10;
-    if (o.format == CV_FMT_GRID && o.per_class > 1000)
-        return cv_usage_error(cmd, "a grid holds at most 1000 columns");
+    rc = check_condition_flags(&f, have_per_class, have_per_row, o.format);
+    if (rc) return rc;
+    const bool grid = o.format == CV_FMT_GRID;
+    o.per = have_per_class || have_per_row ? per : grid ? 10 : 1;
+    if (grid && o.per > 1000) return cv_usage_error(cmd, "a grid holds at most 1000 columns");
     if (o.format == CV_FMT_GRID && access(o.out, F_OK) == 0)
         return cv_report(cmd, CV_ERR_IO,
                          &(cv_err){"--out exists already; choose a new file for the grid"});
-    return run(model, device, &o, all_classes);
+    return run(model, device, &o, &f);
 }

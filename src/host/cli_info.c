@@ -37,8 +37,13 @@ int cv_cmd_info(int argc, char **argv) {
     const cv_model_config *c2 = &ck.cfg;
     printf("checkpoint: %s (format version %u, %llu bytes, crc32 %08x)\n", model, ck.version,
            (unsigned long long)ck.file_bytes, ck.checksum);
-    printf("model: images %dx%d, %d classes, latent %d, hidden", c2->height, c2->width,
-           c2->n_classes, c2->latent);
+    printf("model: images %dx%d", c2->height, c2->width);
+    if (c2->channels > 1) printf("x%d", c2->channels);
+    if (c2->condition == CV_COND_LABELS)
+        printf(", %d classes", c2->cond_width);
+    else
+        printf(", condition vectors of width %d", c2->cond_width);
+    printf(", latent %d, hidden", c2->latent);
     for (int i = 0; i < c2->n_hidden; i++) printf("%s%d", i ? "," : " ", c2->hidden[i]);
     printf(", %zu parameters\n", ck.n_params);
     printf("objective: %s likelihood", c2->likelihood == CV_LIKELIHOOD_GAUSSIAN ? "Gaussian"

@@ -8,16 +8,21 @@
 
 static const char *help =
     "usage: cvae train --data DIR [flags]\n"
+    "       cvae train --train-images FILE (--train-labels | --train-conditions) FILE [flags]\n"
     "\n"
-    "Train a conditional VAE on the IDX files in DIR (train-images-idx3-ubyte[.gz],\n"
-    "train-labels-idx1-ubyte[.gz], and optionally t10k-* for test evaluation).\n"
-    "Prints one line per epoch: train loss, test -ELBO (rec, kl) in nats per sample,\n"
-    "training samples/s and the epoch's seconds.\n"
+    "Train a conditional VAE on the images in DIR and their conditions: class labels or\n"
+    "condition vectors. DIR holds MNIST's IDX files (train-images-idx3-ubyte[.gz],\n"
+    "train-labels-idx1-ubyte[.gz], optionally t10k-* for test evaluation), or NumPy files\n"
+    "(train_images.npy with train_labels.npy or train_conditions.npy, optionally test_*),\n"
+    "or a data set cvae generate wrote (images and labels or conditions). Prints one line\n"
+    "per epoch: train loss, test -ELBO (rec, kl) in nats per sample, training samples/s\n"
+    "and the epoch's seconds.\n"
     "\n"
-    "  --data DIR             data folder (required)\n"
+    "  --data DIR             data folder (or the file flags below)\n"
     "  --hidden LIST          hidden layer sizes, e.g. 400 or 1024,512 (default 400)\n"
     "  --latent L             latent dimensions (default 20)\n"
-    "  --classes K            number of classes (default: largest training label + 1)\n"
+    "  --classes K            number of classes of label data (default: largest training\n"
+    "                         label + 1); condition vectors take their width from the file\n"
     "  --batch B              batch size; the last partial batch is kept (default 128)\n"
     "  --epochs E             epochs (default 10)\n"
     "  --lr LR                Adam learning rate (default 1e-3)\n"
@@ -40,11 +45,12 @@ static const char *help =
     "\n"
     "model and objective:\n"
     "  --prior P              standard (N(0, I), default) or conditional: a learned\n"
-    "                         N(m_c, diag exp(r_c)) per class, tables starting at 0\n"
+    "                         N(M c, diag exp(R c)) of the condition c (per class for\n"
+    "                         labels), M and R starting at 0\n"
     "  --likelihood L         bernoulli (default) or gaussian (mean sigmoid(logits))\n"
     "  --sigma S              standard deviation of the Gaussian likelihood (default 0.1)\n"
-    "  --binarize             dynamic binarization: each batch's pixels drawn as\n"
-    "                         Bernoulli(pixel/255); the test set binarized once, fixed seed\n"
+    "  --binarize             dynamic binarization: each batch's values drawn as\n"
+    "                         Bernoulli(value); the test set binarized once, fixed seed\n"
     "  --beta B               weight of the KL term (default 1)\n"
     "  --kl-warmup E          beta rises linearly from 0 over the first E epochs\n"
     "  --lr-schedule S        constant (default) or cosine (decay to 0 at the last step)\n"
@@ -108,6 +114,10 @@ static bool apply_flag(int c, const char *arg, cv_train_options *o, bool *sigma_
     bool ok = true;
     switch (c) {
     case OPT_DATA: o->data_dir = arg; break;
+    case CV_OPT_TRAIN_IMAGES: case CV_OPT_TRAIN_LABELS: case CV_OPT_TRAIN_CONDITIONS:
+    case CV_OPT_TEST_IMAGES: case CV_OPT_TEST_LABELS: case CV_OPT_TEST_CONDITIONS:
+        cv_data_file_flag(c, arg, &o->files);
+        break;
     case OPT_HIDDEN:
         ok = cv_parse_int_list(cmd, "--hidden", arg, 1, 65536, CV_MAX_HIDDEN, o->hidden,
                                &o->n_hidden);
@@ -168,7 +178,16 @@ static bool apply_flag(int c, const char *arg, cv_train_options *o, bool *sigma_
 /* The checks that need every flag. Returns 0, or the exit code after the error line. */
 static int check_flags(const cv_train_options *o, bool sigma_given) {
     const char *cmd = "train";
-    if (!o->data_dir) return cv_usage_error(cmd, "--data DIR is required");
+    const cv_data_files *f = &o->files;
+    if (!o->data_dir && !f->train_images)
+        return cv_usage_error(cmd, "--data DIR (or --train-images FILE) is required");
+    if (!o->data_dir && !f->train_labels && !f->train_conditions)
+        return cv_usage_error(cmd, "--train-images without --data needs --train-labels or "
+                              "--train-conditions");
+    if (f->train_labels && f->train_conditions)
+        return cv_usage_error(cmd, "--train-labels and --train-conditions exclude each other");
+    if (f->test_labels && f->test_conditions)
+        return cv_usage_error(cmd, "--test-labels and --test-conditions exclude each other");
     if (sigma_given && o->likelihood != CV_LIKELIHOOD_GAUSSIAN)
         return cv_usage_error(cmd, "--sigma applies to --likelihood gaussian only");
     if (o->out_dir && !o->out_dir[0]) return cv_usage_error(cmd, "--out must not be empty");
@@ -218,6 +237,7 @@ int cv_cmd_train(int argc, char **argv) {
         {"lr-schedule", required_argument, 0, OPT_LR_SCHEDULE},
         {"warmup-steps", required_argument, 0, OPT_WARMUP_STEPS},
         {"clip-grad", required_argument, 0, OPT_CLIP_GRAD},
+        CV_DATA_FILE_OPTIONS,
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -230,6 +250,8 @@ int cv_cmd_train(int argc, char **argv) {
         if (c == 'h') {
             fputs(help, stdout);
             fputs(help_run, stdout);
+            fputs("\n", stdout);
+            fputs(cv_data_files_help, stdout);
             return 0;
         }
         if (!apply_flag(c, optarg, &o, &sigma_given)) return CV_EXIT_USAGE;

@@ -1,42 +1,378 @@
-/* dataset.c: the standard four-file data folder and its cross-file checks. */
+/* dataset.c: a data folder (or explicitly named files) into training and test splits,
+ * with every cross-file check: counts, image shapes, label ranges, condition widths.
+ *
+ * Each file's format is recognised from its content: the NumPy magic means .npy,
+ * anything else is read as IDX (plain or gzip).
+ */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cv_math.h"
 #include "cvae/data.h"
 #include "cvae/fileio.h"
+#include "cvae/npy.h"
 #include "cvae/rng.h"
 
-/* DIR/NAME, or DIR/NAME.gz when only that exists; false when neither does. */
-static bool find_file(const char *dir, const char *name, char *out, size_t size) {
+#define NAME_MAX_CANDIDATES 6
+
+/* The names a folder may give one file, in the order they are looked for. */
+typedef struct {
+    const char *what; /* for messages: "training images" */
+    const char *names[NAME_MAX_CANDIDATES];
+} file_slot;
+
+static const file_slot TRAIN_IMAGES = {
+    "training images",
+    {"train-images-idx3-ubyte", "train_images.npy", "images.npy", "images-idx3-ubyte",
+     "images-idx4-ubyte"}};
+static const file_slot TRAIN_LABELS = {
+    "training labels", {"train-labels-idx1-ubyte", "train_labels.npy", "labels.npy",
+                        "labels-idx1-ubyte"}};
+static const file_slot TRAIN_CONDITIONS = {"training conditions",
+                                           {"train_conditions.npy", "conditions.npy"}};
+static const file_slot TEST_IMAGES = {"test images",
+                                      {"t10k-images-idx3-ubyte", "test_images.npy"}};
+static const file_slot TEST_LABELS = {"test labels",
+                                      {"t10k-labels-idx1-ubyte", "test_labels.npy"}};
+static const file_slot TEST_CONDITIONS = {"test conditions", {"test_conditions.npy"}};
+
+/* DIR/NAME, or DIR/NAME.gz for an IDX name when only that exists. */
+static bool find_name(const char *dir, const char *name, char *out, size_t size) {
     snprintf(out, size, "%s/%s", dir, name);
     if (cv_path_exists(out)) return true;
+    if (strstr(name, ".npy")) return false;
     snprintf(out, size, "%s/%s.gz", dir, name);
     return cv_path_exists(out);
 }
 
-static cv_status load_split(const char *images, const char *labels, cv_split *s,
-                            cv_err *err) {
-    int idims[3], ldims[3];
-    cv_status st = cv_idx_read(images, 3, idims, &s->pixels, err);
-    if (!st) st = cv_idx_read(labels, 1, ldims, &s->labels, err);
-    if (!st && ldims[0] != idims[0])
-        st = cv_fail(err, CV_ERR_FORMAT, "%s: holds %d labels but %s holds %d images",
-                     labels, ldims[0], images, idims[0]);
-    if (st) {
-        cv_split_free(s);
-        return st;
+/* The slot's file in dir: *found false when no candidate exists; two that exist are an
+ * error naming both, since either could be meant. */
+static cv_status find_slot(const char *dir, const file_slot *slot, char out[CV_PATH_MAX],
+                           bool *found, cv_err *err) {
+    *found = false;
+    if (!dir) return CV_OK;
+    char path[CV_PATH_MAX];
+    for (int i = 0; i < NAME_MAX_CANDIDATES && slot->names[i]; i++) {
+        if (!find_name(dir, slot->names[i], path, sizeof path)) continue;
+        if (*found)
+            return cv_fail(err, CV_ERR_FORMAT,
+                           "%s: holds both %s and %s as its %s; name the one to use with "
+                           "a file flag (cvae train --help)",
+                           dir, out, path, slot->what);
+        snprintf(out, CV_PATH_MAX, "%s", path);
+        *found = true;
     }
-    s->n = idims[0];
-    s->h = idims[1];
-    s->w = idims[2];
     return CV_OK;
 }
 
+/* The explicit path when given, else the folder's. */
+static cv_status resolve(const char *dir, const char *given, const file_slot *slot,
+                         char out[CV_PATH_MAX], bool *found, cv_err *err) {
+    if (!given) return find_slot(dir, slot, out, found, err);
+    if (!cv_path_exists(given))
+        return cv_fail(err, CV_ERR_IO, "%s: no such file (the %s)", given, slot->what);
+    snprintf(out, CV_PATH_MAX, "%s", given);
+    *found = true;
+    return CV_OK;
+}
+
+/* ---------- reading one file ---------- */
+
+static cv_status npy_images(const char *path, cv_split *s, cv_err *err) {
+    cv_npy_array a;
+    cv_status st = cv_npy_read(path, &a, err);
+    if (st) return st;
+    if (a.dtype != CV_NPY_U8 && a.dtype != CV_NPY_F32)
+        st = cv_fail(err, CV_ERR_FORMAT, "%s: images are %s; expected uint8 (|u1) or float32 "
+                     "(<f4) values in [0, 1]", path, cv_npy_descr(a.dtype));
+    else if (a.ndims != 3 && a.ndims != 4)
+        st = cv_fail(err, CV_ERR_FORMAT, "%s: images have %d dimensions; expected (N, H, W) or "
+                     "(N, H, W, C)", path, a.ndims);
+    else if (a.dims[1] > 65535 || a.dims[2] > 65535 || (a.ndims == 4 && a.dims[3] > 65535))
+        st = cv_fail(err, CV_ERR_FORMAT, "%s: images of %lldx%lld are over 65535 per side",
+                     path, (long long)a.dims[1], (long long)a.dims[2]);
+    const size_t count = a.bytes / cv_npy_item_size(a.dtype);
+    const float *f = a.data;
+    for (size_t i = 0; !st && a.dtype == CV_NPY_F32 && i < count; i++)
+        if (!(f[i] >= 0.0f && f[i] <= 1.0f))
+            st = cv_fail(err, CV_ERR_FORMAT, "%s: value %g at element %zu is not in [0, 1] "
+                         "(float images hold intensities in [0, 1])", path, f[i], i);
+    if (st) {
+        cv_npy_free(&a);
+        return st;
+    }
+    s->n = (int)a.dims[0];
+    s->h = (int)a.dims[1];
+    s->w = (int)a.dims[2];
+    s->channels = a.ndims == 4 ? (int)a.dims[3] : 1;
+    if (a.dtype == CV_NPY_U8)
+        s->pixels = a.data;
+    else
+        s->fpixels = a.data;
+    return CV_OK;
+}
+
+static cv_status read_images(const char *path, cv_split *s, cv_err *err) {
+    if (cv_npy_sniff(path)) return npy_images(path, s, err);
+    int dims[4];
+    cv_status st = cv_idx_read_images(path, dims, &s->pixels, err);
+    if (st) return st;
+    s->n = dims[0];
+    s->h = dims[1];
+    s->w = dims[2];
+    s->channels = dims[3];
+    return CV_OK;
+}
+
+/* Element i of an integer array as a signed value; false when it does not fit. */
+static bool npy_int_at(const cv_npy_array *a, size_t i, int64_t *v) {
+    const uint8_t *p = a->data;
+    switch (a->dtype) {
+    case CV_NPY_U8: *v = p[i]; return true;
+    case CV_NPY_I8: *v = ((const int8_t *)p)[i]; return true;
+    case CV_NPY_U16: *v = ((const uint16_t *)p)[i]; return true;
+    case CV_NPY_I16: *v = ((const int16_t *)p)[i]; return true;
+    case CV_NPY_U32: *v = ((const uint32_t *)p)[i]; return true;
+    case CV_NPY_I32: *v = ((const int32_t *)p)[i]; return true;
+    case CV_NPY_I64: *v = ((const int64_t *)p)[i]; return true;
+    case CV_NPY_U64: {
+        uint64_t u = ((const uint64_t *)p)[i];
+        *v = (int64_t)u;
+        return u <= INT64_MAX;
+    }
+    default: return false;
+    }
+}
+
+/* Integer class indices of shape (N,), each 0..255, into bytes. */
+static cv_status npy_labels(const char *path, uint8_t **labels, int *n, cv_err *err) {
+    cv_npy_array a;
+    cv_status st = cv_npy_read(path, &a, err);
+    if (st) return st;
+    if (!cv_npy_is_integer(a.dtype))
+        st = cv_fail(err, CV_ERR_FORMAT, "%s: labels are %s; expected integer class indices",
+                     path, cv_npy_descr(a.dtype));
+    else if (a.ndims != 1)
+        st = cv_fail(err, CV_ERR_FORMAT, "%s: labels have %d dimensions; expected shape (N,) "
+                     "(condition vectors go in a float32 conditions file)", path, a.ndims);
+    uint8_t *out = st ? NULL : malloc((size_t)a.dims[0]);
+    if (!st && !out)
+        st = cv_fail(err, CV_ERR_NOMEM, "%s: out of memory for %lld labels", path,
+                     (long long)a.dims[0]);
+    for (size_t i = 0; !st && i < (size_t)a.dims[0]; i++) {
+        int64_t v = -1;
+        if (!npy_int_at(&a, i, &v) || v < 0 || v >= CV_MAX_CLASSES)
+            st = cv_fail(err, CV_ERR_FORMAT, "%s: label at index %zu is out of range 0..%d",
+                         path, i, CV_MAX_CLASSES - 1);
+        else
+            out[i] = (uint8_t)v;
+    }
+    if (!st) *n = (int)a.dims[0];
+    if (st) free(out);
+    cv_npy_free(&a);
+    if (!st) *labels = out;
+    return st;
+}
+
+cv_status cv_labels_read(const char *path, uint8_t **labels, int *n, cv_err *err) {
+    if (cv_npy_sniff(path)) return npy_labels(path, labels, n, err);
+    int dims[4];
+    cv_status st = cv_idx_read(path, 1, dims, labels, err);
+    if (!st) *n = dims[0];
+    return st;
+}
+
+cv_status cv_conditions_read(const char *path, float **rows, int *n, int *width, cv_err *err) {
+    if (!cv_npy_sniff(path))
+        return cv_fail(err, CV_ERR_FORMAT, "%s: not a .npy file; condition vectors are read "
+                       "from float32 NumPy arrays of shape (N, K)", path);
+    cv_npy_array a;
+    cv_status st = cv_npy_read(path, &a, err);
+    if (st) return st;
+    if (a.dtype != CV_NPY_F32)
+        st = cv_fail(err, CV_ERR_FORMAT, "%s: conditions are %s; expected float32 (<f4)", path,
+                     cv_npy_descr(a.dtype));
+    else if (a.ndims != 2)
+        st = cv_fail(err, CV_ERR_FORMAT, "%s: conditions have %d dimensions; expected shape "
+                     "(N, K)", path, a.ndims);
+    else if (a.dims[1] > CV_MAX_COND_WIDTH)
+        st = cv_fail(err, CV_ERR_FORMAT, "%s: conditions of width %lld are over the %d "
+                     "supported", path, (long long)a.dims[1], CV_MAX_COND_WIDTH);
+    const float *f = a.data;
+    for (size_t i = 0; !st && i < a.bytes / sizeof(float); i++)
+        if (!isfinite(f[i]))
+            st = cv_fail(err, CV_ERR_FORMAT, "%s: row %lld holds a NaN or Inf (column %lld)",
+                         path, (long long)(i / (size_t)a.dims[1]),
+                         (long long)(i % (size_t)a.dims[1]));
+    if (st) {
+        cv_npy_free(&a);
+        return st;
+    }
+    *rows = a.data;
+    *width = (int)a.dims[1];
+    *n = (int)a.dims[0];
+    return CV_OK;
+}
+
+/* ---------- splits ---------- */
+
+/* The paths of one split's files; conditions[0] or labels[0] is "" when absent. */
+typedef struct {
+    char images[CV_PATH_MAX], labels[CV_PATH_MAX], conditions[CV_PATH_MAX];
+} split_paths;
+
+static cv_status load_split(const split_paths *p, cv_split *s, cv_err *err) {
+    int n_cond = 0;
+    cv_status st = read_images(p->images, s, err);
+    /* the model's limit, checked here so that every later h * w * c fits an int */
+    if (!st && (int64_t)s->h * s->w * s->channels > CV_MAX_IMAGE_VALUES)
+        st = cv_fail(err, CV_ERR_FORMAT, "%s: images of %dx%dx%d are over the %d values "
+                     "supported", p->images, s->h, s->w, s->channels, CV_MAX_IMAGE_VALUES);
+    const char *cond_path = p->labels[0] ? p->labels : p->conditions;
+    if (!st && p->labels[0]) st = cv_labels_read(p->labels, &s->labels, &n_cond, err);
+    if (!st && p->conditions[0]) st = cv_conditions_read(p->conditions, &s->conditions, &n_cond, &s->cond_width, err);
+    if (!st && n_cond != s->n)
+        st = cv_fail(err, CV_ERR_FORMAT, "%s: holds %d %s but %s holds %d images", cond_path,
+                     n_cond, p->labels[0] ? "labels" : "condition rows", p->images, s->n);
+    if (st) cv_split_free(s);
+    return st;
+}
+
+/* Which files make the training split: the flags first, then the folder. */
+static cv_status train_paths(const char *dir, const cv_data_files *f, split_paths *p,
+                             cv_err *err) {
+    bool img, lab, cond;
+    memset(p, 0, sizeof *p);
+    if (f->train_labels && f->train_conditions)
+        return cv_fail(err, CV_ERR_USAGE, "--train-labels and --train-conditions both given; "
+                       "a split has one kind of condition");
+    cv_status st = resolve(dir, f->train_images, &TRAIN_IMAGES, p->images, &img, err);
+    if (st) return st;
+    if (!img)
+        return dir ? cv_fail(err, CV_ERR_IO, "%s: no training images (train-images-idx3-ubyte"
+                             "[.gz], train_images.npy or images.npy)", dir)
+                   : cv_fail(err, CV_ERR_USAGE, "no training images: give --data or "
+                             "--train-images");
+    const bool from_folder = !f->train_labels && !f->train_conditions;
+    st = resolve(from_folder ? dir : NULL, f->train_labels, &TRAIN_LABELS, p->labels, &lab, err);
+    if (!st)
+        st = resolve(from_folder ? dir : NULL, f->train_conditions, &TRAIN_CONDITIONS,
+                     p->conditions, &cond, err);
+    if (st) return st;
+    if (lab && cond)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: holds both %s and %s; choose with "
+                       "--train-labels or --train-conditions", dir, p->labels, p->conditions);
+    if (!lab && !cond)
+        return cv_fail(err, CV_ERR_IO, "%s: no training labels or conditions beside them "
+                       "(train-labels-idx1-ubyte[.gz], train_labels.npy, train_conditions.npy, "
+                       "...); name one with --train-labels or --train-conditions", p->images);
+    return CV_OK;
+}
+
+/* The test split's files, of the training split's kind; *present false without one. */
+static cv_status test_paths(const char *dir, const cv_data_files *f, cv_condition_kind kind,
+                            split_paths *p, bool *present, cv_err *err) {
+    bool img, lab = false, cond = false;
+    memset(p, 0, sizeof *p);
+    const char *wrong = kind == CV_COND_LABELS ? f->test_conditions : f->test_labels;
+    if (wrong)
+        return cv_fail(err, CV_ERR_USAGE, "%s: the training split has %s, so the test split "
+                       "needs %s too", wrong,
+                       kind == CV_COND_LABELS ? "labels" : "condition vectors",
+                       kind == CV_COND_LABELS ? "labels" : "condition vectors");
+    cv_status st = resolve(dir, f->test_images, &TEST_IMAGES, p->images, &img, err);
+    if (!st && kind == CV_COND_LABELS)
+        st = resolve(dir, f->test_labels, &TEST_LABELS, p->labels, &lab, err);
+    if (!st && kind == CV_COND_VECTORS)
+        st = resolve(dir, f->test_conditions, &TEST_CONDITIONS, p->conditions, &cond, err);
+    if (st) return st;
+    const char *what = kind == CV_COND_LABELS ? "labels" : "conditions";
+    if (img && !lab && !cond)
+        return cv_fail(err, CV_ERR_IO, "%s: test images without test %s (%s)", p->images, what,
+                       kind == CV_COND_LABELS ? "t10k-labels-idx1-ubyte[.gz] or test_labels.npy"
+                                              : "test_conditions.npy");
+    if (!img && (lab || cond))
+        return cv_fail(err, CV_ERR_IO, "%s: test %s without test images (t10k-images-idx3-"
+                       "ubyte or test_images.npy)", lab ? p->labels : p->conditions, what);
+    *present = img;
+    return CV_OK;
+}
+
+/* The largest training label sets K unless n_classes asks for more. */
+static cv_status set_classes(const char *path, int n_classes, cv_data *d, cv_err *err) {
+    int max_label = 0;
+    for (int i = 0; i < d->train.n; i++)
+        if (d->train.labels[i] > max_label) max_label = d->train.labels[i];
+    if (n_classes == 0) n_classes = max_label + 1;
+    if (max_label >= n_classes)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: label %d is not below --classes %d", path,
+                       max_label, n_classes);
+    d->cond_width = n_classes;
+    return CV_OK;
+}
+
+/* The test split against the training one: image shape, label range, condition width. */
+static cv_status check_test(const split_paths *p, const cv_data *d, cv_err *err) {
+    const cv_split *tr = &d->train, *te = &d->test;
+    if (te->h != tr->h || te->w != tr->w || te->channels != tr->channels)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: images are %dx%dx%d but training images are "
+                       "%dx%dx%d", p->images, te->h, te->w, te->channels, tr->h, tr->w,
+                       tr->channels);
+    if (te->conditions && te->cond_width != tr->cond_width)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: condition rows have width %d but the training "
+                       "conditions have %d", p->conditions, te->cond_width, tr->cond_width);
+    for (int i = 0; te->labels && i < te->n; i++)
+        if (te->labels[i] >= d->cond_width)
+            return cv_fail(err, CV_ERR_FORMAT,
+                           "%s: label %d at index %d is not below the %d training classes",
+                           p->labels, te->labels[i], i, d->cond_width);
+    return CV_OK;
+}
+
+cv_status cv_data_load_files(const char *dir, const cv_data_files *files, int n_classes,
+                             cv_data *d, cv_err *err) {
+    static const cv_data_files none = {0};
+    if (!files) files = &none;
+    memset(d, 0, sizeof *d);
+    struct stat sb;
+    if (dir && stat(dir, &sb) != 0) return cv_fail(err, CV_ERR_IO, "%s: no such data folder", dir);
+    if (dir && !S_ISDIR(sb.st_mode))
+        return cv_fail(err, CV_ERR_IO, "%s: is not a folder (--data names the folder of the "
+                       "data files)", dir);
+    split_paths tp, vp;
+    bool has_test = false;
+    cv_status st = train_paths(dir, files, &tp, err);
+    if (!st) st = load_split(&tp, &d->train, err);
+    if (st) return st;
+    d->condition = d->train.conditions ? CV_COND_VECTORS : CV_COND_LABELS;
+    if (d->condition == CV_COND_VECTORS && n_classes)
+        st = cv_fail(err, CV_ERR_USAGE, "--classes is for class labels; condition vectors "
+                     "take their width (%d) from %s", d->train.cond_width, tp.conditions);
+    else if (d->condition == CV_COND_VECTORS)
+        d->cond_width = d->train.cond_width;
+    else
+        st = set_classes(tp.labels, n_classes, d, err);
+    if (!st) st = test_paths(dir, files, d->condition, &vp, &has_test, err);
+    if (!st && has_test) st = load_split(&vp, &d->test, err);
+    if (!st && has_test) st = check_test(&vp, d, err);
+    if (st) cv_data_free(d);
+    return st;
+}
+
+cv_status cv_data_load(const char *dir, int n_classes, cv_data *d, cv_err *err) {
+    return cv_data_load_files(dir, NULL, n_classes, d, err);
+}
+
+int cv_split_dim(const cv_split *s) { return s->h * s->w * s->channels; }
+
 void cv_split_free(cv_split *s) {
     free(s->pixels);
+    free(s->fpixels);
     free(s->labels);
+    free(s->conditions);
     memset(s, 0, sizeof *s);
 }
 
@@ -45,55 +381,13 @@ void cv_data_free(cv_data *d) {
     cv_split_free(&d->test);
 }
 
-cv_status cv_data_load(const char *dir, int n_classes, cv_data *d, cv_err *err) {
-    memset(d, 0, sizeof *d);
-    char ti[4200], tl[4200], vi[4200], vl[4200];
-    if (!cv_path_exists(dir))
-        return cv_fail(err, CV_ERR_IO, "%s: no such data folder", dir);
-    if (!find_file(dir, "train-images-idx3-ubyte", ti, sizeof ti))
-        return cv_fail(err, CV_ERR_IO, "%s: no train-images-idx3-ubyte[.gz]", dir);
-    if (!find_file(dir, "train-labels-idx1-ubyte", tl, sizeof tl))
-        return cv_fail(err, CV_ERR_IO, "%s: no train-labels-idx1-ubyte[.gz]", dir);
-    cv_status st = load_split(ti, tl, &d->train, err);
-    if (st) return st;
-
-    int max_label = 0;
-    for (int i = 0; i < d->train.n; i++)
-        if (d->train.labels[i] > max_label) max_label = d->train.labels[i];
-    if (n_classes == 0) n_classes = max_label + 1;
-    if (max_label >= n_classes) {
-        cv_data_free(d);
-        return cv_fail(err, CV_ERR_FORMAT, "%s: label %d is not below --classes %d", tl,
-                       max_label, n_classes);
-    }
-    d->n_classes = n_classes;
-
-    bool has_vi = find_file(dir, "t10k-images-idx3-ubyte", vi, sizeof vi);
-    bool has_vl = find_file(dir, "t10k-labels-idx1-ubyte", vl, sizeof vl);
-    if (has_vi != has_vl) {
-        cv_data_free(d);
-        return cv_fail(err, CV_ERR_IO, "%s: has %s but not %s", dir,
-                       has_vi ? "t10k-images" : "t10k-labels",
-                       has_vi ? "t10k-labels" : "t10k-images");
-    }
-    if (!has_vi) return CV_OK;
-    st = load_split(vi, vl, &d->test, err);
-    if (!st && (d->test.h != d->train.h || d->test.w != d->train.w))
-        st = cv_fail(err, CV_ERR_FORMAT, "%s: images are %dx%d but training images are %dx%d",
-                     vi, d->test.h, d->test.w, d->train.h, d->train.w);
-    for (int i = 0; !st && i < d->test.n; i++)
-        if (d->test.labels[i] >= n_classes)
-            st = cv_fail(err, CV_ERR_FORMAT,
-                         "%s: label %d at index %d is not below the %d training classes",
-                         vl, d->test.labels[i], i, n_classes);
-    if (st) cv_data_free(d);
-    return st;
-}
-
 void cv_split_binarize(cv_split *s) {
-    size_t n = (size_t)s->n * s->h * s->w;
+    size_t n = (size_t)s->n * (size_t)cv_split_dim(s);
     for (size_t i = 0; i < n; i++) {
         float u = cv_philox_uniform(CV_BINARIZE_TEST_SEED, CV_STREAM_BINARIZE_TEST, i);
-        s->pixels[i] = u < (float)s->pixels[i] / 255.0f ? 255 : 0;
+        if (s->pixels)
+            s->pixels[i] = u < (float)s->pixels[i] / 255.0f ? 255 : 0;
+        else
+            s->fpixels[i] = u < s->fpixels[i] ? 1.0f : 0.0f;
     }
 }

@@ -14,40 +14,45 @@
 #define EVAL_STREAM(b, k, c) \
     CV_STREAM_EVAL_EPS(((uint64_t)(c) << 52) | ((uint64_t)(k) << 32) | (uint64_t)(b))
 
+/* An array of the split's into new backend memory (none when src is NULL). */
+static cv_status upload_array(cv_backend *be, void **dst, const void *src, size_t bytes,
+                              const char *what, cv_err *err) {
+    if (!src) return CV_OK;
+    cv_status st = be->alloc(be, dst, bytes, what, err);
+    if (!st) be->upload(be, *dst, src, bytes);
+    return st;
+}
+
 cv_status cv_device_split_upload(cv_backend *be, const cv_split *s, cv_device_split *d,
                                  cv_err *err) {
     memset(d, 0, sizeof *d);
     d->n = s->n;
-    d->dim = s->h * s->w;
-    size_t pix = (size_t)s->n * d->dim;
-    cv_status st = be->alloc(be, (void **)&d->pixels, pix, "data set images", err);
-    if (!st) st = be->alloc(be, (void **)&d->labels, (size_t)s->n, "data set labels", err);
-    if (!st)
-        st = be->alloc(be, (void **)&d->perm, (size_t)s->n * sizeof(int32_t),
-                       "data set order", err);
-    if (st) {
-        cv_device_split_free(be, d);
-        return st;
-    }
-    size_t order = (size_t)s->n * sizeof(int32_t);
+    d->dim = cv_split_dim(s);
+    d->cond_width = s->conditions ? s->cond_width : 0;
+    const size_t values = (size_t)s->n * d->dim, order = (size_t)s->n * sizeof(int32_t);
     int32_t *identity = malloc(order);
-    if (!identity) {
-        cv_device_split_free(be, d);
+    if (!identity)
         return cv_fail(err, CV_ERR_NOMEM, "out of host memory: the data set order needs %.1f MiB",
                        order / 1048576.0);
-    }
-    be->upload(be, d->pixels, s->pixels, pix);
-    be->upload(be, d->labels, s->labels, (size_t)s->n);
     for (int i = 0; i < s->n; i++) identity[i] = i;
-    be->upload(be, d->perm, identity, order);
+    cv_status st = upload_array(be, (void **)&d->pixels, s->pixels, values, "data set images", err);
+    if (!st)
+        st = upload_array(be, (void **)&d->fpixels, s->fpixels, values * sizeof(float),
+                          "data set images", err);
+    if (!st) st = upload_array(be, (void **)&d->labels, s->labels, (size_t)s->n, "data set labels", err);
+    if (!st)
+        st = upload_array(be, (void **)&d->conditions, s->conditions,
+                          (size_t)s->n * d->cond_width * sizeof(float), "data set conditions", err);
+    if (!st) st = upload_array(be, (void **)&d->perm, identity, order, "data set order", err);
     free(identity);
-    return CV_OK;
+    if (st) cv_device_split_free(be, d);
+    return st;
 }
 
 void cv_device_split_free(cv_backend *be, cv_device_split *d) {
-    if (d->pixels) be->release(be, d->pixels);
-    if (d->labels) be->release(be, d->labels);
-    if (d->perm) be->release(be, d->perm);
+    void *arrays[] = {d->pixels, d->fpixels, d->labels, d->conditions, d->perm};
+    for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++)
+        if (arrays[i]) be->release(be, arrays[i]);
     memset(d, 0, sizeof *d);
 }
 
@@ -62,14 +67,16 @@ typedef struct {
     double *lse_max, *lse_sum;    /* host copies of the per-row log-sum-exp states */
     double *marg_max, *marg_sum;
     double *mu_sum, *mu_sq;       /* latent statistics over the set, zeroed */
-    float *prior_m, *prior_r;     /* host copies of the learned prior, or NULL */
+    float *prior_m, *prior_r;     /* host copies of the learned prior's tables, or NULL */
+    float *row_m, *row_r;         /* a batch's prior rows (rows, L), or NULL */
     int32_t *labels, *fixed;      /* a batch's labels; one class for every row */
 } eval_scratch;
 
 /* The scratch for batches of up to `rows` rows; prior_floats is the size of each learned
- * prior table to copy (0: none, and prior_m and prior_r stay NULL). */
+ * prior table to copy (0: none, and the prior's buffers stay NULL). */
 static cv_status scratch_alloc(eval_scratch *sc, size_t rows, size_t latent,
                                size_t prior_floats, cv_err *err) {
+    const size_t row_floats = prior_floats ? rows * latent : 0;
     const struct {
         void **ptr;
         size_t bytes;
@@ -83,6 +90,8 @@ static cv_status scratch_alloc(eval_scratch *sc, size_t rows, size_t latent,
         {(void **)&sc->mu_sq, latent * sizeof(double)},
         {(void **)&sc->prior_m, prior_floats * sizeof(float)},
         {(void **)&sc->prior_r, prior_floats * sizeof(float)},
+        {(void **)&sc->row_m, row_floats * sizeof(float)},
+        {(void **)&sc->row_r, row_floats * sizeof(float)},
         {(void **)&sc->labels, rows * sizeof(int32_t)},
         {(void **)&sc->fixed, rows * sizeof(int32_t)},
     };
@@ -140,21 +149,36 @@ static void iwae_state(cv_model *m, cv_workspace *ws, int rows, uint64_t seed, i
     }
 }
 
-/* Per-dimension KL and posterior-mean moments of a batch, from the encoding in ws and the
- * labels in sc. */
+/* Each row's learned prior into sc->row_m and sc->row_r: its label's table rows, or the
+ * rows the forward pass left in ws (condition vectors). */
+static void host_prior_rows(cv_model *m, cv_workspace *ws, int rows, eval_scratch *sc) {
+    const size_t L = (size_t)m->layout.cfg.latent;
+    if (m->layout.cfg.condition == CV_COND_VECTORS) {
+        m->be->download(m->be, sc->row_m, ws->prior_m, rows * L * sizeof(float));
+        m->be->download(m->be, sc->row_r, ws->prior_r, rows * L * sizeof(float));
+        return;
+    }
+    for (int r = 0; r < rows; r++) {
+        memcpy(sc->row_m + r * L, sc->prior_m + (size_t)sc->labels[r] * L, L * sizeof(float));
+        memcpy(sc->row_r + r * L, sc->prior_r + (size_t)sc->labels[r] * L, L * sizeof(float));
+    }
+}
+
+/* Per-dimension KL and posterior-mean moments of a batch, from the encoding in ws and,
+ * with a learned prior, each row's prior. */
 static void latent_stats(cv_model *m, cv_workspace *ws, int rows, eval_scratch *sc,
                          double *kl_dim) {
     const int L = m->layout.cfg.latent;
     m->be->download(m->be, sc->enc, ws->act[m->layout.n_enc - 1],
                     (size_t)rows * 2 * L * sizeof(float));
+    if (sc->row_m) host_prior_rows(m, ws, rows, sc);
     for (int r = 0; r < rows; r++)
         for (int j = 0; j < L; j++) {
             float mu = sc->enc[(size_t)r * 2 * L + j];
             float s = cv_clamp_logvar(sc->enc[(size_t)r * 2 * L + L + j]);
-            size_t t = (size_t)sc->labels[r] * L + j;
-            kl_dim[j] += sc->prior_m ? cv_kl_gauss(mu, s, sc->prior_m[t],
-                                                   cv_clamp_logvar(sc->prior_r[t]))
-                                     : cv_kl_std_normal(mu, s);
+            size_t t = (size_t)r * L + j;
+            kl_dim[j] += sc->row_m ? cv_kl_gauss(mu, s, sc->row_m[t], cv_clamp_logvar(sc->row_r[t]))
+                                   : cv_kl_std_normal(mu, s);
             sc->mu_sum[j] += mu;
             sc->mu_sq[j] += (double)mu * mu;
         }
@@ -166,7 +190,10 @@ cv_status cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, u
     if (!opt) opt = &none;
     cv_backend *be = m->be;
     const cv_layout *lo = &m->layout;
-    const int L = lo->cfg.latent, K = lo->cfg.n_classes;
+    const int L = lo->cfg.latent, K = lo->cfg.cond_width;
+    if (opt->marginal && lo->cfg.condition != CV_COND_LABELS)
+        return cv_fail(err, CV_ERR_USAGE, "the marginal -log p(x) sums over classes: it needs "
+                       "a model of class labels, not condition vectors");
     const int rows_max = s->n < CV_EVAL_BATCH ? s->n : CV_EVAL_BATCH;
     CV_ASSERT(ws->max_rows >= rows_max);
     memset(out, 0, sizeof *out);
@@ -201,12 +228,11 @@ cv_status cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, u
         int rows = s->n - start < rows_max ? s->n - start : rows_max;
         cv_step st = {.step = 0, .start = start};
         be->upload(be, ws->step, &st, sizeof st);
-        be->gather_batch(be, s->pixels, s->labels, s->perm, ws->step, rows, s->dim, false, 0,
-                         ws->x, ws->labels);
+        be->gather_batch(be, s, ws->step, rows, false, 0, ws->x, ws->labels, ws->cond);
         cv_noise noise = {true, seed, EVAL_STREAM(b, 0, 0), NULL};
         cv_model_forward(m, ws, rows, &noise, false, false);
         be->accumulate_loss(be, ws->sums, ws->rec, ws->kl, rows, NULL);
-        if (opt->latent_stats || opt->marginal)
+        if ((opt->latent_stats || opt->marginal) && lo->cfg.condition == CV_COND_LABELS)
             be->download(be, sc.labels, ws->labels, (size_t)rows * sizeof(int32_t));
         if (opt->latent_stats) latent_stats(m, ws, rows, &sc, out->kl_per_dim);
         if (opt->iwae_k > 0) {

@@ -1,10 +1,13 @@
 /* gen_sink.c: the on-disk formats of a generated data set.
  *
- * idx, idx.gz: images-idx3-ubyte (N, H, W) and labels-idx1-ubyte (N), as MNIST ships them.
- * npy:         images.npy (N, H, W) uint8 and labels.npy (N,) uint8, .npy version 1.0.
- * png:         <class>/<index within class>.png, 8-bit grayscale.
- * Files are streamed as images arrive, so memory does not grow with N; they live in the
- * caller's temporary folder and are fsynced here before it is renamed.
+ * idx, idx.gz: images-idx3-ubyte (N, H, W), or images-idx4-ubyte (N, H, W, C) for C > 1,
+ *              and labels-idx1-ubyte (N), as MNIST ships them.
+ * npy:         images.npy (N, H, W[, C]) uint8 and labels.npy (N,) uint8, .npy 1.0.
+ * png:         <class>/<index>.png, grey or colour (1 to 4 channels).
+ * A model of condition vectors writes conditions.npy (N, K) float32 in every format
+ * instead of labels, and its PNGs as <index>.png. Files are streamed as images arrive, so
+ * memory does not grow with N; they live in the caller's temporary folder and are
+ * fsynced here before it is renamed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +17,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "cvae/npy.h"
 #include "cvae/png.h"
 #include "gen_sink.h"
 
@@ -25,11 +29,9 @@ typedef struct {
 } out_stream;
 
 struct gen_sink {
-    cv_gen_format format;
+    gen_layout layout;
     char dir[4096];
-    int h, w, n_classes;
-    const int *classes;
-    out_stream images, labels;
+    out_stream images, labels; /* labels: labels or conditions.npy */
 };
 
 /* The writer (zlib or stdio) on a duplicate of o->fd, which stays open for the fsync
@@ -98,99 +100,138 @@ static size_t idx_header(uint8_t *b, int ndims, const uint32_t *dims) {
     return 4 + 4 * (size_t)ndims;
 }
 
-/* .npy 1.0: magic, version, header length, a dict padded so the data starts at a
- * multiple of 64 bytes, ending in a newline. */
-static size_t npy_header(char *b, const char *shape) {
-    char dict[256];
-    int n = snprintf(dict, sizeof dict, "{'descr': '|u1', 'fortran_order': False, 'shape': %s, }",
-                     shape);
-    size_t total = (10 + (size_t)n + 1 + 63) / 64 * 64;
-    size_t hlen = total - 10;
-    memcpy(b, "\x93NUMPY\x01\x00", 8);
-    b[8] = (char)(hlen & 0xff);
-    b[9] = (char)(hlen >> 8);
-    memcpy(b + 10, dict, (size_t)n);
-    memset(b + 10 + n, ' ', hlen - (size_t)n - 1);
-    b[total - 1] = '\n';
-    return total;
+/* The class of image i of a model of labels. */
+static int image_class(const cv_gen_conditions *c, long long i) {
+    const long long R = cv_gen_condition_count(c);
+    return c->labels ? c->labels[i % R] : c->classes[i % R];
 }
 
-bool gen_sink_file_name(cv_gen_format f, long long k, long long n, const int *classes,
-                        int n_classes, char *name, size_t size) {
-    if (f == CV_FMT_PNG) {
-        if (k >= n) return false;
-        snprintf(name, size, "%d/%lld.png", classes[k % n_classes], k / n_classes);
+/* PNG image i's name: <class>/<index>.png (index within its class for distinct
+ * interleaved classes, else the image's own), or <index>.png for condition vectors. */
+static void png_name(const gen_layout *l, long long i, char *name, size_t size) {
+    if (l->cond_width) {
+        snprintf(name, size, "%lld.png", i);
+        return;
+    }
+    const bool distinct = !l->cond->labels;
+    snprintf(name, size, "%d/%lld.png", image_class(l->cond, i),
+             distinct ? i / cv_gen_condition_count(l->cond) : i);
+}
+
+bool gen_sink_file_name(const gen_layout *l, long long k, char *name, size_t size) {
+    const bool vectors = l->cond_width > 0;
+    if (l->format == CV_FMT_PNG) {
+        if (k < l->n) png_name(l, k, name, size);
+        else if (k == l->n && vectors) snprintf(name, size, "conditions.npy");
+        else return false;
         return true;
     }
     if (k > 1) return false;
-    const char *base = f == CV_FMT_NPY ? (k ? "labels.npy" : "images.npy")
-                                       : (k ? "labels-idx1-ubyte" : "images-idx3-ubyte");
-    snprintf(name, size, "%s%s", base, f == CV_FMT_IDX_GZ ? ".gz" : "");
+    const char *gz = l->format == CV_FMT_IDX_GZ ? ".gz" : "";
+    if (k == 1 && vectors)
+        snprintf(name, size, "conditions.npy");
+    else if (l->format == CV_FMT_NPY)
+        snprintf(name, size, "%s", k ? "labels.npy" : "images.npy");
+    else if (k == 1)
+        snprintf(name, size, "labels-idx1-ubyte%s", gz);
+    else
+        snprintf(name, size, "images-idx%d-ubyte%s", l->channels > 1 ? 4 : 3, gz);
     return true;
 }
 
-cv_status gen_sink_open(gen_sink **out, cv_gen_format format, const char *dir, long long n,
-                        int h, int w, const int *classes, int n_classes, cv_err *err) {
+/* The class folders of a PNG data set of labels: each class that occurs. */
+static cv_status make_class_dirs(const gen_layout *l, const char *dir, cv_err *err) {
+    bool made[CV_MAX_CLASSES] = {false};
+    const long long R = cv_gen_condition_count(l->cond);
+    for (long long a = 0; a < R && a < l->n; a++) {
+        int c = image_class(l->cond, a);
+        if (made[c]) continue;
+        char sub[4200];
+        snprintf(sub, sizeof sub, "%s/%d", dir, c);
+        if (mkdir(sub, 0777) != 0)
+            return cv_fail(err, CV_ERR_IO, "%s: cannot create folder: %s", sub, strerror(errno));
+        made[c] = true;
+    }
+    return CV_OK;
+}
+
+/* The headers of the images and the labels (or conditions) files. */
+static cv_status write_headers(gen_sink *s, cv_err *err) {
+    const gen_layout *l = &s->layout;
+    const bool npy = l->format == CV_FMT_NPY, color = l->channels > 1;
+    char head[256];
+    cv_status st = CV_OK;
+    if (npy) {
+        const int64_t dims[4] = {l->n, l->h, l->w, l->channels};
+        size_t len = cv_npy_header(head, sizeof head, CV_NPY_U8, color ? 4 : 3, dims);
+        st = stream_write(&s->images, head, len, err);
+    } else {
+        const uint32_t dims[4] = {(uint32_t)l->n, (uint32_t)l->h, (uint32_t)l->w,
+                                  (uint32_t)l->channels};
+        uint8_t idx[20];
+        st = stream_write(&s->images, idx, idx_header(idx, color ? 4 : 3, dims), err);
+    }
+    if (st) return st;
+    if (l->cond_width) {
+        const int64_t dims[2] = {l->n, l->cond_width};
+        size_t len = cv_npy_header(head, sizeof head, CV_NPY_F32, 2, dims);
+        return stream_write(&s->labels, head, len, err);
+    }
+    if (npy) {
+        const int64_t dims[1] = {l->n};
+        size_t len = cv_npy_header(head, sizeof head, CV_NPY_U8, 1, dims);
+        return stream_write(&s->labels, head, len, err);
+    }
+    const uint32_t dims[1] = {(uint32_t)l->n};
+    uint8_t idx[8];
+    return stream_write(&s->labels, idx, idx_header(idx, 1, dims), err);
+}
+
+cv_status gen_sink_open(gen_sink **out, const gen_layout *layout, const char *dir, cv_err *err) {
     gen_sink *s = calloc(1, sizeof *s);
     if (!s) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
-    s->format = format;
+    s->layout = *layout;
     snprintf(s->dir, sizeof s->dir, "%s", dir);
-    s->h = h;
-    s->w = w;
-    s->classes = classes;
-    s->n_classes = n_classes;
     *out = s;
+    const gen_layout *l = &s->layout;
     char name[256];
-    cv_status st = CV_OK;
-    if (format == CV_FMT_PNG) {
-        for (int c = 0; c < n_classes && !st; c++) {
-            char sub[4200];
-            snprintf(sub, sizeof sub, "%s/%d", dir, classes[c]);
-            if (mkdir(sub, 0777) != 0)
-                st = cv_fail(err, CV_ERR_IO, "%s: cannot create folder: %s", sub, strerror(errno));
-        }
-        return st;
+    if (l->format == CV_FMT_PNG) {
+        if (!l->cond_width) return make_class_dirs(l, dir, err);
+        gen_sink_file_name(l, l->n, name, sizeof name);
+        cv_status st = stream_open(&s->labels, dir, name, false, err);
+        if (st) return st;
+        const int64_t dims[2] = {l->n, l->cond_width};
+        char head[256];
+        size_t len = cv_npy_header(head, sizeof head, CV_NPY_F32, 2, dims);
+        return stream_write(&s->labels, head, len, err);
     }
-    bool gz = format == CV_FMT_IDX_GZ;
-    gen_sink_file_name(format, 0, n, classes, n_classes, name, sizeof name);
-    st = stream_open(&s->images, dir, name, gz, err);
-    gen_sink_file_name(format, 1, n, classes, n_classes, name, sizeof name);
-    if (!st) st = stream_open(&s->labels, dir, name, gz, err);
-    if (st) return st;
-    if (format == CV_FMT_NPY) {
-        char hi[256], hl[256], shape[96];
-        snprintf(shape, sizeof shape, "(%lld, %d, %d)", n, h, w);
-        size_t a = npy_header(hi, shape);
-        snprintf(shape, sizeof shape, "(%lld,)", n);
-        size_t b = npy_header(hl, shape);
-        st = stream_write(&s->images, hi, a, err);
-        if (!st) st = stream_write(&s->labels, hl, b, err);
-    } else {
-        uint8_t hi[16], hl[8];
-        uint32_t di[3] = {(uint32_t)n, (uint32_t)h, (uint32_t)w}, dl[1] = {(uint32_t)n};
-        st = stream_write(&s->images, hi, idx_header(hi, 3, di), err);
-        if (!st) st = stream_write(&s->labels, hl, idx_header(hl, 1, dl), err);
-    }
-    return st;
+    const bool gz = l->format == CV_FMT_IDX_GZ;
+    gen_sink_file_name(l, 0, name, sizeof name);
+    cv_status st = stream_open(&s->images, dir, name, gz, err);
+    gen_sink_file_name(l, 1, name, sizeof name);
+    if (!st) st = stream_open(&s->labels, dir, name, gz && !l->cond_width, err);
+    return st ? st : write_headers(s, err);
 }
 
 cv_status gen_sink_write(gen_sink *s, long long first, int rows, const uint8_t *pixels,
-                         const uint8_t *labels, cv_err *err) {
-    const size_t d = (size_t)s->h * s->w;
-    if (s->format != CV_FMT_PNG) {
-        cv_status st = stream_write(&s->images, pixels, (size_t)rows * d, err);
-        if (!st) st = stream_write(&s->labels, labels, (size_t)rows, err);
-        return st;
-    }
-    for (int r = 0; r < rows; r++) {
+                         const uint8_t *labels, const float *conditions, cv_err *err) {
+    const gen_layout *l = &s->layout;
+    const size_t d = (size_t)l->h * l->w * l->channels;
+    cv_status st = CV_OK;
+    if (l->cond_width)
+        st = stream_write(&s->labels, conditions, (size_t)rows * l->cond_width * sizeof(float),
+                          err);
+    else if (l->format != CV_FMT_PNG)
+        st = stream_write(&s->labels, labels, (size_t)rows, err);
+    if (st || l->format != CV_FMT_PNG)
+        return st ? st : stream_write(&s->images, pixels, (size_t)rows * d, err);
+    for (int r = 0; r < rows && !st; r++) {
         char name[256], path[4400];
-        long long i = first + r;
-        gen_sink_file_name(CV_FMT_PNG, i, i + 1, s->classes, s->n_classes, name, sizeof name);
+        png_name(l, first + r, name, sizeof name);
         snprintf(path, sizeof path, "%s/%s", s->dir, name);
-        cv_status st = cv_png_write_gray(path, pixels + r * d, s->h, s->w, err);
-        if (st) return st;
+        st = cv_png_write(path, pixels + r * d, l->h, l->w, l->channels, err);
     }
-    return CV_OK;
+    return st;
 }
 
 cv_status gen_sink_close(gen_sink *s, cv_err *err) {

@@ -6,17 +6,25 @@
 
 typedef struct gen_sink gen_sink;
 
-/* Opens the files of a data set of n images (h x w) in the folder dir. */
-cv_status gen_sink_open(gen_sink **out, cv_gen_format format, const char *dir, long long n,
-                        int h, int w, const int *classes, int n_classes, cv_err *err);
-/* Appends images [first, first + rows): pixels (rows, h*w), labels (rows). */
+/* What a generated data set holds; its files' names follow from it. */
+typedef struct {
+    cv_gen_format format;
+    long long n; /* images */
+    int h, w, channels;
+    int cond_width;                /* K of condition vectors; 0 for labels */
+    const cv_gen_conditions *cond; /* image i has condition i % R of it */
+} gen_layout;
+
+/* Opens the files of a data set in the folder dir. */
+cv_status gen_sink_open(gen_sink **out, const gen_layout *layout, const char *dir, cv_err *err);
+/* Appends images [first, first + rows): pixels (rows, h*w*channels), and labels (rows) or
+ * condition vectors (rows, K), as the layout says. */
 cv_status gen_sink_write(gen_sink *s, long long first, int rows, const uint8_t *pixels,
-                         const uint8_t *labels, cv_err *err);
+                         const uint8_t *labels, const float *conditions, cv_err *err);
 /* Flushes and fsyncs everything; frees the sink whatever happens. */
 cv_status gen_sink_close(gen_sink *s, cv_err *err);
 
 /* The relative name of file k of a finished data set, false past the last one. */
-bool gen_sink_file_name(cv_gen_format format, long long k, long long n, const int *classes,
-                        int n_classes, char *name, size_t size);
+bool gen_sink_file_name(const gen_layout *layout, long long k, char *name, size_t size);
 
 #endif

@@ -10,12 +10,14 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <libgen.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "cv_math.h"
 #include "cvae/fileio.h"
 #include "cvae/generate.h"
 #include "cvae/png.h"
@@ -33,7 +35,67 @@ static const float *logits_of(cv_model *m, cv_workspace *ws) {
     return ws->act[m->layout.n_layers - 1];
 }
 
-/* Decodes the rows in ws->z with ws->labels into dev_pixels; image `first` is row 0. */
+long long cv_gen_condition_count(const cv_gen_conditions *c) {
+    return c->n_rows ? c->n_rows : c->n_classes;
+}
+
+/* The class of image i of a model of labels. */
+static int class_of(const cv_gen_conditions *c, long long i) {
+    const long long R = cv_gen_condition_count(c);
+    return c->labels ? c->labels[i % R] : c->classes[i % R];
+}
+
+/* Condition row of image i of a model of condition vectors. */
+static const float *vector_of(const cv_gen_conditions *c, int K, long long i) {
+    return c->conditions + (size_t)(i % c->n_rows) * K;
+}
+
+/* Host scratch for one block's conditions as ws takes them: int32 labels or float rows. */
+typedef union {
+    int32_t *labels;
+    float *rows;
+    void *any;
+} cond_scratch;
+
+static size_t cond_scratch_bytes(const cv_model *m, int rows) {
+    const cv_model_config *c = &m->layout.cfg;
+    return (size_t)rows * (c->condition == CV_COND_VECTORS ? (size_t)c->cond_width * sizeof(float)
+                                                           : sizeof(int32_t));
+}
+
+/* The conditions of images [first, first + rows) into ws (labels or rows). Images past
+ * the last (a block is decoded whole) take condition i % R like the others. */
+static void upload_conditions(cv_model *m, cv_workspace *ws, const cv_gen_conditions *c,
+                              long long first, int rows, cond_scratch sc) {
+    cv_backend *be = m->be;
+    const int K = m->layout.cfg.cond_width;
+    if (m->layout.cfg.condition == CV_COND_VECTORS) {
+        for (int r = 0; r < rows; r++)
+            memcpy(sc.rows + (size_t)r * K, vector_of(c, K, first + r), (size_t)K * sizeof(float));
+        be->upload(be, ws->cond, sc.rows, (size_t)rows * K * sizeof(float));
+        return;
+    }
+    for (int r = 0; r < rows; r++) sc.labels[r] = class_of(c, first + r);
+    be->upload(be, ws->labels, sc.labels, (size_t)rows * sizeof(int32_t));
+}
+
+/* z for the rows in ws: draws from p(z|c) of their conditions (ws->labels or ws->cond);
+ * row r takes stream CV_STREAM_GEN_Z(stream_of[r]) when given, else (first + r). */
+static void draw_z(cv_model *m, cv_workspace *ws, int rows, uint64_t seed, long long first,
+                   const long long *stream_of) {
+    cv_backend *be = m->be;
+    const int L = m->layout.cfg.latent;
+    if (stream_of)
+        for (int r = 0; r < rows; r++)
+            be->normal(be, ws->z + (size_t)r * L, 1, L, seed, CV_STREAM_GEN_Z(stream_of[r]));
+    else
+        be->normal(be, ws->z, rows, L, seed, CV_STREAM_GEN_Z(first));
+    cv_prior prior; /* with a learned prior, each draw is placed in its row's prior */
+    be->prior_transform(be, cv_model_batch_prior(m, ws, rows, &prior), ws->labels, ws->z, rows,
+                        L);
+}
+
+/* Decodes the rows in ws->z with their conditions into dev_pixels; image `first` is row 0. */
 static void decode_pixels(cv_model *m, cv_workspace *ws, int rows, bool mean, uint64_t seed,
                           long long first, uint8_t *dev_pixels) {
     cv_model_decode(m, ws, rows);
@@ -47,30 +109,37 @@ int cv_generate_block_rows(const cv_model *m) {
     return rows < 1 ? 1 : rows > 256 ? 256 : rows;
 }
 
-/* Images [first, first + block) of the interleaved order into dev_pixels; first is a
- * multiple of the block, and a block past the last image is decoded whole all the same. */
+/* Images [first, first + block) of the order into dev_pixels; first is a multiple of the
+ * block, and a block past the last image is decoded whole all the same. */
 static void decode_block(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
-                         long long first, int block, int32_t *labels32, uint8_t *dev_pixels) {
-    cv_backend *be = m->be;
-    for (int r = 0; r < block; r++) labels32[r] = o->classes[(first + r) % o->n_classes];
-    be->upload(be, ws->labels, labels32, (size_t)block * sizeof(int32_t));
-    be->normal(be, ws->z, block, m->layout.cfg.latent, o->seed, CV_STREAM_GEN_Z(first));
-    cv_prior prior;
-    be->prior_transform(be, cv_model_prior(m, &prior), ws->labels, ws->z, block,
-                        m->layout.cfg.latent);
+                         long long first, int block, cond_scratch sc, uint8_t *dev_pixels) {
+    upload_conditions(m, ws, &o->cond, first, block, sc);
+    draw_z(m, ws, block, o->seed, first, NULL);
     decode_pixels(m, ws, block, o->mean, o->seed, first, dev_pixels);
 }
 
-/* Images [first, first + rows) to host pixels and labels, block by block (dev_pixels
- * holds rows rounded up to whole blocks). */
+/* Host copies of one chunk's pixels and of its images' labels or condition rows. */
+typedef struct {
+    uint8_t *pixels, *labels;
+    float *rows;
+} chunk_out;
+
+/* Images [first, first + rows) to the host, block by block (dev_pixels holds rows
+ * rounded up to whole blocks). */
 static void decode_chunk(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
-                         long long first, int rows, uint8_t *dev_pixels, int32_t *labels32,
-                         uint8_t *pixels, uint8_t *labels) {
-    const int block = cv_generate_block_rows(m), D = m->layout.dim;
+                         long long first, int rows, uint8_t *dev_pixels, cond_scratch sc,
+                         chunk_out *out) {
+    const int block = cv_generate_block_rows(m), D = m->layout.dim, K = m->layout.cfg.cond_width;
     for (int b = 0; b < rows; b += block)
-        decode_block(m, ws, o, first + b, block, labels32, dev_pixels + (size_t)b * D);
-    for (int r = 0; r < rows; r++) labels[r] = (uint8_t)o->classes[(first + r) % o->n_classes];
-    m->be->download(m->be, pixels, dev_pixels, (size_t)rows * D);
+        decode_block(m, ws, o, first + b, block, sc, dev_pixels + (size_t)b * D);
+    for (int r = 0; r < rows; r++) {
+        if (out->rows)
+            memcpy(out->rows + (size_t)r * K, vector_of(&o->cond, K, first + r),
+                   (size_t)K * sizeof(float));
+        else
+            out->labels[r] = (uint8_t)class_of(&o->cond, first + r);
+    }
+    m->be->download(m->be, out->pixels, dev_pixels, (size_t)rows * D);
 }
 
 static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -98,31 +167,67 @@ static cv_status check_output_dir(const char *dir, cv_err *err) {
     return CV_OK;
 }
 
-static cv_status write_manifest(const char *tmpdir, const cv_generate_options *o, int h, int w,
+/* s as the body of a JSON string: quotes, backslashes and control characters escaped. */
+static void json_string(FILE *fp, const char *s) {
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(fp, "\\%c", *p);
+        else if (*p < 0x20) fprintf(fp, "\\u%04x", *p);
+        else fputc(*p, fp);
+    }
+}
+
+/* The manifest's account of the conditions: the classes and their counts, or the rows. */
+static void manifest_conditions(FILE *fp, const cv_model *m, const cv_generate_options *o) {
+    const cv_gen_conditions *c = &o->cond;
+    const long long R = cv_gen_condition_count(c);
+    const bool vectors = m->layout.cfg.condition == CV_COND_VECTORS;
+    fprintf(fp, "  \"condition\": \"%s\",\n", vectors ? "vectors" : "labels");
+    if (c->n_rows) {
+        fprintf(fp, "  \"order\": \"image i has row i %% %lld of ", R);
+        json_string(fp, c->source ? c->source : "the given rows");
+        fprintf(fp, "\",\n  \"rows\": %lld,\n  \"images_per_row\": %lld,\n", R, o->per);
+    } else {
+        fprintf(fp, "  \"order\": \"interleaved: image i has class classes[i %% %lld]\",\n"
+                    "  \"classes\": [", R);
+        for (int a = 0; a < c->n_classes; a++) fprintf(fp, "%s%d", a ? ", " : "", c->classes[a]);
+        fprintf(fp, "],\n");
+    }
+    if (vectors) {
+        fprintf(fp, "  \"condition_width\": %d,\n", m->layout.cfg.cond_width);
+        return;
+    }
+    long long count[CV_MAX_CLASSES] = {0};
+    for (long long a = 0; a < R; a++) count[class_of(c, a)] += o->per;
+    fprintf(fp, "  \"count_per_class\": {");
+    for (int k = 0, first = 1; k < CV_MAX_CLASSES; k++)
+        if (count[k]) {
+            fprintf(fp, "%s\"%d\": %lld", first ? "" : ", ", k, count[k]);
+            first = 0;
+        }
+    fprintf(fp, "},\n");
+}
+
+static cv_status write_manifest(const char *tmpdir, const cv_model *m,
+                                const cv_generate_options *o, const gen_layout *layout,
                                 cv_err *err) {
-    const long long n = o->per_class * o->n_classes;
     char path[4300];
     snprintf(path, sizeof path, "%s/manifest.json", tmpdir);
     cv_outfile f;
     cv_status st = cv_outfile_open(&f, path, err);
     if (st) return st;
     static const char *formats[] = {"idx", "idx.gz", "npy", "png", "grid"};
+    fprintf(f.fp, "{\n  \"checkpoint\": \"");
+    json_string(f.fp, o->checkpoint ? o->checkpoint : "");
     fprintf(f.fp,
-            "{\n  \"checkpoint\": \"%s\",\n  \"checkpoint_crc32\": \"%08x\",\n"
+            "\",\n  \"checkpoint_crc32\": \"%08x\",\n"
             "  \"seed\": %llu,\n  \"mode\": \"%s\",\n  \"format\": \"%s\",\n"
-            "  \"height\": %d,\n  \"width\": %d,\n  \"images\": %lld,\n"
-            "  \"order\": \"interleaved: image i has class classes[i %% %d]\",\n"
-            "  \"classes\": [",
-            o->checkpoint, o->checkpoint_crc, (unsigned long long)o->seed,
-            o->mean ? "mean" : "sample", formats[o->format], h, w, n, o->n_classes);
-    for (int c = 0; c < o->n_classes; c++) fprintf(f.fp, "%s%d", c ? ", " : "", o->classes[c]);
-    fprintf(f.fp, "],\n  \"count_per_class\": {");
-    for (int c = 0; c < o->n_classes; c++)
-        fprintf(f.fp, "%s\"%d\": %lld", c ? ", " : "", o->classes[c], o->per_class);
-    fprintf(f.fp, "},\n  \"files\": [");
+            "  \"height\": %d,\n  \"width\": %d,\n  \"channels\": %d,\n  \"images\": %lld,\n",
+            o->checkpoint_crc, (unsigned long long)o->seed, o->mean ? "mean" : "sample",
+            formats[o->format], layout->h, layout->w, layout->channels, layout->n);
+    manifest_conditions(f.fp, m, o);
+    fprintf(f.fp, "  \"files\": [");
     char name[256];
-    for (long long k = 0; gen_sink_file_name(o->format, k, n, o->classes, o->n_classes, name,
-                                             sizeof name); k++) {
+    for (long long k = 0; gen_sink_file_name(layout, k, name, sizeof name); k++) {
         char file[4500], hex[65];
         uint64_t size;
         snprintf(file, sizeof file, "%s/%s", tmpdir, name);
@@ -139,35 +244,40 @@ static cv_status write_manifest(const char *tmpdir, const cv_generate_options *o
     return cv_outfile_commit(&f, err);
 }
 
+static void show_progress(long long done, long long n, double t0, double *shown) {
+    double t = now_seconds();
+    if (t - *shown <= 0.2 && done != n) return;
+    fprintf(stderr, "\rgenerated %lld/%lld images (%.0f images/s) ", done, n, done / (t - t0));
+    if (done == n) fprintf(stderr, "\r%*s\r", 70, "");
+    *shown = t;
+}
+
 static cv_status generate_into(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
                                const char *tmpdir, cv_generate_result *res, cv_err *err) {
     const cv_model_config *c = &m->layout.cfg;
-    const long long n = o->per_class * o->n_classes;
-    const int D = m->layout.dim, block = cv_generate_block_rows(m);
+    const bool vectors = c->condition == CV_COND_VECTORS;
+    const gen_layout layout = {o->format, cv_gen_condition_count(&o->cond) * o->per, c->height,
+                               c->width, c->channels, vectors ? c->cond_width : 0, &o->cond};
+    const long long n = layout.n;
+    const int D = m->layout.dim, block = cv_generate_block_rows(m), K = c->cond_width;
     const int B = (o->batch + block - 1) / block * block; /* whole blocks a chunk */
     uint8_t *dev_pixels = NULL;
     cv_status st = m->be->alloc(m->be, (void **)&dev_pixels, (size_t)B * D, "generated pixels", err);
     if (st) return st;
-    uint8_t *pixels = malloc((size_t)B * D), *labels = malloc((size_t)B);
-    int32_t *labels32 = malloc((size_t)block * sizeof(int32_t));
+    chunk_out out = {malloc((size_t)B * D), vectors ? NULL : malloc((size_t)B),
+                     vectors ? malloc((size_t)B * K * sizeof(float)) : NULL};
+    cond_scratch sc = {.any = malloc(cond_scratch_bytes(m, block))};
     gen_sink *sink = NULL;
-    if (!pixels || !labels || !labels32)
+    if (!out.pixels || !(out.labels || out.rows) || !sc.any)
         st = cv_fail(err, CV_ERR_NOMEM, "out of host memory: generating %d images at a time "
                      "needs %.1f MiB", B, (double)B * (D + 1) / 1048576.0);
-    if (!st) st = gen_sink_open(&sink, o->format, tmpdir, n, c->height, c->width, o->classes,
-                                o->n_classes, err);
+    if (!st) st = gen_sink_open(&sink, &layout, tmpdir, err);
     double t0 = now_seconds(), shown = t0;
     for (long long first = 0; !st && first < n; first += B) {
         int rows = n - first < B ? (int)(n - first) : B;
-        decode_chunk(m, ws, o, first, rows, dev_pixels, labels32, pixels, labels);
-        st = gen_sink_write(sink, first, rows, pixels, labels, err);
-        double t = now_seconds();
-        if (o->progress && (t - shown > 0.2 || first + rows == n)) {
-            fprintf(stderr, "\rgenerated %lld/%lld images (%.0f images/s) ", first + rows, n,
-                    (first + rows) / (t - t0));
-            if (first + rows == n) fprintf(stderr, "\r%*s\r", 70, "");
-            shown = t;
-        }
+        decode_chunk(m, ws, o, first, rows, dev_pixels, sc, &out);
+        st = gen_sink_write(sink, first, rows, out.pixels, out.labels, out.rows, err);
+        if (o->progress) show_progress(first + rows, n, t0, &shown);
     }
     if (sink) {
         cv_err close_err;
@@ -176,11 +286,12 @@ static cv_status generate_into(cv_model *m, cv_workspace *ws, const cv_generate_
     }
     res->images = n;
     res->seconds = now_seconds() - t0;
-    if (!st) st = write_manifest(tmpdir, o, c->height, c->width, err);
+    if (!st) st = write_manifest(tmpdir, m, o, &layout, err);
     m->be->release(m->be, dev_pixels);
-    free(pixels);
-    free(labels);
-    free(labels32);
+    free(out.pixels);
+    free(out.labels);
+    free(out.rows);
+    free(sc.any);
     return st;
 }
 
@@ -192,9 +303,9 @@ static cv_status generate_grid_file(cv_model *m, cv_workspace *ws,
     cv_status st = cv_prepare_output_file(o->out, made, err);
     if (st) return st;
     double t0 = now_seconds();
-    st = cv_generate_grid(m, ws, o->classes, o->n_classes, (int)o->per_class, o->same_z,
-                          o->mean, o->seed, o->out, err);
-    res->images = o->per_class * o->n_classes;
+    st = cv_generate_grid(m, ws, &o->cond, (int)o->per, o->same_z, o->mean, o->seed, o->out,
+                          err);
+    res->images = o->per * cv_gen_condition_count(&o->cond);
     res->seconds = now_seconds() - t0;
     snprintf(copy, sizeof copy, "%s", o->out);
     if (st) cv_unmake_dirs(dirname(copy), made);
@@ -236,85 +347,135 @@ static cv_status generate_data_set(cv_model *m, cv_workspace *ws, const cv_gener
     return CV_OK;
 }
 
+cv_status cv_generate_check(const cv_model_config *cfg, const cv_generate_options *o,
+                            cv_err *err) {
+    const cv_gen_conditions *c = &o->cond;
+    const char *src = c->source ? c->source : "the conditions";
+    const long long R = cv_gen_condition_count(c);
+    const bool vectors = cfg->condition == CV_COND_VECTORS;
+    if (R < 1) return cv_fail(err, CV_ERR_USAGE, "%s: no conditions to generate", src);
+    if (vectors != (c->conditions != NULL))
+        return cv_fail(err, CV_ERR_USAGE, vectors
+                       ? "the model takes condition vectors of width %d: give them with "
+                         "--conditions FILE.npy"
+                       : "the model takes class labels (%d classes): give --per-class, "
+                         "--classes or --labels FILE.npy, not condition vectors",
+                       cfg->cond_width);
+    if (vectors && c->width != cfg->cond_width)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: rows have width %d but the model's condition "
+                       "vectors have %d", src, c->width, cfg->cond_width);
+    if (o->format == CV_FMT_GRID && R > CV_GRID_MAX_ROWS)
+        return cv_fail(err, CV_ERR_USAGE, "%s: %lld rows; a grid holds at most %d", src, R,
+                       CV_GRID_MAX_ROWS);
+    if ((o->format == CV_FMT_GRID || o->format == CV_FMT_PNG) &&
+        cfg->channels > CV_PNG_MAX_CHANNELS)
+        return cv_fail(err, CV_ERR_USAGE, "images of %d channels do not fit a PNG (1 to %d)",
+                       cfg->channels, CV_PNG_MAX_CHANNELS);
+    for (long long a = 0; a < R && !vectors; a++)
+        if (class_of(c, a) >= cfg->cond_width)
+            return cv_fail(err, c->labels ? CV_ERR_FORMAT : CV_ERR_USAGE,
+                           "%s: class %d (row %lld) is not among the model's %d classes", src,
+                           class_of(c, a), a, cfg->cond_width);
+    for (size_t i = 0; vectors && i < (size_t)R * cfg->cond_width; i++)
+        if (!isfinite(c->conditions[i]))
+            return cv_fail(err, CV_ERR_FORMAT, "%s: row %zu holds a NaN or Inf (column %zu)",
+                           src, i / (size_t)cfg->cond_width, i % (size_t)cfg->cond_width);
+    return CV_OK;
+}
+
 cv_status cv_generate(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
                       cv_generate_result *res, cv_err *err) {
     memset(res, 0, sizeof *res);
+    cv_status st = cv_generate_check(&m->layout.cfg, o, err);
+    if (st) return st;
     if (o->format == CV_FMT_GRID) return generate_grid_file(m, ws, o, res, err);
     CV_ASSERT(ws->max_rows >= cv_generate_block_rows(m));
     char out[CV_PATH_MAX]; /* "DIR/" names DIR: the temporary folder goes beside it */
-    cv_status st = cv_trim_path(out, o->out, err);
+    st = cv_trim_path(out, o->out, err);
     return st ? st : generate_data_set(m, ws, o, out, res, err);
 }
 
-cv_status cv_generate_grid(cv_model *m, cv_workspace *ws, const int *classes, int n_classes,
+cv_status cv_generate_grid(cv_model *m, cv_workspace *ws, const cv_gen_conditions *cond,
                            int cols, bool same_z, bool mean, uint64_t seed, const char *path,
                            cv_err *err) {
     cv_backend *be = m->be;
-    const int K = n_classes, D = m->layout.dim, L = m->layout.cfg.latent;
-    CV_ASSERT(ws->max_rows >= K);
-    uint8_t *tiles = malloc((size_t)K * cols * D), *col = malloc((size_t)K * D);
+    const int R = (int)cv_gen_condition_count(cond), D = m->layout.dim;
+    CV_ASSERT(R <= CV_GRID_MAX_ROWS && ws->max_rows >= R);
+    uint8_t *tiles = malloc((size_t)R * cols * D), *col = malloc((size_t)R * D);
+    cond_scratch sc = {.any = malloc(cond_scratch_bytes(m, R))};
+    long long streams[CV_GRID_MAX_ROWS];
     uint8_t *dev_pixels = NULL;
-    int32_t labels[256];
-    cv_status st = tiles && col ? CV_OK : cv_fail(err, CV_ERR_NOMEM, "out of host memory");
-    if (!st) st = be->alloc(be, (void **)&dev_pixels, (size_t)K * D, "grid pixels", err);
+    cv_status st = tiles && col && sc.any ? CV_OK : cv_fail(err, CV_ERR_NOMEM, "out of host memory");
+    if (!st) st = be->alloc(be, (void **)&dev_pixels, (size_t)R * D, "grid pixels", err);
     for (int k = 0; k < cols && !st; k++) {
-        /* column k holds images k*K .. k*K + K-1 of the interleaved order */
-        long long first = (long long)k * K;
-        for (int a = 0; a < K; a++) labels[a] = classes[a];
-        be->upload(be, ws->labels, labels, (size_t)K * sizeof(int32_t));
-        if (same_z)
-            for (int a = 0; a < K; a++)
-                be->normal(be, ws->z + (size_t)a * L, 1, L, seed, CV_STREAM_GEN_Z(first));
-        else
-            be->normal(be, ws->z, K, L, seed, CV_STREAM_GEN_Z(first));
-        cv_prior prior; /* with a learned prior, the shared draw is placed in each class's */
-        be->prior_transform(be, cv_model_prior(m, &prior), ws->labels, ws->z, K, L);
-        decode_pixels(m, ws, K, mean, seed, first, dev_pixels);
-        be->download(be, col, dev_pixels, (size_t)K * D);
-        for (int a = 0; a < K; a++)
+        /* column k holds images k*R .. k*R + R-1 of the order; with same_z every row takes
+         * the first one's draw, placed in its own prior */
+        long long first = (long long)k * R;
+        for (int a = 0; a < R; a++) streams[a] = first;
+        upload_conditions(m, ws, cond, first, R, sc);
+        draw_z(m, ws, R, seed, first, same_z ? streams : NULL);
+        decode_pixels(m, ws, R, mean, seed, first, dev_pixels);
+        be->download(be, col, dev_pixels, (size_t)R * D);
+        for (int a = 0; a < R; a++)
             memcpy(tiles + ((size_t)a * cols + k) * D, col + (size_t)a * D, (size_t)D);
     }
-    if (!st)
-        st = cv_png_write_grid(path, tiles, K, cols, m->layout.cfg.height, m->layout.cfg.width,
-                               2, err);
+    const cv_model_config *c = &m->layout.cfg;
+    if (!st) st = cv_png_write_grid(path, tiles, R, cols, c->height, c->width, c->channels, 2, err);
     if (dev_pixels) be->release(be, dev_pixels);
     free(tiles);
     free(col);
+    free(sc.any);
     return st;
 }
 
-cv_status cv_reconstructions_png(cv_model *m, cv_workspace *ws, const uint8_t *pixels,
-                                 const uint8_t *labels, int count, const char *path,
-                                 cv_err *err) {
+/* The first count images of a split, with their conditions, into ws. */
+static cv_status upload_split_rows(cv_model *m, cv_workspace *ws, const cv_split *s, int count,
+                                   cv_err *err) {
+    cv_backend *be = m->be;
+    const size_t D = (size_t)m->layout.dim, n = (size_t)count;
+    float *x = malloc(n * D * sizeof(float));
+    int32_t *lab = malloc(n * sizeof(int32_t));
+    if (!x || !lab) {
+        free(x);
+        free(lab);
+        return cv_fail(err, CV_ERR_NOMEM, "out of host memory");
+    }
+    for (size_t i = 0; i < n * D; i++) x[i] = cv_pixel_value(s->pixels, s->fpixels, i);
+    for (size_t i = 0; i < n && s->labels; i++) lab[i] = s->labels[i];
+    be->upload(be, ws->x, x, n * D * sizeof(float));
+    if (s->labels) be->upload(be, ws->labels, lab, n * sizeof(int32_t));
+    if (s->conditions)
+        be->upload(be, ws->cond, s->conditions, n * (size_t)s->cond_width * sizeof(float));
+    free(x);
+    free(lab);
+    return CV_OK;
+}
+
+cv_status cv_reconstructions_png(cv_model *m, cv_workspace *ws, const cv_split *s, int count,
+                                 const char *path, cv_err *err) {
     cv_backend *be = m->be;
     const int D = m->layout.dim, L = m->layout.cfg.latent;
-    CV_ASSERT(ws->max_rows >= count);
-    float *x = malloc((size_t)count * D * sizeof(float));
-    int32_t *lab = malloc((size_t)count * sizeof(int32_t));
+    CV_ASSERT(ws->max_rows >= count && count <= s->n);
     uint8_t *tiles = malloc((size_t)2 * count * D), *dev_pixels = NULL;
-    cv_status st = x && lab && tiles ? CV_OK : cv_fail(err, CV_ERR_NOMEM, "out of host memory");
+    cv_status st = tiles ? CV_OK : cv_fail(err, CV_ERR_NOMEM, "out of host memory");
     if (!st) st = be->alloc(be, (void **)&dev_pixels, (size_t)count * D, "pixels", err);
+    if (!st) st = upload_split_rows(m, ws, s, count, err);
     if (!st) {
-        for (size_t i = 0; i < (size_t)count * D; i++) x[i] = (float)pixels[i] / 255.0f;
-        for (int i = 0; i < count; i++) lab[i] = labels[i];
-        be->upload(be, ws->x, x, (size_t)count * D * sizeof(float));
-        be->upload(be, ws->labels, lab, (size_t)count * sizeof(int32_t));
         cv_model_encode(m, ws, count);
         /* z = mu: the posterior mean, with the noise set to zero */
         be->zero(be, ws->eps, (size_t)count * L * sizeof(float));
         cv_prior prior;
         be->reparam_forward(be, ws->act[m->layout.n_enc - 1], ws->eps, false, 0, 0, NULL,
-                            cv_model_prior(m, &prior), ws->labels, ws->z, ws->kl, NULL, count,
-                            L);
+                            cv_model_batch_prior(m, ws, count, &prior), ws->labels, ws->z,
+                            ws->kl, NULL, count, L);
         decode_pixels(m, ws, count, true, 0, 0, dev_pixels);
-        memcpy(tiles, pixels, (size_t)count * D);
+        for (size_t i = 0; i < (size_t)count * D; i++)
+            tiles[i] = s->pixels ? s->pixels[i] : (uint8_t)floorf(255.0f * s->fpixels[i] + 0.5f);
         be->download(be, tiles + (size_t)count * D, dev_pixels, (size_t)count * D);
-        st = cv_png_write_grid(path, tiles, 2, count, m->layout.cfg.height,
-                               m->layout.cfg.width, 2, err);
+        const cv_model_config *c = &m->layout.cfg;
+        st = cv_png_write_grid(path, tiles, 2, count, c->height, c->width, c->channels, 2, err);
     }
     if (dev_pixels) be->release(be, dev_pixels);
-    free(x);
-    free(lab);
     free(tiles);
     return st;
 }

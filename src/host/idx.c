@@ -1,4 +1,5 @@
-/* idx.c: IDX files (unsigned byte, plain or gzip), validated before allocating.
+/* idx.c: IDX files (unsigned byte, 1 to 4 dimensions, plain or gzip), validated before
+ * allocating.
  *
  * Layout: 0x00 0x00 <type 0x08> <ndims>, ndims big-endian uint32 sizes, then the bytes.
  * A plain file must be exactly header + payload bytes long. A gzip file cannot be sized
@@ -42,8 +43,9 @@ static cv_status read_exact(gzFile gz, const char *path, void *buf, size_t n,
     return CV_OK;
 }
 
-static cv_status check_header(const char *path, const uint8_t magic[4], int ndims,
-                              cv_err *err) {
+/* The file's dimension count must lie in min_dims..max_dims. */
+static cv_status check_header(const char *path, const uint8_t magic[4], int min_dims,
+                              int max_dims, cv_err *err) {
     if (magic[0] != 0 || magic[1] != 0)
         return cv_fail(err, CV_ERR_FORMAT, "%s: not an IDX file (bad magic %02x %02x)",
                        path, magic[0], magic[1]);
@@ -51,20 +53,25 @@ static cv_status check_header(const char *path, const uint8_t magic[4], int ndim
         return cv_fail(err, CV_ERR_FORMAT,
                        "%s: unsupported IDX type code 0x%02x (only unsigned byte, 0x08)",
                        path, magic[2]);
-    if (magic[3] != ndims)
-        return cv_fail(err, CV_ERR_FORMAT,
-                       "%s: has %d dimensions, expected %d (%s)", path, magic[3], ndims,
-                       ndims == 3 ? "an idx3 image file" : "an idx1 label file");
-    return CV_OK;
+    if (magic[3] >= min_dims && magic[3] <= max_dims) return CV_OK;
+    if (min_dims == max_dims)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: has %d dimensions, expected %d%s", path,
+                       magic[3], min_dims, min_dims == 1 ? " (an idx1 label file)" : "");
+    return cv_fail(err, CV_ERR_FORMAT,
+                   "%s: has %d dimensions, expected %d to %d (images: n, height, width[, "
+                   "channels])", path, magic[3], min_dims, max_dims);
 }
 
-static cv_status read_gz(gzFile gz, const char *path, int ndims, uint64_t file_size,
-                         bool compressed, int dims[3], uint8_t **payload, cv_err *err) {
-    uint8_t magic[4], raw[12];
+static cv_status read_gz(gzFile gz, const char *path, int min_dims, int max_dims,
+                         uint64_t file_size, bool compressed, int *ndims_out, int dims[4],
+                         uint8_t **payload, cv_err *err) {
+    uint8_t magic[4], raw[16];
     cv_status st = read_exact(gz, path, magic, 4, "header", err);
-    if (!st) st = check_header(path, magic, ndims, err);
+    if (!st) st = check_header(path, magic, min_dims, max_dims, err);
+    const int ndims = magic[3];
     if (!st) st = read_exact(gz, path, raw, 4 * (size_t)ndims, "header", err);
     if (st) return st;
+    *ndims_out = ndims;
     uint64_t total = 1;
     for (int i = 0; i < ndims; i++) {
         uint32_t d = (uint32_t)raw[4 * i] << 24 | (uint32_t)raw[4 * i + 1] << 16 |
@@ -127,8 +134,8 @@ static cv_status zlib_failed(const char *path, cv_err *err) {
                    "%s: cannot start zlib: %s", path, strerror(errno));
 }
 
-cv_status cv_idx_read(const char *path, int ndims, int dims[3], uint8_t **payload,
-                      cv_err *err) {
+static cv_status idx_read(const char *path, int min_dims, int max_dims, int *ndims,
+                          int dims[4], uint8_t **payload, cv_err *err) {
     *payload = NULL;
     struct stat sb;
     if (stat(path, &sb) != 0)
@@ -145,14 +152,29 @@ cv_status cv_idx_read(const char *path, int ndims, int dims[3], uint8_t **payloa
     cv_status st = gz ? CV_OK : zlib_failed(path, err);
     fclose(fp);
     if (st) return st;
-    st = read_gz(gz, path, ndims, (uint64_t)sb.st_size, compressed, dims, payload, err);
+    st = read_gz(gz, path, min_dims, max_dims, (uint64_t)sb.st_size, compressed, ndims, dims,
+                 payload, err);
     gzclose(gz);
     return st;
 }
 
-cv_status cv_idx_write(const char *path, int ndims, const int dims[3],
+cv_status cv_idx_read(const char *path, int ndims, int *dims, uint8_t **payload,
+                      cv_err *err) {
+    CV_ASSERT(ndims >= 1 && ndims <= 4);
+    int got;
+    return idx_read(path, ndims, ndims, &got, dims, payload, err);
+}
+
+cv_status cv_idx_read_images(const char *path, int dims[4], uint8_t **payload, cv_err *err) {
+    int got;
+    dims[3] = 1;
+    return idx_read(path, 3, 4, &got, dims, payload, err);
+}
+
+cv_status cv_idx_write(const char *path, int ndims, const int *dims,
                        const uint8_t *payload, bool gzip, cv_err *err) {
-    uint8_t header[16] = {0, 0, 0x08, (uint8_t)ndims};
+    CV_ASSERT(ndims >= 1 && ndims <= 4);
+    uint8_t header[20] = {0, 0, 0x08, (uint8_t)ndims};
     size_t total = 1;
     for (int i = 0; i < ndims; i++) {
         uint32_t d = (uint32_t)dims[i];

@@ -22,24 +22,39 @@ static void add_layer(cv_layout *lo, int in, int out, bool cond, bool relu) {
     l->cond = CV_NO_COND;
     if (cond) {
         l->cond = lo->n_params;
-        lo->n_params += (size_t)lo->cfg.n_classes * out;
+        lo->n_params += (size_t)lo->cfg.cond_width * out;
     }
     l->b = lo->n_params;
     lo->n_params += (size_t)out;
 }
 
+/* The image shape and the condition of a config. */
+static cv_status check_data_shape(const cv_model_config *cfg, cv_err *err) {
+    if (cfg->height <= 0 || cfg->width <= 0 || cfg->channels <= 0 || cfg->height > 65535 ||
+        cfg->width > 65535 || cfg->channels > 65535)
+        return cv_fail(err, CV_ERR_USAGE, "image size %dx%dx%d is out of range",
+                       cfg->height, cfg->width, cfg->channels);
+    /* 2^24 values (4096 x 4096) keeps D, and every (rows x D) index, well inside int */
+    if ((int64_t)cfg->height * cfg->width * cfg->channels > CV_MAX_IMAGE_VALUES)
+        return cv_fail(err, CV_ERR_USAGE, "images of %dx%dx%d are over the 2^24 values "
+                       "supported", cfg->height, cfg->width, cfg->channels);
+    if (cfg->condition == CV_COND_LABELS &&
+        (cfg->cond_width < 1 || cfg->cond_width > CV_MAX_CLASSES))
+        return cv_fail(err, CV_ERR_USAGE, "number of classes %d is out of range 1..%d",
+                       cfg->cond_width, CV_MAX_CLASSES);
+    if (cfg->condition == CV_COND_VECTORS &&
+        (cfg->cond_width < 1 || cfg->cond_width > CV_MAX_COND_WIDTH))
+        return cv_fail(err, CV_ERR_USAGE, "condition width %d is out of range 1..%d",
+                       cfg->cond_width, CV_MAX_COND_WIDTH);
+    if (cfg->condition != CV_COND_LABELS && cfg->condition != CV_COND_VECTORS)
+        return cv_fail(err, CV_ERR_USAGE, "unknown condition kind %d", (int)cfg->condition);
+    return CV_OK;
+}
+
 cv_status cv_layout_init(const cv_model_config *cfg, cv_layout *lo, cv_err *err) {
     memset(lo, 0, sizeof *lo);
-    if (cfg->height <= 0 || cfg->width <= 0 || cfg->height > 65535 || cfg->width > 65535)
-        return cv_fail(err, CV_ERR_USAGE, "image size %dx%d is out of range",
-                       cfg->height, cfg->width);
-    /* 2^24 pixels (4096 x 4096) keeps D, and every (rows x D) index, well inside int */
-    if ((int64_t)cfg->height * cfg->width > (INT64_C(1) << 24))
-        return cv_fail(err, CV_ERR_USAGE, "images of %dx%d are over the 2^24 pixels supported",
-                       cfg->height, cfg->width);
-    if (cfg->n_classes < 1 || cfg->n_classes > 256)
-        return cv_fail(err, CV_ERR_USAGE, "number of classes %d is out of range 1..256",
-                       cfg->n_classes);
+    cv_status st = check_data_shape(cfg, err);
+    if (st) return st;
     if (cfg->latent < 1 || cfg->latent > 65536)
         return cv_fail(err, CV_ERR_USAGE, "latent size %d is out of range 1..65536",
                        cfg->latent);
@@ -57,7 +72,7 @@ cv_status cv_layout_init(const cv_model_config *cfg, cv_layout *lo, cv_err *err)
             return cv_fail(err, CV_ERR_USAGE, "hidden size %d is out of range 1..65536",
                            cfg->hidden[i]);
     lo->cfg = *cfg;
-    lo->dim = cfg->height * cfg->width;
+    lo->dim = cfg->height * cfg->width * cfg->channels;
     const int nh = cfg->n_hidden, L = cfg->latent;
 
     int in = lo->dim;
@@ -77,24 +92,38 @@ cv_status cv_layout_init(const cv_model_config *cfg, cv_layout *lo, cv_err *err)
     lo->prior_m = lo->prior_r = CV_NO_COND;
     if (cfg->prior == CV_PRIOR_CONDITIONAL) {
         lo->prior_m = lo->n_params;
-        lo->prior_r = lo->prior_m + (size_t)cfg->n_classes * L;
-        lo->n_params = lo->prior_r + (size_t)cfg->n_classes * L;
+        lo->prior_r = lo->prior_m + (size_t)cfg->cond_width * L;
+        lo->n_params = lo->prior_r + (size_t)cfg->cond_width * L;
     }
     return CV_OK;
 }
 
-const cv_prior *cv_model_prior(const cv_model *m, cv_prior *storage) {
-    if (m->layout.prior_m == CV_NO_COND) return NULL;
-    storage->m = m->params + m->layout.prior_m;
-    storage->r = m->params + m->layout.prior_r;
-    return storage;
+static bool has_vectors(const cv_model *m) { return m->layout.cfg.condition == CV_COND_VECTORS; }
+
+/* The prior as the batch's operations read it: the tables (labels), or the rows in ws
+ * that cv_model_batch_prior computed (condition vectors). */
+static const cv_prior *batch_prior_of(const cv_model *m, const cv_workspace *ws,
+                                      cv_prior *p) {
+    const cv_layout *lo = &m->layout;
+    if (lo->prior_m == CV_NO_COND) return NULL;
+    *p = has_vectors(m) ? (cv_prior){ws->prior_m, ws->prior_r, true}
+                        : (cv_prior){m->params + lo->prior_m, m->params + lo->prior_r, false};
+    return p;
 }
 
-cv_prior_grad *cv_model_prior_grad(const cv_model *m, cv_prior_grad *storage) {
-    if (m->layout.prior_m == CV_NO_COND) return NULL;
-    storage->m = m->grads + m->layout.prior_m;
-    storage->r = m->grads + m->layout.prior_r;
-    return storage;
+const cv_prior *cv_model_batch_prior(cv_model *m, cv_workspace *ws, int rows,
+                                     cv_prior *storage) {
+    const cv_layout *lo = &m->layout;
+    if (lo->prior_m != CV_NO_COND && has_vectors(m)) {
+        /* M c and R c of each row: (rows, K) x (K, L) */
+        const int K = lo->cfg.cond_width, L = lo->cfg.latent;
+        cv_backend *be = m->be;
+        be->gemm(be, false, false, rows, L, K, 1.0f, ws->cond, K, m->params + lo->prior_m, L,
+                 0.0f, ws->prior_m, L);
+        be->gemm(be, false, false, rows, L, K, 1.0f, ws->cond, K, m->params + lo->prior_r, L,
+                 0.0f, ws->prior_r, L);
+    }
+    return batch_prior_of(m, ws, storage);
 }
 
 void cv_layout_describe(const cv_layout *lo, size_t index, char *buf, size_t size) {
@@ -163,7 +192,7 @@ cv_status cv_model_init_params(cv_model *m, uint64_t seed, cv_err *err) {
     cv_uniform_fill(host, lo->n_params, seed, CV_STREAM_INIT);
     for (int i = 0; i < lo->n_layers; i++) {
         const cv_layer *l = &lo->layers[i];
-        int fan_in = l->in + (l->cond != CV_NO_COND ? lo->cfg.n_classes : 0);
+        int fan_in = l->in + (l->cond != CV_NO_COND ? lo->cfg.cond_width : 0);
         float bound = 1.0f / sqrtf((float)fan_in);
         /* w, cond and b of a layer are adjacent, from l->w to the end of b */
         for (size_t k = l->w; k < l->b + (size_t)l->out; k++)
@@ -185,11 +214,20 @@ cv_status cv_workspace_create(cv_model *m, int max_rows, cv_workspace *ws, cv_er
     cv_backend *be = m->be;
     const cv_layout *lo = &m->layout;
     const size_t B = (size_t)max_rows, L = (size_t)lo->cfg.latent;
+    const size_t K = (size_t)lo->cfg.cond_width;
+    const bool vectors = has_vectors(m), row_prior = vectors && lo->prior_m != CV_NO_COND;
     cv_status st = CV_OK;
 #define WS_ALLOC(field, count, type, what)                                          \
     if (!st) st = be->alloc(be, (void **)&ws->field, (count) * sizeof(type), what, err)
     WS_ALLOC(x, B * lo->dim, float, "batch images");
     WS_ALLOC(labels, B, int32_t, "batch labels");
+    if (vectors) WS_ALLOC(cond, B * K, float, "batch conditions");
+    if (row_prior) {
+        WS_ALLOC(prior_m, B * L, float, "per-row prior means");
+        WS_ALLOC(prior_r, B * L, float, "per-row prior log-variances");
+        WS_ALLOC(dprior_m, B * L, float, "per-row prior mean gradients");
+        WS_ALLOC(dprior_r, B * L, float, "per-row prior log-variance gradients");
+    }
     for (int i = 0; i < lo->n_layers; i++) {
         WS_ALLOC(act[i], B * lo->layers[i].out, float, "activations");
         WS_ALLOC(dact[i], B * lo->layers[i].out, float, "activation gradients");
@@ -203,12 +241,13 @@ cv_status cv_workspace_create(cv_model *m, int max_rows, cv_workspace *ws, cv_er
     WS_ALLOC(sums, 1, cv_loss_sums, "loss sums");
     WS_ALLOC(step, 1, cv_step, "step state");
 #undef WS_ALLOC
-    /* the largest GEMM operand: an input or output (B, width), or a weight (out, in) */
-    size_t operand = 0;
+    /* the largest GEMM operand: an input or output (B, width), or a weight (out, in); the
+     * condition GEMMs' are (B, K) and (K, out) or (K, L) */
+    size_t operand = vectors ? B * K : 0;
     for (int i = 0; i < lo->n_layers; i++) {
         const size_t in = (size_t)lo->layers[i].in, out = (size_t)lo->layers[i].out;
-        const size_t sizes[3] = {B * in, B * out, in * out};
-        for (int j = 0; j < 3; j++) operand = sizes[j] > operand ? sizes[j] : operand;
+        const size_t sizes[4] = {B * in, B * out, in * out, vectors ? K * out : 0};
+        for (int j = 0; j < 4; j++) operand = sizes[j] > operand ? sizes[j] : operand;
     }
     if (!st && be->gemm_reserve) st = be->gemm_reserve(be, operand, err);
     if (st) cv_workspace_destroy(m, ws);
@@ -216,8 +255,9 @@ cv_status cv_workspace_create(cv_model *m, int max_rows, cv_workspace *ws, cv_er
 }
 
 void cv_workspace_destroy(cv_model *m, cv_workspace *ws) {
-    void *bufs[] = {ws->x,   ws->labels, ws->eps,       ws->z,    ws->dz,
-                    ws->kl,  ws->rec,    ws->log_ratio, ws->sums, ws->step};
+    void *bufs[] = {ws->x,        ws->labels,  ws->cond,     ws->prior_m, ws->prior_r,
+                    ws->dprior_m, ws->dprior_r, ws->eps,     ws->z,       ws->dz,
+                    ws->kl,       ws->rec,      ws->log_ratio, ws->sums,  ws->step};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) m->be->release(m->be, bufs[i]);
     for (int i = 0; i < CV_MAX_LAYERS; i++) {
@@ -227,17 +267,23 @@ void cv_workspace_destroy(cv_model *m, cv_workspace *ws) {
     memset(ws, 0, sizeof *ws);
 }
 
-/* y = act(x W^T + b + cond[c]) for layers [first, last). */
+/* y = act(x W^T + b + c T) for layers [first, last): a label's row of the condition
+ * table T gathered by bias_act_forward, or condition vectors C (rows, K) times T. */
 static void forward_layers(cv_model *m, cv_workspace *ws, int rows, int first, int last,
                            const float *in) {
     cv_backend *be = m->be;
+    const int K = m->layout.cfg.cond_width;
     for (int i = first; i < last; i++) {
         const cv_layer *l = &m->layout.layers[i];
+        const bool cond = l->cond != CV_NO_COND, gathered = cond && !has_vectors(m);
         be->gemm(be, false, true, rows, l->out, l->in, 1.0f, in, l->in,
                  m->params + l->w, l->in, 0.0f, ws->act[i], l->out);
+        if (cond && !gathered)
+            be->gemm(be, false, false, rows, l->out, K, 1.0f, ws->cond, K,
+                     m->params + l->cond, l->out, 1.0f, ws->act[i], l->out);
         be->bias_act_forward(be, ws->act[i], m->params + l->b,
-                             l->cond != CV_NO_COND ? m->params + l->cond : NULL,
-                             ws->labels, rows, l->out, l->relu);
+                             gathered ? m->params + l->cond : NULL, ws->labels, rows, l->out,
+                             l->relu);
         in = ws->act[i];
     }
 }
@@ -254,7 +300,8 @@ void cv_model_sample_decode(cv_model *m, cv_workspace *ws, int rows, const cv_no
     const cv_layout *lo = &m->layout;
     cv_prior prior;
     be->reparam_forward(be, ws->act[lo->n_enc - 1], ws->eps, noise->draw, noise->seed,
-                        noise->stream_base, noise->st, cv_model_prior(m, &prior), ws->labels,
+                        noise->stream_base, noise->st, cv_model_batch_prior(m, ws, rows, &prior),
+                        ws->labels,
                         ws->z, ws->kl, want_log_ratio ? ws->log_ratio : NULL, rows,
                         lo->cfg.latent);
     forward_layers(m, ws, rows, lo->n_enc, lo->n_layers, ws->z);
@@ -279,14 +326,20 @@ void cv_model_decode(cv_model *m, cv_workspace *ws, int rows) {
 static void backward_layers(cv_model *m, cv_workspace *ws, int rows, int first, int last,
                             const float *in_first, float *dx_first) {
     cv_backend *be = m->be;
+    const int K = m->layout.cfg.cond_width;
     for (int i = last - 1; i >= first; i--) {
         const cv_layer *l = &m->layout.layers[i];
         float *dy = ws->dact[i];
         const float *in = i == first ? in_first : ws->act[i - 1];
         float *dx = i == first ? dx_first : ws->dact[i - 1];
+        const bool cond = l->cond != CV_NO_COND, gathered = cond && !has_vectors(m);
         be->bias_act_backward(be, dy, ws->act[i], m->grads + l->b,
-                              l->cond != CV_NO_COND ? m->grads + l->cond : NULL,
-                              ws->labels, rows, l->out, l->relu);
+                              gathered ? m->grads + l->cond : NULL, ws->labels, rows, l->out,
+                              l->relu);
+        /* dT (K, out) += C^T (K, B) x dy (B, out) */
+        if (cond && !gathered)
+            be->gemm(be, true, false, K, l->out, rows, 1.0f, ws->cond, K, dy, l->out, 1.0f,
+                     m->grads + l->cond, l->out);
         /* dW (out, in) += dy^T (out, B) x in (B, in) */
         be->gemm(be, true, false, l->out, l->in, rows, 1.0f, dy, l->out, in, l->in, 1.0f,
                  m->grads + l->w, l->in);
@@ -297,14 +350,39 @@ static void backward_layers(cv_model *m, cv_workspace *ws, int rows, int first, 
     }
 }
 
+/* The learned prior's gradient targets: the tables' gradients (labels), or each row's
+ * (condition vectors), which prior_tables_backward then carries into the tables. */
+static cv_prior_grad *prior_grad_target(cv_model *m, cv_workspace *ws, cv_prior_grad *g) {
+    const cv_layout *lo = &m->layout;
+    if (lo->prior_m == CV_NO_COND) return NULL;
+    if (has_vectors(m))
+        *g = (cv_prior_grad){ws->dprior_m, ws->dprior_r, true};
+    else
+        *g = (cv_prior_grad){m->grads + lo->prior_m, m->grads + lo->prior_r, false};
+    return g;
+}
+
+/* dM (K, L) += C^T (K, B) x dm (B, L), and the same for R. */
+static void prior_tables_backward(cv_model *m, cv_workspace *ws, int rows) {
+    const cv_layout *lo = &m->layout;
+    const int K = lo->cfg.cond_width, L = lo->cfg.latent;
+    cv_backend *be = m->be;
+    be->gemm(be, true, false, K, L, rows, 1.0f, ws->cond, K, ws->dprior_m, L, 1.0f,
+             m->grads + lo->prior_m, L);
+    be->gemm(be, true, false, K, L, rows, 1.0f, ws->cond, K, ws->dprior_r, L, 1.0f,
+             m->grads + lo->prior_r, L);
+}
+
 void cv_model_backward(cv_model *m, cv_workspace *ws, int rows, float beta) {
     const cv_layout *lo = &m->layout;
     backward_layers(m, ws, rows, lo->n_enc, lo->n_layers, ws->z, ws->dz);
+    /* the forward pass left the batch's prior rows in ws (condition vectors) */
     cv_prior prior;
+    const cv_prior *p = batch_prior_of(m, ws, &prior);
     cv_prior_grad dprior;
-    m->be->reparam_backward(m->be, ws->act[lo->n_enc - 1], ws->eps, ws->dz,
-                            beta / (float)rows, cv_model_prior(m, &prior), ws->labels,
-                            cv_model_prior_grad(m, &dprior), ws->dact[lo->n_enc - 1], rows,
-                            lo->cfg.latent);
+    cv_prior_grad *dp = prior_grad_target(m, ws, &dprior);
+    m->be->reparam_backward(m->be, ws->act[lo->n_enc - 1], ws->eps, ws->dz, beta / (float)rows,
+                            p, ws->labels, dp, ws->dact[lo->n_enc - 1], rows, lo->cfg.latent);
+    if (dp && dp->per_row) prior_tables_backward(m, ws, rows);
     backward_layers(m, ws, rows, 0, lo->n_enc, ws->x, NULL);
 }

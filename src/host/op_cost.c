@@ -89,10 +89,12 @@ cv_op_cost cv_cost_accumulate_loss(int rows) { return bytes_only(F * 2.0 * rows)
 /* params, grads, m and v read; params, m and v written (as if the step is not skipped) */
 cv_op_cost cv_cost_adam(size_t n) { return bytes_only(F * 7.0 * (double)n); }
 
-/* the pixels (bytes), the uint8 label and the order read; x and the int32 label written */
-cv_op_cost cv_cost_gather_batch(int rows, int dim) {
-    double px = (double)rows * dim;
-    return bytes_only(px + rows + F * rows + F * px + F * rows);
+/* the pixels (bytes or floats) and the order read, x written; and the uint8 label read
+ * and the int32 label written, or the condition row (cond_width floats) read and written */
+cv_op_cost cv_cost_gather_batch(int rows, int dim, bool float_pixels, int cond_width) {
+    const double px = (double)rows * dim, in = float_pixels ? F * px : px;
+    const double cond = cond_width ? 2.0 * F * rows * cond_width : (double)rows + F * rows;
+    return bytes_only(in + F * rows + F * px + cond);
 }
 
 cv_op_cost cv_cost_zero(size_t bytes) { return bytes_only((double)bytes); }

@@ -16,6 +16,7 @@
 #include "cvae/fileio.h"
 #include "cvae/generate.h"
 #include "cvae/interrupt.h"
+#include "cvae/png.h"
 #include "cvae/rng.h"
 #include "cvae/train.h"
 
@@ -44,8 +45,7 @@ float cv_beta_at(const cv_train_config *cfg, int epoch) {
 void cv_train_step(cv_model *m, cv_workspace *ws, const cv_device_split *s, int rows,
                    uint64_t seed, const cv_adam_config *adam, float beta, bool binarize) {
     cv_backend *be = m->be;
-    be->gather_batch(be, s->pixels, s->labels, s->perm, ws->step, rows, s->dim, binarize, seed,
-                     ws->x, ws->labels);
+    be->gather_batch(be, s, ws->step, rows, binarize, seed, ws->x, ws->labels, ws->cond);
     be->zero(be, m->grads, m->layout.n_params * sizeof(float));
     cv_noise noise = {true, seed, CV_STREAM_TRAIN_EPS(0), ws->step};
     cv_model_forward(m, ws, rows, &noise, true, false);
@@ -204,21 +204,27 @@ static void load_metrics(const char *path, int epochs_done, run_state *r) {
     r->metrics_len = size;
 }
 
-/* RUNDIR/samples.png (a row per class, ten samples each) and RUNDIR/reconstructions.png
- * (ten test images, or training images without a test set, above their reconstructions). */
+/* RUNDIR/samples.png (a row per class, or per condition row of the first ten test images,
+ * ten samples each) and RUNDIR/reconstructions.png (ten test images, or training images
+ * without a test set, above their reconstructions); none for images a PNG cannot hold. */
 static cv_status write_pictures(const cv_train_options *o, run_state *r, cv_err *err) {
     char samples[4200], recon[4200];
     snprintf(samples, sizeof samples, "%s/samples.png", o->out_dir);
     snprintf(recon, sizeof recon, "%s/reconstructions.png", o->out_dir);
-    int classes[256];
-    for (int c = 0; c < r->data.n_classes; c++) classes[c] = c;
-    cv_status st = cv_generate_grid(&r->model, &r->ws, classes, r->data.n_classes, 10, false,
-                                    true, o->seed, samples, err);
     const cv_split *src = r->data.test.n ? &r->data.test : &r->data.train;
-    int count = src->n < 10 ? src->n : 10;
-    if (!st)
-        st = cv_reconstructions_png(&r->model, &r->ws, src->pixels, src->labels, count, recon,
+    const int count = src->n < 10 ? src->n : 10;
+    if (src->channels > CV_PNG_MAX_CHANNELS) {
+        fprintf(o->log, "pictures: none (a PNG holds 1 to %d channels, the images have %d)\n",
+                CV_PNG_MAX_CHANNELS, src->channels);
+        return CV_OK;
+    }
+    cv_gen_conditions rows = {.n_classes = r->data.cond_width};
+    if (r->data.condition == CV_COND_VECTORS)
+        rows = (cv_gen_conditions){.conditions = src->conditions, .n_rows = count};
+    for (int c = 0; c < rows.n_classes; c++) rows.classes[c] = c;
+    cv_status st = cv_generate_grid(&r->model, &r->ws, &rows, 10, false, true, o->seed, samples,
                                     err);
+    if (!st) st = cv_reconstructions_png(&r->model, &r->ws, src, count, recon, err);
     if (!st) fprintf(o->log, "pictures: %s, %s\n", samples, recon);
     return st;
 }
@@ -407,7 +413,7 @@ static cv_status check_resume(const cv_train_options *o, const cv_checkpoint *ck
                        : ck->batch != o->batch      ? "--batch"
                        : ck->lr != o->lr            ? "--lr"
                        : ck->seed != o->seed        ? "--seed"
-                       : (o->n_classes && o->n_classes != c->n_classes) ? "--classes"
+                       : (o->n_classes && o->n_classes != c->cond_width) ? "--classes"
                        : c->prior != o->prior                            ? "--prior"
                        : c->likelihood != o->likelihood || c->sigma != o->sigma
                            ? "--likelihood/--sigma"
@@ -473,6 +479,29 @@ static void undo_outputs(const cv_train_options *o, run_state *r) {
     }
 }
 
+/* What the user called the data: the folder, or the training images' file. */
+static const char *data_name(const cv_train_options *o) {
+    return o->files.train_images ? o->files.train_images : o->data_dir;
+}
+
+/* The data a resumed run reads must be the kind and shape its checkpoint's model takes. */
+static cv_status check_resume_data(const cv_train_options *o, const cv_model_config *c,
+                                   const cv_data *d, cv_err *err) {
+    const char *src = data_name(o);
+    if (d->train.h != c->height || d->train.w != c->width || d->train.channels != c->channels)
+        return cv_fail(err, CV_ERR_USAGE, "%s: images are %dx%dx%d but the checkpoint's model "
+                       "takes %dx%dx%d", src, d->train.h, d->train.w, d->train.channels,
+                       c->height, c->width, c->channels);
+    if (d->condition != c->condition || d->cond_width != c->cond_width)
+        return cv_fail(err, CV_ERR_USAGE, "%s: the data has %s of width %d but the "
+                       "checkpoint's model takes %s of width %d", src,
+                       d->condition == CV_COND_LABELS ? "class labels" : "condition vectors",
+                       d->cond_width,
+                       c->condition == CV_COND_LABELS ? "class labels" : "condition vectors",
+                       c->cond_width);
+    return CV_OK;
+}
+
 /* The checkpoint to resume (checked against the flags) and the data set. */
 static cv_status load_inputs(const cv_train_options *o, run_state *r, cv_err *err) {
     int n_classes = o->n_classes;
@@ -480,19 +509,16 @@ static cv_status load_inputs(const cv_train_options *o, run_state *r, cv_err *er
         cv_status st = cv_checkpoint_load(o->resume_path, &r->resume, err);
         if (!st) st = check_resume(o, &r->resume, err);
         if (st) return st;
-        n_classes = r->resume.cfg.n_classes;
+        if (r->resume.cfg.condition == CV_COND_LABELS) n_classes = r->resume.cfg.cond_width;
     }
-    cv_status st = cv_data_load(o->data_dir, n_classes, &r->data, err);
+    cv_status st = cv_data_load_files(o->data_dir, &o->files, n_classes, &r->data, err);
     if (st) return st;
-    if (o->resume_path && (r->data.train.h != r->resume.cfg.height ||
-                           r->data.train.w != r->resume.cfg.width))
-        return cv_fail(err, CV_ERR_USAGE, "%s: images are %dx%d but the checkpoint's model "
-                       "takes %dx%d", o->data_dir, r->data.train.h, r->data.train.w,
-                       r->resume.cfg.height, r->resume.cfg.width);
+    if (o->resume_path) st = check_resume_data(o, &r->resume.cfg, &r->data, err);
+    if (st) return st;
     if (o->resume_path && r->resume.position >= r->data.train.n)
         return cv_fail(err, CV_ERR_USAGE, "%s: the checkpoint stopped %d images into an "
                        "epoch, but %s has %d training images", o->resume_path,
-                       r->resume.position, o->data_dir, r->data.train.n);
+                       r->resume.position, data_name(o), r->data.train.n);
     if (o->train.binarize) cv_split_binarize(&r->data.test);
     return CV_OK;
 }
@@ -500,7 +526,8 @@ static cv_status load_inputs(const cv_train_options *o, run_state *r, cv_err *er
 /* The model, its workspace and the data on the device. */
 static cv_status build_model(const cv_train_options *o, run_state *r, cv_err *err) {
     cv_model_config cfg = {.height = r->data.train.h, .width = r->data.train.w,
-                           .n_classes = r->data.n_classes, .latent = o->latent,
+                           .channels = r->data.train.channels, .condition = r->data.condition,
+                           .cond_width = r->data.cond_width, .latent = o->latent,
                            .n_hidden = o->n_hidden, .prior = o->prior,
                            .likelihood = o->likelihood, .sigma = o->sigma};
     memcpy(cfg.hidden, o->hidden, sizeof cfg.hidden);
@@ -549,12 +576,17 @@ static void print_header(const cv_train_options *o, const run_state *r, const pr
     fprintf(o->log, "device: %s\n", r->be->description);
     fprintf(o->log, "precision %s: %s\n", cv_precision_name(r->be->precision),
             cv_precision_describe(r->be->precision));
-    fprintf(o->log, "data: %s: %d training images %dx%d, %d classes, ", o->data_dir,
-            r->data.train.n, r->data.train.h, r->data.train.w, r->data.n_classes);
+    const cv_split *t = &r->data.train;
+    fprintf(o->log, "data: %s: %d training images %dx%d", data_name(o), t->n, t->h, t->w);
+    if (t->channels > 1) fprintf(o->log, "x%d", t->channels);
+    if (r->data.condition == CV_COND_LABELS)
+        fprintf(o->log, ", %d classes, ", r->data.cond_width);
+    else
+        fprintf(o->log, ", condition vectors of width %d, ", r->data.cond_width);
     if (r->data.test.n)
         fprintf(o->log, "%d test images\n", r->data.test.n);
     else
-        fprintf(o->log, "no t10k test files: training without test evaluation\n");
+        fprintf(o->log, "no test files: training without test evaluation\n");
     fprintf(o->log, "model: %zu parameters, latent %d, hidden", r->model.layout.n_params,
             o->latent);
     for (int i = 0; i < o->n_hidden; i++) fprintf(o->log, "%s%d", i ? "," : " ", o->hidden[i]);

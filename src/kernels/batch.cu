@@ -1,8 +1,9 @@
-/* batch.cu: the batch from the device-resident uint8 data set, the loss sums, and the
- * step state.
+/* batch.cu: the batch from the device-resident data set, the loss sums, and the step
+ * state.
  *
- * gather:     x (rows, dim) = pixels[perm[st->start + r]] / 255 (or a Bernoulli draw of it
- *             with --binarize), one thread per element.
+ * gather:     x (rows, dim) = the values of image perm[st->start + r] (pixel / 255 or the
+ *             float; a Bernoulli draw of it with --binarize), one thread per element, and
+ *             its label or condition row (rows, K), one thread per element.
  * accumulate: the loss sums += (sum of rec, sum of kl, rows, and for a training step its
  *             gradient norm and 1), one block, double partial sums reduced in a fixed
  *             tree order (deterministic); nothing for a skipped step.
@@ -20,20 +21,25 @@
 #define SUM_THREADS 256
 #define CHECK_THREADS 256
 
-static __global__ void gather_batch_kernel(const uint8_t *pixels, const uint8_t *labels,
-                                           const int32_t *perm, const cv_step *st, int rows,
-                                           int dim, bool binarize, uint64_t seed, float *x,
-                                           int32_t *labels_out) {
-    const int start = st->start;
+static __global__ void gather_batch_kernel(cv_device_split s, const cv_step *st, int rows,
+                                           bool binarize, uint64_t seed, float *x,
+                                           int32_t *labels_out, float *cond_out) {
+    const int start = st->start, dim = s.dim, K = s.cond_width;
     const uint64_t stream = CV_STREAM_BINARIZE(st->step);
-    size_t n = (size_t)rows * dim;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
+    const size_t first = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    const size_t n = (size_t)rows * dim;
+    for (size_t i = first; i < n; i += stride) {
         int r = (int)(i / dim), j = (int)(i % dim);
-        size_t src = (size_t)perm[start + r];
-        float v = (float)pixels[src * dim + j] / 255.0f;
+        size_t src = (size_t)s.perm[start + r];
+        float v = cv_pixel_value(s.pixels, s.fpixels, src * dim + j);
         x[i] = binarize ? (cv_philox_uniform(seed, stream, i) < v ? 1.0f : 0.0f) : v;
-        if (j == 0) labels_out[r] = labels[src];
+        if (j == 0 && s.labels) labels_out[r] = s.labels[src];
+    }
+    if (!s.conditions) return;
+    for (size_t i = first; i < (size_t)rows * K; i += stride) {
+        size_t r = i / K;
+        cond_out[i] = s.conditions[(size_t)s.perm[start + r] * K + i % K];
     }
 }
 
@@ -135,13 +141,15 @@ static __global__ void advance_step_kernel(cv_step *st, int rows) {
     st->skip = 0;
 }
 
-extern "C" void cv_gather_batch_cuda(const uint8_t *pixels, const uint8_t *labels,
-                                     const int32_t *perm, const cv_step *st, int rows, int dim,
+extern "C" void cv_gather_batch_cuda(const cv_device_split *src, const cv_step *st, int rows,
                                      bool binarize, uint64_t seed, float *x,
-                                     int32_t *labels_out, cudaStream_t stream) {
+                                     int32_t *labels_out, float *cond_out, cudaStream_t stream) {
     const int threads = 256;
-    gather_batch_kernel<<<CV_BLOCKS((size_t)rows * dim, threads), threads, 0, stream>>>(
-        pixels, labels, perm, st, rows, dim, binarize, seed, x, labels_out);
+    size_t items = (size_t)rows * src->dim;
+    if (src->conditions && (size_t)rows * src->cond_width > items)
+        items = (size_t)rows * src->cond_width;
+    gather_batch_kernel<<<CV_BLOCKS(items, threads), threads, 0, stream>>>(
+        *src, st, rows, binarize, seed, x, labels_out, cond_out);
     CV_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -100,9 +100,9 @@ void cv_accumulate_loss_cuda(cv_loss_sums *sums, const float *rec, const float *
                              const cv_step *st, cudaStream_t stream);
 void cv_check_finite_cuda(const float *rec, const float *kl, int rows, const float *grads,
                           size_t n, cv_step *st, cv_scratch *scratch, cudaStream_t stream);
-void cv_gather_batch_cuda(const uint8_t *pixels, const uint8_t *labels, const int32_t *perm,
-                          const cv_step *st, int rows, int dim, bool binarize, uint64_t seed,
-                          float *x, int32_t *labels_out, cudaStream_t stream);
+void cv_gather_batch_cuda(const cv_device_split *src, const cv_step *st, int rows,
+                          bool binarize, uint64_t seed, float *x, int32_t *labels_out,
+                          float *cond_out, cudaStream_t stream);
 void cv_advance_step_cuda(cv_step *st, int rows, cudaStream_t stream);
 void cv_logsumexp_accumulate_cuda(double *lse_max, double *lse_sum, const float *rec,
                                   const float *log_ratio, int rows, bool reset,

@@ -205,6 +205,12 @@ CV_HD float cv_philox_uniform(uint64_t seed, uint64_t stream, uint64_t i) {
     return cv_uniform01(cv_philox_block(seed, stream, i >> 2).v[i & 3]);
 }
 
+/* A data set's value i as a model input in [0, 1]: byte pixels / 255, or the float
+ * images' own value (exactly one of the two arrays is set). */
+CV_HD float cv_pixel_value(const uint8_t *pixels, const float *fpixels, size_t i) {
+    return pixels ? (float)pixels[i] / 255.0f : fpixels[i];
+}
+
 /* A generated pixel: the mean image round(255 p), or a Bernoulli(p) draw with uniform u
  * as 0 or 255; p = sigmoid(l). */
 CV_HD uint8_t cv_pixel_mean(float l) {

@@ -8,9 +8,14 @@
  *
  * forward: one warp per row (lanes over the L dimensions): draws eps (optionally), writes
  *          z, and reduces kl and log p(z|c) - log q(z|x,c) with warp shuffles (fixed
- *          order), against the standard normal or the learned prior N(m_c, exp(r_c)).
+ *          order), against the standard normal or the learned prior N(m, exp(r)) of the
+ *          row: its label's table rows, or its own rows (per_row: M c, R c).
  * backward: one thread per element for dmu and ds; with the learned prior, its table
- *          gradients by per-class column sums (cv_colsum.cuh), deterministic.
+ *          gradients by per-class column sums (cv_colsum.cuh), deterministic, or per row
+ *          each element's own gradient in the same thread.
+ *
+ * The kernels take the prior's rows by `labels`: row labels[r] of the tables, or row r
+ * itself when labels is NULL (a per-row prior).
  */
 #include <curand_kernel.h>
 
@@ -39,7 +44,7 @@ static __global__ void reparam_forward_kernel(const float *enc, float *eps, bool
     if (r >= rows) return; /* whole warps leave together: r is uniform in a warp */
     const uint64_t stream = stream_base + (st ? (uint64_t)st->step : 0);
     const float *mu = enc + (size_t)r * 2 * latent, *s = mu + latent;
-    const size_t row = prior_m ? (size_t)labels[r] * latent : 0;
+    const size_t row = prior_m ? (size_t)(labels ? labels[r] : r) * latent : 0;
     float k = 0.0f, lr = 0.0f;
     for (int j = lane; j < latent; j += 32) {
         size_t i = (size_t)r * latent + j;
@@ -70,7 +75,8 @@ static __global__ void reparam_forward_kernel(const float *enc, float *eps, bool
 static __global__ void reparam_backward_kernel(const float *enc, const float *eps,
                                                const float *dz, float kl_scale,
                                                const float *prior_m, const float *prior_r,
-                                               const int32_t *labels, float *denc, int rows,
+                                               const int32_t *labels, float *row_dm,
+                                               float *row_dr, float *denc, int rows,
                                                int latent) {
     size_t n = (size_t)rows * latent;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
@@ -84,11 +90,17 @@ static __global__ void reparam_backward_kernel(const float *enc, const float *ep
             ds[j] = cv_reparam_grad_s(sj, eps[i], dz[i], kl_scale) * cv_clamp_logvar_grad(s[j]);
             continue;
         }
-        size_t t = (size_t)labels[r] * latent + j;
+        size_t t = (size_t)(labels ? labels[r] : r) * latent + j;
         float rj = cv_clamp_logvar(prior_r[t]);
-        dmu[j] = dz[i] + kl_scale * cv_kl_gauss_grad_mu(mu[j], prior_m[t], rj);
+        float g_mu = cv_kl_gauss_grad_mu(mu[j], prior_m[t], rj);
+        dmu[j] = dz[i] + kl_scale * g_mu;
         ds[j] = (cv_reparam_grad_s(sj, eps[i], dz[i], 0.0f) +
                  kl_scale * cv_kl_gauss_grad_s(sj, rj)) * cv_clamp_logvar_grad(s[j]);
+        if (!row_dm) continue;
+        /* a per-row prior: this element's own gradients, as prior_grad_op computes them */
+        row_dm[i] = -(kl_scale * g_mu);
+        row_dr[i] = kl_scale * cv_kl_gauss_grad_r(mu[j], sj, prior_m[t], rj) *
+                    cv_clamp_logvar_grad(prior_r[t]);
     }
 }
 
@@ -126,7 +138,8 @@ static __global__ void prior_transform_kernel(const float *prior_m, const float 
     size_t n = (size_t)rows * latent;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
-        size_t t = (size_t)labels[i / latent] * latent + i % latent;
+        size_t r = i / latent;
+        size_t t = (size_t)(labels ? labels[r] : r) * latent + i % latent;
         z[i] = cv_reparam_z(prior_m[t], cv_clamp_logvar(prior_r[t]), z[i]);
     }
 }
@@ -139,6 +152,11 @@ static __global__ void normal_kernel(float *out, int rows, int cols, uint64_t se
         out[i] = philox_normal(seed, first_stream + i / cols, i % cols);
 }
 
+/* The labels the kernels index the prior by: NULL for a per-row prior (row r is its own). */
+static const int32_t *prior_labels(const cv_prior *prior, const int32_t *labels) {
+    return prior && prior->per_row ? NULL : labels;
+}
+
 extern "C" void cv_reparam_forward_cuda(const float *enc, float *eps, bool draw_eps,
                                         uint64_t seed, uint64_t stream_base, const cv_step *st,
                                         const cv_prior *prior, const int32_t *labels, float *z,
@@ -147,8 +165,9 @@ extern "C" void cv_reparam_forward_cuda(const float *enc, float *eps, bool draw_
     const int threads = 128, rows_per_block = threads / 32;
     reparam_forward_kernel<<<(rows + rows_per_block - 1) / rows_per_block, threads, 0,
                              stream>>>(enc, eps, draw_eps, seed, stream_base, st,
-                                       prior ? prior->m : NULL, prior ? prior->r : NULL, labels,
-                                       z, kl, log_ratio, rows, latent);
+                                       prior ? prior->m : NULL, prior ? prior->r : NULL,
+                                       prior_labels(prior, labels), z, kl, log_ratio, rows,
+                                       latent);
     CV_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -170,11 +189,14 @@ extern "C" void cv_reparam_backward_cuda(const float *enc, const float *eps, con
                                          float *denc, int rows, int latent, cv_scratch *scratch,
                                          cudaStream_t stream) {
     const int threads = 256;
+    const bool per_row = prior && prior->per_row;
     reparam_backward_kernel<<<CV_BLOCKS((size_t)rows * latent, threads), threads, 0, stream>>>(
-        enc, eps, dz, kl_scale, prior ? prior->m : NULL, prior ? prior->r : NULL, labels, denc,
-        rows, latent);
+        enc, eps, dz, kl_scale, prior ? prior->m : NULL, prior ? prior->r : NULL,
+        prior_labels(prior, labels), per_row ? dprior->m : NULL, per_row ? dprior->r : NULL,
+        denc, rows, latent);
     CV_CUDA_CHECK(cudaGetLastError());
-    if (prior) launch_prior_grad(enc, kl_scale, prior, labels, dprior, rows, latent, scratch, stream);
+    if (prior && !per_row)
+        launch_prior_grad(enc, kl_scale, prior, labels, dprior, rows, latent, scratch, stream);
 }
 
 extern "C" void cv_prior_transform_cuda(const cv_prior *prior, const int32_t *labels, float *z,
@@ -182,7 +204,7 @@ extern "C" void cv_prior_transform_cuda(const cv_prior *prior, const int32_t *la
     if (!prior) return;
     const int threads = 256;
     prior_transform_kernel<<<CV_BLOCKS((size_t)rows * latent, threads), threads, 0, stream>>>(
-        prior->m, prior->r, labels, z, rows, latent);
+        prior->m, prior->r, prior_labels(prior, labels), z, rows, latent);
     CV_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -1,12 +1,16 @@
-// emu_rt.cpp: the emulator's fiber scheduler (x86-64), and a fake CUDA runtime and cuBLAS
-// over host memory: an allocation ends at a guard page (a read or write past it faults),
-// fresh memory is 0xff bytes (NaN floats), cudaFree'd memory is unmapped (a use after free
-// faults), stream capture records closures that a graph launch replays, and cudaMalloc,
-// cudaFree or a synchronization during capture fail as they would on a GPU. cublasSgemm
-// is OpenBLAS's column-major sgemm.
+// emu_rt.cpp: the emulator's fiber scheduler (x86-64), and a fake CUDA runtime, cuBLAS and
+// cuBLASLt over host memory: an allocation ends at a guard page (a read or write past it
+// faults), fresh memory is 0xff bytes (NaN floats), cudaFree'd memory is unmapped (a use
+// after free faults), stream capture records closures that a graph launch replays, and
+// cudaMalloc, cudaFree or a synchronization during capture fail as they would on a GPU.
+// cublasSgemm and cublasLtMatmul are OpenBLAS's column-major sgemm (cuBLASLt's bf16
+// operands widened to float first, FAST_TF32 inputs rounded to TF32 as the tensor cores
+// would); timing events read the clock when the stream reaches them.
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <cblas.h>
+#include <execinfo.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <cstdio>
@@ -17,6 +21,9 @@
 #include <random>
 #include <vector>
 #include <algorithm>
+#include <ctime>
+
+#include "cv_math.h"
 
 uint3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
@@ -196,7 +203,12 @@ cudaError_t cudaFree(void *p) {
     if (!p) return cudaSuccess;
     if (capturing) return fail(cudaErrorStreamCaptureUnsupported, "cudaFree during capture");
     auto it = allocs.find(p);
-    if (it == allocs.end()) { fprintf(stderr, "emu: cudaFree of %p, never allocated\n", p); abort(); }
+    if (it == allocs.end()) {
+        fprintf(stderr, "emu: cudaFree of %p, never allocated; called from:\n", p);
+        void *frames[32];
+        backtrace_symbols_fd(frames, backtrace(frames, 32), 2);
+        abort();
+    }
     munmap(it->second.first, it->second.second);
     allocs.erase(it);
     return cudaSuccess;
@@ -258,5 +270,105 @@ cublasStatus_t cublasSgemm_v2(cublasHandle_t, cublasOperation_t ta, cublasOperat
                     tb == CUBLAS_OP_T ? CblasTrans : CblasNoTrans, m, n, k, al, A, lda, B, ldb, be, C, ldc);
     });
     return CUBLAS_STATUS_SUCCESS;
+}
+
+// ---- fake cuBLASLt: descriptors in their opaque words, matmul by OpenBLAS -----------
+enum { D_COMPUTE, D_TRANSA, D_TRANSB };   // matmul descriptor words
+enum { L_TYPE, L_ROWS, L_COLS, L_LD };    // layout words
+static int lt_token;
+cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) { *h = (cublasLtHandle_t)&lt_token; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t) { return CUBLAS_STATUS_SUCCESS; }
+const char *cublasLtGetStatusString(cublasStatus_t s) { static char b[64]; snprintf(b, sizeof b, "emulated cuBLASLt status %d", (int)s); return b; }
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t compute, cudaDataType_t) {
+    *d = (cublasLtMatmulDesc_t)calloc(1, sizeof **d);
+    (*d)->data[D_COMPUTE] = (uint64_t)compute;
+    (*d)->data[D_TRANSA] = (*d)->data[D_TRANSB] = CUBLAS_OP_N;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) { free(d); return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr,
+                                              const void *buf, size_t size) {
+    if (attr != CUBLASLT_MATMUL_DESC_TRANSA && attr != CUBLASLT_MATMUL_DESC_TRANSB) {
+        fprintf(stderr, "emu: matmul attribute %d is not emulated\n", (int)attr);
+        abort();
+    }
+    int32_t op = 0;
+    memcpy(&op, buf, size < sizeof op ? size : sizeof op);
+    d->data[attr == CUBLASLT_MATMUL_DESC_TRANSA ? D_TRANSA : D_TRANSB] = (uint64_t)op;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType type, uint64_t rows,
+                                          uint64_t cols, int64_t ld) {
+    *l = (cublasLtMatrixLayout_t)calloc(1, sizeof **l);
+    (*l)->data[L_TYPE] = (uint64_t)type;
+    (*l)->data[L_ROWS] = rows;
+    (*l)->data[L_COLS] = cols;
+    (*l)->data[L_LD] = (uint64_t)ld;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) { free(l); return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *p) {
+    *p = (cublasLtMatmulPreference_t)calloc(1, sizeof **p);
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) { free(p); return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t, cublasLtMatmulPreferenceAttributes_t,
+                                                    const void *, size_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t, cublasLtMatrixLayout_t,
+                                              cublasLtMatrixLayout_t, cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
+                                              cublasLtMatmulPreference_t, int requested,
+                                              cublasLtMatmulHeuristicResult_t results[], int *returned) {
+    if (requested < 1) return CUBLAS_STATUS_INVALID_VALUE;
+    memset(&results[0], 0, sizeof results[0]);
+    results[0].state = CUBLAS_STATUS_SUCCESS;
+    *returned = 1;
+    return CUBLAS_STATUS_SUCCESS;
+}
+// A matrix of layout l as column-major floats (bf16 widened, TF32-rounded when asked).
+static std::vector<float> widened(const void *p, cublasLtMatrixLayout_t l, bool tf32) {
+    // the last column ends at its last row: the ld padding past it is not the matrix's
+    const size_t ld = l->data[L_LD], n = ld * (l->data[L_COLS] - 1) + l->data[L_ROWS];
+    std::vector<float> out(n);
+    for (size_t i = 0; i < n; i++) {
+        float v = l->data[L_TYPE] == CUDA_R_16BF
+                      ? cv_bits_float((uint32_t)((const uint16_t *)p)[i] << 16)
+                      : ((const float *)p)[i];
+        out[i] = tf32 ? cv_round_tf32(v) : v;
+    }
+    return out;
+}
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const void *alpha, const void *A,
+                              cublasLtMatrixLayout_t a, const void *B, cublasLtMatrixLayout_t b,
+                              const void *beta, const void *, cublasLtMatrixLayout_t c, void *D,
+                              cublasLtMatrixLayout_t, const cublasLtMatmulAlgo_t *, void *, size_t,
+                              cudaStream_t) {
+    const bool ta = desc->data[D_TRANSA] == CUBLAS_OP_T, tb = desc->data[D_TRANSB] == CUBLAS_OP_T;
+    const bool tf32 = desc->data[D_COMPUTE] == CUBLAS_COMPUTE_32F_FAST_TF32;
+    const int m = (int)c->data[L_ROWS], n = (int)c->data[L_COLS];
+    const int k = (int)(ta ? a->data[L_ROWS] : a->data[L_COLS]);
+    const int lda = (int)a->data[L_LD], ldb = (int)b->data[L_LD], ldc = (int)c->data[L_LD];
+    const float al = *(const float *)alpha, be = *(const float *)beta;
+    cublasLtMatrixLayoutOpaque_t la = *a, lb = *b;
+    emu_submit([=]() {
+        std::vector<float> fa = widened(A, (cublasLtMatrixLayout_t)&la, tf32);
+        std::vector<float> fb = widened(B, (cublasLtMatrixLayout_t)&lb, tf32);
+        cblas_sgemm(CblasColMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, al,
+                    fa.data(), lda, fb.data(), ldb, be, (float *)D, ldc);
+    });
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+// ---- fake timing events: the clock when the stream reaches them ----------------------
+cudaError_t cudaEventCreate(cudaEvent_t *e) { *e = (cudaEvent_t)calloc(1, sizeof(struct timespec)); return cudaSuccess; }
+cudaError_t cudaEventDestroy(cudaEvent_t e) { free(e); return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+    emu_submit([=]() { clock_gettime(CLOCK_MONOTONIC, (struct timespec *)e); });
+    return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
+    const struct timespec *a = (const struct timespec *)start, *b = (const struct timespec *)end;
+    *ms = (float)(1e3 * (double)(b->tv_sec - a->tv_sec) + 1e-6 * (double)(b->tv_nsec - a->tv_nsec));
+    return cudaSuccess;
 }
 }

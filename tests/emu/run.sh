@@ -48,8 +48,8 @@ for o in "$out"/h/*.o; do
     case $(basename "$o") in cli_*|helpers.o|test_cuda.o) ;; *) lib+=("$o") ;; esac
 done
 libs=(-fopenmp -lopenblas -lz -lpng -lmvec -lm)
-g++ -o "$out/test_cuda" "$out/h/test_cuda.o" "$out/h/helpers.o" "${lib[@]}" "$out"/k/*.o \
+g++ -rdynamic -o "$out/test_cuda" "$out/h/test_cuda.o" "$out/h/helpers.o" "${lib[@]}" "$out"/k/*.o \
     "$out/emu_rt.o" -lcriterion "${libs[@]}"
-g++ -o "$out/cvae" "$out"/h/cli_*.o "${lib[@]}" "$out"/k/*.o "$out/emu_rt.o" "${libs[@]}"
+g++ -rdynamic -o "$out/cvae" "$out"/h/cli_*.o "${lib[@]}" "$out"/k/*.o "$out/emu_rt.o" "${libs[@]}"
 echo "tests/emu/run.sh: built $out/test_cuda and $out/cvae; running the GPU tests emulated"
 exec "$out/test_cuda" "$@"
