@@ -188,7 +188,7 @@ static const bad_case cases[] = {
      {TRAIN, "--epochs", "3", "--resume", "$CKPT", "--latent", "5", "--hidden", "8"}},
     {"eval of garbage", m_none, 1, "not a cvae checkpoint",
      {"eval", "--model", "$FILE", "--data", "$DATA", NULL}},
-    {"eval without test files", m_no_test_labels, 1, "but not t10k-labels",
+    {"eval without test files", m_no_test_labels, 1, "test images without test labels",
      {"eval", "--model", "$CKPT", "--data", "$DATA", NULL}},
     {"generate a class the model lacks", m_none, 2, "class 9 is not among",
      {"generate", "--model", "$CKPT", "--per-class", "3", "--classes", "9", "--out", "$OUT", NULL}},

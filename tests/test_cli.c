@@ -233,7 +233,9 @@ Test(cli, help_documents_every_option) {
     cr_assert_eq(test_run_cvae(&o, &e, args), 0);
     const char *flags[] = {"--prior", "--likelihood", "--sigma", "--binarize", "--beta",
                            "--kl-warmup", "--lr-schedule", "--warmup-steps", "--clip-grad",
-                           "--resume", "--skip-nonfinite", "--precision", "[-30, 30]"};
+                           "--resume", "--skip-nonfinite", "--precision", "[-30, 30]",
+                           "--train-images", "--train-labels", "--train-conditions",
+                           "--test-images", "--test-labels", "--test-conditions"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         cr_assert(strstr(o, flags[i]), "train --help does not mention %s", flags[i]);
     free(o);
@@ -243,6 +245,43 @@ Test(cli, help_documents_every_option) {
     cr_assert(strstr(o, "--marginal") && strstr(o, "active") && strstr(o, "bits per dimension"));
     free(o);
     free(e);
+}
+
+/* The manual page (docs/cvae.1) names every long flag of every command's --help. */
+Test(cli, the_man_page_documents_every_flag_of_every_help) {
+    const char *root = getenv("CVAE_SOURCE_ROOT");
+    cr_assert_not_null(root, "CVAE_SOURCE_ROOT is not set (meson test sets it)");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/docs/cvae.1", root);
+    size_t size;
+    char *man = (char *)test_read_file(path, &size);
+    cr_assert_not_null(man, "no %s", path);
+    const char *commands[] = {"train", "eval", "generate", "info", "bench"};
+    for (int c = 0; c < 5; c++) {
+        char *o, *e;
+        const char *args[] = {commands[c], "--help", NULL};
+        cr_assert_eq(test_run_cvae(&o, &e, args), 0);
+        for (const char *p = strstr(o, "--"); p; p = strstr(p + 2, "--")) {
+            char flag[64], roff[128];
+            size_t n = 2;
+            while (n < sizeof flag - 1 && (p[n] == '-' || (p[n] >= 'a' && p[n] <= 'z'))) n++;
+            if (n == 2) continue;
+            memcpy(flag, p, n);
+            flag[n] = '\0';
+            /* roff writes each '-' of a flag as "\-" */
+            size_t k = 0;
+            for (size_t i = 0; i < n && k < sizeof roff - 3; i++) {
+                if (flag[i] == '-') roff[k++] = '\\';
+                roff[k++] = flag[i];
+            }
+            roff[k] = '\0';
+            cr_assert(strstr(man, roff), "cvae %s --help has %s, docs/cvae.1 does not",
+                      commands[c], flag);
+        }
+        free(o);
+        free(e);
+    }
+    free(man);
 }
 
 Test(cli, tf32_on_the_cpu_exits_2) {

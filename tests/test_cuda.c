@@ -398,6 +398,65 @@ static void prior_grad_tols(const float *enc, const float *pm, const float *pr,
     free(am); free(ar); free(em); free(er_); free(k);
 }
 
+/* The bounds of one reparam_forward and reparam_backward: z and denc per element (R2),
+ * kl and the log-ratio per row (R3 over L terms plus each term's R2 error). The prior
+ * (pm NULL: the standard normal) is row lab[i] of the tables, or row i itself without lab
+ * (a per-row prior). */
+typedef struct {
+    double *z, *kl, *lr, *denc;
+} reparam_bounds;
+
+static reparam_bounds reparam_bounds_of(const float *enc, const float *eps, const float *dz,
+                                        float ks, const float *pm, const float *pr,
+                                        const int32_t *lab, int rows, int L) {
+    const size_t nz = (size_t)rows * L;
+    reparam_bounds b = {malloc(nz * 8), calloc(rows, 8), calloc(rows, 8), malloc(2 * nz * 8)};
+    double *sk = calloc(rows, 8), *sl = calloc(rows, 8);
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < L; j++) {
+            const size_t e = (size_t)i * L + j, m = (size_t)i * 2 * L + j;
+            const size_t t = lab ? (size_t)lab[i] * L + j : e;
+            reparam_tol q = reparam_element_tol(enc[m], enc[m + L], eps[e], dz[e], ks, pm, pr, t);
+            b.z[e] = q.z;
+            b.kl[i] += q.kl_n;
+            sk[i] += q.kl_s;
+            b.lr[i] += q.lr_n;
+            sl[i] += q.lr_s;
+            b.denc[m] = q.dmu;
+            b.denc[m + L] = q.ds;
+        }
+    for (int i = 0; i < rows; i++) {
+        b.kl[i] += sum_tol(L, sk[i], EPS);
+        b.lr[i] += sum_tol(L, sl[i], EPS);
+    }
+    free(sk);
+    free(sl);
+    return b;
+}
+
+/* The GPU's z, kl, log-ratio and denc against the CPU's, within b; h: (2 rows L) scratch. */
+static void compare_reparam(const reparam_bounds *b, const float *z, const float *kl,
+                            const float *lr, const float *denc, const float *d_z,
+                            const float *d_kl, const float *d_lr, const float *d_denc, int rows,
+                            int L, float *h) {
+    const size_t nz = (size_t)rows * L;
+    from_gpu(h, d_z, nz * 4, "z");
+    compare_each("z", z, h, nz, b->z, NMSE_MAX);
+    from_gpu(h, d_kl, rows * 4, "kl");
+    compare_each("kl", kl, h, rows, b->kl, NMSE_MAX);
+    from_gpu(h, d_lr, rows * 4, "log_ratio");
+    compare_each("log_ratio", lr, h, rows, b->lr, NMSE_MAX);
+    from_gpu(h, d_denc, 2 * nz * 4, "denc");
+    compare_each("denc", denc, h, 2 * nz, b->denc, NMSE_MAX);
+}
+
+static void reparam_bounds_free(reparam_bounds *b) {
+    free(b->z);
+    free(b->kl);
+    free(b->lr);
+    free(b->denc);
+}
+
 Test(cuda, reparam_matches_cpu_with_given_and_drawn_noise) {
     NEED_GPU();
     test_rng r = test_rng_new("cuda reparam");
@@ -435,8 +494,8 @@ Test(cuda, reparam_matches_cpu_with_given_and_drawn_noise) {
             float *d_pm = to_gpu(pm, nt * 4), *d_pr = to_gpu(pr, nt * 4);
             float *d_dm = to_gpu(dm0, nt * 4), *d_dr = to_gpu(dr0, nt * 4);
             int32_t *d_lab = to_gpu(lab, rows * 4);
-            cv_prior cp = {pm, pr}, gp = {d_pm, d_pr};
-            cv_prior_grad cg = {dm, dr}, gg = {d_dm, d_dr};
+            cv_prior cp = {pm, pr, false}, gp = {d_pm, d_pr, false};
+            cv_prior_grad cg = {dm, dr, false}, gg = {d_dm, d_dr, false};
             const cv_prior *cpp = with_prior ? &cp : NULL, *gpp = with_prior ? &gp : NULL;
             gpu->reparam_forward(gpu, d_enc, d_eps, draw, seed, 17, d_st, gpp, d_lab, d_z, d_kl,
                                  d_lr, rows, L);
@@ -454,35 +513,10 @@ Test(cuda, reparam_matches_cpu_with_given_and_drawn_noise) {
                                   rows, L);
             gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, gpp, d_lab,
                                   with_prior ? &gg : NULL, d_denc, rows, L);
-            double *tz = malloc(nz * 8), *tk = calloc(rows, 8), *tl = calloc(rows, 8),
-                   *td = malloc(ne * 8), *sk = calloc(rows, 8), *sl = calloc(rows, 8);
-            for (int i = 0; i < rows; i++)
-                for (int j = 0; j < L; j++) {
-                    const size_t e = (size_t)i * L + j, m = (size_t)i * 2 * L + j;
-                    reparam_tol t = reparam_element_tol(enc[m], enc[m + L], eps[e], dz[e], ks,
-                                                        cpp ? pm : NULL, pr,
-                                                        (size_t)lab[i] * L + j);
-                    tz[e] = t.z;
-                    tk[i] += t.kl_n;
-                    sk[i] += t.kl_s;
-                    tl[i] += t.lr_n;
-                    sl[i] += t.lr_s;
-                    td[m] = t.dmu;
-                    td[m + L] = t.ds;
-                }
-            /* the row sums: R3 over L terms plus each term's R2 error */
-            for (int i = 0; i < rows; i++) {
-                tk[i] += sum_tol(L, sk[i], EPS);
-                tl[i] += sum_tol(L, sl[i], EPS);
-            }
-            from_gpu(h, d_z, nz * 4, "z");
-            compare_each("z", z, h, nz, tz, NMSE_MAX);
-            from_gpu(h, d_kl, rows * 4, "kl");
-            compare_each("kl", kl, h, rows, tk, NMSE_MAX);
-            from_gpu(h, d_lr, rows * 4, "log_ratio");
-            compare_each("log_ratio", lr, h, rows, tl, NMSE_MAX);
-            from_gpu(h, d_denc, ne * 4, "denc");
-            compare_each("denc", denc, h, ne, td, NMSE_MAX);
+            reparam_bounds bounds = reparam_bounds_of(enc, eps, dz, ks, cpp ? pm : NULL, pr, lab,
+                                                      rows, L);
+            compare_reparam(&bounds, z, kl, lr, denc, d_z, d_kl, d_lr, d_denc, rows, L, h);
+            reparam_bounds_free(&bounds);
             if (with_prior) {
                 double *tm = malloc(nt * 8), *tr = malloc(nt * 8);
                 prior_grad_tols(enc, pm, pr, dm0, dr0, lab, ks, rows, L, K, tm, tr);
@@ -496,7 +530,7 @@ Test(cuda, reparam_matches_cpu_with_given_and_drawn_noise) {
             gpu_free_all();
             free(enc); free(eps); free(ce); free(z); free(kl); free(lr); free(dz); free(denc);
             free(h); free(pm); free(pr); free(dm0); free(dr0); free(dm); free(dr); free(gdm);
-            free(gdr); free(lab); free(tz); free(tk); free(tl); free(td); free(sk); free(sl);
+            free(gdr); free(lab);
         }
 }
 
@@ -524,8 +558,8 @@ static void prior_grad_case(test_rng *r, int rows, int L, int K) {
     float *d_denc = to_gpu(NULL, ne * 4), *d_pm = to_gpu(pm, nt * 4), *d_pr = to_gpu(pr, nt * 4);
     float *d_dm = to_gpu(dm0, nt * 4), *d_dr = to_gpu(dr0, nt * 4);
     int32_t *d_lab = to_gpu(lab, rows * 4);
-    cv_prior cp = {pm, pr}, gp = {d_pm, d_pr};
-    cv_prior_grad cg = {dm, dr}, gg = {d_dm, d_dr};
+    cv_prior cp = {pm, pr, false}, gp = {d_pm, d_pr, false};
+    cv_prior_grad cg = {dm, dr, false}, gg = {d_dm, d_dr, false};
     cpu->reparam_backward(cpu, enc, eps, dz, ks, &cp, lab, &cg, denc, rows, L);
     gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, &gp, d_lab, &gg, d_denc, rows, L);
     from_gpu(g[0], d_dm, nt * 4, "d prior mean");
@@ -875,9 +909,12 @@ Test(cuda, gather_batch_and_advance_step_match_cpu_exactly) {
     int32_t *d_perm = to_gpu(perm, N * 4), *d_lo = to_gpu(NULL, B * 4);
     cv_step *d_st = to_gpu(&st, sizeof st);
     float *d_x = to_gpu(NULL, (size_t)B * D * 4);
+    const cv_device_split src = {.pixels = pix, .labels = lab, .perm = perm, .n = N, .dim = D};
+    const cv_device_split d_src = {.pixels = d_pix, .labels = d_lab, .perm = d_perm, .n = N,
+                                   .dim = D};
     for (int binarize = 0; binarize < 2; binarize++) {
-        cpu->gather_batch(cpu, pix, lab, perm, &st, B, D, binarize, r.s, x, lab_cpu);
-        gpu->gather_batch(gpu, d_pix, d_lab, d_perm, d_st, B, D, binarize, r.s, d_x, d_lo);
+        cpu->gather_batch(cpu, &src, &st, B, binarize, r.s, x, lab_cpu, NULL);
+        gpu->gather_batch(gpu, &d_src, d_st, B, binarize, r.s, d_x, d_lo, NULL);
         from_gpu(gx, d_x, (size_t)B * D * 4, "x");
         from_gpu(lab_gpu, d_lo, B * 4, "labels");
         /* R1: a division by 255 (correctly rounded on both) or a Philox comparison */
@@ -992,7 +1029,7 @@ Test(cuda, prior_transform_matches_cpu) {
         gpu->prior_transform(gpu, NULL, d_lab, d_z, rows, L);
         from_gpu(h, d_z, nz * 4, "z");
         cr_assert(memcmp(h, z0, nz * 4) == 0, "the standard prior changed z");
-        cv_prior cp = {pm, pr}, gp = {d_pm, d_pr};
+        cv_prior cp = {pm, pr, false}, gp = {d_pm, d_pr, false};
         cpu->prior_transform(cpu, &cp, lab, z, rows, L);
         gpu->prior_transform(gpu, &gp, d_lab, d_z, rows, L);
         from_gpu(h, d_z, nz * 4, "z");
@@ -1020,10 +1057,10 @@ static uint8_t *generate_on(cv_backend *be, const cv_model_config *cfg, const fl
     cr_assert_eq(cv_workspace_create(&m, cv_generate_block_rows(&m), &ws, &err), CV_OK, "%s",
                  err.msg);
     be->upload(be, m.params, params, m.layout.n_params * sizeof(float));
-    cv_generate_options o = {.n_classes = 10, .per_class = 500, .format = CV_FMT_IDX,
+    cv_generate_options o = {.cond = {.n_classes = 10}, .per = 500, .format = CV_FMT_IDX,
                              .mean = mean, .seed = 11, .batch = batch, .out = out,
                              .checkpoint = "test"};
-    for (int c = 0; c < 10; c++) o.classes[c] = c;
+    for (int c = 0; c < 10; c++) o.cond.classes[c] = c;
     cv_generate_result res;
     cr_assert_eq(cv_generate(&m, &ws, &o, &res, &err), CV_OK, "%s", err.msg);
     cv_workspace_destroy(&m, &ws);
@@ -1101,10 +1138,14 @@ typedef struct {
     cv_device_split split;
 } rig;
 
-/* The rig's model: hidden 400, 257, latent 20, 10 classes, with prior and likelihood. */
+/* The rig's model: hidden 400, 257, latent 20, 10 classes (or the data's condition
+ * vectors), with prior and likelihood, for the data's image shape. */
 static void rig_make(rig *g, cv_backend *be, const cv_split *data, uint64_t seed, int batch,
                      cv_prior_kind prior, cv_likelihood likelihood) {
-    cv_model_config cfg = {.height = data->h, .width = data->w, .n_classes = 10, .latent = 20,
+    const bool vectors = data->conditions != NULL;
+    cv_model_config cfg = {.height = data->h, .width = data->w, .channels = data->channels,
+                           .condition = vectors ? CV_COND_VECTORS : CV_COND_LABELS,
+                           .cond_width = vectors ? data->cond_width : 10, .latent = 20,
                            .n_hidden = 2, .hidden = {400, 257}, .prior = prior,
                            .likelihood = likelihood, .sigma = 0.1f};
     cv_err err;
@@ -1120,7 +1161,7 @@ static void rig_make(rig *g, cv_backend *be, const cv_split *data, uint64_t seed
 static void rig_random_prior(rig **rigs, int n, test_rng *r) {
     const cv_layout *lo = &rigs[0]->m.layout;
     if (lo->prior_m == CV_NO_COND) return;
-    const size_t nt = (size_t)lo->cfg.n_classes * lo->cfg.latent;
+    const size_t nt = (size_t)lo->cfg.cond_width * lo->cfg.latent;
     float *t = malloc(2 * nt * 4);
     test_fill(r, t, 2 * nt, -0.5, 0.5);
     for (int k = 0; k < n; k++) {
@@ -1143,8 +1184,7 @@ static void step_with_given_noise(rig *x, const cv_step *st, const float *eps, i
     cv_backend *be = x->be;
     be->upload(be, x->ws.step, st, sizeof *st);
     be->upload(be, x->ws.eps, eps, (size_t)B * 20 * 4);
-    be->gather_batch(be, x->split.pixels, x->split.labels, x->split.perm, x->ws.step, B, 784,
-                     false, 0, x->ws.x, x->ws.labels);
+    be->gather_batch(be, &x->split, x->ws.step, B, false, 0, x->ws.x, x->ws.labels, x->ws.cond);
     be->zero(be, x->m.grads, x->m.layout.n_params * 4);
     cv_noise given = {.draw = false};
     cv_model_forward(&x->m, &x->ws, B, &given, true, false);
@@ -1152,7 +1192,8 @@ static void step_with_given_noise(rig *x, const cv_step *st, const float *eps, i
 }
 
 static cv_split random_split(test_rng *r, int n) {
-    cv_split s = {malloc((size_t)n * 784), malloc(n), n, 28, 28};
+    cv_split s = {.pixels = malloc((size_t)n * 784), .labels = malloc(n), .n = n, .h = 28,
+                  .w = 28, .channels = 1};
     for (size_t i = 0; i < (size_t)n * 784; i++) s.pixels[i] = (uint8_t)test_uniform(r, 0, 256);
     for (int i = 0; i < n; i++) s.labels[i] = (uint8_t)test_uniform(r, 0, 10);
     return s;
@@ -1196,7 +1237,7 @@ Test(cuda, whole_step_matches_cpu_with_the_same_noise) {
         }
         if (lo->prior_m != CV_NO_COND)
             compare("prior gradient", c.m.grads + lo->prior_m, h + lo->prior_m,
-                    2 * (size_t)lo->cfg.n_classes * lo->cfg.latent, 1e-5, 1e-3);
+                    2 * (size_t)lo->cfg.cond_width * lo->cfg.latent, 1e-5, 1e-3);
         cv_adam_config ac = {.lr = 1e-3f, .beta1 = CV_ADAM_BETA1, .beta2 = CV_ADAM_BETA2,
                              .eps = CV_ADAM_EPS};
         for (int k = 0; k < 2; k++)
@@ -1214,15 +1255,33 @@ Test(cuda, whole_step_matches_cpu_with_the_same_noise) {
     cv_split_free(&data);
 }
 
+/* n float images of 14 x 14 x channels with condition vectors of width K: the first
+ * coordinate of the condition sets the brightness of the image's top half, so a model
+ * has something to learn; the other coordinates are noise. */
+static cv_split random_vector_split(test_rng *r, int n, int channels, int K) {
+    const int D = 14 * 14 * channels;
+    cv_split s = {.fpixels = malloc((size_t)n * D * 4), .conditions = malloc((size_t)n * K * 4),
+                  .n = n, .h = 14, .w = 14, .channels = channels, .cond_width = K};
+    test_fill(r, s.conditions, (size_t)n * K, -2, 2);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < D; j++) {
+            const double bright = 1 / (1 + exp(-s.conditions[(size_t)i * K]));
+            s.fpixels[(size_t)i * D + j] =
+                (float)(j < D / 2 ? bright * test_uniform(r, 0.8, 1) : test_uniform(r, 0, 0.2));
+        }
+    return s;
+}
+
 /* Steps [0, steps) in windows of `window`, on the CPU, on the GPU eagerly and on the GPU
  * recorded once and replayed: the replayed and eager GPU runs must give the same bits,
- * and the windowed losses stay within 1% of the CPU's. */
-static void recorded_steps(test_rng *r, cv_prior_kind prior, cv_likelihood likelihood,
-                           bool binarize, float clip, int steps, int window) {
+ * and the windowed losses stay within 1% of the CPU's. With vectors, on RGB float
+ * images with condition vectors of width 6. */
+static void recorded_steps_of(test_rng *r, cv_prior_kind prior, cv_likelihood likelihood,
+                              bool binarize, float clip, int steps, int window, bool vectors) {
     const int B = 100, N = 2000;
-    cv_split data = random_split(r, N);
+    cv_split data = vectors ? random_vector_split(r, N, 3, 6) : random_split(r, N);
     /* learnable structure: the class decides which quarter of the image is bright */
-    for (int i = 0; i < N; i++)
+    for (int i = 0; i < N && !vectors; i++)
         for (int j = 0; j < 784; j++)
             data.pixels[(size_t)i * 784 + j] =
                 (uint8_t)(j / 196 == data.labels[i] % 4 ? 200 + j % 50 : j % 40);
@@ -1281,6 +1340,11 @@ static void recorded_steps(test_rng *r, cv_prior_kind prior, cv_likelihood likel
     for (int k = 0; k < 3; k++) rig_free(all[k]);
     cv_split_free(&data);
     free(perm); free(pg); free(pe);
+}
+
+static void recorded_steps(test_rng *r, cv_prior_kind prior, cv_likelihood likelihood,
+                           bool binarize, float clip, int steps, int window) {
+    recorded_steps_of(r, prior, likelihood, binarize, clip, steps, window, false);
 }
 
 Test(cuda, recorded_step_replays_bit_for_bit_and_follows_the_cpu_loss) {
@@ -1629,4 +1693,161 @@ Test(cuda, iwae_and_marginal_evaluation_match_cpu) {
     rig_free(&c);
     rig_free(&g);
     cv_split_free(&data);
+}
+
+/* ---------- condition vectors, float and colour images (docs/design.md 1.2) ---------- */
+
+Test(cuda, gather_batch_of_float_images_and_condition_vectors_matches_cpu_exactly) {
+    NEED_GPU();
+    test_rng r = test_rng_new("cuda gather vectors");
+    /* K wider and narrower than the image, so each of the kernel's loops is the longer */
+    const int shapes[][3] = {{1000, 588, 11}, {300, 3, 257}, {33, 1, 1}};
+    for (int s = 0; s < 3; s++) {
+        const int N = shapes[s][0], D = shapes[s][1], K = shapes[s][2], B = N / 3 + 1;
+        float *pix = malloc((size_t)N * D * 4), *cond = malloc((size_t)N * K * 4);
+        float *x = malloc((size_t)B * D * 4), *gx = malloc((size_t)B * D * 4);
+        float *c = malloc((size_t)B * K * 4), *gc = malloc((size_t)B * K * 4);
+        int32_t *perm = malloc(N * 4);
+        test_fill(&r, pix, (size_t)N * D, 0, 1);
+        test_fill(&r, cond, (size_t)N * K, -5, 5);
+        cv_shuffle(perm, N, r.s, 2);
+        cv_step st = {.step = 5, .start = N - B};
+        float *d_pix = to_gpu(pix, (size_t)N * D * 4), *d_cond = to_gpu(cond, (size_t)N * K * 4);
+        int32_t *d_perm = to_gpu(perm, N * 4);
+        cv_step *d_st = to_gpu(&st, sizeof st);
+        float *d_x = to_gpu(NULL, (size_t)B * D * 4), *d_c = to_gpu(NULL, (size_t)B * K * 4);
+        const cv_device_split src = {.fpixels = pix, .conditions = cond, .perm = perm, .n = N,
+                                     .dim = D, .cond_width = K};
+        const cv_device_split d_src = {.fpixels = d_pix, .conditions = d_cond, .perm = d_perm,
+                                       .n = N, .dim = D, .cond_width = K};
+        for (int binarize = 0; binarize < 2; binarize++) {
+            cpu->gather_batch(cpu, &src, &st, B, binarize, r.s, x, NULL, c);
+            gpu->gather_batch(gpu, &d_src, d_st, B, binarize, r.s, d_x, NULL, d_c);
+            from_gpu(gx, d_x, (size_t)B * D * 4, "x");
+            from_gpu(gc, d_c, (size_t)B * K * 4, "conditions");
+            /* R1: copies, or a Philox comparison */
+            cr_assert(memcmp(x, gx, (size_t)B * D * 4) == 0, "gathered images differ (shape %d, "
+                      "binarize %d)", s, binarize);
+            cr_assert(memcmp(c, gc, (size_t)B * K * 4) == 0, "gathered conditions differ (shape "
+                      "%d)", s);
+        }
+        gpu_free_all();
+        free(pix); free(cond); free(x); free(gx); free(c); free(gc); free(perm);
+    }
+}
+
+/* The per-row prior (M c, R c of condition vectors): forward, backward with each row's
+ * own prior gradients (written, R2 per element), and the prior transform. */
+Test(cuda, reparam_and_prior_transform_with_a_per_row_prior_match_cpu) {
+    NEED_GPU();
+    test_rng r = test_rng_new("cuda per-row prior");
+    const int latents[] = {1, 31, 32, 33, 20, 256};
+    const float ks = 0.6f;
+    for (int s = 0; s < NSHAPES; s++) {
+        const int rows = ROWS[s], L = latents[s];
+        const size_t ne = (size_t)rows * 2 * L, nz = (size_t)rows * L;
+        float *enc = malloc(ne * 4), *eps = malloc(nz * 4), *dz = malloc(nz * 4);
+        float *pm = malloc(nz * 4), *pr = malloc(nz * 4), *z = malloc(nz * 4), *h = malloc(ne * 4);
+        float *kl = malloc(rows * 4), *lr = malloc(rows * 4), *denc = malloc(ne * 4);
+        float *dm = malloc(nz * 4), *dr = malloc(nz * 4), *t0 = malloc(nz * 4), *t = malloc(nz * 4);
+        test_fill(&r, enc, ne, -3, 3);
+        test_fill(&r, dz, nz, -1, 1);
+        test_fill(&r, pm, nz, -1, 1);
+        test_fill(&r, pr, nz, -1, 1);
+        pr[nz - 1] = 35.0f; /* beyond the clamp: no gradient */
+        for (size_t i = 0; i < nz; i++) eps[i] = (float)test_normal(&r);
+        for (size_t i = 0; i < nz; i++) t0[i] = (float)test_normal(&r);
+        float *d_enc = to_gpu(enc, ne * 4), *d_eps = to_gpu(eps, nz * 4), *d_dz = to_gpu(dz, nz * 4);
+        float *d_pm = to_gpu(pm, nz * 4), *d_pr = to_gpu(pr, nz * 4);
+        float *d_z = to_gpu(NULL, nz * 4), *d_kl = to_gpu(NULL, rows * 4);
+        float *d_lr = to_gpu(NULL, rows * 4), *d_denc = to_gpu(NULL, ne * 4);
+        float *d_dm = to_gpu(t0, nz * 4), *d_dr = to_gpu(t0, nz * 4); /* overwritten */
+        float *d_t = to_gpu(t0, nz * 4);
+        const cv_prior cp = {pm, pr, true}, gp = {d_pm, d_pr, true};
+        cv_prior_grad cg = {dm, dr, true}, gg = {d_dm, d_dr, true};
+        cpu->reparam_forward(cpu, enc, eps, false, 0, 0, NULL, &cp, NULL, z, kl, lr, rows, L);
+        gpu->reparam_forward(gpu, d_enc, d_eps, false, 0, 0, NULL, &gp, NULL, d_z, d_kl, d_lr,
+                             rows, L);
+        cpu->reparam_backward(cpu, enc, eps, dz, ks, &cp, NULL, &cg, denc, rows, L);
+        gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, &gp, NULL, &gg, d_denc, rows, L);
+        reparam_bounds bounds = reparam_bounds_of(enc, eps, dz, ks, pm, pr, NULL, rows, L);
+        compare_reparam(&bounds, z, kl, lr, denc, d_z, d_kl, d_lr, d_denc, rows, L, h);
+        reparam_bounds_free(&bounds);
+        /* the per-row gradients: R2 per element, as prior_grad_tols counts each term (n = 12
+         * and 20); the transform: m + exp(r/2) z, 4 roundings doubled */
+        double *tm = malloc(nz * 8), *tr = malloc(nz * 8), *tt = malloc(nz * 8);
+        for (size_t e = 0; e < nz; e++) {
+            const size_t m = (e / L) * 2 * L + e % L;
+            const double mu = enc[m], sv = cv_clamp_logvar(enc[m + L]);
+            const double rr = cv_clamp_logvar(pr[e]), ex = exp(-rr), d = fabs(mu) + fabs(pm[e]);
+            tm[e] = 12 * EPS * ks * d * ex;
+            tr[e] = 20 * EPS * ks * 0.5 * (1 + (exp(sv) + d * d) * ex);
+            tt[e] = 8 * EPS * (fabs(pm[e]) + exp(0.5 * rr) * fabs(t0[e]));
+        }
+        from_gpu(h, d_dm, nz * 4, "per-row d prior mean");
+        compare_each("per-row d prior mean", dm, h, nz, tm, NMSE_MAX);
+        from_gpu(h, d_dr, nz * 4, "per-row d prior log-variance");
+        compare_each("per-row d prior log-variance", dr, h, nz, tr, NMSE_MAX);
+        cr_assert_eq(h[nz - 1], 0.0f, "a clamped log-variance has a gradient");
+        memcpy(t, t0, nz * 4);
+        cpu->prior_transform(cpu, &cp, NULL, t, rows, L);
+        gpu->prior_transform(gpu, &gp, NULL, d_t, rows, L);
+        from_gpu(h, d_t, nz * 4, "prior transform");
+        compare_each("per-row prior transform", t, h, nz, tt, NMSE_MAX);
+        gpu_free_all();
+        free(enc); free(eps); free(dz); free(pm); free(pr); free(z); free(h); free(kl); free(lr);
+        free(denc); free(dm); free(dr); free(t0); free(t); free(tm); free(tr); free(tt);
+    }
+}
+
+/* A whole step with condition vectors on float RGB images, with the linear prior: the
+ * condition GEMMs, M c and R c, and their gradients, CPU vs GPU with the same noise. The
+ * bounds are those of whole_step_matches_cpu_with_the_same_noise (R5). */
+Test(cuda, whole_step_with_condition_vectors_matches_cpu) {
+    NEED_GPU();
+    test_rng r = test_rng_new("cuda step vectors");
+    const int B = 128;
+    cv_split data = random_vector_split(&r, 300, 3, 7);
+    for (int pk = 0; pk < 2; pk++) {
+        const cv_prior_kind prior = pk ? CV_PRIOR_CONDITIONAL : CV_PRIOR_STANDARD;
+        rig c, g;
+        rig_make(&c, cpu, &data, r.s, B, prior, CV_LIKELIHOOD_GAUSSIAN);
+        rig_make(&g, gpu, &data, r.s, B, prior, CV_LIKELIHOOD_GAUSSIAN);
+        rig *both[2] = {&c, &g};
+        rig_random_prior(both, 2, &r);
+        cv_step st = {.step = 4, .start = 100};
+        float *eps = malloc(B * 20 * 4);
+        for (int i = 0; i < B * 20; i++) eps[i] = (float)test_normal(&r);
+        for (int k = 0; k < 2; k++) step_with_given_noise(both[k], &st, eps, B);
+        const cv_layout *lo = &c.m.layout;
+        const size_t n = lo->n_params;
+        float *h = malloc(n * 4), rec[128], kl[128];
+        gpu->download(gpu, rec, g.ws.rec, sizeof rec);
+        gpu->download(gpu, kl, g.ws.kl, sizeof kl);
+        /* Gaussian rec sums 588 terms of up to 1 / (2 sigma^2) = 50 each: 1e-3 absolute is
+         * the Bernoulli bound's margin over its R3 estimate kept */
+        compare("per-sample rec", c.ws.rec, rec, B, 1e-2, 1e-5);
+        compare("per-sample kl", c.ws.kl, kl, B, 1e-4, 1e-4);
+        gpu->download(gpu, h, g.m.grads, n * 4);
+        for (int i = 0; i < lo->n_layers; i++) {
+            const cv_layer *l = &lo->layers[i];
+            compare("layer gradient", c.m.grads + l->w, h + l->w, l->b + l->out - l->w, 1e-5,
+                    1e-3);
+        }
+        if (lo->prior_m != CV_NO_COND)
+            compare("prior table gradient", c.m.grads + lo->prior_m, h + lo->prior_m,
+                    2 * (size_t)lo->cfg.cond_width * lo->cfg.latent, 1e-5, 1e-3);
+        rig_free(&c);
+        rig_free(&g);
+        free(eps);
+        free(h);
+    }
+    cv_split_free(&data);
+}
+
+Test(cuda, recorded_step_with_condition_vectors_replays_bit_for_bit) {
+    NEED_GPU();
+    test_rng r = test_rng_new("cuda steps, condition vectors");
+    /* the condition GEMMs and the linear prior inside the CUDA graph, binarized floats */
+    recorded_steps_of(&r, CV_PRIOR_CONDITIONAL, CV_LIKELIHOOD_BERNOULLI, true, 0, 40, 10, true);
 }

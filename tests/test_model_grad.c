@@ -1,6 +1,7 @@
 /* test_model_grad.c: the whole model against a double-precision reference written from
- * docs/design.md section 1 (with the condition as an explicit one-hot input, so the gathered
- * column is checked too), and every parameter's gradient against central finite
+ * docs/design.md section 1 (with the condition as an explicit input vector c: a label's
+ * one-hot, so the gathered column is checked too, or a condition vector, with the prior
+ * N(M c, diag exp(R c))), and every parameter's gradient against central finite
  * differences of that reference. */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -15,13 +16,24 @@ typedef struct {
     const cv_layout *lo;
     int rows;
     const float *x, *eps;
-    const int32_t *labels;
+    const int32_t *labels; /* labels: each row's class */
+    const float *cond;     /* condition vectors: (rows, K) */
     double beta;
 } ref_ctx;
 
-/* y (out) = W [in ; onehot(c) if cond] + b, from the layout's buffer, in double. */
+#define REF_MAX_K 16
+
+/* Row r's condition vector c (K): its label's one-hot, or its condition vector. */
+static void ref_condition(const ref_ctx *c, int r, double *cvec) {
+    const int K = c->lo->cfg.cond_width;
+    CV_ASSERT(K <= REF_MAX_K);
+    for (int k = 0; k < K; k++)
+        cvec[k] = c->cond ? c->cond[(size_t)r * K + k] : (k == c->labels[r] ? 1.0 : 0.0);
+}
+
+/* y (out) = W [in ; c if cond] + b, from the layout's buffer, in double. */
 static void ref_linear(const cv_layout *lo, const cv_layer *l, const double *p,
-                       const double *in, int label, double *y) {
+                       const double *in, const double *cvec, double *y) {
     int K = lo->cfg.cond_width, fan = l->in + (l->cond != CV_NO_COND ? K : 0);
     double *row = malloc(sizeof(double) * fan);
     for (int o = 0; o < l->out; o++) {
@@ -32,7 +44,7 @@ static void ref_linear(const cv_layout *lo, const cv_layer *l, const double *p,
         double s = p[l->b + o];
         for (int i = 0; i < l->in; i++) s += row[i] * in[i];
         if (l->cond != CV_NO_COND)
-            for (int k = 0; k < K; k++) s += row[l->in + k] * (k == label ? 1.0 : 0.0);
+            for (int k = 0; k < K; k++) s += row[l->in + k] * cvec[k];
         y[o] = l->relu && s < 0 ? 0 : s;
     }
     free(row);
@@ -43,22 +55,26 @@ static double softplus(double l) { return l > 0 ? l + log1p(exp(-l)) : log1p(exp
 /* loss = (1/B) sum_b (rec_b + beta kl_b); per-sample rec and kl when not NULL */
 static double ref_loss(const ref_ctx *c, const double *p, double *rec_out, double *kl_out) {
     const cv_layout *lo = c->lo;
-    const int D = lo->dim, L = lo->cfg.latent;
-    double a[2][1024], total = 0;
+    const int D = lo->dim, L = lo->cfg.latent, K = lo->cfg.cond_width;
+    double a[2][1024], total = 0, cvec[REF_MAX_K];
     for (int r = 0; r < c->rows; r++) {
-        int lab = c->labels[r];
+        ref_condition(c, r, cvec);
         for (int j = 0; j < D; j++) a[0][j] = c->x[r * D + j];
         int cur = 0;
         for (int i = 0; i < lo->n_enc; i++, cur ^= 1)
-            ref_linear(lo, &lo->layers[i], p, a[cur], lab, a[cur ^ 1]);
+            ref_linear(lo, &lo->layers[i], p, a[cur], cvec, a[cur ^ 1]);
         double kl = 0, z[64];
         for (int j = 0; j < L; j++) {
             double mu = a[cur][j], s = a[cur][L + j];
             s = s < CV_LOGVAR_MIN ? CV_LOGVAR_MIN : s > CV_LOGVAR_MAX ? CV_LOGVAR_MAX : s;
             z[j] = mu + exp(0.5 * s) * c->eps[r * L + j];
             if (lo->cfg.prior == CV_PRIOR_CONDITIONAL) {
-                double m = p[lo->prior_m + (size_t)lab * L + j];
-                double rr = p[lo->prior_r + (size_t)lab * L + j];
+                /* m = M c and r = R c: the tables (K, L) times the condition */
+                double m = 0, rr = 0;
+                for (int k = 0; k < K; k++) {
+                    m += cvec[k] * p[lo->prior_m + (size_t)k * L + j];
+                    rr += cvec[k] * p[lo->prior_r + (size_t)k * L + j];
+                }
                 kl += 0.5 * (rr - s + (exp(s) + (mu - m) * (mu - m)) * exp(-rr) - 1);
             } else {
                 kl += 0.5 * (mu * mu + exp(s) - 1 - s);
@@ -66,7 +82,7 @@ static double ref_loss(const ref_ctx *c, const double *p, double *rec_out, doubl
         }
         for (int j = 0; j < L; j++) a[cur][j] = z[j];
         for (int i = lo->n_enc; i < lo->n_layers; i++, cur ^= 1)
-            ref_linear(lo, &lo->layers[i], p, a[cur], lab, a[cur ^ 1]);
+            ref_linear(lo, &lo->layers[i], p, a[cur], cvec, a[cur ^ 1]);
         double rec = 0;
         for (int j = 0; j < D; j++) {
             double x = c->x[r * D + j], l = a[cur][j];
@@ -84,13 +100,23 @@ static double ref_loss(const ref_ctx *c, const double *p, double *rec_out, doubl
     return total / c->rows;
 }
 
-static void check_model_with(const int *hidden, int n_hidden, int h, int w, int K, int L,
-                             int rows, float beta, cv_prior_kind prior, cv_likelihood like) {
+/* The data side of a checked model: image channels and the condition's kind. */
+typedef struct {
+    int channels;
+    cv_condition_kind condition;
+} data_shape;
+
+static const data_shape GREY_LABELS = {1, CV_COND_LABELS};
+
+static void check_model_shaped(const int *hidden, int n_hidden, int h, int w, int K, int L,
+                               int rows, float beta, cv_prior_kind prior, cv_likelihood like,
+                               data_shape shape) {
     test_rng r = test_rng_new("model gradient");
     cv_backend *be;
     cv_err err;
     cr_assert_eq(cv_backend_cpu_create(&be, &err), CV_OK);
-    cv_model_config cfg = {.height = h, .width = w, .channels = 1, .cond_width = K, .latent = L,
+    cv_model_config cfg = {.height = h, .width = w, .channels = shape.channels,
+                           .condition = shape.condition, .cond_width = K, .latent = L,
                            .n_hidden = n_hidden, .prior = prior, .likelihood = like,
                            .sigma = 0.4f};
     memcpy(cfg.hidden, hidden, sizeof(int) * n_hidden);
@@ -101,9 +127,11 @@ static void check_model_with(const int *hidden, int n_hidden, int h, int w, int 
     cr_assert_eq(cv_model_init_params(&m, r.s, &err), CV_OK, "%s", err.msg);
     if (prior == CV_PRIOR_CONDITIONAL) /* tables away from their zero start */
         test_fill(&r, m.params + m.layout.prior_m, m.layout.n_params - m.layout.prior_m, -1, 1);
-    const int D = h * w;
+    const int D = h * w * shape.channels;
+    const bool vectors = shape.condition == CV_COND_VECTORS;
     test_fill(&r, ws.x, (size_t)rows * D, 0, 1);
     for (int i = 0; i < rows; i++) ws.labels[i] = (int32_t)test_uniform(&r, 0, K);
+    if (vectors) test_fill(&r, ws.cond, (size_t)rows * K, -1.5, 1.5);
     for (int i = 0; i < rows * L; i++) ws.eps[i] = (float)test_normal(&r);
 
     be->zero(be, m.grads, m.layout.n_params * sizeof(float));
@@ -111,9 +139,9 @@ static void check_model_with(const int *hidden, int n_hidden, int h, int w, int 
     cv_model_forward(&m, &ws, rows, &given, true, false);
     cv_model_backward(&m, &ws, rows, beta);
 
-    ref_ctx c = {&m.layout, rows, ws.x, ws.eps, ws.labels, beta};
+    ref_ctx c = {&m.layout, rows, ws.x, ws.eps, ws.labels, vectors ? ws.cond : NULL, beta};
     const size_t n = m.layout.n_params;
-    double *p = malloc(n * sizeof(double)), *rec = malloc(rows * 8), *kl = malloc(rows * 8);
+    double *p = calloc(n, sizeof(double)), *rec = malloc(rows * 8), *kl = malloc(rows * 8);
     cr_assert(p && rec && kl);
     for (size_t i = 0; i < n; i++) p[i] = m.params[i];
     ref_loss(&c, p, rec, kl);
@@ -146,6 +174,11 @@ static void check_model_with(const int *hidden, int n_hidden, int h, int w, int 
     be->destroy(be);
 }
 
+static void check_model_with(const int *hidden, int n_hidden, int h, int w, int K, int L,
+                             int rows, float beta, cv_prior_kind prior, cv_likelihood like) {
+    check_model_shaped(hidden, n_hidden, h, w, K, L, rows, beta, prior, like, GREY_LABELS);
+}
+
 static void check_model(const int *hidden, int n_hidden, int h, int w, int K, int L, int rows,
                         float beta) {
     check_model_with(hidden, n_hidden, h, w, K, L, rows, beta, CV_PRIOR_STANDARD,
@@ -162,6 +195,37 @@ Test(model, gradient_with_gaussian_likelihood_and_conditional_prior) {
     int hidden[] = {7};
     check_model_with(hidden, 1, 3, 3, 2, 2, 5, 1.0f, CV_PRIOR_CONDITIONAL,
                      CV_LIKELIHOOD_GAUSSIAN);
+}
+
+/* Condition vectors: the condition GEMMs of the first layers (C x T) and their gradient
+ * (C^T dy), and the linear prior m = M c, r = R c with its table gradients. */
+Test(model, gradient_with_condition_vectors) {
+    int hidden[] = {6, 5};
+    const data_shape vectors = {1, CV_COND_VECTORS};
+    check_model_shaped(hidden, 2, 3, 4, 3, 3, 6, 0.8f, CV_PRIOR_STANDARD,
+                       CV_LIKELIHOOD_BERNOULLI, vectors);
+}
+
+Test(model, gradient_with_condition_vectors_and_the_linear_prior) {
+    int hidden[] = {7};
+    const data_shape vectors = {1, CV_COND_VECTORS};
+    check_model_shaped(hidden, 1, 3, 3, 4, 3, 5, 0.6f, CV_PRIOR_CONDITIONAL,
+                       CV_LIKELIHOOD_BERNOULLI, vectors);
+}
+
+/* Colour images: D = H W C values, interleaved, through the same layers. */
+Test(model, gradient_with_colour_images_and_condition_vectors) {
+    int hidden[] = {8};
+    const data_shape rgb = {3, CV_COND_VECTORS};
+    check_model_shaped(hidden, 1, 2, 3, 2, 2, 4, 1.0f, CV_PRIOR_CONDITIONAL,
+                       CV_LIKELIHOOD_GAUSSIAN, rgb);
+}
+
+Test(model, gradient_with_colour_images_and_labels) {
+    int hidden[] = {5};
+    const data_shape rgba = {4, CV_COND_LABELS};
+    check_model_shaped(hidden, 1, 2, 2, 3, 2, 4, 1.0f, CV_PRIOR_CONDITIONAL,
+                       CV_LIKELIHOOD_BERNOULLI, rgba);
 }
 
 Test(model, gradient_two_hidden_layers) {

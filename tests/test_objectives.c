@@ -47,8 +47,8 @@ Test(objectives, conditional_prior_kl_against_finite_differences) {
     test_fill(&r, pr, nt, -1.5, 1.5);
     for (size_t i = 0; i < nz; i++) eps[i] = (float)test_normal(&r);
     for (int i = 0; i < rows; i++) labels[i] = (int32_t)test_uniform(&r, 0, K);
-    cv_prior prior = {pm, pr};
-    cv_prior_grad dprior = {dm, dr};
+    cv_prior prior = {pm, pr, false};
+    cv_prior_grad dprior = {dm, dr, false};
     const float scale = 0.8f;
     be->reparam_forward(be, enc, eps, false, 0, 0, NULL, &prior, labels, z, kl, lr, rows, L);
     be->reparam_backward(be, enc, eps, dz, scale, &prior, labels, &dprior, denc, rows, L);
@@ -91,6 +91,58 @@ Test(objectives, conditional_prior_kl_against_finite_differences) {
     be->prior_transform(be, &prior, one, zz, 1, L);
     assert_close("prior transform", 0, zz[0], pm[10] + exp(0.5 * pr[10]), 1e-6, 1e-6);
     assert_close("prior transform", 4, zz[4], pm[14], 1e-6, 1e-6);
+}
+
+/* A per-row prior (the rows M c, R c of condition vectors) is the tables' arithmetic on
+ * each row's own m and r: given the rows a label would gather, the forward, the prior
+ * transform and dmu, ds are the same bits, and the per-row gradients, added up by label in
+ * row order as the table version adds them, are its table gradients. */
+Test(objectives, a_per_row_prior_is_the_table_prior_on_gathered_rows) {
+    test_rng r = test_rng_new("per-row prior");
+    const int rows = 29, L = 6, K = 3;
+    const size_t ne = (size_t)rows * 2 * L, nz = (size_t)rows * L, nt = (size_t)K * L;
+    float enc[29 * 12], eps[29 * 6], dz[29 * 6], pm[18], pr[18];
+    float rm[29 * 6], rr[29 * 6]; /* the rows each label gathers */
+    int32_t labels[29];
+    test_fill(&r, enc, ne, -2, 2);
+    test_fill(&r, dz, nz, -1, 1);
+    test_fill(&r, pm, nt, -1, 1);
+    test_fill(&r, pr, nt, -1.5, 1.5);
+    pr[4] = 40.0f; /* past the clamp: its gradient is 0 in both */
+    for (size_t i = 0; i < nz; i++) eps[i] = (float)test_normal(&r);
+    for (int i = 0; i < rows; i++) {
+        labels[i] = (int32_t)test_uniform(&r, 0, K);
+        memcpy(rm + i * L, pm + labels[i] * L, L * sizeof(float));
+        memcpy(rr + i * L, pr + labels[i] * L, L * sizeof(float));
+    }
+    const cv_prior tables = {pm, pr, false}, per_row = {rm, rr, true};
+    float z1[29 * 6], z2[29 * 6], kl1[29], kl2[29], lr1[29], lr2[29];
+    be->reparam_forward(be, enc, eps, false, 0, 0, NULL, &tables, labels, z1, kl1, lr1, rows, L);
+    be->reparam_forward(be, enc, eps, false, 0, 0, NULL, &per_row, NULL, z2, kl2, lr2, rows, L);
+    cr_assert(memcmp(z1, z2, sizeof z1) == 0 && memcmp(kl1, kl2, sizeof kl1) == 0 &&
+              memcmp(lr1, lr2, sizeof lr1) == 0, "per-row forward differs from the tables'");
+    float dm[18] = {0}, dr[18] = {0}, gm[29 * 6], gr[29 * 6], d1[29 * 12], d2[29 * 12];
+    test_fill(&r, gm, nz, 5, 6); /* written, not added to: garbage must not survive */
+    test_fill(&r, gr, nz, 5, 6);
+    cv_prior_grad tg = {dm, dr, false}, rg = {gm, gr, true};
+    be->reparam_backward(be, enc, eps, dz, 0.7f, &tables, labels, &tg, d1, rows, L);
+    be->reparam_backward(be, enc, eps, dz, 0.7f, &per_row, NULL, &rg, d2, rows, L);
+    cr_assert(memcmp(d1, d2, sizeof d1) == 0, "per-row dmu, ds differ from the tables'");
+    float sm[18] = {0}, sr[18] = {0};
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < L; j++) {
+            sm[labels[i] * L + j] += gm[i * L + j];
+            sr[labels[i] * L + j] += gr[i * L + j];
+        }
+    cr_assert(memcmp(sm, dm, sizeof sm) == 0 && memcmp(sr, dr, sizeof sr) == 0,
+              "per-row gradients do not add up to the table gradients");
+    for (int i = 0; i < rows; i++)
+        if (labels[i] == 0) cr_assert_eq(gr[i * L + 4], 0.0f, "clamped r has a gradient");
+    float t1[29 * 6], t2[29 * 6];
+    for (size_t i = 0; i < nz; i++) t1[i] = t2[i] = (float)test_normal(&r);
+    be->prior_transform(be, &tables, labels, t1, rows, L);
+    be->prior_transform(be, &per_row, NULL, t2, rows, L);
+    cr_assert(memcmp(t1, t2, sizeof t1) == 0, "per-row prior transform differs");
 }
 
 Test(objectives, gaussian_likelihood_against_finite_differences) {

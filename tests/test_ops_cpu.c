@@ -398,6 +398,35 @@ Test(ops_cpu, gather_batch_scales_and_follows_the_order) {
     }
 }
 
+/* Float images are taken as they are; condition vectors come with their image's row. */
+Test(ops_cpu, gather_batch_takes_float_images_and_condition_rows) {
+    test_rng r = test_rng_new("gather floats");
+    const int n = 41, dim = 12, K = 5, rows = 17, start = 9;
+    float fpix[41 * 12], cond[41 * 5], x[17 * 12], c[17 * 5];
+    int32_t perm[41], labels[17];
+    test_fill(&r, fpix, (size_t)n * dim, 0, 1);
+    test_fill(&r, cond, (size_t)n * K, -4, 4);
+    cv_shuffle(perm, n, r.s, 5);
+    for (int i = 0; i < rows; i++) labels[i] = -7; /* untouched: there are no labels */
+    cv_step st = {.step = 2, .start = start};
+    const cv_device_split src = {.fpixels = fpix, .conditions = cond, .perm = perm, .n = n,
+                                 .dim = dim, .cond_width = K};
+    be->gather_batch(be, &src, &st, rows, false, 0, x, labels, c);
+    for (int i = 0; i < rows; i++) {
+        const int s = perm[start + i];
+        cr_assert(memcmp(x + i * dim, fpix + s * dim, dim * sizeof(float)) == 0, "row %d", i);
+        cr_assert(memcmp(c + i * K, cond + s * K, K * sizeof(float)) == 0, "condition %d", i);
+        cr_assert_eq(labels[i], -7);
+    }
+    /* binarized float values are Bernoulli draws of the value itself */
+    be->gather_batch(be, &src, &st, rows, true, r.s, x, labels, c);
+    for (int i = 0; i < rows * dim; i++) {
+        const float v = fpix[perm[start + i / dim] * dim + i % dim];
+        const float u = cv_philox_uniform(r.s, CV_STREAM_BINARIZE(st.step), (uint64_t)i);
+        cr_assert_eq(x[i], u < v ? 1.0f : 0.0f, "binarized value %d", i);
+    }
+}
+
 Test(ops_cpu, accumulate_loss_adds_sums_unless_the_step_is_skipped) {
     test_rng r = test_rng_new("accumulate");
     float rec[1001], kl[1001];

@@ -94,6 +94,11 @@ typedef struct {
 
 cv_status cv_layout_init(const cv_model_config *cfg, cv_layout *layout, cv_err *err);
 
+/* CV_OK when split (of data) is what a model of cfg takes: the image shape, the kind of
+ * condition and its width; else CV_ERR_FORMAT, one line beginning with name. */
+cv_status cv_model_takes(const cv_model_config *cfg, const cv_data *data, const cv_split *split,
+                         const char *name, cv_err *err);
+
 /* Names the tensor that parameter element `index` belongs to, e.g. "decoder layer 1
  * bias [12]", for error messages. */
 void cv_layout_describe(const cv_layout *layout, size_t index, char *buf, size_t size);

@@ -83,24 +83,13 @@ static void eval_free(eval_state *s) {
 
 /* The test split must be what the checkpoint's model takes. */
 static cv_status check_test_split(const cv_data *d, const cv_model_config *c, const char *data,
-                                  const char *model, cv_err *err) {
+                                  cv_err *err) {
     const cv_split *t = &d->test;
     if (!t->n)
         return cv_fail(err, CV_ERR_IO, "%s: no test files to evaluate on (t10k-images and "
                        "t10k-labels, test_images.npy with test_labels.npy or "
                        "test_conditions.npy, or --test-images)", data);
-    if (t->h != c->height || t->w != c->width || t->channels != c->channels)
-        return cv_fail(err, CV_ERR_FORMAT, "%s: test images are %dx%dx%d but %s was trained on "
-                       "%dx%dx%d", data, t->h, t->w, t->channels, model, c->height, c->width,
-                       c->channels);
-    if (d->condition != c->condition || d->cond_width != c->cond_width)
-        return cv_fail(err, CV_ERR_FORMAT, "%s: the data has %s of width %d but %s takes %s of "
-                       "width %d", data,
-                       d->condition == CV_COND_LABELS ? "class labels" : "condition vectors",
-                       d->cond_width, model,
-                       c->condition == CV_COND_LABELS ? "class labels" : "condition vectors",
-                       c->cond_width);
-    return CV_OK;
+    return cv_model_takes(c, d, t, data, err);
 }
 
 static cv_status prepare(eval_state *s, const char *model, const char *data,
@@ -116,7 +105,8 @@ static cv_status prepare(eval_state *s, const char *model, const char *data,
                                 &s->data, err);
     if (st) return st;
     if (s->ck.train.binarize) cv_split_binarize(&s->data.test);
-    st = check_test_split(&s->data, c, data ? data : files->test_images, model, err);
+    const char *name = data ? data : files->test_images ? files->test_images : "the data files";
+    st = check_test_split(&s->data, c, name, err);
     if (st) return st;
     st = cv_backend_open(device, NULL, &s->be, err);
     if (!st) st = cv_model_from_checkpoint(s->be, &s->ck, &s->model, err);

@@ -98,6 +98,19 @@ cv_status cv_layout_init(const cv_model_config *cfg, cv_layout *lo, cv_err *err)
     return CV_OK;
 }
 
+cv_status cv_model_takes(const cv_model_config *c, const cv_data *d, const cv_split *s,
+                         const char *name, cv_err *err) {
+    if (s->h != c->height || s->w != c->width || s->channels != c->channels)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: images are %dx%dx%d but the model takes "
+                       "%dx%dx%d", name, s->h, s->w, s->channels, c->height, c->width,
+                       c->channels);
+    if (d->condition != c->condition || d->cond_width != c->cond_width)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: the data has %s of width %d but the model "
+                       "takes %s of width %d", name, cv_condition_kind_name(d->condition),
+                       d->cond_width, cv_condition_kind_name(c->condition), c->cond_width);
+    return CV_OK;
+}
+
 static bool has_vectors(const cv_model *m) { return m->layout.cfg.condition == CV_COND_VECTORS; }
 
 /* The prior as the batch's operations read it: the tables (labels), or the rows in ws

@@ -484,24 +484,6 @@ static const char *data_name(const cv_train_options *o) {
     return o->files.train_images ? o->files.train_images : o->data_dir;
 }
 
-/* The data a resumed run reads must be the kind and shape its checkpoint's model takes. */
-static cv_status check_resume_data(const cv_train_options *o, const cv_model_config *c,
-                                   const cv_data *d, cv_err *err) {
-    const char *src = data_name(o);
-    if (d->train.h != c->height || d->train.w != c->width || d->train.channels != c->channels)
-        return cv_fail(err, CV_ERR_USAGE, "%s: images are %dx%dx%d but the checkpoint's model "
-                       "takes %dx%dx%d", src, d->train.h, d->train.w, d->train.channels,
-                       c->height, c->width, c->channels);
-    if (d->condition != c->condition || d->cond_width != c->cond_width)
-        return cv_fail(err, CV_ERR_USAGE, "%s: the data has %s of width %d but the "
-                       "checkpoint's model takes %s of width %d", src,
-                       d->condition == CV_COND_LABELS ? "class labels" : "condition vectors",
-                       d->cond_width,
-                       c->condition == CV_COND_LABELS ? "class labels" : "condition vectors",
-                       c->cond_width);
-    return CV_OK;
-}
-
 /* The checkpoint to resume (checked against the flags) and the data set. */
 static cv_status load_inputs(const cv_train_options *o, run_state *r, cv_err *err) {
     int n_classes = o->n_classes;
@@ -513,8 +495,11 @@ static cv_status load_inputs(const cv_train_options *o, run_state *r, cv_err *er
     }
     cv_status st = cv_data_load_files(o->data_dir, &o->files, n_classes, &r->data, err);
     if (st) return st;
-    if (o->resume_path) st = check_resume_data(o, &r->resume.cfg, &r->data, err);
-    if (st) return st;
+    /* a resume must train the model its checkpoint holds (a usage error: the flags and the
+     * checkpoint disagree) */
+    if (o->resume_path && cv_model_takes(&r->resume.cfg, &r->data, &r->data.train,
+                                         data_name(o), err))
+        return CV_ERR_USAGE;
     if (o->resume_path && r->resume.position >= r->data.train.n)
         return cv_fail(err, CV_ERR_USAGE, "%s: the checkpoint stopped %d images into an "
                        "epoch, but %s has %d training images", o->resume_path,
