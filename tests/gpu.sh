@@ -4,8 +4,9 @@
 #   1. the CUDA test program (tests/test_cuda.c), plain;
 #   2. the same under compute-sanitizer's memcheck, racecheck, initcheck and synccheck;
 #   3. one short training per option family under each of those four tools: the default
-#      model; --prior conditional --binarize; --likelihood gaussian; --precision tf32; and
-#      --precision bf16 when `cvae train --help` lists it (otherwise it says it skips it).
+#      model; --prior conditional --binarize; --likelihood gaussian; --precision tf32;
+#      --precision bf16 when `cvae train --help` lists it (otherwise it says it skips it);
+#      and condition vectors on float RGB images (.npy) with the linear prior.
 # Any failure, and any error a tool reports (--error-exitcode), fails the run.
 #
 # Usage, from a build folder (default build):   bash tests/gpu.sh [BUILD_DIR]
@@ -56,6 +57,22 @@ for split, n in (("train", 512), ("t10k", 128)):
                 pix.append(min(255, (200 if y // 3 == c else 0) + rng.randrange(56)))
     open(os.path.join(d, f"{split}-images-idx3-ubyte"), "wb").write(idx([n, 28, 28], bytes(pix)))
     open(os.path.join(d, f"{split}-labels-idx1-ubyte"), "wb").write(idx([n], labels))
+# condition vectors (width 5) and float RGB images of 14 x 14 whose colour follows them
+def npy(path, descr, shape, payload):
+    dims = ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "")
+    text = "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }" % (descr, dims)
+    pad = (10 + len(text) + 1 + 63) // 64 * 64 - 10
+    head = text.encode() + b" " * (pad - len(text) - 1) + b"\n"
+    open(path, "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", pad) + head + payload)
+v = os.path.join(os.path.dirname(d), "vectors")
+os.makedirs(v)
+for split, n in (("train", 384), ("test", 96)):
+    cond = [[rng.uniform(-1, 1) for _ in range(5)] for _ in range(n)]
+    px = [min(1.0, max(0.0, 0.5 + 0.4 * c[k % 3] + rng.uniform(-0.1, 0.1)))
+          for c in cond for k in range(14 * 14 * 3)]
+    npy(os.path.join(v, f"{split}_images.npy"), "<f4", (n, 14, 14, 3), struct.pack(f"<{len(px)}f", *px))
+    flat = [x for c in cond for x in c]
+    npy(os.path.join(v, f"{split}_conditions.npy"), "<f4", (n, 5), struct.pack(f"<{len(flat)}f", *flat))
 PY
 
 failures=0 n=0
@@ -73,17 +90,20 @@ run() { # run DESCRIPTION COMMAND...: its output goes to a log, shown when it fa
     fi
 }
 
-families=("default:" "conditional-binarize:--prior conditional --binarize"
-          "gaussian:--likelihood gaussian" "tf32:--precision tf32")
+# NAME:DATA:FLAGS, DATA the folder under $work
+families=("default:data:" "conditional-binarize:data:--prior conditional --binarize"
+          "gaussian:data:--likelihood gaussian" "tf32:data:--precision tf32"
+          "vectors-rgb:vectors:--prior conditional --likelihood gaussian")
 if "$cvae" train --help 2>&1 | grep -q 'bf16'; then
-    families+=("bf16:--precision bf16")
+    families+=("bf16:data:--precision bf16")
 else
     echo "cvae train --help does not list bf16: the --precision bf16 training is skipped"
 fi
-train() { # train TOOL... FAMILY_FLAGS: one epoch of 4 steps and an evaluation
-    local out
+train() { # train DATA TOOL... FAMILY_FLAGS: one short epoch and an evaluation
+    local out data=$1
+    shift
     out=$(mktemp -d -p "$work")
-    "$@" --data "$work/data" --device cuda --epochs 1 --batch 128 --out "$out/run"
+    "$@" --data "$work/$data" --device cuda --epochs 1 --batch 128 --out "$out/run"
 }
 
 filter=()
@@ -94,9 +114,10 @@ for tool in memcheck racecheck initcheck synccheck; do
     run "test_cuda under $tool" env CVAE_TEST_QUICK=1 "${sanitize[@]}" "$test_bin" --jobs=1 \
         "${filter[@]}"
     for fam in "${families[@]}"; do
-        name=${fam%%:*} flags=${fam#*:}
+        name=${fam%%:*} rest=${fam#*:}
+        data=${rest%%:*} flags=${rest#*:}
         # shellcheck disable=SC2086 # the family's flags are separate words
-        run "train ($name) under $tool" train "${sanitize[@]}" "$cvae" train $flags
+        run "train ($name) under $tool" train "$data" "${sanitize[@]}" "$cvae" train $flags
     done
 done
 
