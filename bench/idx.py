@@ -14,6 +14,17 @@ def read_idx(path):
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndims).reshape(dims)
 
 
+def read_split(dirname, prefix):
+    """The images (N, H, W) and labels (N,) of DIR/PREFIX-{images-idx3,labels-idx1}-ubyte
+    (or .gz), as uint8 arrays; exits with one line when a file is missing."""
+    def pick(name):
+        path = find(dirname, name)
+        if path is None:
+            raise SystemExit(f"{dirname}: no {name}[.gz]")
+        return path
+    return read_idx(pick(f"{prefix}-images-idx3-ubyte")), read_idx(pick(f"{prefix}-labels-idx1-ubyte"))
+
+
 def find(dirname, name):
     """DIR/NAME or DIR/NAME.gz, whichever exists, else None."""
     for candidate in (name, name + ".gz"):

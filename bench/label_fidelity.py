@@ -22,19 +22,13 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from idx import find, read_idx  # noqa: E402
+from idx import read_split  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load(dirname, prefix):
-    def pick(name):
-        path = find(dirname, name)
-        if path is None:
-            raise SystemExit(f"{dirname}: no {name}[.gz]")
-        return path
-    x = read_idx(pick(f"{prefix}-images-idx3-ubyte"))
-    y = read_idx(pick(f"{prefix}-labels-idx1-ubyte"))
+    x, y = read_split(dirname, prefix)
     return x.reshape(len(x), -1).astype(np.float32) / 255.0, y
 
 
