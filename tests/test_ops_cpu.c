@@ -342,6 +342,46 @@ Test(ops_cpu, bernoulli_closed_forms_and_extremes) {
     cr_assert(isnan(cv_bernoulli_nll(NAN, 0.5f, &g)) && isnan(g));
 }
 
+/* No operation hands a subnormal on (cv_flush_subnormal): they cost the CPU ~100 cycles an
+ * operation, and without the flush the logits of always-black pixels (below -87) made
+ * subnormal gradients and, through them, a fifth of Adam's m. */
+static bool subnormal(float x) { return x != 0.0f && fabsf(x) < FLT_MIN; }
+
+Test(ops_cpu, no_operation_makes_a_subnormal_out_of_normal_inputs) {
+    float g;
+    const float logits[] = {-87.5f, -100.0f, -103.9f, -1e30f};
+    for (int i = 0; i < 4; i++) {
+        float nll = cv_bernoulli_nll(logits[i], 0.0f, &g);
+        cr_assert(g == 0.0f && !subnormal(nll), "l = %g: gradient %g, nll %g", logits[i], g, nll);
+        cv_bernoulli_nll(logits[i], 1.0f, &g);
+        cr_assert_eq(g, -1.0f, "l = %g, x = 1: gradient %g", logits[i], g);
+        cr_assert_eq(cv_sigmoid(logits[i]), 0.0f, "sigmoid(%g) is subnormal", logits[i]);
+        cv_gaussian_nll(logits[i], 0.0f, 0.1f, &g);
+        cr_assert(!subnormal(g), "Gaussian gradient at %g is %g", logits[i], g);
+    }
+    /* a normal result is kept: exp(-87) = 1.6e-38 is the smallest e above FLT_MIN */
+    cv_bernoulli_nll(-87.0f, 0.0f, &g);
+    cr_assert(g > 0.0f && !subnormal(g), "%g", g);
+    /* Adam: m decays by 0.9 a step when the gradient is 0 and passes through the
+     * subnormals to 0; v by 0.999 */
+    float p = 0.5f, m = 1.2e-38f, v = 1.176e-38f; /* both fall below FLT_MIN */
+    cv_adam_update(&p, &m, &v, 0.0f, 0.9f, 0.999f, 1e-8f, 1e-3f, 1.0f);
+    cr_assert(m == 0.0f && v == 0.0f && p == 0.5f, "m %g v %g p %g", m, v, p);
+    m = 1e-30f;
+    for (int t = 0; t < 200; t++) {
+        cv_adam_update(&p, &m, &v, 0.0f, 0.9f, 0.999f, 1e-8f, 1e-3f, 1.0f);
+        cr_assert(!subnormal(m) && !subnormal(v), "step %d: m %g, v %g", t, m, v);
+    }
+    cr_assert_eq(m, 0.0f);
+    /* a NaN is not flushed */
+    cr_assert(isnan(cv_flush_subnormal(NAN)) && cv_flush_subnormal(-FLT_MIN) == -FLT_MIN);
+    /* the backend's reconstruction writes exact zeros for black pixels far below -87 */
+    const float l[4] = {-120.0f, -95.0f, -88.0f, 3.0f}, x[4] = {0, 0, 0, 1};
+    float rec, d[4];
+    be->reconstruction(be, CV_LIKELIHOOD_BERNOULLI, 0.1f, l, x, &rec, d, 1.0f, 1, 4);
+    for (int i = 0; i < 3; i++) cr_assert_eq(d[i], 0.0f, "dlogits[%d] = %g", i, d[i]);
+}
+
 /* ---------- Adam ---------- */
 
 Test(ops_cpu, adam_matches_pytorch_formula_in_double) {
