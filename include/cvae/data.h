@@ -80,9 +80,6 @@ void cv_data_free(cv_data *data);
 cv_status cv_labels_read(const char *path, uint8_t **labels, int *n, cv_err *err);
 cv_status cv_conditions_read(const char *path, float **rows, int *n, int *width, cv_err *err);
 
-/* "class labels" or "condition vectors", for messages. */
-const char *cv_condition_kind_name(cv_condition_kind kind);
-
 /* D = h * w * channels: the values of one image. */
 int cv_split_dim(const cv_split *split);
 

@@ -94,6 +94,9 @@ typedef struct {
 
 cv_status cv_layout_init(const cv_model_config *cfg, cv_layout *layout, cv_err *err);
 
+/* "class labels" or "condition vectors", for messages. */
+const char *cv_condition_kind_name(cv_condition_kind kind);
+
 /* CV_OK when split (of data) is what a model of cfg takes: the image shape, the kind of
  * condition and its width; else CV_ERR_FORMAT, one line beginning with name. */
 cv_status cv_model_takes(const cv_model_config *cfg, const cv_data *data, const cv_split *split,

@@ -368,10 +368,6 @@ cv_status cv_data_load(const char *dir, int n_classes, cv_data *d, cv_err *err) 
 
 int cv_split_dim(const cv_split *s) { return s->h * s->w * s->channels; }
 
-const char *cv_condition_kind_name(cv_condition_kind kind) {
-    return kind == CV_COND_VECTORS ? "condition vectors" : "class labels";
-}
-
 void cv_split_free(cv_split *s) {
     free(s->pixels);
     free(s->fpixels);

@@ -98,6 +98,10 @@ cv_status cv_layout_init(const cv_model_config *cfg, cv_layout *lo, cv_err *err)
     return CV_OK;
 }
 
+const char *cv_condition_kind_name(cv_condition_kind kind) {
+    return kind == CV_COND_VECTORS ? "condition vectors" : "class labels";
+}
+
 cv_status cv_model_takes(const cv_model_config *c, const cv_data *d, const cv_split *s,
                          const char *name, cv_err *err) {
     if (s->h != c->height || s->w != c->width || s->channels != c->channels)
