@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cvae/comm.h"
+
 typedef struct {
     uint64_t s;
 } test_rng;
@@ -41,6 +43,9 @@ int test_run_cvae(char **out, char **err, const char *const *args);
  * machine's cores, without MALLOC_PERTURB_ (allocations stay untouched), no core dump,
  * and killed by SIGALRM after 60 s: OpenBLAS retries a buffer it cannot allocate forever. */
 int test_run_cvae_limited(char **out, char **err, const char *const *args, size_t as_bytes);
+
+/* A whole batch of `rows` rows for cv_train_step, as one process takes it. */
+#define TEST_WHOLE_BATCH(rows) (&(cv_batch_part){(rows), 0, (rows), 1})
 
 /* Asserts |got - ref| <= atol + rtol |ref| for element i of `what`. */
 void assert_close(const char *what, int i, double got, double ref, double atol, double rtol);

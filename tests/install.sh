@@ -32,7 +32,7 @@ for f in "$libdir/libcvae.a" "$libdir/libcvae.so" "$prefix/share/man/man1/cvae.1
     [ -e "$f" ] || fail "${f#"$prefix"/} is not installed"
 done
 compgen -G "$libdir/libcvae.so.*" >/dev/null || fail "no versioned libcvae.so.* is installed"
-for h in backend checkpoint cvae data eval generate model npy rng status train version; do
+for h in backend checkpoint comm cvae data eval generate model npy rng status train version; do
     [ -f "$prefix/include/cvae/$h.h" ] || fail "include/cvae/$h.h is not installed"
 done
 for h in backend_select fileio interrupt png sha256; do

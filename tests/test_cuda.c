@@ -497,7 +497,7 @@ Test(cuda, reparam_matches_cpu_with_given_and_drawn_noise) {
             cv_prior cp = {pm, pr, false}, gp = {d_pm, d_pr, false};
             cv_prior_grad cg = {dm, dr, false}, gg = {d_dm, d_dr, false};
             const cv_prior *cpp = with_prior ? &cp : NULL, *gpp = with_prior ? &gp : NULL;
-            gpu->reparam_forward(gpu, d_enc, d_eps, draw, seed, 17, d_st, gpp, d_lab, d_z, d_kl,
+            gpu->reparam_forward(gpu, d_enc, d_eps, draw, seed, 17, d_st, 0, gpp, d_lab, d_z, d_kl,
                                  d_lr, rows, L);
             if (draw) {
                 /* R4; then the CPU runs on the GPU's draws */
@@ -505,7 +505,7 @@ Test(cuda, reparam_matches_cpu_with_given_and_drawn_noise) {
                 from_gpu(eps, d_eps, nz * 4, "eps");
                 compare("drawn eps", ce, eps, nz, 2e-5, 2e-5);
             }
-            cpu->reparam_forward(cpu, enc, eps, false, seed, 17, &st, cpp, lab, z, kl, lr, rows,
+            cpu->reparam_forward(cpu, enc, eps, false, seed, 17, &st, 0, cpp, lab, z, kl, lr, rows,
                                  L);
             memcpy(dm, dm0, nt * 4);
             memcpy(dr, dr0, nt * 4);
@@ -913,8 +913,8 @@ Test(cuda, gather_batch_and_advance_step_match_cpu_exactly) {
     const cv_device_split d_src = {.pixels = d_pix, .labels = d_lab, .perm = d_perm, .n = N,
                                    .dim = D};
     for (int binarize = 0; binarize < 2; binarize++) {
-        cpu->gather_batch(cpu, &src, &st, B, binarize, r.s, x, lab_cpu, NULL);
-        gpu->gather_batch(gpu, &d_src, d_st, B, binarize, r.s, d_x, d_lo, NULL);
+        cpu->gather_batch(cpu, &src, &st, 0, B, binarize, r.s, x, lab_cpu, NULL);
+        gpu->gather_batch(gpu, &d_src, d_st, 0, B, binarize, r.s, d_x, d_lo, NULL);
         from_gpu(gx, d_x, (size_t)B * D * 4, "x");
         from_gpu(lab_gpu, d_lo, B * 4, "labels");
         /* R1: a division by 255 (correctly rounded on both) or a Philox comparison */
@@ -1184,11 +1184,11 @@ static void step_with_given_noise(rig *x, const cv_step *st, const float *eps, i
     cv_backend *be = x->be;
     be->upload(be, x->ws.step, st, sizeof *st);
     be->upload(be, x->ws.eps, eps, (size_t)B * 20 * 4);
-    be->gather_batch(be, &x->split, x->ws.step, B, false, 0, x->ws.x, x->ws.labels, x->ws.cond);
+    be->gather_batch(be, &x->split, x->ws.step, 0, B, false, 0, x->ws.x, x->ws.labels, x->ws.cond);
     be->zero(be, x->m.grads, x->m.layout.n_params * 4);
     cv_noise given = {.draw = false};
-    cv_model_forward(&x->m, &x->ws, B, &given, true, false);
-    cv_model_backward(&x->m, &x->ws, B, 1.0f);
+    cv_model_forward(&x->m, &x->ws, B, &given, B, false);
+    cv_model_backward(&x->m, &x->ws, B, B, 1.0f);
 }
 
 static cv_split random_split(test_rng *r, int n) {
@@ -1309,12 +1309,12 @@ static void recorded_steps_of(test_rng *r, cv_prior_kind prior, cv_likelihood li
                 if (k == 1) { /* recorded once, replayed */
                     if (!rec) {
                         cr_assert(gpu->capture_begin(gpu));
-                        cv_train_step(&x->m, &x->ws, &x->split, B, r->s, &adam, 1.0f, binarize);
+                        cv_train_step(&x->m, &x->ws, &x->split, TEST_WHOLE_BATCH(B), r->s, &adam, 1.0f, binarize);
                         rec = gpu->capture_end(gpu);
                     }
                     gpu->replay(gpu, rec);
                 } else {
-                    cv_train_step(&x->m, &x->ws, &x->split, B, r->s, &adam, 1.0f, binarize);
+                    cv_train_step(&x->m, &x->ws, &x->split, TEST_WHOLE_BATCH(B), r->s, &adam, 1.0f, binarize);
                 }
             }
             cv_loss_sums sums;
@@ -1565,13 +1565,13 @@ Test(cuda, recorded_bf16_and_tf32x3_steps_replay_bit_for_bit) {
                 if (k == 0) {
                     if (!rec) {
                         cr_assert(be->capture_begin(be));
-                        cv_train_step(&rec_rig.m, &rec_rig.ws, &rec_rig.split, B, r.s, &adam, 1.0f,
+                        cv_train_step(&rec_rig.m, &rec_rig.ws, &rec_rig.split, TEST_WHOLE_BATCH(B), r.s, &adam, 1.0f,
                                       false);
                         rec = be->capture_end(be);
                     }
                     be->replay(be, rec);
                 } else {
-                    cv_train_step(&eager.m, &eager.ws, &eager.split, B, r.s, &adam, 1.0f, false);
+                    cv_train_step(&eager.m, &eager.ws, &eager.split, TEST_WHOLE_BATCH(B), r.s, &adam, 1.0f, false);
                 }
             }
         }
@@ -1721,8 +1721,8 @@ Test(cuda, gather_batch_of_float_images_and_condition_vectors_matches_cpu_exactl
         const cv_device_split d_src = {.fpixels = d_pix, .conditions = d_cond, .perm = d_perm,
                                        .n = N, .dim = D, .cond_width = K};
         for (int binarize = 0; binarize < 2; binarize++) {
-            cpu->gather_batch(cpu, &src, &st, B, binarize, r.s, x, NULL, c);
-            gpu->gather_batch(gpu, &d_src, d_st, B, binarize, r.s, d_x, NULL, d_c);
+            cpu->gather_batch(cpu, &src, &st, 0, B, binarize, r.s, x, NULL, c);
+            gpu->gather_batch(gpu, &d_src, d_st, 0, B, binarize, r.s, d_x, NULL, d_c);
             from_gpu(gx, d_x, (size_t)B * D * 4, "x");
             from_gpu(gc, d_c, (size_t)B * K * 4, "conditions");
             /* R1: copies, or a Philox comparison */
@@ -1765,8 +1765,8 @@ Test(cuda, reparam_and_prior_transform_with_a_per_row_prior_match_cpu) {
         float *d_t = to_gpu(t0, nz * 4);
         const cv_prior cp = {pm, pr, true}, gp = {d_pm, d_pr, true};
         cv_prior_grad cg = {dm, dr, true}, gg = {d_dm, d_dr, true};
-        cpu->reparam_forward(cpu, enc, eps, false, 0, 0, NULL, &cp, NULL, z, kl, lr, rows, L);
-        gpu->reparam_forward(gpu, d_enc, d_eps, false, 0, 0, NULL, &gp, NULL, d_z, d_kl, d_lr,
+        cpu->reparam_forward(cpu, enc, eps, false, 0, 0, NULL, 0, &cp, NULL, z, kl, lr, rows, L);
+        gpu->reparam_forward(gpu, d_enc, d_eps, false, 0, 0, NULL, 0, &gp, NULL, d_z, d_kl, d_lr,
                              rows, L);
         cpu->reparam_backward(cpu, enc, eps, dz, ks, &cp, NULL, &cg, denc, rows, L);
         gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, &gp, NULL, &gg, d_denc, rows, L);

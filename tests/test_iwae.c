@@ -338,8 +338,8 @@ static void old_iwae_log_px(eval_rig *g, int rows, uint64_t seed, int b, int slo
         sum[r] = 0.0;
     }
     for (int k = 1; k <= K; k++) {
-        cv_noise noise = {true, seed, EVAL_STREAM(b, k, slot), NULL};
-        cv_model_sample_decode(&g->m, &g->ws, rows, &noise, false, true);
+        cv_noise noise = {true, seed, EVAL_STREAM(b, k, slot), NULL, 0};
+        cv_model_sample_decode(&g->m, &g->ws, rows, &noise, 0, true);
         cpu->download(cpu, rec, g->ws.rec, (size_t)rows * sizeof(float));
         cpu->download(cpu, lr, g->ws.log_ratio, (size_t)rows * sizeof(float));
         for (int r = 0; r < rows; r++)
@@ -359,7 +359,7 @@ static void old_figures(eval_rig *g, uint64_t seed, int K, const double *log_pri
         int rows = n - start < CV_EVAL_BATCH ? n - start : CV_EVAL_BATCH;
         cv_step st = {.step = 0, .start = start};
         cpu->upload(cpu, g->ws.step, &st, sizeof st);
-        cpu->gather_batch(cpu, &g->data, g->ws.step, rows, false, 0, g->ws.x, g->ws.labels,
+        cpu->gather_batch(cpu, &g->data, g->ws.step, 0, rows, false, 0, g->ws.x, g->ws.labels,
                           g->ws.cond);
         cv_model_encode(&g->m, &g->ws, rows);
         old_iwae_log_px(g, rows, seed, b, 0, K, log_px);

@@ -136,8 +136,8 @@ static void check_model_shaped(const int *hidden, int n_hidden, int h, int w, in
 
     be->zero(be, m.grads, m.layout.n_params * sizeof(float));
     cv_noise given = {.draw = false};
-    cv_model_forward(&m, &ws, rows, &given, true, false);
-    cv_model_backward(&m, &ws, rows, beta);
+    cv_model_forward(&m, &ws, rows, &given, rows, false);
+    cv_model_backward(&m, &ws, rows, rows, beta);
 
     ref_ctx c = {&m.layout, rows, ws.x, ws.eps, ws.labels, vectors ? ws.cond : NULL, beta};
     const size_t n = m.layout.n_params;

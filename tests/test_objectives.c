@@ -50,7 +50,7 @@ Test(objectives, conditional_prior_kl_against_finite_differences) {
     cv_prior prior = {pm, pr, false};
     cv_prior_grad dprior = {dm, dr, false};
     const float scale = 0.8f;
-    be->reparam_forward(be, enc, eps, false, 0, 0, NULL, &prior, labels, z, kl, lr, rows, L);
+    be->reparam_forward(be, enc, eps, false, 0, 0, NULL, 0, &prior, labels, z, kl, lr, rows, L);
     be->reparam_backward(be, enc, eps, dz, scale, &prior, labels, &dprior, denc, rows, L);
     double ref_dm[20] = {0}, ref_dr[20] = {0};
     for (int i = 0; i < rows; i++) {
@@ -117,8 +117,8 @@ Test(objectives, a_per_row_prior_is_the_table_prior_on_gathered_rows) {
     }
     const cv_prior tables = {pm, pr, false}, per_row = {rm, rr, true};
     float z1[29 * 6], z2[29 * 6], kl1[29], kl2[29], lr1[29], lr2[29];
-    be->reparam_forward(be, enc, eps, false, 0, 0, NULL, &tables, labels, z1, kl1, lr1, rows, L);
-    be->reparam_forward(be, enc, eps, false, 0, 0, NULL, &per_row, NULL, z2, kl2, lr2, rows, L);
+    be->reparam_forward(be, enc, eps, false, 0, 0, NULL, 0, &tables, labels, z1, kl1, lr1, rows, L);
+    be->reparam_forward(be, enc, eps, false, 0, 0, NULL, 0, &per_row, NULL, z2, kl2, lr2, rows, L);
     cr_assert(memcmp(z1, z2, sizeof z1) == 0 && memcmp(kl1, kl2, sizeof kl1) == 0 &&
               memcmp(lr1, lr2, sizeof lr1) == 0, "per-row forward differs from the tables'");
     float dm[18] = {0}, dr[18] = {0}, gm[29 * 6], gr[29 * 6], d1[29 * 12], d2[29 * 12];
@@ -214,8 +214,8 @@ Test(objectives, binarized_batches_are_bernoulli_draws_replayable_by_step) {
     int32_t labels[64];
     cv_step st = {.step = 12};
     const cv_device_split src = {.pixels = pix, .labels = lab, .perm = perm, .n = n, .dim = dim};
-    be->gather_batch(be, &src, &st, n, true, r.s, x, labels, NULL);
-    be->gather_batch(be, &src, &st, n, true, r.s, y, labels, NULL);
+    be->gather_batch(be, &src, &st, 0, n, true, r.s, x, labels, NULL);
+    be->gather_batch(be, &src, &st, 0, n, true, r.s, y, labels, NULL);
     cr_assert(memcmp(x, y, n * dim * 4) == 0, "the same step drew other pixels");
     double ones = 0, expect = 0;
     for (int i = 0; i < n * dim; i++) {
@@ -226,7 +226,7 @@ Test(objectives, binarized_batches_are_bernoulli_draws_replayable_by_step) {
     /* 6 standard deviations of a sum of Bernoullis */
     cr_assert(fabs(ones - expect) < 6 * sqrt(n * dim / 4.0), "%g ones, expected %g", ones, expect);
     st.step = 13;
-    be->gather_batch(be, &src, &st, n, true, r.s, y, labels, NULL);
+    be->gather_batch(be, &src, &st, 0, n, true, r.s, y, labels, NULL);
     cr_assert(memcmp(x, y, n * dim * 4) != 0, "another step drew the same pixels");
     free(pix); free(x); free(y);
 }

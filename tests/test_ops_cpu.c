@@ -213,7 +213,7 @@ static void reparam_case(test_rng *r, int rows, int L) {
     enc[L] = 35.0f;
     if (rows > 1) enc[2 * L + L] = -33.0f;
     float kl_scale = (float)test_uniform(r, 0.1, 2);
-    be->reparam_forward(be, enc, eps, false, 0, 0, NULL, NULL, NULL, z, kl, lr, rows, L);
+    be->reparam_forward(be, enc, eps, false, 0, 0, NULL, 0, NULL, NULL, z, kl, lr, rows, L);
     for (int i = 0; i < rows; i++) {
         double k = 0, lrat = 0;
         for (int j = 0; j < L; j++) {
@@ -274,7 +274,7 @@ Test(ops_cpu, kl_closed_forms_and_monte_carlo) {
             enc[i * 2 * L + L + j] = s[j];
         }
     cv_step st = {.step = 7};
-    be->reparam_forward(be, enc, eps, true, r.s, 0, &st, NULL, NULL, z, kl, lr, rows, L);
+    be->reparam_forward(be, enc, eps, true, r.s, 0, &st, 0, NULL, NULL, z, kl, lr, rows, L);
     float check[16];
     cv_normal_fill(check, 16, r.s, 7);
     cr_assert(memcmp(check, eps, sizeof check) == 0, "drawn eps is not stream base + step");
@@ -427,7 +427,7 @@ Test(ops_cpu, gather_batch_scales_and_follows_the_order) {
     int32_t labels[19];
     cv_step st = {.step = 3, .start = start};
     const cv_device_split src = {.pixels = pix, .labels = lab, .perm = perm, .n = n, .dim = dim};
-    be->gather_batch(be, &src, &st, rows, false, 0, x, labels, NULL);
+    be->gather_batch(be, &src, &st, 0, rows, false, 0, x, labels, NULL);
     be->advance_step(be, &st, rows);
     cr_assert(st.step == 4 && st.start == start + rows, "advance_step moved to %lld, %d",
               (long long)st.step, st.start);
@@ -451,7 +451,7 @@ Test(ops_cpu, gather_batch_takes_float_images_and_condition_rows) {
     cv_step st = {.step = 2, .start = start};
     const cv_device_split src = {.fpixels = fpix, .conditions = cond, .perm = perm, .n = n,
                                  .dim = dim, .cond_width = K};
-    be->gather_batch(be, &src, &st, rows, false, 0, x, labels, c);
+    be->gather_batch(be, &src, &st, 0, rows, false, 0, x, labels, c);
     for (int i = 0; i < rows; i++) {
         const int s = perm[start + i];
         cr_assert(memcmp(x + i * dim, fpix + s * dim, dim * sizeof(float)) == 0, "row %d", i);
@@ -459,7 +459,7 @@ Test(ops_cpu, gather_batch_takes_float_images_and_condition_rows) {
         cr_assert_eq(labels[i], -7);
     }
     /* binarized float values are Bernoulli draws of the value itself */
-    be->gather_batch(be, &src, &st, rows, true, r.s, x, labels, c);
+    be->gather_batch(be, &src, &st, 0, rows, true, r.s, x, labels, c);
     for (int i = 0; i < rows * dim; i++) {
         const float v = fpix[perm[start + i / dim] * dim + i % dim];
         const float u = cv_philox_uniform(r.s, CV_STREAM_BINARIZE(st.step), (uint64_t)i);

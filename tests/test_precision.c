@@ -434,7 +434,7 @@ static float *train_steps(cv_backend *be, const cv_split *data, uint64_t seed, i
                           int h1, int h2, double *loss, size_t *n_params) {
     rig g;
     rig_make(&g, be, data, seed, B, h1, h2);
-    for (int s = 0; s < steps; s++) cv_train_step(&g.m, &g.ws, &g.split, B, seed, &ADAM, 1.0f, false);
+    for (int s = 0; s < steps; s++) cv_train_step(&g.m, &g.ws, &g.split, TEST_WHOLE_BATCH(B), seed, &ADAM, 1.0f, false);
     cv_loss_sums sums;
     be->download(be, &sums, g.ws.sums, sizeof sums);
     *loss = (sums.rec + sums.kl) / sums.rows;
@@ -536,7 +536,7 @@ Test(precision, the_workspace_reserves_room_for_every_gemm) {
         cr_assert_eq(cv_model_init_params(&m, r.s, &err), CV_OK, "%s", err.msg);
         cv_step st = {.first_bad_step = -1, .first_bad_index = -1};
         be->upload(be, ws.step, &st, sizeof st);
-        cv_train_step(&m, &ws, &split, CV_EVAL_BATCH, r.s, &ADAM, 1.0f, false);
+        cv_train_step(&m, &ws, &split, TEST_WHOLE_BATCH(CV_EVAL_BATCH), r.s, &ADAM, 1.0f, false);
         cv_eval_result res;
         cr_assert_eq(cv_evaluate(&m, &ws, &split, r.s, NULL, &res, &err), CV_OK, "%s", err.msg);
         cr_assert(!over, "model %d: a GEMM's operand is larger than the %zu elements reserved", h,

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cvae/comm.h"
 #include "cvae/status.h"
 
 #ifdef __cplusplus
@@ -97,6 +98,12 @@ typedef enum {
 
 typedef struct {
     cv_precision precision;
+    /* the run's ranks (NULL: one process), whose sums allreduce takes */
+    cv_comm *comm;
+    /* the GPU: device `device` when device_chosen (--device cuda:N), else the rank's local
+     * rank modulo the devices (device 0 in one process) */
+    bool device_chosen;
+    int device;
 } cv_backend_options;
 
 /* The precision opt asks for (fp32 for NULL); its name ("fp32", "tf32", "bf16",
@@ -149,12 +156,13 @@ struct cv_backend {
     /* enc (rows, 2L) = [mu | s]; z (rows, L) = mu + exp(s/2) eps; kl (rows) per sample
      * against the prior (standard normal, or row r's prior, cv_prior); log_ratio (rows) =
      * log p(z|c) - log q(z|x,c), only when not NULL. With draw_eps, eps is first filled
-     * (in the same pass) with elements of the Philox stream stream_base + (st ? st->step :
-     * 0) under seed; otherwise it is read as given. */
+     * (in the same pass) with elements first_row * L + (0 .. rows * L - 1) of the Philox
+     * stream stream_base + (st ? st->step : 0) under seed; otherwise it is read as
+     * given. */
     void (*reparam_forward)(cv_backend *be, const float *enc, float *eps, bool draw_eps,
                             uint64_t seed, uint64_t stream_base, const cv_step *st,
-                            const cv_prior *prior, const int32_t *labels, float *z, float *kl,
-                            float *log_ratio, int rows, int latent);
+                            int first_row, const cv_prior *prior, const int32_t *labels,
+                            float *z, float *kl, float *log_ratio, int rows, int latent);
 
     /* denc (rows, 2L) = gradient of sum_r (dz[r] . z[r] + kl_scale * kl[r]); with a
      * learned prior, its table gradients are added into dprior too. */
@@ -207,17 +215,26 @@ struct cv_backend {
     void (*accumulate_loss)(cv_backend *be, cv_loss_sums *sums, const float *rec, const float *kl,
                             int rows, const cv_step *st);
 
-    /* Row r of the batch is image perm[st->start + r] of src: x (rows, dim) its values
-     * (pixel / 255, or the float), and labels_out[r] its label or cond_out (rows,
-     * cond_width) its condition vector, as src holds. With binarize, x is instead a
-     * Bernoulli(value) draw as 0 or 1, from element r * dim + j of the uniform stream
-     * CV_STREAM_BINARIZE(st->step) under seed. */
+    /* Row r is row first + r of the step's batch, image perm[st->start + first + r] of
+     * src: x (rows, dim) its values (pixel / 255, or the float), and labels_out[r] its
+     * label or cond_out (rows, cond_width) its condition vector, as src holds. With
+     * binarize, x is instead a Bernoulli(value) draw as 0 or 1, from element
+     * (first + r) * dim + j of the uniform stream CV_STREAM_BINARIZE(st->step) under seed
+     * (first: the rank's offset into the batch, 0 in one process). */
     void (*gather_batch)(cv_backend *be, const cv_device_split *src, const cv_step *st,
-                         int rows, bool binarize, uint64_t seed, float *x,
+                         int first, int rows, bool binarize, uint64_t seed, float *x,
                          int32_t *labels_out, float *cond_out);
 
     /* st->step += 1, st->start += rows, st->skip = 0 (st in backend memory). */
     void (*advance_step)(cv_backend *be, cv_step *st, int rows);
+
+    /* Data parallelism (cvae/comm.h). buf (n floats) = its sum over the run's ranks, in
+     * order with the other operations (nothing in one process). */
+    void (*allreduce)(cv_backend *be, float *buf, size_t n);
+    /* *flag = 0 when every rec and kl (rows, possibly 0) is finite, else NaN: summed over
+     * the ranks with the gradient, it makes every rank see any rank's bad loss. */
+    void (*loss_flag)(cv_backend *be, const float *rec, const float *kl, int rows,
+                      float *flag);
 
     /* Recording a sequence of operations once and replaying it. capture_begin returns
      * false when the backend has no such thing (the CPU): the caller then just runs the

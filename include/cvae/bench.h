@@ -29,8 +29,9 @@ typedef enum {
     CV_FAMILY_REPARAM_BACKWARD,
     CV_FAMILY_RECONSTRUCTION,
     CV_FAMILY_ADAM,
-    CV_FAMILY_CHECK_ACCUMULATE, /* check_finite and accumulate_loss */
+    CV_FAMILY_CHECK_ACCUMULATE, /* check_finite, accumulate_loss and loss_flag */
     CV_FAMILY_GATHER,
+    CV_FAMILY_ALLREDUCE, /* the gradient's sum over the ranks of a data-parallel run */
     CV_FAMILY_OTHER, /* zero, advance_step, copy, normal, prior_transform, pixels_from_logits,
                         logsumexp_accumulate, logsumexp_merge */
     CV_FAMILY_COUNT
@@ -65,6 +66,9 @@ cv_op_cost cv_cost_check_finite(int rows, size_t n);
 cv_op_cost cv_cost_accumulate_loss(int rows);
 cv_op_cost cv_cost_adam(size_t n);
 cv_op_cost cv_cost_gather_batch(int rows, int dim, bool float_pixels, int cond_width);
+/* n floats summed in place: read and written once (what the ranks send each other is the
+ * transport's, not counted) */
+cv_op_cost cv_cost_allreduce(size_t n);
 cv_op_cost cv_cost_zero(size_t bytes);
 cv_op_cost cv_cost_copy(size_t bytes);
 cv_op_cost cv_cost_logsumexp_accumulate(int rows, bool reset);

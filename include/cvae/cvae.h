@@ -5,6 +5,7 @@
 #include "cvae/backend.h"
 #include "cvae/bench.h"
 #include "cvae/checkpoint.h"
+#include "cvae/comm.h"
 #include "cvae/data.h"
 #include "cvae/eval.h"
 #include "cvae/generate.h"

@@ -35,6 +35,10 @@ typedef struct {
     void (*progress)(void *ctx, int images_done, int images_total, int batches_done,
                      int batches_total);
     void *progress_ctx;
+    /* a data-parallel run's ranks (NULL: one process): each rank evaluates whole batches
+     * of its own, and every rank gets the figures of the whole split (every rank must
+     * call); progress then counts the rank's own batches */
+    cv_comm *comm;
 } cv_eval_options;
 
 /* A unit is active when the variance over the test set of its posterior mean exceeds

@@ -79,17 +79,21 @@ typedef struct {
 
 /* Where a forward pass takes its noise: with draw, from the Philox stream
  * stream_base + (st ? st->step : 0) under seed (written to ws->eps for the backward
- * pass); otherwise ws->eps as the caller filled it. */
+ * pass), ws's row r drawing row first_row + r of the batch (a rank's part of it; 0 in one
+ * process); otherwise ws->eps as the caller filled it. */
 typedef struct {
     bool draw;
     uint64_t seed, stream_base;
     const cv_step *st;
+    int first_row;
 } cv_noise;
 
 typedef struct {
     cv_backend *be;
     cv_layout layout;
-    float *params, *grads, *adam_m, *adam_v; /* (n_params) each, device */
+    /* (n_params) each, device; grads holds one float more, grads[n_params]: the loss flag
+     * of a data-parallel step, summed over the ranks with the gradient (cv_train_step) */
+    float *params, *grads, *adam_m, *adam_v;
 } cv_model;
 
 cv_status cv_layout_init(const cv_model_config *cfg, cv_layout *layout, cv_err *err);
@@ -120,16 +124,18 @@ cv_status cv_workspace_create(cv_model *model, int max_rows, cv_workspace *ws,
 void cv_workspace_destroy(cv_model *model, cv_workspace *ws);
 
 /* Forward pass over ws->x and ws->labels or ws->cond (rows filled): per-sample rec and kl in
- * ws->rec and ws->kl, and ws->log_ratio when want_log_ratio. With want_grad, also the
- * gradient of the logits for loss = (1/rows) sum (rec + beta kl). */
+ * ws->rec and ws->kl, and ws->log_ratio when want_log_ratio. With loss_rows > 0, also the
+ * gradient of the logits for loss = (1/loss_rows) sum (rec + beta kl), loss_rows the rows
+ * of the whole batch (rows in one process; a rank's rows are a part of it); 0: no
+ * gradient. */
 void cv_model_forward(cv_model *model, cv_workspace *ws, int rows, const cv_noise *noise,
-                      bool want_grad, bool want_log_ratio);
+                      int loss_rows, bool want_log_ratio);
 
 /* The two halves of cv_model_forward: encode fills ws->act[n_enc-1] = [mu | s]; sample
  * and decode draws z from ws->eps and computes rec, kl (and the logit gradient). */
 void cv_model_encode(cv_model *model, cv_workspace *ws, int rows);
 void cv_model_sample_decode(cv_model *model, cv_workspace *ws, int rows,
-                            const cv_noise *noise, bool want_grad, bool want_log_ratio);
+                            const cv_noise *noise, int loss_rows, bool want_log_ratio);
 
 /* The prior of the batch in ws (NULL: the standard normal): with labels, the tables in
  * params, indexed by ws->labels; with condition vectors, the rows M c and R c, which this
@@ -137,8 +143,8 @@ void cv_model_sample_decode(cv_model *model, cv_workspace *ws, int rows,
 const cv_prior *cv_model_batch_prior(cv_model *model, cv_workspace *ws, int rows,
                                      cv_prior *storage);
 
-/* Backward pass after a forward with want_grad: accumulates into model->grads. */
-void cv_model_backward(cv_model *model, cv_workspace *ws, int rows, float beta);
+/* Backward pass after a forward with the same loss_rows: accumulates into model->grads. */
+void cv_model_backward(cv_model *model, cv_workspace *ws, int rows, int loss_rows, float beta);
 
 /* Decodes z (rows, L) with ws->labels or ws->cond into logits ws->act[n_layers-1]
  * (rows, D). */

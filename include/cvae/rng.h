@@ -32,6 +32,9 @@ void cv_uniform_fill(float *out, size_t n, uint64_t seed, uint64_t stream);
 
 /* out[i] = element i of the standard normal Philox stream (cuRAND's Box-Muller). */
 void cv_normal_fill(float *out, size_t n, uint64_t seed, uint64_t stream);
+/* out[i] = element first + i of it: a rank's rows of a batch draw what the whole batch's
+ * rows would. */
+void cv_normal_fill_from(float *out, size_t n, uint64_t seed, uint64_t stream, uint64_t first);
 
 #ifdef __cplusplus
 }

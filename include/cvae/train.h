@@ -18,6 +18,7 @@ extern "C" {
 #define CV_ADAM_EPS 1e-8f
 
 typedef struct {
+    cv_comm *comm;            /* the run's ranks (NULL: one process); rank 0 writes, prints */
     const char *data_dir;     /* may be NULL when files names the training data */
     cv_data_files files;      /* files named explicitly, over the folder's */
     const char *device;       /* auto, cpu or cuda */
@@ -37,7 +38,7 @@ typedef struct {
     int batch, epochs, checkpoint_every;
     float lr;
     uint64_t seed;
-    FILE *log; /* epoch lines; progress goes to stderr when it is a terminal */
+    FILE *log; /* epoch lines; progress goes to stderr when it is a terminal (rank 0) */
 } cv_train_options;
 
 typedef struct {
@@ -55,14 +56,18 @@ cv_train_options cv_train_defaults(void);
 
 cv_status cv_train_run(const cv_train_options *opt, cv_train_result *result, cv_err *err);
 
-/* One optimiser step on the rows ws->step->start .. + rows of split's order: gather,
- * noise of stream ws->step->step, forward, backward, the non-finite check, Adam
- * (t = step + 1, skipped for a flagged step), then the step state moves on. Adds the
- * batch's loss sums and the step's gradient norm to ws->sums on the device. Everything
- * it reads that changes from step to step is in ws->step, so it can be recorded once
- * and replayed. */
-void cv_train_step(cv_model *model, cv_workspace *ws, const cv_device_split *split, int rows,
-                   uint64_t seed, const cv_adam_config *adam, float beta, bool binarize);
+/* One optimiser step on the batch of part->total rows from ws->step->start of split's
+ * order, of which this rank takes part->rows from part->offset (cv_batch_part_of; all of
+ * them in one process): gather, noise of stream ws->step->step (the rows' own elements of
+ * it), forward, backward with the loss averaged over the whole batch, the gradient summed
+ * over the ranks (with more than one), the non-finite check, Adam (t = step + 1, skipped
+ * for a flagged step), then the step state moves on by the whole batch. Adds the rank's
+ * loss sums and the step's gradient norm to ws->sums on the device. Everything it reads
+ * that changes from step to step is in ws->step, so it can be recorded once and
+ * replayed. */
+void cv_train_step(cv_model *model, cv_workspace *ws, const cv_device_split *split,
+                   const cv_batch_part *part, uint64_t seed, const cv_adam_config *adam,
+                   float beta, bool binarize);
 
 /* beta of epoch `epoch` (from 1): 0 at the start, rising linearly to cfg->beta at the end
  * of epoch cfg->kl_warmup, then constant. */

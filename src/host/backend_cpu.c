@@ -41,6 +41,7 @@ typedef struct {
     size_t reserve_bytes;
     float *scratch;
     size_t scratch_floats;
+    cv_comm *comm; /* the run's ranks, for allreduce (NULL: one process) */
 } cpu_ctx;
 
 static cpu_ctx *cpu_of(cv_backend *be) { return (cpu_ctx *)be->impl; }
@@ -272,11 +273,12 @@ static int prior_row(bool per_row, const int32_t *labels, int r) {
 
 static void cpu_reparam_forward(cv_backend *be, const float *enc, float *eps, bool draw_eps,
                                 uint64_t seed, uint64_t stream_base, const cv_step *st,
-                                const cv_prior *prior, const int32_t *labels, float *z,
-                                float *kl, float *log_ratio, int rows, int latent) {
+                                int first_row, const cv_prior *prior, const int32_t *labels,
+                                float *z, float *kl, float *log_ratio, int rows, int latent) {
     (void)be;
     if (draw_eps)
-        cv_normal_fill(eps, (size_t)rows * latent, seed, stream_base + (st ? st->step : 0));
+        cv_normal_fill_from(eps, (size_t)rows * latent, seed, stream_base + (st ? st->step : 0),
+                            (uint64_t)first_row * latent);
 #pragma omp parallel for if ((long)rows * latent > 1024) schedule(static)
     for (int r = 0; r < rows; r++) {
         const float *mu = enc + (size_t)r * 2 * latent, *s = mu + latent;
@@ -505,19 +507,19 @@ static void cpu_accumulate_loss(cv_backend *be, cv_loss_sums *sums, const float 
 }
 
 static void cpu_gather_batch(cv_backend *be, const cv_device_split *s, const cv_step *st,
-                             int rows, bool binarize, uint64_t seed, float *x,
+                             int first, int rows, bool binarize, uint64_t seed, float *x,
                              int32_t *labels_out, float *cond_out) {
     (void)be;
-    const int start = st->start, dim = s->dim, K = s->cond_width;
+    const int start = st->start + first, dim = s->dim, K = s->cond_width;
     const uint64_t stream = CV_STREAM_BINARIZE(st->step);
 #pragma omp parallel for if ((long)rows * dim > PAR_MIN) schedule(static)
     for (int r = 0; r < rows; r++) {
         size_t src = (size_t)s->perm[start + r];
         float *xr = x + (size_t)r * dim;
+        const uint64_t element = (uint64_t)(first + r) * dim;
         for (int j = 0; j < dim; j++) {
             float v = cv_pixel_value(s->pixels, s->fpixels, src * dim + j);
-            xr[j] = binarize ? (cv_philox_uniform(seed, stream, (uint64_t)r * dim + j) < v ? 1.0f
-                                                                                           : 0.0f)
+            xr[j] = binarize ? (cv_philox_uniform(seed, stream, element + j) < v ? 1.0f : 0.0f)
                              : v;
         }
         if (s->labels) labels_out[r] = s->labels[src];
@@ -531,6 +533,18 @@ static void cpu_advance_step(cv_backend *be, cv_step *st, int rows) {
     st->step += 1;
     st->start += rows;
     st->skip = 0;
+}
+
+static void cpu_allreduce(cv_backend *be, float *buf, size_t n) {
+    cv_comm_sum_f32(cpu_of(be)->comm, buf, n);
+}
+
+static void cpu_loss_flag(cv_backend *be, const float *rec, const float *kl, int rows,
+                          float *flag) {
+    (void)be;
+    bool finite = true;
+    for (int r = 0; r < rows; r++) finite = finite && isfinite(rec[r]) && isfinite(kl[r]);
+    *flag = finite ? 0.0f : NAN;
 }
 
 static bool cpu_capture_begin(cv_backend *be) {
@@ -622,6 +636,7 @@ cv_status cv_backend_cpu_create_with(const cv_backend_options *opt, cv_backend *
     }
     openblas_set_num_threads(1);
     be->impl = ctx;
+    ctx->comm = opt ? opt->comm : NULL;
     be->precision = p;
     be->name = "cpu";
     snprintf(be->description, sizeof be->description,
@@ -648,6 +663,8 @@ cv_status cv_backend_cpu_create_with(const cv_backend_options *opt, cv_backend *
     be->accumulate_loss = cpu_accumulate_loss;
     be->gather_batch = cpu_gather_batch;
     be->advance_step = cpu_advance_step;
+    be->allreduce = cpu_allreduce;
+    be->loss_flag = cpu_loss_flag;
     be->capture_begin = cpu_capture_begin;
     be->copy = cpu_copy_within;
     be->event_create = cpu_event_create;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "allreduce_cuda.h"
 #include "cv_cuda.h"
 #include "cvae/backend.h"
 #include "gemm_cuda.h"
@@ -19,6 +20,7 @@ typedef struct {
     cudaStream_t stream;
     cv_gemm *gemm;       /* cuBLASLt: handle, workspace, operand scratch, plans */
     cv_scratch *scratch; /* the kernels' flags, tickets and partial sums (cv_cuda.h) */
+    cv_cuda_allreduce *allreduce; /* the sum over the ranks (NULL: one process) */
 } cuda_ctx;
 
 static cuda_ctx *ctx_of(cv_backend *be) { return (cuda_ctx *)be->impl; }
@@ -28,6 +30,7 @@ static void cuda_destroy(cv_backend *be) {
     cuda_ctx *c = ctx_of(be);
     if (c) {
         if (c->stream) cudaStreamSynchronize(c->stream);
+        cv_cuda_allreduce_destroy(c->allreduce);
         cv_gemm_destroy(c->gemm);
         if (c->scratch) cudaFree(c->scratch);
         if (c->stream) cudaStreamDestroy(c->stream);
@@ -41,9 +44,11 @@ cv_status cv_cuda_malloc(void **ptr, size_t bytes, const char *what, cv_err *err
     if (e == cudaSuccess) return CV_OK;
     cudaGetLastError(); /* clear it, so no later check reports it again */
     *ptr = NULL;
+    int device = -1;
+    cudaGetDevice(&device);
     if (e != cudaErrorMemoryAllocation)
-        return cv_fail(err, CV_ERR_DEVICE, "CUDA device 0 is unusable: allocating %s failed: %s",
-                       what, cudaGetErrorString(e));
+        return cv_fail(err, CV_ERR_DEVICE, "CUDA device %d is unusable: allocating %s failed: %s",
+                       device, what, cudaGetErrorString(e));
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
     return cv_fail(err, CV_ERR_NOMEM,
@@ -103,10 +108,10 @@ static void cuda_bias_act_backward(cv_backend *be, float *dy, const float *y, fl
 
 static void cuda_reparam_forward(cv_backend *be, const float *enc, float *eps, bool draw_eps,
                                  uint64_t seed, uint64_t stream_base, const cv_step *st,
-                                 const cv_prior *prior, const int32_t *labels, float *z,
-                                 float *kl, float *log_ratio, int rows, int latent) {
-    cv_reparam_forward_cuda(enc, eps, draw_eps, seed, stream_base, st, prior, labels, z, kl,
-                            log_ratio, rows, latent, ctx_of(be)->stream);
+                                 int first_row, const cv_prior *prior, const int32_t *labels,
+                                 float *z, float *kl, float *log_ratio, int rows, int latent) {
+    cv_reparam_forward_cuda(enc, eps, draw_eps, seed, stream_base, st, first_row, prior, labels,
+                            z, kl, log_ratio, rows, latent, ctx_of(be)->stream);
 }
 
 static void cuda_reparam_backward(cv_backend *be, const float *enc, const float *eps,
@@ -157,10 +162,19 @@ static void cuda_check_finite(cv_backend *be, const float *rec, const float *kl,
 }
 
 static void cuda_gather_batch(cv_backend *be, const cv_device_split *src, const cv_step *st,
-                              int rows, bool binarize, uint64_t seed, float *x,
+                              int first, int rows, bool binarize, uint64_t seed, float *x,
                               int32_t *labels_out, float *cond_out) {
-    cv_gather_batch_cuda(src, st, rows, binarize, seed, x, labels_out, cond_out,
+    cv_gather_batch_cuda(src, st, first, rows, binarize, seed, x, labels_out, cond_out,
                          ctx_of(be)->stream);
+}
+
+static void cuda_allreduce(cv_backend *be, float *buf, size_t n) {
+    if (ctx_of(be)->allreduce) cv_cuda_allreduce_run(ctx_of(be)->allreduce, buf, n);
+}
+
+static void cuda_loss_flag(cv_backend *be, const float *rec, const float *kl, int rows,
+                           float *flag) {
+    cv_loss_flag_cuda(rec, kl, rows, flag, ctx_of(be)->stream);
 }
 
 static void cuda_advance_step(cv_backend *be, cv_step *st, int rows) {
@@ -168,6 +182,8 @@ static void cuda_advance_step(cv_backend *be, cv_step *st, int rows) {
 }
 
 static bool cuda_capture_begin(cv_backend *be) {
+    const cuda_ctx *c = ctx_of(be);
+    if (c->allreduce && !cv_cuda_allreduce_recordable(c->allreduce)) return false;
     CV_CUDA_CHECK(cudaStreamBeginCapture(ctx_of(be)->stream, cudaStreamCaptureModeThreadLocal));
     cv_gemm_set_recording(ctx_of(be)->gemm, true);
     return true;
@@ -252,12 +268,12 @@ bool cv_backend_cuda_available(void) {
     return n > 0;
 }
 
-/* CV_OK, or one CV_ERR_DEVICE line naming the setup step that failed and why. */
-static cv_status cuda_step(cudaError_t e, const char *step, cv_err *err) {
+/* CV_OK, or one CV_ERR_DEVICE line naming the device, the setup step that failed and why. */
+static cv_status cuda_step(cudaError_t e, int device, const char *step, cv_err *err) {
     if (e == cudaSuccess) return CV_OK;
     cudaGetLastError(); /* clear it, so no later check reports it again */
-    return cv_fail(err, CV_ERR_DEVICE, "CUDA device 0 is unusable: %s failed: %s", step,
-                   cudaGetErrorString(e));
+    return cv_fail(err, CV_ERR_DEVICE, "CUDA device %d is unusable: %s failed: %s", device,
+                   step, cudaGetErrorString(e));
 }
 
 /* Brings up device 0 into c, step by step; what a failed step leaves created stays in c
@@ -267,11 +283,12 @@ static cv_status cuda_setup(cv_backend *be, cuda_ctx *c, cv_precision precision,
                             struct cudaDeviceProp *prop, cv_err *err) {
     cudaStream_t stream = NULL;
     cv_gemm *gemm = NULL;
-    cv_status st = cuda_step(cudaSetDevice(c->device), "selecting it", err);
+    cv_status st = cuda_step(cudaSetDevice(c->device), c->device, "selecting it", err);
     if (!st)
-        st = cuda_step(cudaGetDeviceProperties(prop, c->device), "reading its properties", err);
+        st = cuda_step(cudaGetDeviceProperties(prop, c->device), c->device, "reading its properties",
+                       err);
     if (!st)
-        st = cuda_step(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
+        st = cuda_step(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), c->device,
                        "creating a stream", err);
     if (!st) c->stream = stream;
     /* cuBLASLt and its workspace, allocated once: no allocation during a graph capture */
@@ -283,49 +300,77 @@ static cv_status cuda_setup(cv_backend *be, cuda_ctx *c, cv_precision precision,
     /* the kernels expect their flags and tickets at 0 between calls; the memset goes on
      * our stream, which does not wait for the legacy default stream */
     if (!st)
-        st = cuda_step(cudaMemsetAsync(c->scratch, 0, CV_SCRATCH_ZEROED, c->stream),
+        st = cuda_step(cudaMemsetAsync(c->scratch, 0, CV_SCRATCH_ZEROED, c->stream), c->device,
                        "clearing the kernels' scratch", err);
-    if (!st) st = cuda_step(cudaStreamSynchronize(c->stream), "synchronizing the stream", err);
+    if (!st)
+        st = cuda_step(cudaStreamSynchronize(c->stream), c->device, "synchronizing the stream",
+                       err);
+    return st;
+}
+
+/* The device of this process: the one the options name, else the rank's local rank
+ * modulo the devices (one GPU a rank on a machine of many). */
+static int pick_device(const cv_backend_options *opt, int count) {
+    if (opt && opt->device_chosen) return opt->device;
+    return cv_comm_local_rank(opt ? opt->comm : NULL) % count;
+}
+
+/* The backend's device brought up into c: CV_OK, or one line saying what failed. */
+static cv_status bring_up(cv_backend *be, cuda_ctx *c, const cv_backend_options *opt,
+                          struct cudaDeviceProp *prop, cv_err *err) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+        cudaGetLastError();
+        return cv_fail(err, CV_ERR_DEVICE, "no usable CUDA device (no NVIDIA GPU or driver: %s)",
+                       e != cudaSuccess ? cudaGetErrorString(e) : "no device found");
+    }
+    c->device = pick_device(opt, n);
+    if (c->device >= n)
+        return cv_fail(err, CV_ERR_DEVICE, "--device cuda:%d: there %s only %d CUDA device%s "
+                       "(0..%d)", c->device, n == 1 ? "is" : "are", n, n == 1 ? "" : "s", n - 1);
+    const cv_precision precision = cv_backend_options_precision(opt);
+    if ((unsigned)precision >= CV_PRECISION_COUNT)
+        return cv_fail(err, CV_ERR_USAGE, "unknown precision %d", (int)precision);
+    return cuda_setup(be, c, precision, prop, err);
+}
+
+/* In a data-parallel run every rank agrees on its setup (so that a rank whose GPU failed
+ * stops them all, here rather than in a collective later), then joins the sum. */
+static cv_status join_ranks(cuda_ctx *c, cv_comm *comm, cv_status st, cv_err *err) {
+    if (cv_comm_size(comm) == 1) return st;
+    st = cv_comm_agree(comm, st, err);
+    if (!st) st = cv_comm_agree(comm, cv_cuda_allreduce_create(comm, c->stream, &c->allreduce,
+                                                                err), err);
     return st;
 }
 
 cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out, cv_err *err) {
     *out = NULL;
-    int n = 0;
-    cudaError_t e = cudaGetDeviceCount(&n);
-    if (e != cudaSuccess || n == 0) {
-        cudaGetLastError();
-        return cv_fail(err, CV_ERR_DEVICE,
-                       "no usable CUDA device (no NVIDIA GPU or driver: %s)",
-                       e != cudaSuccess ? cudaGetErrorString(e) : "no device found");
-    }
     cv_backend *be = calloc(1, sizeof *be);
     cuda_ctx *c = calloc(1, sizeof *c);
-    if (!be || !c) {
-        free(be);
-        free(c);
-        return cv_fail(err, CV_ERR_NOMEM, "out of host memory");
-    }
-    be->impl = c;
-    c->device = 0;
-    const cv_precision precision = cv_backend_options_precision(opt);
-    if ((unsigned)precision >= CV_PRECISION_COUNT) {
-        free(be);
-        free(c);
-        return cv_fail(err, CV_ERR_USAGE, "unknown precision %d", (int)precision);
-    }
+    cv_status st = be && c ? CV_OK : cv_fail(err, CV_ERR_NOMEM, "out of host memory");
+    if (be) be->impl = c;
     struct cudaDeviceProp prop;
-    cv_status st = cuda_setup(be, c, precision, &prop, err);
+    if (!st) st = bring_up(be, c, opt, &prop, err);
+    st = join_ranks(c, opt ? opt->comm : NULL, st, err);
     if (st) {
-        cuda_destroy(be);
+        if (be && c) cuda_destroy(be);
+        else {
+            free(be);
+            free(c);
+        }
         return st;
     }
+    const cv_precision precision = cv_backend_options_precision(opt);
 
     be->name = "cuda";
     be->precision = precision;
     snprintf(be->description, sizeof be->description,
-             "%.200s (%d SMs, %.1f GiB, compute %d.%d)", prop.name, prop.multiProcessorCount,
-             prop.totalGlobalMem / 1073741824.0, prop.major, prop.minor);
+             "%.160s (device %d: %d SMs, %.1f GiB, compute %d.%d)%s%s", prop.name, c->device,
+             prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, prop.major,
+             prop.minor, c->allreduce ? "; gradients summed through " : "",
+             c->allreduce ? cv_cuda_allreduce_transport(c->allreduce) : "");
     be->destroy = cuda_destroy;
     be->alloc = cuda_alloc;
     be->release = cuda_release;
@@ -347,6 +392,8 @@ cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out
     be->check_finite = cuda_check_finite;
     be->gather_batch = cuda_gather_batch;
     be->advance_step = cuda_advance_step;
+    be->allreduce = cuda_allreduce;
+    be->loss_flag = cuda_loss_flag;
     be->capture_begin = cuda_capture_begin;
     be->capture_end = cuda_capture_end;
     be->replay = cuda_replay;

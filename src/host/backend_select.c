@@ -1,4 +1,5 @@
-/* backend_select.c: --device auto|cpu|cuda. */
+/* backend_select.c: --device auto|cpu|cuda|cuda:N. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "cvae/backend_select.h"
@@ -30,13 +31,27 @@ static cv_status open_cpu(const cv_backend_options *opt, cv_backend **out, cv_er
     return cv_backend_cpu_create_with(opt, out, err);
 }
 
+/* N of "cuda:N" (0 to 255), or -1. */
+static int cuda_index(const char *device) {
+    if (strncmp(device, "cuda:", 5) != 0) return -1;
+    char *end;
+    long n = strtol(device + 5, &end, 10);
+    return device[5] >= '0' && device[5] <= '9' && *end == '\0' && n <= 255 ? (int)n : -1;
+}
+
 cv_status cv_backend_open_with(const char *device, const cv_backend_options *opt,
                                cv_backend_create_fn cuda_create, cv_backend **out,
                                cv_err *err) {
-    cv_backend_options none = {0};
-    if (!opt) opt = &none;
+    cv_backend_options chosen = {0};
+    if (opt) chosen = *opt;
+    opt = &chosen;
     if (strcmp(device, "cpu") == 0) return open_cpu(opt, out, err);
     if (strcmp(device, "cuda") == 0) return cuda_create(opt, out, err);
+    if (cuda_index(device) >= 0) {
+        chosen.device_chosen = true;
+        chosen.device = cuda_index(device);
+        return cuda_create(opt, out, err);
+    }
     if (strcmp(device, "auto") == 0) {
         cv_err why;
         if (cuda_create(opt, out, &why) == CV_OK) return CV_OK;
@@ -49,7 +64,7 @@ cv_status cv_backend_open_with(const char *device, const cv_backend_options *opt
         }
         return st;
     }
-    return cv_fail(err, CV_ERR_USAGE, "unknown device '%s' (expected auto, cpu or cuda)",
+    return cv_fail(err, CV_ERR_USAGE, "unknown device '%s' (expected auto, cpu, cuda or cuda:N)",
                    device);
 }
 

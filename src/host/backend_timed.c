@@ -157,12 +157,12 @@ static void timed_bias_act_backward(cv_backend *be, float *dy, const float *y, f
 
 static void timed_reparam_forward(cv_backend *be, const float *enc, float *eps, bool draw_eps,
                                   uint64_t seed, uint64_t stream_base, const cv_step *st,
-                                  const cv_prior *prior, const int32_t *labels, float *z,
-                                  float *kl, float *log_ratio, int rows, int latent) {
+                                  int first_row, const cv_prior *prior, const int32_t *labels,
+                                  float *z, float *kl, float *log_ratio, int rows, int latent) {
     TIMED(be, CV_FAMILY_REPARAM_FORWARD,
           cv_cost_reparam_forward(rows, latent, draw_eps, prior != NULL, log_ratio != NULL),
-          in->reparam_forward(in, enc, eps, draw_eps, seed, stream_base, st, prior, labels, z,
-                              kl, log_ratio, rows, latent));
+          in->reparam_forward(in, enc, eps, draw_eps, seed, stream_base, st, first_row, prior,
+                              labels, z, kl, log_ratio, rows, latent));
 }
 
 static void timed_reparam_backward(cv_backend *be, const float *enc, const float *eps,
@@ -220,12 +220,22 @@ static void timed_accumulate_loss(cv_backend *be, cv_loss_sums *sums, const floa
 }
 
 static void timed_gather_batch(cv_backend *be, const cv_device_split *src, const cv_step *st,
-                               int rows, bool binarize, uint64_t seed, float *x,
+                               int first, int rows, bool binarize, uint64_t seed, float *x,
                                int32_t *labels_out, float *cond_out) {
     TIMED(be, CV_FAMILY_GATHER,
           cv_cost_gather_batch(rows, src->dim, src->fpixels != NULL,
                                src->conditions ? src->cond_width : 0),
-          in->gather_batch(in, src, st, rows, binarize, seed, x, labels_out, cond_out));
+          in->gather_batch(in, src, st, first, rows, binarize, seed, x, labels_out, cond_out));
+}
+
+static void timed_allreduce(cv_backend *be, float *buf, size_t n) {
+    TIMED(be, CV_FAMILY_ALLREDUCE, cv_cost_allreduce(n), in->allreduce(in, buf, n));
+}
+
+static void timed_loss_flag(cv_backend *be, const float *rec, const float *kl, int rows,
+                            float *flag) {
+    TIMED(be, CV_FAMILY_CHECK_ACCUMULATE, cv_cost_accumulate_loss(rows),
+          in->loss_flag(in, rec, kl, rows, flag));
 }
 
 static void timed_advance_step(cv_backend *be, cv_step *st, int rows) {
@@ -272,6 +282,8 @@ static void fill_table(cv_backend *be) {
     be->accumulate_loss = timed_accumulate_loss;
     be->gather_batch = timed_gather_batch;
     be->advance_step = timed_advance_step;
+    be->allreduce = timed_allreduce;
+    be->loss_flag = timed_loss_flag;
     be->capture_begin = timed_capture_begin;
     be->copy = timed_copy;
     be->event_create = timed_event_create;

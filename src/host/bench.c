@@ -173,6 +173,7 @@ typedef struct {
     cv_workspace ws;
     cv_device_split data;
     void *recording; /* the recorded full step, when the backend records */
+    cv_batch_part part; /* this rank's rows of each batch (all of them in one process) */
     cv_adam_config adam;
     int position;    /* the row of the synthetic data the next step starts at */
 } bench_state;
@@ -243,9 +244,11 @@ static cv_status prepare_step(bench_state *s, const cv_bench_options *o, int hei
     s->be->upload(s->be, s->ws.sums, &sums, sizeof sums);
     s->adam = (cv_adam_config){.lr = 1e-3f, .beta1 = CV_ADAM_BETA1, .beta2 = CV_ADAM_BETA2,
                                .eps = CV_ADAM_EPS};
+    s->part = cv_batch_part_of(o->batch, cv_comm_rank(o->backend.comm),
+                               cv_comm_size(o->backend.comm));
     /* as cvae train's run_step: record the full step once, then replay it */
     if (s->be->capture_begin(s->be)) {
-        cv_train_step(&s->model, &s->ws, &s->data, o->batch, BENCH_SEED, &s->adam, 1.0f, false);
+        cv_train_step(&s->model, &s->ws, &s->data, &s->part, BENCH_SEED, &s->adam, 1.0f, false);
         s->recording = s->be->capture_end(s->be);
     }
     return CV_OK;
@@ -265,7 +268,7 @@ static void run_step(bench_state *s, cv_model *m, void *recording, int batch) {
     if (recording)
         m->be->replay(m->be, recording);
     else
-        cv_train_step(m, &s->ws, &s->data, batch, BENCH_SEED, &s->adam, 1.0f, false);
+        cv_train_step(m, &s->ws, &s->data, &s->part, BENCH_SEED, &s->adam, 1.0f, false);
     s->position += batch;
 }
 
@@ -378,13 +381,17 @@ cv_status cv_bench_run(const cv_bench_options *o, cv_bench_result *res, cv_err *
 
     bench_state s;
     memset(&s, 0, sizeof s);
-    st = cv_backend_open(o->device, &o->backend, &s.be, err);
+    /* in a data-parallel run every rank agrees on each phase, so none waits in a collective
+     * a failed rank never reaches */
+    cv_comm *comm = o->backend.comm;
+    st = cv_comm_agree(comm, cv_backend_open(o->device, &o->backend, &s.be, err), err);
     if (st) return st;
     snprintf(res->device, sizeof res->device, "%s", s.be->description);
     ceiling_plan plan = plan_for(s.be);
     st = measure_copy(s.be, &plan, res, err);
     if (!st) st = measure_gemm(s.be, &plan, res, err);
     if (!st) st = prepare_step(&s, o, height, width, err);
+    st = cv_comm_agree(comm, st, err);
     if (!st) res->n_params = s.model.layout.n_params;
     if (!st) st = time_steps(&s, o, res, err);
     if (!st) st = time_families(&s, o, res, err);

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cvae/comm.h"
 #include "cvae/data.h"
 #include "cvae/status.h"
 
@@ -18,7 +19,8 @@
 
 /* Prints "cvae CMD: message" and returns CV_EXIT_USAGE. */
 int cv_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Prints "cvae CMD: err->msg" and returns the exit code for status. */
+/* Prints "cvae CMD: err->msg" and returns the exit code for status; an empty message is
+ * another rank's to print (cv_comm_agree), and this prints nothing. */
 int cv_report(const char *cmd, cv_status status, const cv_err *err);
 
 /* Parsers: false (after printing the error line) on anything but a clean value in range. */
@@ -63,11 +65,13 @@ bool cv_data_file_flag(int code, const char *arg, cv_data_files *f);
 /* The help lines of the data file flags. */
 extern const char cv_data_files_help[];
 
-int cv_cmd_train(int argc, char **argv);
-int cv_cmd_eval(int argc, char **argv);
+/* The commands; comm is the run's ranks (rank 0 of 1 without an MPI launcher). train, eval
+ * and bench run data-parallel under one; generate and info refuse more than one rank. */
+int cv_cmd_train(int argc, char **argv, cv_comm *comm);
+int cv_cmd_eval(int argc, char **argv, cv_comm *comm);
 int cv_cmd_info(int argc, char **argv);
 int cv_cmd_generate(int argc, char **argv);
-int cv_cmd_bench(int argc, char **argv);
+int cv_cmd_bench(int argc, char **argv, cv_comm *comm);
 /* Prints the version, the CUDA codes built for, OpenMP threads and the OpenBLAS core. */
 int cv_cmd_version(void);
 

@@ -19,7 +19,7 @@ int cv_usage_error(const char *cmd, const char *fmt, ...) {
 }
 
 int cv_report(const char *cmd, cv_status status, const cv_err *err) {
-    fprintf(stderr, "cvae %s: %s\n", cmd, err->msg);
+    if (err->msg[0]) fprintf(stderr, "cvae %s: %s\n", cmd, err->msg);
     return status == CV_ERR_USAGE || status == CV_ERR_DEVICE ? CV_EXIT_USAGE : CV_EXIT_FAIL;
 }
 
@@ -103,7 +103,11 @@ bool cv_parse_choice(const char *cmd, const char *flag, const char *s,
 bool cv_parse_device(const char *cmd, const char *s) {
     if (strcmp(s, "auto") == 0 || strcmp(s, "cpu") == 0 || strcmp(s, "cuda") == 0)
         return true;
-    cv_usage_error(cmd, "--device must be auto, cpu or cuda, got '%s'", s);
+    int n = 0;
+    if (strncmp(s, "cuda:", 5) == 0 && cv_parse_int(cmd, "--device cuda:N", s + 5, 0, 255, &n))
+        return true;
+    if (strncmp(s, "cuda:", 5) != 0)
+        cv_usage_error(cmd, "--device must be auto, cpu, cuda or cuda:N, got '%s'", s);
     return false;
 }
 

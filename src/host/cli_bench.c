@@ -106,6 +106,7 @@ static void print_table(const cv_bench_options *o, const cv_bench_result *r) {
     for (int i = 0; i < CV_FAMILY_COUNT; i++) {
         const cv_op_family f = (cv_op_family)i;
         const double ms = r->family[f].ms;
+        if (r->family[f].calls == 0) continue; /* allreduce, in one process */
         char rate[64];
         snprintf(rate, sizeof rate, "%s %s", sig3(a, sizeof a, cv_bench_rate(r, f)),
                  cv_op_family_is_flops(f) ? "TFLOP/s" : "GB/s");
@@ -189,14 +190,15 @@ static void print_json(const cv_bench_options *o, const cv_bench_result *r) {
     printf(", \"eager_step_ms\": ");
     json_number(r->eager_ms);
     printf(", \"families\": [");
-    for (int f = 0; f < CV_FAMILY_COUNT; f++) {
-        printf(f ? ", " : "");
+    for (int f = 0, shown = 0; f < CV_FAMILY_COUNT; f++) {
+        if (r->family[f].calls == 0) continue; /* allreduce, in one process */
+        printf(shown++ ? ", " : "");
         json_family(r, (cv_op_family)f);
     }
     printf("]}\n");
 }
 
-int cv_cmd_bench(int argc, char **argv) {
+int cv_cmd_bench(int argc, char **argv, cv_comm *comm) {
     static const struct option opts[] = {
         {"hidden", required_argument, 0, OPT_HIDDEN},
         {"latent", required_argument, 0, OPT_LATENT},
@@ -211,6 +213,7 @@ int cv_cmd_bench(int argc, char **argv) {
         {0, 0, 0, 0},
     };
     cv_bench_options o = cv_bench_defaults();
+    o.backend.comm = comm;
     bool json = false;
     opterr = 0;
     optind = 1;

@@ -92,9 +92,11 @@ static cv_status check_test_split(const cv_data *d, const cv_model_config *c, co
     return cv_model_takes(c, d, t, data, err);
 }
 
+/* Each phase ends with the ranks' agreement (cv_comm_agree): a rank that failed stops
+ * them all before any of them waits in a collective (one process: no agreement). */
 static cv_status prepare(eval_state *s, const char *model, const char *data,
                          const cv_data_files *files, const char *device, bool marginal,
-                         cv_err *err) {
+                         cv_comm *comm, cv_err *err) {
     cv_status st = cv_checkpoint_load(model, &s->ck, err);
     const cv_model_config *c = &s->ck.cfg;
     if (!st && marginal && c->condition != CV_COND_LABELS)
@@ -103,19 +105,20 @@ static cv_status prepare(eval_state *s, const char *model, const char *data,
     if (!st)
         st = cv_data_load_files(data, files, c->condition == CV_COND_LABELS ? c->cond_width : 0,
                                 &s->data, err);
-    if (st) return st;
-    if (s->ck.train.binarize) cv_split_binarize(&s->data.test);
+    if (!st && s->ck.train.binarize) cv_split_binarize(&s->data.test);
     const char *name = data ? data : files->test_images ? files->test_images : "the data files";
-    st = check_test_split(&s->data, c, name, err);
+    if (!st) st = check_test_split(&s->data, c, name, err);
+    st = cv_comm_agree(comm, st, err);
     if (st) return st;
-    st = cv_backend_open(device, NULL, &s->be, err);
+    const cv_backend_options bo = {.comm = comm};
+    st = cv_comm_agree(comm, cv_backend_open(device, &bo, &s->be, err), err);
     if (!st) st = cv_model_from_checkpoint(s->be, &s->ck, &s->model, err);
     if (!st) st = cv_workspace_create(&s->model, CV_EVAL_BATCH, &s->ws, err);
     if (!st) st = cv_device_split_upload(s->be, &s->data.test, &s->test, err);
-    return st;
+    return cv_comm_agree(comm, st, err);
 }
 
-int cv_cmd_eval(int argc, char **argv) {
+int cv_cmd_eval(int argc, char **argv, cv_comm *comm) {
     static const struct option opts[] = {
         {"model", required_argument, 0, OPT_MODEL}, {"data", required_argument, 0, OPT_DATA},
         {"iwae", required_argument, 0, OPT_IWAE},   {"seed", required_argument, 0, OPT_SEED},
@@ -164,7 +167,7 @@ int cv_cmd_eval(int argc, char **argv) {
     eval_state s;
     memset(&s, 0, sizeof s);
     cv_err err;
-    cv_status st = prepare(&s, model, data, &files, device, marginal, &err);
+    cv_status st = prepare(&s, model, data, &files, device, marginal, comm, &err);
     if (st) {
         eval_free(&s);
         return cv_report(cmd, st, &err);
@@ -179,8 +182,9 @@ int cv_cmd_eval(int argc, char **argv) {
     progress.shown = progress.t0;
     cv_eval_options eo = {.iwae_k = iwae, .marginal = marginal, .class_log_prior = log_prior,
                           .latent_stats = true,
-                          .progress = isatty(STDERR_FILENO) ? show_progress : NULL,
-                          .progress_ctx = &progress};
+                          .progress = cv_comm_rank(comm) == 0 && isatty(STDERR_FILENO)
+                                          ? show_progress : NULL,
+                          .progress_ctx = &progress, .comm = comm};
     cv_eval_result r;
     st = cv_evaluate(&s.model, &s.ws, &s.test, seed, &eo, &r, &err);
     if (st) {

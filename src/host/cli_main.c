@@ -64,6 +64,24 @@ static const char *usage =
     "\n"
     "`cvae COMMAND --help` describes each command's flags.\n";
 
+/* The command itself, on this process's rank of the run. */
+static int run_command(int argc, char **argv, cv_comm *comm) {
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "train") == 0) return cv_cmd_train(argc - 1, argv + 1, comm);
+    if (strcmp(cmd, "eval") == 0) return cv_cmd_eval(argc - 1, argv + 1, comm);
+    if (strcmp(cmd, "bench") == 0) return cv_cmd_bench(argc - 1, argv + 1, comm);
+    const bool serial = strcmp(cmd, "info") == 0 || strcmp(cmd, "generate") == 0;
+    if (serial && cv_comm_size(comm) > 1) {
+        fprintf(stderr, "cvae %s: runs in one process, not under an MPI launcher (%d ranks)\n",
+                cmd, cv_comm_size(comm));
+        return CV_EXIT_USAGE;
+    }
+    if (strcmp(cmd, "info") == 0) return cv_cmd_info(argc - 1, argv + 1);
+    if (strcmp(cmd, "generate") == 0) return cv_cmd_generate(argc - 1, argv + 1);
+    fprintf(stderr, "cvae: unknown command '%s' (expected train, eval, generate, info or bench)\n", cmd);
+    return CV_EXIT_USAGE;
+}
+
 int main(int argc, char **argv) {
     configure_runtime(argv);
     if (argc < 2) {
@@ -82,11 +100,20 @@ int main(int argc, char **argv) {
         }
         return cv_cmd_version();
     }
-    if (strcmp(cmd, "train") == 0) return cv_cmd_train(argc - 1, argv + 1);
-    if (strcmp(cmd, "eval") == 0) return cv_cmd_eval(argc - 1, argv + 1);
-    if (strcmp(cmd, "info") == 0) return cv_cmd_info(argc - 1, argv + 1);
-    if (strcmp(cmd, "generate") == 0) return cv_cmd_generate(argc - 1, argv + 1);
-    if (strcmp(cmd, "bench") == 0) return cv_cmd_bench(argc - 1, argv + 1);
-    fprintf(stderr, "cvae: unknown command '%s' (expected train, eval, generate, info or bench)\n", cmd);
-    return CV_EXIT_USAGE;
+    /* under an MPI launcher every process joins the run; rank 0 alone writes to stdout */
+    cv_comm *comm;
+    cv_err err;
+    if (cv_comm_open(&argc, &argv, &comm, &err)) {
+        fprintf(stderr, "cvae: %s\n", err.msg);
+        return CV_EXIT_USAGE;
+    }
+    if (cv_comm_rank(comm) != 0 && !freopen("/dev/null", "w", stdout)) {
+        fprintf(stderr, "cvae: rank %d: cannot quiet its standard output\n", cv_comm_rank(comm));
+        cv_comm_close(comm);
+        return CV_EXIT_FAIL;
+    }
+    const int rc = run_command(argc, argv, comm);
+    fflush(stdout);
+    cv_comm_close(comm); /* MPI_Finalize: no rank leaves before rank 0 has said its last */
+    return rc;
 }

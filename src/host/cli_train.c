@@ -201,7 +201,7 @@ static int run(const cv_train_options *o) {
     cv_err err;
     cv_status st = cv_train_run(o, &res, &err);
     if (st == CV_ERR_INTERRUPTED) {
-        fprintf(stderr, "cvae train: %s\n", err.msg);
+        if (err.msg[0]) fprintf(stderr, "cvae train: %s\n", err.msg); /* rank 0's line */
         return 128 + res.signal;
     }
     if (st) return cv_report("train", st, &err);
@@ -211,7 +211,7 @@ static int run(const cv_train_options *o) {
     return 0;
 }
 
-int cv_cmd_train(int argc, char **argv) {
+int cv_cmd_train(int argc, char **argv, cv_comm *comm) {
     static const struct option opts[] = {
         {"data", required_argument, 0, OPT_DATA},
         {"hidden", required_argument, 0, OPT_HIDDEN},
@@ -242,6 +242,7 @@ int cv_cmd_train(int argc, char **argv) {
         {0, 0, 0, 0},
     };
     cv_train_options o = cv_train_defaults();
+    o.comm = comm;
     bool sigma_given = false;
     opterr = 0;
     optind = 1;

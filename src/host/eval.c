@@ -142,7 +142,7 @@ static void iwae_state(cv_model *m, cv_workspace *ws, int rows, uint64_t seed, i
                        int class_slot, int k_count, eval_device_state *dev) {
     cv_backend *be = m->be;
     for (int k = 1; k <= k_count; k++) {
-        cv_noise noise = {true, seed, EVAL_STREAM(b, k, class_slot), NULL};
+        cv_noise noise = {true, seed, EVAL_STREAM(b, k, class_slot), NULL, 0};
         cv_model_sample_decode(m, ws, rows, &noise, false, true);
         be->logsumexp_accumulate(be, dev->lse_max, dev->lse_sum, ws->rec, ws->log_ratio, rows,
                                  k == 1);
@@ -184,6 +184,101 @@ static void latent_stats(cv_model *m, cv_workspace *ws, int rows, eval_scratch *
         }
 }
 
+/* One evaluation over the batches of a split, and what it has summed so far. */
+typedef struct {
+    cv_model *m;
+    cv_workspace *ws;
+    const cv_device_split *s;
+    const cv_eval_options *opt;
+    uint64_t seed;
+    double log_k;
+    eval_scratch *sc;
+    eval_device_state *dev;
+    double totals[2]; /* the sums of -log p(x|c) (IWAE) and -log p(x) (marginal) */
+} eval_pass;
+
+/* Batch b's marginal -log p(x) = -logsumexp_c [log p(c) + log p(x|c)], each term
+ * importance-sampled with the encoder conditioned on c, summed over classes on the device;
+ * added row by row to the pass's total. */
+static void marginal_batch(eval_pass *e, int b, int rows) {
+    cv_model *m = e->m;
+    cv_workspace *ws = e->ws;
+    cv_backend *be = m->be;
+    eval_scratch *sc = e->sc;
+    bool first = true;
+    for (int c = 0; c < m->layout.cfg.cond_width; c++) {
+        if (!isfinite(e->opt->class_log_prior[c])) continue; /* a class never seen */
+        for (int r = 0; r < rows; r++) sc->fixed[r] = c;
+        be->upload(be, ws->labels, sc->fixed, (size_t)rows * sizeof(int32_t));
+        cv_model_encode(m, ws, rows);
+        iwae_state(m, ws, rows, e->seed, b, 1 + c, e->opt->iwae_k, e->dev);
+        be->logsumexp_merge(be, e->dev->marg_max, e->dev->marg_sum, e->dev->lse_max,
+                            e->dev->lse_sum, e->log_k, e->opt->class_log_prior[c], rows, first);
+        first = false;
+    }
+    if (first) { /* no class has a prior: the empty sum, log p(x) = -inf */
+        for (int r = 0; r < rows; r++) {
+            sc->marg_max[r] = -INFINITY;
+            sc->marg_sum[r] = 0.0;
+        }
+    } else {
+        be->download(be, sc->marg_max, e->dev->marg_max, (size_t)rows * sizeof(double));
+        be->download(be, sc->marg_sum, e->dev->marg_sum, (size_t)rows * sizeof(double));
+    }
+    for (int r = 0; r < rows; r++) e->totals[1] -= sc->marg_max[r] + log(sc->marg_sum[r]);
+}
+
+/* Batch b, rows from start: the -ELBO sums on the device, and whichever of the latent
+ * statistics, the IWAE and the marginal the options ask for. */
+static void eval_batch(eval_pass *e, int b, int start, int rows, double *kl_dim) {
+    cv_model *m = e->m;
+    cv_workspace *ws = e->ws;
+    cv_backend *be = m->be;
+    const cv_eval_options *opt = e->opt;
+    eval_scratch *sc = e->sc;
+    cv_step st = {.step = 0, .start = start};
+    be->upload(be, ws->step, &st, sizeof st);
+    be->gather_batch(be, e->s, ws->step, 0, rows, false, 0, ws->x, ws->labels, ws->cond);
+    cv_noise noise = {true, e->seed, EVAL_STREAM(b, 0, 0), NULL, 0};
+    cv_model_forward(m, ws, rows, &noise, 0, false);
+    be->accumulate_loss(be, ws->sums, ws->rec, ws->kl, rows, NULL);
+    if ((opt->latent_stats || opt->marginal) && m->layout.cfg.condition == CV_COND_LABELS)
+        be->download(be, sc->labels, ws->labels, (size_t)rows * sizeof(int32_t));
+    if (opt->latent_stats) latent_stats(m, ws, rows, sc, kl_dim);
+    if (opt->iwae_k > 0) {
+        iwae_state(m, ws, rows, e->seed, b, 0, opt->iwae_k, e->dev);
+        be->download(be, sc->lse_max, e->dev->lse_max, (size_t)rows * sizeof(double));
+        be->download(be, sc->lse_sum, e->dev->lse_sum, (size_t)rows * sizeof(double));
+        for (int r = 0; r < rows; r++)
+            e->totals[0] -= cv_lse_log_mean(sc->lse_max[r], sc->lse_sum[r], e->log_k);
+    }
+    if (opt->iwae_k > 0 && opt->marginal) marginal_batch(e, b, rows);
+}
+
+/* The per-image figures from the sums, summed over the ranks first. */
+static void finish(eval_pass *e, cv_eval_result *out) {
+    cv_backend *be = e->m->be;
+    const int n = e->s->n, L = e->m->layout.cfg.latent;
+    cv_loss_sums sums;
+    be->download(be, &sums, e->ws->sums, sizeof sums);
+    double figures[4] = {sums.rec, sums.kl, e->totals[0], e->totals[1]};
+    cv_comm_sum_f64(e->opt->comm, figures, 4);
+    out->rec = figures[0] / n;
+    out->kl = figures[1] / n;
+    out->neg_elbo = out->rec + out->kl;
+    if (e->opt->iwae_k > 0) out->iwae_nll = figures[2] / n;
+    if (e->opt->marginal && e->opt->iwae_k > 0) out->marginal_nll = figures[3] / n;
+    if (!e->opt->latent_stats) return;
+    cv_comm_sum_f64(e->opt->comm, out->kl_per_dim, (size_t)L);
+    cv_comm_sum_f64(e->opt->comm, e->sc->mu_sum, (size_t)L);
+    cv_comm_sum_f64(e->opt->comm, e->sc->mu_sq, (size_t)L);
+    for (int j = 0; j < L; j++) {
+        out->kl_per_dim[j] /= n;
+        double mean = e->sc->mu_sum[j] / n;
+        out->active_units += e->sc->mu_sq[j] / n - mean * mean > CV_ACTIVE_UNIT_VARIANCE;
+    }
+}
+
 cv_status cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, uint64_t seed,
                       const cv_eval_options *opt, cv_eval_result *out, cv_err *err) {
     static const cv_eval_options none = {0};
@@ -220,69 +315,23 @@ cv_status cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, u
         be->download(be, sc.prior_r, m->params + lo->prior_r, bytes);
     }
     be->zero(be, ws->sums, sizeof(cv_loss_sums));
-    double iwae_total = 0.0, marginal_total = 0.0;
     const double log_k = opt->iwae_k > 0 ? log((double)opt->iwae_k) : 0.0;
     const int batches = (s->n + rows_max - 1) / rows_max;
-
-    for (int start = 0, b = 0; start < s->n; start += rows_max, b++) {
-        int rows = s->n - start < rows_max ? s->n - start : rows_max;
-        cv_step st = {.step = 0, .start = start};
-        be->upload(be, ws->step, &st, sizeof st);
-        be->gather_batch(be, s, ws->step, rows, false, 0, ws->x, ws->labels, ws->cond);
-        cv_noise noise = {true, seed, EVAL_STREAM(b, 0, 0), NULL};
-        cv_model_forward(m, ws, rows, &noise, false, false);
-        be->accumulate_loss(be, ws->sums, ws->rec, ws->kl, rows, NULL);
-        if ((opt->latent_stats || opt->marginal) && lo->cfg.condition == CV_COND_LABELS)
-            be->download(be, sc.labels, ws->labels, (size_t)rows * sizeof(int32_t));
-        if (opt->latent_stats) latent_stats(m, ws, rows, &sc, out->kl_per_dim);
-        if (opt->iwae_k > 0) {
-            iwae_state(m, ws, rows, seed, b, 0, opt->iwae_k, &dev);
-            be->download(be, sc.lse_max, dev.lse_max, (size_t)rows * sizeof(double));
-            be->download(be, sc.lse_sum, dev.lse_sum, (size_t)rows * sizeof(double));
-            for (int r = 0; r < rows; r++)
-                iwae_total -= cv_lse_log_mean(sc.lse_max[r], sc.lse_sum[r], log_k);
-        }
-        if (opt->iwae_k > 0 && opt->marginal) {
-            /* log p(x) = logsumexp_c [log p(c) + log p(x|c)], each term importance-sampled
-             * with the encoder conditioned on c, summed over classes on the device */
-            bool first = true;
-            for (int c = 0; c < K; c++) {
-                if (!isfinite(opt->class_log_prior[c])) continue; /* a class never seen */
-                for (int r = 0; r < rows; r++) sc.fixed[r] = c;
-                be->upload(be, ws->labels, sc.fixed, (size_t)rows * sizeof(int32_t));
-                cv_model_encode(m, ws, rows);
-                iwae_state(m, ws, rows, seed, b, 1 + c, opt->iwae_k, &dev);
-                be->logsumexp_merge(be, dev.marg_max, dev.marg_sum, dev.lse_max, dev.lse_sum,
-                                    log_k, opt->class_log_prior[c], rows, first);
-                first = false;
-            }
-            if (first) { /* no class has a prior: the empty sum, log p(x) = -inf */
-                for (int r = 0; r < rows; r++) {
-                    sc.marg_max[r] = -INFINITY;
-                    sc.marg_sum[r] = 0.0;
-                }
-            } else {
-                be->download(be, sc.marg_max, dev.marg_max, (size_t)rows * sizeof(double));
-                be->download(be, sc.marg_sum, dev.marg_sum, (size_t)rows * sizeof(double));
-            }
-            for (int r = 0; r < rows; r++)
-                marginal_total -= sc.marg_max[r] + log(sc.marg_sum[r]);
-        }
-        if (opt->progress) opt->progress(opt->progress_ctx, start + rows, s->n, b + 1, batches);
+    /* in a data-parallel run, each rank takes whole batches: each image sees the noise and
+     * the batch shape it sees in one process */
+    const cv_batch_part mine = cv_batch_part_of(batches, cv_comm_rank(opt->comm),
+                                                cv_comm_size(opt->comm));
+    const int end = (mine.offset + mine.rows) * rows_max, images = (end < s->n ? end : s->n) -
+                                                                   mine.offset * rows_max;
+    eval_pass pass = {m, ws, s, opt, seed, log_k, &sc, &dev, {0.0, 0.0}};
+    for (int b = mine.offset, done = 0; b < mine.offset + mine.rows; b++) {
+        const int start = b * rows_max, rows = s->n - start < rows_max ? s->n - start : rows_max;
+        eval_batch(&pass, b, start, rows, out->kl_per_dim);
+        done += rows;
+        if (opt->progress)
+            opt->progress(opt->progress_ctx, done, images, b - mine.offset + 1, mine.rows);
     }
-    cv_loss_sums sums;
-    be->download(be, &sums, ws->sums, sizeof sums);
-    out->rec = sums.rec / s->n;
-    out->kl = sums.kl / s->n;
-    out->neg_elbo = out->rec + out->kl;
-    if (opt->iwae_k > 0) out->iwae_nll = iwae_total / s->n;
-    if (opt->marginal && opt->iwae_k > 0) out->marginal_nll = marginal_total / s->n;
-    if (opt->latent_stats)
-        for (int j = 0; j < L; j++) {
-            out->kl_per_dim[j] /= s->n;
-            double mean = sc.mu_sum[j] / s->n;
-            out->active_units += sc.mu_sq[j] / s->n - mean * mean > CV_ACTIVE_UNIT_VARIANCE;
-        }
+    finish(&pass, out);
     if (dev.block) be->release(be, dev.block);
     free(sc.block);
     return CV_OK;

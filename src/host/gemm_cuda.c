@@ -74,6 +74,13 @@ void cv_gemm_destroy(cv_gemm *g) {
     free(g);
 }
 
+/* The device the calling thread works on, for messages. */
+static int current_device(void) {
+    int d = -1;
+    cudaGetDevice(&d);
+    return d;
+}
+
 cv_status cv_gemm_create(cv_precision precision, cudaStream_t stream, cv_gemm **out,
                          cv_err *err) {
     *out = NULL;
@@ -85,8 +92,8 @@ cv_status cv_gemm_create(cv_precision precision, cudaStream_t stream, cv_gemm **
     cublasStatus_t s = cublasLtCreate(&lt);
     if (s != CUBLAS_STATUS_SUCCESS) {
         free(g);
-        return cv_fail(err, CV_ERR_DEVICE, "CUDA device 0 is unusable: starting cuBLASLt failed: %s",
-                       cublasLtGetStatusString(s));
+        return cv_fail(err, CV_ERR_DEVICE, "CUDA device %d is unusable: starting cuBLASLt "
+                       "failed: %s", current_device(), cublasLtGetStatusString(s));
     }
     g->lt = lt;
     cv_status st = cv_cuda_malloc(&g->workspace, CV_GEMM_WORKSPACE_BYTES, "the cuBLASLt workspace",
@@ -118,8 +125,8 @@ cv_status cv_gemm_reserve(cv_gemm *g, size_t elems, cv_err *err) {
     cudaError_t e = cudaStreamSynchronize(g->stream); /* nothing queued still reads it */
     if (e != cudaSuccess) {
         cudaGetLastError();
-        return cv_fail(err, CV_ERR_DEVICE, "CUDA device 0 is unusable: synchronizing failed: %s",
-                       cudaGetErrorString(e));
+        return cv_fail(err, CV_ERR_DEVICE, "CUDA device %d is unusable: synchronizing failed: "
+                       "%s", current_device(), cudaGetErrorString(e));
     }
     if (g->scratch) cudaFree(g->scratch);
     g->scratch = NULL;

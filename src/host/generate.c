@@ -465,7 +465,7 @@ cv_status cv_reconstructions_png(cv_model *m, cv_workspace *ws, const cv_split *
         /* z = mu: the posterior mean, with the noise set to zero */
         be->zero(be, ws->eps, (size_t)count * L * sizeof(float));
         cv_prior prior;
-        be->reparam_forward(be, ws->act[m->layout.n_enc - 1], ws->eps, false, 0, 0, NULL,
+        be->reparam_forward(be, ws->act[m->layout.n_enc - 1], ws->eps, false, 0, 0, NULL, 0,
                             cv_model_batch_prior(m, ws, count, &prior), ws->labels, ws->z,
                             ws->kl, NULL, count, L);
         decode_pixels(m, ws, count, true, 0, 0, dev_pixels);

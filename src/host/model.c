@@ -181,7 +181,9 @@ cv_status cv_model_create(cv_backend *be, const cv_model_config *cfg, cv_model *
     float **bufs[4] = {&m->params, &m->grads, &m->adam_m, &m->adam_v};
     const char *names[4] = {"parameters", "gradients", "Adam m", "Adam v"};
     for (int i = 0; i < 4; i++) {
-        st = be->alloc(be, (void **)bufs[i], bytes, names[i], err);
+        /* the gradients carry one float more: the loss flag a step sums over the ranks */
+        st = be->alloc(be, (void **)bufs[i], bytes + (i == 1 ? sizeof(float) : 0), names[i],
+                       err);
         if (st) {
             cv_model_destroy(m);
             return st;
@@ -311,26 +313,27 @@ void cv_model_encode(cv_model *m, cv_workspace *ws, int rows) {
 }
 
 void cv_model_sample_decode(cv_model *m, cv_workspace *ws, int rows, const cv_noise *noise,
-                            bool want_grad, bool want_log_ratio) {
+                            int loss_rows, bool want_log_ratio) {
     CV_ASSERT(rows >= 1 && rows <= ws->max_rows);
     cv_backend *be = m->be;
     const cv_layout *lo = &m->layout;
     cv_prior prior;
     be->reparam_forward(be, ws->act[lo->n_enc - 1], ws->eps, noise->draw, noise->seed,
-                        noise->stream_base, noise->st, cv_model_batch_prior(m, ws, rows, &prior),
-                        ws->labels,
+                        noise->stream_base, noise->st, noise->first_row,
+                        cv_model_batch_prior(m, ws, rows, &prior), ws->labels,
                         ws->z, ws->kl, want_log_ratio ? ws->log_ratio : NULL, rows,
                         lo->cfg.latent);
     forward_layers(m, ws, rows, lo->n_enc, lo->n_layers, ws->z);
     int out = lo->n_layers - 1;
     be->reconstruction(be, lo->cfg.likelihood, lo->cfg.sigma, ws->act[out], ws->x, ws->rec,
-                       want_grad ? ws->dact[out] : NULL, 1.0f / (float)rows, rows, lo->dim);
+                       loss_rows > 0 ? ws->dact[out] : NULL,
+                       loss_rows > 0 ? 1.0f / (float)loss_rows : 0.0f, rows, lo->dim);
 }
 
 void cv_model_forward(cv_model *m, cv_workspace *ws, int rows, const cv_noise *noise,
-                      bool want_grad, bool want_log_ratio) {
+                      int loss_rows, bool want_log_ratio) {
     cv_model_encode(m, ws, rows);
-    cv_model_sample_decode(m, ws, rows, noise, want_grad, want_log_ratio);
+    cv_model_sample_decode(m, ws, rows, noise, loss_rows, want_log_ratio);
 }
 
 void cv_model_decode(cv_model *m, cv_workspace *ws, int rows) {
@@ -390,7 +393,7 @@ static void prior_tables_backward(cv_model *m, cv_workspace *ws, int rows) {
              m->grads + lo->prior_r, L);
 }
 
-void cv_model_backward(cv_model *m, cv_workspace *ws, int rows, float beta) {
+void cv_model_backward(cv_model *m, cv_workspace *ws, int rows, int loss_rows, float beta) {
     const cv_layout *lo = &m->layout;
     backward_layers(m, ws, rows, lo->n_enc, lo->n_layers, ws->z, ws->dz);
     /* the forward pass left the batch's prior rows in ws (condition vectors) */
@@ -398,7 +401,8 @@ void cv_model_backward(cv_model *m, cv_workspace *ws, int rows, float beta) {
     const cv_prior *p = batch_prior_of(m, ws, &prior);
     cv_prior_grad dprior;
     cv_prior_grad *dp = prior_grad_target(m, ws, &dprior);
-    m->be->reparam_backward(m->be, ws->act[lo->n_enc - 1], ws->eps, ws->dz, beta / (float)rows,
+    CV_ASSERT(loss_rows >= rows);
+    m->be->reparam_backward(m->be, ws->act[lo->n_enc - 1], ws->eps, ws->dz, beta / (float)loss_rows,
                             p, ws->labels, dp, ws->dact[lo->n_enc - 1], rows, lo->cfg.latent);
     if (dp && dp->per_row) prior_tables_backward(m, ws, rows);
     backward_layers(m, ws, rows, 0, lo->n_enc, ws->x, NULL);

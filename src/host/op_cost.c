@@ -18,7 +18,8 @@ static cv_op_cost bytes_only(double bytes) { return (cv_op_cost){bytes, 0.0}; }
 const char *cv_op_family_name(cv_op_family family) {
     static const char *const names[CV_FAMILY_COUNT] = {
         "gemm",   "bias_act_forward", "bias_act_backward", "reparam_forward",
-        "reparam_backward", "reconstruction", "adam", "check_accumulate", "gather", "other"};
+        "reparam_backward", "reconstruction", "adam", "check_accumulate", "gather", "allreduce",
+        "other"};
     CV_ASSERT(family >= 0 && family < CV_FAMILY_COUNT);
     return names[family];
 }
@@ -96,6 +97,8 @@ cv_op_cost cv_cost_gather_batch(int rows, int dim, bool float_pixels, int cond_w
     const double cond = cond_width ? 2.0 * F * rows * cond_width : (double)rows + F * rows;
     return bytes_only(in + F * rows + F * px + cond);
 }
+
+cv_op_cost cv_cost_allreduce(size_t n) { return bytes_only(F * 2.0 * (double)n); }
 
 cv_op_cost cv_cost_zero(size_t bytes) { return bytes_only((double)bytes); }
 

@@ -39,8 +39,12 @@ void cv_uniform_fill(float *out, size_t n, uint64_t seed, uint64_t stream) {
     for (size_t i = 0; i < n; i++) out[i] = cv_philox_uniform(seed, stream, i);
 }
 
-void cv_normal_fill(float *out, size_t n, uint64_t seed, uint64_t stream) {
+void cv_normal_fill_from(float *out, size_t n, uint64_t seed, uint64_t stream, uint64_t first) {
     /* counter-based: every element is independent, so threads can split them */
 #pragma omp parallel for if (n > 1024) schedule(static)
-    for (size_t i = 0; i < n; i++) out[i] = cv_philox_normal(seed, stream, i);
+    for (size_t i = 0; i < n; i++) out[i] = cv_philox_normal(seed, stream, first + i);
+}
+
+void cv_normal_fill(float *out, size_t n, uint64_t seed, uint64_t stream) {
+    cv_normal_fill_from(out, n, seed, stream, 0);
 }

@@ -1,5 +1,7 @@
 /* train.c: the training loop: shuffle, steps, per-epoch evaluation, logs, checkpoints,
- * exact resume, clean stops on SIGINT/SIGTERM, and the non-finite guard.
+ * exact resume, clean stops on SIGINT/SIGTERM, and the non-finite guard; on one rank of a
+ * data-parallel run too (cvae/comm.h), where every rank takes its part of each batch and
+ * rank 0 alone writes and prints.
  *
  * Every random draw is a function of (seed, epoch) or (seed, step), and the checkpoint
  * holds the position inside the epoch, so a resumed run takes exactly the steps the
@@ -42,18 +44,39 @@ float cv_beta_at(const cv_train_config *cfg, int epoch) {
     return cfg->beta * (float)(epoch - 1) / (float)cfg->kl_warmup;
 }
 
-void cv_train_step(cv_model *m, cv_workspace *ws, const cv_device_split *s, int rows,
-                   uint64_t seed, const cv_adam_config *adam, float beta, bool binarize) {
+/* The rank's rows of the batch: forward and backward into the zeroed gradients. */
+static void local_gradient(cv_model *m, cv_workspace *ws, const cv_device_split *s,
+                           const cv_batch_part *part, uint64_t seed, float beta, bool binarize) {
     cv_backend *be = m->be;
-    be->gather_batch(be, s, ws->step, rows, binarize, seed, ws->x, ws->labels, ws->cond);
     be->zero(be, m->grads, m->layout.n_params * sizeof(float));
-    cv_noise noise = {true, seed, CV_STREAM_TRAIN_EPS(0), ws->step};
-    cv_model_forward(m, ws, rows, &noise, true, false);
-    cv_model_backward(m, ws, rows, beta);
-    be->check_finite(be, ws->rec, ws->kl, rows, m->grads, m->layout.n_params, ws->step);
-    be->accumulate_loss(be, ws->sums, ws->rec, ws->kl, rows, ws->step);
-    be->adam(be, m->params, m->grads, m->adam_m, m->adam_v, m->layout.n_params, adam, ws->step);
-    be->advance_step(be, ws->step, rows);
+    if (part->rows == 0) return; /* fewer rows in the batch than ranks */
+    be->gather_batch(be, s, ws->step, part->offset, part->rows, binarize, seed, ws->x,
+                     ws->labels, ws->cond);
+    cv_noise noise = {true, seed, CV_STREAM_TRAIN_EPS(0), ws->step, part->offset};
+    cv_model_forward(m, ws, part->rows, &noise, part->total, false);
+    cv_model_backward(m, ws, part->rows, part->total, beta);
+}
+
+void cv_train_step(cv_model *m, cv_workspace *ws, const cv_device_split *s,
+                   const cv_batch_part *part, uint64_t seed, const cv_adam_config *adam,
+                   float beta, bool binarize) {
+    cv_backend *be = m->be;
+    const size_t n = m->layout.n_params;
+    local_gradient(m, ws, s, part, seed, beta, binarize);
+    if (part->ranks > 1) {
+        /* one sum of the gradients and, after them, the loss flag: every rank then takes
+         * the same step, or skips it, and flags it the same way */
+        float *flag = m->grads + n;
+        be->loss_flag(be, ws->rec, ws->kl, part->rows, flag);
+        be->allreduce(be, m->grads, n + 1);
+        be->check_finite(be, flag, flag, 1, m->grads, n, ws->step);
+    } else {
+        be->check_finite(be, ws->rec, ws->kl, part->rows, m->grads, n, ws->step);
+    }
+    /* every rank counts the step and its norm; each its own rows' loss */
+    be->accumulate_loss(be, ws->sums, ws->rec, ws->kl, part->rows, ws->step);
+    be->adam(be, m->params, m->grads, m->adam_m, m->adam_v, n, adam, ws->step);
+    be->advance_step(be, ws->step, part->total);
 }
 
 static void progress(int epoch, int epochs, int done, int total, double rate) {
@@ -67,6 +90,9 @@ static void progress(int epoch, int epochs, int done, int total, double rate) {
 }
 
 typedef struct {
+    cv_comm *comm;  /* the run's ranks (NULL: one process) */
+    int rank, ranks;
+    FILE *log;      /* rank 0: the options' log; the others: /dev/null */
     cv_data data;
     cv_backend *be;
     void *full_step;       /* the recorded full-batch step, when the backend records */
@@ -98,6 +124,29 @@ static void run_free(run_state *r) {
     free(r->perm);
     free(r->metrics);
     cv_dir_lock_release(&r->lock);
+    if (r->log && r->rank != 0) fclose(r->log);
+}
+
+/* Rank 0 writes the files and the log; in one process, that is the process. */
+static bool leads(const run_state *r) { return r->rank == 0; }
+
+/* The epoch's loss sums over the ranks: each rank summed its own rows' rec, kl and rows;
+ * the steps and their gradient norms are every rank's alike. */
+static void global_sums(run_state *r, cv_loss_sums *s) {
+    r->be->download(r->be, s, r->ws.sums, sizeof *s);
+    double part[3] = {s->rec, s->kl, s->rows};
+    cv_comm_sum_f64(r->comm, part, 3);
+    s->rec = part[0];
+    s->kl = part[1];
+    s->rows = part[2];
+}
+
+/* What a rank starts an epoch's device sums from: the partial sums a resume continues,
+ * their rows' part on rank 0 alone, so that global_sums counts them once. */
+static cv_loss_sums rank_sums(const run_state *r, const cv_loss_sums *s) {
+    cv_loss_sums own = *s;
+    if (!leads(r)) own.rec = own.kl = own.rows = 0.0;
+    return own;
 }
 
 /* Where training stands: what a checkpoint records. */
@@ -214,7 +263,7 @@ static cv_status write_pictures(const cv_train_options *o, run_state *r, cv_err 
     const cv_split *src = r->data.test.n ? &r->data.test : &r->data.train;
     const int count = src->n < 10 ? src->n : 10;
     if (src->channels > CV_PNG_MAX_CHANNELS) {
-        fprintf(o->log, "pictures: none (a PNG holds 1 to %d channels, the images have %d)\n",
+        fprintf(r->log, "pictures: none (a PNG holds 1 to %d channels, the images have %d)\n",
                 CV_PNG_MAX_CHANNELS, src->channels);
         return CV_OK;
     }
@@ -225,7 +274,13 @@ static cv_status write_pictures(const cv_train_options *o, run_state *r, cv_err 
     cv_status st = cv_generate_grid(&r->model, &r->ws, &rows, 10, false, true, o->seed, samples,
                                     err);
     if (!st) st = cv_reconstructions_png(&r->model, &r->ws, src, count, recon, err);
-    if (!st) fprintf(o->log, "pictures: %s, %s\n", samples, recon);
+    if (!st) fprintf(r->log, "pictures: %s, %s\n", samples, recon);
+    return st;
+}
+
+/* st of a failure every rank meets alike (the same step state): rank 0 says it. */
+static cv_status quiet_unless_leading(const run_state *r, cv_status st, cv_err *err) {
+    if (!leads(r)) err->msg[0] = '\0';
     return st;
 }
 
@@ -257,87 +312,80 @@ static void begin_epoch(const cv_train_options *o, run_state *r, progress_state 
     }
     cv_shuffle(r->perm, r->train.n, o->seed, CV_STREAM_SHUFFLE(epoch - 1));
     be->upload(be, r->train.perm, r->perm, (size_t)r->train.n * sizeof(int32_t));
-    be->upload(be, r->ws.sums, &p->sums, sizeof p->sums);
+    const cv_loss_sums sums = rank_sums(r, &p->sums);
+    be->upload(be, r->ws.sums, &sums, sizeof sums);
     p->st.step = p->step;
     p->st.start = p->position;
     p->st.skip = 0;
     be->upload(be, r->ws.step, &p->st, sizeof p->st);
 }
 
-/* One step of `rows` rows: a full batch replays the recorded step (recording it first
- * where the backend records), a partial one runs eagerly. */
+/* One step of a batch of `rows` rows, this rank's part of them: a full batch replays the
+ * recorded step (recording it first where the backend records), a partial one runs
+ * eagerly. */
 static void run_step(const cv_train_options *o, run_state *r, const cv_adam_config *adam,
                      float beta, int rows) {
     cv_backend *be = r->be;
     const bool binarize = o->train.binarize != 0;
+    const cv_batch_part part = cv_batch_part_of(rows, r->rank, r->ranks);
     if (rows == o->batch && !r->full_step && be->capture_begin(be)) {
-        cv_train_step(&r->model, &r->ws, &r->train, rows, o->seed, adam, beta, binarize);
+        cv_train_step(&r->model, &r->ws, &r->train, &part, o->seed, adam, beta, binarize);
         r->full_step = be->capture_end(be);
         r->full_step_beta = beta;
     }
     if (rows == o->batch && r->full_step)
         be->replay(be, r->full_step);
     else
-        cv_train_step(&r->model, &r->ws, &r->train, rows, o->seed, adam, beta, binarize);
+        cv_train_step(&r->model, &r->ws, &r->train, &part, o->seed, adam, beta, binarize);
 }
 
-/* A signal arrived after a step: write the checkpoint (when there is a run folder) and
- * stop with the line that says how to resume. */
+/* A signal arrived after a step (on any rank: they agree on it): rank 0 writes the
+ * checkpoint (when there is a run folder), and every rank stops with the line that says
+ * how to resume, printed by rank 0. */
 static cv_status stop_on_signal(const cv_train_options *o, run_state *r, progress_state *p,
                                 int sig, int epoch, cv_err *err) {
     const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
-    r->be->download(r->be, &p->sums, r->ws.sums, sizeof p->sums);
-    if (!r->ckpt[0])
-        return cv_fail(err, CV_ERR_INTERRUPTED,
-                       "interrupted by %s at step %lld (epoch %d); no --out was given, so "
-                       "nothing was saved", name, (long long)p->step, epoch);
-    cv_status st = save_checkpoint(o, r, p, err);
+    global_sums(r, &p->sums);
+    cv_status st = r->ckpt[0] && leads(r) ? save_checkpoint(o, r, p, err) : CV_OK;
+    st = cv_comm_agree(r->comm, st, err);
     if (st) return st;
-    return cv_fail(err, CV_ERR_INTERRUPTED,
-                   "interrupted by %s at step %lld (epoch %d, %d of %d images); checkpoint "
-                   "%s: resume with --resume %s", name, (long long)p->step, epoch, p->position,
-                   r->train.n, r->ckpt, r->ckpt);
+    if (!r->ckpt[0])
+        st = cv_fail(err, CV_ERR_INTERRUPTED,
+                     "interrupted by %s at step %lld (epoch %d); no --out was given, so "
+                     "nothing was saved", name, (long long)p->step, epoch);
+    else
+        st = cv_fail(err, CV_ERR_INTERRUPTED,
+                     "interrupted by %s at step %lld (epoch %d, %d of %d images); checkpoint "
+                     "%s: resume with --resume %s", name, (long long)p->step, epoch,
+                     p->position, r->train.n, r->ckpt, r->ckpt);
+    if (!leads(r)) err->msg[0] = '\0';
+    return st;
 }
 
 static void print_epoch_line(const cv_train_options *o, const run_state *r,
                              const epoch_report *e, const cv_train_result *res,
                              const cv_step *st) {
-    fprintf(o->log, "epoch %3d/%d  train_loss %9.4f", e->epoch, o->epochs, e->train_loss);
+    fprintf(r->log, "epoch %3d/%d  train_loss %9.4f", e->epoch, o->epochs, e->train_loss);
     if (r->test.n)
-        fprintf(o->log, "  test_neg_elbo %9.4f (rec %9.4f  kl %8.4f)", res->test.neg_elbo,
+        fprintf(r->log, "  test_neg_elbo %9.4f (rec %9.4f  kl %8.4f)", res->test.neg_elbo,
                 res->test.rec, res->test.kl);
-    fprintf(o->log, "  %8.0f samples/s  %6.2f s", e->rate, e->seconds);
-    if (o->train.kl_warmup || o->train.beta != 1.0f) fprintf(o->log, "  beta %g", e->beta);
-    if (o->train.clip_norm > 0.0f) fprintf(o->log, "  grad_norm %.3f", e->grad_norm);
-    fputc('\n', o->log);
+    fprintf(r->log, "  %8.0f samples/s  %6.2f s", e->rate, e->seconds);
+    if (o->train.kl_warmup || o->train.beta != 1.0f) fprintf(r->log, "  beta %g", e->beta);
+    if (o->train.clip_norm > 0.0f) fprintf(r->log, "  grad_norm %.3f", e->grad_norm);
+    fputc('\n', r->log);
     if (st->nonfinite_steps)
-        fprintf(o->log, "note: %lld step%s with a NaN or Inf skipped so far (first: step "
+        fprintf(r->log, "note: %lld step%s with a NaN or Inf skipped so far (first: step "
                         "%lld)\n",
                 (long long)st->nonfinite_steps, st->nonfinite_steps == 1 ? "" : "s",
                 (long long)st->first_bad_step);
-    fflush(o->log);
+    fflush(r->log);
 }
 
-/* After an epoch's last step: its figures, the test evaluation, the epoch line, the
- * metrics and (when due) the checkpoint. */
-static cv_status end_epoch(const cv_train_options *o, run_state *r, progress_state *p,
-                           epoch_report *e, double t0, cv_train_result *res, cv_err *err) {
-    r->be->download(r->be, &p->sums, r->ws.sums, sizeof p->sums);
-    e->train_loss = (p->sums.rec + e->beta * p->sums.kl) / p->sums.rows;
-    e->grad_norm = p->sums.steps > 0 ? p->sums.grad_norm / p->sums.steps : 0.0;
-    res->train_loss = e->train_loss;
-    res->grad_norm = e->grad_norm;
-    if (r->test.n) {
-        cv_status st = cv_evaluate(&r->model, &r->ws, &r->test, o->seed, NULL, &res->test, err);
-        if (st) return st;
-    }
-    e->seconds = now_seconds() - t0;
-    print_epoch_line(o, r, e, res, &p->st);
-    res->epochs_done = e->epoch;
-    p->epoch = e->epoch;
-    p->position = 0;
-    p->sums = (cv_loss_sums){0};
-    /* the checkpoint first: a metrics file that cannot be written loses no training */
+/* Rank 0's files at an epoch's end: the checkpoint (when due) first, so that a metrics
+ * file that cannot be written loses no training, then the metrics. */
+static cv_status write_epoch_files(const cv_train_options *o, run_state *r,
+                                   const progress_state *p, const epoch_report *e,
+                                   const cv_train_result *res, cv_err *err) {
     bool due = e->epoch == o->epochs ||
                (o->checkpoint_every > 0 && e->epoch % o->checkpoint_every == 0);
     cv_status st = r->ckpt[0] && due ? save_checkpoint(o, r, p, err) : CV_OK;
@@ -346,11 +394,35 @@ static cv_status end_epoch(const cv_train_options *o, run_state *r, progress_sta
     return st;
 }
 
+/* After an epoch's last step: its figures, the test evaluation, the epoch line, the
+ * metrics and (when due) the checkpoint. */
+static cv_status end_epoch(const cv_train_options *o, run_state *r, progress_state *p,
+                           epoch_report *e, double t0, cv_train_result *res, cv_err *err) {
+    global_sums(r, &p->sums);
+    e->train_loss = (p->sums.rec + e->beta * p->sums.kl) / p->sums.rows;
+    e->grad_norm = p->sums.steps > 0 ? p->sums.grad_norm / p->sums.steps : 0.0;
+    res->train_loss = e->train_loss;
+    res->grad_norm = e->grad_norm;
+    if (r->test.n) {
+        const cv_eval_options eo = {.comm = r->comm};
+        cv_status st = cv_evaluate(&r->model, &r->ws, &r->test, o->seed, &eo, &res->test, err);
+        if (st) return st;
+    }
+    e->seconds = now_seconds() - t0;
+    print_epoch_line(o, r, e, res, &p->st);
+    res->epochs_done = e->epoch;
+    p->epoch = e->epoch;
+    p->position = 0;
+    p->sums = (cv_loss_sums){0};
+    cv_status st = leads(r) ? write_epoch_files(o, r, p, e, res, err) : CV_OK;
+    return cv_comm_agree(r->comm, st, err);
+}
+
 static cv_status train_epoch(const cv_train_options *o, run_state *r, progress_state *p,
                              const cv_adam_config *adam, int epoch, cv_train_result *res,
                              cv_err *err) {
     const int n = r->train.n;
-    const bool show_progress = isatty(STDERR_FILENO);
+    const bool show_progress = leads(r) && isatty(STDERR_FILENO);
     const double t0 = now_seconds();
     epoch_report e = {.epoch = epoch, .beta = cv_beta_at(&o->train, epoch)};
     begin_epoch(o, r, p, epoch, e.beta);
@@ -363,10 +435,10 @@ static cv_status train_epoch(const cv_train_options *o, run_state *r, progress_s
         p->position += rows;
         /* a signal in the epoch's last step stops after the epoch ends (train_epochs): a
          * checkpoint at position n would describe no resumable state */
-        int sig = p->position < n ? cv_interrupt_pending() : 0;
+        int sig = cv_comm_max_int(r->comm, p->position < n ? cv_interrupt_pending() : 0);
         if (sig || (k + 1) % NONFINITE_POLL_STEPS == 0 || p->position == n) {
             r->be->download(r->be, &p->st, r->ws.step, sizeof p->st);
-            if (p->st.halted) return nonfinite_error(o, r, &p->st, err);
+            if (p->st.halted) return quiet_unless_leading(r, nonfinite_error(o, r, &p->st, err), err);
         }
         if (sig) {
             res->signal = sig;
@@ -394,7 +466,7 @@ static cv_status train_epochs(const cv_train_options *o, run_state *r, progress_
     for (int epoch = p->epoch + 1; epoch <= o->epochs; epoch++) {
         cv_status st = train_epoch(o, r, p, &adam, epoch, res, err);
         if (st) return st;
-        int sig = cv_interrupt_pending();
+        int sig = cv_comm_max_int(r->comm, cv_interrupt_pending());
         if (sig && epoch < o->epochs) { /* it came in the epoch's last step */
             res->signal = sig;
             return stop_on_signal(o, r, p, sig, epoch + 1, err);
@@ -435,13 +507,15 @@ static cv_status check_resume(const cv_train_options *o, const cv_checkpoint *ck
 }
 
 /* The run folder (created with its parents, locked) and the metrics file, checked before
- * anything slow happens, so a bad path costs the user a second, not a training run. */
+ * anything slow happens, so a bad path costs the user a second, not a training run. Rank
+ * 0's work: the others only name the checkpoint. */
 static cv_status prepare_outputs(const cv_train_options *o, run_state *r, cv_err *err) {
+    if (o->out_dir) snprintf(r->ckpt, sizeof r->ckpt, "%s/model.ckpt", o->out_dir);
+    if (!leads(r)) return CV_OK;
     if (o->out_dir) {
         cv_status st = cv_make_dirs(o->out_dir, r->made_out, err);
         if (!st) st = cv_dir_lock_take(o->out_dir, &r->lock, err);
         if (st) return st;
-        snprintf(r->ckpt, sizeof r->ckpt, "%s/model.ckpt", o->out_dir);
         /* a resume may continue the very checkpoint it writes; nothing else overwrites */
         bool continuing = false;
         if (o->resume_path) {
@@ -542,59 +616,78 @@ static cv_status start_progress(const cv_train_options *o, run_state *r, progres
     p->position = ck->position;
     p->sums = ck->sums;
     p->st.nonfinite_steps = ck->nonfinite_steps;
-    if (o->metrics_path) load_metrics(o->metrics_path, ck->epoch, r);
+    if (o->metrics_path && leads(r)) load_metrics(o->metrics_path, ck->epoch, r);
     return CV_OK;
 }
 
+/* The rank's place in the run and its log. */
+static cv_status join_run(const cv_train_options *o, run_state *r, cv_err *err) {
+    r->comm = o->comm;
+    r->rank = cv_comm_rank(o->comm);
+    r->ranks = cv_comm_size(o->comm);
+    r->log = leads(r) ? o->log : fopen("/dev/null", "w");
+    return r->log ? CV_OK : cv_fail(err, CV_ERR_IO, "cannot open /dev/null for the log");
+}
+
+/* Each phase ends with every rank's agreement, so that a rank that failed stops them all
+ * at the same place (no rank waits in a collective the failed one never reaches). */
 static cv_status prepare(const cv_train_options *o, run_state *r, progress_state *p,
                          cv_err *err) {
+    cv_status st = join_run(o, r, err);
     /* quick checks first: the outputs, then the device, before the data is read */
-    cv_status st = prepare_outputs(o, r, err);
-    if (!st) st = cv_backend_open(o->device, &o->backend, &r->be, err);
+    if (!st) st = prepare_outputs(o, r, err);
+    st = cv_comm_agree(r->comm, st, err);
+    if (st) return st;
+    cv_backend_options bo = o->backend;
+    bo.comm = o->comm;
+    st = cv_comm_agree(r->comm, cv_backend_open(o->device, &bo, &r->be, err), err);
     if (!st) st = load_inputs(o, r, err);
     if (!st) st = build_model(o, r, err);
     if (!st) st = start_progress(o, r, p, err);
-    return st;
+    return cv_comm_agree(r->comm, st, err);
 }
 
 static void print_header(const cv_train_options *o, const run_state *r, const progress_state *p) {
-    fprintf(o->log, "device: %s\n", r->be->description);
-    fprintf(o->log, "precision %s: %s\n", cv_precision_name(r->be->precision),
+    if (r->ranks > 1)
+        fprintf(r->log, "ranks: %d (MPI), each taking %d to %d rows of a batch of %d\n",
+                r->ranks, o->batch / r->ranks, (o->batch + r->ranks - 1) / r->ranks, o->batch);
+    fprintf(r->log, "device: %s\n", r->be->description);
+    fprintf(r->log, "precision %s: %s\n", cv_precision_name(r->be->precision),
             cv_precision_describe(r->be->precision));
     const cv_split *t = &r->data.train;
-    fprintf(o->log, "data: %s: %d training images %dx%d", data_name(o), t->n, t->h, t->w);
-    if (t->channels > 1) fprintf(o->log, "x%d", t->channels);
+    fprintf(r->log, "data: %s: %d training images %dx%d", data_name(o), t->n, t->h, t->w);
+    if (t->channels > 1) fprintf(r->log, "x%d", t->channels);
     if (r->data.condition == CV_COND_LABELS)
-        fprintf(o->log, ", %d classes, ", r->data.cond_width);
+        fprintf(r->log, ", %d classes, ", r->data.cond_width);
     else
-        fprintf(o->log, ", condition vectors of width %d, ", r->data.cond_width);
+        fprintf(r->log, ", condition vectors of width %d, ", r->data.cond_width);
     if (r->data.test.n)
-        fprintf(o->log, "%d test images\n", r->data.test.n);
+        fprintf(r->log, "%d test images\n", r->data.test.n);
     else
-        fprintf(o->log, "no test files: training without test evaluation\n");
-    fprintf(o->log, "model: %zu parameters, latent %d, hidden", r->model.layout.n_params,
+        fprintf(r->log, "no test files: training without test evaluation\n");
+    fprintf(r->log, "model: %zu parameters, latent %d, hidden", r->model.layout.n_params,
             o->latent);
-    for (int i = 0; i < o->n_hidden; i++) fprintf(o->log, "%s%d", i ? "," : " ", o->hidden[i]);
-    fprintf(o->log, "; batch %d, lr %g, seed %llu\n", o->batch, o->lr,
+    for (int i = 0; i < o->n_hidden; i++) fprintf(r->log, "%s%d", i ? "," : " ", o->hidden[i]);
+    fprintf(r->log, "; batch %d, lr %g, seed %llu\n", o->batch, o->lr,
             (unsigned long long)o->seed);
-    fprintf(o->log, "objective: %s likelihood", o->likelihood == CV_LIKELIHOOD_GAUSSIAN
+    fprintf(r->log, "objective: %s likelihood", o->likelihood == CV_LIKELIHOOD_GAUSSIAN
                                                    ? "Gaussian" : "Bernoulli");
-    if (o->likelihood == CV_LIKELIHOOD_GAUSSIAN) fprintf(o->log, " (sigma %g)", o->sigma);
-    fprintf(o->log, ", %s prior, beta %g", o->prior == CV_PRIOR_CONDITIONAL ? "conditional"
+    if (o->likelihood == CV_LIKELIHOOD_GAUSSIAN) fprintf(r->log, " (sigma %g)", o->sigma);
+    fprintf(r->log, ", %s prior, beta %g", o->prior == CV_PRIOR_CONDITIONAL ? "conditional"
                                                                            : "standard normal",
             o->train.beta);
-    if (o->train.kl_warmup) fprintf(o->log, " after %d warm-up epochs", o->train.kl_warmup);
-    if (o->train.binarize) fprintf(o->log, ", dynamic binarization");
-    fprintf(o->log, "; lr %s", o->train.cosine ? "cosine" : "constant");
-    if (o->train.warmup_steps) fprintf(o->log, " after %lld warm-up steps",
+    if (o->train.kl_warmup) fprintf(r->log, " after %d warm-up epochs", o->train.kl_warmup);
+    if (o->train.binarize) fprintf(r->log, ", dynamic binarization");
+    fprintf(r->log, "; lr %s", o->train.cosine ? "cosine" : "constant");
+    if (o->train.warmup_steps) fprintf(r->log, " after %lld warm-up steps",
                                        (long long)o->train.warmup_steps);
-    if (o->train.clip_norm > 0.0f) fprintf(o->log, ", gradients clipped to norm %g",
+    if (o->train.clip_norm > 0.0f) fprintf(r->log, ", gradients clipped to norm %g",
                                            o->train.clip_norm);
-    fputc('\n', o->log);
+    fputc('\n', r->log);
     if (o->resume_path)
-        fprintf(o->log, "resuming %s at epoch %d, step %lld (%d images into the epoch)\n",
+        fprintf(r->log, "resuming %s at epoch %d, step %lld (%d images into the epoch)\n",
                 o->resume_path, p->epoch + 1, (long long)p->step, p->position);
-    if (!o->out_dir) fprintf(o->log, "note: no --out given: the model will not be saved\n");
+    if (!o->out_dir) fprintf(r->log, "note: no --out given: the model will not be saved\n");
 }
 
 cv_status cv_train_run(const cv_train_options *o, cv_train_result *res, cv_err *err) {
@@ -611,8 +704,8 @@ cv_status cv_train_run(const cv_train_options *o, cv_train_result *res, cv_err *
         cv_interrupt_guard guard;
         cv_interrupt_install(&guard);
         st = train_epochs(o, &r, &p, res, err);
-        if (!st && r.ckpt[0]) fprintf(o->log, "checkpoint: %s\n", r.ckpt);
-        if (!st && r.ckpt[0]) st = write_pictures(o, &r, err);
+        if (!st && r.ckpt[0]) fprintf(r.log, "checkpoint: %s\n", r.ckpt);
+        if (!st && r.ckpt[0] && leads(&r)) st = write_pictures(o, &r, err);
         cv_interrupt_restore(&guard);
     }
     if (st) undo_outputs(o, &r);

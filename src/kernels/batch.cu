@@ -21,10 +21,11 @@
 #define SUM_THREADS 256
 #define CHECK_THREADS 256
 
-static __global__ void gather_batch_kernel(cv_device_split s, const cv_step *st, int rows,
-                                           bool binarize, uint64_t seed, float *x,
+static __global__ void gather_batch_kernel(cv_device_split s, const cv_step *st, int first,
+                                           int rows, bool binarize, uint64_t seed, float *x,
                                            int32_t *labels_out, float *cond_out) {
-    const int start = st->start, dim = s.dim, K = s.cond_width;
+    const int start = st->start + first, dim = s.dim, K = s.cond_width;
+    const uint64_t element0 = (uint64_t)first * dim; /* the rank's rows' draws */
     const uint64_t stream = CV_STREAM_BINARIZE(st->step);
     const size_t first = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     const size_t stride = (size_t)gridDim.x * blockDim.x;
@@ -33,7 +34,7 @@ static __global__ void gather_batch_kernel(cv_device_split s, const cv_step *st,
         int r = (int)(i / dim), j = (int)(i % dim);
         size_t src = (size_t)s.perm[start + r];
         float v = cv_pixel_value(s.pixels, s.fpixels, src * dim + j);
-        x[i] = binarize ? (cv_philox_uniform(seed, stream, i) < v ? 1.0f : 0.0f) : v;
+        x[i] = binarize ? (cv_philox_uniform(seed, stream, element0 + i) < v ? 1.0f : 0.0f) : v;
         if (j == 0 && s.labels) labels_out[r] = s.labels[src];
     }
     if (!s.conditions) return;
@@ -135,21 +136,36 @@ static __global__ void __launch_bounds__(CHECK_THREADS)
     scratch->check_ticket = 0u;
 }
 
+/* *flag = 0 when every rec and kl is finite, else NaN; one block, a fixed tree. */
+static __global__ void loss_flag_kernel(const float *rec, const float *kl, int rows,
+                                        float *flag) {
+    __shared__ int bad[SUM_THREADS];
+    int b = 0;
+    for (int i = threadIdx.x; i < rows; i += SUM_THREADS) b |= !isfinite(rec[i]) || !isfinite(kl[i]);
+    bad[threadIdx.x] = b;
+    __syncthreads();
+    for (int half = SUM_THREADS / 2; half > 0; half >>= 1) {
+        if (threadIdx.x < half) bad[threadIdx.x] |= bad[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *flag = bad[0] ? nanf("") : 0.0f;
+}
+
 static __global__ void advance_step_kernel(cv_step *st, int rows) {
     st->step += 1;
     st->start += rows;
     st->skip = 0;
 }
 
-extern "C" void cv_gather_batch_cuda(const cv_device_split *src, const cv_step *st, int rows,
-                                     bool binarize, uint64_t seed, float *x,
+extern "C" void cv_gather_batch_cuda(const cv_device_split *src, const cv_step *st, int first,
+                                     int rows, bool binarize, uint64_t seed, float *x,
                                      int32_t *labels_out, float *cond_out, cudaStream_t stream) {
     const int threads = 256;
     size_t items = (size_t)rows * src->dim;
     if (src->conditions && (size_t)rows * src->cond_width > items)
         items = (size_t)rows * src->cond_width;
     gather_batch_kernel<<<CV_BLOCKS(items, threads), threads, 0, stream>>>(
-        *src, st, rows, binarize, seed, x, labels_out, cond_out);
+        *src, st, first, rows, binarize, seed, x, labels_out, cond_out);
     CV_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -175,6 +191,12 @@ extern "C" void cv_check_finite_cuda(const float *rec, const float *kl, int rows
                                      const float *grads, size_t n, cv_step *st,
                                      cv_scratch *scratch, cudaStream_t stream) {
     launch_check_finite(rec, kl, rows, grads, n, st, scratch, stream);
+}
+
+extern "C" void cv_loss_flag_cuda(const float *rec, const float *kl, int rows, float *flag,
+                                  cudaStream_t stream) {
+    loss_flag_kernel<<<1, SUM_THREADS, 0, stream>>>(rec, kl, rows, flag);
+    CV_CUDA_CHECK(cudaGetLastError());
 }
 
 extern "C" void cv_advance_step_cuda(cv_step *st, int rows, cudaStream_t stream) {

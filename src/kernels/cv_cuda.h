@@ -77,9 +77,9 @@ void cv_bias_act_backward_cuda(float *dy, const float *y, float *dbias, float *d
                                const int32_t *labels, int rows, int cols, bool relu,
                                cv_scratch *scratch, cudaStream_t stream);
 void cv_reparam_forward_cuda(const float *enc, float *eps, bool draw_eps, uint64_t seed,
-                             uint64_t stream_base, const cv_step *st, const cv_prior *prior,
-                             const int32_t *labels, float *z, float *kl, float *log_ratio,
-                             int rows, int latent, cudaStream_t stream);
+                             uint64_t stream_base, const cv_step *st, int first_row,
+                             const cv_prior *prior, const int32_t *labels, float *z, float *kl,
+                             float *log_ratio, int rows, int latent, cudaStream_t stream);
 void cv_reparam_backward_cuda(const float *enc, const float *eps, const float *dz,
                               float kl_scale, const cv_prior *prior, const int32_t *labels,
                               cv_prior_grad *dprior, float *denc, int rows, int latent,
@@ -100,9 +100,11 @@ void cv_accumulate_loss_cuda(cv_loss_sums *sums, const float *rec, const float *
                              const cv_step *st, cudaStream_t stream);
 void cv_check_finite_cuda(const float *rec, const float *kl, int rows, const float *grads,
                           size_t n, cv_step *st, cv_scratch *scratch, cudaStream_t stream);
-void cv_gather_batch_cuda(const cv_device_split *src, const cv_step *st, int rows,
+void cv_gather_batch_cuda(const cv_device_split *src, const cv_step *st, int first, int rows,
                           bool binarize, uint64_t seed, float *x, int32_t *labels_out,
                           float *cond_out, cudaStream_t stream);
+void cv_loss_flag_cuda(const float *rec, const float *kl, int rows, float *flag,
+                       cudaStream_t stream);
 void cv_advance_step_cuda(cv_step *st, int rows, cudaStream_t stream);
 void cv_logsumexp_accumulate_cuda(double *lse_max, double *lse_sum, const float *rec,
                                   const float *log_ratio, int rows, bool reset,

@@ -35,7 +35,8 @@ static __device__ __forceinline__ float philox_normal(uint64_t seed, uint64_t st
 
 static __global__ void reparam_forward_kernel(const float *enc, float *eps, bool draw_eps,
                                               uint64_t seed, uint64_t stream_base,
-                                              const cv_step *st, const float *prior_m,
+                                              const cv_step *st, int first_row,
+                                              const float *prior_m,
                                               const float *prior_r, const int32_t *labels,
                                               float *z, float *kl, float *log_ratio, int rows,
                                               int latent) {
@@ -48,7 +49,7 @@ static __global__ void reparam_forward_kernel(const float *enc, float *eps, bool
     float k = 0.0f, lr = 0.0f;
     for (int j = lane; j < latent; j += 32) {
         size_t i = (size_t)r * latent + j;
-        float e = draw_eps ? philox_normal(seed, stream, i) : eps[i];
+        float e = draw_eps ? philox_normal(seed, stream, (uint64_t)first_row * latent + i) : eps[i];
         if (draw_eps) eps[i] = e;
         float sj = cv_clamp_logvar(s[j]);
         float zj = cv_reparam_z(mu[j], sj, e);
@@ -159,12 +160,13 @@ static const int32_t *prior_labels(const cv_prior *prior, const int32_t *labels)
 
 extern "C" void cv_reparam_forward_cuda(const float *enc, float *eps, bool draw_eps,
                                         uint64_t seed, uint64_t stream_base, const cv_step *st,
-                                        const cv_prior *prior, const int32_t *labels, float *z,
-                                        float *kl, float *log_ratio, int rows, int latent,
+                                        int first_row, const cv_prior *prior,
+                                        const int32_t *labels, float *z, float *kl,
+                                        float *log_ratio, int rows, int latent,
                                         cudaStream_t stream) {
     const int threads = 128, rows_per_block = threads / 32;
     reparam_forward_kernel<<<(rows + rows_per_block - 1) / rows_per_block, threads, 0,
-                             stream>>>(enc, eps, draw_eps, seed, stream_base, st,
+                             stream>>>(enc, eps, draw_eps, seed, stream_base, st, first_row,
                                        prior ? prior->m : NULL, prior ? prior->r : NULL,
                                        prior_labels(prior, labels), z, kl, log_ratio, rows,
                                        latent);
