@@ -21,11 +21,11 @@
 #define SUM_THREADS 256
 #define CHECK_THREADS 256
 
-static __global__ void gather_batch_kernel(cv_device_split s, const cv_step *st, int first,
-                                           int rows, bool binarize, uint64_t seed, float *x,
+static __global__ void gather_batch_kernel(cv_device_split s, const cv_step *st,
+                                           int first_row, int rows, bool binarize, uint64_t seed, float *x,
                                            int32_t *labels_out, float *cond_out) {
-    const int start = st->start + first, dim = s.dim, K = s.cond_width;
-    const uint64_t element0 = (uint64_t)first * dim; /* the rank's rows' draws */
+    const int start = st->start + first_row, dim = s.dim, K = s.cond_width;
+    const uint64_t element0 = (uint64_t)first_row * dim; /* the rank's rows' draws */
     const uint64_t stream = CV_STREAM_BINARIZE(st->step);
     const size_t first = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     const size_t stride = (size_t)gridDim.x * blockDim.x;
