@@ -1,5 +1,6 @@
 /* cli_main.c: `cvae COMMAND ...` dispatch. */
 #include <cblas.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +44,13 @@ static void configure_runtime(char **argv) {
         again = setenv("OPENBLAS_NUM_THREADS", "1", 1) == 0 || again;
     if (!getenv("GOMP_SPINCOUNT") && !getenv("OMP_WAIT_POLICY"))
         again = setenv("GOMP_SPINCOUNT", "1000", 1) == 0 || again;
-    if (again) execv("/proc/self/exe", argv); /* returns only on failure: carry on as is */
+    if (!again) return;
+    /* by its path, not /proc/self/exe, so the process keeps its name (ps, pgrep, top) */
+    char self[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0 || len >= (ssize_t)sizeof self - 1) return;
+    self[len] = '\0';
+    execv(self, argv); /* returns only on failure: carry on as is */
 }
 
 static const char *usage =

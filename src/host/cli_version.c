@@ -15,12 +15,13 @@ int cv_cmd_version(void) {
         printf("CUDA backend: not built\n");
     printf("precisions: fp32 (default), bf16 and tf32x3 on the CPU and the GPU, tf32 on the "
            "GPU\n");
-    if (CV_BUILD_MPI)
-        printf("data parallelism: MPI (mpirun -np N cvae train ...); GPU gradients summed %s\n",
-               CV_BUILD_NCCL ? "with NCCL" : CV_BUILD_CUDA ? "through host memory (no NCCL)"
-                                                          : "(no CUDA backend)");
-    else
+    if (!CV_BUILD_MPI)
         printf("data parallelism: not built (no MPI)\n");
+    else if (!CV_BUILD_CUDA)
+        printf("data parallelism: MPI (mpirun -np N cvae train ...)\n");
+    else
+        printf("data parallelism: MPI (mpirun -np N cvae train ...); GPU gradients summed %s\n",
+               CV_BUILD_NCCL ? "with NCCL" : "through host memory (no NCCL)");
     printf("OpenMP threads: %d\n", omp_get_max_threads());
     /* after cli_main.c's restart with OPENBLAS_CORETYPE, so the kernels actually in use */
     printf("OpenBLAS core: %s\n", openblas_get_corename());

@@ -213,6 +213,12 @@ cudaError_t cudaFree(void *p) {
     allocs.erase(it);
     return cudaSuccess;
 }
+cudaError_t cudaMallocHost(void **ptr, size_t bytes) {
+    if (capturing) return fail(cudaErrorStreamCaptureUnsupported, "cudaMallocHost during capture");
+    *ptr = malloc(bytes);
+    return *ptr ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaFreeHost(void *p) { free(p); return cudaSuccess; }
 cudaError_t cudaMemGetInfo(size_t *f, size_t *t) { *f = (size_t)4 << 30; *t = (size_t)8 << 30; return cudaSuccess; }
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind, cudaStream_t) {
     emu_submit([=]() { memcpy(dst, src, n); });

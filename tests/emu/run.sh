@@ -37,17 +37,29 @@ for f in src/kernels/*.cu; do
         -c "$out/k/$b.cpp" -o "$out/k/$b.o" & pids+=($!)
 done
 g++ -std=c++20 -O2 -g "${inc[@]}" -c tests/emu/emu_rt.cpp -o "$out/emu_rt.o" & pids+=($!)
+# MPI when Open MPI's headers are here (then build-emu/cvae runs data-parallel under
+# mpirun, summing through host memory); the emulation has no NCCL
+mpi_cflags=() mpi_libs=() comm=comm_single
+if pkg-config --exists ompi-c; then
+    read -ra mpi_cflags <<<"$(pkg-config --cflags ompi-c)"
+    read -ra mpi_libs <<<"$(pkg-config --libs ompi-c)"
+    comm=comm_mpi
+fi
+rm -f "$out"/h/*.o
 for f in src/host/*.c tests/helpers.c tests/test_cuda.c; do
     b=$(basename "$f" .c)
-    [ "$b" = backend_cuda_absent ] && continue
-    gcc "${cflags[@]}" -c "$f" -o "$out/h/$b.o" & pids+=($!)
+    case $b in
+    backend_cuda_absent | allreduce_nccl) continue ;;
+    comm_mpi | comm_single) [ "$b" = "$comm" ] || continue ;;
+    esac
+    gcc "${cflags[@]}" "${mpi_cflags[@]}" -c "$f" -o "$out/h/$b.o" & pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done
 lib=()
 for o in "$out"/h/*.o; do
     case $(basename "$o") in cli_*|helpers.o|test_cuda.o) ;; *) lib+=("$o") ;; esac
 done
-libs=(-fopenmp -lopenblas -lz -lpng -lmvec -lm)
+libs=(-fopenmp -lopenblas -lz -lpng -lmvec -lm "${mpi_libs[@]}")
 g++ -rdynamic -o "$out/test_cuda" "$out/h/test_cuda.o" "$out/h/helpers.o" "${lib[@]}" "$out"/k/*.o \
     "$out/emu_rt.o" -lcriterion "${libs[@]}"
 g++ -rdynamic -o "$out/cvae" "$out"/h/cli_*.o "${lib[@]}" "$out"/k/*.o "$out/emu_rt.o" "${libs[@]}"

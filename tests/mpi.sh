@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# tests/mpi.sh: data-parallel training over MPI on the CPU (docs/design.md 7), with mpirun
+# starting 1 to 3 ranks on this machine:
+#   1. 2 and 3 ranks against 1 process: 50 steps (5 epochs of 10), every logged loss within
+#      a relative 1e-5 (the global batch is the same; only float sums differ);
+#   2. 2 ranks twice: bitwise the same checkpoint;
+#   3. resume from 2 ranks to 1 and from 1 to 3: the losses of the runs never interrupted;
+#   4. SIGTERM to rank 1: every rank stops, exit 143, and 2 ranks resume the checkpoint to
+#      bitwise the run never interrupted; SIGINT to rank 0: exit 130;
+#   5. SIGKILL to rank 1: the job ends non-zero within 60 s with a line naming the rank,
+#      and the last checkpoint is intact;
+#   6. cvae eval under 2 ranks prints the figures of one process; generate and info refuse
+#      to run under several ranks (exit 2);
+#   7. Fashion-MNIST (when installed), 2 epochs: the test -ELBO of 2 ranks within 0.05 nat
+#      of one process's.
+# Usage: bash tests/mpi.sh [CVAE]   (default $CVAE_BIN, else build/cvae; meson test: `mpi`)
+# Exit status: 0 all passed, 1 a failure, 77 skipped (no MPI in this build, or no mpirun).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+cvae=${1:-${CVAE_BIN:-build/cvae}}
+[ -x "$cvae" ] || { echo "tests/mpi.sh: $cvae is not an executable" >&2; exit 1; }
+if ! "$cvae" --version | grep -q '^data parallelism: MPI'; then
+    echo "tests/mpi.sh: this cvae was built without MPI: nothing run (skipped, exit 77)"
+    exit 77
+fi
+if ! command -v mpirun >/dev/null; then
+    echo "tests/mpi.sh: no mpirun on PATH (Debian: openmpi-bin): nothing run (skipped, exit 77)"
+    exit 77
+fi
+launch=(mpirun --oversubscribe -x OMP_NUM_THREADS=1)
+[ "$(id -u)" -eq 0 ] && launch+=(--allow-run-as-root)
+export OMP_NUM_THREADS=1 # up to 3 ranks share the cores
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+data=$work/data big=$work/big
+mkdir -p "$data" "$big"
+python3 tests/random_idx_set.py "$data" 310 96 --side 12 --bands || exit 1
+python3 tests/random_idx_set.py "$big" 2000 200 --side 28 --bands || exit 1
+
+failures=0
+fail() { echo "FAILED: $*"; failures=$((failures + 1)); }
+ok() { echo "ok: $*"; }
+
+# ranks N RUN [flags...]: train on $data into $work/RUN with N ranks (0: no mpirun)
+ranks() {
+    local n=$1 run=$2
+    shift 2
+    local cmd=("$cvae" train --data "$data" --hidden 32 --latent 4 --batch 32 --lr 0.01
+               --device cpu --out "$work/$run" --metrics "$work/$run.jsonl" "$@")
+    if [ "$n" -eq 0 ]; then "${cmd[@]}"; else "${launch[@]}" -np "$n" "${cmd[@]}"; fi \
+        >"$work/$run.log" 2>&1
+}
+
+# label N: what ranks N starts
+label() { if [ "$1" -eq 0 ]; then echo "1 process"; else echo "$1 ranks"; fi; }
+
+# same_losses A B: every logged loss of metrics A and B within a relative 1e-5
+same_losses() {
+    python3 - "$work/$1.jsonl" "$work/$2.jsonl" <<'PY'
+import json, sys
+a, b = ([json.loads(line) for line in open(p)] for p in sys.argv[1:])
+assert len(a) == len(b) and a, f"{len(a)} against {len(b)} epochs"
+keys = ("train_loss", "test_neg_elbo", "test_rec", "test_kl")
+worst = max((abs(x[k] - y[k]) / abs(x[k]), x["epoch"], k) for x, y in zip(a, b) for k in keys)
+print(f"largest relative difference {worst[0]:.2e} (epoch {worst[1]}, {worst[2]})")
+sys.exit(0 if worst[0] < 1e-5 else 1)
+PY
+}
+
+# 1. the same curve on 1, 2 and 3 ranks
+ranks 0 one --epochs 5 || fail "1 process: $(tail -3 "$work/one.log")"
+for n in 2 3; do
+    if ! ranks "$n" "np$n" --epochs 5; then
+        fail "$n ranks: $(tail -5 "$work/np$n.log")"
+    elif grep -q "^ranks: $n (MPI)" "$work/np$n.log" && same_losses one "np$n"; then
+        ok "$n ranks: the losses of one process, 50 steps"
+    else
+        fail "$n ranks against one process"
+    fi
+done
+
+# 2. bitwise run to run
+ranks 2 np2again --epochs 5 || fail "2 ranks again: $(tail -5 "$work/np2again.log")"
+if cmp -s "$work/np2/model.ckpt" "$work/np2again/model.ckpt"; then
+    ok "2 ranks twice: the same checkpoint, bitwise"
+else
+    fail "2 ranks twice: the checkpoints differ"
+fi
+
+# 3. resume under another number of ranks: 2 epochs on FROM ranks, the rest on TO
+for pair in 2:0 0:3; do
+    from=${pair%:*} to=${pair#*:} run=resume-$from-$to
+    ranks "$from" "$run" --epochs 2 &&
+        ranks "$to" "$run" --epochs 5 --resume "$work/$run/model.ckpt" || {
+        fail "resume from $(label "$from") to $(label "$to"): $(tail -5 "$work/$run.log")"
+        continue
+    }
+    if same_losses one "$run"; then
+        ok "resume from $(label "$from") to $(label "$to"): the losses of one process"
+    else
+        fail "resume from $(label "$from") to $(label "$to")"
+    fi
+done
+
+# rank_pid MPIRUN RANK: the pid of that rank of the job mpirun MPIRUN started
+rank_pid() {
+    local p
+    for p in $(pgrep -P "$1"); do
+        if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"
+        then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# start_big RUN [flags...]: 2 ranks training on $big in the background; mpirun's pid in
+# $job, once the first epoch's metrics line is written (so that every rank is training)
+start_big() {
+    local run=$1
+    shift
+    "${launch[@]}" -np 2 "$cvae" train --data "$big" --hidden 64 --latent 8 --batch 50 \
+        --device cpu --out "$work/$run" --metrics "$work/$run.jsonl" "$@" \
+        >"$work/$run.log" 2>&1 &
+    job=$!
+    local i
+    for ((i = 0; i < 600; i++)); do
+        [ -s "$work/$run.jsonl" ] && return 0
+        kill -0 "$job" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# 4. a signal to one rank stops them all, and the checkpoint resumes bitwise
+for case in TERM:1:143 INT:0:130; do
+    IFS=: read -r sig rank want <<<"$case"
+    run=sig$sig
+    if ! start_big "$run" --epochs 40; then
+        fail "SIG$sig: the run did not start: $(tail -5 "$work/$run.log")"
+        continue
+    fi
+    pid=$(rank_pid "$job" "$rank") && kill -"$sig" "$pid"
+    wait "$job"
+    rc=$?
+    if [ "$rc" -ne "$want" ] || ! grep -q "interrupted by SIG$sig" "$work/$run.log"; then
+        fail "SIG$sig to rank $rank: exit $rc (want $want): $(tail -8 "$work/$run.log")"
+        continue
+    fi
+    ok "SIG$sig to rank $rank: every rank stopped, exit $rc"
+    [ "$sig" = TERM ] || continue
+    # the same run, resumed and never interrupted
+    "${launch[@]}" -np 2 "$cvae" train --data "$big" --hidden 64 --latent 8 --batch 50 \
+        --device cpu --out "$work/$run" --epochs 40 --resume "$work/$run/model.ckpt" \
+        >"$work/$run-resume.log" 2>&1 || fail "the resume after SIGTERM: $(tail -5 "$work/$run-resume.log")"
+    "${launch[@]}" -np 2 "$cvae" train --data "$big" --hidden 64 --latent 8 --batch 50 \
+        --device cpu --out "$work/whole" --epochs 40 >"$work/whole.log" 2>&1 ||
+        fail "the uninterrupted run: $(tail -5 "$work/whole.log")"
+    if cmp -s "$work/$run/model.ckpt" "$work/whole/model.ckpt"; then
+        ok "2 ranks resumed after SIGTERM: bitwise the run never interrupted"
+    else
+        fail "2 ranks resumed after SIGTERM: the checkpoint differs from the uninterrupted run's"
+    fi
+done
+
+# 5. a rank killed: the job ends, the last checkpoint stays whole
+if start_big killed --epochs 1000 --checkpoint-every 1; then
+    while [ "$(wc -l <"$work/killed.jsonl")" -lt 2 ] && kill -0 "$job" 2>/dev/null; do
+        sleep 0.1
+    done
+    pid=$(rank_pid "$job" 1) && kill -KILL "$pid"
+    start=$SECONDS
+    ( sleep 60 && kill -KILL "$job" 2>/dev/null ) &
+    watchdog=$!
+    wait "$job"
+    rc=$? took=$((SECONDS - start))
+    kill "$watchdog" 2>/dev/null
+    if [ "$rc" -eq 0 ] || [ "$took" -ge 60 ]; then
+        fail "SIGKILL to rank 1: exit $rc after $took s"
+    elif ! grep -q "rank 1.*signal 9" "$work/killed.log"; then
+        fail "SIGKILL to rank 1: no line names the rank: $(tail -5 "$work/killed.log")"
+    elif ! "$cvae" info --model "$work/killed/model.ckpt" >/dev/null; then
+        fail "SIGKILL to rank 1: the last checkpoint is damaged"
+    else
+        ok "SIGKILL to rank 1: exit $rc after $took s, the last checkpoint intact"
+    fi
+else
+    fail "the run to kill did not start: $(tail -5 "$work/killed.log")"
+fi
+
+# 6. evaluation across ranks; the commands that run on one process only
+eval_args=(eval --model "$work/one/model.ckpt" --data "$data" --iwae 4 --marginal --device cpu
+           --json)
+"$cvae" "${eval_args[@]}" >"$work/eval1.json" 2>/dev/null
+"${launch[@]}" -np 2 "$cvae" "${eval_args[@]}" >"$work/eval2.json" 2>"$work/eval2.log"
+if python3 - "$work/eval1.json" "$work/eval2.json" <<'PY'; then
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+for k in ("test_neg_elbo", "test_rec", "test_kl", "iwae_nll", "marginal_nll"):
+    assert abs(a[k] - b[k]) <= 1e-5 * abs(a[k]), (k, a[k], b[k])
+assert a["active_units"] == b["active_units"]
+PY
+    ok "cvae eval on 2 ranks: the figures of one process"
+else
+    fail "cvae eval on 2 ranks: $(cat "$work/eval2.log")"
+fi
+for cmd in "generate --model $work/one/model.ckpt --out $work/gen --count 10" \
+           "info --model $work/one/model.ckpt"; do
+    # shellcheck disable=SC2086 # the command's words
+    "${launch[@]}" -np 2 "$cvae" $cmd >"$work/one-only.log" 2>&1
+    rc=$?
+    if [ "$rc" -eq 2 ] && grep -q "runs in one process" "$work/one-only.log"; then
+        ok "cvae ${cmd%% *} under 2 ranks: refused, exit 2"
+    else
+        fail "cvae ${cmd%% *} under 2 ranks: exit $rc: $(head -3 "$work/one-only.log")"
+    fi
+done
+
+# 7. a real data set: the same test -ELBO after 2 epochs
+fashion=/usr/share/datasets/fashion-mnist
+if [ -d "$fashion" ]; then
+    for n in 0 2; do
+        cmd=("$cvae" train --data "$fashion" --epochs 2 --device cpu --out "$work/fashion$n")
+        if [ "$n" -eq 0 ]; then "${cmd[@]}"; else "${launch[@]}" -np 2 "${cmd[@]}"; fi \
+            >"$work/fashion$n.log" 2>&1 || fail "Fashion-MNIST on $n ranks: $(tail -5 "$work/fashion$n.log")"
+    done
+    a=$(sed -n 's/^final test -ELBO \([0-9.]*\) .*/\1/p' "$work/fashion0.log")
+    b=$(sed -n 's/^final test -ELBO \([0-9.]*\) .*/\1/p' "$work/fashion2.log")
+    if [ -n "$a" ] && [ -n "$b" ] && python3 -c "import sys; sys.exit(abs($a - $b) >= 0.05)"
+    then
+        ok "Fashion-MNIST, 2 epochs: test -ELBO $b on 2 ranks, $a on one process"
+    else
+        fail "Fashion-MNIST, 2 epochs: test -ELBO '$b' on 2 ranks against '$a'"
+    fi
+else
+    echo "skipped: Fashion-MNIST is not installed ($fashion): no 2-epoch comparison"
+fi
+
+if [ "$failures" -gt 0 ]; then
+    echo "tests/mpi.sh: $failures failure(s)"
+    exit 1
+fi
+echo "tests/mpi.sh: all passed"
