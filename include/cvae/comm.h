@@ -55,6 +55,10 @@ typedef struct {
 
 cv_batch_part cv_batch_part_of(int total, int rank, int size);
 
+/* buf = how a batch of total rows splits over size ranks, for the logs: "64 rows a rank"
+ * or "43 or 42 rows a rank". */
+void cv_batch_split_text(char *buf, size_t n, int total, int size);
+
 /* One status for the run from every rank's st (all ranks call it): CV_OK when all are
  * CV_OK, else the status of the lowest rank that failed, whose message stays in err
  * (prefixed with its rank unless it is rank 0); every other rank's err is emptied, so

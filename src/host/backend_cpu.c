@@ -640,8 +640,8 @@ cv_status cv_backend_cpu_create_with(const cv_backend_options *opt, cv_backend *
     be->precision = p;
     be->name = "cpu";
     snprintf(be->description, sizeof be->description,
-             "CPU (%d threads, OpenBLAS %s kernels)", omp_get_max_threads(),
-             openblas_get_corename());
+             "CPU (%d thread%s, OpenBLAS %s kernels)", omp_get_max_threads(),
+             omp_get_max_threads() == 1 ? "" : "s", openblas_get_corename());
     be->destroy = cpu_destroy;
     be->alloc = cpu_alloc;
     be->release = cpu_release;

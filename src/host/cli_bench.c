@@ -123,6 +123,12 @@ static void print_table(const cv_bench_options *o, const cv_bench_result *r) {
     for (int i = 0; i < o->n_hidden; i++) printf("%s%d", i ? "," : " ", o->hidden[i]);
     printf(", latent %d, batch %d, classes %d, dim %d (%d x %d), %zu parameters\n", o->latent,
            o->batch, o->classes, o->dim, r->height, r->width, r->n_params);
+    const int ranks = cv_comm_size(o->backend.comm);
+    if (ranks > 1) {
+        cv_batch_split_text(a, sizeof a, o->batch, ranks);
+        printf("ranks: %d (MPI), %s; rank 0's times, the sum over the ranks included\n", ranks,
+               a);
+    }
 }
 
 /* ---- JSON ---- */
@@ -179,6 +185,7 @@ static void print_json(const cv_bench_options *o, const cv_bench_result *r) {
     printf("], \"latent\": %d, \"batch\": %d, \"classes\": %d, \"dim\": %d, \"height\": %d, "
            "\"width\": %d, \"params\": %zu}",
            o->latent, o->batch, o->classes, o->dim, r->height, r->width, r->n_params);
+    printf(", \"ranks\": %d", cv_comm_size(o->backend.comm));
     printf(", \"ceilings\": {\"copy_bytes\": %.0f, \"copy_gb_per_s\": ", r->copy_bytes);
     json_number(r->copy_gbs);
     printf(", \"gemm_n\": %d, \"gemm_tflop_per_s\": ", r->gemm_n);

@@ -12,6 +12,15 @@ cv_batch_part cv_batch_part_of(int total, int rank, int size) {
     return p;
 }
 
+void cv_batch_split_text(char *buf, size_t n, int total, int size) {
+    const int most = cv_batch_part_of(total, 0, size).rows;
+    const int least = cv_batch_part_of(total, size - 1, size).rows;
+    if (most == least)
+        snprintf(buf, n, "%d rows a rank", most);
+    else
+        snprintf(buf, n, "%d or %d rows a rank", most, least);
+}
+
 cv_status cv_comm_agree(cv_comm *comm, cv_status st, cv_err *err) {
     const int size = cv_comm_size(comm), rank = cv_comm_rank(comm);
     if (size == 1) return st;

@@ -648,9 +648,11 @@ static cv_status prepare(const cv_train_options *o, run_state *r, progress_state
 }
 
 static void print_header(const cv_train_options *o, const run_state *r, const progress_state *p) {
-    if (r->ranks > 1)
-        fprintf(r->log, "ranks: %d (MPI), each taking %d to %d rows of a batch of %d\n",
-                r->ranks, o->batch / r->ranks, (o->batch + r->ranks - 1) / r->ranks, o->batch);
+    if (r->ranks > 1) {
+        char split[64];
+        cv_batch_split_text(split, sizeof split, o->batch, r->ranks);
+        fprintf(r->log, "ranks: %d (MPI), the batch of %d split %s\n", r->ranks, o->batch, split);
+    }
     fprintf(r->log, "device: %s\n", r->be->description);
     fprintf(r->log, "precision %s: %s\n", cv_precision_name(r->be->precision),
             cv_precision_describe(r->be->precision));
