@@ -11,11 +11,13 @@
 #      and the last checkpoint is intact;
 #   6. cvae eval under 2 ranks prints the figures of one process; generate and info refuse
 #      to run under several ranks (exit 2);
-#   7. Fashion-MNIST (when installed), 2 epochs: the test -ELBO of 2 ranks within 0.05 nat
+#   7. two ranks resuming different checkpoints: refused before the first step; a rank
+#      whose data folder is missing: one line naming it;
+#   8. Fashion-MNIST (when installed), 2 epochs: the test -ELBO of 2 ranks within 0.05 nat
 #      of one process's.
 # Usage: bash tests/mpi.sh [CVAE]   (default $CVAE_BIN, else build/cvae; meson test: `mpi`)
 # CVAE_MPI_DEVICE=cuda runs the same checks on the GPU (the ranks share the machine's GPUs),
-# CVAE_MPI_FASHION the folder of Fashion-MNIST (default Debian's; "" leaves 7. out).
+# CVAE_MPI_FASHION the folder of Fashion-MNIST (default Debian's; "" leaves 8. out).
 # Exit status: 0 all passed, 1 a failure, 77 skipped (no MPI in this build, or no mpirun).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -221,7 +223,36 @@ for cmd in "generate --model $work/one/model.ckpt --out $work/gen --count 10" \
     fi
 done
 
-# 7. a real data set: the same test -ELBO after 2 epochs
+# 7. ranks that would train different models: refused before the first step
+other=$work/other-data
+mkdir -p "$other"
+python3 tests/random_idx_set.py "$other" 310 96 --side 12 --bands --seed 2 || exit 1
+small=(train --hidden 32 --latent 4 --batch 32 --device "$device" --data "$data")
+"$cvae" "${small[@]}" --epochs 1 --out "$work/a" >/dev/null 2>&1
+"$cvae" "${small[@]/$data/$other}" --epochs 1 --out "$work/b" >/dev/null 2>&1
+"${launch[@]}" -np 1 "$cvae" "${small[@]}" --epochs 3 --out "$work/a" \
+    --resume "$work/a/model.ckpt" : -np 1 "$cvae" "${small[@]}" --epochs 3 --out "$work/b" \
+    --resume "$work/b/model.ckpt" >"$work/mixed.log" 2>&1
+rc=$?
+if [ "$rc" -ne 0 ] && grep -q "rank 1 of 2: at step 10 its model .* differs from rank 0's" \
+    "$work/mixed.log" && "$cvae" info --model "$work/a/model.ckpt" | grep -q "epoch 1,"; then
+    ok "ranks resuming different checkpoints: refused at step 10 (exit $rc), checkpoints kept"
+else
+    fail "ranks resuming different checkpoints: exit $rc: $(head -3 "$work/mixed.log")"
+fi
+
+"${launch[@]}" -np 1 "$cvae" "${small[@]}" --epochs 1 --out "$work/c" : -np 1 "$cvae" \
+    "${small[@]/$data/$work/missing}" --epochs 1 --out "$work/c" >"$work/missing.log" 2>&1
+rc=$?
+if [ "$rc" -eq 1 ] && [ "$(grep -c '^cvae train' "$work/missing.log")" -eq 1 ] &&
+    grep -q "^cvae train: rank 1 of 2: .*missing: no such data folder" "$work/missing.log" &&
+    [ ! -e "$work/c" ]; then
+    ok "a rank without its data: one line naming it, exit 1, no run folder left"
+else
+    fail "a rank without its data: exit $rc: $(head -3 "$work/missing.log")"
+fi
+
+# 8. a real data set: the same test -ELBO after 2 epochs
 fashion=${CVAE_MPI_FASHION-/usr/share/datasets/fashion-mnist}
 if [ -n "$fashion" ] && [ -d "$fashion" ]; then
     for n in 0 2; do

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "cvae/checkpoint.h"
 #include "cvae/fileio.h"
@@ -381,6 +382,33 @@ static void print_epoch_line(const cv_train_options *o, const run_state *r,
     fflush(r->log);
 }
 
+/* The ranks hold one model: they start from the same bits (one checkpoint, or one seed)
+ * and take the same steps from the same sums. The start and each epoch's end check it (a
+ * CRC-32 of every rank's parameters, Adam state and place in the data against rank 0's), so
+ * that rank 0's copy, which it saves, is the run's. */
+static cv_status check_replicas(run_state *r, const progress_state *p, cv_err *err) {
+    if (r->ranks == 1) return CV_OK;
+    cv_checkpoint ck = {0};
+    cv_status st = cv_checkpoint_from_model(&r->model, &ck, err);
+    const long long place[3] = {p->step, p->epoch, p->position};
+    uint32_t crc = (uint32_t)crc32_z(0L, (const Bytef *)place, sizeof place);
+    if (!st) {
+        const size_t bytes = ck.n_params * sizeof(float);
+        const float *arrays[3] = {ck.params, ck.adam_m, ck.adam_v};
+        for (int i = 0; i < 3; i++) crc = (uint32_t)crc32_z(crc, (const Bytef *)arrays[i], bytes);
+    }
+    cv_checkpoint_free(&ck);
+    st = cv_comm_agree(r->comm, st, err);
+    if (st) return st;
+    uint32_t leader = crc;
+    cv_comm_broadcast(r->comm, &leader, sizeof leader, 0);
+    if (crc != leader)
+        st = cv_fail(err, CV_ERR_DEVICE, "at step %lld its model (parameters, Adam state or "
+                     "place in the data) differs from rank 0's: every rank must resume the "
+                     "same checkpoint, and their gradient sums must agree", (long long)p->step);
+    return cv_comm_agree(r->comm, st, err);
+}
+
 /* Rank 0's files at an epoch's end: the checkpoint (when due) first, so that a metrics
  * file that cannot be written loses no training, then the metrics. */
 static cv_status write_epoch_files(const cv_train_options *o, run_state *r,
@@ -414,7 +442,9 @@ static cv_status end_epoch(const cv_train_options *o, run_state *r, progress_sta
     p->epoch = e->epoch;
     p->position = 0;
     p->sums = (cv_loss_sums){0};
-    cv_status st = leads(r) ? write_epoch_files(o, r, p, e, res, err) : CV_OK;
+    cv_status st = check_replicas(r, p, err);
+    if (st) return st;
+    st = leads(r) ? write_epoch_files(o, r, p, e, res, err) : CV_OK;
     return cv_comm_agree(r->comm, st, err);
 }
 
@@ -644,7 +674,8 @@ static cv_status prepare(const cv_train_options *o, run_state *r, progress_state
     if (!st) st = load_inputs(o, r, err);
     if (!st) st = build_model(o, r, err);
     if (!st) st = start_progress(o, r, p, err);
-    return cv_comm_agree(r->comm, st, err);
+    st = cv_comm_agree(r->comm, st, err);
+    return st ? st : check_replicas(r, p, err);
 }
 
 static void print_header(const cv_train_options *o, const run_state *r, const progress_state *p) {
