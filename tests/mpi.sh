@@ -6,7 +6,8 @@
 #   2. 2 ranks twice: bitwise the same checkpoint;
 #   3. resume from 2 ranks to 1 and from 1 to 3: the losses of the runs never interrupted;
 #   4. SIGTERM to rank 1: every rank stops, exit 143, and 2 ranks resume the checkpoint to
-#      bitwise the run never interrupted; SIGINT to rank 0: exit 130;
+#      bitwise the run never interrupted; SIGINT to rank 0: exit 130; SIGINT to mpirun
+#      itself: the ranks get SIGTERM, and rank 0 writes the checkpoint;
 #   5. SIGKILL to rank 1: the job ends non-zero within 60 s with a line naming the rank,
 #      and the last checkpoint is intact;
 #   6. cvae eval under 2 ranks prints the figures of one process; generate and info refuse
@@ -169,6 +170,21 @@ for case in TERM:1:143 INT:0:130; do
         fail "2 ranks resumed after SIGTERM: the checkpoint differs from the uninterrupted run's"
     fi
 done
+
+# Ctrl-C at mpirun: it passes SIGTERM to every rank, which stop as above
+if start_big at-mpirun --epochs 40; then
+    kill -INT "$job"
+    wait "$job"
+    rc=$?
+    if [ "$rc" -ne 0 ] && grep -q "interrupted by SIGTERM" "$work/at-mpirun.log" &&
+        "$cvae" info --model "$work/at-mpirun/model.ckpt" >/dev/null; then
+        ok "SIGINT to mpirun: the ranks stopped, rank 0 wrote the checkpoint (exit $rc)"
+    else
+        fail "SIGINT to mpirun: exit $rc: $(tail -8 "$work/at-mpirun.log")"
+    fi
+else
+    fail "SIGINT to mpirun: the run did not start: $(tail -5 "$work/at-mpirun.log")"
+fi
 
 # 5. a rank killed: the job ends, the last checkpoint stays whole
 if start_big killed --epochs 1000 --checkpoint-every 1; then

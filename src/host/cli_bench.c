@@ -29,7 +29,7 @@ static const char *help =
     "                    as square as D allows (28 x 28; 1 x D for a prime)\n"
     "  --precision P     fp32 (default), tf32 (GPU only), bf16 or tf32x3: how GEMMs\n"
     "                    round their inputs (cvae train --help says more)\n"
-    "  --device D        auto, cpu or cuda (default auto: a GPU when usable)\n"
+    "  --device D        auto, cpu, cuda or cuda:N (default auto: a GPU when usable)\n"
     "  --steps N         timed steps, for the step and for the families (default 200)\n"
     "  --json            one JSON object instead of the table\n"
     "  -h, --help        this text\n";

@@ -29,7 +29,7 @@ static const char *help =
     "                 the training label frequencies, each term with K samples (models\n"
     "                 of class labels only)\n"
     "  --seed S       seed of the evaluation noise (default 0)\n"
-    "  --device D     auto, cpu or cuda (default auto)\n"
+    "  --device D     auto, cpu, cuda or cuda:N (default auto)\n"
     "  --json         one JSON object: test_neg_elbo, test_rec, test_kl, *_bits_per_dim,\n"
     "                 kl_per_dim, active_units[, iwae_nll][, marginal_nll]\n"
     "  -h, --help     this text\n";

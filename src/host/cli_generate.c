@@ -46,7 +46,7 @@ static const char *help =
     "  --seed S           seed of z and of the pixel draws (default 0)\n"
     "  --batch B          images per device round trip, rounded up to whole blocks of 256\n"
     "                     (default 1000); it does not change the bytes\n"
-    "  --device D         auto, cpu or cuda (default auto)\n"
+    "  --device D         auto, cpu, cuda or cuda:N (default auto)\n"
     "  -h, --help         this text\n";
 
 enum { OPT_MODEL = 256, OPT_PER_CLASS, OPT_CLASSES, OPT_OUT, OPT_FORMAT, OPT_MEAN, OPT_SAMPLE,

@@ -27,7 +27,8 @@ static const char *help =
     "  --epochs E             epochs (default 10)\n"
     "  --lr LR                Adam learning rate (default 1e-3)\n"
     "  --seed S               seed of initialisation, shuffling and noise (default 0)\n"
-    "  --device D             auto, cpu or cuda (default auto: a GPU when usable)\n"
+    "  --device D             auto, cpu, cuda or cuda:N (default auto: a GPU when usable);\n"
+    "                         under mpirun, cuda is GPU (local rank mod GPU count)\n"
     "  --precision P          how GEMMs round their inputs; weights, Adam state, the loss\n"
     "                         and every sum stay fp32, and checkpoints are fp32 in all:\n"
     "                         fp32    plain fp32 GEMMs (default)\n"
@@ -79,7 +80,12 @@ static const char *help_run =
     "SIGINT or SIGTERM finishes the current step, writes RUNDIR/model.ckpt and exits with\n"
     "130 or 143; the same signal again ends it at once. Every file is written under a\n"
     "temporary name and renamed when whole. A run that fails before its first checkpoint\n"
-    "removes the folders it made.\n";
+    "removes the folders it made.\n"
+    "\n"
+    "mpirun -np N cvae train ... trains one model on N processes (ranks), with the same\n"
+    "flags and the same results within float rounding: each rank takes its part of every\n"
+    "batch of B, their gradients are summed, and rank 0 alone prints and writes the\n"
+    "files. A signal to any rank stops them all as above.\n";
 
 enum { OPT_DATA = 256, OPT_HIDDEN, OPT_LATENT, OPT_CLASSES, OPT_BATCH, OPT_EPOCHS, OPT_LR,
        OPT_SEED, OPT_DEVICE, OPT_OUT, OPT_CKPT_EVERY, OPT_METRICS, OPT_PRECISION,

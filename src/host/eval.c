@@ -321,8 +321,8 @@ cv_status cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, u
      * the batch shape it sees in one process */
     const cv_batch_part mine = cv_batch_part_of(batches, cv_comm_rank(opt->comm),
                                                 cv_comm_size(opt->comm));
-    const int end = (mine.offset + mine.rows) * rows_max, images = (end < s->n ? end : s->n) -
-                                                                   mine.offset * rows_max;
+    const int first = mine.offset * rows_max, end = (mine.offset + mine.rows) * rows_max;
+    const int images = mine.rows ? (end < s->n ? end : s->n) - first : 0;
     eval_pass pass = {m, ws, s, opt, seed, log_k, &sc, &dev, {0.0, 0.0}};
     for (int b = mine.offset, done = 0; b < mine.offset + mine.rows; b++) {
         const int start = b * rows_max, rows = s->n - start < rows_max ? s->n - start : rows_max;
