@@ -1,8 +1,9 @@
 /* test_conditions.c: condition vectors and colour images through the cvae program: train
  * on NumPy files (from a folder or named by flags), info, eval (and --marginal refused),
- * generate from a conditions file in every format (its bytes independent of --batch), the
- * grid of condition rows, colour pictures, and the round trip of a generated data set
- * back into training; and every bad request exits with one line, writing nothing. */
+ * generate from a conditions or labels file in every format (its bytes independent of
+ * --batch, each image a function of its own row only), the grid of condition rows, colour
+ * pictures, and the round trip of a generated data set back into training; and every bad
+ * request exits with one line, writing nothing. */
 #include <criterion/criterion.h>
 #include <png.h>
 #include <math.h>
@@ -306,20 +307,93 @@ Test(conditions, bad_rows_exit_1_and_write_nothing) {
     cr_assert_neq(stat(out, &sb), 0, "a failed generate left %s", out);
 }
 
-/* A model of class labels takes --labels FILE: one image per row, in the file's order. */
-Test(conditions, labels_files_set_the_order_of_a_label_model) {
-    char ldata[4200], lrun[4200], out[4200], bad[4200];
+/* The images (and their count) of a generated npy data set. */
+static cv_npy_array generated_images(const char *out) { return read_npy(path_in(out, "images.npy")); }
+
+/* Image i of a and b (image i has row i % rows) are byte-identical exactly when its row
+ * is not `row`. */
+static void expect_only_images_changed(const cv_npy_array *a, const cv_npy_array *b,
+                                       long long rows, long long row) {
+    cr_assert(a->bytes == b->bytes && a->dims[0] == b->dims[0], "the sets differ in shape");
+    const size_t d = a->bytes / (size_t)a->dims[0];
+    for (long long i = 0; i < a->dims[0]; i++) {
+        const bool same = memcmp((uint8_t *)a->data + i * d, (uint8_t *)b->data + i * d, d) == 0;
+        const bool changed_row = i % rows == row;
+        cr_assert(same != changed_row, "image %lld %s", i,
+                  changed_row ? "did not change with its row" : "changed with another row");
+    }
+}
+
+/* Each image depends on its own row only: changing row 20 of 37 (two images a row, image
+ * i of row i % 37) changes images 20 and 57, and leaves the other 72 byte for byte. */
+Test(conditions, changing_one_condition_row_changes_only_its_images) {
+    float rows[37 * K];
+    test_rng r = test_rng_new("one row");
+    test_fill(&r, rows, 37 * K, -1, 1);
+    char *before = path_in(dir, "before.npy"), *after = path_in(dir, "after.npy");
+    write_npy(before, CV_NPY_F32, 2, (const int64_t[2]){37, K}, rows);
+    for (int k = 0; k < K; k++) rows[20 * K + k] = -rows[20 * K + k];
+    write_npy(after, CV_NPY_F32, 2, (const int64_t[2]){37, K}, rows);
+    cv_npy_array sets[2];
+    const char *files[2] = {before, after};
+    for (int k = 0; k < 2; k++) {
+        char out[4200];
+        snprintf(out, sizeof out, "%s/gen%d", dir, k);
+        free(expect_exit(0, (const char *[]){"generate", "--model", ckpt, "--conditions",
+                                             files[k], "--per-row", "2", "--out", out,
+                                             "--format", "npy", "--device", "cpu", NULL}));
+        sets[k] = generated_images(out);
+    }
+    expect_only_images_changed(&sets[0], &sets[1], 37, 20);
+    cv_npy_free(&sets[0]);
+    cv_npy_free(&sets[1]);
+}
+
+/* A small model of 3 classes on 4x4 grey images, trained here: its checkpoint's path. */
+static const char *label_model(void) {
+    char ldata[4200], lrun[4200];
     snprintf(ldata, sizeof ldata, "%s/ldata", dir);
     snprintf(lrun, sizeof lrun, "%s/lrun", dir);
-    snprintf(out, sizeof out, "%s/lgen", dir);
-    snprintf(bad, sizeof bad, "%s/lbad", dir);
     mkdir(ldata, 0777);
     test_write_dataset(ldata, 120, 0, 4, 4, 3, false, 5);
     test_train_small(ldata, lrun, 8, 2, 1, 6);
+    static char ckpt_path[4300];
+    snprintf(ckpt_path, sizeof ckpt_path, "%s/model.ckpt", lrun);
+    return ckpt_path;
+}
+
+/* The same for a labels file: row 3 from class 1 to class 0 changes image 3 alone. */
+Test(conditions, changing_one_label_row_changes_only_its_image) {
+    const char *lckpt = label_model();
+    int64_t order[7] = {2, 2, 0, 1, 0, 2, 1};
+    char *before = path_in(dir, "before.npy"), *after = path_in(dir, "after.npy");
+    write_npy(before, CV_NPY_I64, 1, (const int64_t[1]){7}, order);
+    order[3] = 0;
+    write_npy(after, CV_NPY_I64, 1, (const int64_t[1]){7}, order);
+    cv_npy_array sets[2];
+    const char *files[2] = {before, after};
+    for (int k = 0; k < 2; k++) {
+        char out[4200];
+        snprintf(out, sizeof out, "%s/lgen%d", dir, k);
+        free(expect_exit(0, (const char *[]){"generate", "--model", lckpt, "--labels", files[k],
+                                             "--out", out, "--format", "npy", "--device", "cpu",
+                                             NULL}));
+        sets[k] = generated_images(out);
+    }
+    expect_only_images_changed(&sets[0], &sets[1], 7, 3);
+    cv_npy_free(&sets[0]);
+    cv_npy_free(&sets[1]);
+}
+
+/* A model of class labels takes --labels FILE: one image per row, in the file's order. */
+Test(conditions, labels_files_set_the_order_of_a_label_model) {
+    char out[4200], bad[4200];
+    snprintf(out, sizeof out, "%s/lgen", dir);
+    snprintf(bad, sizeof bad, "%s/lbad", dir);
+    const char *lckpt = label_model();
     const int64_t order[7] = {2, 2, 0, 1, 0, 2, 1};
     const char *labels = path_in(dir, "order.npy");
     write_npy(labels, CV_NPY_I64, 1, (const int64_t[1]){7}, order);
-    const char *lckpt = path_in(lrun, "model.ckpt");
     free(expect_exit(0, (const char *[]){"generate", "--model", lckpt, "--labels", labels,
                                          "--out", out, "--format", "npy", "--device", "cpu",
                                          NULL}));
