@@ -324,3 +324,33 @@ Test(data, binarizing_float_images_draws_zeros_and_ones) {
     free(px);
     free(c);
 }
+
+/* Images are at most 65535 on each side (channels included) and 2^24 values each; each
+ * refusal names the whole H x W x C shape, for .npy and 4-dimensional IDX alike. */
+Test(data, image_sides_and_sizes_are_bounded) {
+    int64_labels("train_labels.npy", (const int64_t[1]){0}, 1);
+    uint8_t *px = byte_images("train_images.npy", 1, 1, 1, 65536, 0);
+    expect_load_fails(NULL, 0, CV_ERR_FORMAT, "images of 1x1x65536 are over 65535 per side");
+    free(px);
+    px = byte_images("train_images.npy", 1, 65536, 1, 0, 0);
+    expect_load_fails(NULL, 0, CV_ERR_FORMAT, "images of 65536x1x1 are over 65535 per side");
+    free(px);
+    /* 4097 x 4096: 2^24 + 4096 values */
+    px = byte_images("train_images.npy", 1, 4097, 4096, 0, 0);
+    expect_load_fails(NULL, 0, CV_ERR_FORMAT, "images of 4097x4096x1 are over the 16777216 "
+                      "values supported");
+    free(px);
+    px = byte_images("train_images.npy", 1, 4096, 4096, 0, 0);
+    cv_data d;
+    load(dir, NULL, 0, &d);
+    cr_assert_eq(cv_split_dim(&d.train), 1 << 24, "2^24 values are within the bound");
+    cv_data_free(&d);
+    free(px);
+    remove(path_of("train_images.npy"));
+    uint8_t wide[1 * 2 * 70000];
+    memset(wide, 7, sizeof wide);
+    cv_err err;
+    cr_assert_eq(cv_idx_write(path_of("train-images-idx3-ubyte"), 4, (const int[4]){1, 2, 1, 70000},
+                              wide, false, &err), CV_OK, "%s", err.msg);
+    expect_load_fails(NULL, 0, CV_ERR_FORMAT, "images of 2x1x70000 are over 65535 per side");
+}

@@ -24,7 +24,8 @@ typedef enum { CV_COND_LABELS = 0, CV_COND_VECTORS = 1 } cv_condition_kind;
 
 #define CV_MAX_CLASSES 256        /* labels are bytes */
 #define CV_MAX_COND_WIDTH 65536   /* K of condition vectors */
-#define CV_MAX_IMAGE_VALUES (1 << 24) /* H * W * C: every (rows x D) index fits an int */
+#define CV_MAX_IMAGE_SIDE 65535      /* H, W and C each */
+#define CV_MAX_IMAGE_VALUES (1 << 24) /* D = H * W * C; an index over rows of D is a size_t */
 
 typedef struct {
     uint8_t *pixels;   /* (n, h, w, channels) bytes: x = pixel / 255; NULL for float images */

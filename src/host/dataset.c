@@ -91,9 +91,6 @@ static cv_status npy_images(const char *path, cv_split *s, cv_err *err) {
     else if (a.ndims != 3 && a.ndims != 4)
         st = cv_fail(err, CV_ERR_FORMAT, "%s: images have %d dimensions; expected (N, H, W) or "
                      "(N, H, W, C)", path, a.ndims);
-    else if (a.dims[1] > 65535 || a.dims[2] > 65535 || (a.ndims == 4 && a.dims[3] > 65535))
-        st = cv_fail(err, CV_ERR_FORMAT, "%s: images of %lldx%lld are over 65535 per side",
-                     path, (long long)a.dims[1], (long long)a.dims[2]);
     const size_t count = a.bytes / cv_npy_item_size(a.dtype);
     const float *f = a.data;
     for (size_t i = 0; !st && a.dtype == CV_NPY_F32 && i < count; i++)
@@ -224,16 +221,25 @@ typedef struct {
     char images[CV_PATH_MAX], labels[CV_PATH_MAX], conditions[CV_PATH_MAX];
 } split_paths;
 
+/* The model's limits on an image, checked here so that every later h * w * c fits an int. */
+static cv_status check_image_size(const char *path, const cv_split *s, cv_err *err) {
+    if (s->h > CV_MAX_IMAGE_SIDE || s->w > CV_MAX_IMAGE_SIDE || s->channels > CV_MAX_IMAGE_SIDE)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: images of %dx%dx%d are over %d per side", path,
+                       s->h, s->w, s->channels, CV_MAX_IMAGE_SIDE);
+    if ((int64_t)s->h * s->w * s->channels > CV_MAX_IMAGE_VALUES)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: images of %dx%dx%d are over the %d values "
+                       "supported", path, s->h, s->w, s->channels, CV_MAX_IMAGE_VALUES);
+    return CV_OK;
+}
+
 static cv_status load_split(const split_paths *p, cv_split *s, cv_err *err) {
     int n_cond = 0;
     cv_status st = read_images(p->images, s, err);
-    /* the model's limit, checked here so that every later h * w * c fits an int */
-    if (!st && (int64_t)s->h * s->w * s->channels > CV_MAX_IMAGE_VALUES)
-        st = cv_fail(err, CV_ERR_FORMAT, "%s: images of %dx%dx%d are over the %d values "
-                     "supported", p->images, s->h, s->w, s->channels, CV_MAX_IMAGE_VALUES);
+    if (!st) st = check_image_size(p->images, s, err);
     const char *cond_path = p->labels[0] ? p->labels : p->conditions;
     if (!st && p->labels[0]) st = cv_labels_read(p->labels, &s->labels, &n_cond, err);
-    if (!st && p->conditions[0]) st = cv_conditions_read(p->conditions, &s->conditions, &n_cond, &s->cond_width, err);
+    if (!st && p->conditions[0])
+        st = cv_conditions_read(p->conditions, &s->conditions, &n_cond, &s->cond_width, err);
     if (!st && n_cond != s->n)
         st = cv_fail(err, CV_ERR_FORMAT, "%s: holds %d %s but %s holds %d images", cond_path,
                      n_cond, p->labels[0] ? "labels" : "condition rows", p->images, s->n);

@@ -30,11 +30,13 @@ static void add_layer(cv_layout *lo, int in, int out, bool cond, bool relu) {
 
 /* The image shape and the condition of a config. */
 static cv_status check_data_shape(const cv_model_config *cfg, cv_err *err) {
-    if (cfg->height <= 0 || cfg->width <= 0 || cfg->channels <= 0 || cfg->height > 65535 ||
-        cfg->width > 65535 || cfg->channels > 65535)
+    if (cfg->height <= 0 || cfg->width <= 0 || cfg->channels <= 0 ||
+        cfg->height > CV_MAX_IMAGE_SIDE || cfg->width > CV_MAX_IMAGE_SIDE ||
+        cfg->channels > CV_MAX_IMAGE_SIDE)
         return cv_fail(err, CV_ERR_USAGE, "image size %dx%dx%d is out of range",
                        cfg->height, cfg->width, cfg->channels);
-    /* 2^24 values (4096 x 4096) keeps D, and every (rows x D) index, well inside int */
+    /* 2^24 values (4096 x 4096) keep D and every per-image offset well inside an int;
+     * offsets over rows of D are computed in size_t */
     if ((int64_t)cfg->height * cfg->width * cfg->channels > CV_MAX_IMAGE_VALUES)
         return cv_fail(err, CV_ERR_USAGE, "images of %dx%dx%d are over the 2^24 values "
                        "supported", cfg->height, cfg->width, cfg->channels);
