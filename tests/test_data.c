@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cvae/data.h"
 #include "cvae/npy.h"
@@ -353,4 +354,18 @@ Test(data, image_sides_and_sizes_are_bounded) {
     cr_assert_eq(cv_idx_write(path_of("train-images-idx3-ubyte"), 4, (const int[4]){1, 2, 1, 70000},
                               wide, false, &err), CV_OK, "%s", err.msg);
     expect_load_fails(NULL, 0, CV_ERR_FORMAT, "images of 2x1x70000 are over 65535 per side");
+}
+
+/* A FIFO named as any data file is refused at once, whichever reader gets it. */
+Test(data, a_fifo_as_a_data_file_is_refused_without_waiting, .timeout = 10) {
+    uint8_t *px = byte_images("train_images.npy", 2, 2, 2, 0, 1);
+    int64_labels("train_labels.npy", (const int64_t[2]){0, 1}, 2);
+    cr_assert_eq(mkfifo(path_of("fifo"), 0666), 0);
+    const char *fifo = path_of("fifo");
+    const cv_data_files cases[] = {{.train_images = fifo}, {.train_labels = fifo},
+                                   {.train_conditions = fifo}, {.test_images = fifo,
+                                   .test_labels = path_of("train_labels.npy")}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        expect_load_fails(&cases[i], 0, CV_ERR_IO, "fifo: is not a regular file");
+    free(px);
 }

@@ -183,11 +183,11 @@ cv_status cv_labels_read(const char *path, uint8_t **labels, int *n, cv_err *err
 }
 
 cv_status cv_conditions_read(const char *path, float **rows, int *n, int *width, cv_err *err) {
-    if (!cv_npy_sniff(path))
-        return cv_fail(err, CV_ERR_FORMAT, "%s: not a .npy file; condition vectors are read "
-                       "from float32 NumPy arrays of shape (N, K)", path);
     cv_npy_array a;
     cv_status st = cv_npy_read(path, &a, err);
+    if (st == CV_ERR_FORMAT && !cv_npy_sniff(path))
+        return cv_fail(err, CV_ERR_FORMAT, "%s: not a .npy file; condition vectors are read "
+                       "from float32 NumPy arrays of shape (N, K)", path);
     if (st) return st;
     if (a.dtype != CV_NPY_F32)
         st = cv_fail(err, CV_ERR_FORMAT, "%s: conditions are %s; expected float32 (<f4)", path,

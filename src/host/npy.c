@@ -12,7 +12,6 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cvae/fileio.h"
@@ -538,33 +537,11 @@ static cv_status read_payload(int fd, const char *path, cv_npy_array *a, cv_err 
     return st;
 }
 
-/* Opens a regular file and sizes it. O_NONBLOCK so that a FIFO given by mistake is
- * refused instead of waited on; it changes nothing for a regular file. */
-static cv_status open_npy(const char *path, int *fd, uint64_t *size, cv_err *err) {
-    *fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (*fd < 0) return cv_fail(err, CV_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    cv_status st = CV_OK;
-    if (fstat(*fd, &sb) != 0)
-        st = cv_fail(err, CV_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    else if (S_ISDIR(sb.st_mode))
-        st = cv_fail(err, CV_ERR_IO, "%s: is a folder, not a .npy file", path);
-    else if (!S_ISREG(sb.st_mode))
-        st = cv_fail(err, CV_ERR_IO, "%s: is not a regular file", path);
-    if (st) {
-        close(*fd);
-        *fd = -1;
-        return st;
-    }
-    *size = (uint64_t)sb.st_size;
-    return CV_OK;
-}
-
 cv_status cv_npy_read(const char *path, cv_npy_array *out, cv_err *err) {
     memset(out, 0, sizeof *out);
     int fd = -1;
     uint64_t size = 0, offset = 0;
-    cv_status st = open_npy(path, &fd, &size, err);
+    cv_status st = cv_open_regular(path, "a .npy file", &fd, &size, err);
     if (st) return st;
     cv_npy_array a = {0};
     st = read_header(fd, path, size, &a, &offset, err);
