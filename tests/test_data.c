@@ -369,3 +369,15 @@ Test(data, a_fifo_as_a_data_file_is_refused_without_waiting, .timeout = 10) {
         expect_load_fails(&cases[i], 0, CV_ERR_IO, "fifo: is not a regular file");
     free(px);
 }
+
+/* A file cut inside the NumPy magic is a truncated .npy, whichever role it has. */
+Test(data, a_file_cut_inside_the_npy_magic_is_a_truncated_npy) {
+    uint8_t *px = byte_images("train_images.npy", 2, 2, 2, 0, 1);
+    test_write_file(path_of("cut.npy"), "\x93NUM", 4);
+    const char *cut = path_of("cut.npy");
+    const cv_data_files cases[] = {{.train_labels = cut}, {.train_conditions = cut},
+                                   {.train_images = cut, .train_labels = cut}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        expect_load_fails(&cases[i], 0, CV_ERR_FORMAT, "cut.npy: truncated header (4 of 8 bytes");
+    free(px);
+}

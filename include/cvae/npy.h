@@ -40,7 +40,8 @@ size_t cv_npy_item_size(cv_npy_dtype t);
 const char *cv_npy_descr(cv_npy_dtype t);      /* "|u1", "<f4", ... */
 bool cv_npy_is_integer(cv_npy_dtype t);
 
-/* true when the file at path starts with the NumPy magic "\x93NUMPY" (false if unreadable) */
+/* true when the file at path starts with the NumPy magic "\x93NUMPY", or is a non-empty
+ * start of it (a truncated .npy, for cv_npy_read to say so); false if unreadable */
 bool cv_npy_sniff(const char *path);
 
 /* On failure *out is all zero (data NULL) and err holds one line naming path and the

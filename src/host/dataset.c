@@ -1,8 +1,8 @@
 /* dataset.c: a data folder (or explicitly named files) into training and test splits,
  * with every cross-file check: counts, image shapes, label ranges, condition widths.
  *
- * Each file's format is recognised from its content: the NumPy magic means .npy,
- * anything else is read as IDX (plain or gzip).
+ * Each file's format is recognised from its content: the NumPy magic (or a file cut
+ * inside it) means .npy, anything else is read as IDX (plain or gzip).
  */
 #include <math.h>
 #include <stdio.h>

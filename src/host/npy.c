@@ -106,13 +106,18 @@ static cv_status read_exact(int fd, const char *path, void *buf, size_t n, const
     return CV_OK;
 }
 
+/* Whether the first `got` bytes of a file (got > 0) are the magic or its start: a file
+ * cut inside the magic is a truncated .npy. */
+static bool starts_like_npy(const uint8_t *head, size_t got) {
+    return got > 0 && memcmp(head, NPY_MAGIC, got < NPY_MAGIC_LEN ? got : NPY_MAGIC_LEN) == 0;
+}
+
 bool cv_npy_sniff(const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return false;
-    char head[NPY_MAGIC_LEN];
+    uint8_t head[NPY_MAGIC_LEN];
     size_t got;
-    bool yes = read_upto(fd, head, sizeof head, &got) == 0 && got == sizeof head &&
-               memcmp(head, NPY_MAGIC, NPY_MAGIC_LEN) == 0;
+    bool yes = read_upto(fd, head, sizeof head, &got) == 0 && starts_like_npy(head, got);
     close(fd);
     return yes;
 }
@@ -447,7 +452,7 @@ static cv_status read_preamble(int fd, const char *path, uint64_t size, uint32_t
     size_t got;
     int e = read_upto(fd, pre, 8, &got);
     if (e) return cv_fail(err, CV_ERR_IO, "%s: cannot read: %s", path, strerror(e));
-    if (got < NPY_MAGIC_LEN || memcmp(pre, NPY_MAGIC, NPY_MAGIC_LEN) != 0)
+    if (!starts_like_npy(pre, got))
         return cv_fail(err, CV_ERR_FORMAT, "%s: not a .npy file (bad magic)", path);
     if (got < 8)
         return cv_fail(err, CV_ERR_FORMAT, "%s: truncated header (%zu of 8 bytes present)",
