@@ -80,6 +80,14 @@ int cv_generate_block_rows(const cv_model *model);
 cv_status cv_generate_check(const cv_model_config *model, const cv_generate_options *opt,
                             cv_err *err);
 
+/* Checks, before any long work, that opt->out can take what cv_generate will write: a
+ * data set's folder must not exist or be empty, and a temporary folder must be creatable
+ * beside it (the missing folders above it are made for the probe); a grid's file must not
+ * exist yet, and a file must be creatable beside it. Whatever the check made is removed
+ * again; each failure is one line, CV_ERR_IO (CV_ERR_USAGE for an empty or too long
+ * path). */
+cv_status cv_generate_check_output(const cv_generate_options *opt, cv_err *err);
+
 /* The model must have a workspace of at least cv_generate_block_rows rows (grid: its
  * rows). opt->batch images are decoded per device round trip, rounded up to whole blocks. */
 cv_status cv_generate(cv_model *model, cv_workspace *ws, const cv_generate_options *opt,

@@ -163,6 +163,7 @@ static int run(const char *model, const char *device, cv_generate_options *o,
     if (!rc && o->format != CV_FMT_GRID && n > 2147483647LL)
         rc = cv_usage_error(cmd, "%lld images is more than one IDX/NPY file can index", n);
     if (!rc && (st = cv_generate_check(&ck.cfg, o, &err))) rc = cv_report(cmd, st, &err);
+    if (!rc && (st = cv_generate_check_output(o, &err))) rc = cv_report(cmd, st, &err);
     if (rc) {
         free((void *)o->cond.labels);
         free((void *)o->cond.conditions);
@@ -278,8 +279,5 @@ int cv_cmd_generate(int argc, char **argv) {
     const bool grid = o.format == CV_FMT_GRID;
     o.per = have_per_class || have_per_row ? per : grid ? 10 : 1;
     if (grid && o.per > 1000) return cv_usage_error(cmd, "a grid holds at most 1000 columns");
-    if (o.format == CV_FMT_GRID && access(o.out, F_OK) == 0)
-        return cv_report(cmd, CV_ERR_IO,
-                         &(cv_err){"--out exists already; choose a new file for the grid"});
     return run(model, device, &o, &f);
 }

@@ -301,10 +301,10 @@ static cv_status generate_grid_file(cv_model *m, cv_workspace *ws,
                                     cv_err *err) {
     char made[CV_PATH_MAX], copy[CV_PATH_MAX];
     cv_status st = cv_prepare_output_file(o->out, made, err);
-    if (st) return st;
     double t0 = now_seconds();
-    st = cv_generate_grid(m, ws, &o->cond, (int)o->per, o->same_z, o->mean, o->seed, o->out,
-                          err);
+    if (!st)
+        st = cv_generate_grid(m, ws, &o->cond, (int)o->per, o->same_z, o->mean, o->seed, o->out,
+                              err);
     res->images = o->per * cv_gen_condition_count(&o->cond);
     res->seconds = now_seconds() - t0;
     snprintf(copy, sizeof copy, "%s", o->out);
@@ -312,8 +312,22 @@ static cv_status generate_grid_file(cv_model *m, cv_workspace *ws,
     return st;
 }
 
-/* The finished set is renamed into place beside its temporary folder, so the folders
- * above it are made first; creating the temporary folder proves they are writable. */
+/* The folders above a data set's folder `out` (up to its parent), then its temporary
+ * folder tmpdir beside it, which proves the place writable. On failure nothing made is
+ * left; `made` is what cv_unmake_dirs(parent, made) undoes. */
+static cv_status make_tmpdir(const char *out, const char *parent, char made[CV_PATH_MAX],
+                             char tmpdir[CV_PATH_MAX + 32], cv_err *err) {
+    cv_status st = cv_make_dirs(parent, made, err);
+    if (st) return st;
+    snprintf(tmpdir, CV_PATH_MAX + 32, "%s.tmp.%ld", out, (long)getpid());
+    if (mkdir(tmpdir, 0777) == 0) return CV_OK;
+    st = cv_fail(err, CV_ERR_IO, "%s: cannot create the output folder: %s", out,
+                 strerror(errno));
+    cv_unmake_dirs(parent, made);
+    return st;
+}
+
+/* The finished set is renamed into place beside its temporary folder. */
 static cv_status generate_data_set(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
                                    const char *out, cv_generate_result *res, cv_err *err) {
     cv_status st = check_output_dir(out, err);
@@ -321,15 +335,8 @@ static cv_status generate_data_set(cv_model *m, cv_workspace *ws, const cv_gener
     char made[CV_PATH_MAX], copy[CV_PATH_MAX], tmpdir[CV_PATH_MAX + 32];
     snprintf(copy, sizeof copy, "%s", out);
     const char *parent = dirname(copy);
-    st = cv_make_dirs(parent, made, err);
+    st = make_tmpdir(out, parent, made, tmpdir, err);
     if (st) return st;
-    snprintf(tmpdir, sizeof tmpdir, "%s.tmp.%ld", out, (long)getpid());
-    if (mkdir(tmpdir, 0777) != 0) {
-        st = cv_fail(err, CV_ERR_IO, "%s: cannot create the output folder: %s", out,
-                     strerror(errno));
-        cv_unmake_dirs(parent, made);
-        return st;
-    }
     st = generate_into(m, ws, o, tmpdir, res, err);
     if (!st && rename(tmpdir, out) != 0)
         st = cv_fail(err, CV_ERR_IO, "%s: cannot rename the finished data set into place: %s",
@@ -344,6 +351,29 @@ static cv_status generate_data_set(cv_model *m, cv_workspace *ws, const cv_gener
         fsync(dfd);
         close(dfd);
     }
+    return CV_OK;
+}
+
+cv_status cv_generate_check_output(const cv_generate_options *o, cv_err *err) {
+    char made[CV_PATH_MAX], out[CV_PATH_MAX], copy[CV_PATH_MAX], tmpdir[CV_PATH_MAX + 32];
+    if (o->format == CV_FMT_GRID) {
+        if (cv_path_exists(o->out))
+            return cv_fail(err, CV_ERR_IO, "%s: exists already; choose a new file for the grid",
+                           o->out);
+        cv_status st = cv_prepare_output_file(o->out, made, err);
+        snprintf(copy, sizeof copy, "%s", o->out);
+        cv_unmake_dirs(dirname(copy), made);
+        return st;
+    }
+    cv_status st = cv_trim_path(out, o->out, err);
+    if (!st) st = check_output_dir(out, err);
+    if (st) return st;
+    snprintf(copy, sizeof copy, "%s", out);
+    const char *parent = dirname(copy);
+    st = make_tmpdir(out, parent, made, tmpdir, err);
+    if (st) return st;
+    rmdir(tmpdir);
+    cv_unmake_dirs(parent, made);
     return CV_OK;
 }
 
