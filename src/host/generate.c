@@ -264,13 +264,17 @@ static cv_status generate_into(cv_model *m, cv_workspace *ws, const cv_generate_
     uint8_t *dev_pixels = NULL;
     cv_status st = m->be->alloc(m->be, (void **)&dev_pixels, (size_t)B * D, "generated pixels", err);
     if (st) return st;
-    chunk_out out = {malloc((size_t)B * D), vectors ? NULL : malloc((size_t)B),
-                     vectors ? malloc((size_t)B * K * sizeof(float)) : NULL};
-    cond_scratch sc = {.any = malloc(cond_scratch_bytes(m, block))};
+    /* a chunk's pixels, its labels or condition rows, and one block's conditions */
+    const size_t px_bytes = (size_t)B * D, scratch_bytes = cond_scratch_bytes(m, block);
+    const size_t cond_bytes = vectors ? (size_t)B * K * sizeof(float) : (size_t)B;
+    chunk_out out = {malloc(px_bytes), vectors ? NULL : malloc(cond_bytes),
+                     vectors ? malloc(cond_bytes) : NULL};
+    cond_scratch sc = {.any = malloc(scratch_bytes)};
     gen_sink *sink = NULL;
     if (!out.pixels || !(out.labels || out.rows) || !sc.any)
         st = cv_fail(err, CV_ERR_NOMEM, "out of host memory: generating %d images at a time "
-                     "needs %.1f MiB", B, (double)B * (D + 1) / 1048576.0);
+                     "needs %.1f MiB", B,
+                     (double)(px_bytes + cond_bytes + scratch_bytes) / 1048576.0);
     if (!st) st = gen_sink_open(&sink, &layout, tmpdir, err);
     double t0 = now_seconds(), shown = t0;
     for (long long first = 0; !st && first < n; first += B) {
