@@ -232,6 +232,8 @@ Test(generate, help_is_printed_as_written) {
     cr_assert(strstr(o, "usage: cvae generate") != NULL, "%s", o);
     cr_assert(strstr(o, "%%") == NULL, "the help prints a doubled %%: %s", o);
     cr_assert(strstr(o, "classes[i % K]") != NULL, "%s", o);
+    /* a block is 256 images only while D <= 16384 (cv_generate_block_rows) */
+    cr_assert(strstr(o, "blocks of 256") == NULL && strstr(o, "min(256, 4194304 / D)"), "%s", o);
     free(o);
     free(e);
 }

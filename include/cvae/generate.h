@@ -70,7 +70,8 @@ typedef struct {
     double seconds;
 } cv_generate_result;
 
-/* Rows of the blocks images are decoded in: 256, fewer for images over 16,384 pixels. */
+/* Rows of the blocks images are decoded in: min(256, 2^22 / D), fewer than 256 for images
+ * of over 16,384 values (D = H W C). */
 int cv_generate_block_rows(const cv_model *model);
 
 /* Checks that the conditions suit the model: classes or labels below its K for a model of

@@ -44,8 +44,9 @@ static const char *help =
     "                     for a Gaussian model round(255 clamp(p + sigma n, 0, 1))\n"
     "  --same-z           grid only: one z per column shared by every row\n"
     "  --seed S           seed of z and of the pixel draws (default 0)\n"
-    "  --batch B          images per device round trip, rounded up to whole blocks of 256\n"
-    "                     (default 1000); it does not change the bytes\n"
+    "  --batch B          images per device round trip (default 1000), rounded up to whole\n"
+    "                     decoding blocks of min(256, 4194304 / D) images, D = H W C values\n"
+    "                     an image; it does not change the bytes\n"
     "  --device D         auto, cpu or cuda (default auto)\n"
     "  -h, --help         this text\n";
 
