@@ -166,6 +166,65 @@ Test(conditions, eval_scores_condition_data_and_refuses_the_marginal) {
                                   "--marginal", "--device", "cpu", NULL});
 }
 
+/* The final test -ELBO training prints, from the line "final test -ELBO X nats". */
+static double final_test_elbo(const char *log) {
+    const char *at = strstr(log, "final test -ELBO ");
+    cr_assert(at, "no final test -ELBO in: %s", log);
+    return strtod(at + strlen("final test -ELBO "), NULL);
+}
+
+static double json_neg_elbo(const char *json) {
+    const char *at = strstr(json, "\"test_neg_elbo\": ");
+    cr_assert(at, "no test_neg_elbo in: %s", json);
+    return strtod(at + strlen("\"test_neg_elbo\": "), NULL);
+}
+
+/* With the training seed, eval of the checkpoint on the condition data reproduces
+ * training's last test -ELBO (printed to 4 decimals), from the folder and from the test
+ * files alone: eval reads no training file unless --marginal asks for their labels. */
+Test(conditions, eval_reproduces_trainings_final_test_elbo_from_the_test_files_alone) {
+    char out[4200], *o, *e;
+    snprintf(out, sizeof out, "%s/seeded", dir);
+    const char *train[] = {"train", "--data", data, "--epochs", "2", "--hidden", "32",
+                           "--latent", "3", "--batch", "32", "--prior", "conditional",
+                           "--seed", "5", "--device", "cpu", "--out", out, NULL};
+    cr_assert_eq(cvae(&o, &e, train), 0, "%s", e);
+    const double trained = final_test_elbo(o);
+    free(o);
+    free(e);
+    const char *model = path_in(out, "model.ckpt");
+    const char *test_images = path_in(data, "test_images.npy");
+    const char *test_conditions = path_in(data, "test_conditions.npy");
+    const char *from_folder[] = {"eval", "--model", model, "--data", data, "--seed", "5",
+                                 "--json", "--device", "cpu", NULL};
+    const char *from_files[] = {"eval", "--model", model, "--test-images", test_images,
+                                "--test-conditions", test_conditions, "--seed", "5", "--json",
+                                "--device", "cpu", NULL};
+    const char *const *runs[2] = {from_folder, from_files};
+    for (int k = 0; k < 2; k++) {
+        cr_assert_eq(cvae(&o, &e, runs[k]), 0, "%s", e);
+        const double evaluated = json_neg_elbo(o);
+        cr_assert(fabs(evaluated - trained) < 1e-4, "eval %.6f vs training %.4f", evaluated,
+                  trained);
+        free(o);
+        free(e);
+    }
+    /* a folder that holds the test split alone */
+    char only[4200];
+    snprintf(only, sizeof only, "%s/test-only", dir);
+    mkdir(only, 0777);
+    rename(test_images, path_in(only, "test_images.npy"));
+    rename(test_conditions, path_in(only, "test_conditions.npy"));
+    from_folder[4] = only;
+    cr_assert_eq(cvae(&o, &e, from_folder), 0, "%s", e);
+    cr_assert(fabs(json_neg_elbo(o) - trained) < 1e-4, "%s", o);
+    free(o);
+    free(e);
+    expect_error(2, "--data DIR or --test-images FILE",
+                 (const char *[]){"eval", "--model", model, "--train-images",
+                                  path_in(data, "train_images.npy"), NULL});
+}
+
 Test(conditions, explicit_file_flags_train_without_a_folder) {
     char out[4200];
     snprintf(out, sizeof out, "%s/flags-run", dir);
@@ -383,6 +442,27 @@ Test(conditions, changing_one_label_row_changes_only_its_image) {
     expect_only_images_changed(&sets[0], &sets[1], 7, 3);
     cv_npy_free(&sets[0]);
     cv_npy_free(&sets[1]);
+}
+
+/* A test split whose labels the model does not have is refused before anything runs,
+ * read with the training split or alone. */
+Test(conditions, eval_refuses_test_labels_beyond_the_models_classes) {
+    const char *lckpt = label_model();
+    char ldata[4200];
+    snprintf(ldata, sizeof ldata, "%s/ldata", dir);
+    const int64_t labels[4] = {0, 2, 3, 1};
+    uint8_t px[4 * 16] = {0};
+    write_npy(path_in(dir, "t_images.npy"), CV_NPY_U8, 3, (const int64_t[3]){4, 4, 4}, px);
+    write_npy(path_in(dir, "t_labels.npy"), CV_NPY_I64, 1, (const int64_t[1]){4}, labels);
+    const char *with_training[] = {"eval", "--model", lckpt, "--data", ldata, "--test-images",
+                                   path_in(dir, "t_images.npy"), "--test-labels",
+                                   path_in(dir, "t_labels.npy"), "--device", "cpu", NULL};
+    expect_error(1, "t_labels.npy: label 3 at index 2 is not among the 3 classes (0..2)",
+                 with_training);
+    const char *alone[] = {"eval", "--model", lckpt, "--test-images",
+                           path_in(dir, "t_images.npy"), "--test-labels",
+                           path_in(dir, "t_labels.npy"), "--device", "cpu", NULL};
+    expect_error(1, "t_labels.npy: label 3 at index 2 is not among the 3 classes (0..2)", alone);
 }
 
 /* A model of class labels takes --labels FILE: one image per row, in the file's order. */

@@ -381,3 +381,38 @@ Test(data, a_file_cut_inside_the_npy_magic_is_a_truncated_npy) {
         expect_load_fails(&cases[i], 0, CV_ERR_FORMAT, "cut.npy: truncated header (4 of 8 bytes");
     free(px);
 }
+
+/* test_only reads the test split alone, its kind from its own files and K from n_classes
+ * (or its largest label + 1) or its vectors' width; the training files need not exist. */
+Test(data, test_only_reads_the_test_split_alone) {
+    test_rng r = test_rng_new("data test only");
+    uint8_t *px = byte_images("test_images.npy", 3, 2, 2, 3, 1);
+    int64_labels("test_labels.npy", (const int64_t[3]){0, 4, 1}, 3);
+    const cv_data_files only = {.test_only = true};
+    cv_data d;
+    load(dir, &only, 0, &d);
+    cr_assert(d.train.n == 0 && d.test.n == 3 && d.test.channels == 3);
+    cr_assert(d.condition == CV_COND_LABELS && d.cond_width == 5, "K %d", d.cond_width);
+    cv_data_free(&d);
+    load(dir, &only, 7, &d);
+    cr_assert_eq(d.cond_width, 7);
+    cv_data_free(&d);
+    expect_load_fails(&only, 4, CV_ERR_FORMAT, "label 4 at index 1 is not among the 4 classes");
+    float *c = conditions("test_conditions.npy", &r, 3, 6);
+    expect_load_fails(&only, 0, CV_ERR_FORMAT, "holds both");
+    remove(path_of("test_labels.npy"));
+    load(dir, &only, 0, &d);
+    cr_assert(d.condition == CV_COND_VECTORS && d.cond_width == 6);
+    cr_assert(memcmp(d.test.conditions, c, 3 * 6 * sizeof(float)) == 0);
+    cv_data_free(&d);
+    expect_load_fails(&only, 3, CV_ERR_USAGE, "--classes is for class labels");
+    /* the flags name the kind; the training flags are ignored */
+    const cv_data_files named = {.test_only = true, .train_images = path_of("absent.npy"),
+                                 .test_images = path_of("test_images.npy"),
+                                 .test_conditions = path_of("test_conditions.npy")};
+    load(NULL, &named, 0, &d);
+    cr_assert(d.condition == CV_COND_VECTORS && d.test.n == 3);
+    cv_data_free(&d);
+    free(px);
+    free(c);
+}

@@ -45,10 +45,13 @@ typedef struct {
 } cv_data;
 
 /* Files named explicitly (NULL: from the data folder). At most one of labels and
- * conditions per split. The format is recognised from each file's content. */
+ * conditions per split. The format is recognised from each file's content. With
+ * test_only, the training split is not read (its files are ignored): the test split's
+ * kind comes from its own files and K from n_classes or from them. */
 typedef struct {
     const char *train_images, *train_labels, *train_conditions;
     const char *test_images, *test_labels, *test_conditions;
+    bool test_only;
 } cv_data_files;
 
 /* ndims (1 to 4) is the dimension count the file must have; dims (ndims) receives them. */
@@ -59,7 +62,8 @@ cv_status cv_idx_read_images(const char *path, int dims[4], uint8_t **payload, c
 cv_status cv_idx_write(const char *path, int ndims, const int *dims,
                        const uint8_t *payload, bool gzip, cv_err *err);
 
-/* Loads the training split and, when present, the test split: each file from `files`
+/* Loads the training split (not with files->test_only) and, when present, the test
+ * split: each file from `files`
  * when named there, else from the folder dir (which may be NULL when files name the
  * training images and their conditions). Folder names, each also as NAME.gz for IDX:
  *   train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,

@@ -12,9 +12,12 @@
 
 static const char *help =
     "usage: cvae eval --model CKPT --data DIR [flags]\n"
+    "       cvae eval --model CKPT --test-images FILE (--test-labels | --test-conditions) FILE\n"
+    "                 [flags]\n"
     "\n"
     "Evaluate a checkpoint on the test split of DIR (t10k-* or test_*.npy files, as cvae\n"
-    "train reads them, or the file flags below): the test negative ELBO (one z per\n"
+    "train reads them, or the test file flags below; the training files are read only for\n"
+    "--marginal, which needs their label frequencies): the test negative ELBO (one z per\n"
     "image) split into rec and kl, the KL of each latent dimension and the count of active\n"
     "units (variance over the test set of the posterior mean > 0.01), and with --iwae K\n"
     "the importance-weighted estimate of -log p(x|c) from K samples. Figures are nats per\n"
@@ -23,7 +26,8 @@ static const char *help =
     "stderr is a terminal, a progress line shows the batches done and images per second.\n"
     "\n"
     "  --model CKPT   checkpoint written by cvae train (required)\n"
-    "  --data DIR     data folder with the training and test files (or the file flags)\n"
+    "  --data DIR     data folder with the test files (or the file flags), and with\n"
+    "                 --marginal the training files\n"
     "  --iwae K       also the IWAE bound with K importance samples\n"
     "  --marginal     with --iwae: -log p(x) = -logsumexp_c [log p(c) + log p(x|c)], p(c)\n"
     "                 the training label frequencies, each term with K samples (models\n"
@@ -100,13 +104,14 @@ static cv_status prepare(eval_state *s, const char *model, const char *data,
     if (!st && marginal && c->condition != CV_COND_LABELS)
         st = cv_fail(err, CV_ERR_USAGE, "--marginal sums over classes: %s takes condition "
                      "vectors, not class labels", model);
+    cv_data_files read = *files;
+    read.test_only = !marginal; /* only the marginal needs the training labels */
     if (!st)
-        st = cv_data_load_files(data, files, c->condition == CV_COND_LABELS ? c->cond_width : 0,
+        st = cv_data_load_files(data, &read, c->condition == CV_COND_LABELS ? c->cond_width : 0,
                                 &s->data, err);
     if (st) return st;
     if (s->ck.train.binarize) cv_split_binarize(&s->data.test);
-    const char *name = data ? data : files->test_images ? files->test_images : "the data files";
-    st = check_test_split(&s->data, c, name, err);
+    st = check_test_split(&s->data, c, data ? data : files->test_images, err);
     if (st) return st;
     st = cv_backend_open(device, NULL, &s->be, err);
     if (!st) st = cv_model_from_checkpoint(s->be, &s->ck, &s->model, err);
@@ -157,9 +162,12 @@ int cv_cmd_eval(int argc, char **argv) {
     if (rc) return rc;
     if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!model) return cv_usage_error(cmd, "--model CKPT is required");
-    if (!data && !files.train_images)
-        return cv_usage_error(cmd, "--data DIR (or --train-images and --test-images) is required");
+    if (!data && !files.test_images)
+        return cv_usage_error(cmd, "--data DIR or --test-images FILE is required");
     if (marginal && !iwae) return cv_usage_error(cmd, "--marginal needs --iwae K");
+    if (marginal && !data && !files.train_images)
+        return cv_usage_error(cmd, "--marginal needs the training labels: --data DIR, or "
+                              "--train-images and --train-labels");
 
     eval_state s;
     memset(&s, 0, sizeof s);

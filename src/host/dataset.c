@@ -307,11 +307,16 @@ static cv_status test_paths(const char *dir, const cv_data_files *f, cv_conditio
     return CV_OK;
 }
 
+static int largest_label(const cv_split *s) {
+    int max_label = 0;
+    for (int i = 0; i < s->n; i++)
+        if (s->labels[i] > max_label) max_label = s->labels[i];
+    return max_label;
+}
+
 /* The largest training label sets K unless n_classes asks for more. */
 static cv_status set_classes(const char *path, int n_classes, cv_data *d, cv_err *err) {
-    int max_label = 0;
-    for (int i = 0; i < d->train.n; i++)
-        if (d->train.labels[i] > max_label) max_label = d->train.labels[i];
+    const int max_label = largest_label(&d->train);
     if (n_classes == 0) n_classes = max_label + 1;
     if (max_label >= n_classes)
         return cv_fail(err, CV_ERR_FORMAT, "%s: label %d is not below --classes %d", path,
@@ -320,21 +325,74 @@ static cv_status set_classes(const char *path, int n_classes, cv_data *d, cv_err
     return CV_OK;
 }
 
-/* The test split against the training one: image shape, label range, condition width. */
+/* The training split, its condition kind and K. */
+static cv_status load_training(const char *dir, const cv_data_files *f, int n_classes,
+                               cv_data *d, cv_err *err) {
+    split_paths tp;
+    cv_status st = train_paths(dir, f, &tp, err);
+    if (!st) st = load_split(&tp, &d->train, err);
+    if (st) return st;
+    d->condition = d->train.conditions ? CV_COND_VECTORS : CV_COND_LABELS;
+    if (d->condition == CV_COND_VECTORS && n_classes)
+        return cv_fail(err, CV_ERR_USAGE, "--classes is for class labels; condition vectors "
+                       "take their width (%d) from %s", d->train.cond_width, tp.conditions);
+    if (d->condition == CV_COND_LABELS) return set_classes(tp.labels, n_classes, d, err);
+    d->cond_width = d->train.cond_width;
+    return CV_OK;
+}
+
+/* Without a training split (test_only), the test split's kind from its own files: the
+ * flags', else the folder's; class labels when neither names one. */
+static cv_status test_only_kind(const char *dir, const cv_data_files *f, cv_data *d,
+                                cv_err *err) {
+    if (f->test_labels && f->test_conditions)
+        return cv_fail(err, CV_ERR_USAGE, "--test-labels and --test-conditions both given; a "
+                       "split has one kind of condition");
+    bool lab = f->test_labels != NULL, cond = f->test_conditions != NULL;
+    char labels[CV_PATH_MAX], conditions[CV_PATH_MAX];
+    cv_status st = CV_OK;
+    if (!lab && !cond) {
+        st = find_slot(dir, &TEST_LABELS, labels, &lab, err);
+        if (!st) st = find_slot(dir, &TEST_CONDITIONS, conditions, &cond, err);
+        if (!st && lab && cond)
+            st = cv_fail(err, CV_ERR_FORMAT, "%s: holds both %s and %s; choose with "
+                         "--test-labels or --test-conditions", dir, labels, conditions);
+    }
+    d->condition = cond ? CV_COND_VECTORS : CV_COND_LABELS;
+    return st;
+}
+
+/* Without a training split, K from the test split: n_classes (else its largest label + 1),
+ * or the width of its condition vectors. */
+static cv_status set_test_only_width(const char *path, int n_classes, cv_data *d,
+                                     cv_err *err) {
+    if (d->condition == CV_COND_LABELS) {
+        d->cond_width = n_classes ? n_classes : largest_label(&d->test) + 1;
+        return CV_OK;
+    }
+    if (n_classes)
+        return cv_fail(err, CV_ERR_USAGE, "--classes is for class labels; condition vectors "
+                       "take their width (%d) from %s", d->test.cond_width, path);
+    d->cond_width = d->test.cond_width;
+    return CV_OK;
+}
+
+/* The test split against the training one (when read): image shape, condition width; and
+ * every label below K. */
 static cv_status check_test(const split_paths *p, const cv_data *d, cv_err *err) {
     const cv_split *tr = &d->train, *te = &d->test;
-    if (te->h != tr->h || te->w != tr->w || te->channels != tr->channels)
+    if (tr->n && (te->h != tr->h || te->w != tr->w || te->channels != tr->channels))
         return cv_fail(err, CV_ERR_FORMAT, "%s: images are %dx%dx%d but training images are "
                        "%dx%dx%d", p->images, te->h, te->w, te->channels, tr->h, tr->w,
                        tr->channels);
-    if (te->conditions && te->cond_width != tr->cond_width)
+    if (tr->n && te->conditions && te->cond_width != tr->cond_width)
         return cv_fail(err, CV_ERR_FORMAT, "%s: condition rows have width %d but the training "
                        "conditions have %d", p->conditions, te->cond_width, tr->cond_width);
     for (int i = 0; te->labels && i < te->n; i++)
         if (te->labels[i] >= d->cond_width)
             return cv_fail(err, CV_ERR_FORMAT,
-                           "%s: label %d at index %d is not below the %d training classes",
-                           p->labels, te->labels[i], i, d->cond_width);
+                           "%s: label %d at index %d is not among the %d classes (0..%d)",
+                           p->labels, te->labels[i], i, d->cond_width, d->cond_width - 1);
     return CV_OK;
 }
 
@@ -348,21 +406,14 @@ cv_status cv_data_load_files(const char *dir, const cv_data_files *files, int n_
     if (dir && !S_ISDIR(sb.st_mode))
         return cv_fail(err, CV_ERR_IO, "%s: is not a folder (--data names the folder of the "
                        "data files)", dir);
-    split_paths tp, vp;
+    split_paths vp;
     bool has_test = false;
-    cv_status st = train_paths(dir, files, &tp, err);
-    if (!st) st = load_split(&tp, &d->train, err);
-    if (st) return st;
-    d->condition = d->train.conditions ? CV_COND_VECTORS : CV_COND_LABELS;
-    if (d->condition == CV_COND_VECTORS && n_classes)
-        st = cv_fail(err, CV_ERR_USAGE, "--classes is for class labels; condition vectors "
-                     "take their width (%d) from %s", d->train.cond_width, tp.conditions);
-    else if (d->condition == CV_COND_VECTORS)
-        d->cond_width = d->train.cond_width;
-    else
-        st = set_classes(tp.labels, n_classes, d, err);
+    cv_status st = files->test_only ? test_only_kind(dir, files, d, err)
+                                    : load_training(dir, files, n_classes, d, err);
     if (!st) st = test_paths(dir, files, d->condition, &vp, &has_test, err);
     if (!st && has_test) st = load_split(&vp, &d->test, err);
+    if (!st && has_test && files->test_only)
+        st = set_test_only_width(vp.conditions, n_classes, d, err);
     if (!st && has_test) st = check_test(&vp, d, err);
     if (st) cv_data_free(d);
     return st;
