@@ -242,6 +242,32 @@ Test(conditions, explicit_file_flags_train_without_a_folder) {
                                   "--train-conditions", "b", NULL});
 }
 
+/* --train-conditions on an MNIST folder: its t10k files hold labels, the wrong kind for
+ * the training conditions, so training goes without a test split and says why. */
+Test(conditions, train_conditions_on_a_labelled_folder_train_without_its_test_split) {
+    char mnist[4200], out[4200];
+    snprintf(mnist, sizeof mnist, "%s/mnist", dir);
+    snprintf(out, sizeof out, "%s/mnist-run", dir);
+    mkdir(mnist, 0777);
+    test_write_dataset(mnist, 50, 10, 4, 4, 3, false, 2);
+    float rows[50 * 2];
+    test_rng r = test_rng_new("mnist conditions");
+    test_fill(&r, rows, 50 * 2, -1, 1);
+    const char *cond = path_in(dir, "mnist-conditions.npy");
+    write_npy(cond, CV_NPY_F32, 2, (const int64_t[2]){50, 2}, rows);
+    char *o, *e;
+    const char *args[] = {"train", "--data", mnist, "--train-conditions", cond, "--epochs", "1",
+                          "--hidden", "8", "--latent", "2", "--device", "cpu", "--out", out,
+                          NULL};
+    cr_assert_eq(cvae(&o, &e, args), 0, "%s", e);
+    cr_assert(strstr(o, "no test split: the folder's test files hold class labels, not "
+                        "condition vectors (name test files with --test-images and "
+                        "--test-conditions)"), "%s", o);
+    cr_assert(strstr(o, "final test -ELBO") == NULL, "%s", o);
+    free(o);
+    free(e);
+}
+
 /* rows of width `width`, the first ones taken from the test conditions */
 static char *conditions_file(const char *name, int rows, int width, float poison) {
     float *c = malloc((size_t)rows * width * sizeof(float));

@@ -416,3 +416,27 @@ Test(data, test_only_reads_the_test_split_alone) {
     free(px);
     free(c);
 }
+
+/* A training condition named by a flag, of the other kind than the folder's test split
+ * (MNIST's t10k labels beside --train-conditions): the folder's test split belongs to
+ * its own training labels, so it is left out and said so (test_skipped), not an error. */
+Test(data, a_folders_test_split_of_the_other_kind_is_left_out) {
+    test_rng r = test_rng_new("data other kind");
+    test_write_dataset(dir, 30, 10, 4, 4, 3, false, 1);
+    float *c = conditions("c.npy", &r, 30, 2);
+    cv_data d;
+    const cv_data_files vectors = {.train_conditions = path_of("c.npy")};
+    load(dir, &vectors, 0, &d);
+    cr_assert(d.condition == CV_COND_VECTORS && d.train.n == 30);
+    cr_assert(d.test.n == 0 && d.test_skipped, "the folder's labelled test split was read");
+    cv_data_free(&d);
+    /* a test split of the training kind is read as ever, and so are test flags */
+    const cv_data_files labels = {.train_labels = path_of("train-labels-idx1-ubyte")};
+    load(dir, &labels, 0, &d);
+    cr_assert(d.test.n == 10 && !d.test_skipped);
+    cv_data_free(&d);
+    const cv_data_files named = {.train_conditions = path_of("c.npy"),
+                                 .test_images = path_of("t10k-images-idx3-ubyte")};
+    expect_load_fails(&named, 0, CV_ERR_IO, "test images without test conditions");
+    free(c);
+}

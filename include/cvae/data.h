@@ -42,6 +42,8 @@ typedef struct {
     cv_condition_kind condition; /* both splits have the same kind */
     int cond_width;              /* K: classes (largest training label + 1 unless asked
                                     otherwise), or the condition vectors' width */
+    bool test_skipped;           /* the folder's test files hold the other kind of condition
+                                    than the training one a file flag named: left out */
 } cv_data;
 
 /* Files named explicitly (NULL: from the data folder). At most one of labels and
@@ -72,7 +74,9 @@ cv_status cv_idx_write(const char *path, int ndims, const int *dims,
  *   and a data set `cvae generate` wrote: images.npy or images-idx3-ubyte (or idx4),
  *   labels.npy, labels-idx1-ubyte or conditions.npy, as a training split only.
  * Two candidates for one file are an error that names both. n_classes (labels only) 0
- * means "from the training labels"; condition vectors take K from their file. */
+ * means "from the training labels"; condition vectors take K from their file. When a
+ * flag names the training labels or conditions and no test file is named, a test split
+ * in the folder with the other kind of condition is left out (test_skipped). */
 cv_status cv_data_load_files(const char *dir, const cv_data_files *files, int n_classes,
                              cv_data *data, cv_err *err);
 /* cv_data_load_files with every file from the folder. */

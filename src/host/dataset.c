@@ -278,9 +278,24 @@ static cv_status train_paths(const char *dir, const cv_data_files *f, split_path
     return CV_OK;
 }
 
-/* The test split's files, of the training split's kind; *present false without one. */
-static cv_status test_paths(const char *dir, const cv_data_files *f, cv_condition_kind kind,
+/* Whether the folder's test split is of the other kind than the training condition a
+ * flag named (MNIST's t10k labels beside --train-conditions): it goes with the folder's
+ * own training files, so it is left out, not refused. */
+static bool folder_test_of_other_kind(const char *dir, const cv_data_files *f,
+                                      cv_condition_kind kind) {
+    if (!f->train_labels && !f->train_conditions) return false;
+    if (f->test_images || f->test_labels || f->test_conditions) return false;
+    char path[CV_PATH_MAX];
+    bool found = false;
+    find_slot(dir, kind == CV_COND_LABELS ? &TEST_CONDITIONS : &TEST_LABELS, path, &found, NULL);
+    return found;
+}
+
+/* The test split's files, of d's condition kind; *present false without one, and with
+ * d->test_skipped when the folder's is of the other kind (folder_test_of_other_kind). */
+static cv_status test_paths(const char *dir, const cv_data_files *f, cv_data *d,
                             split_paths *p, bool *present, cv_err *err) {
+    const cv_condition_kind kind = d->condition;
     bool img, lab = false, cond = false;
     memset(p, 0, sizeof *p);
     const char *wrong = kind == CV_COND_LABELS ? f->test_conditions : f->test_labels;
@@ -296,6 +311,8 @@ static cv_status test_paths(const char *dir, const cv_data_files *f, cv_conditio
         st = resolve(dir, f->test_conditions, &TEST_CONDITIONS, p->conditions, &cond, err);
     if (st) return st;
     const char *what = kind == CV_COND_LABELS ? "labels" : "conditions";
+    d->test_skipped = img && !lab && !cond && folder_test_of_other_kind(dir, f, kind);
+    if (d->test_skipped) return CV_OK;
     if (img && !lab && !cond)
         return cv_fail(err, CV_ERR_IO, "%s: test images without test %s (%s)", p->images, what,
                        kind == CV_COND_LABELS ? "t10k-labels-idx1-ubyte[.gz] or test_labels.npy"
@@ -410,7 +427,7 @@ cv_status cv_data_load_files(const char *dir, const cv_data_files *files, int n_
     bool has_test = false;
     cv_status st = files->test_only ? test_only_kind(dir, files, d, err)
                                     : load_training(dir, files, n_classes, d, err);
-    if (!st) st = test_paths(dir, files, d->condition, &vp, &has_test, err);
+    if (!st) st = test_paths(dir, files, d, &vp, &has_test, err);
     if (!st && has_test) st = load_split(&vp, &d->test, err);
     if (!st && has_test && files->test_only)
         st = set_test_only_width(vp.conditions, n_classes, d, err);
