@@ -550,6 +550,53 @@ Test(precision, the_workspace_reserves_room_for_every_gemm) {
     cv_split_free(&data);
 }
 
+/* With condition vectors the reserve is the largest operand, no more: C (B, K), the
+ * condition tables (K, out) of the two conditioned layers, and with the learned prior M
+ * and R (K, L). One row, 4x4 images, K = 1000, latent 3, hidden 1: 3000 elements with the
+ * prior (M, R), 1000 without (C and the tables); the decoder's output layer (out 16) has
+ * no table. A training step and an evaluation then fit in it. */
+Test(precision, condition_vectors_reserve_their_largest_operand) {
+    enum { K = 1000, N = 4 };
+    cv_backend *be = open_cpu(CV_PRECISION_BF16);
+    real_gemm = be->gemm;
+    real_reserve = be->gemm_reserve;
+    be->gemm = checking_gemm;
+    be->gemm_reserve = counting_reserve;
+    test_rng r = test_rng_new("precision vector reserve");
+    cv_split data = {.pixels = calloc(N * 16, 1), .conditions = malloc(N * K * sizeof(float)),
+                     .n = N, .h = 4, .w = 4, .channels = 1, .cond_width = K};
+    test_fill(&r, data.conditions, N * K, -1, 1);
+    const cv_prior_kind priors[2] = {CV_PRIOR_CONDITIONAL, CV_PRIOR_STANDARD};
+    const size_t expect[2] = {3000, 1000};
+    for (int p = 0; p < 2; p++) {
+        cv_model_config cfg = {.height = 4, .width = 4, .channels = 1,
+                               .condition = CV_COND_VECTORS, .cond_width = K, .latent = 3,
+                               .n_hidden = 1, .hidden = {1}, .prior = priors[p]};
+        cv_model m;
+        cv_workspace ws;
+        cv_device_split split;
+        cv_err err;
+        reserved = 0;
+        over = false;
+        cr_assert_eq(cv_model_create(be, &cfg, &m, &err), CV_OK, "%s", err.msg);
+        cr_assert_eq(cv_workspace_create(&m, 1, &ws, &err), CV_OK, "%s", err.msg);
+        cr_assert_eq(reserved, expect[p], "reserved %zu elements, the largest operand is %zu",
+                     reserved, expect[p]);
+        cr_assert_eq(cv_device_split_upload(be, &data, &split, &err), CV_OK, "%s", err.msg);
+        cr_assert_eq(cv_model_init_params(&m, r.s, &err), CV_OK, "%s", err.msg);
+        cv_step st = {.first_bad_step = -1, .first_bad_index = -1};
+        be->upload(be, ws.step, &st, sizeof st);
+        cv_train_step(&m, &ws, &split, 1, r.s, &ADAM, 1.0f, false);
+        cr_assert(!over, "prior %d: a GEMM's operand is larger than the %zu reserved", p,
+                  reserved);
+        cv_device_split_free(be, &split);
+        cv_workspace_destroy(&m, &ws);
+        cv_model_destroy(&m);
+    }
+    be->destroy(be);
+    cv_split_free(&data);
+}
+
 /* ---------- the accuracy table of docs/design.md 2.7 ----------
  * 4096 dot products of length 4096 (a 64 x 4096 by 4096 x 64 GEMM) in each precision,
  * against double: the largest error relative to the exact value (inputs in [0, 1), so

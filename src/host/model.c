@@ -260,12 +260,17 @@ cv_status cv_workspace_create(cv_model *m, int max_rows, cv_workspace *ws, cv_er
     WS_ALLOC(sums, 1, cv_loss_sums, "loss sums");
     WS_ALLOC(step, 1, cv_step, "step state");
 #undef WS_ALLOC
-    /* the largest GEMM operand: an input or output (B, width), or a weight (out, in); the
-     * condition GEMMs' are (B, K) and (K, out) or (K, L) */
+    /* the largest GEMM operand: a layer's input (B, in), its output gradient (B, out) and
+     * its weight (out, in); with condition vectors also C (B, K), the tables (K, out) of
+     * the conditioned layers, and M and R (K, L) of the learned prior (its rows, (B, L),
+     * are the size of the decoder's input) */
     size_t operand = vectors ? B * K : 0;
+    if (row_prior && K * L > operand) operand = K * L;
     for (int i = 0; i < lo->n_layers; i++) {
-        const size_t in = (size_t)lo->layers[i].in, out = (size_t)lo->layers[i].out;
-        const size_t sizes[4] = {B * in, B * out, in * out, vectors ? K * out : 0};
+        const cv_layer *l = &lo->layers[i];
+        const size_t in = (size_t)l->in, out = (size_t)l->out;
+        const bool table = vectors && l->cond != CV_NO_COND;
+        const size_t sizes[4] = {B * in, B * out, in * out, table ? K * out : 0};
         for (int j = 0; j < 4; j++) operand = sizes[j] > operand ? sizes[j] : operand;
     }
     if (!st && be->gemm_reserve) st = be->gemm_reserve(be, operand, err);
