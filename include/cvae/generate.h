@@ -50,6 +50,8 @@ typedef struct {
 
 /* R: the count of conditions. */
 long long cv_gen_condition_count(const cv_gen_conditions *c);
+/* The class of image i (conditions of class labels: classes or rows of labels). */
+int cv_gen_class_of(const cv_gen_conditions *c, long long i);
 
 typedef struct {
     cv_gen_conditions cond;

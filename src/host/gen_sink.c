@@ -100,12 +100,6 @@ static size_t idx_header(uint8_t *b, int ndims, const uint32_t *dims) {
     return 4 + 4 * (size_t)ndims;
 }
 
-/* The class of image i of a model of labels. */
-static int image_class(const cv_gen_conditions *c, long long i) {
-    const long long R = cv_gen_condition_count(c);
-    return c->labels ? c->labels[i % R] : c->classes[i % R];
-}
-
 /* PNG image i's name: <class>/<index>.png (index within its class for distinct
  * interleaved classes, else the image's own), or <index>.png for condition vectors. */
 static void png_name(const gen_layout *l, long long i, char *name, size_t size) {
@@ -114,7 +108,7 @@ static void png_name(const gen_layout *l, long long i, char *name, size_t size) 
         return;
     }
     const bool distinct = !l->cond->labels;
-    snprintf(name, size, "%d/%lld.png", image_class(l->cond, i),
+    snprintf(name, size, "%d/%lld.png", cv_gen_class_of(l->cond, i),
              distinct ? i / cv_gen_condition_count(l->cond) : i);
 }
 
@@ -144,7 +138,7 @@ static cv_status make_class_dirs(const gen_layout *l, const char *dir, cv_err *e
     bool made[CV_MAX_CLASSES] = {false};
     const long long R = cv_gen_condition_count(l->cond);
     for (long long a = 0; a < R && a < l->n; a++) {
-        int c = image_class(l->cond, a);
+        int c = cv_gen_class_of(l->cond, a);
         if (made[c]) continue;
         char sub[4200];
         snprintf(sub, sizeof sub, "%s/%d", dir, c);

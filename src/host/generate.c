@@ -39,8 +39,7 @@ long long cv_gen_condition_count(const cv_gen_conditions *c) {
     return c->n_rows ? c->n_rows : c->n_classes;
 }
 
-/* The class of image i of a model of labels. */
-static int class_of(const cv_gen_conditions *c, long long i) {
+int cv_gen_class_of(const cv_gen_conditions *c, long long i) {
     const long long R = cv_gen_condition_count(c);
     return c->labels ? c->labels[i % R] : c->classes[i % R];
 }
@@ -75,7 +74,7 @@ static void upload_conditions(cv_model *m, cv_workspace *ws, const cv_gen_condit
         be->upload(be, ws->cond, sc.rows, (size_t)rows * K * sizeof(float));
         return;
     }
-    for (int r = 0; r < rows; r++) sc.labels[r] = class_of(c, first + r);
+    for (int r = 0; r < rows; r++) sc.labels[r] = cv_gen_class_of(c, first + r);
     be->upload(be, ws->labels, sc.labels, (size_t)rows * sizeof(int32_t));
 }
 
@@ -137,7 +136,7 @@ static void decode_chunk(cv_model *m, cv_workspace *ws, const cv_generate_option
             memcpy(out->rows + (size_t)r * K, vector_of(&o->cond, K, first + r),
                    (size_t)K * sizeof(float));
         else
-            out->labels[r] = (uint8_t)class_of(&o->cond, first + r);
+            out->labels[r] = (uint8_t)cv_gen_class_of(&o->cond, first + r);
     }
     m->be->download(m->be, out->pixels, dev_pixels, (size_t)rows * D);
 }
@@ -197,7 +196,7 @@ static void manifest_conditions(FILE *fp, const cv_model *m, const cv_generate_o
         return;
     }
     long long count[CV_MAX_CLASSES] = {0};
-    for (long long a = 0; a < R; a++) count[class_of(c, a)] += o->per;
+    for (long long a = 0; a < R; a++) count[cv_gen_class_of(c, a)] += o->per;
     fprintf(fp, "  \"count_per_class\": {");
     for (int k = 0, first = 1; k < CV_MAX_CLASSES; k++)
         if (count[k]) {
@@ -406,10 +405,10 @@ cv_status cv_generate_check(const cv_model_config *cfg, const cv_generate_option
         return cv_fail(err, CV_ERR_USAGE, "images of %d channels do not fit a PNG (1 to %d)",
                        cfg->channels, CV_PNG_MAX_CHANNELS);
     for (long long a = 0; a < R && !vectors; a++)
-        if (class_of(c, a) >= cfg->cond_width)
+        if (cv_gen_class_of(c, a) >= cfg->cond_width)
             return cv_fail(err, c->labels ? CV_ERR_FORMAT : CV_ERR_USAGE,
                            "%s: class %d (row %lld) is not among the model's %d classes", src,
-                           class_of(c, a), a, cfg->cond_width);
+                           cv_gen_class_of(c, a), a, cfg->cond_width);
     for (size_t i = 0; vectors && i < (size_t)R * cfg->cond_width; i++)
         if (!isfinite(c->conditions[i]))
             return cv_fail(err, CV_ERR_FORMAT, "%s: row %zu holds a NaN or Inf (column %zu)",
