@@ -33,7 +33,13 @@
 extern "C" {
 #endif
 
-typedef enum { CV_FMT_IDX, CV_FMT_IDX_GZ, CV_FMT_NPY, CV_FMT_PNG, CV_FMT_GRID } cv_gen_format;
+typedef enum {
+    CV_FMT_IDX, CV_FMT_IDX_GZ, CV_FMT_NPY, CV_FMT_PNG, CV_FMT_GRID, CV_FMT_COUNT
+} cv_gen_format;
+
+/* A format's name, as --format and the manifest spell it: "idx", "idx.gz", "npy", "png",
+ * "grid". */
+const char *cv_gen_format_name(cv_gen_format f);
 
 #define CV_GRID_MAX_ROWS 256
 

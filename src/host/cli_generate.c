@@ -80,9 +80,8 @@ static cv_status read_rows(const condition_flags *f, cv_generate_options *o, cv_
 }
 
 static bool parse_format(const char *s, cv_gen_format *f) {
-    static const char *names[] = {"idx", "idx.gz", "npy", "png", "grid"};
-    for (int i = 0; i < 5; i++)
-        if (strcmp(s, names[i]) == 0) {
+    for (int i = 0; i < CV_FMT_COUNT; i++)
+        if (strcmp(s, cv_gen_format_name((cv_gen_format)i)) == 0) {
             *f = (cv_gen_format)i;
             return true;
         }

@@ -35,6 +35,12 @@ static const float *logits_of(cv_model *m, cv_workspace *ws) {
     return ws->act[m->layout.n_layers - 1];
 }
 
+const char *cv_gen_format_name(cv_gen_format f) {
+    static const char *const names[CV_FMT_COUNT] = {"idx", "idx.gz", "npy", "png", "grid"};
+    CV_ASSERT((unsigned)f < CV_FMT_COUNT);
+    return names[f];
+}
+
 long long cv_gen_condition_count(const cv_gen_conditions *c) {
     return c->n_rows ? c->n_rows : c->n_classes;
 }
@@ -214,7 +220,6 @@ static cv_status write_manifest(const char *tmpdir, const cv_model *m,
     cv_outfile f;
     cv_status st = cv_outfile_open(&f, path, err);
     if (st) return st;
-    static const char *formats[] = {"idx", "idx.gz", "npy", "png", "grid"};
     fprintf(f.fp, "{\n  \"checkpoint\": \"");
     json_string(f.fp, o->checkpoint ? o->checkpoint : "");
     fprintf(f.fp,
@@ -222,7 +227,7 @@ static cv_status write_manifest(const char *tmpdir, const cv_model *m,
             "  \"seed\": %llu,\n  \"mode\": \"%s\",\n  \"format\": \"%s\",\n"
             "  \"height\": %d,\n  \"width\": %d,\n  \"channels\": %d,\n  \"images\": %lld,\n",
             o->checkpoint_crc, (unsigned long long)o->seed, o->mean ? "mean" : "sample",
-            formats[o->format], layout->h, layout->w, layout->channels, layout->n);
+            cv_gen_format_name(o->format), layout->h, layout->w, layout->channels, layout->n);
     manifest_conditions(f.fp, m, o);
     fprintf(f.fp, "  \"files\": [");
     char name[256];
