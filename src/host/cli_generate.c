@@ -88,46 +88,18 @@ static bool parse_format(const char *s, cv_gen_format *f) {
     return false;
 }
 
-/* --classes against the model: each below K, none twice (the rest cv_generate_check). */
-static int check_classes(const cv_generate_options *o, int K) {
-    const char *cmd = "generate";
-    for (int i = 0; i < o->cond.n_classes; i++) {
-        if (o->cond.classes[i] >= K)
-            return cv_usage_error(cmd, "class %d is not among the model's %d classes (0..%d)",
-                                  o->cond.classes[i], K, K - 1);
-        for (int j = 0; j < i; j++)
-            if (o->cond.classes[j] == o->cond.classes[i])
-                return cv_usage_error(cmd, "class %d is listed twice in --classes",
-                                      o->cond.classes[i]);
-    }
-    return 0;
-}
-
-/* The images' conditions from the flags and the checkpoint, checked against the model
- * before anything is written. Returns 0 or the exit code after the error line. */
+/* The images' conditions from the flags and the checkpoint: all the model's classes
+ * unless --classes picked some, or the rows of --labels or --conditions (cv_generate_check
+ * then checks them against the model). Returns 0 or the exit code after the error line. */
 static int set_conditions(const condition_flags *f, const cv_checkpoint *ck,
                           cv_generate_options *o) {
-    const char *cmd = "generate";
-    cv_err err;
-    const bool labels_model = ck->cfg.condition == CV_COND_LABELS;
-    if (!f->labels_file && !f->conditions_file && !labels_model)
-        return cv_usage_error(cmd, "the model takes condition vectors of width %d: give them "
-                              "with --conditions FILE.npy", ck->cfg.cond_width);
-    if (f->all_classes && labels_model) {
+    if (f->all_classes && ck->cfg.condition == CV_COND_LABELS) {
         o->cond.n_classes = ck->cfg.cond_width;
         for (int c = 0; c < ck->cfg.cond_width; c++) o->cond.classes[c] = c;
     }
-    int rc = check_classes(o, ck->cfg.cond_width);
-    if (rc) return rc;
+    cv_err err;
     cv_status st = read_rows(f, o, &err);
-    if (st) return cv_report(cmd, st, &err);
-    if (o->cond.conditions && labels_model)
-        return cv_usage_error(cmd, "the model takes class labels (%d classes): give "
-                              "--per-class or --labels, not --conditions", ck->cfg.cond_width);
-    if (o->cond.labels && !labels_model)
-        return cv_usage_error(cmd, "the model takes condition vectors of width %d: give "
-                              "--conditions, not --labels", ck->cfg.cond_width);
-    return 0;
+    return st ? cv_report("generate", st, &err) : 0;
 }
 
 /* Which flags go together: --per-class with classes, --per-row with rows, one source of

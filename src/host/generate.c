@@ -385,13 +385,32 @@ cv_status cv_generate_check_output(const cv_generate_options *o, cv_err *err) {
     return CV_OK;
 }
 
+/* The classes of a model of K labels: rows of labels each below K; interleaved classes
+ * each below K and each once. */
+static cv_status check_classes(const cv_gen_conditions *c, int K, const char *src,
+                               cv_err *err) {
+    for (long long a = 0; c->labels && a < c->n_rows; a++)
+        if (c->labels[a] >= K)
+            return cv_fail(err, CV_ERR_FORMAT, "%s: class %d (row %lld) is not among the "
+                           "model's %d classes (0..%d)", src, c->labels[a], a, K, K - 1);
+    for (int a = 0; !c->labels && a < c->n_classes; a++) {
+        if (c->classes[a] >= K)
+            return cv_fail(err, CV_ERR_USAGE, "class %d is not among the model's %d classes "
+                           "(0..%d)", c->classes[a], K, K - 1);
+        for (int b = 0; b < a; b++)
+            if (c->classes[b] == c->classes[a])
+                return cv_fail(err, CV_ERR_USAGE, "class %d is listed twice in --classes",
+                               c->classes[a]);
+    }
+    return CV_OK;
+}
+
 cv_status cv_generate_check(const cv_model_config *cfg, const cv_generate_options *o,
                             cv_err *err) {
     const cv_gen_conditions *c = &o->cond;
     const char *src = c->source ? c->source : "the conditions";
     const long long R = cv_gen_condition_count(c);
     const bool vectors = cfg->condition == CV_COND_VECTORS;
-    if (R < 1) return cv_fail(err, CV_ERR_USAGE, "%s: no conditions to generate", src);
     if (vectors != (c->conditions != NULL))
         return cv_fail(err, CV_ERR_USAGE, vectors
                        ? "the model takes condition vectors of width %d: give them with "
@@ -399,6 +418,7 @@ cv_status cv_generate_check(const cv_model_config *cfg, const cv_generate_option
                        : "the model takes class labels (%d classes): give --per-class, "
                          "--classes or --labels FILE.npy, not condition vectors",
                        cfg->cond_width);
+    if (R < 1) return cv_fail(err, CV_ERR_USAGE, "%s: no conditions to generate", src);
     if (vectors && c->width != cfg->cond_width)
         return cv_fail(err, CV_ERR_FORMAT, "%s: rows have width %d but the model's condition "
                        "vectors have %d", src, c->width, cfg->cond_width);
@@ -409,12 +429,8 @@ cv_status cv_generate_check(const cv_model_config *cfg, const cv_generate_option
         cfg->channels > CV_PNG_MAX_CHANNELS)
         return cv_fail(err, CV_ERR_USAGE, "images of %d channels do not fit a PNG (1 to %d)",
                        cfg->channels, CV_PNG_MAX_CHANNELS);
-    for (long long a = 0; a < R && !vectors; a++)
-        if (cv_gen_class_of(c, a) >= cfg->cond_width)
-            return cv_fail(err, c->labels ? CV_ERR_FORMAT : CV_ERR_USAGE,
-                           "%s: class %d (row %lld) is not among the model's %d classes", src,
-                           cv_gen_class_of(c, a), a, cfg->cond_width);
-    for (size_t i = 0; vectors && i < (size_t)R * cfg->cond_width; i++)
+    if (!vectors) return check_classes(c, cfg->cond_width, src, err);
+    for (size_t i = 0; i < (size_t)R * cfg->cond_width; i++)
         if (!isfinite(c->conditions[i]))
             return cv_fail(err, CV_ERR_FORMAT, "%s: row %zu holds a NaN or Inf (column %zu)",
                            src, i / (size_t)cfg->cond_width, i % (size_t)cfg->cond_width);
