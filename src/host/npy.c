@@ -430,18 +430,23 @@ static cv_status parse_dict(dict_parser *dp, cv_npy_array *a) {
 
 /* --- the file --- */
 
+/* The payload bytes of a shape of dimensions 1..INT32_MAX; false past NPY_MAX_PAYLOAD. */
+static bool shape_bytes(cv_npy_dtype t, int ndims, const int64_t *dims, size_t *bytes) {
+    uint64_t total = cv_npy_item_size(t);
+    for (int i = 0; i < ndims; i++) {
+        if (total > NPY_MAX_PAYLOAD / (uint64_t)dims[i]) return false;
+        total *= (uint64_t)dims[i];
+    }
+    *bytes = (size_t)total;
+    return true;
+}
+
 /* The payload size the shape declares, bounded before anything is allocated. */
 static cv_status payload_bytes(const char *path, cv_npy_array *a, cv_err *err) {
-    uint64_t total = cv_npy_item_size(a->dtype);
-    for (int i = 0; i < a->ndims; i++) {
-        if (total > NPY_MAX_PAYLOAD / (uint64_t)a->dims[i])
-            return cv_fail(err, CV_ERR_FORMAT,
-                           "%s: shape is absurd (the payload would exceed %" PRIu64 " bytes)",
-                           path, NPY_MAX_PAYLOAD);
-        total *= (uint64_t)a->dims[i];
-    }
-    a->bytes = (size_t)total;
-    return CV_OK;
+    if (shape_bytes(a->dtype, a->ndims, a->dims, &a->bytes)) return CV_OK;
+    return cv_fail(err, CV_ERR_FORMAT,
+                   "%s: shape is absurd (the payload would exceed %" PRIu64 " bytes)", path,
+                   NPY_MAX_PAYLOAD);
 }
 
 /* The magic, the version and the header length; *offset gets where the header text
@@ -604,18 +609,13 @@ size_t cv_npy_header(char *buf, size_t size, cv_npy_dtype t, int ndims, const in
 static cv_status check_shape(const char *path, cv_npy_dtype t, int ndims, const int64_t *dims,
                              size_t *bytes, cv_err *err) {
     CV_ASSERT(ndims >= 1 && ndims <= CV_NPY_MAX_DIMS);
-    uint64_t total = cv_npy_item_size(t);
-    for (int i = 0; i < ndims; i++) {
+    for (int i = 0; i < ndims; i++)
         if (dims[i] < 1 || dims[i] > INT32_MAX)
             return cv_fail(err, CV_ERR_USAGE, "%s: dimension %d is %" PRId64 " (must be 1..%d)",
                            path, i, dims[i], INT32_MAX);
-        if (total > NPY_MAX_PAYLOAD / (uint64_t)dims[i])
-            return cv_fail(err, CV_ERR_USAGE, "%s: array is over %" PRIu64 " bytes", path,
-                           NPY_MAX_PAYLOAD);
-        total *= (uint64_t)dims[i];
-    }
-    *bytes = (size_t)total;
-    return CV_OK;
+    if (shape_bytes(t, ndims, dims, bytes)) return CV_OK;
+    return cv_fail(err, CV_ERR_USAGE, "%s: array is over %" PRIu64 " bytes", path,
+                   NPY_MAX_PAYLOAD);
 }
 
 cv_status cv_npy_write(const char *path, cv_npy_dtype t, int ndims, const int64_t *dims,
