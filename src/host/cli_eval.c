@@ -146,16 +146,13 @@ int cv_cmd_eval(int argc, char **argv) {
             return 0;
         case OPT_MODEL: model = optarg; break;
         case OPT_DATA: data = optarg; break;
-        case CV_OPT_TRAIN_IMAGES: case CV_OPT_TRAIN_LABELS: case CV_OPT_TRAIN_CONDITIONS:
-        case CV_OPT_TEST_IMAGES: case CV_OPT_TEST_LABELS: case CV_OPT_TEST_CONDITIONS:
-            cv_data_file_flag(c, optarg, &files);
-            break;
         case OPT_IWAE: ok = cv_parse_int(cmd, "--iwae", optarg, 1, 1000000, &iwae); break;
         case OPT_SEED: ok = cv_parse_u64(cmd, "--seed", optarg, &seed); break;
         case OPT_DEVICE: ok = cv_parse_device(cmd, optarg); device = optarg; break;
         case OPT_JSON: json = true; break;
         case OPT_MARGINAL: marginal = true; break;
-        default: CV_ASSERT(!"a flag without a case");
+        default: /* a data file flag, or a flag without a case */
+            if (!cv_data_file_flag(c, optarg, &files)) CV_ASSERT(!"a flag without a case");
         }
         if (!ok) return CV_EXIT_USAGE;
     }
