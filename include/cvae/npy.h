@@ -51,10 +51,9 @@ bool cv_npy_sniff(const char *path);
 cv_status cv_npy_read(const char *path, cv_npy_array *out, cv_err *err);
 void cv_npy_free(cv_npy_array *a);
 
-/* The .npy 1.0 header (2.0 when the dict needs more than 65535 bytes, never in practice) for
- * an array of this dtype and shape, padded with spaces and a final '\n' so the data starts
- * at a multiple of 64 bytes; returns its length, 0 if buf (size bytes) is too small. For
- * writers that stream the payload after it. */
+/* The .npy 1.0 header for an array of this dtype and shape, padded with spaces and a final
+ * '\n' so the data starts at a multiple of 64 bytes; returns its length, 0 if buf (size
+ * bytes) is too small. For writers that stream the payload after it. */
 size_t cv_npy_header(char *buf, size_t size, cv_npy_dtype t, int ndims, const int64_t *dims);
 
 /* The whole array to path through cv_outfile (temp file, fsync, rename): never half-written.

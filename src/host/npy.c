@@ -585,20 +585,16 @@ size_t cv_npy_header(char *buf, size_t size, cv_npy_dtype t, int ndims, const in
     int dlen = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, "
                         "'shape': %s, }", cv_npy_descr(t), shape);
     CV_ASSERT(dlen > 0 && (size_t)dlen < sizeof dict);
-    /* 1.0 unless the padded dict overflows its u16 length (it cannot: it is under 256
-     * bytes; the rule is the format's) */
-    size_t pre = 10;
-    size_t total = (pre + (size_t)dlen + 1 + NPY_ALIGN - 1) / NPY_ALIGN * NPY_ALIGN;
-    if (total - pre > 0xffff) {
-        pre = 12;
-        total = (pre + (size_t)dlen + 1 + NPY_ALIGN - 1) / NPY_ALIGN * NPY_ALIGN;
-    }
+    /* version 1.0: the dict, under CV_NPY_HEADER_MAX bytes, always fits its u16 length */
+    const size_t pre = 10;
+    const size_t total = (pre + (size_t)dlen + 1 + NPY_ALIGN - 1) / NPY_ALIGN * NPY_ALIGN;
     if (total > size) return 0;
-    size_t hlen = total - pre;
+    const size_t hlen = total - pre;
     memcpy(buf, NPY_MAGIC, NPY_MAGIC_LEN);
-    buf[6] = pre == 10 ? 1 : 2;
+    buf[6] = 1;
     buf[7] = 0;
-    for (size_t i = 0; i < pre - 8; i++) buf[8 + i] = (char)(hlen >> (8 * i));
+    buf[8] = (char)(hlen & 0xff);
+    buf[9] = (char)(hlen >> 8);
     memcpy(buf + pre, dict, (size_t)dlen);
     memset(buf + pre + dlen, ' ', hlen - (size_t)dlen - 1);
     buf[total - 1] = '\n';
