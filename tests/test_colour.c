@@ -2,8 +2,9 @@
  * small model is trained here on (N, H, W, C) images (H != W, so a swapped axis shows),
  * then generate writes the same images as images.npy, as a png data set and as a grid;
  * each PNG, read back through libpng's png_image API, must hold images.npy's pixels:
- * grey + alpha for C = 2, RGB for C = 3 (with condition vectors: <index>.png), RGBA for
- * C = 4. Images of C = 5 train without pictures, and generate refuses png and grid. */
+ * grey (from a labels file) for C = 1, grey + alpha for C = 2, RGB for C = 3 (with
+ * condition vectors: <index>.png), RGBA for C = 4. Images of C = 5 train without
+ * pictures, and generate refuses png and grid. */
 #include <criterion/criterion.h>
 #include <png.h>
 #include <math.h>
@@ -117,13 +118,14 @@ static uint8_t *read_png(const char *path, int c, int width, int height) {
     return px;
 }
 
-/* The images.npy of the set generated in OUT: n images H x W x c. */
+/* The images.npy of the set generated in OUT: n images H x W x c (no channel axis for
+ * grey). */
 static cv_npy_array generated(const char *out, int c, long long n) {
     cv_npy_array a;
     cv_err err;
     cr_assert_eq(cv_npy_read(path_in(out, "images.npy"), &a, &err), CV_OK, "%s", err.msg);
-    cr_assert(a.ndims == 4 && a.dims[0] == n && a.dims[1] == H && a.dims[2] == W &&
-              a.dims[3] == c, "images.npy has the wrong shape");
+    cr_assert(a.ndims == (c > 1 ? 4 : 3) && a.dims[0] == n && a.dims[1] == H &&
+              a.dims[2] == W && (c == 1 || a.dims[3] == c), "images.npy has the wrong shape");
     return a;
 }
 
@@ -216,6 +218,33 @@ Test(colour, rgb_pngs_of_condition_vectors_hold_the_generated_pixels) {
     for (int i = 0; i < 15; i++) snprintf(names[i], 32, "%d.png", i);
     expect_pngs(png, a.data, 3, 15, names);
     expect_grid(grid, a.data, 3, 5, 3);
+    cv_npy_free(&a);
+}
+
+/* A labels file with png and grid, on grey images: image i has row i % R, its PNG is
+ * <class>/<i>.png (the image's own index: a class may stand in several rows), and the grid
+ * a row per label row. */
+Test(colour, labels_files_name_pngs_by_class_and_image_and_draw_a_row_each) {
+    char run[4200], npy[4200], png[4200], grid[4200];
+    free(train(1, 0, run));
+    const char *ckpt = path_in(run, "model.ckpt");
+    const uint8_t order[4] = {2, 0, 2, 1};
+    const char *labels = path_in(dir, "order.npy");
+    write_npy(labels, CV_NPY_U8, 1, (const int64_t[1]){4}, order);
+    snprintf(npy, sizeof npy, "%s/npy", dir);
+    snprintf(png, sizeof png, "%s/png", dir);
+    snprintf(grid, sizeof grid, "%s/grid.png", dir);
+    const char *formats[3][2] = {{"npy", npy}, {"png", png}, {"grid", grid}};
+    for (int f = 0; f < 3; f++)
+        free(expect_exit(0, (const char *[]){"generate", "--model", ckpt, "--labels", labels,
+                                             "--per-row", "2", "--out", formats[f][1],
+                                             "--format", formats[f][0], "--device", "cpu",
+                                             NULL}));
+    cv_npy_array a = generated(npy, 1, 8);
+    char names[8][32];
+    for (int i = 0; i < 8; i++) snprintf(names[i], 32, "%d/%d.png", order[i % 4], i);
+    expect_pngs(png, a.data, 1, 8, names);
+    expect_grid(grid, a.data, 1, 4, 2);
     cv_npy_free(&a);
 }
 
