@@ -31,20 +31,6 @@ static void teardown(void) {
 
 TestSuite(colour, .init = setup, .fini = teardown, .timeout = 120);
 
-static char *path_in(const char *folder, const char *name) {
-    static char paths[8][8400];
-    static int next;
-    char *p = paths[next++ % 8];
-    snprintf(p, sizeof paths[0], "%s/%s", folder, name);
-    return p;
-}
-
-static void write_npy(const char *path, cv_npy_dtype t, int ndims, const int64_t *dims,
-                      const void *values) {
-    cv_err err;
-    cr_assert_eq(cv_npy_write(path, t, ndims, dims, values, &err), CV_OK, "%s", err.msg);
-}
-
 /* DIR/train_images.npy of N images H x W x c, each channel's level set by the image's
  * condition, and DIR/train_labels.npy (k 0: CLASSES classes) or train_conditions.npy
  * (k columns in [-1, 1]). */
@@ -61,13 +47,14 @@ static void write_data(const char *data, int c, int k) {
         }
     }
     mkdir(data, 0777);
-    write_npy(path_in(data, "train_images.npy"), CV_NPY_U8, 4, (const int64_t[4]){N, H, W, c},
-              px);
+    test_write_npy(test_path_in(data, "train_images.npy"), CV_NPY_U8, 4,
+                   (const int64_t[4]){N, H, W, c}, px);
     if (k)
-        write_npy(path_in(data, "train_conditions.npy"), CV_NPY_F32, 2, (const int64_t[2]){N, k},
-                  cond);
+        test_write_npy(test_path_in(data, "train_conditions.npy"), CV_NPY_F32, 2,
+                       (const int64_t[2]){N, k}, cond);
     else
-        write_npy(path_in(data, "train_labels.npy"), CV_NPY_U8, 1, (const int64_t[1]){N}, labels);
+        test_write_npy(test_path_in(data, "train_labels.npy"), CV_NPY_U8, 1,
+                       (const int64_t[1]){N}, labels);
     free(px);
 }
 
@@ -123,7 +110,7 @@ static uint8_t *read_png(const char *path, int c, int width, int height) {
 static cv_npy_array generated(const char *out, int c, long long n) {
     cv_npy_array a;
     cv_err err;
-    cr_assert_eq(cv_npy_read(path_in(out, "images.npy"), &a, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(cv_npy_read(test_path_in(out, "images.npy"), &a, &err), CV_OK, "%s", err.msg);
     cr_assert(a.ndims == (c > 1 ? 4 : 3) && a.dims[0] == n && a.dims[1] == H &&
               a.dims[2] == W && (c == 1 || a.dims[3] == c), "images.npy has the wrong shape");
     return a;
@@ -135,7 +122,7 @@ static void expect_pngs(const char *out, const uint8_t *images, int c, int n,
                         char names[][32]) {
     const size_t d = (size_t)H * W * c;
     for (int i = 0; i < n; i++) {
-        uint8_t *px = read_png(path_in(out, names[i]), c, W, H);
+        uint8_t *px = read_png(test_path_in(out, names[i]), c, W, H);
         cr_assert(memcmp(px, images + i * d, d) == 0, "%s differs from image %d of images.npy",
                   names[i], i);
         free(px);
@@ -169,25 +156,42 @@ static void expect_grid(const char *grid, const uint8_t *images, int c, int R, i
     free(px);
 }
 
+/* The same images generated three ways: DIR/npy, DIR/png and DIR/grid.png, each by cvae
+ * generate --model ckpt with the condition flags `which` (NULL-terminated). */
+typedef struct {
+    char npy[4200], png[4200], grid[4200];
+} outputs;
+
+static void generate_all(outputs *o, const char *ckpt, const char *const *which) {
+    snprintf(o->npy, sizeof o->npy, "%s/npy", dir);
+    snprintf(o->png, sizeof o->png, "%s/png", dir);
+    snprintf(o->grid, sizeof o->grid, "%s/grid.png", dir);
+    const char *formats[3][2] = {{"npy", o->npy}, {"png", o->png}, {"grid", o->grid}};
+    for (int f = 0; f < 3; f++) {
+        const char *args[16] = {"generate", "--model", ckpt};
+        int n = 3;
+        for (int i = 0; which[i]; i++) args[n++] = which[i];
+        const char *tail[] = {"--out", formats[f][1], "--format", formats[f][0], "--device",
+                              "cpu"};
+        for (int i = 0; i < 6; i++) args[n++] = tail[i];
+        args[n] = NULL;
+        free(expect_exit(0, args));
+    }
+}
+
 /* A model of class labels on c channels: the png data set (<class>/<index>.png, the index
  * within its class) and the grid against images.npy. */
 static void labels_round_trip(int c) {
-    char run[4200], npy[4200], png[4200], grid[4200];
+    char run[4200];
     free(train(c, 0, run));
-    const char *ckpt = path_in(run, "model.ckpt");
-    snprintf(npy, sizeof npy, "%s/npy", dir);
-    snprintf(png, sizeof png, "%s/png", dir);
-    snprintf(grid, sizeof grid, "%s/grid.png", dir);
-    const char *formats[3][2] = {{"npy", npy}, {"png", png}, {"grid", grid}};
-    for (int f = 0; f < 3; f++)
-        free(expect_exit(0, (const char *[]){"generate", "--model", ckpt, "--per-class", "4",
-                                             "--out", formats[f][1], "--format", formats[f][0],
-                                             "--device", "cpu", NULL}));
-    cv_npy_array a = generated(npy, c, 4 * CLASSES);
+    outputs o;
+    generate_all(&o, test_path_in(run, "model.ckpt"), (const char *[]){"--per-class", "4", NULL});
+    cv_npy_array a = generated(o.npy, c, 4 * CLASSES);
     char names[4 * CLASSES][32];
-    for (int i = 0; i < 4 * CLASSES; i++) snprintf(names[i], 32, "%d/%d.png", i % CLASSES, i / CLASSES);
-    expect_pngs(png, a.data, c, 4 * CLASSES, names);
-    expect_grid(grid, a.data, c, CLASSES, 4);
+    for (int i = 0; i < 4 * CLASSES; i++)
+        snprintf(names[i], 32, "%d/%d.png", i % CLASSES, i / CLASSES);
+    expect_pngs(o.png, a.data, c, 4 * CLASSES, names);
+    expect_grid(o.grid, a.data, c, CLASSES, 4);
     cv_npy_free(&a);
 }
 
@@ -196,28 +200,21 @@ Test(colour, rgba_pngs_hold_the_generated_pixels) { labels_round_trip(4); }
 
 /* RGB with condition vectors: <index>.png, and a grid of a row per condition row. */
 Test(colour, rgb_pngs_of_condition_vectors_hold_the_generated_pixels) {
-    char run[4200], npy[4200], png[4200], grid[4200];
+    char run[4200];
     free(train(3, 3, run));
-    const char *ckpt = path_in(run, "model.ckpt");
     float rows[5 * 3];
     test_rng r = test_rng_new("colour rows");
     test_fill(&r, rows, 5 * 3, -1, 1);
-    const char *cond = path_in(dir, "rows.npy");
-    write_npy(cond, CV_NPY_F32, 2, (const int64_t[2]){5, 3}, rows);
-    snprintf(npy, sizeof npy, "%s/npy", dir);
-    snprintf(png, sizeof png, "%s/png", dir);
-    snprintf(grid, sizeof grid, "%s/grid.png", dir);
-    const char *formats[3][2] = {{"npy", npy}, {"png", png}, {"grid", grid}};
-    for (int f = 0; f < 3; f++)
-        free(expect_exit(0, (const char *[]){"generate", "--model", ckpt, "--conditions", cond,
-                                             "--per-row", "3", "--out", formats[f][1],
-                                             "--format", formats[f][0], "--device", "cpu",
-                                             NULL}));
-    cv_npy_array a = generated(npy, 3, 15);
+    const char *cond = test_path_in(dir, "rows.npy");
+    test_write_npy(cond, CV_NPY_F32, 2, (const int64_t[2]){5, 3}, rows);
+    outputs o;
+    generate_all(&o, test_path_in(run, "model.ckpt"),
+                 (const char *[]){"--conditions", cond, "--per-row", "3", NULL});
+    cv_npy_array a = generated(o.npy, 3, 15);
     char names[15][32];
     for (int i = 0; i < 15; i++) snprintf(names[i], 32, "%d.png", i);
-    expect_pngs(png, a.data, 3, 15, names);
-    expect_grid(grid, a.data, 3, 5, 3);
+    expect_pngs(o.png, a.data, 3, 15, names);
+    expect_grid(o.grid, a.data, 3, 5, 3);
     cv_npy_free(&a);
 }
 
@@ -225,26 +222,19 @@ Test(colour, rgb_pngs_of_condition_vectors_hold_the_generated_pixels) {
  * <class>/<i>.png (the image's own index: a class may stand in several rows), and the grid
  * a row per label row. */
 Test(colour, labels_files_name_pngs_by_class_and_image_and_draw_a_row_each) {
-    char run[4200], npy[4200], png[4200], grid[4200];
+    char run[4200];
     free(train(1, 0, run));
-    const char *ckpt = path_in(run, "model.ckpt");
     const uint8_t order[4] = {2, 0, 2, 1};
-    const char *labels = path_in(dir, "order.npy");
-    write_npy(labels, CV_NPY_U8, 1, (const int64_t[1]){4}, order);
-    snprintf(npy, sizeof npy, "%s/npy", dir);
-    snprintf(png, sizeof png, "%s/png", dir);
-    snprintf(grid, sizeof grid, "%s/grid.png", dir);
-    const char *formats[3][2] = {{"npy", npy}, {"png", png}, {"grid", grid}};
-    for (int f = 0; f < 3; f++)
-        free(expect_exit(0, (const char *[]){"generate", "--model", ckpt, "--labels", labels,
-                                             "--per-row", "2", "--out", formats[f][1],
-                                             "--format", formats[f][0], "--device", "cpu",
-                                             NULL}));
-    cv_npy_array a = generated(npy, 1, 8);
+    const char *labels = test_path_in(dir, "order.npy");
+    test_write_npy(labels, CV_NPY_U8, 1, (const int64_t[1]){4}, order);
+    outputs o;
+    generate_all(&o, test_path_in(run, "model.ckpt"),
+                 (const char *[]){"--labels", labels, "--per-row", "2", NULL});
+    cv_npy_array a = generated(o.npy, 1, 8);
     char names[8][32];
     for (int i = 0; i < 8; i++) snprintf(names[i], 32, "%d/%d.png", order[i % 4], i);
-    expect_pngs(png, a.data, 1, 8, names);
-    expect_grid(grid, a.data, 1, 4, 2);
+    expect_pngs(o.png, a.data, 1, 8, names);
+    expect_grid(o.grid, a.data, 1, 4, 2);
     cv_npy_free(&a);
 }
 
@@ -257,12 +247,12 @@ Test(colour, five_channels_train_without_pictures_and_refuse_png_output) {
               "%s", log);
     free(log);
     struct stat sb;
-    cr_assert(stat(path_in(run, "samples.png"), &sb) != 0, "samples.png of 5 channels");
-    cr_assert(stat(path_in(run, "reconstructions.png"), &sb) != 0);
-    const char *ckpt = path_in(run, "model.ckpt");
+    cr_assert(stat(test_path_in(run, "samples.png"), &sb) != 0, "samples.png of 5 channels");
+    cr_assert(stat(test_path_in(run, "reconstructions.png"), &sb) != 0);
+    const char *ckpt = test_path_in(run, "model.ckpt");
     const char *formats[2][2] = {{"png", "png"}, {"grid", "grid.png"}};
     for (int f = 0; f < 2; f++) {
-        const char *out = path_in(dir, formats[f][1]);
+        const char *out = test_path_in(dir, formats[f][1]);
         char *e = expect_exit(2, (const char *[]){"generate", "--model", ckpt, "--per-class",
                                                   "2", "--out", out, "--format", formats[f][0],
                                                   "--device", "cpu", NULL});

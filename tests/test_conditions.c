@@ -26,20 +26,6 @@
 static char *dir;
 static char data[4200], run[4200], ckpt[4300];
 
-static char *path_in(const char *folder, const char *name) {
-    static char paths[8][8400];
-    static int next;
-    char *p = paths[next++ % 8];
-    snprintf(p, sizeof paths[0], "%s/%s", folder, name);
-    return p;
-}
-
-static void write_npy(const char *path, cv_npy_dtype t, int ndims, const int64_t *dims,
-                      const void *values) {
-    cv_err err;
-    cr_assert_eq(cv_npy_write(path, t, ndims, dims, values, &err), CV_OK, "%s", err.msg);
-}
-
 /* n RGB images whose colour follows the condition's first three coordinates (in [-1, 1]),
  * the fourth coordinate noise. */
 static void write_split(test_rng *r, const char *prefix, int n) {
@@ -54,9 +40,9 @@ static void write_split(test_rng *r, const char *prefix, int n) {
             }
     char name[64];
     snprintf(name, sizeof name, "%s_images.npy", prefix);
-    write_npy(path_in(data, name), CV_NPY_U8, 4, (const int64_t[4]){n, H, W, C}, px);
+    test_write_npy(test_path_in(data, name), CV_NPY_U8, 4, (const int64_t[4]){n, H, W, C}, px);
     snprintf(name, sizeof name, "%s_conditions.npy", prefix);
-    write_npy(path_in(data, name), CV_NPY_F32, 2, (const int64_t[2]){n, K}, cond);
+    test_write_npy(test_path_in(data, name), CV_NPY_F32, 2, (const int64_t[2]){n, K}, cond);
     free(px);
     free(cond);
 }
@@ -135,11 +121,11 @@ Test(conditions, training_writes_a_version_3_checkpoint_and_colour_pictures) {
               ck.cfg.cond_width == K, "the checkpoint lost the data's shape");
     cv_checkpoint_free(&ck);
     int w, h, color;
-    png_shape(path_in(run, "samples.png"), &w, &h, &color);
+    png_shape(test_path_in(run, "samples.png"), &w, &h, &color);
     /* ten condition rows (the first test images') of ten samples, 2-pixel gaps */
     cr_assert(w == 10 * W + 11 * 2 && h == 10 * H + 11 * 2, "samples.png is %dx%d", w, h);
     cr_assert_eq(color, PNG_COLOR_TYPE_RGB);
-    png_shape(path_in(run, "reconstructions.png"), &w, &h, &color);
+    png_shape(test_path_in(run, "reconstructions.png"), &w, &h, &color);
     cr_assert(h == 2 * H + 3 * 2 && color == PNG_COLOR_TYPE_RGB, "reconstructions.png");
     char *o, *e;
     const char *info[] = {"info", "--model", ckpt, NULL};
@@ -192,9 +178,9 @@ Test(conditions, eval_reproduces_trainings_final_test_elbo_from_the_test_files_a
     const double trained = final_test_elbo(o);
     free(o);
     free(e);
-    const char *model = path_in(out, "model.ckpt");
-    const char *test_images = path_in(data, "test_images.npy");
-    const char *test_conditions = path_in(data, "test_conditions.npy");
+    const char *model = test_path_in(out, "model.ckpt");
+    const char *test_images = test_path_in(data, "test_images.npy");
+    const char *test_conditions = test_path_in(data, "test_conditions.npy");
     const char *from_folder[] = {"eval", "--model", model, "--data", data, "--seed", "5",
                                  "--json", "--device", "cpu", NULL};
     const char *from_files[] = {"eval", "--model", model, "--test-images", test_images,
@@ -213,8 +199,8 @@ Test(conditions, eval_reproduces_trainings_final_test_elbo_from_the_test_files_a
     char only[4200];
     snprintf(only, sizeof only, "%s/test-only", dir);
     mkdir(only, 0777);
-    rename(test_images, path_in(only, "test_images.npy"));
-    rename(test_conditions, path_in(only, "test_conditions.npy"));
+    rename(test_images, test_path_in(only, "test_images.npy"));
+    rename(test_conditions, test_path_in(only, "test_conditions.npy"));
     from_folder[4] = only;
     cr_assert_eq(cvae(&o, &e, from_folder), 0, "%s", e);
     cr_assert(fabs(json_neg_elbo(o) - trained) < 1e-4, "%s", o);
@@ -222,17 +208,18 @@ Test(conditions, eval_reproduces_trainings_final_test_elbo_from_the_test_files_a
     free(e);
     expect_error(2, "--data DIR or --test-images FILE",
                  (const char *[]){"eval", "--model", model, "--train-images",
-                                  path_in(data, "train_images.npy"), NULL});
+                                  test_path_in(data, "train_images.npy"), NULL});
 }
 
 Test(conditions, explicit_file_flags_train_without_a_folder) {
     char out[4200];
     snprintf(out, sizeof out, "%s/flags-run", dir);
     char *e = expect_exit(0, (const char *[]){
-        "train", "--train-images", path_in(data, "train_images.npy"), "--train-conditions",
-        path_in(data, "train_conditions.npy"), "--test-images", path_in(data, "test_images.npy"),
-        "--test-conditions", path_in(data, "test_conditions.npy"), "--epochs", "1", "--hidden",
-        "16", "--latent", "2", "--device", "cpu", "--out", out, NULL});
+        "train", "--train-images", test_path_in(data, "train_images.npy"),
+        "--train-conditions", test_path_in(data, "train_conditions.npy"),
+        "--test-images", test_path_in(data, "test_images.npy"),
+        "--test-conditions", test_path_in(data, "test_conditions.npy"), "--epochs", "1",
+        "--hidden", "16", "--latent", "2", "--device", "cpu", "--out", out, NULL});
     free(e);
     expect_error(2, "--classes is for class labels",
                  (const char *[]){"train", "--data", data, "--classes", "4", "--epochs", "1",
@@ -253,8 +240,8 @@ Test(conditions, train_conditions_on_a_labelled_folder_train_without_its_test_sp
     float rows[50 * 2];
     test_rng r = test_rng_new("mnist conditions");
     test_fill(&r, rows, 50 * 2, -1, 1);
-    const char *cond = path_in(dir, "mnist-conditions.npy");
-    write_npy(cond, CV_NPY_F32, 2, (const int64_t[2]){50, 2}, rows);
+    const char *cond = test_path_in(dir, "mnist-conditions.npy");
+    test_write_npy(cond, CV_NPY_F32, 2, (const int64_t[2]){50, 2}, rows);
     char *o, *e;
     const char *args[] = {"train", "--data", mnist, "--train-conditions", cond, "--epochs", "1",
                           "--hidden", "8", "--latent", "2", "--device", "cpu", "--out", out,
@@ -274,8 +261,8 @@ static char *conditions_file(const char *name, int rows, int width, float poison
     test_rng r = test_rng_new("conditions file");
     test_fill(&r, c, (size_t)rows * width, -1, 1);
     if (poison != 0) c[(size_t)rows * width - 1] = poison;
-    char *p = path_in(dir, name);
-    write_npy(p, CV_NPY_F32, 2, (const int64_t[2]){rows, width}, c);
+    char *p = test_path_in(dir, name);
+    test_write_npy(p, CV_NPY_F32, 2, (const int64_t[2]){rows, width}, c);
     free(c);
     return p;
 }
@@ -288,14 +275,14 @@ Test(conditions, generate_writes_one_image_per_row_and_a_copy_of_the_rows) {
     free(expect_exit(0, (const char *[]){"generate", "--model", ckpt, "--conditions", cond,
                                          "--out", out, "--format", "npy", "--device", "cpu",
                                          NULL}));
-    cv_npy_array img = read_npy(path_in(out, "images.npy"));
+    cv_npy_array img = read_npy(test_path_in(out, "images.npy"));
     cr_assert(img.dtype == CV_NPY_U8 && img.ndims == 4 && img.dims[0] == 37 &&
               img.dims[1] == H && img.dims[2] == W && img.dims[3] == C, "images.npy shape");
-    cv_npy_array copy = read_npy(path_in(out, "conditions.npy")), given = read_npy(cond);
+    cv_npy_array copy = read_npy(test_path_in(out, "conditions.npy")), given = read_npy(cond);
     cr_assert(copy.bytes == given.bytes && memcmp(copy.data, given.data, copy.bytes) == 0,
               "conditions.npy is not the rows asked for");
     size_t msize;
-    char *manifest = (char *)test_read_file(path_in(out, "manifest.json"), &msize);
+    char *manifest = (char *)test_read_file(test_path_in(out, "manifest.json"), &msize);
     cr_assert(strstr(manifest, "\"condition\": \"vectors\"") &&
               strstr(manifest, "\"condition_width\": 4") && strstr(manifest, "\"channels\": 3") &&
               strstr(manifest, "\"name\": \"conditions.npy\""), "%s", manifest);
@@ -303,7 +290,7 @@ Test(conditions, generate_writes_one_image_per_row_and_a_copy_of_the_rows) {
     free(expect_exit(0, (const char *[]){"generate", "--model", ckpt, "--conditions", cond,
                                          "--out", again, "--format", "npy", "--batch", "1",
                                          "--device", "cpu", NULL}));
-    cv_npy_array img1 = read_npy(path_in(again, "images.npy"));
+    cv_npy_array img1 = read_npy(test_path_in(again, "images.npy"));
     cr_assert(memcmp(img.data, img1.data, img.bytes) == 0, "--batch changed the images");
     cv_npy_free(&img);
     cv_npy_free(&img1);
@@ -324,22 +311,23 @@ Test(conditions, every_format_and_the_grid_hold_colour_images) {
     uint8_t *px;
     int dims[4];
     cv_err err;
-    cr_assert_eq(cv_idx_read_images(path_in(idx, "images-idx4-ubyte.gz"), dims, &px, &err), CV_OK,
-                 "%s", err.msg);
+    cr_assert_eq(cv_idx_read_images(test_path_in(idx, "images-idx4-ubyte.gz"), dims, &px, &err),
+                 CV_OK, "%s", err.msg);
     cr_assert(dims[0] == 10 && dims[1] == H && dims[2] == W && dims[3] == C);
     free(px);
-    cv_npy_array rows = read_npy(path_in(idx, "conditions.npy"));
+    cv_npy_array rows = read_npy(test_path_in(idx, "conditions.npy"));
     cr_assert(rows.dims[0] == 10 && rows.dims[1] == K, "a row per image");
     cv_npy_free(&rows);
     free(expect_exit(0, (const char *[]){"generate", "--model", ckpt, "--conditions", cond,
                                          "--out", png, "--format", "png", "--device", "cpu",
                                          NULL}));
     int w, h, color;
-    png_shape(path_in(png, "4.png"), &w, &h, &color);
+    png_shape(test_path_in(png, "4.png"), &w, &h, &color);
     cr_assert(w == W && h == H && color == PNG_COLOR_TYPE_RGB, "4.png %dx%d colour %d", w, h,
               color);
     struct stat sb;
-    cr_assert(stat(path_in(png, "conditions.npy"), &sb) == 0 && stat(path_in(png, "5.png"), &sb) != 0);
+    cr_assert(stat(test_path_in(png, "conditions.npy"), &sb) == 0 &&
+              stat(test_path_in(png, "5.png"), &sb) != 0);
     free(expect_exit(0, (const char *[]){"generate", "--model", ckpt, "--conditions", cond,
                                          "--per-row", "3", "--out", grid, "--format", "grid",
                                          "--device", "cpu", NULL}));
@@ -366,7 +354,7 @@ Test(conditions, a_generated_data_set_trains_a_new_model_through_data) {
     free(o);
     free(e);
     struct stat sb;
-    cr_assert_eq(stat(path_in(again, "model.ckpt"), &sb), 0);
+    cr_assert_eq(stat(test_path_in(again, "model.ckpt"), &sb), 0);
 }
 
 Test(conditions, bad_rows_exit_1_and_write_nothing) {
@@ -380,8 +368,8 @@ Test(conditions, bad_rows_exit_1_and_write_nothing) {
     expect_error(1, "row 3 holds a NaN or Inf (column 3)",
                  (const char *[]){"generate", "--model", ckpt, "--conditions", nan, "--out", out,
                                   "--device", "cpu", NULL});
-    const char *labels = path_in(dir, "labels.npy");
-    write_npy(labels, CV_NPY_I64, 1, (const int64_t[1]){2}, (const int64_t[2]){0, 1});
+    const char *labels = test_path_in(dir, "labels.npy");
+    test_write_npy(labels, CV_NPY_I64, 1, (const int64_t[1]){2}, (const int64_t[2]){0, 1});
     expect_error(2, "the model takes condition vectors of width 4",
                  (const char *[]){"generate", "--model", ckpt, "--labels", labels, "--out", out,
                                   "--device", "cpu", NULL});
@@ -393,7 +381,9 @@ Test(conditions, bad_rows_exit_1_and_write_nothing) {
 }
 
 /* The images (and their count) of a generated npy data set. */
-static cv_npy_array generated_images(const char *out) { return read_npy(path_in(out, "images.npy")); }
+static cv_npy_array generated_images(const char *out) {
+    return read_npy(test_path_in(out, "images.npy"));
+}
 
 /* Image i of a and b (image i has row i % rows) are byte-identical exactly when its row
  * is not `row`. */
@@ -415,10 +405,10 @@ Test(conditions, changing_one_condition_row_changes_only_its_images) {
     float rows[37 * K];
     test_rng r = test_rng_new("one row");
     test_fill(&r, rows, 37 * K, -1, 1);
-    char *before = path_in(dir, "before.npy"), *after = path_in(dir, "after.npy");
-    write_npy(before, CV_NPY_F32, 2, (const int64_t[2]){37, K}, rows);
+    char *before = test_path_in(dir, "before.npy"), *after = test_path_in(dir, "after.npy");
+    test_write_npy(before, CV_NPY_F32, 2, (const int64_t[2]){37, K}, rows);
     for (int k = 0; k < K; k++) rows[20 * K + k] = -rows[20 * K + k];
-    write_npy(after, CV_NPY_F32, 2, (const int64_t[2]){37, K}, rows);
+    test_write_npy(after, CV_NPY_F32, 2, (const int64_t[2]){37, K}, rows);
     cv_npy_array sets[2];
     const char *files[2] = {before, after};
     for (int k = 0; k < 2; k++) {
@@ -451,10 +441,10 @@ static const char *label_model(void) {
 Test(conditions, changing_one_label_row_changes_only_its_image) {
     const char *lckpt = label_model();
     int64_t order[7] = {2, 2, 0, 1, 0, 2, 1};
-    char *before = path_in(dir, "before.npy"), *after = path_in(dir, "after.npy");
-    write_npy(before, CV_NPY_I64, 1, (const int64_t[1]){7}, order);
+    char *before = test_path_in(dir, "before.npy"), *after = test_path_in(dir, "after.npy");
+    test_write_npy(before, CV_NPY_I64, 1, (const int64_t[1]){7}, order);
     order[3] = 0;
-    write_npy(after, CV_NPY_I64, 1, (const int64_t[1]){7}, order);
+    test_write_npy(after, CV_NPY_I64, 1, (const int64_t[1]){7}, order);
     cv_npy_array sets[2];
     const char *files[2] = {before, after};
     for (int k = 0; k < 2; k++) {
@@ -478,16 +468,18 @@ Test(conditions, eval_refuses_test_labels_beyond_the_models_classes) {
     snprintf(ldata, sizeof ldata, "%s/ldata", dir);
     const int64_t labels[4] = {0, 2, 3, 1};
     uint8_t px[4 * 16] = {0};
-    write_npy(path_in(dir, "t_images.npy"), CV_NPY_U8, 3, (const int64_t[3]){4, 4, 4}, px);
-    write_npy(path_in(dir, "t_labels.npy"), CV_NPY_I64, 1, (const int64_t[1]){4}, labels);
+    test_write_npy(test_path_in(dir, "t_images.npy"), CV_NPY_U8, 3, (const int64_t[3]){4, 4, 4},
+                   px);
+    test_write_npy(test_path_in(dir, "t_labels.npy"), CV_NPY_I64, 1, (const int64_t[1]){4},
+                   labels);
     const char *with_training[] = {"eval", "--model", lckpt, "--data", ldata, "--test-images",
-                                   path_in(dir, "t_images.npy"), "--test-labels",
-                                   path_in(dir, "t_labels.npy"), "--device", "cpu", NULL};
+                                   test_path_in(dir, "t_images.npy"), "--test-labels",
+                                   test_path_in(dir, "t_labels.npy"), "--device", "cpu", NULL};
     expect_error(1, "t_labels.npy: label 3 at index 2 is not among the 3 classes (0..2)",
                  with_training);
     const char *alone[] = {"eval", "--model", lckpt, "--test-images",
-                           path_in(dir, "t_images.npy"), "--test-labels",
-                           path_in(dir, "t_labels.npy"), "--device", "cpu", NULL};
+                           test_path_in(dir, "t_images.npy"), "--test-labels",
+                           test_path_in(dir, "t_labels.npy"), "--device", "cpu", NULL};
     expect_error(1, "t_labels.npy: label 3 at index 2 is not among the 3 classes (0..2)", alone);
 }
 
@@ -498,18 +490,18 @@ Test(conditions, labels_files_set_the_order_of_a_label_model) {
     snprintf(bad, sizeof bad, "%s/lbad", dir);
     const char *lckpt = label_model();
     const int64_t order[7] = {2, 2, 0, 1, 0, 2, 1};
-    const char *labels = path_in(dir, "order.npy");
-    write_npy(labels, CV_NPY_I64, 1, (const int64_t[1]){7}, order);
+    const char *labels = test_path_in(dir, "order.npy");
+    test_write_npy(labels, CV_NPY_I64, 1, (const int64_t[1]){7}, order);
     free(expect_exit(0, (const char *[]){"generate", "--model", lckpt, "--labels", labels,
                                          "--out", out, "--format", "npy", "--device", "cpu",
                                          NULL}));
-    cv_npy_array got = read_npy(path_in(out, "labels.npy"));
+    cv_npy_array got = read_npy(test_path_in(out, "labels.npy"));
     cr_assert_eq(got.dims[0], 7);
     for (int i = 0; i < 7; i++) cr_assert_eq(((uint8_t *)got.data)[i], order[i], "row %d", i);
     cv_npy_free(&got);
     const int64_t wrong[2] = {0, 3};
-    const char *wrong_path = path_in(dir, "wrong.npy");
-    write_npy(wrong_path, CV_NPY_I64, 1, (const int64_t[1]){2}, wrong);
+    const char *wrong_path = test_path_in(dir, "wrong.npy");
+    test_write_npy(wrong_path, CV_NPY_I64, 1, (const int64_t[1]){2}, wrong);
     expect_error(1, "class 3 (row 1) is not among the model's 3 classes",
                  (const char *[]){"generate", "--model", lckpt, "--labels", wrong_path, "--out",
                                   bad, "--device", "cpu", NULL});
