@@ -342,6 +342,12 @@ static cv_status set_classes(const char *path, int n_classes, cv_data *d, cv_err
     return CV_OK;
 }
 
+/* --classes given for condition vectors, which take K from their file at path. */
+static cv_status classes_for_vectors(int width, const char *path, cv_err *err) {
+    return cv_fail(err, CV_ERR_USAGE, "--classes is for class labels; condition vectors take "
+                   "their width (%d) from %s", width, path);
+}
+
 /* The training split, its condition kind and K. */
 static cv_status load_training(const char *dir, const cv_data_files *f, int n_classes,
                                cv_data *d, cv_err *err) {
@@ -351,8 +357,7 @@ static cv_status load_training(const char *dir, const cv_data_files *f, int n_cl
     if (st) return st;
     d->condition = d->train.conditions ? CV_COND_VECTORS : CV_COND_LABELS;
     if (d->condition == CV_COND_VECTORS && n_classes)
-        return cv_fail(err, CV_ERR_USAGE, "--classes is for class labels; condition vectors "
-                       "take their width (%d) from %s", d->train.cond_width, tp.conditions);
+        return classes_for_vectors(d->train.cond_width, tp.conditions, err);
     if (d->condition == CV_COND_LABELS) return set_classes(tp.labels, n_classes, d, err);
     d->cond_width = d->train.cond_width;
     return CV_OK;
@@ -387,9 +392,7 @@ static cv_status set_test_only_width(const char *path, int n_classes, cv_data *d
         d->cond_width = n_classes ? n_classes : largest_label(&d->test) + 1;
         return CV_OK;
     }
-    if (n_classes)
-        return cv_fail(err, CV_ERR_USAGE, "--classes is for class labels; condition vectors "
-                       "take their width (%d) from %s", d->test.cond_width, path);
+    if (n_classes) return classes_for_vectors(d->test.cond_width, path, err);
     d->cond_width = d->test.cond_width;
     return CV_OK;
 }
