@@ -210,3 +210,17 @@ void test_train_small(const char *data, const char *out, int hidden, int latent,
     cr_assert_eq(cv_train_run(&o, &res, &err), CV_OK, "%s", err.msg);
     fclose(sink);
 }
+
+char *test_path_in(const char *folder, const char *name) {
+    static char paths[8][8400];
+    static int next;
+    char *p = paths[next++ % 8];
+    snprintf(p, sizeof paths[0], "%s/%s", folder, name);
+    return p;
+}
+
+void test_write_npy(const char *path, cv_npy_dtype t, int ndims, const int64_t *dims,
+                    const void *values) {
+    cv_err err;
+    cr_assert_eq(cv_npy_write(path, t, ndims, dims, values, &err), CV_OK, "%s", err.msg);
+}

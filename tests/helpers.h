@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "cvae/comm.h"
+#include "cvae/npy.h"
 
 typedef struct {
     uint64_t s;
@@ -52,6 +53,13 @@ void assert_close(const char *what, int i, double got, double ref, double atol, 
 
 /* How many lines s holds. */
 int test_count_lines(const char *s);
+
+/* folder/name, in one of 8 static buffers used in turn (so it lasts 7 more calls). */
+char *test_path_in(const char *folder, const char *name);
+
+/* cv_npy_write, asserting that it succeeds. */
+void test_write_npy(const char *path, cv_npy_dtype t, int ndims, const int64_t *dims,
+                    const void *values);
 
 /* A whole file's bytes (malloc'd, with a NUL after them), or NULL; *size gets the length. */
 uint8_t *test_read_file(const char *path, size_t *size);

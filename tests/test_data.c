@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cvae/data.h"
 #include "cvae/npy.h"
@@ -322,5 +323,120 @@ Test(data, binarizing_float_images_draws_zeros_and_ones) {
     cr_assert(fabs(ones - expect) < 6 * sqrt(1000 / 4.0), "%g ones, expected %g", ones, expect);
     cv_data_free(&d);
     free(px);
+    free(c);
+}
+
+/* Images are at most 65535 on each side (channels included) and 2^24 values each; each
+ * refusal names the whole H x W x C shape, for .npy and 4-dimensional IDX alike. */
+Test(data, image_sides_and_sizes_are_bounded) {
+    int64_labels("train_labels.npy", (const int64_t[1]){0}, 1);
+    uint8_t *px = byte_images("train_images.npy", 1, 1, 1, 65536, 0);
+    expect_load_fails(NULL, 0, CV_ERR_FORMAT, "images of 1x1x65536 are over 65535 per side");
+    free(px);
+    px = byte_images("train_images.npy", 1, 65536, 1, 0, 0);
+    expect_load_fails(NULL, 0, CV_ERR_FORMAT, "images of 65536x1x1 are over 65535 per side");
+    free(px);
+    /* 4097 x 4096: 2^24 + 4096 values */
+    px = byte_images("train_images.npy", 1, 4097, 4096, 0, 0);
+    expect_load_fails(NULL, 0, CV_ERR_FORMAT, "images of 4097x4096x1 are over the 16777216 "
+                      "values supported");
+    free(px);
+    px = byte_images("train_images.npy", 1, 4096, 4096, 0, 0);
+    cv_data d;
+    load(dir, NULL, 0, &d);
+    cr_assert_eq(cv_split_dim(&d.train), 1 << 24, "2^24 values are within the bound");
+    cv_data_free(&d);
+    free(px);
+    remove(path_of("train_images.npy"));
+    uint8_t wide[1 * 2 * 70000];
+    memset(wide, 7, sizeof wide);
+    cv_err err;
+    cr_assert_eq(cv_idx_write(path_of("train-images-idx3-ubyte"), 4, (const int[4]){1, 2, 1, 70000},
+                              wide, false, &err), CV_OK, "%s", err.msg);
+    expect_load_fails(NULL, 0, CV_ERR_FORMAT, "images of 2x1x70000 are over 65535 per side");
+}
+
+/* A FIFO named as any data file is refused at once, whichever reader gets it. */
+Test(data, a_fifo_as_a_data_file_is_refused_without_waiting, .timeout = 10) {
+    uint8_t *px = byte_images("train_images.npy", 2, 2, 2, 0, 1);
+    int64_labels("train_labels.npy", (const int64_t[2]){0, 1}, 2);
+    cr_assert_eq(mkfifo(path_of("fifo"), 0666), 0);
+    const char *fifo = path_of("fifo");
+    const cv_data_files cases[] = {{.train_images = fifo}, {.train_labels = fifo},
+                                   {.train_conditions = fifo}, {.test_images = fifo,
+                                   .test_labels = path_of("train_labels.npy")}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        expect_load_fails(&cases[i], 0, CV_ERR_IO, "fifo: is not a regular file");
+    free(px);
+}
+
+/* A file cut inside the NumPy magic is a truncated .npy, whichever role it has. */
+Test(data, a_file_cut_inside_the_npy_magic_is_a_truncated_npy) {
+    uint8_t *px = byte_images("train_images.npy", 2, 2, 2, 0, 1);
+    test_write_file(path_of("cut.npy"), "\x93NUM", 4);
+    const char *cut = path_of("cut.npy");
+    const cv_data_files cases[] = {{.train_labels = cut}, {.train_conditions = cut},
+                                   {.train_images = cut, .train_labels = cut}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        expect_load_fails(&cases[i], 0, CV_ERR_FORMAT, "cut.npy: truncated header (4 of 8 bytes");
+    free(px);
+}
+
+/* test_only reads the test split alone, its kind from its own files and K from n_classes
+ * (or its largest label + 1) or its vectors' width; the training files need not exist. */
+Test(data, test_only_reads_the_test_split_alone) {
+    test_rng r = test_rng_new("data test only");
+    uint8_t *px = byte_images("test_images.npy", 3, 2, 2, 3, 1);
+    int64_labels("test_labels.npy", (const int64_t[3]){0, 4, 1}, 3);
+    const cv_data_files only = {.test_only = true};
+    cv_data d;
+    load(dir, &only, 0, &d);
+    cr_assert(d.train.n == 0 && d.test.n == 3 && d.test.channels == 3);
+    cr_assert(d.condition == CV_COND_LABELS && d.cond_width == 5, "K %d", d.cond_width);
+    cv_data_free(&d);
+    load(dir, &only, 7, &d);
+    cr_assert_eq(d.cond_width, 7);
+    cv_data_free(&d);
+    expect_load_fails(&only, 4, CV_ERR_FORMAT, "label 4 at index 1 is not among the 4 classes");
+    float *c = conditions("test_conditions.npy", &r, 3, 6);
+    expect_load_fails(&only, 0, CV_ERR_FORMAT, "holds both");
+    remove(path_of("test_labels.npy"));
+    load(dir, &only, 0, &d);
+    cr_assert(d.condition == CV_COND_VECTORS && d.cond_width == 6);
+    cr_assert(memcmp(d.test.conditions, c, 3 * 6 * sizeof(float)) == 0);
+    cv_data_free(&d);
+    expect_load_fails(&only, 3, CV_ERR_USAGE, "--classes is for class labels");
+    /* the flags name the kind; the training flags are ignored */
+    const cv_data_files named = {.test_only = true, .train_images = path_of("absent.npy"),
+                                 .test_images = path_of("test_images.npy"),
+                                 .test_conditions = path_of("test_conditions.npy")};
+    load(NULL, &named, 0, &d);
+    cr_assert(d.condition == CV_COND_VECTORS && d.test.n == 3);
+    cv_data_free(&d);
+    free(px);
+    free(c);
+}
+
+/* A training condition named by a flag, of the other kind than the folder's test split
+ * (MNIST's t10k labels beside --train-conditions): the folder's test split belongs to
+ * its own training labels, so it is left out and said so (test_skipped), not an error. */
+Test(data, a_folders_test_split_of_the_other_kind_is_left_out) {
+    test_rng r = test_rng_new("data other kind");
+    test_write_dataset(dir, 30, 10, 4, 4, 3, false, 1);
+    float *c = conditions("c.npy", &r, 30, 2);
+    cv_data d;
+    const cv_data_files vectors = {.train_conditions = path_of("c.npy")};
+    load(dir, &vectors, 0, &d);
+    cr_assert(d.condition == CV_COND_VECTORS && d.train.n == 30);
+    cr_assert(d.test.n == 0 && d.test_skipped, "the folder's labelled test split was read");
+    cv_data_free(&d);
+    /* a test split of the training kind is read as ever, and so are test flags */
+    const cv_data_files labels = {.train_labels = path_of("train-labels-idx1-ubyte")};
+    load(dir, &labels, 0, &d);
+    cr_assert(d.test.n == 10 && !d.test_skipped);
+    cv_data_free(&d);
+    const cv_data_files named = {.train_conditions = path_of("c.npy"),
+                                 .test_images = path_of("t10k-images-idx3-ubyte")};
+    expect_load_fails(&named, 0, CV_ERR_IO, "test images without test conditions");
     free(c);
 }

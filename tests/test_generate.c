@@ -232,6 +232,8 @@ Test(generate, help_is_printed_as_written) {
     cr_assert(strstr(o, "usage: cvae generate") != NULL, "%s", o);
     cr_assert(strstr(o, "%%") == NULL, "the help prints a doubled %%: %s", o);
     cr_assert(strstr(o, "classes[i % K]") != NULL, "%s", o);
+    /* a block is 256 images only while D <= 16384 (cv_generate_block_rows) */
+    cr_assert(strstr(o, "blocks of 256") == NULL && strstr(o, "min(256, 4194304 / D)"), "%s", o);
     free(o);
     free(e);
 }
@@ -380,6 +382,50 @@ Test(generate, bad_requests_write_nothing) {
     char tmp[8400];
     snprintf(tmp, sizeof tmp, "%s.tmp", full);
     cr_assert(!cv_path_exists(tmp));
+}
+
+/* An --out that cannot be written fails before the device is opened and the model
+ * loaded ("device:" is never printed), with one line, leaving no folder it made. A name
+ * too long for the file system makes the temporary folder (or file) fail where the
+ * missing parents above it could still be made. */
+Test(generate, an_unwritable_out_fails_before_the_device_is_opened) {
+    char file[4200], under_file[4300], full[4200], keep[4300], top[4200];
+    snprintf(file, sizeof file, "%s/plain", dir);
+    test_write_file(file, "x", 1);
+    snprintf(under_file, sizeof under_file, "%s/set", file);
+    snprintf(full, sizeof full, "%s/full", dir);
+    mkdir(full, 0777);
+    snprintf(keep, sizeof keep, "%s/keep.txt", full);
+    test_write_file(keep, "precious", 8);
+    snprintf(top, sizeof top, "%s/new", dir);
+    char long_set[4600], long_grid[4600];
+    snprintf(long_set, sizeof long_set, "%s/deeper/%0300d", top, 0);
+    snprintf(long_grid, sizeof long_grid, "%s/deeper/%0300d.png", top, 0);
+    const struct {
+        const char *out, *format, *needle;
+    } cases[] = {
+        {under_file, "idx", "plain"},       {full, "npy", "not empty"},
+        {long_set, "idx", "File name too long"}, {under_file, "grid", "plain"},
+        {long_grid, "grid", "File name too long"}, {keep, "grid", "exists already"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const char *args[] = {"generate", "--model", ckpt, "--per-class", "2", "--out",
+                              cases[k].out, "--format", cases[k].format, "--device", "cpu",
+                              NULL};
+        char *o, *e;
+        int rc = test_run_cvae(&o, &e, args);
+        cr_assert_eq(rc, 1, "case %zu: exit %d: %s", k, rc, e);
+        cr_assert_eq(test_count_lines(e), 1, "case %zu: %s", k, e);
+        cr_assert(strstr(e, cases[k].needle), "case %zu: no '%s' in %s", k, cases[k].needle, e);
+        cr_assert_eq(o[0], '\0', "case %zu printed before failing: %s", k, o);
+        cr_assert(!cv_path_exists(top), "case %zu left %s", k, top);
+        free(o);
+        free(e);
+    }
+    size_t n;
+    uint8_t *kept = test_read_file(keep, &n);
+    cr_assert(n == 8 && memcmp(kept, "precious", 8) == 0, "a refused run changed %s", keep);
+    free(kept);
 }
 
 Test(generate, killed_run_leaves_no_data_set_under_the_real_name) {

@@ -223,6 +223,15 @@ Test(idx, rejects_folder_and_missing_file) {
     expect_reject("missing", 3, "cannot open");
 }
 
+/* A FIFO has no writer to wait for: refused at once, not read. */
+Test(idx, rejects_a_fifo_without_waiting, .timeout = 10) {
+    char p[4096];
+    path_of(p, "fifo");
+    cr_assert_eq(mkfifo(p, 0666), 0);
+    expect_reject("fifo", 3, "is not a regular file");
+    expect_reject("fifo", 1, "is not a regular file");
+}
+
 /* --- the data folder --- */
 
 Test(idx, data_folder_loads_train_and_test) {

@@ -1,5 +1,5 @@
 /* test_oom.c: running out of host memory is one line and exit 1 from the program, or a
- * status from the library, never an abort: cvae train and cvae eval under an
+ * status from the library, never an abort: cvae train, eval and generate under an
  * address-space limit (RLIMIT_AS), and the library calls that allocate host memory under
  * a limit set just above what the test process holds.
  *
@@ -17,6 +17,7 @@
 #include "cvae/eval.h"
 #include "cvae/fileio.h"
 #include "cvae/model.h"
+#include "cvae/npy.h"
 #include "helpers.h"
 
 #define MiB ((size_t)1 << 20)
@@ -153,6 +154,48 @@ Test(oom, eval_that_cannot_allocate_its_scratch_exits_1_with_one_line) {
     cr_log_info("eval under %zu MiB: %s", limit / MiB, e);
     expect_clean_oom(rc, e);
     cr_assert_eq(o[0], 0, "a failed eval printed figures: %s", o);
+    free(o);
+    free(e);
+}
+
+/* The host buffers of a chunk of generated images hold its pixels and, for condition
+ * vectors, its rows (B x K floats): the message states what they all need. A model of
+ * 4x4 images and conditions of width 65536, generating 2^20 images a chunk: 16 MiB of
+ * pixels, 256 GiB of rows, 64 MiB of one block's scratch rows. */
+Test(oom, generate_states_the_memory_its_condition_rows_need) {
+    NEED_NO_ASAN();
+    char cdata[4200], run[4200], out[4200];
+    snprintf(cdata, sizeof cdata, "%s/wide", dir);
+    snprintf(run, sizeof run, "%s/wide-run", dir);
+    snprintf(out, sizeof out, "%s/gen", dir);
+    mkdir(cdata, 0777);
+    enum { N = 4, K = 65536 };
+    uint8_t px[N * 16] = {0};
+    float *cond = calloc((size_t)N * K, sizeof(float));
+    cv_err err;
+    char path[4300];
+    snprintf(path, sizeof path, "%s/train_images.npy", cdata);
+    cr_assert_eq(cv_npy_write(path, CV_NPY_U8, 3, (const int64_t[3]){N, 4, 4}, px, &err), CV_OK);
+    snprintf(path, sizeof path, "%s/train_conditions.npy", cdata);
+    cr_assert_eq(cv_npy_write(path, CV_NPY_F32, 2, (const int64_t[2]){N, K}, cond, &err), CV_OK);
+    snprintf(path, sizeof path, "%s/one-row.npy", dir);
+    cr_assert_eq(cv_npy_write(path, CV_NPY_F32, 2, (const int64_t[2]){1, K}, cond, &err), CV_OK);
+    free(cond);
+    test_train_small(cdata, run, 2, 1, 1, 3);
+    char ckpt[4300];
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", run);
+    const char *args[] = {"generate", "--model", ckpt, "--conditions", path, "--per-row",
+                          "1048576", "--batch", "1048576", "--out", out, "--format", "npy",
+                          "--device", "cpu", NULL};
+    char *o, *e;
+    int rc = test_run_cvae_limited(&o, &e, args, startup_floor() + 2 * GiB);
+    cr_log_info("generate: %s", e);
+    expect_clean_oom(rc, e);
+    const char *needs = strstr(e, "needs ");
+    cr_assert(needs, "%s", e);
+    const double mib = strtod(needs + 6, NULL);
+    cr_assert(mib == 16 + 262144 + 64, "states %.1f MiB, not the 262224 its buffers need", mib);
+    cr_assert(!cv_path_exists(out), "a failed generate left %s", out);
     free(o);
     free(e);
 }

@@ -510,41 +510,86 @@ static void checking_gemm(cv_backend *be, bool ta, bool tb, int m, int n, int k,
     real_gemm(be, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-Test(precision, the_workspace_reserves_room_for_every_gemm) {
-    test_rng r = test_rng_new("precision reserve");
-    cv_split data = random_split(&r, 1000);
+/* The CPU backend in bf16 (its GEMMs pack their operands into the reserved scratch), its
+ * gemm and gemm_reserve replaced by the checking and counting ones. */
+static cv_backend *open_checked_cpu(void) {
     cv_backend *be = open_cpu(CV_PRECISION_BF16);
     real_gemm = be->gemm;
     real_reserve = be->gemm_reserve;
     be->gemm = checking_gemm;
     be->gemm_reserve = counting_reserve;
+    return be;
+}
+
+/* A model of cfg on a checked backend with a workspace of `rows` rows: returns what the
+ * workspace reserved, after a training step on data (and with `evaluate` an evaluation)
+ * that must fit in it. */
+static size_t run_within_reserve(cv_backend *be, const cv_model_config *cfg,
+                                 const cv_split *data, int rows, uint64_t seed, bool evaluate) {
+    cv_model m;
+    cv_workspace ws;
+    cv_device_split split;
+    cv_err err;
+    reserved = 0;
+    over = false;
+    cr_assert_eq(cv_model_create(be, cfg, &m, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(cv_workspace_create(&m, rows, &ws, &err), CV_OK, "%s", err.msg);
+    const size_t got = reserved;
+    cr_assert_gt(got, 0);
+    cr_assert_eq(cv_device_split_upload(be, data, &split, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(cv_model_init_params(&m, seed, &err), CV_OK, "%s", err.msg);
+    cv_step st = {.first_bad_step = -1, .first_bad_index = -1};
+    be->upload(be, ws.step, &st, sizeof st);
+    cv_train_step(&m, &ws, &split, TEST_WHOLE_BATCH(rows), seed, &ADAM, 1.0f, false);
+    cv_eval_result res;
+    if (evaluate) {
+        cr_assert_eq(cv_evaluate(&m, &ws, &split, seed, NULL, &res, &err), CV_OK, "%s", err.msg);
+        cv_eval_result_free(&res);
+    }
+    cr_assert(!over, "a GEMM's operand is larger than the %zu elements reserved", got);
+    cv_device_split_free(be, &split);
+    cv_workspace_destroy(&m, &ws);
+    cv_model_destroy(&m);
+    return got;
+}
+
+Test(precision, the_workspace_reserves_room_for_every_gemm) {
+    test_rng r = test_rng_new("precision reserve");
+    cv_split data = random_split(&r, 1000);
+    cv_backend *be = open_checked_cpu();
     const int hidden[][4] = {{1, 400}, {2, 1024, 3}, {3, 5, 2000, 7}};
     for (int h = 0; h < 3; h++) {
         cv_model_config cfg = {.height = 28, .width = 28, .channels = 1, .cond_width = 10, .latent = 20,
                                .n_hidden = hidden[h][0]};
         for (int i = 0; i < cfg.n_hidden; i++) cfg.hidden[i] = hidden[h][1 + i];
-        cv_model m;
-        cv_workspace ws;
-        cv_device_split split;
-        cv_err err;
-        reserved = 0;
-        over = false;
-        cr_assert_eq(cv_model_create(be, &cfg, &m, &err), CV_OK, "%s", err.msg);
-        cr_assert_eq(cv_workspace_create(&m, CV_EVAL_BATCH, &ws, &err), CV_OK, "%s", err.msg);
-        cr_assert_gt(reserved, 0);
-        cr_assert_eq(cv_device_split_upload(be, &data, &split, &err), CV_OK, "%s", err.msg);
-        cr_assert_eq(cv_model_init_params(&m, r.s, &err), CV_OK, "%s", err.msg);
-        cv_step st = {.first_bad_step = -1, .first_bad_index = -1};
-        be->upload(be, ws.step, &st, sizeof st);
-        cv_train_step(&m, &ws, &split, TEST_WHOLE_BATCH(CV_EVAL_BATCH), r.s, &ADAM, 1.0f, false);
-        cv_eval_result res;
-        cr_assert_eq(cv_evaluate(&m, &ws, &split, r.s, NULL, &res, &err), CV_OK, "%s", err.msg);
-        cr_assert(!over, "model %d: a GEMM's operand is larger than the %zu elements reserved", h,
-                  reserved);
-        cv_eval_result_free(&res);
-        cv_device_split_free(be, &split);
-        cv_workspace_destroy(&m, &ws);
-        cv_model_destroy(&m);
+        cr_log_info("model %d", h);
+        run_within_reserve(be, &cfg, &data, CV_EVAL_BATCH, r.s, true);
+    }
+    be->destroy(be);
+    cv_split_free(&data);
+}
+
+/* With condition vectors the reserve is the largest operand, no more: C (B, K), the
+ * condition tables (K, out) of the two conditioned layers, and with the learned prior M
+ * and R (K, L). One row, 4x4 images, K = 1000, latent 3, hidden 1: 3000 elements with the
+ * prior (M, R), 1000 without (C and the tables); the decoder's output layer (out 16) has
+ * no table. A training step then fits in it. */
+Test(precision, condition_vectors_reserve_their_largest_operand) {
+    enum { K = 1000, N = 4 };
+    cv_backend *be = open_checked_cpu();
+    test_rng r = test_rng_new("precision vector reserve");
+    cv_split data = {.pixels = calloc(N * 16, 1), .conditions = malloc(N * K * sizeof(float)),
+                     .n = N, .h = 4, .w = 4, .channels = 1, .cond_width = K};
+    test_fill(&r, data.conditions, N * K, -1, 1);
+    const cv_prior_kind priors[2] = {CV_PRIOR_CONDITIONAL, CV_PRIOR_STANDARD};
+    const size_t expect[2] = {3000, 1000};
+    for (int p = 0; p < 2; p++) {
+        cv_model_config cfg = {.height = 4, .width = 4, .channels = 1,
+                               .condition = CV_COND_VECTORS, .cond_width = K, .latent = 3,
+                               .n_hidden = 1, .hidden = {1}, .prior = priors[p]};
+        const size_t got = run_within_reserve(be, &cfg, &data, 1, r.s, false);
+        cr_assert_eq(got, expect[p], "prior %d: reserved %zu elements, the largest operand is "
+                     "%zu", p, got, expect[p]);
     }
     be->destroy(be);
     cv_split_free(&data);

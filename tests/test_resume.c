@@ -1,6 +1,7 @@
 /* test_resume.c: nothing lost, nothing crashes. A run killed with SIGKILL at random
  * moments (mid-epoch, mid-checkpoint-write) and resumed from its last checkpoint ends
- * bitwise equal to the run never interrupted; SIGINT and SIGTERM write a mid-epoch
+ * bitwise equal to the run never interrupted, and so do runs on condition vectors and on
+ * colour images (NumPy data) stopped and resumed; SIGINT and SIGTERM write a mid-epoch
  * checkpoint; a NaN stops training without replacing the last good checkpoint; a full
  * disk is one clear error with the previous checkpoint intact. */
 #include <criterion/criterion.h>
@@ -18,6 +19,7 @@
 
 #include "cvae/checkpoint.h"
 #include "cvae/fileio.h"
+#include "cvae/npy.h"
 #include "helpers.h"
 
 static char *dir;
@@ -36,21 +38,29 @@ static void teardown(void) {
 
 TestSuite(resume, .init = setup, .fini = teardown, .timeout = 240);
 
-/* argv of a training run into out (4 epochs, a checkpoint after each), plus extras. */
-static int train_args(const char **argv, const char *out, const char *resume) {
+/* argv of a training run on folder into out (4 epochs, a checkpoint after each), with
+ * --resume when given, then the NULL-terminated extra flags (or none). */
+static int train_args_on(const char **argv, const char *folder, const char *out,
+                         const char *resume, const char *const *extra) {
     static const char *base[] = {"train", "--data", NULL, "--out", NULL, "--epochs", "4",
                                  "--checkpoint-every", "1", "--hidden", "96", "--latent", "6",
                                  "--batch", "32", "--device", "cpu", "--seed", "3"};
     int n = 0;
     for (size_t i = 0; i < sizeof base / sizeof base[0]; i++) argv[n++] = base[i];
-    argv[2] = data;
+    argv[2] = folder;
     argv[4] = out;
     if (resume) {
         argv[n++] = "--resume";
         argv[n++] = resume;
     }
+    for (int i = 0; extra && extra[i]; i++) argv[n++] = extra[i];
     argv[n] = NULL;
     return n;
+}
+
+/* The same on the IDX data of the suite, without extra flags. */
+static int train_args(const char **argv, const char *out, const char *resume) {
+    return train_args_on(argv, data, out, resume, NULL);
 }
 
 /* Starts cvae with argv (argv[0] is the command), stdout to /dev/null and stderr to
@@ -489,4 +499,107 @@ Test(resume, clipped_training_is_the_same_bits_for_one_or_two_threads) {
               "--clip-grad with 1 and 2 threads gave different checkpoints");
     free(ckpts[0]);
     free(ckpts[1]);
+}
+
+/* A folder of NumPy files, a training split of 2000 and a test split of 200: with
+ * vectors, grey float images 16 x 16 and condition vectors of width 5 that set their
+ * brightness; else RGB byte images 8 x 8 x 3 and 4 classes that set their colour. */
+static void write_npy_data(const char *folder, bool vectors) {
+    test_rng r = test_rng_new("resume npy data");
+    mkdir(folder, 0777);
+    const int D = vectors ? 256 : 192, K = 5, splits[2] = {2000, 200};
+    const char *names[2][2] = {{"train_images.npy", "test_images.npy"},
+                               {vectors ? "train_conditions.npy" : "train_labels.npy",
+                                vectors ? "test_conditions.npy" : "test_labels.npy"}};
+    for (int s = 0; s < 2; s++) {
+        const int n = splits[s];
+        float *fx = malloc((size_t)n * D * sizeof(float)), *cond = malloc((size_t)n * K * 4);
+        uint8_t *bx = malloc((size_t)n * D), *labels = malloc((size_t)n);
+        test_fill(&r, cond, (size_t)n * K, 0, 1);
+        for (int i = 0; i < n; i++) {
+            labels[i] = (uint8_t)(i % 4);
+            for (int j = 0; j < D; j++) {
+                double level = vectors ? cond[i * K + j % K] : (labels[i] + j % 3) % 4 / 3.0;
+                fx[(size_t)i * D + j] = (float)(0.8 * level + test_uniform(&r, 0, 0.2));
+                bx[(size_t)i * D + j] = (uint8_t)(255 * fx[(size_t)i * D + j]);
+            }
+        }
+        char path[4400];
+        cv_err err;
+        snprintf(path, sizeof path, "%s/%s", folder, names[0][s]);
+        cr_assert_eq(vectors ? cv_npy_write(path, CV_NPY_F32, 3, (const int64_t[3]){n, 16, 16}, fx, &err)
+                             : cv_npy_write(path, CV_NPY_U8, 4, (const int64_t[4]){n, 8, 8, 3}, bx, &err),
+                     CV_OK, "%s", err.msg);
+        snprintf(path, sizeof path, "%s/%s", folder, names[1][s]);
+        cr_assert_eq(vectors ? cv_npy_write(path, CV_NPY_F32, 2, (const int64_t[2]){n, K}, cond, &err)
+                             : cv_npy_write(path, CV_NPY_U8, 1, (const int64_t[1]){n}, labels, &err),
+                     CV_OK, "%s", err.msg);
+        free(fx);
+        free(cond);
+        free(bx);
+        free(labels);
+    }
+}
+
+/* Asserts that the checkpoint at path is ref (size bytes), bit for bit. */
+static void expect_checkpoint(const char *path, const uint8_t *ref, size_t size, const char *how) {
+    size_t n;
+    uint8_t *got = test_read_file(path, &n);
+    cr_assert(got && n == size && memcmp(got, ref, size) == 0,
+              "%s did not reproduce the uninterrupted run", how);
+    free(got);
+}
+
+/* On the NumPy data of write_npy_data, with the extra flags: a run stopped after epoch 2
+ * and resumed to 4, and a run stopped by SIGINT after its first checkpoint (mid-epoch,
+ * most times) and resumed, both end with the uninterrupted run's checkpoint. */
+static void npy_resume_is_bitwise_exact(bool vectors, const char *const *extra) {
+    char folder[4300], ref[4300], cut[4300], sig[4300], ckpt[3][4400];
+    snprintf(folder, sizeof folder, "%s/npy", dir);
+    write_npy_data(folder, vectors);
+    snprintf(ref, sizeof ref, "%s/whole", dir);
+    snprintf(cut, sizeof cut, "%s/cut", dir);
+    snprintf(sig, sizeof sig, "%s/signalled", dir);
+    const char *outs[3] = {ref, cut, sig};
+    for (int k = 0; k < 3; k++) snprintf(ckpt[k], sizeof ckpt[k], "%s/model.ckpt", outs[k]);
+    const char *argv[48];
+    train_args_on(argv, folder, ref, NULL, extra);
+    cr_assert_eq(wait_status(spawn(argv, 0)), 0, "the uninterrupted run failed");
+    size_t size;
+    uint8_t *want = test_read_file(ckpt[0], &size);
+
+    train_args_on(argv, folder, cut, NULL, extra);
+    argv[6] = "2";
+    cr_assert_eq(wait_status(spawn(argv, 0)), 0, "the two-epoch run failed");
+    train_args_on(argv, folder, cut, ckpt[1], extra);
+    cr_assert_eq(wait_status(spawn(argv, 0)), 0, "the resume after epoch 2 failed");
+    expect_checkpoint(ckpt[1], want, size, "resuming after epoch 2");
+
+    train_args_on(argv, folder, sig, NULL, extra);
+    pid_t pid = spawn(argv, 0);
+    wait_until_exists(ckpt[2]);
+    usleep(20000);
+    kill(pid, SIGINT);
+    int rc = wait_status(pid);
+    cr_assert(rc == 130 || rc == 0, "exit %d after SIGINT", rc);
+    cv_checkpoint ck;
+    cv_err err;
+    cr_assert_eq(cv_checkpoint_load(ckpt[2], &ck, &err), CV_OK, "%s", err.msg);
+    cr_log_info("stopped at epoch %d + %d images", ck.epoch, ck.position);
+    cv_checkpoint_free(&ck);
+    if (rc == 130) {
+        train_args_on(argv, folder, sig, ckpt[2], extra);
+        cr_assert_eq(wait_status(spawn(argv, 0)), 0, "the resume after SIGINT failed");
+    }
+    expect_checkpoint(ckpt[2], want, size, "resuming after SIGINT");
+    free(want);
+}
+
+Test(resume, a_run_on_condition_vectors_resumes_bitwise_exact) {
+    npy_resume_is_bitwise_exact(true, (const char *[]){"--prior", "conditional",
+                                                       "--likelihood", "gaussian", NULL});
+}
+
+Test(resume, a_run_on_colour_images_resumes_bitwise_exact) {
+    npy_resume_is_bitwise_exact(false, (const char *[]){"--prior", "conditional", NULL});
 }

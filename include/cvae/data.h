@@ -24,7 +24,8 @@ typedef enum { CV_COND_LABELS = 0, CV_COND_VECTORS = 1 } cv_condition_kind;
 
 #define CV_MAX_CLASSES 256        /* labels are bytes */
 #define CV_MAX_COND_WIDTH 65536   /* K of condition vectors */
-#define CV_MAX_IMAGE_VALUES (1 << 24) /* H * W * C: every (rows x D) index fits an int */
+#define CV_MAX_IMAGE_SIDE 65535      /* H, W and C each */
+#define CV_MAX_IMAGE_VALUES (1 << 24) /* D = H * W * C; an index over rows of D is a size_t */
 
 typedef struct {
     uint8_t *pixels;   /* (n, h, w, channels) bytes: x = pixel / 255; NULL for float images */
@@ -41,13 +42,18 @@ typedef struct {
     cv_condition_kind condition; /* both splits have the same kind */
     int cond_width;              /* K: classes (largest training label + 1 unless asked
                                     otherwise), or the condition vectors' width */
+    bool test_skipped;           /* the folder's test files hold the other kind of condition
+                                    than the training one a file flag named: left out */
 } cv_data;
 
 /* Files named explicitly (NULL: from the data folder). At most one of labels and
- * conditions per split. The format is recognised from each file's content. */
+ * conditions per split. The format is recognised from each file's content. With
+ * test_only, the training split is not read (its files are ignored): the test split's
+ * kind comes from its own files and K from n_classes or from them. */
 typedef struct {
     const char *train_images, *train_labels, *train_conditions;
     const char *test_images, *test_labels, *test_conditions;
+    bool test_only;
 } cv_data_files;
 
 /* ndims (1 to 4) is the dimension count the file must have; dims (ndims) receives them. */
@@ -58,7 +64,8 @@ cv_status cv_idx_read_images(const char *path, int dims[4], uint8_t **payload, c
 cv_status cv_idx_write(const char *path, int ndims, const int *dims,
                        const uint8_t *payload, bool gzip, cv_err *err);
 
-/* Loads the training split and, when present, the test split: each file from `files`
+/* Loads the training split (not with files->test_only) and, when present, the test
+ * split: each file from `files`
  * when named there, else from the folder dir (which may be NULL when files name the
  * training images and their conditions). Folder names, each also as NAME.gz for IDX:
  *   train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
@@ -67,7 +74,9 @@ cv_status cv_idx_write(const char *path, int ndims, const int *dims,
  *   and a data set `cvae generate` wrote: images.npy or images-idx3-ubyte (or idx4),
  *   labels.npy, labels-idx1-ubyte or conditions.npy, as a training split only.
  * Two candidates for one file are an error that names both. n_classes (labels only) 0
- * means "from the training labels"; condition vectors take K from their file. */
+ * means "from the training labels"; condition vectors take K from their file. When a
+ * flag names the training labels or conditions and no test file is named, a test split
+ * in the folder with the other kind of condition is left out (test_skipped). */
 cv_status cv_data_load_files(const char *dir, const cv_data_files *files, int n_classes,
                              cv_data *data, cv_err *err);
 /* cv_data_load_files with every file from the folder. */

@@ -8,6 +8,7 @@
 #define CVAE_FILEIO_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "cvae/status.h"
@@ -44,6 +45,12 @@ void cv_unmake_dirs(const char *dir, const char *made);
 cv_status cv_prepare_output_file(const char *path, char made[CV_PATH_MAX], cv_err *err);
 
 bool cv_path_exists(const char *path);
+
+/* Opens path for reading when it is a regular file, into *fd, with its size in *size: a
+ * folder is "PATH: is a folder, not WHAT" and anything else that is no regular file (a
+ * FIFO, a device) is refused at once, never waited on. */
+cv_status cv_open_regular(const char *path, const char *what, int *fd, uint64_t *size,
+                          cv_err *err);
 
 /* The lock of a run folder: an advisory POSIX write lock on DIR/cvae.lock, which holds
  * the holder's pid. The kernel drops it when the holder exits, however it exits. */

@@ -33,7 +33,13 @@
 extern "C" {
 #endif
 
-typedef enum { CV_FMT_IDX, CV_FMT_IDX_GZ, CV_FMT_NPY, CV_FMT_PNG, CV_FMT_GRID } cv_gen_format;
+typedef enum {
+    CV_FMT_IDX, CV_FMT_IDX_GZ, CV_FMT_NPY, CV_FMT_PNG, CV_FMT_GRID, CV_FMT_COUNT
+} cv_gen_format;
+
+/* A format's name, as --format and the manifest spell it: "idx", "idx.gz", "npy", "png",
+ * "grid". */
+const char *cv_gen_format_name(cv_gen_format f);
 
 #define CV_GRID_MAX_ROWS 256
 
@@ -50,6 +56,8 @@ typedef struct {
 
 /* R: the count of conditions. */
 long long cv_gen_condition_count(const cv_gen_conditions *c);
+/* The class of image i (conditions of class labels: classes or rows of labels). */
+int cv_gen_class_of(const cv_gen_conditions *c, long long i);
 
 typedef struct {
     cv_gen_conditions cond;
@@ -70,7 +78,8 @@ typedef struct {
     double seconds;
 } cv_generate_result;
 
-/* Rows of the blocks images are decoded in: 256, fewer for images over 16,384 pixels. */
+/* Rows of the blocks images are decoded in: min(256, 2^22 / D), fewer than 256 for images
+ * of over 16,384 values (D = H W C). */
 int cv_generate_block_rows(const cv_model *model);
 
 /* Checks that the conditions suit the model: classes or labels below its K for a model of
@@ -79,6 +88,14 @@ int cv_generate_block_rows(const cv_model *model);
  * each one line naming the source. cv_generate calls it before writing anything. */
 cv_status cv_generate_check(const cv_model_config *model, const cv_generate_options *opt,
                             cv_err *err);
+
+/* Checks, before any long work, that opt->out can take what cv_generate will write: a
+ * data set's folder must not exist or be empty, and a temporary folder must be creatable
+ * beside it (the missing folders above it are made for the probe); a grid's file must not
+ * exist yet, and a file must be creatable beside it. Whatever the check made is removed
+ * again; each failure is one line, CV_ERR_IO (CV_ERR_USAGE for an empty or too long
+ * path). */
+cv_status cv_generate_check_output(const cv_generate_options *opt, cv_err *err);
 
 /* The model must have a workspace of at least cv_generate_block_rows rows (grid: its
  * rows). opt->batch images are decoded per device round trip, rounded up to whole blocks. */

@@ -40,7 +40,8 @@ size_t cv_npy_item_size(cv_npy_dtype t);
 const char *cv_npy_descr(cv_npy_dtype t);      /* "|u1", "<f4", ... */
 bool cv_npy_is_integer(cv_npy_dtype t);
 
-/* true when the file at path starts with the NumPy magic "\x93NUMPY" (false if unreadable) */
+/* true when the file at path starts with the NumPy magic "\x93NUMPY", or is a non-empty
+ * start of it (a truncated .npy, for cv_npy_read to say so); false if unreadable */
 bool cv_npy_sniff(const char *path);
 
 /* On failure *out is all zero (data NULL) and err holds one line naming path and the
@@ -50,10 +51,9 @@ bool cv_npy_sniff(const char *path);
 cv_status cv_npy_read(const char *path, cv_npy_array *out, cv_err *err);
 void cv_npy_free(cv_npy_array *a);
 
-/* The .npy 1.0 header (2.0 when the dict needs more than 65535 bytes, never in practice) for
- * an array of this dtype and shape, padded with spaces and a final '\n' so the data starts
- * at a multiple of 64 bytes; returns its length, 0 if buf (size bytes) is too small. For
- * writers that stream the payload after it. */
+/* The .npy 1.0 header for an array of this dtype and shape, padded with spaces and a final
+ * '\n' so the data starts at a multiple of 64 bytes; returns its length, 0 if buf (size
+ * bytes) is too small. For writers that stream the payload after it. */
 size_t cv_npy_header(char *buf, size_t size, cv_npy_dtype t, int ndims, const int64_t *dims);
 
 /* The whole array to path through cv_outfile (temp file, fsync, rename): never half-written.

@@ -131,7 +131,9 @@ const char cv_data_files_help[] =
     "  --train-labels FILE    class indices 0..255: IDX idx1, or an integer .npy (N,)\n"
     "  --train-conditions FILE  condition vectors: a float32 .npy (N, K), finite\n"
     "  --test-images FILE, --test-labels FILE, --test-conditions FILE  the test split\n"
-    "                         (optional; of the training split's condition kind)\n";
+    "                         (optional; of the training split's condition kind: a\n"
+    "                         folder's test split of the other kind, beside a training\n"
+    "                         condition named by a flag, is left out with a note)\n";
 
 /* Whether word ("--name" or "--name=value") spells the flag name whole. */
 static bool spelled_whole(const char *word, const char *name) {

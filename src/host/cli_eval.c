@@ -12,9 +12,12 @@
 
 static const char *help =
     "usage: cvae eval --model CKPT --data DIR [flags]\n"
+    "       cvae eval --model CKPT --test-images FILE (--test-labels | --test-conditions) FILE\n"
+    "                 [flags]\n"
     "\n"
     "Evaluate a checkpoint on the test split of DIR (t10k-* or test_*.npy files, as cvae\n"
-    "train reads them, or the file flags below): the test negative ELBO (one z per\n"
+    "train reads them, or the test file flags below; the training files are read only for\n"
+    "--marginal, which needs their label frequencies): the test negative ELBO (one z per\n"
     "image) split into rec and kl, the KL of each latent dimension and the count of active\n"
     "units (variance over the test set of the posterior mean > 0.01), and with --iwae K\n"
     "the importance-weighted estimate of -log p(x|c) from K samples. Figures are nats per\n"
@@ -23,7 +26,8 @@ static const char *help =
     "stderr is a terminal, a progress line shows the batches done and images per second.\n"
     "\n"
     "  --model CKPT   checkpoint written by cvae train (required)\n"
-    "  --data DIR     data folder with the training and test files (or the file flags)\n"
+    "  --data DIR     data folder with the test files (or the file flags), and with\n"
+    "                 --marginal the training files\n"
     "  --iwae K       also the IWAE bound with K importance samples\n"
     "  --marginal     with --iwae: -log p(x) = -logsumexp_c [log p(c) + log p(x|c)], p(c)\n"
     "                 the training label frequencies, each term with K samples (models\n"
@@ -102,12 +106,13 @@ static cv_status prepare(eval_state *s, const char *model, const char *data,
     if (!st && marginal && c->condition != CV_COND_LABELS)
         st = cv_fail(err, CV_ERR_USAGE, "--marginal sums over classes: %s takes condition "
                      "vectors, not class labels", model);
+    cv_data_files read = *files;
+    read.test_only = !marginal; /* only the marginal needs the training labels */
     if (!st)
-        st = cv_data_load_files(data, files, c->condition == CV_COND_LABELS ? c->cond_width : 0,
+        st = cv_data_load_files(data, &read, c->condition == CV_COND_LABELS ? c->cond_width : 0,
                                 &s->data, err);
     if (!st && s->ck.train.binarize) cv_split_binarize(&s->data.test);
-    const char *name = data ? data : files->test_images ? files->test_images : "the data files";
-    if (!st) st = check_test_split(&s->data, c, name, err);
+    if (!st) st = check_test_split(&s->data, c, data ? data : files->test_images, err);
     st = cv_comm_agree(comm, st, err);
     if (st) return st;
     const cv_backend_options bo = {.comm = comm};
@@ -144,25 +149,25 @@ int cv_cmd_eval(int argc, char **argv, cv_comm *comm) {
             return 0;
         case OPT_MODEL: model = optarg; break;
         case OPT_DATA: data = optarg; break;
-        case CV_OPT_TRAIN_IMAGES: case CV_OPT_TRAIN_LABELS: case CV_OPT_TRAIN_CONDITIONS:
-        case CV_OPT_TEST_IMAGES: case CV_OPT_TEST_LABELS: case CV_OPT_TEST_CONDITIONS:
-            cv_data_file_flag(c, optarg, &files);
-            break;
         case OPT_IWAE: ok = cv_parse_int(cmd, "--iwae", optarg, 1, 1000000, &iwae); break;
         case OPT_SEED: ok = cv_parse_u64(cmd, "--seed", optarg, &seed); break;
         case OPT_DEVICE: ok = cv_parse_device(cmd, optarg); device = optarg; break;
         case OPT_JSON: json = true; break;
         case OPT_MARGINAL: marginal = true; break;
-        default: CV_ASSERT(!"a flag without a case");
+        default: /* a data file flag, or a flag without a case */
+            if (!cv_data_file_flag(c, optarg, &files)) CV_ASSERT(!"a flag without a case");
         }
         if (!ok) return CV_EXIT_USAGE;
     }
     if (rc) return rc;
     if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!model) return cv_usage_error(cmd, "--model CKPT is required");
-    if (!data && !files.train_images)
-        return cv_usage_error(cmd, "--data DIR (or --train-images and --test-images) is required");
+    if (!data && !files.test_images)
+        return cv_usage_error(cmd, "--data DIR or --test-images FILE is required");
     if (marginal && !iwae) return cv_usage_error(cmd, "--marginal needs --iwae K");
+    if (marginal && !data && !files.train_images)
+        return cv_usage_error(cmd, "--marginal needs the training labels: --data DIR, or "
+                              "--train-images and --train-labels");
 
     eval_state s;
     memset(&s, 0, sizeof s);

@@ -44,8 +44,9 @@ static const char *help =
     "                     for a Gaussian model round(255 clamp(p + sigma n, 0, 1))\n"
     "  --same-z           grid only: one z per column shared by every row\n"
     "  --seed S           seed of z and of the pixel draws (default 0)\n"
-    "  --batch B          images per device round trip, rounded up to whole blocks of 256\n"
-    "                     (default 1000); it does not change the bytes\n"
+    "  --batch B          images per device round trip (default 1000), rounded up to whole\n"
+    "                     decoding blocks of min(256, 4194304 / D) images, D = H W C values\n"
+    "                     an image; it does not change the bytes\n"
     "  --device D         auto, cpu, cuda or cuda:N (default auto)\n"
     "  -h, --help         this text\n";
 
@@ -79,55 +80,26 @@ static cv_status read_rows(const condition_flags *f, cv_generate_options *o, cv_
 }
 
 static bool parse_format(const char *s, cv_gen_format *f) {
-    static const char *names[] = {"idx", "idx.gz", "npy", "png", "grid"};
-    for (int i = 0; i < 5; i++)
-        if (strcmp(s, names[i]) == 0) {
+    for (int i = 0; i < CV_FMT_COUNT; i++)
+        if (strcmp(s, cv_gen_format_name((cv_gen_format)i)) == 0) {
             *f = (cv_gen_format)i;
             return true;
         }
     return false;
 }
 
-/* --classes against the model: each below K, none twice (the rest cv_generate_check). */
-static int check_classes(const cv_generate_options *o, int K) {
-    const char *cmd = "generate";
-    for (int i = 0; i < o->cond.n_classes; i++) {
-        if (o->cond.classes[i] >= K)
-            return cv_usage_error(cmd, "class %d is not among the model's %d classes (0..%d)",
-                                  o->cond.classes[i], K, K - 1);
-        for (int j = 0; j < i; j++)
-            if (o->cond.classes[j] == o->cond.classes[i])
-                return cv_usage_error(cmd, "class %d is listed twice in --classes",
-                                      o->cond.classes[i]);
-    }
-    return 0;
-}
-
-/* The images' conditions from the flags and the checkpoint, checked against the model
- * before anything is written. Returns 0 or the exit code after the error line. */
+/* The images' conditions from the flags and the checkpoint: all the model's classes
+ * unless --classes picked some, or the rows of --labels or --conditions (cv_generate_check
+ * then checks them against the model). Returns 0 or the exit code after the error line. */
 static int set_conditions(const condition_flags *f, const cv_checkpoint *ck,
                           cv_generate_options *o) {
-    const char *cmd = "generate";
-    cv_err err;
-    const bool labels_model = ck->cfg.condition == CV_COND_LABELS;
-    if (!f->labels_file && !f->conditions_file && !labels_model)
-        return cv_usage_error(cmd, "the model takes condition vectors of width %d: give them "
-                              "with --conditions FILE.npy", ck->cfg.cond_width);
-    if (f->all_classes && labels_model) {
+    if (f->all_classes && ck->cfg.condition == CV_COND_LABELS) {
         o->cond.n_classes = ck->cfg.cond_width;
         for (int c = 0; c < ck->cfg.cond_width; c++) o->cond.classes[c] = c;
     }
-    int rc = check_classes(o, ck->cfg.cond_width);
-    if (rc) return rc;
+    cv_err err;
     cv_status st = read_rows(f, o, &err);
-    if (st) return cv_report(cmd, st, &err);
-    if (o->cond.conditions && labels_model)
-        return cv_usage_error(cmd, "the model takes class labels (%d classes): give "
-                              "--per-class or --labels, not --conditions", ck->cfg.cond_width);
-    if (o->cond.labels && !labels_model)
-        return cv_usage_error(cmd, "the model takes condition vectors of width %d: give "
-                              "--conditions, not --labels", ck->cfg.cond_width);
-    return 0;
+    return st ? cv_report("generate", st, &err) : 0;
 }
 
 /* Which flags go together: --per-class with classes, --per-row with rows, one source of
@@ -163,6 +135,7 @@ static int run(const char *model, const char *device, cv_generate_options *o,
     if (!rc && o->format != CV_FMT_GRID && n > 2147483647LL)
         rc = cv_usage_error(cmd, "%lld images is more than one IDX/NPY file can index", n);
     if (!rc && (st = cv_generate_check(&ck.cfg, o, &err))) rc = cv_report(cmd, st, &err);
+    if (!rc && (st = cv_generate_check_output(o, &err))) rc = cv_report(cmd, st, &err);
     if (rc) {
         free((void *)o->cond.labels);
         free((void *)o->cond.conditions);
@@ -278,8 +251,5 @@ int cv_cmd_generate(int argc, char **argv) {
     const bool grid = o.format == CV_FMT_GRID;
     o.per = have_per_class || have_per_row ? per : grid ? 10 : 1;
     if (grid && o.per > 1000) return cv_usage_error(cmd, "a grid holds at most 1000 columns");
-    if (o.format == CV_FMT_GRID && access(o.out, F_OK) == 0)
-        return cv_report(cmd, CV_ERR_IO,
-                         &(cv_err){"--out exists already; choose a new file for the grid"});
     return run(model, device, &o, &f);
 }

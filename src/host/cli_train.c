@@ -120,10 +120,6 @@ static bool apply_flag(int c, const char *arg, cv_train_options *o, bool *sigma_
     bool ok = true;
     switch (c) {
     case OPT_DATA: o->data_dir = arg; break;
-    case CV_OPT_TRAIN_IMAGES: case CV_OPT_TRAIN_LABELS: case CV_OPT_TRAIN_CONDITIONS:
-    case CV_OPT_TEST_IMAGES: case CV_OPT_TEST_LABELS: case CV_OPT_TEST_CONDITIONS:
-        cv_data_file_flag(c, arg, &o->files);
-        break;
     case OPT_HIDDEN:
         ok = cv_parse_int_list(cmd, "--hidden", arg, 1, 65536, CV_MAX_HIDDEN, o->hidden,
                                &o->n_hidden);
@@ -176,7 +172,8 @@ static bool apply_flag(int c, const char *arg, cv_train_options *o, bool *sigma_
         ok = cv_parse_positive_float(cmd, "--clip-grad", arg, &o->train.clip_norm);
         break;
     case OPT_SKIP_NONFINITE: ok = parse_count(cmd, "--skip-nonfinite", arg, &o->skip_nonfinite); break;
-    default: CV_ASSERT(!"a flag without a case");
+    default: /* a data file flag, or a flag without a case */
+        if (!cv_data_file_flag(c, arg, &o->files)) CV_ASSERT(!"a flag without a case");
     }
     return ok;
 }

@@ -1,8 +1,8 @@
 /* dataset.c: a data folder (or explicitly named files) into training and test splits,
  * with every cross-file check: counts, image shapes, label ranges, condition widths.
  *
- * Each file's format is recognised from its content: the NumPy magic means .npy,
- * anything else is read as IDX (plain or gzip).
+ * Each file's format is recognised from its content: the NumPy magic (or a file cut
+ * inside it) means .npy, anything else is read as IDX (plain or gzip).
  */
 #include <math.h>
 #include <stdio.h>
@@ -91,9 +91,6 @@ static cv_status npy_images(const char *path, cv_split *s, cv_err *err) {
     else if (a.ndims != 3 && a.ndims != 4)
         st = cv_fail(err, CV_ERR_FORMAT, "%s: images have %d dimensions; expected (N, H, W) or "
                      "(N, H, W, C)", path, a.ndims);
-    else if (a.dims[1] > 65535 || a.dims[2] > 65535 || (a.ndims == 4 && a.dims[3] > 65535))
-        st = cv_fail(err, CV_ERR_FORMAT, "%s: images of %lldx%lld are over 65535 per side",
-                     path, (long long)a.dims[1], (long long)a.dims[2]);
     const size_t count = a.bytes / cv_npy_item_size(a.dtype);
     const float *f = a.data;
     for (size_t i = 0; !st && a.dtype == CV_NPY_F32 && i < count; i++)
@@ -186,11 +183,11 @@ cv_status cv_labels_read(const char *path, uint8_t **labels, int *n, cv_err *err
 }
 
 cv_status cv_conditions_read(const char *path, float **rows, int *n, int *width, cv_err *err) {
-    if (!cv_npy_sniff(path))
-        return cv_fail(err, CV_ERR_FORMAT, "%s: not a .npy file; condition vectors are read "
-                       "from float32 NumPy arrays of shape (N, K)", path);
     cv_npy_array a;
     cv_status st = cv_npy_read(path, &a, err);
+    if (st == CV_ERR_FORMAT && !cv_npy_sniff(path))
+        return cv_fail(err, CV_ERR_FORMAT, "%s: not a .npy file; condition vectors are read "
+                       "from float32 NumPy arrays of shape (N, K)", path);
     if (st) return st;
     if (a.dtype != CV_NPY_F32)
         st = cv_fail(err, CV_ERR_FORMAT, "%s: conditions are %s; expected float32 (<f4)", path,
@@ -224,16 +221,25 @@ typedef struct {
     char images[CV_PATH_MAX], labels[CV_PATH_MAX], conditions[CV_PATH_MAX];
 } split_paths;
 
+/* The model's limits on an image, checked here so that every later h * w * c fits an int. */
+static cv_status check_image_size(const char *path, const cv_split *s, cv_err *err) {
+    if (s->h > CV_MAX_IMAGE_SIDE || s->w > CV_MAX_IMAGE_SIDE || s->channels > CV_MAX_IMAGE_SIDE)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: images of %dx%dx%d are over %d per side", path,
+                       s->h, s->w, s->channels, CV_MAX_IMAGE_SIDE);
+    if ((int64_t)s->h * s->w * s->channels > CV_MAX_IMAGE_VALUES)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: images of %dx%dx%d are over the %d values "
+                       "supported", path, s->h, s->w, s->channels, CV_MAX_IMAGE_VALUES);
+    return CV_OK;
+}
+
 static cv_status load_split(const split_paths *p, cv_split *s, cv_err *err) {
     int n_cond = 0;
     cv_status st = read_images(p->images, s, err);
-    /* the model's limit, checked here so that every later h * w * c fits an int */
-    if (!st && (int64_t)s->h * s->w * s->channels > CV_MAX_IMAGE_VALUES)
-        st = cv_fail(err, CV_ERR_FORMAT, "%s: images of %dx%dx%d are over the %d values "
-                     "supported", p->images, s->h, s->w, s->channels, CV_MAX_IMAGE_VALUES);
+    if (!st) st = check_image_size(p->images, s, err);
     const char *cond_path = p->labels[0] ? p->labels : p->conditions;
     if (!st && p->labels[0]) st = cv_labels_read(p->labels, &s->labels, &n_cond, err);
-    if (!st && p->conditions[0]) st = cv_conditions_read(p->conditions, &s->conditions, &n_cond, &s->cond_width, err);
+    if (!st && p->conditions[0])
+        st = cv_conditions_read(p->conditions, &s->conditions, &n_cond, &s->cond_width, err);
     if (!st && n_cond != s->n)
         st = cv_fail(err, CV_ERR_FORMAT, "%s: holds %d %s but %s holds %d images", cond_path,
                      n_cond, p->labels[0] ? "labels" : "condition rows", p->images, s->n);
@@ -272,9 +278,24 @@ static cv_status train_paths(const char *dir, const cv_data_files *f, split_path
     return CV_OK;
 }
 
-/* The test split's files, of the training split's kind; *present false without one. */
-static cv_status test_paths(const char *dir, const cv_data_files *f, cv_condition_kind kind,
+/* Whether the folder's test split is of the other kind than the training condition a
+ * flag named (MNIST's t10k labels beside --train-conditions): it goes with the folder's
+ * own training files, so it is left out, not refused. */
+static bool folder_test_of_other_kind(const char *dir, const cv_data_files *f,
+                                      cv_condition_kind kind) {
+    if (!f->train_labels && !f->train_conditions) return false;
+    if (f->test_images || f->test_labels || f->test_conditions) return false;
+    char path[CV_PATH_MAX];
+    bool found = false;
+    find_slot(dir, kind == CV_COND_LABELS ? &TEST_CONDITIONS : &TEST_LABELS, path, &found, NULL);
+    return found;
+}
+
+/* The test split's files, of d's condition kind; *present false without one, and with
+ * d->test_skipped when the folder's is of the other kind (folder_test_of_other_kind). */
+static cv_status test_paths(const char *dir, const cv_data_files *f, cv_data *d,
                             split_paths *p, bool *present, cv_err *err) {
+    const cv_condition_kind kind = d->condition;
     bool img, lab = false, cond = false;
     memset(p, 0, sizeof *p);
     const char *wrong = kind == CV_COND_LABELS ? f->test_conditions : f->test_labels;
@@ -290,6 +311,8 @@ static cv_status test_paths(const char *dir, const cv_data_files *f, cv_conditio
         st = resolve(dir, f->test_conditions, &TEST_CONDITIONS, p->conditions, &cond, err);
     if (st) return st;
     const char *what = kind == CV_COND_LABELS ? "labels" : "conditions";
+    d->test_skipped = img && !lab && !cond && folder_test_of_other_kind(dir, f, kind);
+    if (d->test_skipped) return CV_OK;
     if (img && !lab && !cond)
         return cv_fail(err, CV_ERR_IO, "%s: test images without test %s (%s)", p->images, what,
                        kind == CV_COND_LABELS ? "t10k-labels-idx1-ubyte[.gz] or test_labels.npy"
@@ -301,11 +324,16 @@ static cv_status test_paths(const char *dir, const cv_data_files *f, cv_conditio
     return CV_OK;
 }
 
+static int largest_label(const cv_split *s) {
+    int max_label = 0;
+    for (int i = 0; i < s->n; i++)
+        if (s->labels[i] > max_label) max_label = s->labels[i];
+    return max_label;
+}
+
 /* The largest training label sets K unless n_classes asks for more. */
 static cv_status set_classes(const char *path, int n_classes, cv_data *d, cv_err *err) {
-    int max_label = 0;
-    for (int i = 0; i < d->train.n; i++)
-        if (d->train.labels[i] > max_label) max_label = d->train.labels[i];
+    const int max_label = largest_label(&d->train);
     if (n_classes == 0) n_classes = max_label + 1;
     if (max_label >= n_classes)
         return cv_fail(err, CV_ERR_FORMAT, "%s: label %d is not below --classes %d", path,
@@ -314,21 +342,77 @@ static cv_status set_classes(const char *path, int n_classes, cv_data *d, cv_err
     return CV_OK;
 }
 
-/* The test split against the training one: image shape, label range, condition width. */
+/* --classes given for condition vectors, which take K from their file at path. */
+static cv_status classes_for_vectors(int width, const char *path, cv_err *err) {
+    return cv_fail(err, CV_ERR_USAGE, "--classes is for class labels; condition vectors take "
+                   "their width (%d) from %s", width, path);
+}
+
+/* The training split, its condition kind and K. */
+static cv_status load_training(const char *dir, const cv_data_files *f, int n_classes,
+                               cv_data *d, cv_err *err) {
+    split_paths tp;
+    cv_status st = train_paths(dir, f, &tp, err);
+    if (!st) st = load_split(&tp, &d->train, err);
+    if (st) return st;
+    d->condition = d->train.conditions ? CV_COND_VECTORS : CV_COND_LABELS;
+    if (d->condition == CV_COND_VECTORS && n_classes)
+        return classes_for_vectors(d->train.cond_width, tp.conditions, err);
+    if (d->condition == CV_COND_LABELS) return set_classes(tp.labels, n_classes, d, err);
+    d->cond_width = d->train.cond_width;
+    return CV_OK;
+}
+
+/* Without a training split (test_only), the test split's kind from its own files: the
+ * flags', else the folder's; class labels when neither names one. */
+static cv_status test_only_kind(const char *dir, const cv_data_files *f, cv_data *d,
+                                cv_err *err) {
+    if (f->test_labels && f->test_conditions)
+        return cv_fail(err, CV_ERR_USAGE, "--test-labels and --test-conditions both given; a "
+                       "split has one kind of condition");
+    bool lab = f->test_labels != NULL, cond = f->test_conditions != NULL;
+    char labels[CV_PATH_MAX], conditions[CV_PATH_MAX];
+    cv_status st = CV_OK;
+    if (!lab && !cond) {
+        st = find_slot(dir, &TEST_LABELS, labels, &lab, err);
+        if (!st) st = find_slot(dir, &TEST_CONDITIONS, conditions, &cond, err);
+        if (!st && lab && cond)
+            st = cv_fail(err, CV_ERR_FORMAT, "%s: holds both %s and %s; choose with "
+                         "--test-labels or --test-conditions", dir, labels, conditions);
+    }
+    d->condition = cond ? CV_COND_VECTORS : CV_COND_LABELS;
+    return st;
+}
+
+/* Without a training split, K from the test split: n_classes (else its largest label + 1),
+ * or the width of its condition vectors. */
+static cv_status set_test_only_width(const char *path, int n_classes, cv_data *d,
+                                     cv_err *err) {
+    if (d->condition == CV_COND_LABELS) {
+        d->cond_width = n_classes ? n_classes : largest_label(&d->test) + 1;
+        return CV_OK;
+    }
+    if (n_classes) return classes_for_vectors(d->test.cond_width, path, err);
+    d->cond_width = d->test.cond_width;
+    return CV_OK;
+}
+
+/* The test split against the training one (when read): image shape, condition width; and
+ * every label below K. */
 static cv_status check_test(const split_paths *p, const cv_data *d, cv_err *err) {
     const cv_split *tr = &d->train, *te = &d->test;
-    if (te->h != tr->h || te->w != tr->w || te->channels != tr->channels)
+    if (tr->n && (te->h != tr->h || te->w != tr->w || te->channels != tr->channels))
         return cv_fail(err, CV_ERR_FORMAT, "%s: images are %dx%dx%d but training images are "
                        "%dx%dx%d", p->images, te->h, te->w, te->channels, tr->h, tr->w,
                        tr->channels);
-    if (te->conditions && te->cond_width != tr->cond_width)
+    if (tr->n && te->conditions && te->cond_width != tr->cond_width)
         return cv_fail(err, CV_ERR_FORMAT, "%s: condition rows have width %d but the training "
                        "conditions have %d", p->conditions, te->cond_width, tr->cond_width);
     for (int i = 0; te->labels && i < te->n; i++)
         if (te->labels[i] >= d->cond_width)
             return cv_fail(err, CV_ERR_FORMAT,
-                           "%s: label %d at index %d is not below the %d training classes",
-                           p->labels, te->labels[i], i, d->cond_width);
+                           "%s: label %d at index %d is not among the %d classes (0..%d)",
+                           p->labels, te->labels[i], i, d->cond_width, d->cond_width - 1);
     return CV_OK;
 }
 
@@ -342,21 +426,14 @@ cv_status cv_data_load_files(const char *dir, const cv_data_files *files, int n_
     if (dir && !S_ISDIR(sb.st_mode))
         return cv_fail(err, CV_ERR_IO, "%s: is not a folder (--data names the folder of the "
                        "data files)", dir);
-    split_paths tp, vp;
+    split_paths vp;
     bool has_test = false;
-    cv_status st = train_paths(dir, files, &tp, err);
-    if (!st) st = load_split(&tp, &d->train, err);
-    if (st) return st;
-    d->condition = d->train.conditions ? CV_COND_VECTORS : CV_COND_LABELS;
-    if (d->condition == CV_COND_VECTORS && n_classes)
-        st = cv_fail(err, CV_ERR_USAGE, "--classes is for class labels; condition vectors "
-                     "take their width (%d) from %s", d->train.cond_width, tp.conditions);
-    else if (d->condition == CV_COND_VECTORS)
-        d->cond_width = d->train.cond_width;
-    else
-        st = set_classes(tp.labels, n_classes, d, err);
-    if (!st) st = test_paths(dir, files, d->condition, &vp, &has_test, err);
+    cv_status st = files->test_only ? test_only_kind(dir, files, d, err)
+                                    : load_training(dir, files, n_classes, d, err);
+    if (!st) st = test_paths(dir, files, d, &vp, &has_test, err);
     if (!st && has_test) st = load_split(&vp, &d->test, err);
+    if (!st && has_test && files->test_only)
+        st = set_test_only_width(vp.conditions, n_classes, d, err);
     if (!st && has_test) st = check_test(&vp, d, err);
     if (st) cv_data_free(d);
     return st;

@@ -191,3 +191,25 @@ bool cv_path_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
 }
+
+cv_status cv_open_regular(const char *path, const char *what, int *fd, uint64_t *size,
+                          cv_err *err) {
+    /* O_NONBLOCK: opening a FIFO does not wait for a writer; nothing changes for a file */
+    *fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (*fd < 0) return cv_fail(err, CV_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    cv_status st = CV_OK;
+    if (fstat(*fd, &sb) != 0)
+        st = cv_fail(err, CV_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    else if (S_ISDIR(sb.st_mode))
+        st = cv_fail(err, CV_ERR_IO, "%s: is a folder, not %s", path, what);
+    else if (!S_ISREG(sb.st_mode))
+        st = cv_fail(err, CV_ERR_IO, "%s: is not a regular file", path);
+    if (st) {
+        close(*fd);
+        *fd = -1;
+        return st;
+    }
+    *size = (uint64_t)sb.st_size;
+    return CV_OK;
+}

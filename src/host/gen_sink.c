@@ -91,19 +91,20 @@ static cv_status stream_close(out_stream *o, cv_err *err) {
     return CV_OK;
 }
 
-static size_t idx_header(uint8_t *b, int ndims, const uint32_t *dims) {
-    b[0] = b[1] = 0;
-    b[2] = 0x08;
-    b[3] = (uint8_t)ndims;
+/* An IDX header of unsigned bytes of this shape, first in stream o. */
+static cv_status write_idx_header(out_stream *o, int ndims, const uint32_t *dims, cv_err *err) {
+    uint8_t b[20] = {0, 0, 0x08, (uint8_t)ndims};
     for (int i = 0; i < ndims; i++)
         for (int k = 0; k < 4; k++) b[4 + 4 * i + k] = (uint8_t)(dims[i] >> (24 - 8 * k));
-    return 4 + 4 * (size_t)ndims;
+    return stream_write(o, b, 4 + 4 * (size_t)ndims, err);
 }
 
-/* The class of image i of a model of labels. */
-static int image_class(const cv_gen_conditions *c, long long i) {
-    const long long R = cv_gen_condition_count(c);
-    return c->labels ? c->labels[i % R] : c->classes[i % R];
+/* A .npy header of this dtype and shape, first in stream o. */
+static cv_status write_npy_header(out_stream *o, cv_npy_dtype t, int ndims, const int64_t *dims,
+                                  cv_err *err) {
+    char head[CV_NPY_HEADER_MAX];
+    size_t len = cv_npy_header(head, sizeof head, t, ndims, dims);
+    return stream_write(o, head, len, err);
 }
 
 /* PNG image i's name: <class>/<index>.png (index within its class for distinct
@@ -114,7 +115,7 @@ static void png_name(const gen_layout *l, long long i, char *name, size_t size) 
         return;
     }
     const bool distinct = !l->cond->labels;
-    snprintf(name, size, "%d/%lld.png", image_class(l->cond, i),
+    snprintf(name, size, "%d/%lld.png", cv_gen_class_of(l->cond, i),
              distinct ? i / cv_gen_condition_count(l->cond) : i);
 }
 
@@ -144,7 +145,7 @@ static cv_status make_class_dirs(const gen_layout *l, const char *dir, cv_err *e
     bool made[CV_MAX_CLASSES] = {false};
     const long long R = cv_gen_condition_count(l->cond);
     for (long long a = 0; a < R && a < l->n; a++) {
-        int c = image_class(l->cond, a);
+        int c = cv_gen_class_of(l->cond, a);
         if (made[c]) continue;
         char sub[4200];
         snprintf(sub, sizeof sub, "%s/%d", dir, c);
@@ -155,38 +156,30 @@ static cv_status make_class_dirs(const gen_layout *l, const char *dir, cv_err *e
     return CV_OK;
 }
 
-/* The headers of the images and the labels (or conditions) files. */
+/* The headers of the images file (none for png) and of the labels or conditions file. */
 static cv_status write_headers(gen_sink *s, cv_err *err) {
     const gen_layout *l = &s->layout;
-    const bool npy = l->format == CV_FMT_NPY, color = l->channels > 1;
-    char head[256];
+    const int image_dims = l->channels > 1 ? 4 : 3;
     cv_status st = CV_OK;
-    if (npy) {
-        const int64_t dims[4] = {l->n, l->h, l->w, l->channels};
-        size_t len = cv_npy_header(head, sizeof head, CV_NPY_U8, color ? 4 : 3, dims);
-        st = stream_write(&s->images, head, len, err);
-    } else {
-        const uint32_t dims[4] = {(uint32_t)l->n, (uint32_t)l->h, (uint32_t)l->w,
-                                  (uint32_t)l->channels};
-        uint8_t idx[20];
-        st = stream_write(&s->images, idx, idx_header(idx, color ? 4 : 3, dims), err);
-    }
+    if (l->format == CV_FMT_NPY)
+        st = write_npy_header(&s->images, CV_NPY_U8, image_dims,
+                              (const int64_t[4]){l->n, l->h, l->w, l->channels}, err);
+    else if (l->format != CV_FMT_PNG)
+        st = write_idx_header(&s->images, image_dims,
+                              (const uint32_t[4]){(uint32_t)l->n, (uint32_t)l->h,
+                                                  (uint32_t)l->w, (uint32_t)l->channels},
+                              err);
     if (st) return st;
-    if (l->cond_width) {
-        const int64_t dims[2] = {l->n, l->cond_width};
-        size_t len = cv_npy_header(head, sizeof head, CV_NPY_F32, 2, dims);
-        return stream_write(&s->labels, head, len, err);
-    }
-    if (npy) {
-        const int64_t dims[1] = {l->n};
-        size_t len = cv_npy_header(head, sizeof head, CV_NPY_U8, 1, dims);
-        return stream_write(&s->labels, head, len, err);
-    }
-    const uint32_t dims[1] = {(uint32_t)l->n};
-    uint8_t idx[8];
-    return stream_write(&s->labels, idx, idx_header(idx, 1, dims), err);
+    if (l->cond_width)
+        return write_npy_header(&s->labels, CV_NPY_F32, 2, (const int64_t[2]){l->n, l->cond_width},
+                                err);
+    if (l->format == CV_FMT_NPY)
+        return write_npy_header(&s->labels, CV_NPY_U8, 1, (const int64_t[1]){l->n}, err);
+    return write_idx_header(&s->labels, 1, (const uint32_t[1]){(uint32_t)l->n}, err);
 }
 
+/* A png data set of labels has class folders and no stream; any other set streams its
+ * labels or conditions, and all but png their images. */
 cv_status gen_sink_open(gen_sink **out, const gen_layout *layout, const char *dir, cv_err *err) {
     gen_sink *s = calloc(1, sizeof *s);
     if (!s) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
@@ -194,21 +187,15 @@ cv_status gen_sink_open(gen_sink **out, const gen_layout *layout, const char *di
     snprintf(s->dir, sizeof s->dir, "%s", dir);
     *out = s;
     const gen_layout *l = &s->layout;
+    const bool png = l->format == CV_FMT_PNG, gz = l->format == CV_FMT_IDX_GZ;
+    if (png && !l->cond_width) return make_class_dirs(l, dir, err);
     char name[256];
-    if (l->format == CV_FMT_PNG) {
-        if (!l->cond_width) return make_class_dirs(l, dir, err);
-        gen_sink_file_name(l, l->n, name, sizeof name);
-        cv_status st = stream_open(&s->labels, dir, name, false, err);
-        if (st) return st;
-        const int64_t dims[2] = {l->n, l->cond_width};
-        char head[256];
-        size_t len = cv_npy_header(head, sizeof head, CV_NPY_F32, 2, dims);
-        return stream_write(&s->labels, head, len, err);
+    cv_status st = CV_OK;
+    if (!png) {
+        gen_sink_file_name(l, 0, name, sizeof name);
+        st = stream_open(&s->images, dir, name, gz, err);
     }
-    const bool gz = l->format == CV_FMT_IDX_GZ;
-    gen_sink_file_name(l, 0, name, sizeof name);
-    cv_status st = stream_open(&s->images, dir, name, gz, err);
-    gen_sink_file_name(l, 1, name, sizeof name);
+    gen_sink_file_name(l, png ? l->n : 1, name, sizeof name);
     if (!st) st = stream_open(&s->labels, dir, name, gz && !l->cond_width, err);
     return st ? st : write_headers(s, err);
 }

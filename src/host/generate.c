@@ -35,12 +35,17 @@ static const float *logits_of(cv_model *m, cv_workspace *ws) {
     return ws->act[m->layout.n_layers - 1];
 }
 
+const char *cv_gen_format_name(cv_gen_format f) {
+    static const char *const names[CV_FMT_COUNT] = {"idx", "idx.gz", "npy", "png", "grid"};
+    CV_ASSERT((unsigned)f < CV_FMT_COUNT);
+    return names[f];
+}
+
 long long cv_gen_condition_count(const cv_gen_conditions *c) {
     return c->n_rows ? c->n_rows : c->n_classes;
 }
 
-/* The class of image i of a model of labels. */
-static int class_of(const cv_gen_conditions *c, long long i) {
+int cv_gen_class_of(const cv_gen_conditions *c, long long i) {
     const long long R = cv_gen_condition_count(c);
     return c->labels ? c->labels[i % R] : c->classes[i % R];
 }
@@ -75,7 +80,7 @@ static void upload_conditions(cv_model *m, cv_workspace *ws, const cv_gen_condit
         be->upload(be, ws->cond, sc.rows, (size_t)rows * K * sizeof(float));
         return;
     }
-    for (int r = 0; r < rows; r++) sc.labels[r] = class_of(c, first + r);
+    for (int r = 0; r < rows; r++) sc.labels[r] = cv_gen_class_of(c, first + r);
     be->upload(be, ws->labels, sc.labels, (size_t)rows * sizeof(int32_t));
 }
 
@@ -137,7 +142,7 @@ static void decode_chunk(cv_model *m, cv_workspace *ws, const cv_generate_option
             memcpy(out->rows + (size_t)r * K, vector_of(&o->cond, K, first + r),
                    (size_t)K * sizeof(float));
         else
-            out->labels[r] = (uint8_t)class_of(&o->cond, first + r);
+            out->labels[r] = (uint8_t)cv_gen_class_of(&o->cond, first + r);
     }
     m->be->download(m->be, out->pixels, dev_pixels, (size_t)rows * D);
 }
@@ -197,7 +202,7 @@ static void manifest_conditions(FILE *fp, const cv_model *m, const cv_generate_o
         return;
     }
     long long count[CV_MAX_CLASSES] = {0};
-    for (long long a = 0; a < R; a++) count[class_of(c, a)] += o->per;
+    for (long long a = 0; a < R; a++) count[cv_gen_class_of(c, a)] += o->per;
     fprintf(fp, "  \"count_per_class\": {");
     for (int k = 0, first = 1; k < CV_MAX_CLASSES; k++)
         if (count[k]) {
@@ -215,7 +220,6 @@ static cv_status write_manifest(const char *tmpdir, const cv_model *m,
     cv_outfile f;
     cv_status st = cv_outfile_open(&f, path, err);
     if (st) return st;
-    static const char *formats[] = {"idx", "idx.gz", "npy", "png", "grid"};
     fprintf(f.fp, "{\n  \"checkpoint\": \"");
     json_string(f.fp, o->checkpoint ? o->checkpoint : "");
     fprintf(f.fp,
@@ -223,7 +227,7 @@ static cv_status write_manifest(const char *tmpdir, const cv_model *m,
             "  \"seed\": %llu,\n  \"mode\": \"%s\",\n  \"format\": \"%s\",\n"
             "  \"height\": %d,\n  \"width\": %d,\n  \"channels\": %d,\n  \"images\": %lld,\n",
             o->checkpoint_crc, (unsigned long long)o->seed, o->mean ? "mean" : "sample",
-            formats[o->format], layout->h, layout->w, layout->channels, layout->n);
+            cv_gen_format_name(o->format), layout->h, layout->w, layout->channels, layout->n);
     manifest_conditions(f.fp, m, o);
     fprintf(f.fp, "  \"files\": [");
     char name[256];
@@ -264,13 +268,17 @@ static cv_status generate_into(cv_model *m, cv_workspace *ws, const cv_generate_
     uint8_t *dev_pixels = NULL;
     cv_status st = m->be->alloc(m->be, (void **)&dev_pixels, (size_t)B * D, "generated pixels", err);
     if (st) return st;
-    chunk_out out = {malloc((size_t)B * D), vectors ? NULL : malloc((size_t)B),
-                     vectors ? malloc((size_t)B * K * sizeof(float)) : NULL};
-    cond_scratch sc = {.any = malloc(cond_scratch_bytes(m, block))};
+    /* a chunk's pixels, its labels or condition rows, and one block's conditions */
+    const size_t px_bytes = (size_t)B * D, scratch_bytes = cond_scratch_bytes(m, block);
+    const size_t cond_bytes = vectors ? (size_t)B * K * sizeof(float) : (size_t)B;
+    chunk_out out = {malloc(px_bytes), vectors ? NULL : malloc(cond_bytes),
+                     vectors ? malloc(cond_bytes) : NULL};
+    cond_scratch sc = {.any = malloc(scratch_bytes)};
     gen_sink *sink = NULL;
     if (!out.pixels || !(out.labels || out.rows) || !sc.any)
         st = cv_fail(err, CV_ERR_NOMEM, "out of host memory: generating %d images at a time "
-                     "needs %.1f MiB", B, (double)B * (D + 1) / 1048576.0);
+                     "needs %.1f MiB", B,
+                     (double)(px_bytes + cond_bytes + scratch_bytes) / 1048576.0);
     if (!st) st = gen_sink_open(&sink, &layout, tmpdir, err);
     double t0 = now_seconds(), shown = t0;
     for (long long first = 0; !st && first < n; first += B) {
@@ -301,10 +309,10 @@ static cv_status generate_grid_file(cv_model *m, cv_workspace *ws,
                                     cv_err *err) {
     char made[CV_PATH_MAX], copy[CV_PATH_MAX];
     cv_status st = cv_prepare_output_file(o->out, made, err);
-    if (st) return st;
     double t0 = now_seconds();
-    st = cv_generate_grid(m, ws, &o->cond, (int)o->per, o->same_z, o->mean, o->seed, o->out,
-                          err);
+    if (!st)
+        st = cv_generate_grid(m, ws, &o->cond, (int)o->per, o->same_z, o->mean, o->seed, o->out,
+                              err);
     res->images = o->per * cv_gen_condition_count(&o->cond);
     res->seconds = now_seconds() - t0;
     snprintf(copy, sizeof copy, "%s", o->out);
@@ -312,8 +320,22 @@ static cv_status generate_grid_file(cv_model *m, cv_workspace *ws,
     return st;
 }
 
-/* The finished set is renamed into place beside its temporary folder, so the folders
- * above it are made first; creating the temporary folder proves they are writable. */
+/* The folders above a data set's folder `out` (up to its parent), then its temporary
+ * folder tmpdir beside it, which proves the place writable. On failure nothing made is
+ * left; `made` is what cv_unmake_dirs(parent, made) undoes. */
+static cv_status make_tmpdir(const char *out, const char *parent, char made[CV_PATH_MAX],
+                             char tmpdir[CV_PATH_MAX + 32], cv_err *err) {
+    cv_status st = cv_make_dirs(parent, made, err);
+    if (st) return st;
+    snprintf(tmpdir, CV_PATH_MAX + 32, "%s.tmp.%ld", out, (long)getpid());
+    if (mkdir(tmpdir, 0777) == 0) return CV_OK;
+    st = cv_fail(err, CV_ERR_IO, "%s: cannot create the output folder: %s", out,
+                 strerror(errno));
+    cv_unmake_dirs(parent, made);
+    return st;
+}
+
+/* The finished set is renamed into place beside its temporary folder. */
 static cv_status generate_data_set(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
                                    const char *out, cv_generate_result *res, cv_err *err) {
     cv_status st = check_output_dir(out, err);
@@ -321,15 +343,8 @@ static cv_status generate_data_set(cv_model *m, cv_workspace *ws, const cv_gener
     char made[CV_PATH_MAX], copy[CV_PATH_MAX], tmpdir[CV_PATH_MAX + 32];
     snprintf(copy, sizeof copy, "%s", out);
     const char *parent = dirname(copy);
-    st = cv_make_dirs(parent, made, err);
+    st = make_tmpdir(out, parent, made, tmpdir, err);
     if (st) return st;
-    snprintf(tmpdir, sizeof tmpdir, "%s.tmp.%ld", out, (long)getpid());
-    if (mkdir(tmpdir, 0777) != 0) {
-        st = cv_fail(err, CV_ERR_IO, "%s: cannot create the output folder: %s", out,
-                     strerror(errno));
-        cv_unmake_dirs(parent, made);
-        return st;
-    }
     st = generate_into(m, ws, o, tmpdir, res, err);
     if (!st && rename(tmpdir, out) != 0)
         st = cv_fail(err, CV_ERR_IO, "%s: cannot rename the finished data set into place: %s",
@@ -347,13 +362,55 @@ static cv_status generate_data_set(cv_model *m, cv_workspace *ws, const cv_gener
     return CV_OK;
 }
 
+cv_status cv_generate_check_output(const cv_generate_options *o, cv_err *err) {
+    char made[CV_PATH_MAX], out[CV_PATH_MAX], copy[CV_PATH_MAX], tmpdir[CV_PATH_MAX + 32];
+    if (o->format == CV_FMT_GRID) {
+        if (cv_path_exists(o->out))
+            return cv_fail(err, CV_ERR_IO, "%s: exists already; choose a new file for the grid",
+                           o->out);
+        cv_status st = cv_prepare_output_file(o->out, made, err);
+        snprintf(copy, sizeof copy, "%s", o->out);
+        cv_unmake_dirs(dirname(copy), made);
+        return st;
+    }
+    cv_status st = cv_trim_path(out, o->out, err);
+    if (!st) st = check_output_dir(out, err);
+    if (st) return st;
+    snprintf(copy, sizeof copy, "%s", out);
+    const char *parent = dirname(copy);
+    st = make_tmpdir(out, parent, made, tmpdir, err);
+    if (st) return st;
+    rmdir(tmpdir);
+    cv_unmake_dirs(parent, made);
+    return CV_OK;
+}
+
+/* The classes of a model of K labels: rows of labels each below K; interleaved classes
+ * each below K and each once. */
+static cv_status check_classes(const cv_gen_conditions *c, int K, const char *src,
+                               cv_err *err) {
+    for (long long a = 0; c->labels && a < c->n_rows; a++)
+        if (c->labels[a] >= K)
+            return cv_fail(err, CV_ERR_FORMAT, "%s: class %d (row %lld) is not among the "
+                           "model's %d classes (0..%d)", src, c->labels[a], a, K, K - 1);
+    for (int a = 0; !c->labels && a < c->n_classes; a++) {
+        if (c->classes[a] >= K)
+            return cv_fail(err, CV_ERR_USAGE, "class %d is not among the model's %d classes "
+                           "(0..%d)", c->classes[a], K, K - 1);
+        for (int b = 0; b < a; b++)
+            if (c->classes[b] == c->classes[a])
+                return cv_fail(err, CV_ERR_USAGE, "class %d is listed twice in --classes",
+                               c->classes[a]);
+    }
+    return CV_OK;
+}
+
 cv_status cv_generate_check(const cv_model_config *cfg, const cv_generate_options *o,
                             cv_err *err) {
     const cv_gen_conditions *c = &o->cond;
     const char *src = c->source ? c->source : "the conditions";
     const long long R = cv_gen_condition_count(c);
     const bool vectors = cfg->condition == CV_COND_VECTORS;
-    if (R < 1) return cv_fail(err, CV_ERR_USAGE, "%s: no conditions to generate", src);
     if (vectors != (c->conditions != NULL))
         return cv_fail(err, CV_ERR_USAGE, vectors
                        ? "the model takes condition vectors of width %d: give them with "
@@ -361,6 +418,7 @@ cv_status cv_generate_check(const cv_model_config *cfg, const cv_generate_option
                        : "the model takes class labels (%d classes): give --per-class, "
                          "--classes or --labels FILE.npy, not condition vectors",
                        cfg->cond_width);
+    if (R < 1) return cv_fail(err, CV_ERR_USAGE, "%s: no conditions to generate", src);
     if (vectors && c->width != cfg->cond_width)
         return cv_fail(err, CV_ERR_FORMAT, "%s: rows have width %d but the model's condition "
                        "vectors have %d", src, c->width, cfg->cond_width);
@@ -371,12 +429,8 @@ cv_status cv_generate_check(const cv_model_config *cfg, const cv_generate_option
         cfg->channels > CV_PNG_MAX_CHANNELS)
         return cv_fail(err, CV_ERR_USAGE, "images of %d channels do not fit a PNG (1 to %d)",
                        cfg->channels, CV_PNG_MAX_CHANNELS);
-    for (long long a = 0; a < R && !vectors; a++)
-        if (class_of(c, a) >= cfg->cond_width)
-            return cv_fail(err, c->labels ? CV_ERR_FORMAT : CV_ERR_USAGE,
-                           "%s: class %d (row %lld) is not among the model's %d classes", src,
-                           class_of(c, a), a, cfg->cond_width);
-    for (size_t i = 0; vectors && i < (size_t)R * cfg->cond_width; i++)
+    if (!vectors) return check_classes(c, cfg->cond_width, src, err);
+    for (size_t i = 0; i < (size_t)R * cfg->cond_width; i++)
         if (!isfinite(c->conditions[i]))
             return cv_fail(err, CV_ERR_FORMAT, "%s: row %zu holds a NaN or Inf (column %zu)",
                            src, i / (size_t)cfg->cond_width, i % (size_t)cfg->cond_width);

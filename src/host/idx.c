@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -63,15 +62,14 @@ static cv_status check_header(const char *path, const uint8_t magic[4], int min_
 }
 
 static cv_status read_gz(gzFile gz, const char *path, int min_dims, int max_dims,
-                         uint64_t file_size, bool compressed, int *ndims_out, int dims[4],
-                         uint8_t **payload, cv_err *err) {
+                         uint64_t file_size, bool compressed, int dims[4], uint8_t **payload,
+                         cv_err *err) {
     uint8_t magic[4], raw[16];
     cv_status st = read_exact(gz, path, magic, 4, "header", err);
     if (!st) st = check_header(path, magic, min_dims, max_dims, err);
     const int ndims = magic[3];
     if (!st) st = read_exact(gz, path, raw, 4 * (size_t)ndims, "header", err);
     if (st) return st;
-    *ndims_out = ndims;
     uint64_t total = 1;
     for (int i = 0; i < ndims; i++) {
         uint32_t d = (uint32_t)raw[4 * i] << 24 | (uint32_t)raw[4 * i + 1] << 16 |
@@ -134,26 +132,20 @@ static cv_status zlib_failed(const char *path, cv_err *err) {
                    "%s: cannot start zlib: %s", path, strerror(errno));
 }
 
-static cv_status idx_read(const char *path, int min_dims, int max_dims, int *ndims,
-                          int dims[4], uint8_t **payload, cv_err *err) {
+static cv_status idx_read(const char *path, int min_dims, int max_dims, int dims[4],
+                          uint8_t **payload, cv_err *err) {
     *payload = NULL;
-    struct stat sb;
-    if (stat(path, &sb) != 0)
-        return cv_fail(err, CV_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (S_ISDIR(sb.st_mode))
-        return cv_fail(err, CV_ERR_IO, "%s: is a folder, not an IDX file", path);
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return cv_fail(err, CV_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    uint8_t head[2] = {0, 0};
-    size_t nhead = fread(head, 1, 2, fp);
-    bool compressed = nhead == 2 && head[0] == 0x1f && head[1] == 0x8b;
-    rewind(fp);
-    gzFile gz = gzdopen_dup(fileno(fp), "rb");
-    cv_status st = gz ? CV_OK : zlib_failed(path, err);
-    fclose(fp);
+    int fd;
+    uint64_t size;
+    cv_status st = cv_open_regular(path, "an IDX file", &fd, &size, err);
     if (st) return st;
-    st = read_gz(gz, path, min_dims, max_dims, (uint64_t)sb.st_size, compressed, ndims, dims,
-                 payload, err);
+    uint8_t head[2] = {0, 0};
+    bool compressed = pread(fd, head, 2, 0) == 2 && head[0] == 0x1f && head[1] == 0x8b;
+    gzFile gz = gzdopen_dup(fd, "rb");
+    st = gz ? CV_OK : zlib_failed(path, err);
+    close(fd);
+    if (st) return st;
+    st = read_gz(gz, path, min_dims, max_dims, size, compressed, dims, payload, err);
     gzclose(gz);
     return st;
 }
@@ -161,14 +153,12 @@ static cv_status idx_read(const char *path, int min_dims, int max_dims, int *ndi
 cv_status cv_idx_read(const char *path, int ndims, int *dims, uint8_t **payload,
                       cv_err *err) {
     CV_ASSERT(ndims >= 1 && ndims <= 4);
-    int got;
-    return idx_read(path, ndims, ndims, &got, dims, payload, err);
+    return idx_read(path, ndims, ndims, dims, payload, err);
 }
 
 cv_status cv_idx_read_images(const char *path, int dims[4], uint8_t **payload, cv_err *err) {
-    int got;
     dims[3] = 1;
-    return idx_read(path, 3, 4, &got, dims, payload, err);
+    return idx_read(path, 3, 4, dims, payload, err);
 }
 
 cv_status cv_idx_write(const char *path, int ndims, const int *dims,

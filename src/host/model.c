@@ -30,11 +30,13 @@ static void add_layer(cv_layout *lo, int in, int out, bool cond, bool relu) {
 
 /* The image shape and the condition of a config. */
 static cv_status check_data_shape(const cv_model_config *cfg, cv_err *err) {
-    if (cfg->height <= 0 || cfg->width <= 0 || cfg->channels <= 0 || cfg->height > 65535 ||
-        cfg->width > 65535 || cfg->channels > 65535)
+    if (cfg->height <= 0 || cfg->width <= 0 || cfg->channels <= 0 ||
+        cfg->height > CV_MAX_IMAGE_SIDE || cfg->width > CV_MAX_IMAGE_SIDE ||
+        cfg->channels > CV_MAX_IMAGE_SIDE)
         return cv_fail(err, CV_ERR_USAGE, "image size %dx%dx%d is out of range",
                        cfg->height, cfg->width, cfg->channels);
-    /* 2^24 values (4096 x 4096) keeps D, and every (rows x D) index, well inside int */
+    /* 2^24 values (4096 x 4096) keep D and every per-image offset well inside an int;
+     * offsets over rows of D are computed in size_t */
     if ((int64_t)cfg->height * cfg->width * cfg->channels > CV_MAX_IMAGE_VALUES)
         return cv_fail(err, CV_ERR_USAGE, "images of %dx%dx%d are over the 2^24 values "
                        "supported", cfg->height, cfg->width, cfg->channels);
@@ -260,12 +262,17 @@ cv_status cv_workspace_create(cv_model *m, int max_rows, cv_workspace *ws, cv_er
     WS_ALLOC(sums, 1, cv_loss_sums, "loss sums");
     WS_ALLOC(step, 1, cv_step, "step state");
 #undef WS_ALLOC
-    /* the largest GEMM operand: an input or output (B, width), or a weight (out, in); the
-     * condition GEMMs' are (B, K) and (K, out) or (K, L) */
+    /* the largest GEMM operand: a layer's input (B, in), its output gradient (B, out) and
+     * its weight (out, in); with condition vectors also C (B, K), the tables (K, out) of
+     * the conditioned layers, and M and R (K, L) of the learned prior (its rows, (B, L),
+     * are the size of the decoder's input) */
     size_t operand = vectors ? B * K : 0;
+    if (row_prior && K * L > operand) operand = K * L;
     for (int i = 0; i < lo->n_layers; i++) {
-        const size_t in = (size_t)lo->layers[i].in, out = (size_t)lo->layers[i].out;
-        const size_t sizes[4] = {B * in, B * out, in * out, vectors ? K * out : 0};
+        const cv_layer *l = &lo->layers[i];
+        const size_t in = (size_t)l->in, out = (size_t)l->out;
+        const bool table = vectors && l->cond != CV_NO_COND;
+        const size_t sizes[4] = {B * in, B * out, in * out, table ? K * out : 0};
         for (int j = 0; j < 4; j++) operand = sizes[j] > operand ? sizes[j] : operand;
     }
     if (!st && be->gemm_reserve) st = be->gemm_reserve(be, operand, err);

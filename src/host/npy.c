@@ -12,7 +12,6 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cvae/fileio.h"
@@ -107,13 +106,18 @@ static cv_status read_exact(int fd, const char *path, void *buf, size_t n, const
     return CV_OK;
 }
 
+/* Whether the first `got` bytes of a file (got > 0) are the magic or its start: a file
+ * cut inside the magic is a truncated .npy. */
+static bool starts_like_npy(const uint8_t *head, size_t got) {
+    return got > 0 && memcmp(head, NPY_MAGIC, got < NPY_MAGIC_LEN ? got : NPY_MAGIC_LEN) == 0;
+}
+
 bool cv_npy_sniff(const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return false;
-    char head[NPY_MAGIC_LEN];
+    uint8_t head[NPY_MAGIC_LEN];
     size_t got;
-    bool yes = read_upto(fd, head, sizeof head, &got) == 0 && got == sizeof head &&
-               memcmp(head, NPY_MAGIC, NPY_MAGIC_LEN) == 0;
+    bool yes = read_upto(fd, head, sizeof head, &got) == 0 && starts_like_npy(head, got);
     close(fd);
     return yes;
 }
@@ -426,18 +430,23 @@ static cv_status parse_dict(dict_parser *dp, cv_npy_array *a) {
 
 /* --- the file --- */
 
+/* The payload bytes of a shape of dimensions 1..INT32_MAX; false past NPY_MAX_PAYLOAD. */
+static bool shape_bytes(cv_npy_dtype t, int ndims, const int64_t *dims, size_t *bytes) {
+    uint64_t total = cv_npy_item_size(t);
+    for (int i = 0; i < ndims; i++) {
+        if (total > NPY_MAX_PAYLOAD / (uint64_t)dims[i]) return false;
+        total *= (uint64_t)dims[i];
+    }
+    *bytes = (size_t)total;
+    return true;
+}
+
 /* The payload size the shape declares, bounded before anything is allocated. */
 static cv_status payload_bytes(const char *path, cv_npy_array *a, cv_err *err) {
-    uint64_t total = cv_npy_item_size(a->dtype);
-    for (int i = 0; i < a->ndims; i++) {
-        if (total > NPY_MAX_PAYLOAD / (uint64_t)a->dims[i])
-            return cv_fail(err, CV_ERR_FORMAT,
-                           "%s: shape is absurd (the payload would exceed %" PRIu64 " bytes)",
-                           path, NPY_MAX_PAYLOAD);
-        total *= (uint64_t)a->dims[i];
-    }
-    a->bytes = (size_t)total;
-    return CV_OK;
+    if (shape_bytes(a->dtype, a->ndims, a->dims, &a->bytes)) return CV_OK;
+    return cv_fail(err, CV_ERR_FORMAT,
+                   "%s: shape is absurd (the payload would exceed %" PRIu64 " bytes)", path,
+                   NPY_MAX_PAYLOAD);
 }
 
 /* The magic, the version and the header length; *offset gets where the header text
@@ -448,7 +457,7 @@ static cv_status read_preamble(int fd, const char *path, uint64_t size, uint32_t
     size_t got;
     int e = read_upto(fd, pre, 8, &got);
     if (e) return cv_fail(err, CV_ERR_IO, "%s: cannot read: %s", path, strerror(e));
-    if (got < NPY_MAGIC_LEN || memcmp(pre, NPY_MAGIC, NPY_MAGIC_LEN) != 0)
+    if (!starts_like_npy(pre, got))
         return cv_fail(err, CV_ERR_FORMAT, "%s: not a .npy file (bad magic)", path);
     if (got < 8)
         return cv_fail(err, CV_ERR_FORMAT, "%s: truncated header (%zu of 8 bytes present)",
@@ -538,33 +547,11 @@ static cv_status read_payload(int fd, const char *path, cv_npy_array *a, cv_err 
     return st;
 }
 
-/* Opens a regular file and sizes it. O_NONBLOCK so that a FIFO given by mistake is
- * refused instead of waited on; it changes nothing for a regular file. */
-static cv_status open_npy(const char *path, int *fd, uint64_t *size, cv_err *err) {
-    *fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (*fd < 0) return cv_fail(err, CV_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    cv_status st = CV_OK;
-    if (fstat(*fd, &sb) != 0)
-        st = cv_fail(err, CV_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    else if (S_ISDIR(sb.st_mode))
-        st = cv_fail(err, CV_ERR_IO, "%s: is a folder, not a .npy file", path);
-    else if (!S_ISREG(sb.st_mode))
-        st = cv_fail(err, CV_ERR_IO, "%s: is not a regular file", path);
-    if (st) {
-        close(*fd);
-        *fd = -1;
-        return st;
-    }
-    *size = (uint64_t)sb.st_size;
-    return CV_OK;
-}
-
 cv_status cv_npy_read(const char *path, cv_npy_array *out, cv_err *err) {
     memset(out, 0, sizeof *out);
     int fd = -1;
     uint64_t size = 0, offset = 0;
-    cv_status st = open_npy(path, &fd, &size, err);
+    cv_status st = cv_open_regular(path, "a .npy file", &fd, &size, err);
     if (st) return st;
     cv_npy_array a = {0};
     st = read_header(fd, path, size, &a, &offset, err);
@@ -598,20 +585,16 @@ size_t cv_npy_header(char *buf, size_t size, cv_npy_dtype t, int ndims, const in
     int dlen = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, "
                         "'shape': %s, }", cv_npy_descr(t), shape);
     CV_ASSERT(dlen > 0 && (size_t)dlen < sizeof dict);
-    /* 1.0 unless the padded dict overflows its u16 length (it cannot: it is under 256
-     * bytes; the rule is the format's) */
-    size_t pre = 10;
-    size_t total = (pre + (size_t)dlen + 1 + NPY_ALIGN - 1) / NPY_ALIGN * NPY_ALIGN;
-    if (total - pre > 0xffff) {
-        pre = 12;
-        total = (pre + (size_t)dlen + 1 + NPY_ALIGN - 1) / NPY_ALIGN * NPY_ALIGN;
-    }
+    /* version 1.0: the dict, under CV_NPY_HEADER_MAX bytes, always fits its u16 length */
+    const size_t pre = 10;
+    const size_t total = (pre + (size_t)dlen + 1 + NPY_ALIGN - 1) / NPY_ALIGN * NPY_ALIGN;
     if (total > size) return 0;
-    size_t hlen = total - pre;
+    const size_t hlen = total - pre;
     memcpy(buf, NPY_MAGIC, NPY_MAGIC_LEN);
-    buf[6] = pre == 10 ? 1 : 2;
+    buf[6] = 1;
     buf[7] = 0;
-    for (size_t i = 0; i < pre - 8; i++) buf[8 + i] = (char)(hlen >> (8 * i));
+    buf[8] = (char)(hlen & 0xff);
+    buf[9] = (char)(hlen >> 8);
     memcpy(buf + pre, dict, (size_t)dlen);
     memset(buf + pre + dlen, ' ', hlen - (size_t)dlen - 1);
     buf[total - 1] = '\n';
@@ -622,18 +605,13 @@ size_t cv_npy_header(char *buf, size_t size, cv_npy_dtype t, int ndims, const in
 static cv_status check_shape(const char *path, cv_npy_dtype t, int ndims, const int64_t *dims,
                              size_t *bytes, cv_err *err) {
     CV_ASSERT(ndims >= 1 && ndims <= CV_NPY_MAX_DIMS);
-    uint64_t total = cv_npy_item_size(t);
-    for (int i = 0; i < ndims; i++) {
+    for (int i = 0; i < ndims; i++)
         if (dims[i] < 1 || dims[i] > INT32_MAX)
             return cv_fail(err, CV_ERR_USAGE, "%s: dimension %d is %" PRId64 " (must be 1..%d)",
                            path, i, dims[i], INT32_MAX);
-        if (total > NPY_MAX_PAYLOAD / (uint64_t)dims[i])
-            return cv_fail(err, CV_ERR_USAGE, "%s: array is over %" PRIu64 " bytes", path,
-                           NPY_MAX_PAYLOAD);
-        total *= (uint64_t)dims[i];
-    }
-    *bytes = (size_t)total;
-    return CV_OK;
+    if (shape_bytes(t, ndims, dims, bytes)) return CV_OK;
+    return cv_fail(err, CV_ERR_USAGE, "%s: array is over %" PRIu64 " bytes", path,
+                   NPY_MAX_PAYLOAD);
 }
 
 cv_status cv_npy_write(const char *path, cv_npy_dtype t, int ndims, const int64_t *dims,

@@ -694,8 +694,14 @@ static void print_header(const cv_train_options *o, const run_state *r, const pr
         fprintf(r->log, ", %d classes, ", r->data.cond_width);
     else
         fprintf(r->log, ", condition vectors of width %d, ", r->data.cond_width);
+    const bool vectors = r->data.condition == CV_COND_VECTORS;
     if (r->data.test.n)
         fprintf(r->log, "%d test images\n", r->data.test.n);
+    else if (r->data.test_skipped)
+        fprintf(r->log, "no test split: the folder's test files hold %s, not %s (name test "
+                "files with --test-images and --test-%s)\n",
+                cv_condition_kind_name(vectors ? CV_COND_LABELS : CV_COND_VECTORS),
+                cv_condition_kind_name(r->data.condition), vectors ? "conditions" : "labels");
     else
         fprintf(r->log, "no test files: training without test evaluation\n");
     fprintf(r->log, "model: %zu parameters, latent %d, hidden", r->model.layout.n_params,
