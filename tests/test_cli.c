@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cvae/comm.h"
 #include "cvae/fileio.h"
 #include "cvae/version.h"
 #include "helpers.h"
@@ -107,6 +108,28 @@ Test(cli, bad_commands_and_flags_exit_2) {
     expect_error(2, "unknown flag '--warmup' (did you mean --warmup-steps?)", abbreviated);
     const char *eval_dash[] = {"eval", "--model", out, "-json", NULL};
     expect_error(2, "unknown flag '-json'", eval_dash);
+}
+
+/* Without MPI, a launcher's N processes would be N copies of one training racing for one
+ * run folder; rank 0 says so, the others exit quietly. */
+Test(cli, a_build_without_mpi_refuses_a_launchers_job) {
+    if (cv_comm_mpi_built()) cr_skip_test("this build has MPI (tests/mpi.sh runs it under mpirun)");
+    setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+    const char *args[] = {"train", "--data", data, "--out", out, "--epochs", "1", NULL};
+    for (int rank = 0; rank < 2; rank++) {
+        setenv("OMPI_COMM_WORLD_RANK", rank ? "1" : "0", 1);
+        char *o = NULL, *e = NULL;
+        cr_assert_eq(test_run_cvae(&o, &e, args), 2, "rank %d: %s", rank, e);
+        if (rank == 0)
+            cr_assert(strstr(e, "cvae: started as one of 2 processes by an MPI launcher, but "
+                                "this cvae was built without MPI"), "%s", e);
+        else
+            cr_assert_str_empty(e, "rank 1 should leave the message to rank 0: %s", e);
+        free(o);
+        free(e);
+    }
+    struct stat sb;
+    cr_assert(stat(out, &sb) != 0, "a refused job made %s", out);
 }
 
 Test(cli, nonsense_values_exit_2) {

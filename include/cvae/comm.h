@@ -30,6 +30,12 @@ void cv_comm_close(cv_comm *comm);
 /* Whether this build can join an MPI job at all. */
 bool cv_comm_mpi_built(void);
 
+/* What an MPI launcher told this process in its environment, before MPI starts: its rank
+ * (0 without a launcher) and the job's size (1 without one, or when the launcher does not
+ * say). Every rank parses the same command line, and rank 0 alone reports its errors. */
+int cv_comm_launcher_rank(void);
+int cv_comm_launcher_size(void);
+
 /* This rank, of size ranks; and its index among the ranks on its own machine, which picks
  * its GPU. A NULL comm is rank 0 of 1. */
 int cv_comm_rank(const cv_comm *comm);

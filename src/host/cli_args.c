@@ -9,6 +9,7 @@
 #include "cli.h"
 
 int cv_usage_error(const char *cmd, const char *fmt, ...) {
+    if (cv_comm_launcher_rank() != 0) return CV_EXIT_USAGE; /* rank 0 says it */
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "cvae %s: ", cmd);

@@ -78,14 +78,14 @@ static int run_command(int argc, char **argv, cv_comm *comm) {
     if (strcmp(cmd, "eval") == 0) return cv_cmd_eval(argc - 1, argv + 1, comm);
     if (strcmp(cmd, "bench") == 0) return cv_cmd_bench(argc - 1, argv + 1, comm);
     const bool serial = strcmp(cmd, "info") == 0 || strcmp(cmd, "generate") == 0;
-    if (serial && cv_comm_size(comm) > 1) {
-        fprintf(stderr, "cvae %s: runs in one process, not under an MPI launcher (%d ranks)\n",
-                cmd, cv_comm_size(comm));
-        return CV_EXIT_USAGE;
-    }
+    if (serial && cv_comm_size(comm) > 1)
+        return cv_usage_error(cmd, "runs in one process, not under an MPI launcher (%d ranks)",
+                              cv_comm_size(comm));
     if (strcmp(cmd, "info") == 0) return cv_cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "generate") == 0) return cv_cmd_generate(argc - 1, argv + 1);
-    fprintf(stderr, "cvae: unknown command '%s' (expected train, eval, generate, info or bench)\n", cmd);
+    if (cv_comm_rank(comm) == 0)
+        fprintf(stderr, "cvae: unknown command '%s' (expected train, eval, generate, info or "
+                "bench)\n", cmd);
     return CV_EXIT_USAGE;
 }
 
@@ -111,7 +111,7 @@ int main(int argc, char **argv) {
     cv_comm *comm;
     cv_err err;
     if (cv_comm_open(&argc, &argv, &comm, &err)) {
-        fprintf(stderr, "cvae: %s\n", err.msg);
+        if (cv_comm_launcher_rank() == 0) fprintf(stderr, "cvae: %s\n", err.msg);
         return CV_EXIT_USAGE;
     }
     if (cv_comm_rank(comm) != 0 && !freopen("/dev/null", "w", stdout)) {

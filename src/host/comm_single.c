@@ -13,6 +13,13 @@ bool cv_comm_mpi_built(void) { return false; }
 cv_status cv_comm_open(int *argc, char ***argv, cv_comm **out, cv_err *err) {
     (void)argc;
     (void)argv;
+    *out = NULL;
+    /* N copies of one run would race for its run folder */
+    const int size = cv_comm_launcher_size();
+    if (size > 1)
+        return cv_fail(err, CV_ERR_USAGE, "started as one of %d processes by an MPI launcher, "
+                       "but this cvae was built without MPI (install libopenmpi-dev and "
+                       "configure the build again)", size);
     *out = calloc(1, sizeof **out);
     return *out ? CV_OK : cv_fail(err, CV_ERR_NOMEM, "out of host memory");
 }
