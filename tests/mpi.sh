@@ -35,6 +35,13 @@ fi
 launch=(mpirun --oversubscribe -x OMP_NUM_THREADS=1)
 [ "$(id -u)" -eq 0 ] && launch+=(--allow-run-as-root)
 export OMP_NUM_THREADS=1 # up to 3 ranks share the cores
+# under AddressSanitizer (tests/sanitize.sh), Open MPI's own leaks are suppressed: full
+# stacks, and its plugins kept loaded, so that LeakSanitizer can tell them from ours
+if [ -n "${ASAN_OPTIONS:-}" ]; then
+    export ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwind_on_malloc=0"
+    export LSAN_OPTIONS="suppressions=$PWD/tests/lsan_openmpi.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+    launch+=(--mca mca_base_component_disable_dlclose 1)
+fi
 device=${CVAE_MPI_DEVICE:-cpu}
 
 work=$(mktemp -d)

@@ -209,8 +209,9 @@ static int run(const cv_train_options *o) {
     }
     if (st) return cv_report("train", st, &err);
     if (res.has_test)
-        printf("final test -ELBO %.4f nats (rec %.4f, kl %.4f) after %d epochs\n",
-               res.test.neg_elbo, res.test.rec, res.test.kl, res.epochs_done);
+        printf("final test -ELBO %.4f nats (rec %.4f, kl %.4f) after %d epoch%s\n",
+               res.test.neg_elbo, res.test.rec, res.test.kl, res.epochs_done,
+               res.epochs_done == 1 ? "" : "s");
     return 0;
 }
 
