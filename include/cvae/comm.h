@@ -50,7 +50,8 @@ void cv_comm_sum_f64(cv_comm *comm, double *buf, size_t n);
 int cv_comm_max_int(cv_comm *comm, int v);
 /* bytes of buf from rank root to every rank. */
 void cv_comm_broadcast(cv_comm *comm, void *buf, size_t bytes, int root);
-void cv_comm_barrier(cv_comm *comm);
+/* all (size x bytes) = every rank's `mine`, in rank order, on every rank. */
+void cv_comm_gather(cv_comm *comm, const void *mine, size_t bytes, void *all);
 
 /* The rows of a batch of `total` rows that rank `rank` of `ranks` takes: `rows` of them
  * (possibly 0) from `offset`, the remainder spread over the first ranks (total 10 over 3

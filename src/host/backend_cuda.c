@@ -7,8 +7,10 @@
  * asked, see docs/design.md 2.7) is fixed when the backend is created; tests run at fp32
  * unless they ask for another.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "allreduce_cuda.h"
 #include "cv_cuda.h"
@@ -30,7 +32,7 @@ static void cuda_destroy(cv_backend *be) {
     cuda_ctx *c = ctx_of(be);
     if (c) {
         if (c->stream) cudaStreamSynchronize(c->stream);
-        cv_cuda_allreduce_destroy(c->allreduce);
+        if (c->allreduce) c->allreduce->destroy(c->allreduce);
         cv_gemm_destroy(c->gemm);
         if (c->scratch) cudaFree(c->scratch);
         if (c->stream) cudaStreamDestroy(c->stream);
@@ -169,7 +171,8 @@ static void cuda_gather_batch(cv_backend *be, const cv_device_split *src, const 
 }
 
 static void cuda_allreduce(cv_backend *be, float *buf, size_t n) {
-    if (ctx_of(be)->allreduce) cv_cuda_allreduce_run(ctx_of(be)->allreduce, buf, n);
+    cv_cuda_allreduce *a = ctx_of(be)->allreduce;
+    if (a) a->run(a, buf, n);
 }
 
 static void cuda_loss_flag(cv_backend *be, const float *rec, const float *kl, int rows,
@@ -183,7 +186,7 @@ static void cuda_advance_step(cv_backend *be, cv_step *st, int rows) {
 
 static bool cuda_capture_begin(cv_backend *be) {
     const cuda_ctx *c = ctx_of(be);
-    if (c->allreduce && !cv_cuda_allreduce_recordable(c->allreduce)) return false;
+    if (c->allreduce && !c->allreduce->recordable) return false;
     CV_CUDA_CHECK(cudaStreamBeginCapture(ctx_of(be)->stream, cudaStreamCaptureModeThreadLocal));
     cv_gemm_set_recording(ctx_of(be)->gemm, true);
     return true;
@@ -276,7 +279,7 @@ static cv_status cuda_step(cudaError_t e, int device, const char *step, cv_err *
                    step, cudaGetErrorString(e));
 }
 
-/* Brings up device 0 into c, step by step; what a failed step leaves created stays in c
+/* Brings up device c->device into c, step by step; what a failed step leaves created stays in c
  * for cuda_destroy. A handle is stored only once created: a failed create may leave its
  * output undefined. */
 static cv_status cuda_setup(cv_backend *be, cuda_ctx *c, cv_precision precision,
@@ -335,13 +338,50 @@ static cv_status bring_up(cv_backend *be, cuda_ctx *c, const cv_backend_options 
     return cuda_setup(be, c, precision, prop, err);
 }
 
+/* Whether two ranks of the run use one GPU (the same PCI address on the same machine):
+ * every rank gathers every rank's and so answers alike. */
+static bool ranks_share_a_gpu(cv_comm *comm, int device) {
+    typedef struct {
+        char host[64], bus[32];
+    } gpu_key;
+    gpu_key mine = {{0}, {0}};
+    gethostname(mine.host, sizeof mine.host - 1);
+    if (cudaDeviceGetPCIBusId(mine.bus, sizeof mine.bus, device) != cudaSuccess) {
+        cudaGetLastError();
+        snprintf(mine.bus, sizeof mine.bus, "device %d", device);
+    }
+    const int n = cv_comm_size(comm);
+    gpu_key *all = malloc((size_t)n * sizeof *all);
+    CV_ASSERT(all); /* a few kilobytes */
+    cv_comm_gather(comm, &mine, sizeof mine, all);
+    bool shared = false;
+    for (int i = 0; i < n && !shared; i++)
+        for (int j = i + 1; j < n && !shared; j++)
+            shared = memcmp(&all[i], &all[j], sizeof mine) == 0;
+    free(all);
+    return shared;
+}
+
+/* The sum over the ranks: NCCL when the build has it and no two ranks share a GPU (NCCL
+ * refuses that), else through host memory. */
+static cv_status create_allreduce(cuda_ctx *c, cv_comm *comm, cv_err *err) {
+    const bool shared = ranks_share_a_gpu(comm, c->device);
+#if CV_BUILD_NCCL
+    if (!shared) return cv_nccl_allreduce_create(comm, c->stream, &c->allreduce, err);
+    const char *why = "ranks share a GPU, which NCCL does not allow";
+#else
+    const char *why = shared ? "ranks share a GPU; no NCCL in this build"
+                             : "no NCCL in this build";
+#endif
+    return cv_host_allreduce_create(comm, c->stream, why, &c->allreduce, err);
+}
+
 /* In a data-parallel run every rank agrees on its setup (so that a rank whose GPU failed
  * stops them all, here rather than in a collective later), then joins the sum. */
 static cv_status join_ranks(cuda_ctx *c, cv_comm *comm, cv_status st, cv_err *err) {
     if (cv_comm_size(comm) == 1) return st;
     st = cv_comm_agree(comm, st, err);
-    if (!st) st = cv_comm_agree(comm, cv_cuda_allreduce_create(comm, c->stream, &c->allreduce,
-                                                                err), err);
+    if (!st) st = cv_comm_agree(comm, create_allreduce(c, comm, err), err);
     return st;
 }
 
@@ -367,10 +407,10 @@ cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out
     be->name = "cuda";
     be->precision = precision;
     snprintf(be->description, sizeof be->description,
-             "%.160s (device %d: %d SMs, %.1f GiB, compute %d.%d)%s%s", prop.name, c->device,
+             "%.60s (device %d: %d SMs, %.1f GiB, compute %d.%d)%s%s", prop.name, c->device,
              prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, prop.major,
              prop.minor, c->allreduce ? "; gradients summed through " : "",
-             c->allreduce ? cv_cuda_allreduce_transport(c->allreduce) : "");
+             c->allreduce ? c->allreduce->transport : "");
     be->destroy = cuda_destroy;
     be->alloc = cuda_alloc;
     be->release = cuda_release;

@@ -280,6 +280,7 @@ static cv_status time_steps(bench_state *s, const cv_bench_options *o, cv_bench_
     void *ev[2 * CYCLE_STEPS] = {NULL};
     cv_status st = times ? CV_OK : cv_fail(err, CV_ERR_NOMEM, "out of host memory");
     for (int i = 0; i < 2 * CYCLE_STEPS && !st; i++) st = s->be->event_create(s->be, &ev[i], err);
+    st = cv_comm_agree(o->backend.comm, st, err); /* every rank takes every step, or none */
     for (int i = 0; i < WARMUP_STEPS && !st; i++) {
         rewind_data(s, o->batch);
         run_step(s, &s->model, s->recording, o->batch);
@@ -314,10 +315,13 @@ static cv_status time_families(bench_state *s, const cv_bench_options *o, cv_ben
                                cv_err *err) {
     const int n = o->steps;
     double *ms = malloc((size_t)n * CV_FAMILY_COUNT * sizeof(double)); /* [family][step] */
-    if (!ms) return cv_fail(err, CV_ERR_NOMEM, "out of host memory");
-    cv_backend *timed;
-    cv_status st = cv_backend_timed_create(s->be, TIMED_CALLS, &timed, err);
+    cv_backend *timed = NULL;
+    cv_status st = ms ? cv_backend_timed_create(s->be, TIMED_CALLS, &timed, err)
+                      : cv_fail(err, CV_ERR_NOMEM, "out of host memory");
+    /* every rank takes every step, or none */
+    st = cv_comm_agree(o->backend.comm, st, err);
     if (st) {
+        if (timed) timed->destroy(timed);
         free(ms);
         return st;
     }
@@ -328,7 +332,7 @@ static cv_status time_families(bench_state *s, const cv_bench_options *o, cv_ben
         cv_family_stats one[CV_FAMILY_COUNT] = {{0}};
         rewind_data(s, o->batch);
         run_step(s, &view, NULL, o->batch);
-        st = cv_backend_timed_read(timed, one, err);
+        st = cv_comm_agree(o->backend.comm, cv_backend_timed_read(timed, one, err), err);
         for (int f = 0; f < CV_FAMILY_COUNT && i >= 0; f++) {
             ms[(size_t)f * n + i] = one[f].ms;
             total[f].bytes += one[f].bytes;
@@ -387,11 +391,15 @@ cv_status cv_bench_run(const cv_bench_options *o, cv_bench_result *res, cv_err *
     st = cv_comm_agree(comm, cv_backend_open(o->device, &o->backend, &s.be, err), err);
     if (st) return st;
     snprintf(res->device, sizeof res->device, "%s", s.be->description);
-    ceiling_plan plan = plan_for(s.be);
-    st = measure_copy(s.be, &plan, res, err);
-    if (!st) st = measure_gemm(s.be, &plan, res, err);
-    if (!st) st = prepare_step(&s, o, height, width, err);
+    /* the ceilings on rank 0 alone, while the others wait: ranks that share a machine
+     * would otherwise measure each other */
+    if (cv_comm_rank(comm) == 0) {
+        ceiling_plan plan = plan_for(s.be);
+        st = measure_copy(s.be, &plan, res, err);
+        if (!st) st = measure_gemm(s.be, &plan, res, err);
+    }
     st = cv_comm_agree(comm, st, err);
+    if (!st) st = cv_comm_agree(comm, prepare_step(&s, o, height, width, err), err);
     if (!st) res->n_params = s.model.layout.n_params;
     if (!st) st = time_steps(&s, o, res, err);
     if (!st) st = time_families(&s, o, res, err);

@@ -126,8 +126,8 @@ static void print_table(const cv_bench_options *o, const cv_bench_result *r) {
     const int ranks = cv_comm_size(o->backend.comm);
     if (ranks > 1) {
         cv_batch_split_text(a, sizeof a, o->batch, ranks);
-        printf("ranks: %d (MPI), %s; rank 0's times, the sum over the ranks included\n", ranks,
-               a);
+        printf("ranks: %d (MPI), %s; rank 0's times, whose allreduce includes waiting for "
+               "the slowest rank; ceilings measured on rank 0 alone\n", ranks, a);
     }
 }
 

@@ -9,9 +9,12 @@
 #include <mpi.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cvae/comm.h"
+#include "cvae/status.h"
 
 /* The largest element count one MPI call takes (its count is an int). */
 #define MPI_CHUNK ((size_t)1 << 30)
@@ -44,6 +47,9 @@ static cv_status join(int *argc, char ***argv, cv_comm *c, cv_err *err) {
     if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
         return cv_fail(err, CV_ERR_DEVICE, "MPI_Init_thread failed: cannot join the MPI job");
     c->joined = true;
+    if (provided < MPI_THREAD_FUNNELED)
+        return cv_fail(err, CV_ERR_DEVICE, "this MPI gives threads no support at all "
+                       "(MPI_THREAD_FUNNELED is needed: OpenMP runs beside MPI)");
     check(MPI_Comm_dup(MPI_COMM_WORLD, &c->world), "MPI_Comm_dup", c);
     check(MPI_Comm_set_errhandler(c->world, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler", c);
     check(MPI_Comm_rank(c->world, &c->rank), "MPI_Comm_rank", c);
@@ -64,6 +70,7 @@ cv_status cv_comm_open(int *argc, char ***argv, cv_comm **out, cv_err *err) {
     c->size = 1;
     cv_status st = launched_by_mpi() ? join(argc, argv, c, err) : CV_OK;
     if (st) {
+        if (c->joined) MPI_Finalize();
         free(c);
         return st;
     }
@@ -111,6 +118,12 @@ void cv_comm_broadcast(cv_comm *c, void *buf, size_t bytes, int root) {
     }
 }
 
-void cv_comm_barrier(cv_comm *c) {
-    if (c && c->size > 1) check(MPI_Barrier(c->world), "MPI_Barrier", c);
+void cv_comm_gather(cv_comm *c, const void *mine, size_t bytes, void *all) {
+    if (!c || c->size == 1) {
+        memcpy(all, mine, bytes);
+        return;
+    }
+    CV_ASSERT(bytes <= INT_MAX);
+    check(MPI_Allgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, c->world),
+          "MPI_Allgather", c);
 }

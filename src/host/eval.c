@@ -293,18 +293,18 @@ cv_status cv_evaluate(cv_model *m, cv_workspace *ws, const cv_device_split *s, u
     CV_ASSERT(ws->max_rows >= rows_max);
     memset(out, 0, sizeof *out);
     const bool learned_prior = opt->latent_stats && lo->prior_m != CV_NO_COND;
-    eval_scratch sc;
+    eval_scratch sc = {0};
     cv_status st = scratch_alloc(&sc, (size_t)rows_max, (size_t)L,
                                  learned_prior ? (size_t)K * L : 0, err);
-    if (st) return st;
-    if (opt->latent_stats && !(out->kl_per_dim = calloc((size_t)L, sizeof(double)))) {
-        free(sc.block);
-        return cv_fail(err, CV_ERR_NOMEM,
-                       "out of host memory: the per-dimension KL needs %zu bytes",
-                       (size_t)L * sizeof(double));
-    }
+    if (!st && opt->latent_stats && !(out->kl_per_dim = calloc((size_t)L, sizeof(double))))
+        st = cv_fail(err, CV_ERR_NOMEM, "out of host memory: the per-dimension KL needs %zu "
+                     "bytes", (size_t)L * sizeof(double));
     eval_device_state dev = {0};
-    if (opt->iwae_k > 0 && (st = device_state_alloc(be, &dev, (size_t)rows_max, err))) {
+    if (!st && opt->iwae_k > 0) st = device_state_alloc(be, &dev, (size_t)rows_max, err);
+    /* a rank that cannot evaluate stops them all here, not in the sums at the end */
+    st = cv_comm_agree(opt->comm, st, err);
+    if (st) {
+        if (dev.block) be->release(be, dev.block);
         cv_eval_result_free(out);
         free(sc.block);
         return st;

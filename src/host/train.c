@@ -346,7 +346,9 @@ static void run_step(const cv_train_options *o, run_state *r, const cv_adam_conf
 static cv_status stop_on_signal(const cv_train_options *o, run_state *r, progress_state *p,
                                 int sig, int epoch, cv_err *err) {
     const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
-    global_sums(r, &p->sums);
+    /* between epochs the epoch's sums are already reset (and the device's sums buffer
+     * holds the test evaluation's) */
+    if (p->position > 0) global_sums(r, &p->sums);
     cv_status st = r->ckpt[0] && leads(r) ? save_checkpoint(o, r, p, err) : CV_OK;
     st = cv_comm_agree(r->comm, st, err);
     if (st) return st;
@@ -359,8 +361,7 @@ static cv_status stop_on_signal(const cv_train_options *o, run_state *r, progres
                      "interrupted by %s at step %lld (epoch %d, %d of %d images); checkpoint "
                      "%s: resume with --resume %s", name, (long long)p->step, epoch,
                      p->position, r->train.n, r->ckpt, r->ckpt);
-    if (!leads(r)) err->msg[0] = '\0';
-    return st;
+    return quiet_unless_leading(r, st, err);
 }
 
 static void print_epoch_line(const cv_train_options *o, const run_state *r,
@@ -468,7 +469,8 @@ static cv_status train_epoch(const cv_train_options *o, run_state *r, progress_s
         int sig = cv_comm_max_int(r->comm, p->position < n ? cv_interrupt_pending() : 0);
         if (sig || (k + 1) % NONFINITE_POLL_STEPS == 0 || p->position == n) {
             r->be->download(r->be, &p->st, r->ws.step, sizeof p->st);
-            if (p->st.halted) return quiet_unless_leading(r, nonfinite_error(o, r, &p->st, err), err);
+            if (p->st.halted)
+                return quiet_unless_leading(r, nonfinite_error(o, r, &p->st, err), err);
         }
         if (sig) {
             res->signal = sig;

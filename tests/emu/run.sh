@@ -27,7 +27,10 @@ build=${1:-build}
 cuda_inc=${CUDA_HOME:-/usr/local/cuda}/include
 out="build-emu"
 mkdir -p "$out/k" "$out/h"
-inc=(-Iinclude -Isrc/kernels -I"$build" -I"$build/include" -I"$cuda_inc" -Itests)
+# the build's configuration, but no NCCL: the emulation has none
+mkdir -p "$out/cfg"
+sed 's/^#define CV_BUILD_NCCL .*/#define CV_BUILD_NCCL 0/' "$build/build_info.h" >"$out/cfg/build_info.h"
+inc=(-Iinclude -Isrc/kernels -I"$out/cfg" -I"$build" -I"$build/include" -I"$cuda_inc" -Itests)
 cflags=(-std=c11 -O2 -g -D_GNU_SOURCE -fno-math-errno -fopenmp "${inc[@]}")
 pids=()
 for f in src/kernels/*.cu; do
