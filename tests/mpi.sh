@@ -46,10 +46,13 @@ device=${CVAE_MPI_DEVICE:-cpu}
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-data=$work/data big=$work/big
-mkdir -p "$data" "$big"
-python3 tests/random_idx_set.py "$data" 310 96 --side 12 --bands || exit 1
+# data: 10 steps an epoch at batch 32, 3 evaluation batches (of 500) to share out; big:
+# epochs long enough to signal; evalheavy: epochs spent almost all in the test evaluation
+data=$work/data big=$work/big evalheavy=$work/evalheavy
+mkdir -p "$data" "$big" "$evalheavy"
+python3 tests/random_idx_set.py "$data" 310 1100 --side 12 --bands || exit 1
 python3 tests/random_idx_set.py "$big" 2000 200 --side 28 --bands || exit 1
+python3 tests/random_idx_set.py "$evalheavy" 500 30000 --side 12 || exit 1
 
 failures=0
 fail() { echo "FAILED: $*"; failures=$((failures + 1)); }
@@ -93,6 +96,19 @@ for n in 2 3; do
     fi
 done
 
+# the objective's other draws (binarization, the learned prior), and a batch of fewer rows
+# than ranks (one rank takes none)
+for case in "3:binarize:--epochs 3 --binarize --prior conditional" "3:tiny:--epochs 1 --batch 2"; do
+    IFS=: read -r n name flags <<<"$case"
+    # shellcheck disable=SC2086 # the case's flags are separate words
+    if ranks 0 "$name-one" $flags && ranks "$n" "$name-np$n" $flags &&
+        same_losses "$name-one" "$name-np$n"; then
+        ok "$n ranks, $flags: the losses of one process"
+    else
+        fail "$n ranks, $flags: $(tail -3 "$work/$name-np$n.log")"
+    fi
+done
+
 # 2. bitwise run to run
 ranks 2 np2again --epochs 5 || fail "2 ranks again: $(tail -5 "$work/np2again.log")"
 if cmp -s "$work/np2/model.ckpt" "$work/np2again/model.ckpt"; then
@@ -129,14 +145,24 @@ rank_pid() {
     return 1
 }
 
+# big_cmd N RUN [flags...]: in $cmd, N ranks training on $big into $work/RUN
+big_cmd() {
+    local n=$1 run=$2
+    shift 2
+    cmd=("${launch[@]}" -np "$n" "$cvae" train --data "$big" --hidden 64 --latent 8 --batch 50
+         --device "$device" --out "$work/$run" --metrics "$work/$run.jsonl" "$@")
+}
+big_run() { # big_run N RUN [flags...]: that, to its end
+    big_cmd "$@"
+    "${cmd[@]}" >"$work/$2.log" 2>&1
+}
+
 # start_big RUN [flags...]: 2 ranks training on $big in the background; mpirun's pid in
 # $job, once the first epoch's metrics line is written (so that every rank is training)
 start_big() {
     local run=$1
-    shift
-    "${launch[@]}" -np 2 "$cvae" train --data "$big" --hidden 64 --latent 8 --batch 50 \
-        --device "$device" --out "$work/$run" --metrics "$work/$run.jsonl" "$@" \
-        >"$work/$run.log" 2>&1 &
+    big_cmd 2 "$@"
+    "${cmd[@]}" >"$work/$run.log" 2>&1 &
     job=$!
     local i
     for ((i = 0; i < 600; i++)); do
@@ -164,19 +190,60 @@ for case in TERM:1:143 INT:0:130; do
     fi
     ok "SIG$sig to rank $rank: every rank stopped, exit $rc"
     [ "$sig" = TERM ] || continue
-    # the same run, resumed and never interrupted
-    "${launch[@]}" -np 2 "$cvae" train --data "$big" --hidden 64 --latent 8 --batch 50 \
-        --device "$device" --out "$work/$run" --epochs 40 --resume "$work/$run/model.ckpt" \
-        >"$work/$run-resume.log" 2>&1 || fail "the resume after SIGTERM: $(tail -5 "$work/$run-resume.log")"
-    "${launch[@]}" -np 2 "$cvae" train --data "$big" --hidden 64 --latent 8 --batch 50 \
-        --device "$device" --out "$work/whole" --epochs 40 >"$work/whole.log" 2>&1 ||
-        fail "the uninterrupted run: $(tail -5 "$work/whole.log")"
-    if cmp -s "$work/$run/model.ckpt" "$work/whole/model.ckpt"; then
+    # the same run never interrupted; the checkpoint resumed on 2 ranks and on 3
+    cp -r "$work/$run" "$work/$run-3" && cp "$work/$run.jsonl" "$work/$run-3.jsonl"
+    for n in 2 3; do
+        dir=$run && [ "$n" -eq 3 ] && dir=$run-3
+        big_run "$n" "$dir" --epochs 40 --resume "$work/$dir/model.ckpt" ||
+            fail "the resume after SIGTERM on $n ranks: $(tail -5 "$work/$dir.log")"
+    done
+    big_run 2 whole --epochs 40 || fail "the uninterrupted run: $(tail -5 "$work/whole.log")"
+    if cmp -s "$work/$run/model.ckpt" "$work/whole/model.ckpt" && same_losses whole "$run"; then
         ok "2 ranks resumed after SIGTERM: bitwise the run never interrupted"
     else
-        fail "2 ranks resumed after SIGTERM: the checkpoint differs from the uninterrupted run's"
+        fail "2 ranks resumed after SIGTERM: not the run never interrupted"
+    fi
+    if same_losses whole "$run-3"; then
+        ok "3 ranks resumed the 2 ranks' mid-epoch checkpoint: the losses of the run never interrupted"
+    else
+        fail "3 ranks resumed the 2 ranks' mid-epoch checkpoint"
     fi
 done
+
+# a signal during the test evaluation: the checkpoint, between epochs, carries no sums of
+# the next epoch (it once saved the evaluation's); up to 3 tries to land in one
+evalheavy_cmd() { # evalheavy_cmd RUN [flags...]: in $cmd, 2 ranks training on $evalheavy
+    local run=$1
+    shift
+    cmd=("${launch[@]}" -np 2 "$cvae" train --data "$evalheavy" --hidden 32 --latent 4
+         --batch 50 --device "$device" --out "$work/$run" --metrics "$work/$run.jsonl"
+         --epochs 20 "$@")
+}
+evalheavy_cmd eh-whole
+"${cmd[@]}" >"$work/eh-whole.log" 2>&1 || fail "the evaluation-heavy run: $(tail -5 "$work/eh-whole.log")"
+landed=
+for try in 1 2 3; do
+    run=eh-$try
+    evalheavy_cmd "$run"
+    "${cmd[@]}" >"$work/$run.log" 2>&1 &
+    job=$!
+    while [ ! -s "$work/$run.jsonl" ] && kill -0 "$job" 2>/dev/null; do sleep 0.01; done
+    pid=$(rank_pid "$job" 1) && kill -TERM "$pid"
+    wait "$job"
+    if grep -q "interrupted by SIGTERM at step [0-9]* (epoch [0-9]*, 0 of 500 images)" \
+        "$work/$run.log"; then
+        landed=$run
+        break
+    fi
+done
+if [ -z "$landed" ]; then
+    fail "SIGTERM during the evaluation: no try stopped between epochs: $(tail -3 "$work/$run.log")"
+elif evalheavy_cmd "$landed" --resume "$work/$landed/model.ckpt" &&
+    "${cmd[@]}" >"$work/$landed.log" 2>&1 && same_losses eh-whole "$landed"; then
+    ok "SIGTERM during the evaluation: resumed, the losses of the run never interrupted"
+else
+    fail "SIGTERM during the evaluation: resumed, not the run never interrupted"
+fi
 
 # Ctrl-C at mpirun: it passes SIGTERM to every rank, which stop as above
 if start_big at-mpirun --epochs 40; then
@@ -200,11 +267,10 @@ if start_big killed --epochs 1000 --checkpoint-every 1; then
     done
     pid=$(rank_pid "$job" 1) && kill -KILL "$pid"
     start=$SECONDS
-    ( sleep 60 && kill -KILL "$job" 2>/dev/null ) &
-    watchdog=$!
+    while kill -0 "$job" 2>/dev/null && [ $((SECONDS - start)) -lt 60 ]; do sleep 0.2; done
+    kill -KILL "$job" 2>/dev/null
     wait "$job"
     rc=$? took=$((SECONDS - start))
-    kill "$watchdog" 2>/dev/null
     if [ "$rc" -eq 0 ] || [ "$took" -ge 60 ]; then
         fail "SIGKILL to rank 1: exit $rc after $took s"
     elif ! grep -q "rank 1.*signal 9" "$work/killed.log"; then

@@ -28,13 +28,14 @@ def main():
     rng = random.Random(a.seed)
     pixels = a.side * a.side
     for split, n in (("train", a.n_train), ("t10k", a.n_test)):
-        labels = [rng.randrange(a.classes) for _ in range(n)]
         if a.bands:
+            labels = [rng.randrange(a.classes) for _ in range(n)]
             band = max(1, a.side // a.classes)
             pix = bytes(min(255, (200 if y // band == c else 0) + rng.randrange(56))
                         for c in labels for y in range(a.side) for _ in range(a.side))
-        else:
+        else:  # pixels first, as this script always drew them
             pix = bytes(rng.randrange(256) for _ in range(n * pixels))
+            labels = [rng.randrange(a.classes) for _ in range(n)]
         with open(os.path.join(a.dir, f"{split}-images-idx3-ubyte"), "wb") as f:
             f.write(idx([n, a.side, a.side], pix))
         with open(os.path.join(a.dir, f"{split}-labels-idx1-ubyte"), "wb") as f:
