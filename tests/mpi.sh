@@ -12,8 +12,8 @@
 #      and the last checkpoint is intact;
 #   6. cvae eval under 2 ranks prints the figures of one process; generate and info refuse
 #      to run under several ranks (exit 2);
-#   7. two ranks resuming different checkpoints: refused before the first step; a rank
-#      whose data folder is missing: one line naming it;
+#   7. two ranks resuming different checkpoints, or reading different data: refused before
+#      the first step; a rank whose data folder is missing: one line naming it;
 #   8. Fashion-MNIST (when installed), 2 epochs: the test -ELBO of 2 ranks within 0.05 nat
 #      of one process's.
 # Usage: bash tests/mpi.sh [CVAE]   (default $CVAE_BIN, else build/cvae; meson test: `mpi`)
@@ -330,6 +330,15 @@ else
     fail "ranks resuming different checkpoints: exit $rc: $(head -3 "$work/mixed.log")"
 fi
 
+"${launch[@]}" -np 1 "$cvae" "${small[@]}" --epochs 1 --out "$work/d" : -np 1 "$cvae" \
+    "${small[@]/$data/$other}" --epochs 1 --out "$work/d" >"$work/mixed-data.log" 2>&1
+rc=$?
+if [ "$rc" -ne 0 ] && grep -q "rank 1 of 2: at step 0 .* training data differs from rank 0's" \
+    "$work/mixed-data.log" && [ ! -e "$work/d" ]; then
+    ok "ranks reading different data: refused before the first step (exit $rc)"
+else
+    fail "ranks reading different data: exit $rc: $(head -3 "$work/mixed-data.log")"
+fi
 "${launch[@]}" -np 1 "$cvae" "${small[@]}" --epochs 1 --out "$work/c" : -np 1 "$cvae" \
     "${small[@]/$data/$work/missing}" --epochs 1 --out "$work/c" >"$work/missing.log" 2>&1
 rc=$?

@@ -49,6 +49,32 @@ Test(backend_select, cpu_never_tries_the_gpu_and_refuses_tf32) {
     cr_assert(strstr(err.msg, "tf32") != NULL, "%s", err.msg);
 }
 
+static int chosen_device = -2;
+
+static cv_status record_device(const cv_backend_options *opt, cv_backend **out, cv_err *err) {
+    chosen_device = opt->device_chosen ? opt->device : -1;
+    *out = NULL;
+    return cv_fail(err, CV_ERR_DEVICE, "recorded");
+}
+
+Test(backend_select, cuda_n_names_gpu_n_and_cuda_leaves_the_choice_to_the_backend) {
+    cv_backend *be;
+    cv_err err;
+    cv_backend_open_with("cuda:3", NULL, record_device, &be, &err);
+    cr_assert_eq(chosen_device, 3);
+    cv_backend_open_with("cuda:0", NULL, record_device, &be, &err);
+    cr_assert_eq(chosen_device, 0);
+    cv_backend_open_with("cuda", NULL, record_device, &be, &err);
+    cr_assert_eq(chosen_device, -1, "plain cuda chose device %d", chosen_device);
+    const char *bad[] = {"cuda:", "cuda:x", "cuda:-1", "cuda:256", "cuda:1x", "cuda: 1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(cv_backend_cuda_index(bad[i]), -1, "'%s'", bad[i]);
+        cr_assert_eq(cv_backend_open_with(bad[i], NULL, record_device, &be, &err), CV_ERR_USAGE,
+                     "'%s'", bad[i]);
+    }
+    cr_assert_eq(cv_backend_cuda_index("cuda:255"), 255);
+}
+
 Test(backend_select, an_unknown_device_is_a_usage_error) {
     cv_backend *be;
     cv_err err;

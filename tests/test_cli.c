@@ -145,6 +145,7 @@ Test(cli, nonsense_values_exit_2) {
         {"--hidden", "0", "--hidden must be"},      {"--hidden", "400,", "--hidden must be"},
         {"--hidden", "1,2,3,4,5,6,7,8,9", "--hidden must be"},
         {"--device", "tpu", "--device must be"},    {"--epochs", "0", "--epochs must be"},
+        {"--device", "cuda:256", "--device cuda:N takes a GPU number N in 0..255"},
         {"--seed", "-3", "--seed must be"},         {"--checkpoint-every", "0", "--checkpoint-every"},
         {"--classes", "300", "--classes must be"}, {"--precision", "fp16", "--precision must be"},
         {"--prior", "uniform", "--prior must be"},   {"--likelihood", "poisson", "--likelihood must be"},

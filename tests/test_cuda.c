@@ -497,11 +497,13 @@ Test(cuda, reparam_matches_cpu_with_given_and_drawn_noise) {
             cv_prior cp = {pm, pr, false}, gp = {d_pm, d_pr, false};
             cv_prior_grad cg = {dm, dr, false}, gg = {d_dm, d_dr, false};
             const cv_prior *cpp = with_prior ? &cp : NULL, *gpp = with_prior ? &gp : NULL;
-            gpu->reparam_forward(gpu, d_enc, d_eps, draw, seed, 17, d_st, 0, gpp, d_lab, d_z, d_kl,
-                                 d_lr, rows, L);
+            /* drawn noise as a rank of a data-parallel run draws it: from row first on */
+            const int first = draw ? 7 : 0;
+            gpu->reparam_forward(gpu, d_enc, d_eps, draw, seed, 17, d_st, first, gpp, d_lab, d_z,
+                                 d_kl, d_lr, rows, L);
             if (draw) {
                 /* R4; then the CPU runs on the GPU's draws */
-                cv_normal_fill(ce, nz, seed, 17 + (uint64_t)st.step);
+                cv_normal_fill_from(ce, nz, seed, 17 + (uint64_t)st.step, (uint64_t)first * L);
                 from_gpu(eps, d_eps, nz * 4, "eps");
                 compare("drawn eps", ce, eps, nz, 2e-5, 2e-5);
             }
@@ -912,15 +914,17 @@ Test(cuda, gather_batch_and_advance_step_match_cpu_exactly) {
     const cv_device_split src = {.pixels = pix, .labels = lab, .perm = perm, .n = N, .dim = D};
     const cv_device_split d_src = {.pixels = d_pix, .labels = d_lab, .perm = d_perm, .n = N,
                                    .dim = D};
-    for (int binarize = 0; binarize < 2; binarize++) {
-        cpu->gather_batch(cpu, &src, &st, 0, B, binarize, r.s, x, lab_cpu, NULL);
-        gpu->gather_batch(gpu, &d_src, d_st, 0, B, binarize, r.s, d_x, d_lo, NULL);
+    /* the whole batch, and a rank's rows of it (from row 7 on) */
+    for (int variant = 0; variant < 4; variant++) {
+        const int binarize = variant & 1, first = variant >> 1 ? 7 : 0, rows = B - first;
+        cpu->gather_batch(cpu, &src, &st, first, rows, binarize, r.s, x, lab_cpu, NULL);
+        gpu->gather_batch(gpu, &d_src, d_st, first, rows, binarize, r.s, d_x, d_lo, NULL);
         from_gpu(gx, d_x, (size_t)B * D * 4, "x");
         from_gpu(lab_gpu, d_lo, B * 4, "labels");
         /* R1: a division by 255 (correctly rounded on both) or a Philox comparison */
-        cr_assert(memcmp(x, gx, (size_t)B * D * 4) == 0, "gathered batches differ (binarize %d)",
-                  binarize);
-        cr_assert(memcmp(lab_cpu, lab_gpu, B * 4) == 0, "gathered labels differ");
+        cr_assert(memcmp(x, gx, (size_t)rows * D * 4) == 0,
+                  "gathered batches differ (binarize %d, first row %d)", binarize, first);
+        cr_assert(memcmp(lab_cpu, lab_gpu, rows * 4) == 0, "gathered labels differ");
     }
     cpu->advance_step(cpu, &st, 77);
     gpu->advance_step(gpu, d_st, 77);
@@ -930,6 +934,33 @@ Test(cuda, gather_batch_and_advance_step_match_cpu_exactly) {
               (long long)back.step, back.start, back.skip);
     gpu_free_all();
     free(pix); free(x); free(gx);
+}
+
+/* The flag a rank adds to the gradients it sums: 0, or NaN when a row's loss is not
+ * finite, from any of the kernel's threads (rows past one block's). */
+Test(cuda, loss_flag_matches_cpu) {
+    NEED_GPU();
+    test_rng r = test_rng_new("cuda loss flag");
+    const int rows = 1500;
+    float *rec = malloc(rows * 4), *kl = malloc(rows * 4);
+    test_fill(&r, rec, rows, 50, 300);
+    test_fill(&r, kl, rows, 0, 20);
+    for (int variant = 0; variant < 3; variant++) {
+        const int bad = (int)test_uniform(&r, 0, rows);
+        if (variant == 1) rec[bad] = INFINITY;
+        if (variant == 2) kl[bad] = NAN;
+        float *d_rec = to_gpu(rec, rows * 4), *d_kl = to_gpu(kl, rows * 4);
+        float *d_flag = to_gpu(NULL, 4), flag = 0.0f, gflag = 1.0f;
+        cpu->loss_flag(cpu, rec, kl, rows, &flag);
+        gpu->loss_flag(gpu, d_rec, d_kl, rows, d_flag);
+        from_gpu(&gflag, d_flag, 4, "flag");
+        cr_assert(variant ? isnan(flag) && isnan(gflag) : flag == 0.0f && gflag == 0.0f,
+                  "variant %d (row %d): CPU %g, GPU %g", variant, bad, flag, gflag);
+        gpu_free_all();
+        rec[bad] = 100.0f;
+        kl[bad] = 1.0f;
+    }
+    free(rec); free(kl);
 }
 
 Test(cuda, curand_normals_follow_the_cpu_stream_and_are_normal) {
@@ -1309,12 +1340,14 @@ static void recorded_steps_of(test_rng *r, cv_prior_kind prior, cv_likelihood li
                 if (k == 1) { /* recorded once, replayed */
                     if (!rec) {
                         cr_assert(gpu->capture_begin(gpu));
-                        cv_train_step(&x->m, &x->ws, &x->split, TEST_WHOLE_BATCH(B), r->s, &adam, 1.0f, binarize);
+                        cv_train_step(&x->m, &x->ws, &x->split, TEST_WHOLE_BATCH(B), r->s, &adam,
+                                      1.0f, binarize);
                         rec = gpu->capture_end(gpu);
                     }
                     gpu->replay(gpu, rec);
                 } else {
-                    cv_train_step(&x->m, &x->ws, &x->split, TEST_WHOLE_BATCH(B), r->s, &adam, 1.0f, binarize);
+                    cv_train_step(&x->m, &x->ws, &x->split, TEST_WHOLE_BATCH(B), r->s, &adam,
+                                  1.0f, binarize);
                 }
             }
             cv_loss_sums sums;
@@ -1565,13 +1598,14 @@ Test(cuda, recorded_bf16_and_tf32x3_steps_replay_bit_for_bit) {
                 if (k == 0) {
                     if (!rec) {
                         cr_assert(be->capture_begin(be));
-                        cv_train_step(&rec_rig.m, &rec_rig.ws, &rec_rig.split, TEST_WHOLE_BATCH(B), r.s, &adam, 1.0f,
-                                      false);
+                        cv_train_step(&rec_rig.m, &rec_rig.ws, &rec_rig.split,
+                                      TEST_WHOLE_BATCH(B), r.s, &adam, 1.0f, false);
                         rec = be->capture_end(be);
                     }
                     be->replay(be, rec);
                 } else {
-                    cv_train_step(&eager.m, &eager.ws, &eager.split, TEST_WHOLE_BATCH(B), r.s, &adam, 1.0f, false);
+                    cv_train_step(&eager.m, &eager.ws, &eager.split, TEST_WHOLE_BATCH(B), r.s,
+                                  &adam, 1.0f, false);
                 }
             }
         }
@@ -1720,16 +1754,18 @@ Test(cuda, gather_batch_of_float_images_and_condition_vectors_matches_cpu_exactl
                                      .dim = D, .cond_width = K};
         const cv_device_split d_src = {.fpixels = d_pix, .conditions = d_cond, .perm = d_perm,
                                        .n = N, .dim = D, .cond_width = K};
-        for (int binarize = 0; binarize < 2; binarize++) {
-            cpu->gather_batch(cpu, &src, &st, 0, B, binarize, r.s, x, NULL, c);
-            gpu->gather_batch(gpu, &d_src, d_st, 0, B, binarize, r.s, d_x, NULL, d_c);
+        /* the whole batch, and a rank's rows of it (from row 1 on) */
+        for (int variant = 0; variant < 4; variant++) {
+            const int binarize = variant & 1, first = variant >> 1, rows = B - first;
+            cpu->gather_batch(cpu, &src, &st, first, rows, binarize, r.s, x, NULL, c);
+            gpu->gather_batch(gpu, &d_src, d_st, first, rows, binarize, r.s, d_x, NULL, d_c);
             from_gpu(gx, d_x, (size_t)B * D * 4, "x");
             from_gpu(gc, d_c, (size_t)B * K * 4, "conditions");
             /* R1: copies, or a Philox comparison */
-            cr_assert(memcmp(x, gx, (size_t)B * D * 4) == 0, "gathered images differ (shape %d, "
-                      "binarize %d)", s, binarize);
-            cr_assert(memcmp(c, gc, (size_t)B * K * 4) == 0, "gathered conditions differ (shape "
-                      "%d)", s);
+            cr_assert(memcmp(x, gx, (size_t)rows * D * 4) == 0, "gathered images differ (shape "
+                      "%d, binarize %d, first row %d)", s, binarize, first);
+            cr_assert(memcmp(c, gc, (size_t)rows * K * 4) == 0, "gathered conditions differ "
+                      "(shape %d, first row %d)", s, first);
         }
         gpu_free_all();
         free(pix); free(cond); free(x); free(gx); free(c); free(gc); free(perm);

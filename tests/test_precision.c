@@ -434,7 +434,8 @@ static float *train_steps(cv_backend *be, const cv_split *data, uint64_t seed, i
                           int h1, int h2, double *loss, size_t *n_params) {
     rig g;
     rig_make(&g, be, data, seed, B, h1, h2);
-    for (int s = 0; s < steps; s++) cv_train_step(&g.m, &g.ws, &g.split, TEST_WHOLE_BATCH(B), seed, &ADAM, 1.0f, false);
+    for (int s = 0; s < steps; s++)
+        cv_train_step(&g.m, &g.ws, &g.split, TEST_WHOLE_BATCH(B), seed, &ADAM, 1.0f, false);
     cv_loss_sums sums;
     be->download(be, &sums, g.ws.sums, sizeof sums);
     *loss = (sums.rec + sums.kl) / sums.rows;

@@ -291,11 +291,15 @@ cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out
                                  cv_err *err);
 bool cv_backend_cuda_available(void);
 
-/* "auto", "cpu" or "cuda"; auto picks the GPU when one is usable, and otherwise the CPU
- * with the reason appended to its description. opt may be NULL. TF32 on the CPU is a
- * usage error (bf16 and tf32x3 run on both). */
+/* "auto", "cpu", "cuda" or "cuda:N"; auto picks the GPU when one is usable, and otherwise
+ * the CPU with the reason appended to its description; cuda is GPU 0, or in a data-parallel
+ * run the GPU of the rank's index on its machine modulo their count; cuda:N is GPU N. opt
+ * may be NULL. TF32 on the CPU is a usage error (bf16 and tf32x3 run on both). */
 cv_status cv_backend_open(const char *device, const cv_backend_options *opt,
                           cv_backend **out, cv_err *err);
+
+/* N of a device "cuda:N" (N in 0..255), or -1 for any other string. */
+int cv_backend_cuda_index(const char *device);
 
 #ifdef __cplusplus
 }

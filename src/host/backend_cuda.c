@@ -288,8 +288,8 @@ static cv_status cuda_setup(cv_backend *be, cuda_ctx *c, cv_precision precision,
     cv_gemm *gemm = NULL;
     cv_status st = cuda_step(cudaSetDevice(c->device), c->device, "selecting it", err);
     if (!st)
-        st = cuda_step(cudaGetDeviceProperties(prop, c->device), c->device, "reading its properties",
-                       err);
+        st = cuda_step(cudaGetDeviceProperties(prop, c->device), c->device,
+                       "reading its properties", err);
     if (!st)
         st = cuda_step(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), c->device,
                        "creating a stream", err);

@@ -31,8 +31,7 @@ static cv_status open_cpu(const cv_backend_options *opt, cv_backend **out, cv_er
     return cv_backend_cpu_create_with(opt, out, err);
 }
 
-/* N of "cuda:N" (0 to 255), or -1. */
-static int cuda_index(const char *device) {
+int cv_backend_cuda_index(const char *device) {
     if (strncmp(device, "cuda:", 5) != 0) return -1;
     char *end;
     long n = strtol(device + 5, &end, 10);
@@ -47,9 +46,9 @@ cv_status cv_backend_open_with(const char *device, const cv_backend_options *opt
     opt = &chosen;
     if (strcmp(device, "cpu") == 0) return open_cpu(opt, out, err);
     if (strcmp(device, "cuda") == 0) return cuda_create(opt, out, err);
-    if (cuda_index(device) >= 0) {
+    if (cv_backend_cuda_index(device) >= 0) {
         chosen.device_chosen = true;
-        chosen.device = cuda_index(device);
+        chosen.device = cv_backend_cuda_index(device);
         return cuda_create(opt, out, err);
     }
     if (strcmp(device, "auto") == 0) {

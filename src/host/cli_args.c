@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cvae/backend.h"
 
 int cv_usage_error(const char *cmd, const char *fmt, ...) {
     if (cv_comm_launcher_rank() != 0) return CV_EXIT_USAGE; /* rank 0 says it */
@@ -102,12 +103,12 @@ bool cv_parse_choice(const char *cmd, const char *flag, const char *s,
 }
 
 bool cv_parse_device(const char *cmd, const char *s) {
-    if (strcmp(s, "auto") == 0 || strcmp(s, "cpu") == 0 || strcmp(s, "cuda") == 0)
+    if (strcmp(s, "auto") == 0 || strcmp(s, "cpu") == 0 || strcmp(s, "cuda") == 0 ||
+        cv_backend_cuda_index(s) >= 0)
         return true;
-    int n = 0;
-    if (strncmp(s, "cuda:", 5) == 0 && cv_parse_int(cmd, "--device cuda:N", s + 5, 0, 255, &n))
-        return true;
-    if (strncmp(s, "cuda:", 5) != 0)
+    if (strncmp(s, "cuda:", 5) == 0)
+        cv_usage_error(cmd, "--device cuda:N takes a GPU number N in 0..255, got '%s'", s);
+    else
         cv_usage_error(cmd, "--device must be auto, cpu, cuda or cuda:N, got '%s'", s);
     return false;
 }

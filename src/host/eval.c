@@ -143,7 +143,7 @@ static void iwae_state(cv_model *m, cv_workspace *ws, int rows, uint64_t seed, i
     cv_backend *be = m->be;
     for (int k = 1; k <= k_count; k++) {
         cv_noise noise = {true, seed, EVAL_STREAM(b, k, class_slot), NULL, 0};
-        cv_model_sample_decode(m, ws, rows, &noise, false, true);
+        cv_model_sample_decode(m, ws, rows, &noise, 0, true);
         be->logsumexp_accumulate(be, dev->lse_max, dev->lse_sum, ws->rec, ws->log_ratio, rows,
                                  k == 1);
     }

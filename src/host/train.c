@@ -13,7 +13,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "cvae/checkpoint.h"
 #include "cvae/fileio.h"
@@ -22,6 +21,7 @@
 #include "cvae/png.h"
 #include "cvae/rng.h"
 #include "cvae/train.h"
+#include "replicas.h"
 
 /* How often the host looks at the step state for non-finite steps: rare enough that a
  * GPU stays busy, often enough that a poisoned run stops soon. */
@@ -93,6 +93,7 @@ static void progress(int epoch, int epochs, int done, int total, double rate) {
 typedef struct {
     cv_comm *comm;  /* the run's ranks (NULL: one process) */
     int rank, ranks;
+    uint32_t data_crc[2]; /* of the training and test splits, in a data-parallel run */
     FILE *log;      /* rank 0: the options' log; the others: /dev/null */
     cv_data data;
     cv_backend *be;
@@ -383,31 +384,11 @@ static void print_epoch_line(const cv_train_options *o, const run_state *r,
     fflush(r->log);
 }
 
-/* The ranks hold one model: they start from the same bits (one checkpoint, or one seed)
- * and take the same steps from the same sums. The start and each epoch's end check it (a
- * CRC-32 of every rank's parameters, Adam state and place in the data against rank 0's), so
- * that rank 0's copy, which it saves, is the run's. */
+/* The ranks' check that they hold one model (replicas.c), at the start and each epoch's
+ * end: their state, the data they read and where they are in it. */
 static cv_status check_replicas(run_state *r, const progress_state *p, cv_err *err) {
-    if (r->ranks == 1) return CV_OK;
-    cv_checkpoint ck = {0};
-    cv_status st = cv_checkpoint_from_model(&r->model, &ck, err);
-    const long long place[3] = {p->step, p->epoch, p->position};
-    uint32_t crc = (uint32_t)crc32_z(0L, (const Bytef *)place, sizeof place);
-    if (!st) {
-        const size_t bytes = ck.n_params * sizeof(float);
-        const float *arrays[3] = {ck.params, ck.adam_m, ck.adam_v};
-        for (int i = 0; i < 3; i++) crc = (uint32_t)crc32_z(crc, (const Bytef *)arrays[i], bytes);
-    }
-    cv_checkpoint_free(&ck);
-    st = cv_comm_agree(r->comm, st, err);
-    if (st) return st;
-    uint32_t leader = crc;
-    cv_comm_broadcast(r->comm, &leader, sizeof leader, 0);
-    if (crc != leader)
-        st = cv_fail(err, CV_ERR_DEVICE, "at step %lld its model (parameters, Adam state or "
-                     "place in the data) differs from rank 0's: every rank must resume the "
-                     "same checkpoint, and their gradient sums must agree", (long long)p->step);
-    return cv_comm_agree(r->comm, st, err);
+    const int64_t place[5] = {r->data_crc[0], r->data_crc[1], p->epoch, p->position, p->step};
+    return cv_replicas_agree(r->comm, &r->model, place, sizeof place, p->step, err);
 }
 
 /* Rank 0's files at an epoch's end: the checkpoint (when due) first, so that a metrics
@@ -674,6 +655,10 @@ static cv_status prepare(const cv_train_options *o, run_state *r, progress_state
     bo.comm = o->comm;
     st = cv_comm_agree(r->comm, cv_backend_open(o->device, &bo, &r->be, err), err);
     if (!st) st = load_inputs(o, r, err);
+    if (!st && r->ranks > 1) {
+        r->data_crc[0] = cv_split_crc(&r->data.train);
+        r->data_crc[1] = cv_split_crc(&r->data.test);
+    }
     if (!st) st = build_model(o, r, err);
     if (!st) st = start_progress(o, r, p, err);
     st = cv_comm_agree(r->comm, st, err);

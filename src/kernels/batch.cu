@@ -21,8 +21,8 @@
 #define SUM_THREADS 256
 #define CHECK_THREADS 256
 
-static __global__ void gather_batch_kernel(cv_device_split s, const cv_step *st,
-                                           int first_row, int rows, bool binarize, uint64_t seed, float *x,
+static __global__ void gather_batch_kernel(cv_device_split s, const cv_step *st, int first_row,
+                                           int rows, bool binarize, uint64_t seed, float *x,
                                            int32_t *labels_out, float *cond_out) {
     const int start = st->start + first_row, dim = s.dim, K = s.cond_width;
     const uint64_t element0 = (uint64_t)first_row * dim; /* the rank's rows' draws */
@@ -141,7 +141,8 @@ static __global__ void loss_flag_kernel(const float *rec, const float *kl, int r
                                         float *flag) {
     __shared__ int bad[SUM_THREADS];
     int b = 0;
-    for (int i = threadIdx.x; i < rows; i += SUM_THREADS) b |= !isfinite(rec[i]) || !isfinite(kl[i]);
+    for (int i = threadIdx.x; i < rows; i += SUM_THREADS)
+        b |= !isfinite(rec[i]) || !isfinite(kl[i]);
     bad[threadIdx.x] = b;
     __syncthreads();
     for (int half = SUM_THREADS / 2; half > 0; half >>= 1) {
