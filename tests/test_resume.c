@@ -63,14 +63,16 @@ static int train_args(const char **argv, const char *out, const char *resume) {
     return train_args_on(argv, data, out, resume, NULL);
 }
 
-/* Starts cvae with argv (argv[0] is the command), stdout to /dev/null and stderr to
+/* Starts cvae with argv (argv[0] is the command), stdout to out_path and stderr to
  * err_path (NULL: /dev/null); optional file size limit in bytes (0: none). */
-static pid_t spawn_logged(const char **argv, const char *err_path, long fsize_limit) {
+static pid_t spawn_logged(const char **argv, const char *out_path, const char *err_path,
+                          long fsize_limit) {
     pid_t pid = fork();
     if (pid == 0) {
         int devnull = open("/dev/null", O_WRONLY);
+        int fo = out_path ? open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0666) : devnull;
         int fe = err_path ? open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0666) : devnull;
-        dup2(devnull, 1);
+        dup2(fo, 1);
         dup2(fe, 2);
         if (fsize_limit) {
             struct rlimit rl = {(rlim_t)fsize_limit, (rlim_t)fsize_limit};
@@ -85,7 +87,9 @@ static pid_t spawn_logged(const char **argv, const char *err_path, long fsize_li
     return pid;
 }
 
-static pid_t spawn(const char **argv, long fsize_limit) { return spawn_logged(argv, NULL, fsize_limit); }
+static pid_t spawn(const char **argv, long fsize_limit) {
+    return spawn_logged(argv, NULL, NULL, fsize_limit);
+}
 
 static int wait_status(pid_t pid) {
     int status;
@@ -137,7 +141,7 @@ Test(resume, sigkill_at_random_moments_then_resume_is_bitwise_exact) {
     for (int attempt = 0; attempt < 60 && rc != 0; attempt++) {
         const char *argv[32];
         train_args(argv, out, cv_path_exists(ckpt) ? ckpt : NULL);
-        pid_t pid = spawn_logged(argv, errpath, 0);
+        pid_t pid = spawn_logged(argv, NULL, errpath, 0);
         /* kill somewhere in the first 10% to 70% of an uninterrupted run's time: before,
          * during and after epochs and their checkpoint writes, on a fast machine or a slow */
         usleep((useconds_t)(1e6 * whole_run * test_uniform(&r, 0.1, 0.7)));
@@ -214,7 +218,7 @@ Test(resume, the_signal_line_says_where_the_checkpoint_is) {
     train_args(argv, out, NULL);
     char errpath[4400];
     snprintf(errpath, sizeof errpath, "%s/stderr", dir);
-    pid_t pid = spawn_logged(argv, errpath, 0);
+    pid_t pid = spawn_logged(argv, NULL, errpath, 0);
     char ckpt[4400];
     snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
     wait_until_exists(ckpt);
@@ -322,7 +326,7 @@ Test(resume, a_full_disk_is_one_error_and_the_old_checkpoint_survives) {
     const char *argv[32];
     train_args(argv, out, ckpt);
     argv[6] = "2";
-    pid_t pid = spawn_logged(argv, errpath, 4096);
+    pid_t pid = spawn_logged(argv, NULL, errpath, 4096);
     int rc = wait_status(pid);
     size_t n;
     char *e = (char *)test_read_file(errpath, &n);
@@ -391,6 +395,47 @@ Test(resume, a_signal_in_an_epochs_last_step_leaves_a_resumable_checkpoint) {
     cr_assert_eq(test_run_cvae(&o, &e, again), 0, "the resume failed: %s", e);
     free(o);
     free(e);
+}
+
+/* A signal after the last step (here, in the one epoch's test evaluation, which is most of
+ * the run) stops nothing: the run completes, writes its final checkpoint, says so and
+ * exits 0. */
+Test(resume, a_signal_after_the_last_step_lets_the_run_complete) {
+    char folder[4300], out[4300], ckpt[4400], outpath[4400];
+    snprintf(folder, sizeof folder, "%s/eval-heavy", dir);
+    snprintf(out, sizeof out, "%s/late", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
+    snprintf(outpath, sizeof outpath, "%s/late.stdout", dir);
+    mkdir(folder, 0777);
+    test_write_dataset(folder, 32, 20000, 28, 28, 4, false, 79);
+    const char *argv[] = {"train", "--data", folder, "--out", out, "--epochs", "1",
+                          "--batch", "32", "--hidden", "2048", "--latent", "6", "--device",
+                          "cpu", NULL};
+    pid_t pid = spawn_logged(argv, outpath, NULL, 0);
+    /* the header is flushed when training starts; its one step takes milliseconds */
+    bool started = false;
+    for (int i = 0; i < 4000 && !started; i++) {
+        size_t n;
+        char *text = (char *)test_read_file(outpath, &n);
+        started = text && strstr(text, "objective:");
+        free(text);
+        if (!started) usleep(5000);
+    }
+    cr_assert(started, "the run never printed its header");
+    usleep(20000);
+    kill(pid, SIGTERM);
+    cr_assert_eq(wait_status(pid), 0);
+    size_t n;
+    char *text = (char *)test_read_file(outpath, &n);
+    cr_assert(text && strstr(text, "note: SIGTERM came after the last step") &&
+              strstr(text, "final test -ELBO"), "%s", text ? text : "(no stdout)");
+    free(text);
+    cv_checkpoint ck;
+    cv_err err;
+    cr_assert_eq(cv_checkpoint_load(ckpt, &ck, &err), CV_OK, "%s", err.msg);
+    cr_assert(ck.epoch == 1 && ck.position == 0, "epoch %d, position %d", ck.epoch,
+              ck.position);
+    cv_checkpoint_free(&ck);
 }
 
 /* The value of "key" in each line of a metrics file, as printed, into vals (the caller

@@ -297,3 +297,62 @@ Test(run_folder, generate_creates_the_missing_parents_of_out) {
     free(o);
     free(e);
 }
+
+/* A fresh run does not replace another run's metrics file: one line, exit 1, before any
+ * training, the old file's bytes untouched. A --resume continues its file (test_resume). */
+Test(run_folder, an_existing_metrics_file_is_not_overwritten_by_a_fresh_run) {
+    char out[4300], metrics[4300];
+    snprintf(out, sizeof out, "%s/second-run", dir);
+    snprintf(metrics, sizeof metrics, "%s/old.jsonl", dir);
+    const char old[] = "{\"epoch\": 1, \"train_loss\": 123.0}\n";
+    test_write_file(metrics, old, sizeof old - 1);
+    const char *args[] = {"train", "--data", data, "--out", out, "--metrics", metrics,
+                          "--epochs", "1", "--hidden", "16", "--latent", "2", "--device",
+                          "cpu", NULL};
+    char *o, *e;
+    cr_assert_eq(test_run_cvae(&o, &e, args), 1, "%s", e);
+    cr_assert_eq(test_count_lines(e), 1, "%s", e);
+    cr_assert(strstr(e, metrics) && strstr(e, "already exists"), "%s", e);
+    cr_assert(strstr(o, "epoch") == NULL, "it trained first: %s", o);
+    size_t n;
+    char *text = (char *)test_read_file(metrics, &n);
+    cr_assert(text && n == sizeof old - 1 && memcmp(text, old, n) == 0,
+              "the old metrics file changed");
+    cr_assert(!cv_path_exists(out), "a refused run left %s", out);
+    free(text);
+    free(o);
+    free(e);
+}
+
+/* A signal while the data loads (after the run folder is made, before training) ends the
+ * run with 130 like any interrupted run, and takes back the folders it made: it used to
+ * kill the process, leaving them. Fashion-MNIST is large enough to take a while to load. */
+Test(run_folder, a_signal_before_training_exits_130_and_leaves_no_folders) {
+    const char *fashion = "/usr/share/datasets/fashion-mnist";
+    if (!cv_path_exists(fashion)) cr_skip_test("no %s (Debian's dataset-fashion-mnist)", fashion);
+    char top[4300], out[4400], lock[4500];
+    snprintf(top, sizeof top, "%s/early", dir);
+    snprintf(out, sizeof out, "%s/run", top);
+    snprintf(lock, sizeof lock, "%s/%s", out, CV_LOCK_FILE);
+    const char *args[] = {"train", "--data", fashion, "--out", out, "--epochs", "1",
+                          "--device", "cpu", NULL};
+    pid_t pid = spawn_cvae(args);
+    char want[32];
+    snprintf(want, sizeof want, "%ld\n", (long)pid);
+    bool locked = false;
+    for (int i = 0; i < 20000 && !locked; i++) {
+        size_t n;
+        char *text = (char *)test_read_file(lock, &n);
+        locked = text && strcmp(text, want) == 0;
+        free(text);
+        if (!locked) usleep(500);
+    }
+    cr_assert(locked, "the trainer never took the lock");
+    kill(pid, SIGINT);
+    int status;
+    waitpid(pid, &status, 0);
+    cr_assert(WIFEXITED(status), "killed by signal %d instead of exiting",
+              WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    cr_assert_eq(WEXITSTATUS(status), 130);
+    cr_assert(!cv_path_exists(top), "an interrupted run left %s", top);
+}

@@ -543,8 +543,15 @@ static cv_status prepare_outputs(const cv_train_options *o, run_state *r, cv_err
                            "or continue it with --resume %s",
                            r->ckpt, r->ckpt);
     }
-    return o->metrics_path ? cv_prepare_output_file(o->metrics_path, r->made_metrics, err)
-                           : CV_OK;
+    if (!o->metrics_path) return CV_OK;
+    cv_status st = cv_prepare_output_file(o->metrics_path, r->made_metrics, err);
+    /* a resume keeps its metrics file's completed epochs (load_metrics); a fresh run does
+     * not replace another run's */
+    if (!st && !o->resume_path && cv_path_exists(o->metrics_path))
+        st = cv_fail(err, CV_ERR_IO,
+                     "%s already exists; choose another --metrics so it is not overwritten",
+                     o->metrics_path);
+    return st;
 }
 
 /* A run that failed before writing anything takes back the folders it created (the
@@ -714,6 +721,28 @@ static void print_header(const cv_train_options *o, const run_state *r, const pr
         fprintf(r->log, "resuming %s at epoch %d, step %lld (%d images into the epoch)\n",
                 o->resume_path, p->epoch + 1, (long long)p->step, p->position);
     if (!o->out_dir) fprintf(r->log, "note: no --out given: the model will not be saved\n");
+    fflush(r->log); /* a log file or pipe shows the run's settings as it starts */
+}
+
+/* A signal that came before training started (any rank's) ends the run with nothing
+ * written. */
+static cv_status stop_if_signalled_early(run_state *r, cv_train_result *res, cv_err *err) {
+    int sig = cv_comm_max_int(r->comm, cv_interrupt_pending());
+    if (!sig) return CV_OK;
+    res->signal = sig;
+    return quiet_unless_leading(r, cv_fail(err, CV_ERR_INTERRUPTED,
+                                           "interrupted by %s before training started; "
+                                           "nothing was written",
+                                           sig == SIGINT ? "SIGINT" : "SIGTERM"), err);
+}
+
+/* A signal in the last epoch's last step or after it stops nothing: the run is complete,
+ * its final checkpoint written, and it ends as a finished run does. */
+static void note_a_late_signal(const run_state *r) {
+    int sig = cv_comm_max_int(r->comm, cv_interrupt_pending());
+    if (sig)
+        fprintf(r->log, "note: %s came after the last step; the run is complete\n",
+                sig == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
 cv_status cv_train_run(const cv_train_options *o, cv_train_result *res, cv_err *err) {
@@ -722,18 +751,21 @@ cv_status cv_train_run(const cv_train_options *o, cv_train_result *res, cv_err *
     memset(&r, 0, sizeof r);
     r.lock.fd = -1;
     progress_state p;
+    /* caught from the start: a signal while the data loads must not leave the folders */
+    cv_interrupt_guard guard;
+    cv_interrupt_install(&guard);
     cv_status st = prepare(o, &r, &p, err);
+    if (!st) st = stop_if_signalled_early(&r, res, err);
     if (!st) {
         res->has_test = r.data.test.n > 0;
         res->epochs_done = p.epoch;
         print_header(o, &r, &p);
-        cv_interrupt_guard guard;
-        cv_interrupt_install(&guard);
         st = train_epochs(o, &r, &p, res, err);
+        if (!st) note_a_late_signal(&r);
         if (!st && r.ckpt[0]) fprintf(r.log, "checkpoint: %s\n", r.ckpt);
         if (!st && r.ckpt[0] && leads(&r)) st = write_pictures(o, &r, err);
-        cv_interrupt_restore(&guard);
     }
+    cv_interrupt_restore(&guard);
     if (st) undo_outputs(o, &r);
     run_free(&r);
     return st;
