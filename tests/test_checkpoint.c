@@ -115,8 +115,12 @@ Test(checkpoint, rejects_truncation_and_trailing_bytes) {
     expect_reject(b, size - 1, "truncated");
     expect_reject(b, size / 2, "truncated");
     expect_reject(b, 40, "truncated or malformed");
-    expect_reject(b, 3, "bad magic");
-    expect_reject(b, 0, "bad magic");
+    /* cut inside the prefix: truncated while the bytes there are a checkpoint's */
+    expect_reject(b, 10, "truncated checkpoint (10 bytes");
+    expect_reject(b, 8, "truncated checkpoint (8 bytes");
+    expect_reject(b, 3, "truncated checkpoint (3 bytes");
+    expect_reject(b, 0, "empty file");
+    expect_reject((const uint8_t *)"CVAX", 4, "bad magic");
     uint8_t *longer = malloc(size + 8);
     memcpy(longer, b, size);
     memset(longer + size, 0, 8);

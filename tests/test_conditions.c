@@ -475,12 +475,48 @@ Test(conditions, eval_refuses_test_labels_beyond_the_models_classes) {
     const char *with_training[] = {"eval", "--model", lckpt, "--data", ldata, "--test-images",
                                    test_path_in(dir, "t_images.npy"), "--test-labels",
                                    test_path_in(dir, "t_labels.npy"), "--device", "cpu", NULL};
-    expect_error(1, "t_labels.npy: label 3 at index 2 is not among the 3 classes (0..2)",
+    expect_error(1, "test label 3 at index 2 is not among the model's 3 classes (0..2)",
                  with_training);
     const char *alone[] = {"eval", "--model", lckpt, "--test-images",
                            test_path_in(dir, "t_images.npy"), "--test-labels",
                            test_path_in(dir, "t_labels.npy"), "--device", "cpu", NULL};
-    expect_error(1, "t_labels.npy: label 3 at index 2 is not among the 3 classes (0..2)", alone);
+    expect_error(1, "t_images.npy: test label 3 at index 2 is not among the model's 3 classes "
+                 "(0..2)", alone);
+}
+
+/* Condition vectors given to a model of class labels: eval and a resume say so, naming
+ * the two kinds; they spoke of a --classes flag nobody gave. */
+Test(conditions, a_label_model_given_condition_vectors_says_so) {
+    const char *lckpt = label_model();
+    uint8_t px[4 * 16] = {0};
+    for (int i = 0; i < 4 * 16; i++) px[i] = (uint8_t)(37 * i + 11);
+    const char *images = test_path_in(dir, "v_images.npy");
+    test_write_npy(images, CV_NPY_U8, 3, (const int64_t[3]){4, 4, 4}, px);
+    const char *cond = conditions_file("v_cond.npy", 4, 3, 0);
+    const char *eval[] = {"eval", "--model", lckpt, "--test-images", images,
+                          "--test-conditions", cond, "--device", "cpu", NULL};
+    const char *resume[] = {"train", "--train-images", images, "--train-conditions", cond,
+                            "--hidden", "8", "--latent", "2", "--batch", "16", "--lr", "0.003",
+                            "--seed", "6", "--epochs", "2", "--device", "cpu", "--resume",
+                            lckpt, NULL};
+    const char *const *cases[] = {eval, resume};
+    const int codes[] = {1, 2};
+    for (int k = 0; k < 2; k++) {
+        char *e = expect_exit(codes[k], cases[k]);
+        cr_assert(strstr(e, "the data has condition vectors of width 3 but the model takes "
+                            "class labels of width 3") && !strstr(e, "--classes"),
+                  "%s: %s", cases[k][0], e);
+        cr_assert_eq(test_count_lines(e), 1, "not one line: %s", e);
+        free(e);
+    }
+    /* and labels beyond its classes, in terms of the model's classes */
+    const char *labels = test_path_in(dir, "v_labels.npy");
+    test_write_npy(labels, CV_NPY_I64, 1, (const int64_t[1]){4},
+                   (const int64_t[4]){0, 2, 3, 1});
+    resume[4] = labels;
+    resume[3] = "--train-labels";
+    expect_error(1, "training label 3 at index 2 is not among the model's 3 classes (0..2)",
+                 resume);
 }
 
 /* A model of class labels takes --labels FILE: one image per row, in the file's order. */

@@ -106,6 +106,13 @@ const char *cv_condition_kind_name(cv_condition_kind kind);
 cv_status cv_model_takes(const cv_model_config *cfg, const cv_data *data, const cv_split *split,
                          const char *name, cv_err *err);
 
+/* For data read without a class count (cv_data_load_files with n_classes 0) to feed a model
+ * of cfg: when both hold class labels, every label below the model's K, which becomes the
+ * data's; else CV_ERR_FORMAT, one line beginning with name. Other kinds are left to
+ * cv_model_takes. */
+cv_status cv_model_fit_labels(const cv_model_config *cfg, cv_data *data, const char *name,
+                              cv_err *err);
+
 /* Names the tensor that parameter element `index` belongs to, e.g. "decoder layer 1
  * bias [12]", for error messages. */
 void cv_layout_describe(const cv_layout *layout, size_t index, char *buf, size_t size);

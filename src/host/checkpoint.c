@@ -133,8 +133,12 @@ cv_status cv_checkpoint_save(const char *path, cv_checkpoint *ck, cv_err *err) {
 
 static cv_status parse(const char *path, const uint8_t *buf, size_t size, cv_checkpoint *ck,
                        cv_err *err) {
-    if (size < PREFIX_BYTES || memcmp(buf, MAGIC, 8) != 0)
+    if (size == 0) return cv_fail(err, CV_ERR_FORMAT, "%s: empty file, not a cvae checkpoint", path);
+    if (memcmp(buf, MAGIC, size < 8 ? size : 8) != 0)
         return cv_fail(err, CV_ERR_FORMAT, "%s: not a cvae checkpoint (bad magic)", path);
+    if (size < PREFIX_BYTES)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: truncated checkpoint (%zu bytes; its first "
+                       "fields alone take %d)", path, size, PREFIX_BYTES);
     const uint8_t *p = buf + 8;
     uint32_t version = get_u32(&p), fields = get_u32(&p);
     if (version < 1 || version > (uint32_t)CV_CHECKPOINT_VERSION)

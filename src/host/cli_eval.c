@@ -85,15 +85,16 @@ static void eval_free(eval_state *s) {
     cv_checkpoint_free(&s->ck);
 }
 
-/* The test split must be what the checkpoint's model takes. */
-static cv_status check_test_split(const cv_data *d, const cv_model_config *c, const char *data,
+/* The test split must be what the checkpoint's model takes (a label model's K is its own). */
+static cv_status check_test_split(cv_data *d, const cv_model_config *c, const char *data,
                                   cv_err *err) {
     const cv_split *t = &d->test;
     if (!t->n)
         return cv_fail(err, CV_ERR_IO, "%s: no test files to evaluate on (t10k-images and "
                        "t10k-labels, test_images.npy with test_labels.npy or "
                        "test_conditions.npy, or --test-images)", data);
-    return cv_model_takes(c, d, t, data, err);
+    cv_status st = cv_model_fit_labels(c, d, data, err);
+    return st ? st : cv_model_takes(c, d, t, data, err);
 }
 
 /* Each phase ends with the ranks' agreement (cv_comm_agree): a rank that failed stops
@@ -109,8 +110,7 @@ static cv_status prepare(eval_state *s, const char *model, const char *data,
     cv_data_files read = *files;
     read.test_only = !marginal; /* only the marginal needs the training labels */
     if (!st)
-        st = cv_data_load_files(data, &read, c->condition == CV_COND_LABELS ? c->cond_width : 0,
-                                &s->data, err);
+        st = cv_data_load_files(data, &read, 0, &s->data, err);
     if (!st && s->ck.train.binarize) cv_split_binarize(&s->data.test);
     if (!st) st = check_test_split(&s->data, c, data ? data : files->test_images, err);
     st = cv_comm_agree(comm, st, err);

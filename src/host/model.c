@@ -117,6 +117,25 @@ cv_status cv_model_takes(const cv_model_config *c, const cv_data *d, const cv_sp
     return CV_OK;
 }
 
+static cv_status labels_fit(const cv_split *s, const char *split, int classes,
+                            const char *name, cv_err *err) {
+    for (int i = 0; s->labels && i < s->n; i++)
+        if (s->labels[i] >= classes)
+            return cv_fail(err, CV_ERR_FORMAT, "%s: %s label %d at index %d is not among the "
+                           "model's %d classes (0..%d)", name, split, s->labels[i], i, classes,
+                           classes - 1);
+    return CV_OK;
+}
+
+cv_status cv_model_fit_labels(const cv_model_config *c, cv_data *d, const char *name,
+                              cv_err *err) {
+    if (c->condition != CV_COND_LABELS || d->condition != CV_COND_LABELS) return CV_OK;
+    cv_status st = labels_fit(&d->train, "training", c->cond_width, name, err);
+    if (!st) st = labels_fit(&d->test, "test", c->cond_width, name, err);
+    if (!st) d->cond_width = c->cond_width;
+    return st;
+}
+
 static bool has_vectors(const cv_model *m) { return m->layout.cfg.condition == CV_COND_VECTORS; }
 
 /* The prior as the batch's operations read it: the tables (labels), or the rows in ws

@@ -580,14 +580,13 @@ static const char *data_name(const cv_train_options *o) {
 
 /* The checkpoint to resume (checked against the flags) and the data set. */
 static cv_status load_inputs(const cv_train_options *o, run_state *r, cv_err *err) {
-    int n_classes = o->n_classes;
     if (o->resume_path) {
         cv_status st = cv_checkpoint_load(o->resume_path, &r->resume, err);
         if (!st) st = check_resume(o, &r->resume, err);
         if (st) return st;
-        if (r->resume.cfg.condition == CV_COND_LABELS) n_classes = r->resume.cfg.cond_width;
     }
-    cv_status st = cv_data_load_files(o->data_dir, &o->files, n_classes, &r->data, err);
+    cv_status st = cv_data_load_files(o->data_dir, &o->files, o->n_classes, &r->data, err);
+    if (!st && o->resume_path) st = cv_model_fit_labels(&r->resume.cfg, &r->data, data_name(o), err);
     if (st) return st;
     /* a resume must train the model its checkpoint holds (a usage error: the flags and the
      * checkpoint disagree) */
