@@ -196,7 +196,7 @@ for case in TERM:1:143 INT:0:130; do
     # 3 to the end of its epoch (the rank counts' float sums part ways over more steps)
     cp -r "$work/$run" "$work/$run-3" && cp "$work/$run.jsonl" "$work/$run-3.jsonl"
     done_epochs=$("$cvae" info --model "$work/$run/model.ckpt" |
-                  sed -n 's/^training: epoch \([0-9]*\),.*/\1/p')
+                  sed -n 's/^training: \([0-9]*\) epochs* done,.*/\1/p')
     big_run 2 "$run" --epochs 40 --resume "$work/$run/model.ckpt" ||
         fail "the resume after SIGTERM on 2 ranks: $(tail -5 "$work/$run.log")"
     big_run 3 "$run-3" --epochs $((done_epochs + 1)) --resume "$work/$run-3/model.ckpt" ||
@@ -259,8 +259,8 @@ if start_big at-mpirun --epochs 1000; then
     rc=$?
     if [ "$rc" -ne 0 ] &&
         "$cvae" info --model "$work/at-mpirun/model.ckpt" >"$work/at-mpirun.info" 2>&1 &&
-        grep -q "^training: epoch [0-9]*, step" "$work/at-mpirun.info" &&
-        ! grep -q "^training: epoch 1000," "$work/at-mpirun.info"; then
+        grep -q "^training: [0-9]* epochs* done, step" "$work/at-mpirun.info" &&
+        ! grep -q "^training: 1000 epochs done," "$work/at-mpirun.info"; then
         ok "SIGINT to mpirun: the ranks stopped, rank 0 wrote the checkpoint (exit $rc)"
     else
         fail "SIGINT to mpirun: exit $rc: $(tail -8 "$work/at-mpirun.log" "$work/at-mpirun.info")"
@@ -333,7 +333,7 @@ small=(train --hidden 32 --latent 4 --batch 32 --device "$device" --data "$data"
     --resume "$work/b/model.ckpt" >"$work/mixed.log" 2>&1
 rc=$?
 if [ "$rc" -ne 0 ] && grep -q "rank 1 of 2: at step 10 its model .* differs from rank 0's" \
-    "$work/mixed.log" && "$cvae" info --model "$work/a/model.ckpt" | grep -q "epoch 1,"; then
+    "$work/mixed.log" && "$cvae" info --model "$work/a/model.ckpt" | grep -q "1 epoch done,"; then
     ok "ranks resuming different checkpoints: refused at step 10 (exit $rc), checkpoints kept"
 else
     fail "ranks resuming different checkpoints: exit $rc: $(head -3 "$work/mixed.log")"

@@ -218,7 +218,7 @@ Test(cli, train_info_eval_end_to_end) {
 
     const char *info[] = {"info", "--model", ckpt, NULL};
     cr_assert_eq(test_run_cvae(&o, &e, info), 0, "%s", e);
-    cr_assert(strstr(o, "hidden 24,16") && strstr(o, "epoch 2") && strstr(o, "seed 5"), "%s", o);
+    cr_assert(strstr(o, "hidden 24,16") && strstr(o, "2 epochs done") && strstr(o, "seed 5"), "%s", o);
     free(o);
     free(e);
 
@@ -306,6 +306,20 @@ Test(cli, the_man_page_documents_every_flag_of_every_help) {
         free(e);
     }
     free(man);
+}
+
+/* --beta 0 (a plain autoencoder) however the zero is written; 0.0 was a usage error. */
+Test(cli, beta_zero_is_taken_however_it_is_written) {
+    const char *zeros[] = {"0", "0.0", "0e0", ".0"};
+    for (int k = 0; k < 4; k++) {
+        const char *args[] = {"train", "--data", data, "--epochs", "1", "--hidden", "8",
+                              "--latent", "2", "--device", "cpu", "--beta", zeros[k], NULL};
+        char *o, *e;
+        cr_assert_eq(test_run_cvae(&o, &e, args), 0, "--beta %s: %s", zeros[k], e);
+        cr_assert(strstr(o, "prior, beta 0"), "--beta %s: %s", zeros[k], o);
+        free(o);
+        free(e);
+    }
 }
 
 Test(cli, tf32_on_the_cpu_exits_2) {

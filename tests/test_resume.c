@@ -359,7 +359,7 @@ Test(resume, resume_refuses_other_flags_and_finished_runs) {
     train_args(argv, out, ckpt);
     argv[6] = "1";
     cr_assert_eq(test_run_cvae(&o, &e, argv), 2, "%s", e);
-    cr_assert(strstr(e, "already trained 1 epochs"), "%s", e);
+    cr_assert(strstr(e, "already trained 1 epoch;"), "%s", e);
     free(o);
     free(e);
 }

@@ -318,6 +318,15 @@ static int pick_device(const cv_backend_options *opt, int count) {
     return cv_comm_local_rank(opt ? opt->comm : NULL) % count;
 }
 
+/* Why cudaGetDeviceCount found no device, in a user's words: without the NVIDIA kernel
+ * driver the runtime reports an "insufficient" driver, which reads as "upgrade it". */
+static const char *why_no_device(cudaError_t e) {
+    if (e == cudaSuccess || e == cudaErrorNoDevice) return "no NVIDIA GPU found";
+    if (e == cudaErrorInsufficientDriver && access("/proc/driver/nvidia/version", F_OK) != 0)
+        return "no NVIDIA driver is loaded on this machine";
+    return cudaGetErrorString(e);
+}
+
 /* The backend's device brought up into c: CV_OK, or one line saying what failed. */
 static cv_status bring_up(cv_backend *be, cuda_ctx *c, const cv_backend_options *opt,
                           struct cudaDeviceProp *prop, cv_err *err) {
@@ -325,8 +334,7 @@ static cv_status bring_up(cv_backend *be, cuda_ctx *c, const cv_backend_options 
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {
         cudaGetLastError();
-        return cv_fail(err, CV_ERR_DEVICE, "no usable CUDA device (no NVIDIA GPU or driver: %s)",
-                       e != cudaSuccess ? cudaGetErrorString(e) : "no device found");
+        return cv_fail(err, CV_ERR_DEVICE, "no usable CUDA device (%s)", why_no_device(e));
     }
     c->device = pick_device(opt, n);
     if (c->device >= n)

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "build_info.h"
 #include "cvae/backend_select.h"
 
 cv_precision cv_backend_options_precision(const cv_backend_options *opt) {
@@ -27,7 +28,9 @@ const char *cv_precision_describe(cv_precision p) {
 
 static cv_status open_cpu(const cv_backend_options *opt, cv_backend **out, cv_err *err) {
     if (cv_backend_options_precision(opt) == CV_PRECISION_TF32)
-        return cv_fail(err, CV_ERR_USAGE, "--precision tf32 needs a GPU (--device cuda)");
+        return cv_fail(err, CV_ERR_USAGE, CV_BUILD_CUDA
+                       ? "--precision tf32 needs a GPU (--device cuda)"
+                       : "--precision tf32 needs a GPU, and this cvae was built without CUDA");
     return cv_backend_cpu_create_with(opt, out, err);
 }
 

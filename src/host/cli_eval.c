@@ -123,6 +123,42 @@ static cv_status prepare(eval_state *s, const char *model, const char *data,
     return cv_comm_agree(comm, st, err);
 }
 
+/* log p(c) of each of the K classes: the training label frequencies (--marginal). */
+static void class_log_prior(const cv_split *train, int K, double *log_prior) {
+    for (int c = 0; c < K; c++) log_prior[c] = 0;
+    for (int i = 0; i < train->n; i++) log_prior[train->labels[i]] += 1;
+    for (int c = 0; c < K; c++) log_prior[c] = log(log_prior[c] / train->n);
+}
+
+static void print_json(const cv_eval_result *r, double bpd, int iwae, bool marginal, int L) {
+    printf("{\"test_neg_elbo\": %.6f, \"test_rec\": %.6f, \"test_kl\": %.6f, "
+           "\"test_neg_elbo_bits_per_dim\": %.6f", r->neg_elbo, r->rec, r->kl, r->neg_elbo * bpd);
+    if (iwae)
+        printf(", \"iwae_nll\": %.6f, \"iwae_bits_per_dim\": %.6f, \"iwae_k\": %d",
+               r->iwae_nll, r->iwae_nll * bpd, iwae);
+    if (marginal)
+        printf(", \"marginal_nll\": %.6f, \"marginal_bits_per_dim\": %.6f", r->marginal_nll,
+               r->marginal_nll * bpd);
+    printf(", \"active_units\": %d, \"kl_per_dim\": [", r->active_units);
+    for (int j = 0; j < L; j++) printf("%s%.6f", j ? ", " : "", r->kl_per_dim[j]);
+    printf("]}\n");
+}
+
+static void print_text(const cv_eval_result *r, double bpd, int n, int iwae, bool marginal,
+                       int L) {
+    printf("test -ELBO %.4f nats (rec %.4f, kl %.4f) over %d images; %.5f bits/dim\n",
+           r->neg_elbo, r->rec, r->kl, n, r->neg_elbo * bpd);
+    if (iwae)
+        printf("test IWAE-%d -log p(x|c) %.4f nats; %.5f bits/dim\n", iwae, r->iwae_nll,
+               r->iwae_nll * bpd);
+    if (marginal)
+        printf("test marginal -log p(x) %.4f nats; %.5f bits/dim\n", r->marginal_nll,
+               r->marginal_nll * bpd);
+    printf("active units: %d of %d; KL per dimension:", r->active_units, L);
+    for (int j = 0; j < L; j++) printf(" %.3f", r->kl_per_dim[j]);
+    printf("\n");
+}
+
 int cv_cmd_eval(int argc, char **argv, cv_comm *comm) {
     static const struct option opts[] = {
         {"model", required_argument, 0, OPT_MODEL}, {"data", required_argument, 0, OPT_DATA},
@@ -177,12 +213,12 @@ int cv_cmd_eval(int argc, char **argv, cv_comm *comm) {
         eval_free(&s);
         return cv_report(cmd, st, &err);
     }
-    /* log p(c): the training label frequencies (labels only) */
-    const int K = s.ck.cfg.cond_width, L = s.ck.cfg.latent;
+    if (!json) {
+        printf("device: %s\n", s.be->description);
+        fflush(stdout); /* before a long --iwae run, not after it */
+    }
     double log_prior[CV_MAX_CLASSES];
-    for (int c = 0; marginal && c < K; c++) log_prior[c] = 0;
-    for (int i = 0; marginal && i < s.data.train.n; i++) log_prior[s.data.train.labels[i]] += 1;
-    for (int c = 0; marginal && c < K; c++) log_prior[c] = log(log_prior[c] / s.data.train.n);
+    if (marginal) class_log_prior(&s.data.train, s.ck.cfg.cond_width, log_prior);
     eval_progress progress = {.t0 = now_seconds()};
     progress.shown = progress.t0;
     cv_eval_options eo = {.iwae_k = iwae, .marginal = marginal, .class_log_prior = log_prior,
@@ -196,34 +232,12 @@ int cv_cmd_eval(int argc, char **argv, cv_comm *comm) {
         eval_free(&s);
         return cv_report(cmd, st, &err);
     }
-    const double bpd = 1.0 / ((double)s.ck.cfg.height * s.ck.cfg.width * s.ck.cfg.channels *
-                              log(2.0));
-    if (json) {
-        printf("{\"test_neg_elbo\": %.6f, \"test_rec\": %.6f, \"test_kl\": %.6f, "
-               "\"test_neg_elbo_bits_per_dim\": %.6f", r.neg_elbo, r.rec, r.kl, r.neg_elbo * bpd);
-        if (iwae)
-            printf(", \"iwae_nll\": %.6f, \"iwae_bits_per_dim\": %.6f, \"iwae_k\": %d",
-                   r.iwae_nll, r.iwae_nll * bpd, iwae);
-        if (marginal)
-            printf(", \"marginal_nll\": %.6f, \"marginal_bits_per_dim\": %.6f", r.marginal_nll,
-                   r.marginal_nll * bpd);
-        printf(", \"active_units\": %d, \"kl_per_dim\": [", r.active_units);
-        for (int j = 0; j < L; j++) printf("%s%.6f", j ? ", " : "", r.kl_per_dim[j]);
-        printf("]}\n");
-    } else {
-        printf("device: %s\n", s.be->description);
-        printf("test -ELBO %.4f nats (rec %.4f, kl %.4f) over %d images; %.5f bits/dim\n",
-               r.neg_elbo, r.rec, r.kl, s.test.n, r.neg_elbo * bpd);
-        if (iwae)
-            printf("test IWAE-%d -log p(x|c) %.4f nats; %.5f bits/dim\n", iwae, r.iwae_nll,
-                   r.iwae_nll * bpd);
-        if (marginal)
-            printf("test marginal -log p(x) %.4f nats; %.5f bits/dim\n", r.marginal_nll,
-                   r.marginal_nll * bpd);
-        printf("active units: %d of %d; KL per dimension:", r.active_units, L);
-        for (int j = 0; j < L; j++) printf(" %.3f", r.kl_per_dim[j]);
-        printf("\n");
-    }
+    const cv_model_config *cfg = &s.ck.cfg;
+    const double bpd = 1.0 / ((double)cfg->height * cfg->width * cfg->channels * log(2.0));
+    if (json)
+        print_json(&r, bpd, iwae, marginal, cfg->latent);
+    else
+        print_text(&r, bpd, s.test.n, iwae, marginal, cfg->latent);
     cv_eval_result_free(&r);
     eval_free(&s);
     return 0;

@@ -57,8 +57,9 @@ int cv_cmd_info(int argc, char **argv) {
     if (ck.train.warmup_steps) printf(" (warm-up %lld steps)", (long long)ck.train.warmup_steps);
     if (ck.train.clip_norm > 0) printf(", gradient clip %g", ck.train.clip_norm);
     printf("\n");
-    printf("training: epoch %d, step %lld, batch %d, lr %g, seed %llu\n", ck.epoch,
-           (long long)ck.step, ck.batch, ck.lr, (unsigned long long)ck.seed);
+    printf("training: %d epoch%s done, step %lld, batch %d, lr %g, seed %llu\n", ck.epoch,
+           ck.epoch == 1 ? "" : "s", (long long)ck.step, ck.batch, ck.lr,
+           (unsigned long long)ck.seed);
     if (ck.position)
         printf("interrupted inside epoch %d after %d images: resume with --resume\n",
                ck.epoch + 1, ck.position);

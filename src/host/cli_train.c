@@ -1,4 +1,5 @@
 /* cli_train.c: `cvae train`. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -92,9 +93,11 @@ enum { OPT_DATA = 256, OPT_HIDDEN, OPT_LATENT, OPT_CLASSES, OPT_BATCH, OPT_EPOCH
        OPT_RESUME, OPT_SKIP_NONFINITE, OPT_PRIOR, OPT_LIKELIHOOD, OPT_SIGMA, OPT_BINARIZE,
        OPT_BETA, OPT_KL_WARMUP, OPT_LR_SCHEDULE, OPT_WARMUP_STEPS, OPT_CLIP_GRAD };
 
-/* --beta: 0 is allowed too, a plain autoencoder with a KL monitor. */
+/* --beta: 0 (however written) is allowed too, a plain autoencoder with a KL monitor. */
 static bool parse_beta(const char *cmd, const char *s, float *beta) {
-    if (strcmp(s, "0") == 0) {
+    char *end;
+    errno = 0; /* an underflow (1e-50) is not a zero */
+    if (strtof(s, &end) == 0.0f && !errno && end != s && *end == '\0' && s[0] != '-') {
         *beta = 0.0f;
         return true;
     }

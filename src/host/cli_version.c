@@ -13,8 +13,11 @@ int cv_cmd_version(void) {
         printf("CUDA backend: built for %s (GEMMs through cuBLASLt)\n", CV_BUILD_CUDA_CODES);
     else
         printf("CUDA backend: not built\n");
-    printf("precisions: fp32 (default), bf16 and tf32x3 on the CPU and the GPU, tf32 on the "
-           "GPU\n");
+    if (CV_BUILD_CUDA)
+        printf("precisions: fp32 (default), bf16 and tf32x3 on the CPU and the GPU, tf32 on "
+               "the GPU\n");
+    else
+        printf("precisions: fp32 (default), bf16 and tf32x3 (tf32 needs the CUDA backend)\n");
     if (!CV_BUILD_MPI)
         printf("data parallelism: not built (no MPI)\n");
     else if (!CV_BUILD_CUDA)

@@ -415,8 +415,9 @@ cv_status cv_generate_check(const cv_model_config *cfg, const cv_generate_option
         return cv_fail(err, CV_ERR_USAGE, vectors
                        ? "the model takes condition vectors of width %d: give them with "
                          "--conditions FILE.npy"
-                       : "the model takes class labels (%d classes): give --per-class, "
-                         "--classes or --labels FILE.npy, not condition vectors",
+                       : "the model takes class labels (%d classes): give --per-class N "
+                         "(with --classes LIST for some of them) or --labels FILE, not "
+                         "condition vectors",
                        cfg->cond_width);
     if (R < 1) return cv_fail(err, CV_ERR_USAGE, "%s: no conditions to generate", src);
     if (vectors && c->width != cfg->cond_width)

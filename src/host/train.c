@@ -513,10 +513,21 @@ static cv_status check_resume(const cv_train_options *o, const cv_checkpoint *ck
                        what);
     if (ck->epoch >= o->epochs)
         return cv_fail(err, CV_ERR_USAGE,
-                       "the checkpoint has already trained %d epochs; --epochs counts the total, "
-                       "so ask for more than %d",
-                       ck->epoch, ck->epoch);
+                       "the checkpoint has already trained %d epoch%s; --epochs counts the "
+                       "total, so ask for more than %d",
+                       ck->epoch, ck->epoch == 1 ? "" : "s", ck->epoch);
     return CV_OK;
+}
+
+/* A failure about an output path, with the flag that named it in front. */
+static cv_status name_the_flag(cv_status st, const char *flag, cv_err *err) {
+    if (st) {
+        char msg[sizeof err->msg];
+        memcpy(msg, err->msg, sizeof msg);
+        int room = (int)(sizeof err->msg - strlen(flag) - 3); /* a long message is cut */
+        snprintf(err->msg, sizeof err->msg, "%s: %.*s", flag, room, msg);
+    }
+    return st;
 }
 
 /* The run folder (created with its parents, locked) and the metrics file, checked before
@@ -528,7 +539,7 @@ static cv_status prepare_outputs(const cv_train_options *o, run_state *r, cv_err
     if (o->out_dir) {
         cv_status st = cv_make_dirs(o->out_dir, r->made_out, err);
         if (!st) st = cv_dir_lock_take(o->out_dir, &r->lock, err);
-        if (st) return st;
+        if (st) return name_the_flag(st, "--out", err);
         /* a resume may continue the very checkpoint it writes; nothing else overwrites */
         bool continuing = false;
         if (o->resume_path) {
@@ -544,7 +555,8 @@ static cv_status prepare_outputs(const cv_train_options *o, run_state *r, cv_err
                            r->ckpt, r->ckpt);
     }
     if (!o->metrics_path) return CV_OK;
-    cv_status st = cv_prepare_output_file(o->metrics_path, r->made_metrics, err);
+    cv_status st = name_the_flag(cv_prepare_output_file(o->metrics_path, r->made_metrics, err),
+                                 "--metrics", err);
     /* a resume keeps its metrics file's completed epochs (load_metrics); a fresh run does
      * not replace another run's */
     if (!st && !o->resume_path && cv_path_exists(o->metrics_path))
