@@ -10,7 +10,8 @@
 
 static const char *help =
     "usage: cvae generate --model CKPT --per-class N --out DIR [flags]\n"
-    "       cvae generate --model CKPT (--labels | --conditions) FILE.npy --out DIR [flags]\n"
+    "       cvae generate --model CKPT (--labels FILE | --conditions FILE.npy) --out DIR\n"
+    "                     [flags]\n"
     "\n"
     "Generate a synthetic data set: z drawn from the prior p(z|c) and decoded, for each\n"
     "condition c. A model of class labels takes N images of each class, interleaved (image\n"

@@ -56,7 +56,7 @@ static void configure_runtime(char **argv) {
 static const char *usage =
     "usage: cvae COMMAND [flags]\n"
     "\n"
-    "Train and use conditional variational autoencoders on IDX image data sets.\n"
+    "Train and use conditional variational autoencoders on image data sets (IDX or NumPy).\n"
     "\n"
     "commands:\n"
     "  train     train a model on a data folder (cvae train --data DIR --out RUNDIR)\n"
