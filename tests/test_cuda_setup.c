@@ -22,6 +22,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cv_math.h"
 #include "cvae/backend.h"
@@ -29,6 +30,7 @@
 
 static int calls, fail_at;          /* call number fail_at fails (0: none) */
 static const char *injected;        /* the error string of the failure made */
+static cudaError_t no_device_error; /* what a failing cudaGetDeviceCount returns */
 static int streams, handles, buffers; /* live (handles: cuBLASLt's) */
 static int descriptors;             /* live cuBLASLt descriptors, layouts and preferences */
 static int mallocs, heuristics, matmuls, packs;
@@ -43,6 +45,7 @@ static void reset(int n) {
     memsets_on_our_stream = syncs_after_memset = 0;
     fail_at = n;
     injected = NULL;
+    no_device_error = cudaErrorNoDevice;
     our_stream = NULL;
 }
 
@@ -61,7 +64,11 @@ static bool cublas_fails(cublasStatus_t s) {
 
 cudaError_t CUDARTAPI cudaGetDeviceCount(int *count) {
     cudaError_t e;
-    if (cuda_fails(cudaErrorNoDevice, &e)) return e;
+    if (cuda_fails(no_device_error, &e)) {
+        /* the backend says this one in a user's words rather than the runtime's */
+        if (e == cudaErrorNoDevice) injected = "no NVIDIA GPU found";
+        return e;
+    }
     *count = 1;
     return cudaSuccess;
 }
@@ -195,6 +202,21 @@ Test(cuda_setup, every_failing_step_is_one_line_and_leaves_nothing) {
         expect_nothing_live(when);
     }
     cr_assert_geq(steps, 9, "only %d calls in the setup", steps);
+}
+
+Test(cuda_setup, a_machine_without_the_nvidia_driver_is_told_so) {
+    reset(1);
+    no_device_error = cudaErrorInsufficientDriver;
+    cv_backend *be = NULL;
+    cv_err err = {{0}};
+    cr_assert_eq(cv_backend_cuda_create(NULL, &be, &err), CV_ERR_DEVICE, "%s", err.msg);
+    /* "insufficient driver" reads as "upgrade it"; only a loaded driver can be too old */
+    const bool driver_loaded = access("/proc/driver/nvidia/version", F_OK) == 0;
+    const char *expected = driver_loaded ? cudaGetErrorString(cudaErrorInsufficientDriver)
+                                         : "no NVIDIA driver is loaded on this machine";
+    cr_assert(strstr(err.msg, "no usable CUDA device") && strstr(err.msg, expected),
+              "'%s' does not say '%s'", err.msg, expected);
+    expect_nothing_live("after the failed device count");
 }
 
 Test(cuda_setup, the_flag_reset_runs_on_the_backend_stream_and_is_waited_for) {
