@@ -40,6 +40,15 @@ Test(rng, philox_known_answers) {
               "pi vector: %08x %08x %08x %08x", c.v[0], c.v[1], c.v[2], c.v[3]);
 }
 
+/* cuRAND's range: 0 is never drawn, 1 is (the top 128 words round to it), so anything
+ * scaled by a uniform reaches its bound. */
+Test(rng, uniforms_lie_in_zero_excluded_one_included) {
+    cr_assert_gt(cv_uniform01(0), 0.0f);
+    cr_assert_eq(cv_uniform01(0xffffffffu), 1.0f);
+    cr_assert_eq(cv_uniform01(0xffffffffu - 127u), 1.0f);
+    cr_assert_lt(cv_uniform01(0xffffffffu - 128u), 1.0f);
+}
+
 static int cmp_float(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
     return (x > y) - (x < y);

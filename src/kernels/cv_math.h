@@ -196,7 +196,8 @@ CV_HD void cv_box_muller(uint32_t a, uint32_t b, float *n0, float *n1) {
     *n1 = cosf(t) * r;
 }
 
-/* A uniform float in (0, 1) from one uint32, as cuRAND's _curand_uniform. */
+/* A uniform float in (0, 1] from one uint32, as cuRAND's _curand_uniform: the top 128
+ * words round to 1. */
 CV_HD float cv_uniform01(uint32_t a) {
     return (float)a * 2.3283064e-10f + 2.3283064e-10f / 2.0f;
 }
