@@ -1,7 +1,8 @@
 /* replicas.c: the ranks of a data-parallel run start from the same bits (one checkpoint or
  * one seed, the same data) and take the same steps from the same sums, so they hold one
- * model. train.c checks it at the start and after every epoch, with a CRC-32 of each
- * rank's state against rank 0's, before rank 0 saves its copy as the run's. */
+ * model. The training run checks it at the start (train_setup.c) and after every epoch
+ * (train.c), with a CRC-32 of each rank's state against rank 0's, before rank 0 saves its
+ * copy as the run's. */
 #include <zlib.h>
 
 #include "cvae/checkpoint.h"

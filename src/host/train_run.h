@@ -1,0 +1,87 @@
+/* train_run.h: one training run's state, shared by train.c (the loop), train_setup.c
+ * (bringing the run up and down) and train_files.c (what it writes). Internal to them. */
+#ifndef CV_TRAIN_RUN_H
+#define CV_TRAIN_RUN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cvae/checkpoint.h"
+#include "cvae/fileio.h"
+#include "cvae/train.h"
+
+/* The run's state on one rank. */
+typedef struct {
+    cv_comm *comm;  /* the run's ranks (NULL: one process) */
+    int rank, ranks;
+    uint32_t data_crc[2]; /* of the training and test splits, in a data-parallel run */
+    FILE *log;      /* rank 0: the options' log; the others: /dev/null */
+    cv_data data;
+    cv_backend *be;
+    void *full_step;       /* the recorded full-batch step, when the backend records */
+    float full_step_beta;  /* the beta it was recorded with */
+    cv_model model;
+    cv_workspace ws;
+    cv_device_split train, test;
+    int32_t *perm;
+    char *metrics;
+    size_t metrics_len;
+    cv_checkpoint resume;
+    cv_dir_lock lock; /* of the run folder, held while training */
+    char ckpt[4200];
+    /* the shallowest folders this run created for --out and --metrics ("" for none) */
+    char made_out[CV_PATH_MAX], made_metrics[CV_PATH_MAX];
+} run_state;
+
+/* Where training stands: what a checkpoint records. */
+typedef struct {
+    int64_t step;
+    int epoch;         /* epochs completed */
+    int position;      /* rows of the next epoch done */
+    cv_loss_sums sums; /* that epoch's partial sums */
+    cv_step st;        /* the device step state as last read */
+} progress_state;
+
+/* What one epoch reports. */
+typedef struct {
+    int epoch;
+    float beta;
+    double train_loss, grad_norm;
+    double rate;    /* training samples/s */
+    double seconds; /* the whole epoch, evaluation included */
+} epoch_report;
+
+/* Rank 0 writes the files and the log; in one process, that is the process. */
+static inline bool cv_run_leads(const run_state *r) { return r->rank == 0; }
+
+/* train_setup.c */
+
+/* The run brought up on this rank: its outputs checked, the device, the data, the model
+ * and where training stands (fresh or resumed); every rank agrees on the outcome. */
+cv_status cv_run_prepare(const cv_train_options *o, run_state *r, progress_state *p,
+                         cv_err *err);
+/* The settings the run starts with, on its log. */
+void cv_run_print_header(const cv_train_options *o, const run_state *r, const progress_state *p);
+/* Every rank holds rank 0's model, data and place in it (replicas.c). */
+cv_status cv_run_check_replicas(run_state *r, const progress_state *p, cv_err *err);
+void cv_run_free(run_state *r);
+
+/* train_files.c: rank 0's files */
+
+/* The run folder and the metrics file, made and checked before anything slow. */
+cv_status cv_run_prepare_outputs(const cv_train_options *o, run_state *r, cv_err *err);
+/* A failed run's folders taken back, where it created them and wrote nothing in them. */
+void cv_run_undo_outputs(const cv_train_options *o, run_state *r);
+/* The checkpoint of where training stands; never one of a model with a NaN or Inf. */
+cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
+                                 const progress_state *p, cv_err *err);
+/* One epoch's line added to the metrics file. */
+cv_status cv_run_write_metrics(const char *path, run_state *r, const epoch_report *e,
+                               const cv_eval_result *t, bool has_test, cv_err *err);
+/* On resume, the metrics of the epochs the checkpoint completed. */
+void cv_run_load_metrics(const char *path, int epochs_done, run_state *r);
+/* The run's samples.png and reconstructions.png. */
+cv_status cv_run_write_pictures(const cv_train_options *o, run_state *r, cv_err *err);
+
+#endif

@@ -1,0 +1,213 @@
+/* train_setup.c: a training run brought up on a rank, in the order that fails fastest
+ * (outputs, device, checkpoint and data, model), the header it prints, and its state
+ * freed. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "replicas.h"
+#include "train_run.h"
+
+/* The ranks' check that they hold one model (replicas.c), at the start and each epoch's
+ * end: their state, the data they read and where they are in it. */
+cv_status cv_run_check_replicas(run_state *r, const progress_state *p, cv_err *err) {
+    const int64_t place[5] = {r->data_crc[0], r->data_crc[1], p->epoch, p->position, p->step};
+    return cv_replicas_agree(r->comm, &r->model, place, sizeof place, p->step, err);
+}
+
+/* The checkpoint a resume continues must describe the run the flags describe. */
+static cv_status check_resume(const cv_train_options *o, const cv_checkpoint *ck, cv_err *err) {
+    const cv_model_config *c = &ck->cfg;
+    bool hidden_same = c->n_hidden == o->n_hidden;
+    for (int i = 0; hidden_same && i < o->n_hidden; i++) hidden_same = c->hidden[i] == o->hidden[i];
+    const char *what = !hidden_same                 ? "--hidden"
+                       : c->latent != o->latent     ? "--latent"
+                       : ck->batch != o->batch      ? "--batch"
+                       : ck->lr != o->lr            ? "--lr"
+                       : ck->seed != o->seed        ? "--seed"
+                       : (o->n_classes && o->n_classes != c->cond_width) ? "--classes"
+                       : c->prior != o->prior                            ? "--prior"
+                       : c->likelihood != o->likelihood || c->sigma != o->sigma
+                           ? "--likelihood/--sigma"
+                       : memcmp(&ck->train, &o->train, sizeof ck->train) != 0
+                           ? "--beta, --kl-warmup, --lr-schedule, --warmup-steps, --clip-grad "
+                             "or --binarize"
+                           : NULL;
+    if (what)
+        return cv_fail(err, CV_ERR_USAGE,
+                       "%s differs from the checkpoint's; resume with the original command "
+                       "plus --resume (cvae info shows it)",
+                       what);
+    if (ck->epoch >= o->epochs)
+        return cv_fail(err, CV_ERR_USAGE,
+                       "the checkpoint has already trained %d epoch%s; --epochs counts the "
+                       "total, so ask for more than %d",
+                       ck->epoch, ck->epoch == 1 ? "" : "s", ck->epoch);
+    return CV_OK;
+}
+
+/* What the user called the data: the folder, or the training images' file. */
+static const char *data_name(const cv_train_options *o) {
+    return o->files.train_images ? o->files.train_images : o->data_dir;
+}
+
+/* The checkpoint to resume (checked against the flags) and the data set. */
+static cv_status load_inputs(const cv_train_options *o, run_state *r, cv_err *err) {
+    if (o->resume_path) {
+        cv_status st = cv_checkpoint_load(o->resume_path, &r->resume, err);
+        if (!st) st = check_resume(o, &r->resume, err);
+        if (st) return st;
+    }
+    cv_status st = cv_data_load_files(o->data_dir, &o->files, o->n_classes, &r->data, err);
+    if (!st && o->resume_path) st = cv_model_fit_labels(&r->resume.cfg, &r->data, data_name(o), err);
+    if (st) return st;
+    /* a resume must train the model its checkpoint holds (a usage error: the flags and the
+     * checkpoint disagree) */
+    if (o->resume_path && cv_model_takes(&r->resume.cfg, &r->data, &r->data.train,
+                                         data_name(o), err))
+        return CV_ERR_USAGE;
+    if (o->resume_path && r->resume.position >= r->data.train.n)
+        return cv_fail(err, CV_ERR_USAGE, "%s: the checkpoint stopped %d images into an "
+                       "epoch, but %s has %d training images", o->resume_path,
+                       r->resume.position, data_name(o), r->data.train.n);
+    if (o->train.binarize) cv_split_binarize(&r->data.test);
+    return CV_OK;
+}
+
+/* The model, its workspace and the data on the device. */
+static cv_status build_model(const cv_train_options *o, run_state *r, cv_err *err) {
+    cv_model_config cfg = {.height = r->data.train.h, .width = r->data.train.w,
+                           .channels = r->data.train.channels, .condition = r->data.condition,
+                           .cond_width = r->data.cond_width, .latent = o->latent,
+                           .n_hidden = o->n_hidden, .prior = o->prior,
+                           .likelihood = o->likelihood, .sigma = o->sigma};
+    memcpy(cfg.hidden, o->hidden, sizeof cfg.hidden);
+    int ws_rows = o->batch > CV_EVAL_BATCH ? o->batch : CV_EVAL_BATCH;
+    cv_status st = cv_model_create(r->be, &cfg, &r->model, err);
+    if (!st) st = cv_workspace_create(&r->model, ws_rows, &r->ws, err);
+    if (!st) st = cv_device_split_upload(r->be, &r->data.train, &r->train, err);
+    if (!st && r->data.test.n) st = cv_device_split_upload(r->be, &r->data.test, &r->test, err);
+    if (!st && !(r->perm = malloc((size_t)r->data.train.n * sizeof(int32_t))))
+        st = cv_fail(err, CV_ERR_NOMEM, "out of host memory: the shuffle order needs %zu bytes",
+                     (size_t)r->data.train.n * sizeof(int32_t));
+    return st;
+}
+
+/* A fresh start (initialised parameters) or the resumed checkpoint's state. */
+static cv_status start_progress(const cv_train_options *o, run_state *r, progress_state *p,
+                                cv_err *err) {
+    memset(p, 0, sizeof *p);
+    p->st.first_bad_step = -1;
+    p->st.first_bad_index = -1;
+    p->st.allowed_nonfinite = o->skip_nonfinite;
+    if (!o->resume_path) return cv_model_init_params(&r->model, o->seed, err);
+    const cv_checkpoint *ck = &r->resume;
+    cv_checkpoint_to_model(ck, &r->model);
+    p->step = ck->step;
+    p->epoch = ck->epoch;
+    p->position = ck->position;
+    p->sums = ck->sums;
+    p->st.nonfinite_steps = ck->nonfinite_steps;
+    if (o->metrics_path && cv_run_leads(r)) cv_run_load_metrics(o->metrics_path, ck->epoch, r);
+    return CV_OK;
+}
+
+/* The rank's place in the run and its log. */
+static cv_status join_run(const cv_train_options *o, run_state *r, cv_err *err) {
+    r->comm = o->comm;
+    r->rank = cv_comm_rank(o->comm);
+    r->ranks = cv_comm_size(o->comm);
+    r->log = cv_run_leads(r) ? o->log : fopen("/dev/null", "w");
+    return r->log ? CV_OK : cv_fail(err, CV_ERR_IO, "cannot open /dev/null for the log");
+}
+
+/* Each phase ends with every rank's agreement, so that a rank that failed stops them all
+ * at the same place (no rank waits in a collective the failed one never reaches). */
+cv_status cv_run_prepare(const cv_train_options *o, run_state *r, progress_state *p,
+                         cv_err *err) {
+    cv_status st = join_run(o, r, err);
+    /* quick checks first: the outputs, then the device, before the data is read */
+    if (!st) st = cv_run_prepare_outputs(o, r, err);
+    st = cv_comm_agree(r->comm, st, err);
+    if (st) return st;
+    cv_backend_options bo = o->backend;
+    bo.comm = o->comm;
+    st = cv_comm_agree(r->comm, cv_backend_open(o->device, &bo, &r->be, err), err);
+    if (!st) st = load_inputs(o, r, err);
+    if (!st && r->ranks > 1) {
+        r->data_crc[0] = cv_split_crc(&r->data.train);
+        r->data_crc[1] = cv_split_crc(&r->data.test);
+    }
+    if (!st) st = build_model(o, r, err);
+    if (!st) st = start_progress(o, r, p, err);
+    st = cv_comm_agree(r->comm, st, err);
+    return st ? st : cv_run_check_replicas(r, p, err);
+}
+
+void cv_run_print_header(const cv_train_options *o, const run_state *r, const progress_state *p) {
+    if (r->ranks > 1) {
+        char split[64];
+        cv_batch_split_text(split, sizeof split, o->batch, r->ranks);
+        fprintf(r->log, "ranks: %d (MPI), the batch of %d split %s\n", r->ranks, o->batch, split);
+    }
+    fprintf(r->log, "device: %s\n", r->be->description);
+    fprintf(r->log, "precision %s: %s\n", cv_precision_name(r->be->precision),
+            cv_precision_describe(r->be->precision));
+    const cv_split *t = &r->data.train;
+    fprintf(r->log, "data: %s: %d training images %dx%d", data_name(o), t->n, t->h, t->w);
+    if (t->channels > 1) fprintf(r->log, "x%d", t->channels);
+    if (r->data.condition == CV_COND_LABELS)
+        fprintf(r->log, ", %d classes, ", r->data.cond_width);
+    else
+        fprintf(r->log, ", condition vectors of width %d, ", r->data.cond_width);
+    const bool vectors = r->data.condition == CV_COND_VECTORS;
+    if (r->data.test.n)
+        fprintf(r->log, "%d test images\n", r->data.test.n);
+    else if (r->data.test_skipped)
+        fprintf(r->log, "no test split: the folder's test files hold %s, not %s (name test "
+                "files with --test-images and --test-%s)\n",
+                cv_condition_kind_name(vectors ? CV_COND_LABELS : CV_COND_VECTORS),
+                cv_condition_kind_name(r->data.condition), vectors ? "conditions" : "labels");
+    else
+        fprintf(r->log, "no test files: training without test evaluation\n");
+    fprintf(r->log, "model: %zu parameters, latent %d, hidden", r->model.layout.n_params,
+            o->latent);
+    for (int i = 0; i < o->n_hidden; i++) fprintf(r->log, "%s%d", i ? "," : " ", o->hidden[i]);
+    fprintf(r->log, "; batch %d, lr %g, seed %llu\n", o->batch, o->lr,
+            (unsigned long long)o->seed);
+    fprintf(r->log, "objective: %s likelihood", o->likelihood == CV_LIKELIHOOD_GAUSSIAN
+                                                   ? "Gaussian" : "Bernoulli");
+    if (o->likelihood == CV_LIKELIHOOD_GAUSSIAN) fprintf(r->log, " (sigma %g)", o->sigma);
+    fprintf(r->log, ", %s prior, beta %g", o->prior == CV_PRIOR_CONDITIONAL ? "conditional"
+                                                                           : "standard normal",
+            o->train.beta);
+    if (o->train.kl_warmup) fprintf(r->log, " after %d warm-up epochs", o->train.kl_warmup);
+    if (o->train.binarize) fprintf(r->log, ", dynamic binarization");
+    fprintf(r->log, "; lr %s", o->train.cosine ? "cosine" : "constant");
+    if (o->train.warmup_steps) fprintf(r->log, " after %lld warm-up steps",
+                                       (long long)o->train.warmup_steps);
+    if (o->train.clip_norm > 0.0f) fprintf(r->log, ", gradients clipped to norm %g",
+                                           o->train.clip_norm);
+    fputc('\n', r->log);
+    if (o->resume_path)
+        fprintf(r->log, "resuming %s at epoch %d, step %lld (%d images into the epoch)\n",
+                o->resume_path, p->epoch + 1, (long long)p->step, p->position);
+    if (!o->out_dir) fprintf(r->log, "note: no --out given: the model will not be saved\n");
+    fflush(r->log); /* a log file or pipe shows the run's settings as it starts */
+}
+
+void cv_run_free(run_state *r) {
+    if (r->be) {
+        if (r->full_step) r->be->recording_free(r->be, r->full_step);
+        cv_device_split_free(r->be, &r->train);
+        cv_device_split_free(r->be, &r->test);
+        if (r->ws.max_rows) cv_workspace_destroy(&r->model, &r->ws);
+        cv_model_destroy(&r->model);
+        r->be->destroy(r->be);
+    }
+    cv_data_free(&r->data);
+    cv_checkpoint_free(&r->resume);
+    free(r->perm);
+    free(r->metrics);
+    cv_dir_lock_release(&r->lock);
+    if (r->log && r->rank != 0) fclose(r->log);
+}
