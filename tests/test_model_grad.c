@@ -269,8 +269,9 @@ Test(model, init_follows_fan_in_bounds) {
     for (int i = 0; i < m.layout.n_layers; i++) {
         const cv_layer *l = &m.layout.layers[i];
         int fan = l->in + (l->cond != CV_NO_COND ? 10 : 0);
-        /* the float bound the model uses: cv_uniform01 reaches 1.0f, so the weights reach
-         * it, and 1/sqrt(fan) rounded to float may lie above the exact one (fan 400: 0.05) */
+        /* the float bound the model uses: 2u - 1 rounds to 1 (u = 1.0f) and to -1 (the
+         * lowest words), so the weights reach it, and 1/sqrt(fan) rounded to float may lie
+         * above the exact one (fan 400: 0.05) */
         double bound = 1.0f / sqrtf((float)fan), sum = 0, sq = 0, maxabs = 0;
         size_t n = l->b + l->out - l->w;
         for (size_t k = l->w; k < l->b + l->out; k++) {

@@ -49,6 +49,13 @@ Test(rng, uniforms_lie_in_zero_excluded_one_included) {
     cr_assert_lt(cv_uniform01(0xffffffffu - 128u), 1.0f);
 }
 
+/* Bernoulli(p) from u in (0, 1]: 1 whenever p is 1 (u may be 1), never when p is 0. */
+Test(rng, bernoulli_draws_of_zero_and_one_are_certain) {
+    const float u_max = cv_uniform01(0xffffffffu), u_min = cv_uniform01(0);
+    cr_assert_eq(cv_pixel_sample(30.0f, u_max), 255, "a white pixel (p = 1) drawn as black");
+    cr_assert_eq(cv_pixel_sample(-200.0f, u_min), 0, "a black pixel (p = 0) drawn as white");
+}
+
 static int cmp_float(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
     return (x > y) - (x < y);

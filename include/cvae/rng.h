@@ -27,7 +27,7 @@ extern "C" {
 /* perm = a uniformly random permutation of 0..n-1 (Fisher-Yates, unbiased). */
 void cv_shuffle(int32_t *perm, int n, uint64_t seed, uint64_t stream);
 
-/* out[i] = element i of the uniform (0,1) Philox stream. */
+/* out[i] = element i of the uniform (0, 1] Philox stream. */
 void cv_uniform_fill(float *out, size_t n, uint64_t seed, uint64_t stream);
 
 /* out[i] = element i of the standard normal Philox stream (cuRAND's Box-Muller). */

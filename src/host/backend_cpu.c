@@ -519,8 +519,8 @@ static void cpu_gather_batch(cv_backend *be, const cv_device_split *s, const cv_
         const uint64_t element = (uint64_t)(first + r) * dim;
         for (int j = 0; j < dim; j++) {
             float v = cv_pixel_value(s->pixels, s->fpixels, src * dim + j);
-            xr[j] = binarize ? (cv_philox_uniform(seed, stream, element + j) < v ? 1.0f : 0.0f)
-                             : v;
+            if (binarize) v = cv_bernoulli(cv_philox_uniform(seed, stream, element + j), v);
+            xr[j] = v;
         }
         if (s->labels) labels_out[r] = s->labels[src];
         if (s->conditions)

@@ -463,8 +463,8 @@ void cv_split_binarize(cv_split *s) {
     for (size_t i = 0; i < n; i++) {
         float u = cv_philox_uniform(CV_BINARIZE_TEST_SEED, CV_STREAM_BINARIZE_TEST, i);
         if (s->pixels)
-            s->pixels[i] = u < (float)s->pixels[i] / 255.0f ? 255 : 0;
+            s->pixels[i] = cv_bernoulli(u, (float)s->pixels[i] / 255.0f) ? 255 : 0;
         else
-            s->fpixels[i] = u < s->fpixels[i] ? 1.0f : 0.0f;
+            s->fpixels[i] = cv_bernoulli(u, s->fpixels[i]) ? 1.0f : 0.0f;
     }
 }

@@ -34,7 +34,8 @@ static __global__ void gather_batch_kernel(cv_device_split s, const cv_step *st,
         int r = (int)(i / dim), j = (int)(i % dim);
         size_t src = (size_t)s.perm[start + r];
         float v = cv_pixel_value(s.pixels, s.fpixels, src * dim + j);
-        x[i] = binarize ? (cv_philox_uniform(seed, stream, element0 + i) < v ? 1.0f : 0.0f) : v;
+        if (binarize) v = cv_bernoulli(cv_philox_uniform(seed, stream, element0 + i), v);
+        x[i] = v;
         if (j == 0 && s.labels) labels_out[r] = s.labels[src];
     }
     if (!s.conditions) return;

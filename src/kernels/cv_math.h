@@ -13,6 +13,7 @@
 #define CV_MATH_H
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -222,6 +223,10 @@ CV_HD float cv_pixel_value(const uint8_t *pixels, const float *fpixels, size_t i
     return pixels ? (float)pixels[i] / 255.0f : fpixels[i];
 }
 
+/* A Bernoulli(p) draw from a uniform u in (0, 1]: u <= p, so that p = 1 always gives 1
+ * (u may be 1.0f) and p = 0 never does. */
+CV_HD bool cv_bernoulli(float u, float p) { return u <= p; }
+
 /* A generated pixel: the mean image round(255 p), or a Bernoulli(p) draw with uniform u
  * as 0 or 255; p = sigmoid(l). */
 CV_HD uint8_t cv_pixel_mean(float l) {
@@ -229,7 +234,7 @@ CV_HD uint8_t cv_pixel_mean(float l) {
 }
 
 CV_HD uint8_t cv_pixel_sample(float l, float u) {
-    return u < cv_sigmoid(l) ? 255 : 0;
+    return cv_bernoulli(u, cv_sigmoid(l)) ? 255 : 0;
 }
 
 /* A Gaussian pixel draw p + sigma n, clamped to [0, 1], as a byte. */
