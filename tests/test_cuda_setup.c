@@ -31,6 +31,7 @@
 static int calls, fail_at;          /* call number fail_at fails (0: none) */
 static const char *injected;        /* the error string of the failure made */
 static cudaError_t no_device_error; /* what a failing cudaGetDeviceCount returns */
+static int device_count;            /* the devices cudaGetDeviceCount finds */
 static int streams, handles, buffers; /* live (handles: cuBLASLt's) */
 static int descriptors;             /* live cuBLASLt descriptors, layouts and preferences */
 static int mallocs, heuristics, matmuls, packs;
@@ -46,6 +47,7 @@ static void reset(int n) {
     fail_at = n;
     injected = NULL;
     no_device_error = cudaErrorNoDevice;
+    device_count = 1;
     our_stream = NULL;
 }
 
@@ -69,7 +71,7 @@ cudaError_t CUDARTAPI cudaGetDeviceCount(int *count) {
         if (e == cudaErrorNoDevice) injected = "no NVIDIA GPU found";
         return e;
     }
-    *count = 1;
+    *count = device_count;
     return cudaSuccess;
 }
 
@@ -217,6 +219,17 @@ Test(cuda_setup, a_machine_without_the_nvidia_driver_is_told_so) {
     cr_assert(strstr(err.msg, "no usable CUDA device") && strstr(err.msg, expected),
               "'%s' does not say '%s'", err.msg, expected);
     expect_nothing_live("after the failed device count");
+}
+
+Test(cuda_setup, a_runtime_that_counts_no_devices_is_told_so) {
+    reset(0);
+    device_count = 0;
+    cv_backend *be = (cv_backend *)&stream_token;
+    cv_err err = {{0}};
+    cr_assert_eq(cv_backend_cuda_create(NULL, &be, &err), CV_ERR_DEVICE, "%s", err.msg);
+    cr_assert(strstr(err.msg, "no usable CUDA device (no NVIDIA GPU found)"), "%s", err.msg);
+    cr_assert_null(be);
+    expect_nothing_live("after counting no devices");
 }
 
 Test(cuda_setup, the_flag_reset_runs_on_the_backend_stream_and_is_waited_for) {

@@ -1,5 +1,5 @@
 /* replicas.h: the check that the ranks of a data-parallel run hold one model (internal to the
- * training run: train.c, train_setup.c; docs/design.md 7). */
+ * training run: train_setup.c, called at the start and each epoch's end; docs/design.md 7). */
 #ifndef CV_REPLICAS_H
 #define CV_REPLICAS_H
 

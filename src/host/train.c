@@ -8,7 +8,6 @@
  * holds the position inside the epoch, so a resumed run takes exactly the steps the
  * uninterrupted one would have: the final parameters are bitwise equal on the CPU.
  */
-#include <math.h>
 #include <signal.h>
 #include <string.h>
 #include <time.h>

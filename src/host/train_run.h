@@ -63,7 +63,7 @@ cv_status cv_run_prepare(const cv_train_options *o, run_state *r, progress_state
                          cv_err *err);
 /* The settings the run starts with, on its log. */
 void cv_run_print_header(const cv_train_options *o, const run_state *r, const progress_state *p);
-/* Every rank holds rank 0's model, data and place in it (replicas.c). */
+/* Checks that every rank holds rank 0's model, data and place in it (replicas.c). */
 cv_status cv_run_check_replicas(run_state *r, const progress_state *p, cv_err *err);
 void cv_run_free(run_state *r);
 
