@@ -4,7 +4,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "cvae/backend_select.h"
+#include "backend/backend_select.h"
 
 static const char *unusable = "cuBLAS could not start on Fake GPU: the library was not "
                               "initialized";

@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cvae/fileio.h"
+#include "util/fileio.h"
 #include "cvae/train.h"
 #include "helpers.h"
 #include <zlib.h>

@@ -6,7 +6,7 @@
 #include <zlib.h>
 
 #include "cvae/checkpoint.h"
-#include "cvae/fileio.h"
+#include "util/fileio.h"
 #include "helpers.h"
 
 static char *dir;

@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 
 #include "cvae/comm.h"
-#include "cvae/fileio.h"
+#include "util/fileio.h"
 #include "cvae/version.h"
 #include "helpers.h"
 

@@ -20,7 +20,7 @@
 #include <zlib.h>
 
 #include "cvae/data.h"
-#include "cvae/fileio.h"
+#include "util/fileio.h"
 #include "cvae/generate.h"
 #include "helpers.h"
 

@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include "cvae/data.h"
-#include "cvae/fileio.h"
-#include "cvae/sha256.h"
+#include "util/fileio.h"
+#include "util/sha256.h"
 #include "cvae/train.h"
 #include "helpers.h"
 

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 
 #include "cvae/eval.h"
-#include "cvae/fileio.h"
+#include "util/fileio.h"
 #include "cvae/model.h"
 #include "cvae/npy.h"
 #include "helpers.h"

@@ -18,7 +18,7 @@
 #include <zlib.h>
 
 #include "cvae/checkpoint.h"
-#include "cvae/fileio.h"
+#include "util/fileio.h"
 #include "cvae/npy.h"
 #include "helpers.h"
 

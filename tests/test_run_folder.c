@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cvae/fileio.h"
+#include "util/fileio.h"
 #include "cvae/train.h"
 #include "helpers.h"
 

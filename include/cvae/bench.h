@@ -45,7 +45,7 @@ const char *cv_op_family_name(cv_op_family family);
 bool cv_op_family_is_flops(cv_op_family family);
 
 /* What one call of an operation costs: bytes read plus bytes written, as an ideal kernel
- * moves them (src/host/op_cost.c says how they are counted), and floating-point operations
+ * moves them (src/host/backend/op_cost.c says how they are counted), and floating-point operations
  * (GEMMs only: 2 m n k). */
 typedef struct {
     double bytes, flops;

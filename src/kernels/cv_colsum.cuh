@@ -30,7 +30,7 @@
  * between GPU models either: at least CS_MIN_SLAB_ROWS rows a slab, at most CS_MAX_SLABS
  * slabs, and fewer when the records would not fit the backend's fixed scratch (cv_scratch
  * in cv_cuda.h), which is allocated with the backend because the first training step is
- * recorded into a CUDA graph before any step runs eagerly (src/host/train.c run_step).
+ * recorded into a CUDA graph before any step runs eagerly (src/host/train/train.c run_step).
  */
 #ifndef CV_COLSUM_CUH
 #define CV_COLSUM_CUH

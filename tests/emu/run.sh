@@ -30,7 +30,7 @@ mkdir -p "$out/k" "$out/h"
 # the build's configuration, but no NCCL: the emulation has none
 mkdir -p "$out/cfg"
 sed 's/^#define CV_BUILD_NCCL .*/#define CV_BUILD_NCCL 0/' "$build/build_info.h" >"$out/cfg/build_info.h"
-inc=(-Iinclude -Isrc/kernels -I"$out/cfg" -I"$build" -I"$build/include" -I"$cuda_inc" -Itests)
+inc=(-Iinclude -Isrc/kernels -Isrc/host -I"$out/cfg" -I"$build" -I"$build/include" -I"$cuda_inc" -Itests)
 cflags=(-std=c11 -O2 -g -D_GNU_SOURCE -fno-math-errno -fopenmp "${inc[@]}")
 pids=()
 for f in src/kernels/*.cu; do
@@ -49,7 +49,7 @@ if pkg-config --exists ompi-c; then
     comm=comm_mpi
 fi
 rm -f "$out"/h/*.o
-for f in src/host/*.c tests/helpers.c tests/test_cuda.c; do
+for f in src/host/*/*.c tests/helpers.c tests/test_cuda.c; do
     b=$(basename "$f" .c)
     case $b in
     backend_cuda_absent | allreduce_nccl) continue ;;

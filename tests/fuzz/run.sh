@@ -10,12 +10,13 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 flags=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-       -D_GNU_SOURCE -Iinclude -Isrc/kernels)
-clang "${flags[@]}" tests/fuzz/fuzz_idx.c src/host/idx.c src/host/fileio.c \
-    src/host/status.c -lz -o "$work/fuzz_idx"
-clang "${flags[@]}" tests/fuzz/fuzz_checkpoint.c src/host/checkpoint.c src/host/model.c \
-    src/host/rng.c src/host/fileio.c src/host/status.c -lz -lm -o "$work/fuzz_checkpoint"
-clang "${flags[@]}" tests/fuzz/fuzz_npy.c src/host/npy.c src/host/fileio.c src/host/status.c \
+       -D_GNU_SOURCE -Iinclude -Isrc/kernels -Isrc/host)
+h=src/host
+clang "${flags[@]}" tests/fuzz/fuzz_idx.c $h/data/idx.c $h/util/fileio.c \
+    $h/util/status.c -lz -o "$work/fuzz_idx"
+clang "${flags[@]}" tests/fuzz/fuzz_checkpoint.c $h/model/checkpoint.c $h/model/model.c \
+    $h/util/rng.c $h/util/fileio.c $h/util/status.c -lz -lm -o "$work/fuzz_checkpoint"
+clang "${flags[@]}" tests/fuzz/fuzz_npy.c $h/data/npy.c $h/util/fileio.c $h/util/status.c \
     -o "$work/fuzz_npy"
 python3 tests/fuzz/make_corpus.py --cvae "$build/cvae" --out "$work/seeds"
 

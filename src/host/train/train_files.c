@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "cvae/generate.h"
-#include "cvae/png.h"
+#include "data/png.h"
 #include "train_run.h"
 
 cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cvae/fileio.h"
-#include "cvae/png.h"
+#include "data/png.h"
+#include "util/fileio.h"
 
 /* The PNG colour type of 1 to 4 interleaved channels. */
 static int color_type(int channels) {

@@ -12,9 +12,9 @@
 
 #include "cv_math.h"
 #include "cvae/data.h"
-#include "cvae/fileio.h"
 #include "cvae/npy.h"
 #include "cvae/rng.h"
+#include "util/fileio.h"
 
 #define NAME_MAX_CANDIDATES 6
 

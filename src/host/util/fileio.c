@@ -6,7 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cvae/fileio.h"
+#include "util/fileio.h"
 
 cv_status cv_outfile_open(cv_outfile *f, const char *path, cv_err *err) {
     memset(f, 0, sizeof *f);

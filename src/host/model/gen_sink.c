@@ -18,7 +18,7 @@
 #include <zlib.h>
 
 #include "cvae/npy.h"
-#include "cvae/png.h"
+#include "data/png.h"
 #include "gen_sink.h"
 
 typedef struct {

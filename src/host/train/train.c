@@ -13,9 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cvae/interrupt.h"
 #include "cvae/rng.h"
 #include "train_run.h"
+#include "util/interrupt.h"
 
 /* How often the host looks at the step state for non-finite steps: rare enough that a
  * GPU stays busy, often enough that a poisoned run stops soon. */

@@ -2,7 +2,7 @@
  * a static of type volatile sig_atomic_t; this is cvae's one piece of global state. */
 #include <string.h>
 
-#include "cvae/interrupt.h"
+#include "util/interrupt.h"
 
 static volatile sig_atomic_t pending;
 

@@ -18,12 +18,12 @@
 #include <unistd.h>
 
 #include "cv_math.h"
-#include "cvae/fileio.h"
 #include "cvae/generate.h"
-#include "cvae/png.h"
 #include "cvae/rng.h"
-#include "cvae/sha256.h"
+#include "data/png.h"
 #include "gen_sink.h"
+#include "util/fileio.h"
+#include "util/sha256.h"
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -33,21 +33,6 @@ static double now_seconds(void) {
 
 static const float *logits_of(cv_model *m, cv_workspace *ws) {
     return ws->act[m->layout.n_layers - 1];
-}
-
-const char *cv_gen_format_name(cv_gen_format f) {
-    static const char *const names[CV_FMT_COUNT] = {"idx", "idx.gz", "npy", "png", "grid"};
-    CV_ASSERT((unsigned)f < CV_FMT_COUNT);
-    return names[f];
-}
-
-long long cv_gen_condition_count(const cv_gen_conditions *c) {
-    return c->n_rows ? c->n_rows : c->n_classes;
-}
-
-int cv_gen_class_of(const cv_gen_conditions *c, long long i) {
-    const long long R = cv_gen_condition_count(c);
-    return c->labels ? c->labels[i % R] : c->classes[i % R];
 }
 
 /* Condition row of image i of a model of condition vectors. */

@@ -6,7 +6,7 @@
 #include <zlib.h>
 
 #include "cvae/checkpoint.h"
-#include "cvae/fileio.h"
+#include "util/fileio.h"
 
 #define MAGIC "CVAECKPT"
 /* the header fields but the loss sums and the data shape, then the sums: 3 float64 in

@@ -14,8 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cvae/fileio.h"
 #include "cvae/npy.h"
+#include "util/fileio.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "npy I/O assumes little-endian");
 

@@ -14,7 +14,7 @@
 #include <zlib.h>
 
 #include "cvae/data.h"
-#include "cvae/fileio.h"
+#include "util/fileio.h"
 
 #define DEFLATE_MAX_RATIO 1032u
 #define IDX_MAX_PAYLOAD (UINT64_C(1) << 40)

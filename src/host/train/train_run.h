@@ -8,8 +8,8 @@
 #include <stdio.h>
 
 #include "cvae/checkpoint.h"
-#include "cvae/fileio.h"
 #include "cvae/train.h"
+#include "util/fileio.h"
 
 /* The run's state on one rank. */
 typedef struct {
