@@ -9,6 +9,7 @@
 #include "cvae/data.h"
 #include "cvae/eval.h"
 #include "cvae/generate.h"
+#include "cvae/latent.h"
 #include "cvae/model.h"
 #include "cvae/npy.h"
 #include "cvae/rng.h"

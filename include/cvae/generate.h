@@ -71,7 +71,16 @@ typedef struct {
     const char *checkpoint;/* for the manifest */
     uint32_t checkpoint_crc;
     bool progress;         /* a progress line on stderr */
+    /* cvae decode: latents given instead of drawn. Image i takes row i of z (z_rows, L)
+     * and condition i % R, R being 1 or z_rows; per is 1 and the pixels are --mean. */
+    const float *z;
+    long long z_rows;
+    const char *z_source;  /* the file z came from, for the manifest */
+    bool decoded;          /* also decoded.npy: E[x|z,c], float32 (N, H, W[, C]) */
 } cv_generate_options;
+
+/* The images a request makes: z_rows when z is given, else R * per. */
+long long cv_generate_count(const cv_generate_options *opt);
 
 typedef struct {
     long long images;
@@ -84,8 +93,10 @@ int cv_generate_block_rows(const cv_model *model);
 
 /* Checks that the conditions suit the model: classes or labels below its K for a model of
  * labels, rows of width K (all finite) for one of condition vectors, at most
- * CV_GRID_MAX_ROWS for a grid. CV_ERR_USAGE for the wrong kind, CV_ERR_FORMAT for bad rows,
- * each one line naming the source. cv_generate calls it before writing anything. */
+ * CV_GRID_MAX_ROWS for a grid; given latents finite, one per image, as many as the
+ * condition rows (or one condition for all). CV_ERR_USAGE for the wrong kind,
+ * CV_ERR_FORMAT for bad rows, each one line naming the source. cv_generate calls it before
+ * writing anything. */
 cv_status cv_generate_check(const cv_model_config *model, const cv_generate_options *opt,
                             cv_err *err);
 

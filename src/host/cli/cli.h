@@ -10,8 +10,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cvae/checkpoint.h"
 #include "cvae/comm.h"
 #include "cvae/data.h"
+#include "cvae/generate.h"
 #include "cvae/status.h"
 
 #define CV_EXIT_FAIL 1
@@ -72,6 +74,16 @@ int cv_cmd_eval(int argc, char **argv, cv_comm *comm);
 int cv_cmd_info(int argc, char **argv);
 int cv_cmd_generate(int argc, char **argv);
 int cv_cmd_bench(int argc, char **argv, cv_comm *comm);
+int cv_cmd_encode(int argc, char **argv);
+int cv_cmd_decode(int argc, char **argv);
+
+/* Generates o (its conditions set) from the loaded checkpoint ck: the request and its
+ * output checked, the device opened, the model built, and the result line printed (cmd
+ * names the command in messages). Returns the exit code; the caller frees ck and the
+ * conditions. */
+int cv_generate_from(const char *cmd, const char *model, const char *device,
+                     cv_checkpoint *ck, cv_generate_options *o);
+
 /* Prints the version, the CUDA codes built for, OpenMP threads and the OpenBLAS core. */
 int cv_cmd_version(void);
 

@@ -124,32 +124,24 @@ static int check_condition_flags(const condition_flags *f, bool per_class, bool 
     return 0;
 }
 
-static int run(const char *model, const char *device, cv_generate_options *o,
-               const condition_flags *f) {
-    const char *cmd = "generate";
-    cv_checkpoint ck;
+int cv_generate_from(const char *cmd, const char *model, const char *device,
+                     cv_checkpoint *ck, cv_generate_options *o) {
     cv_err err;
-    cv_status st = cv_checkpoint_load(model, &ck, &err);
-    if (st) return cv_report(cmd, st, &err);
-    int rc = set_conditions(f, &ck, o);
-    long long n = cv_gen_condition_count(&o->cond) * o->per;
-    if (!rc && o->format != CV_FMT_GRID && n > 2147483647LL)
+    cv_status st;
+    int rc = 0;
+    long long n = cv_generate_count(o);
+    if (o->format != CV_FMT_GRID && n > 2147483647LL)
         rc = cv_usage_error(cmd, "%lld images is more than one IDX/NPY file can index", n);
-    if (!rc && (st = cv_generate_check(&ck.cfg, o, &err))) rc = cv_report(cmd, st, &err);
+    if (!rc && (st = cv_generate_check(&ck->cfg, o, &err))) rc = cv_report(cmd, st, &err);
     if (!rc && (st = cv_generate_check_output(o, &err))) rc = cv_report(cmd, st, &err);
-    if (rc) {
-        free((void *)o->cond.labels);
-        free((void *)o->cond.conditions);
-        cv_checkpoint_free(&ck);
-        return rc;
-    }
+    if (rc) return rc;
     o->checkpoint = model;
-    o->checkpoint_crc = ck.checksum;
+    o->checkpoint_crc = ck->checksum;
     cv_backend *be = NULL;
     cv_model m = {0};
     cv_workspace ws = {0};
     st = cv_backend_open(device, NULL, &be, &err);
-    if (!st) st = cv_model_from_checkpoint(be, &ck, &m, &err);
+    if (!st) st = cv_model_from_checkpoint(be, ck, &m, &err);
     if (!st) {
         int block = cv_generate_block_rows(&m), R = (int)cv_gen_condition_count(&o->cond);
         st = cv_workspace_create(&m, o->format == CV_FMT_GRID && R > block ? R : block, &ws,
@@ -161,7 +153,11 @@ static int run(const char *model, const char *device, cv_generate_options *o,
         fflush(stdout);
         st = cv_generate(&m, &ws, o, &res, &err);
     }
-    if (!st)
+    if (!st && o->z)
+        printf("decoded %lld latents (%s) to %s in %.2f s: %.0f images/s\n", res.images,
+               o->z_source, o->out, res.seconds,
+               res.images / (res.seconds > 0 ? res.seconds : 1e-9));
+    else if (!st)
         printf("wrote %lld images (%lld %s x %lld, %s) to %s in %.2f s: %.0f images/s\n",
                res.images, cv_gen_condition_count(&o->cond),
                o->cond.n_rows ? "rows" : "classes", o->per, o->mean ? "mean" : "sample", o->out,
@@ -169,10 +165,21 @@ static int run(const char *model, const char *device, cv_generate_options *o,
     if (ws.max_rows) cv_workspace_destroy(&m, &ws);
     cv_model_destroy(&m);
     if (be) be->destroy(be);
+    return st ? cv_report(cmd, st, &err) : 0;
+}
+
+static int run(const char *model, const char *device, cv_generate_options *o,
+               const condition_flags *f) {
+    cv_checkpoint ck;
+    cv_err err;
+    cv_status st = cv_checkpoint_load(model, &ck, &err);
+    if (st) return cv_report("generate", st, &err);
+    int rc = set_conditions(f, &ck, o);
+    if (!rc) rc = cv_generate_from("generate", model, device, &ck, o);
     cv_checkpoint_free(&ck);
     free((void *)o->cond.labels);
     free((void *)o->cond.conditions);
-    return st ? cv_report(cmd, st, &err) : 0;
+    return rc;
 }
 
 int cv_cmd_generate(int argc, char **argv) {

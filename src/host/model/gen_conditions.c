@@ -17,3 +17,7 @@ int cv_gen_class_of(const cv_gen_conditions *c, long long i) {
     const long long R = cv_gen_condition_count(c);
     return c->labels ? c->labels[i % R] : c->classes[i % R];
 }
+
+long long cv_generate_count(const cv_generate_options *o) {
+    return o->z ? o->z_rows : cv_gen_condition_count(&o->cond) * o->per;
+}

@@ -5,7 +5,8 @@
  * npy:         images.npy (N, H, W[, C]) uint8 and labels.npy (N,) uint8, .npy 1.0.
  * png:         <class>/<index>.png, grey or colour (1 to 4 channels).
  * A model of condition vectors writes conditions.npy (N, K) float32 in every format
- * instead of labels, and its PNGs as <index>.png. Files are streamed as images arrive, so
+ * instead of labels, and its PNGs as <index>.png. Decoded latents (cvae decode) add
+ * decoded.npy (N, H, W[, C]) float32, the decoder's means. Files are streamed as images arrive, so
  * memory does not grow with N; they live in the caller's temporary folder and are
  * fsynced here before it is renamed.
  */
@@ -32,6 +33,7 @@ struct gen_sink {
     gen_layout layout;
     char dir[4096];
     out_stream images, labels; /* labels: labels or conditions.npy */
+    out_stream means;          /* decoded.npy */
 };
 
 /* The writer (zlib or stdio) on a duplicate of o->fd, which stays open for the fsync
@@ -119,7 +121,8 @@ static void png_name(const gen_layout *l, long long i, char *name, size_t size) 
              distinct ? i / cv_gen_condition_count(l->cond) : i);
 }
 
-bool gen_sink_file_name(const gen_layout *l, long long k, char *name, size_t size) {
+/* The images and their labels or conditions: file k of them, false past the last. */
+static bool data_file_name(const gen_layout *l, long long k, char *name, size_t size) {
     const bool vectors = l->cond_width > 0;
     if (l->format == CV_FMT_PNG) {
         if (k < l->n) png_name(l, k, name, size);
@@ -137,6 +140,13 @@ bool gen_sink_file_name(const gen_layout *l, long long k, char *name, size_t siz
         snprintf(name, size, "labels-idx1-ubyte%s", gz);
     else
         snprintf(name, size, "images-idx%d-ubyte%s", l->channels > 1 ? 4 : 3, gz);
+    return true;
+}
+
+bool gen_sink_file_name(const gen_layout *l, long long k, char *name, size_t size) {
+    if (data_file_name(l, k, name, size)) return true;
+    if (!l->decoded || (k > 0 && data_file_name(l, k - 1, name, size) == false)) return false;
+    snprintf(name, size, "decoded.npy");
     return true;
 }
 
@@ -178,6 +188,14 @@ static cv_status write_headers(gen_sink *s, cv_err *err) {
     return write_idx_header(&s->labels, 1, (const uint32_t[1]){(uint32_t)l->n}, err);
 }
 
+/* decoded.npy, opened with its header: (N, H, W) or (N, H, W, C) float32. */
+static cv_status open_means(gen_sink *s, cv_err *err) {
+    const gen_layout *l = &s->layout;
+    cv_status st = stream_open(&s->means, s->dir, "decoded.npy", false, err);
+    return st ? st : write_npy_header(&s->means, CV_NPY_F32, l->channels > 1 ? 4 : 3,
+                                      (const int64_t[4]){l->n, l->h, l->w, l->channels}, err);
+}
+
 /* A png data set of labels has class folders and no stream; any other set streams its
  * labels or conditions, and all but png their images. */
 cv_status gen_sink_open(gen_sink **out, const gen_layout *layout, const char *dir, cv_err *err) {
@@ -188,9 +206,10 @@ cv_status gen_sink_open(gen_sink **out, const gen_layout *layout, const char *di
     *out = s;
     const gen_layout *l = &s->layout;
     const bool png = l->format == CV_FMT_PNG, gz = l->format == CV_FMT_IDX_GZ;
+    cv_status st = l->decoded ? open_means(s, err) : CV_OK;
+    if (st) return st;
     if (png && !l->cond_width) return make_class_dirs(l, dir, err);
     char name[256];
-    cv_status st = CV_OK;
     if (!png) {
         gen_sink_file_name(l, 0, name, sizeof name);
         st = stream_open(&s->images, dir, name, gz, err);
@@ -201,10 +220,13 @@ cv_status gen_sink_open(gen_sink **out, const gen_layout *layout, const char *di
 }
 
 cv_status gen_sink_write(gen_sink *s, long long first, int rows, const uint8_t *pixels,
-                         const uint8_t *labels, const float *conditions, cv_err *err) {
+                         const uint8_t *labels, const float *conditions, const float *means,
+                         cv_err *err) {
     const gen_layout *l = &s->layout;
     const size_t d = (size_t)l->h * l->w * l->channels;
-    cv_status st = CV_OK;
+    cv_status st = l->decoded ? stream_write(&s->means, means, (size_t)rows * d * sizeof(float), err)
+                              : CV_OK;
+    if (st) return st;
     if (l->cond_width)
         st = stream_write(&s->labels, conditions, (size_t)rows * l->cond_width * sizeof(float),
                           err);
@@ -225,6 +247,7 @@ cv_status gen_sink_close(gen_sink *s, cv_err *err) {
     cv_err e2;
     cv_status a = stream_close(&s->images, err);
     cv_status b = stream_close(&s->labels, a ? &e2 : err);
+    cv_status c = stream_close(&s->means, a || b ? &e2 : err);
     free(s);
-    return a ? a : b;
+    return a ? a : b ? b : c;
 }

@@ -13,14 +13,17 @@ typedef struct {
     int h, w, channels;
     int cond_width;                /* K of condition vectors; 0 for labels */
     const cv_gen_conditions *cond; /* image i has condition i % R of it */
+    bool decoded;                  /* also decoded.npy: float32 means (N, H, W[, C]) */
 } gen_layout;
 
 /* Opens the files of a data set in the folder dir. */
 cv_status gen_sink_open(gen_sink **out, const gen_layout *layout, const char *dir, cv_err *err);
-/* Appends images [first, first + rows): pixels (rows, h*w*channels), and labels (rows) or
- * condition vectors (rows, K), as the layout says. */
+/* Appends images [first, first + rows): pixels (rows, h*w*channels), labels (rows) or
+ * condition vectors (rows, K), and with decoded.npy their means (rows, h*w*channels), as
+ * the layout says. */
 cv_status gen_sink_write(gen_sink *s, long long first, int rows, const uint8_t *pixels,
-                         const uint8_t *labels, const float *conditions, cv_err *err);
+                         const uint8_t *labels, const float *conditions, const float *means,
+                         cv_err *err);
 /* Flushes and fsyncs everything; frees the sink whatever happens. */
 cv_status gen_sink_close(gen_sink *s, cv_err *err);
 

@@ -19,6 +19,7 @@
 
 #include "cv_math.h"
 #include "cvae/generate.h"
+#include "cvae/latent.h"
 #include "cvae/rng.h"
 #include "data/png.h"
 #include "gen_sink.h"
@@ -99,19 +100,37 @@ int cv_generate_block_rows(const cv_model *m) {
     return rows < 1 ? 1 : rows > 256 ? 256 : rows;
 }
 
-/* Images [first, first + block) of the order into dev_pixels; first is a multiple of the
- * block, and a block past the last image is decoded whole all the same. */
-static void decode_block(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
-                         long long first, int block, cond_scratch sc, uint8_t *dev_pixels) {
-    upload_conditions(m, ws, &o->cond, first, block, sc);
-    draw_z(m, ws, block, o->seed, first, NULL);
-    decode_pixels(m, ws, block, o->mean, o->seed, first, dev_pixels);
+/* Rows [first, first + block) of the given latents into ws->z; the rows of a last block
+ * past the last latent are zeros (decoded with the block, then dropped). */
+static void upload_z(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
+                     long long first, int block) {
+    const size_t L = (size_t)m->layout.cfg.latent;
+    const long long have = o->z_rows - first < block ? o->z_rows - first : block;
+    m->be->upload(m->be, ws->z, o->z + (size_t)first * L, (size_t)have * L * sizeof(float));
+    if (have < block)
+        m->be->zero(m->be, ws->z + (size_t)have * L, (size_t)(block - have) * L * sizeof(float));
 }
 
-/* Host copies of one chunk's pixels and of its images' labels or condition rows. */
+/* Images [first, first + block) of the order into dev_pixels, and their decoded means
+ * into the host's means (when not NULL); first is a multiple of the block, and a block
+ * past the last image is decoded whole all the same. */
+static void decode_block(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
+                         long long first, int block, cond_scratch sc, uint8_t *dev_pixels,
+                         float *means) {
+    upload_conditions(m, ws, &o->cond, first, block, sc);
+    if (o->z)
+        upload_z(m, ws, o, first, block);
+    else
+        draw_z(m, ws, block, o->seed, first, NULL);
+    decode_pixels(m, ws, block, o->mean, o->seed, first, dev_pixels);
+    if (means) cv_decoded_means(m, ws, block, means);
+}
+
+/* Host copies of one chunk's pixels, of its images' labels or condition rows, and (for
+ * decoded.npy) of their decoded means. */
 typedef struct {
     uint8_t *pixels, *labels;
-    float *rows;
+    float *rows, *means;
 } chunk_out;
 
 /* Images [first, first + rows) to the host, block by block (dev_pixels holds rows
@@ -121,7 +140,8 @@ static void decode_chunk(cv_model *m, cv_workspace *ws, const cv_generate_option
                          chunk_out *out) {
     const int block = cv_generate_block_rows(m), D = m->layout.dim, K = m->layout.cfg.cond_width;
     for (int b = 0; b < rows; b += block)
-        decode_block(m, ws, o, first + b, block, sc, dev_pixels + (size_t)b * D);
+        decode_block(m, ws, o, first + b, block, sc, dev_pixels + (size_t)b * D,
+                     out->means ? out->means + (size_t)b * D : NULL);
     for (int r = 0; r < rows; r++) {
         if (out->rows)
             memcpy(out->rows + (size_t)r * K, vector_of(&o->cond, K, first + r),
@@ -169,13 +189,13 @@ static void json_string(FILE *fp, const char *s) {
 /* The manifest's account of the conditions: the classes and their counts, or the rows. */
 static void manifest_conditions(FILE *fp, const cv_model *m, const cv_generate_options *o) {
     const cv_gen_conditions *c = &o->cond;
-    const long long R = cv_gen_condition_count(c);
+    const long long R = cv_gen_condition_count(c), per = cv_generate_count(o) / R;
     const bool vectors = m->layout.cfg.condition == CV_COND_VECTORS;
     fprintf(fp, "  \"condition\": \"%s\",\n", vectors ? "vectors" : "labels");
     if (c->n_rows) {
         fprintf(fp, "  \"order\": \"image i has row i %% %lld of ", R);
         json_string(fp, c->source ? c->source : "the given rows");
-        fprintf(fp, "\",\n  \"rows\": %lld,\n  \"images_per_row\": %lld,\n", R, o->per);
+        fprintf(fp, "\",\n  \"rows\": %lld,\n  \"images_per_row\": %lld,\n", R, per);
     } else {
         fprintf(fp, "  \"order\": \"interleaved: image i has class classes[i %% %lld]\",\n"
                     "  \"classes\": [", R);
@@ -187,7 +207,7 @@ static void manifest_conditions(FILE *fp, const cv_model *m, const cv_generate_o
         return;
     }
     long long count[CV_MAX_CLASSES] = {0};
-    for (long long a = 0; a < R; a++) count[cv_gen_class_of(c, a)] += o->per;
+    for (long long a = 0; a < R; a++) count[cv_gen_class_of(c, a)] += per;
     fprintf(fp, "  \"count_per_class\": {");
     for (int k = 0, first = 1; k < CV_MAX_CLASSES; k++)
         if (count[k]) {
@@ -213,6 +233,11 @@ static cv_status write_manifest(const char *tmpdir, const cv_model *m,
             "  \"height\": %d,\n  \"width\": %d,\n  \"channels\": %d,\n  \"images\": %lld,\n",
             o->checkpoint_crc, (unsigned long long)o->seed, o->mean ? "mean" : "sample",
             cv_gen_format_name(o->format), layout->h, layout->w, layout->channels, layout->n);
+    if (o->z) {
+        fprintf(f.fp, "  \"latents\": \"");
+        json_string(f.fp, o->z_source ? o->z_source : "");
+        fprintf(f.fp, "\",\n");
+    }
     manifest_conditions(f.fp, m, o);
     fprintf(f.fp, "  \"files\": [");
     char name[256];
@@ -245,8 +270,8 @@ static cv_status generate_into(cv_model *m, cv_workspace *ws, const cv_generate_
                                const char *tmpdir, cv_generate_result *res, cv_err *err) {
     const cv_model_config *c = &m->layout.cfg;
     const bool vectors = c->condition == CV_COND_VECTORS;
-    const gen_layout layout = {o->format, cv_gen_condition_count(&o->cond) * o->per, c->height,
-                               c->width, c->channels, vectors ? c->cond_width : 0, &o->cond};
+    const gen_layout layout = {o->format, cv_generate_count(o), c->height, c->width,
+                               c->channels, vectors ? c->cond_width : 0, &o->cond, o->decoded};
     const long long n = layout.n;
     const int D = m->layout.dim, block = cv_generate_block_rows(m), K = c->cond_width;
     const int B = (o->batch + block - 1) / block * block; /* whole blocks a chunk */
@@ -256,20 +281,21 @@ static cv_status generate_into(cv_model *m, cv_workspace *ws, const cv_generate_
     /* a chunk's pixels, its labels or condition rows, and one block's conditions */
     const size_t px_bytes = (size_t)B * D, scratch_bytes = cond_scratch_bytes(m, block);
     const size_t cond_bytes = vectors ? (size_t)B * K * sizeof(float) : (size_t)B;
+    const size_t means_bytes = o->decoded ? px_bytes * sizeof(float) : 0;
     chunk_out out = {malloc(px_bytes), vectors ? NULL : malloc(cond_bytes),
-                     vectors ? malloc(cond_bytes) : NULL};
+                     vectors ? malloc(cond_bytes) : NULL, o->decoded ? malloc(means_bytes) : NULL};
     cond_scratch sc = {.any = malloc(scratch_bytes)};
     gen_sink *sink = NULL;
-    if (!out.pixels || !(out.labels || out.rows) || !sc.any)
+    if (!out.pixels || !(out.labels || out.rows) || !sc.any || (o->decoded && !out.means))
         st = cv_fail(err, CV_ERR_NOMEM, "out of host memory: generating %d images at a time "
                      "needs %.1f MiB", B,
-                     (double)(px_bytes + cond_bytes + scratch_bytes) / 1048576.0);
+                     (double)(px_bytes + cond_bytes + scratch_bytes + means_bytes) / 1048576.0);
     if (!st) st = gen_sink_open(&sink, &layout, tmpdir, err);
     double t0 = now_seconds(), shown = t0;
     for (long long first = 0; !st && first < n; first += B) {
         int rows = n - first < B ? (int)(n - first) : B;
         decode_chunk(m, ws, o, first, rows, dev_pixels, sc, &out);
-        st = gen_sink_write(sink, first, rows, out.pixels, out.labels, out.rows, err);
+        st = gen_sink_write(sink, first, rows, out.pixels, out.labels, out.rows, out.means, err);
         if (o->progress) show_progress(first + rows, n, t0, &shown);
     }
     if (sink) {
@@ -284,6 +310,7 @@ static cv_status generate_into(cv_model *m, cv_workspace *ws, const cv_generate_
     free(out.pixels);
     free(out.labels);
     free(out.rows);
+    free(out.means);
     free(sc.any);
     return st;
 }
@@ -390,6 +417,24 @@ static cv_status check_classes(const cv_gen_conditions *c, int K, const char *sr
     return CV_OK;
 }
 
+/* Given latents (cvae decode): finite, a data set's rows, each with its own condition
+ * row or all with one. */
+static cv_status check_latents(const cv_model_config *cfg, const cv_generate_options *o,
+                               long long R, cv_err *err) {
+    const char *src = o->z_source ? o->z_source : "the latents";
+    if (o->format == CV_FMT_GRID)
+        return cv_fail(err, CV_ERR_USAGE, "decoded latents go to a data set, not a grid");
+    if (R != 1 && R != o->z_rows)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: %lld rows of latents but %lld condition rows "
+                       "(give one per latent row, or one for all)", src, o->z_rows, R);
+    const size_t L = (size_t)cfg->latent;
+    for (size_t i = 0; i < (size_t)o->z_rows * L; i++)
+        if (!isfinite(o->z[i]))
+            return cv_fail(err, CV_ERR_FORMAT, "%s: row %zu holds a NaN or Inf (column %zu)",
+                           src, i / L, i % L);
+    return CV_OK;
+}
+
 cv_status cv_generate_check(const cv_model_config *cfg, const cv_generate_options *o,
                             cv_err *err) {
     const cv_gen_conditions *c = &o->cond;
@@ -415,6 +460,8 @@ cv_status cv_generate_check(const cv_model_config *cfg, const cv_generate_option
         cfg->channels > CV_PNG_MAX_CHANNELS)
         return cv_fail(err, CV_ERR_USAGE, "images of %d channels do not fit a PNG (1 to %d)",
                        cfg->channels, CV_PNG_MAX_CHANNELS);
+    cv_status st = o->z ? check_latents(cfg, o, R, err) : CV_OK;
+    if (st) return st;
     if (!vectors) return check_classes(c, cfg->cond_width, src, err);
     for (size_t i = 0; i < (size_t)R * cfg->cond_width; i++)
         if (!isfinite(c->conditions[i]))
@@ -468,29 +515,6 @@ cv_status cv_generate_grid(cv_model *m, cv_workspace *ws, const cv_gen_condition
     return st;
 }
 
-/* The first count images of a split, with their conditions, into ws. */
-static cv_status upload_split_rows(cv_model *m, cv_workspace *ws, const cv_split *s, int count,
-                                   cv_err *err) {
-    cv_backend *be = m->be;
-    const size_t D = (size_t)m->layout.dim, n = (size_t)count;
-    float *x = malloc(n * D * sizeof(float));
-    int32_t *lab = malloc(n * sizeof(int32_t));
-    if (!x || !lab) {
-        free(x);
-        free(lab);
-        return cv_fail(err, CV_ERR_NOMEM, "out of host memory");
-    }
-    for (size_t i = 0; i < n * D; i++) x[i] = cv_pixel_value(s->pixels, s->fpixels, i);
-    for (size_t i = 0; i < n && s->labels; i++) lab[i] = s->labels[i];
-    be->upload(be, ws->x, x, n * D * sizeof(float));
-    if (s->labels) be->upload(be, ws->labels, lab, n * sizeof(int32_t));
-    if (s->conditions)
-        be->upload(be, ws->cond, s->conditions, n * (size_t)s->cond_width * sizeof(float));
-    free(x);
-    free(lab);
-    return CV_OK;
-}
-
 cv_status cv_reconstructions_png(cv_model *m, cv_workspace *ws, const cv_split *s, int count,
                                  const char *path, cv_err *err) {
     cv_backend *be = m->be;
@@ -499,7 +523,7 @@ cv_status cv_reconstructions_png(cv_model *m, cv_workspace *ws, const cv_split *
     uint8_t *tiles = malloc((size_t)2 * count * D), *dev_pixels = NULL;
     cv_status st = tiles ? CV_OK : cv_fail(err, CV_ERR_NOMEM, "out of host memory");
     if (!st) st = be->alloc(be, (void **)&dev_pixels, (size_t)count * D, "pixels", err);
-    if (!st) st = upload_split_rows(m, ws, s, count, err);
+    if (!st) st = cv_workspace_load_split(m, ws, s, 0, count, err);
     if (!st) {
         cv_model_encode(m, ws, count);
         /* z = mu: the posterior mean, with the noise set to zero */
