@@ -8,6 +8,7 @@
 #include "cvae/comm.h"
 #include "cvae/data.h"
 #include "cvae/eval.h"
+#include "cvae/export.h"
 #include "cvae/generate.h"
 #include "cvae/latent.h"
 #include "cvae/model.h"

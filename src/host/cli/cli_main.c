@@ -64,6 +64,7 @@ static const char *usage =
     "  generate  labeled synthetic data sets and sample grids from a checkpoint\n"
     "  encode    the posteriors of a data set's images: [mean | logvar] as .npy\n"
     "  decode    the decoder's output for given latents, as .npy and images\n"
+    "  export    the model for PyTorch (safetensors) or ONNX Runtime (onnx)\n"
     "  info      what a checkpoint holds\n"
     "  bench     training throughput on synthetic data: step time, and per kernel family\n"
     "            time, share and achieved GB/s or TFLOP/s against the device's ceilings\n"
@@ -79,7 +80,8 @@ static int run_command(int argc, char **argv, cv_comm *comm) {
     if (strcmp(cmd, "train") == 0) return cv_cmd_train(argc - 1, argv + 1, comm);
     if (strcmp(cmd, "eval") == 0) return cv_cmd_eval(argc - 1, argv + 1, comm);
     if (strcmp(cmd, "bench") == 0) return cv_cmd_bench(argc - 1, argv + 1, comm);
-    static const char *const serial_commands[] = {"info", "generate", "encode", "decode"};
+    static const char *const serial_commands[] = {"info", "generate", "encode", "decode",
+                                                  "export"};
     bool serial = false;
     for (size_t i = 0; i < sizeof serial_commands / sizeof *serial_commands; i++)
         serial = serial || strcmp(cmd, serial_commands[i]) == 0;
@@ -90,6 +92,7 @@ static int run_command(int argc, char **argv, cv_comm *comm) {
     if (strcmp(cmd, "generate") == 0) return cv_cmd_generate(argc - 1, argv + 1);
     if (strcmp(cmd, "encode") == 0) return cv_cmd_encode(argc - 1, argv + 1);
     if (strcmp(cmd, "decode") == 0) return cv_cmd_decode(argc - 1, argv + 1);
+    if (strcmp(cmd, "export") == 0) return cv_cmd_export(argc - 1, argv + 1);
     if (cv_comm_rank(comm) == 0)
         fprintf(stderr, "cvae: unknown command '%s' (expected train, eval, generate, info or "
                 "bench)\n", cmd);

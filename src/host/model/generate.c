@@ -24,6 +24,7 @@
 #include "data/png.h"
 #include "gen_sink.h"
 #include "util/fileio.h"
+#include "util/json.h"
 #include "util/sha256.h"
 
 static double now_seconds(void) {
@@ -177,15 +178,6 @@ static cv_status check_output_dir(const char *dir, cv_err *err) {
     return CV_OK;
 }
 
-/* s as the body of a JSON string: quotes, backslashes and control characters escaped. */
-static void json_string(FILE *fp, const char *s) {
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(fp, "\\%c", *p);
-        else if (*p < 0x20) fprintf(fp, "\\u%04x", *p);
-        else fputc(*p, fp);
-    }
-}
-
 /* The manifest's account of the conditions: the classes and their counts, or the rows. */
 static void manifest_conditions(FILE *fp, const cv_model *m, const cv_generate_options *o) {
     const cv_gen_conditions *c = &o->cond;
@@ -194,7 +186,7 @@ static void manifest_conditions(FILE *fp, const cv_model *m, const cv_generate_o
     fprintf(fp, "  \"condition\": \"%s\",\n", vectors ? "vectors" : "labels");
     if (c->n_rows) {
         fprintf(fp, "  \"order\": \"image i has row i %% %lld of ", R);
-        json_string(fp, c->source ? c->source : "the given rows");
+        cv_json_escape(fp, c->source ? c->source : "the given rows");
         fprintf(fp, "\",\n  \"rows\": %lld,\n  \"images_per_row\": %lld,\n", R, per);
     } else {
         fprintf(fp, "  \"order\": \"interleaved: image i has class classes[i %% %lld]\",\n"
@@ -226,7 +218,7 @@ static cv_status write_manifest(const char *tmpdir, const cv_model *m,
     cv_status st = cv_outfile_open(&f, path, err);
     if (st) return st;
     fprintf(f.fp, "{\n  \"checkpoint\": \"");
-    json_string(f.fp, o->checkpoint ? o->checkpoint : "");
+    cv_json_escape(f.fp, o->checkpoint ? o->checkpoint : "");
     fprintf(f.fp,
             "\",\n  \"checkpoint_crc32\": \"%08x\",\n"
             "  \"seed\": %llu,\n  \"mode\": \"%s\",\n  \"format\": \"%s\",\n"
@@ -235,7 +227,7 @@ static cv_status write_manifest(const char *tmpdir, const cv_model *m,
             cv_gen_format_name(o->format), layout->h, layout->w, layout->channels, layout->n);
     if (o->z) {
         fprintf(f.fp, "  \"latents\": \"");
-        json_string(f.fp, o->z_source ? o->z_source : "");
+        cv_json_escape(f.fp, o->z_source ? o->z_source : "");
         fprintf(f.fp, "\",\n");
     }
     manifest_conditions(f.fp, m, o);
