@@ -1,0 +1,257 @@
+/* test_latent.c: `cvae encode`, `cvae decode` and `cvae export` on a small trained model:
+ * the output does not depend on the batch size (any N goes through the backend in
+ * batches), decoded.npy and the images agree, encode agrees with the encoder pass written
+ * out here in double precision, and bad requests (latents of the wrong width or dtype, a
+ * NaN, conditions that do not match the model or the rows, an existing output, an
+ * unknown format) are one line, exit 1 or 2, and leave nothing behind. PyTorch and ONNX
+ * Runtime are compared with these outputs by tests/export_check.py. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cvae/checkpoint.h"
+#include "cvae/npy.h"
+#include "helpers.h"
+#include "util/fileio.h"
+
+static char *dir, data[4200], ckpt[4300];
+#define N_TEST 300 /* above the 256-row decoding block */
+
+static void setup(void) {
+    dir = test_tmpdir();
+    char run[4200];
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(run, sizeof run, "%s/run", dir);
+    mkdir(data, 0777);
+    test_write_dataset(data, 200, N_TEST, 5, 6, 3, false, 31);
+    test_train_small(data, run, 16, 3, 2, 7);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", run);
+}
+static void teardown(void) {
+    test_rmtree(dir);
+    free(dir);
+}
+
+TestSuite(latent, .init = setup, .fini = teardown, .timeout = 120);
+
+/* Runs cvae with args; returns the exit code, asserting one stderr line on failure. */
+static int cvae(const char *const *args) {
+    char *out, *err;
+    int rc = test_run_cvae(&out, &err, args);
+    if (rc != 0)
+        cr_assert_eq(test_count_lines(err), 1, "expected one error line, got: %s", err);
+    free(out);
+    free(err);
+    return rc;
+}
+
+static cv_npy_array load(const char *path) {
+    cv_npy_array a;
+    cv_err err;
+    cr_assert_eq(cv_npy_read(path, &a, &err), CV_OK, "%s", err.msg);
+    return a;
+}
+
+static void encode(const char *out, const char *batch) {
+    const char *args[] = {"encode", "--model", ckpt, "--data", data, "--out", out, "--batch",
+                          batch, "--device", "cpu", NULL};
+    cr_assert_eq(cvae(args), 0);
+}
+
+/* The encoder in double precision on test image i (grey 5x6, K = 3 labels, one hidden
+ * layer): [mean | clamp(logvar)]. */
+static void encode_reference(const cv_checkpoint *ck, const uint8_t *pixels, int label,
+                             double *out) {
+    cv_layout lo;
+    cv_err err;
+    cr_assert_eq(cv_layout_init(&ck->cfg, &lo, &err), CV_OK);
+    const cv_layer *l1 = &lo.layers[0], *head = &lo.layers[1];
+    double h[16];
+    for (int o = 0; o < l1->out; o++) {
+        double s = ck->params[l1->b + o] + ck->params[l1->cond + (size_t)label * l1->out + o];
+        for (int i = 0; i < l1->in; i++) s += ck->params[l1->w + (size_t)o * l1->in + i] * (pixels[i] / 255.0);
+        h[o] = s > 0 ? s : 0;
+    }
+    for (int o = 0; o < head->out; o++) {
+        double s = ck->params[head->b + o];
+        for (int i = 0; i < head->in; i++) s += ck->params[head->w + (size_t)o * head->in + i] * h[i];
+        out[o] = o >= head->out / 2 ? fmin(30, fmax(-30, s)) : s;
+    }
+}
+
+Test(latent, encode_matches_a_double_reference_for_any_batch) {
+    char a[4300], b[4300], images[4300], labels[4300];
+    snprintf(a, sizeof a, "%s/enc1.npy", dir);
+    snprintf(b, sizeof b, "%s/enc7.npy", dir);
+    encode(a, "1");
+    encode(b, "7");
+    size_t na, nb;
+    uint8_t *fa = test_read_file(a, &na), *fb = test_read_file(b, &nb);
+    cr_assert(na == nb && memcmp(fa, fb, na) == 0, "--batch 1 and 7 wrote different bytes");
+    free(fa);
+    free(fb);
+    cv_npy_array e = load(a);
+    cr_assert(e.dtype == CV_NPY_F32 && e.ndims == 2 && e.dims[0] == N_TEST && e.dims[1] == 6);
+    cv_checkpoint ck;
+    cv_err err;
+    cr_assert_eq(cv_checkpoint_load(ckpt, &ck, &err), CV_OK, "%s", err.msg);
+    snprintf(images, sizeof images, "%s/t10k-images-idx3-ubyte", data);
+    snprintf(labels, sizeof labels, "%s/t10k-labels-idx1-ubyte", data);
+    int dims[3], ldims[1];
+    uint8_t *px, *lab;
+    cr_assert_eq(cv_idx_read(images, 3, dims, &px, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(cv_idx_read(labels, 1, ldims, &lab, &err), CV_OK, "%s", err.msg);
+    const float *got = e.data;
+    for (int i = 0; i < N_TEST; i++) {
+        double ref[6];
+        encode_reference(&ck, px + (size_t)i * 30, lab[i], ref);
+        /* float sums of 30 + 3 and 16 terms of |a b| <= ~2 against double: 1e-5 */
+        for (int j = 0; j < 6; j++) assert_close("posterior", i * 6 + j, got[i * 6 + j], ref[j], 1e-5, 1e-5);
+    }
+    free(px);
+    free(lab);
+    cv_checkpoint_free(&ck);
+    cv_npy_free(&e);
+}
+
+/* Fresh latents (rows, 3) and labels below 3 written to dir. */
+static void write_latents(const char *z, const char *labels, int rows, test_rng *rng) {
+    float *v = malloc((size_t)rows * 3 * sizeof(float));
+    uint8_t *lab = malloc((size_t)rows);
+    for (int i = 0; i < rows * 3; i++) v[i] = (float)test_normal(rng);
+    for (int i = 0; i < rows; i++) lab[i] = (uint8_t)(i * 7 % 3);
+    test_write_npy(z, CV_NPY_F32, 2, (const int64_t[2]){rows, 3}, v);
+    test_write_npy(labels, CV_NPY_U8, 1, (const int64_t[1]){rows}, lab);
+    free(v);
+    free(lab);
+}
+
+Test(latent, decode_any_count_in_any_batch_gives_the_same_bytes) {
+    test_rng rng = test_rng_new("latents");
+    const int counts[] = {1, 257, 600};
+    for (int c = 0; c < 3; c++) {
+        char z[4300], lab[4300], out1[4300], out2[4300];
+        snprintf(z, sizeof z, "%s/z%d.npy", dir, c);
+        snprintf(lab, sizeof lab, "%s/l%d.npy", dir, c);
+        snprintf(out1, sizeof out1, "%s/dec%d_a", dir, c);
+        snprintf(out2, sizeof out2, "%s/dec%d_b", dir, c);
+        write_latents(z, lab, counts[c], &rng);
+        const char *a1[] = {"decode", "--model", ckpt, "--z", z, "--labels", lab, "--out", out1,
+                            "--batch", "1", "--device", "cpu", NULL};
+        const char *a2[] = {"decode", "--model", ckpt, "--z", z, "--labels", lab, "--out", out2,
+                            "--batch", "5000", "--device", "cpu", NULL};
+        cr_assert_eq(cvae(a1), 0);
+        cr_assert_eq(cvae(a2), 0);
+        size_t n1, n2;
+        uint8_t *f1 = test_read_file(test_path_in(out1, "decoded.npy"), &n1);
+        uint8_t *f2 = test_read_file(test_path_in(out2, "decoded.npy"), &n2);
+        cr_assert(f1 && f2 && n1 == n2 && memcmp(f1, f2, n1) == 0, "N %d: batches differ",
+                  counts[c]);
+        free(f1);
+        free(f2);
+        cv_npy_array d = load(test_path_in(out1, "decoded.npy"));
+        cv_npy_array im = load(test_path_in(out1, "images.npy"));
+        cr_assert(d.ndims == 3 && d.dims[0] == counts[c] && d.dims[1] == 5 && d.dims[2] == 6);
+        const float *p = d.data;
+        const uint8_t *px = im.data;
+        for (size_t i = 0; i < (size_t)counts[c] * 30; i++) {
+            cr_assert(p[i] >= 0 && p[i] <= 1, "p %g", p[i]);
+            cr_assert_eq(px[i], (uint8_t)floorf(255 * p[i] + 0.5f), "pixel %zu", i);
+        }
+        cv_npy_free(&d);
+        cv_npy_free(&im);
+    }
+}
+
+/* A request that must fail with exit code rc, writing no `out`. */
+static void refused(int rc, const char *out, const char *const *args) {
+    cr_assert_eq(cvae(args), rc, "expected exit %d", rc);
+    cr_assert(!cv_path_exists(out), "%s was written", out);
+}
+
+Test(latent, bad_requests_are_one_line_and_write_nothing) {
+    test_rng rng = test_rng_new("bad latents");
+    char z[4300], lab[4300], out[4300], wide[4300], f64[4300], nan[4300], few[4300], vec[4300];
+    snprintf(z, sizeof z, "%s/z.npy", dir);
+    snprintf(lab, sizeof lab, "%s/l.npy", dir);
+    snprintf(few, sizeof few, "%s/few.npy", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(wide, sizeof wide, "%s/wide.npy", dir);
+    snprintf(f64, sizeof f64, "%s/f64.npy", dir);
+    snprintf(nan, sizeof nan, "%s/nan.npy", dir);
+    snprintf(vec, sizeof vec, "%s/vec.npy", dir);
+    write_latents(z, lab, 10, &rng);
+    write_latents(wide, few, 4, &rng); /* 4 labels against 10 latents */
+    float w[10 * 4] = {0}, v[10 * 3] = {0};
+    test_write_npy(wide, CV_NPY_F32, 2, (const int64_t[2]){10, 4}, w);
+    test_write_npy(vec, CV_NPY_F32, 2, (const int64_t[2]){10, 3}, v);
+    double d[10 * 3] = {0};
+    test_write_file(f64, d, sizeof d); /* not even a .npy */
+    v[7] = NAN;
+    test_write_npy(nan, CV_NPY_F32, 2, (const int64_t[2]){10, 3}, v);
+#define DECODE(zf, flag, cf) \
+    ((const char *[]){"decode", "--model", ckpt, "--z", zf, flag, cf, "--out", out, "--device", "cpu", NULL})
+    refused(1, out, DECODE(wide, "--labels", lab));    /* latents of the wrong width */
+    refused(1, out, DECODE(f64, "--labels", lab));     /* not a float32 .npy */
+    refused(1, out, DECODE(nan, "--labels", lab));     /* a NaN */
+    refused(1, out, DECODE(z, "--labels", few));       /* 4 conditions for 10 latents */
+    refused(2, out, DECODE(z, "--conditions", vec));   /* vectors for a model of labels */
+    refused(2, out, DECODE(z, "--class", "3"));        /* a class the model lacks */
+    refused(2, out, ((const char *[]){"decode", "--model", ckpt, "--z", z, "--out", out, NULL}));
+    refused(2, out, ((const char *[]){"decode", "--model", ckpt, "--z", z, "--class", "0",
+                                      "--out", out, "--format", "grid", NULL}));
+    /* an output folder that holds something is left as it was */
+    mkdir(out, 0777);
+    test_write_file(test_path_in(out, "keep"), "x", 1);
+    cr_assert_eq(cvae(DECODE(z, "--labels", lab)), 1);
+    cr_assert(cv_path_exists(test_path_in(out, "keep")) &&
+              !cv_path_exists(test_path_in(out, "decoded.npy")));
+#undef DECODE
+    /* encode over an existing file, and into a folder that cannot be made */
+    char enc[4300], blocked[8700];
+    snprintf(enc, sizeof enc, "%s/enc.npy", dir);
+    test_write_file(enc, "keep", 4);
+    cr_assert_eq(cvae((const char *[]){"encode", "--model", ckpt, "--data", data, "--out", enc,
+                                       NULL}), 1);
+    size_t n;
+    uint8_t *kept = test_read_file(enc, &n);
+    cr_assert(n == 4 && memcmp(kept, "keep", 4) == 0, "encode overwrote a file");
+    free(kept);
+    snprintf(blocked, sizeof blocked, "%s/keep/enc.npy", out);
+    refused(1, blocked, ((const char *[]){"encode", "--model", ckpt, "--data", data, "--out",
+                                          blocked, NULL}));
+    snprintf(enc, sizeof enc, "%s/enc2.npy", dir);
+    refused(2, enc, ((const char *[]){"encode", "--model", ckpt, "--data", data, "--out", enc,
+                                      "--split", "validation", NULL}));
+}
+
+Test(latent, export_refuses_what_exists_and_unknown_formats) {
+    char st[4300], onnx[4300];
+    snprintf(st, sizeof st, "%s/m.safetensors", dir);
+    snprintf(onnx, sizeof onnx, "%s/onnx", dir);
+    test_write_file(st, "keep", 4);
+    cr_assert_eq(cvae((const char *[]){"export", "--model", ckpt, "--format", "safetensors",
+                                       "--out", st, NULL}), 1);
+    size_t n;
+    uint8_t *kept = test_read_file(st, &n);
+    cr_assert(n == 4 && memcmp(kept, "keep", 4) == 0, "export overwrote a file");
+    free(kept);
+    refused(2, onnx, ((const char *[]){"export", "--model", ckpt, "--format", "tflite", "--out",
+                                       onnx, NULL}));
+    /* ONNX is all or nothing: with decoder.onnx there, no encoder.onnx appears either */
+    mkdir(onnx, 0777);
+    test_write_file(test_path_in(onnx, "decoder.onnx"), "keep", 4);
+    cr_assert_eq(cvae((const char *[]){"export", "--model", ckpt, "--format", "onnx", "--out",
+                                       onnx, NULL}), 1);
+    cr_assert(!cv_path_exists(test_path_in(onnx, "encoder.onnx")));
+    /* a fresh folder gets both, with their parents */
+    char fresh[4300];
+    snprintf(fresh, sizeof fresh, "%s/a/b", dir);
+    cr_assert_eq(cvae((const char *[]){"export", "--model", ckpt, "--format", "onnx", "--out",
+                                       fresh, NULL}), 0);
+    cr_assert(cv_path_exists(test_path_in(fresh, "encoder.onnx")) &&
+              cv_path_exists(test_path_in(fresh, "decoder.onnx")) &&
+              !cv_path_exists(test_path_in(fresh, "prior.onnx")));
+}
