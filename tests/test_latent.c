@@ -7,6 +7,7 @@
  * Runtime are compared with these outputs by tests/export_check.py. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <png.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -254,4 +255,130 @@ Test(latent, export_refuses_what_exists_and_unknown_formats) {
     cr_assert(cv_path_exists(test_path_in(fresh, "encoder.onnx")) &&
               cv_path_exists(test_path_in(fresh, "decoder.onnx")) &&
               !cv_path_exists(test_path_in(fresh, "prior.onnx")));
+}
+
+/* A grey grid PNG read back: tile (r, c) of tiles of 5 x 6 pixels with 2-pixel gaps. */
+typedef struct {
+    uint8_t *px;
+    unsigned w, h;
+} grid;
+
+static grid read_grid(const char *path) {
+    png_image img;
+    memset(&img, 0, sizeof img);
+    img.version = PNG_IMAGE_VERSION;
+    cr_assert(png_image_begin_read_from_file(&img, path), "%s: %s", path, img.message);
+    img.format = PNG_FORMAT_GRAY;
+    grid g = {malloc(PNG_IMAGE_SIZE(img)), img.width, img.height};
+    cr_assert(png_image_finish_read(&img, NULL, g.px, 0, NULL), "%s", img.message);
+    return g;
+}
+
+/* Pixels of a picture row against cvae decode's: within 1, since decode runs its GEMMs on
+ * blocks of 256 rows and a picture on a row's steps, which OpenBLAS may sum in other
+ * orders (logits a rounding apart can round to neighbouring bytes). */
+static void assert_pixels_close(const uint8_t *got, const uint8_t *want, const char *what, int k) {
+    for (int i = 0; i < 30; i++)
+        cr_assert(abs((int)got[i] - (int)want[i]) <= 1, "%s %d: pixel %d is %d, decode %d", what,
+                  k, i, got[i], want[i]);
+}
+
+static void tile(const grid *g, int r, int c, uint8_t *out) {
+    for (int y = 0; y < 5; y++)
+        memcpy(out + y * 6, g->px + (size_t)(2 + r * 7 + y) * g->w + 2 + c * 8, 6);
+}
+
+/* cvae decode of z (rows, 3) under --class cls: its images.npy bytes (rows * 30). */
+static uint8_t *decode_bytes(const float *z, int rows, const char *cls, const char *name) {
+    char zf[4300], out[4300];
+    snprintf(zf, sizeof zf, "%s/%s.npy", dir, name);
+    snprintf(out, sizeof out, "%s/%s", dir, name);
+    test_write_npy(zf, CV_NPY_F32, 2, (const int64_t[2]){rows, 3}, z);
+    cr_assert_eq(cvae((const char *[]){"decode", "--model", ckpt, "--z", zf, "--class", cls,
+                                       "--out", out, "--device", "cpu", NULL}), 0);
+    size_t n;
+    uint8_t *b = test_read_file(test_path_in(out, "images.npy"), &n);
+    cr_assert(b && n >= (size_t)rows * 30);
+    uint8_t *px = malloc((size_t)rows * 30);
+    memcpy(px, b + n - (size_t)rows * 30, (size_t)rows * 30); /* the payload ends the file */
+    free(b);
+    return px;
+}
+
+Test(latent, a_traversal_row_is_its_unit_decoded_across_the_prior) {
+    char png[4300], *o, *e;
+    snprintf(png, sizeof png, "%s/trav.png", dir);
+    const char *args[] = {"generate", "--model", ckpt, "--format", "traversal", "--classes",
+                          "2,0", "--steps", "5", "--out", png, "--device", "cpu", NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, args), 0, "%s", e);
+    int order[3];
+    const char *at = strstr(o, "most active first:");
+    cr_assert(at && sscanf(at, "most active first: %d %d %d", &order[0], &order[1],
+                           &order[2]) == 3, "%s", o);
+    cr_assert(order[0] != order[1] && order[1] != order[2] && order[0] != order[2]);
+    free(o);
+    free(e);
+    grid g = read_grid(png);
+    cr_assert(g.w == 5 * 8 + 2 && g.h == 6 * 7 + 2, "%ux%u: 2 classes x 3 units, 5 steps", g.w, g.h);
+    /* row 1 of class 2 (the second most active unit) against cvae decode */
+    float z[5 * 3] = {0};
+    for (int k = 0; k < 5; k++) z[k * 3 + order[1]] = -3.0f + 6.0f * k / 4;
+    uint8_t *want = decode_bytes(z, 5, "2", "trav_row"), got[30];
+    for (int k = 0; k < 5; k++) {
+        tile(&g, 1, k, got);
+        assert_pixels_close(got, want + k * 30, "traversal tile (1, k)", k);
+    }
+    /* the middle column is every unit at 0: the same image down a class's rows */
+    uint8_t first[30];
+    for (int r = 0; r < 6; r++) {
+        tile(&g, r, 2, got);
+        if (r % 3 == 0) memcpy(first, got, 30);
+        cr_assert(memcmp(got, first, 30) == 0, "middle of row %d", r);
+    }
+    free(want);
+    free(g.px);
+}
+
+Test(latent, an_interpolation_decodes_the_path_between_two_posteriors) {
+    char png[4300], enc[4300], *o, *e;
+    snprintf(png, sizeof png, "%s/interp.png", dir);
+    snprintf(enc, sizeof enc, "%s/interp_enc.npy", dir);
+    encode(enc, "500");
+    cv_npy_array post = load(enc);
+    const float *mu = post.data;
+    /* image 0 and the first image of another class: two rows */
+    size_t n;
+    uint8_t *labels = test_read_file(test_path_in(data, "t10k-labels-idx1-ubyte"), &n);
+    int b = 1;
+    while (labels[8 + b] == labels[8]) b++;
+    char pair[32], cls[8];
+    snprintf(pair, sizeof pair, "0,%d", b);
+    snprintf(cls, sizeof cls, "%d", labels[8 + b]);
+    const char *args[] = {"generate", "--model", ckpt, "--format", "interpolate", "--data", data,
+                          "--images", pair, "--steps", "4", "--out", png, "--device", "cpu",
+                          NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, args), 0, "%s", e);
+    free(o);
+    free(e);
+    grid g = read_grid(png);
+    cr_assert(g.w == 6 * 8 + 2 && g.h == 2 * 7 + 2, "%ux%u: 2 rows of 4 steps + 2 images", g.w, g.h);
+    float z[4 * 3];
+    for (int k = 0; k < 4; k++)
+        for (int j = 0; j < 3; j++)
+            z[k * 3 + j] = mu[j] + (float)k / 3 * (mu[b * 6 + j] - mu[j]);
+    uint8_t *want = decode_bytes(z, 4, cls, "interp_row"), got[30];
+    for (int k = 0; k < 4; k++) {
+        tile(&g, 1, k + 1, got); /* row 1: under image b's class */
+        assert_pixels_close(got, want + k * 30, "path tile", k);
+    }
+    uint8_t *images = test_read_file(test_path_in(data, "t10k-images-idx3-ubyte"), &n);
+    tile(&g, 0, 0, got);
+    cr_assert(memcmp(got, images + 16, 30) == 0, "the row does not start with image 0");
+    tile(&g, 0, 5, got);
+    cr_assert(memcmp(got, images + 16 + b * 30, 30) == 0, "the row does not end with image %d", b);
+    free(labels);
+    free(images);
+    free(want);
+    free(g.px);
+    cv_npy_free(&post);
 }

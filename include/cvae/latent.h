@@ -10,6 +10,7 @@
 #define CVAE_LATENT_H
 
 #include "cvae/data.h"
+#include "cvae/generate.h"
 #include "cvae/model.h"
 
 #ifdef __cplusplus
@@ -30,6 +31,30 @@ cv_status cv_encode_split(cv_model *model, cv_workspace *ws, const cv_split *spl
 /* E[x|z,c] of the rows decoded last (cv_model_decode: ws->act[n_layers - 1] holds their
  * logits) into out (rows, D), host memory. */
 void cv_decoded_means(cv_model *model, cv_workspace *ws, int rows, float *out);
+
+/* A picture of rows x cols images of the model's shape, row-major: tile t at pixels +
+ * t * D, pixels round(255 p) (malloc'd: free it). */
+typedef struct {
+    uint8_t *pixels;
+    int rows, cols;
+} cv_tiles;
+
+/* A latent traversal: for each of the R conditions of cond, a row per latent unit, the
+ * `units` most active first; column k holds unit j at t_k = -3 + 6 k / (steps - 1)
+ * standard deviations of the prior p(z|c) from its mean, every other unit at the mean.
+ * A unit's activity is how much its rows vary: the variance across the row of the decoded
+ * means, summed over pixels and conditions (a unit the decoder ignores scores 0, and the
+ * ties keep the unit order). order (L) receives every unit, most active first. ws holds at
+ * least `steps` rows; steps >= 2. */
+cv_status cv_latent_traversal(cv_model *model, cv_workspace *ws, const cv_gen_conditions *cond,
+                              int units, int steps, cv_tiles *out, int *order, cv_err *err);
+
+/* The path between the posterior means mu_a, mu_b of images a and b of split: a row per
+ * distinct condition of the two (a's, then b's), each image a, then z_k = mu_a + k / (steps
+ * - 1) (mu_b - mu_a) decoded under the row's condition for k < steps, then image b. ws holds
+ * at least `steps` rows; steps >= 2. */
+cv_status cv_latent_interpolation(cv_model *model, cv_workspace *ws, const cv_split *split,
+                                  int a, int b, int steps, cv_tiles *out, cv_err *err);
 
 #ifdef __cplusplus
 }

@@ -85,6 +85,21 @@ int cv_cmd_export(int argc, char **argv);
 int cv_generate_from(const char *cmd, const char *model, const char *device,
                      cv_checkpoint *ck, cv_generate_options *o);
 
+/* A picture of the latent space (cvae generate --format traversal or interpolate). */
+typedef struct {
+    bool interpolate;    /* else a traversal */
+    int steps;           /* columns (interpolate: of the path, between the two images) */
+    int units;           /* traversal: rows per condition; 0: every unit, at most 64 */
+    int images[2];       /* interpolate: the two test images */
+    const char *data;    /* interpolate: the data folder, or */
+    cv_data_files files; /*   the test files */
+} cv_picture_request;
+
+/* Draws the picture q asks for (a traversal under o->cond) into the PNG file o->out, from
+ * the loaded checkpoint ck. Returns the exit code. */
+int cv_generate_picture(const char *device, cv_checkpoint *ck, cv_generate_options *o,
+                        const cv_picture_request *q);
+
 /* Prints the version, the CUDA codes built for, OpenMP threads and the OpenBLAS core. */
 int cv_cmd_version(void);
 

@@ -12,6 +12,10 @@ static const char *help =
     "usage: cvae generate --model CKPT --per-class N --out DIR [flags]\n"
     "       cvae generate --model CKPT (--labels FILE | --conditions FILE.npy) --out DIR\n"
     "                     [flags]\n"
+    "       cvae generate --model CKPT --format traversal [--classes LIST | --labels FILE\n"
+    "                     | --conditions FILE.npy] --out FILE.png [--units N] [--steps S]\n"
+    "       cvae generate --model CKPT --format interpolate (--data DIR | --test-images F\n"
+    "                     (--test-labels | --test-conditions) F) [--images I,J] --out FILE.png\n"
     "\n"
     "Generate a synthetic data set: z drawn from the prior p(z|c) and decoded, for each\n"
     "condition c. A model of class labels takes N images of each class, interleaved (image\n"
@@ -26,6 +30,16 @@ static const char *help =
     "a --sample pixel flips where p is within rounding of its uniform draw (fewer than 1\n"
     "pixel in 10,000).\n"
     "\n"
+    "Two pictures show the latent space (PNG, pixels round(255 p)). traversal: for each\n"
+    "class or condition row, a row per latent unit, the most active first (activity: how\n"
+    "much the row's decoded images vary; units the decoder ignores come last), and a column\n"
+    "per step of that unit across -3..3 standard deviations of the prior p(z|c), the other\n"
+    "units at the prior's mean; the units' order is printed. interpolate: the test images I\n"
+    "and J at the ends of a row, between them the decoded path from I's posterior mean to\n"
+    "J's, z = mu_I + t (mu_J - mu_I) for t in 0..1, under I's condition (and a second row\n"
+    "under J's when it differs).\n";
+
+static const char *help_flags =
     "  --model CKPT       checkpoint written by cvae train (required)\n"
     "  --per-class N      images per class (required for classes, except for a grid: its\n"
     "                     columns, default 10)\n"
@@ -38,8 +52,9 @@ static const char *help =
     "  --out DIR          output folder, made with its parents (required; grid: the PNG\n"
     "                     file)\n"
     "  --format F         idx (default), idx.gz, npy, png (DIR/<class>/<index>.png, or\n"
-    "                     DIR/<index>.png for condition vectors), or grid (one PNG: a row\n"
-    "                     per class or condition row, a column per sample)\n"
+    "                     DIR/<index>.png for condition vectors), grid (one PNG: a row\n"
+    "                     per class or condition row, a column per sample), traversal or\n"
+    "                     interpolate (one PNG each, above)\n"
     "  --mean             pixels round(255 p) from the decoder's mean (default)\n"
     "  --sample           pixels drawn from the likelihood: Bernoulli(p) as 0 or 255, or\n"
     "                     for a Gaussian model round(255 clamp(p + sigma n, 0, 1))\n"
@@ -49,10 +64,18 @@ static const char *help =
     "                     decoding blocks of min(256, 4194304 / D) images, D = H W C values\n"
     "                     an image; it does not change the bytes\n"
     "  --device D         auto, cpu, cuda or cuda:N (default auto)\n"
+    "  --units N          traversal: the N most active units (default all, at most 64)\n"
+    "  --steps S          traversal: columns (default 9); interpolate: images on the path\n"
+    "                     (default 10); 2..256\n"
+    "  --images I,J       interpolate: the two test images, by index (default 0,1)\n"
+    "  --data DIR         interpolate: the data folder of the test images, or the test\n"
+    "                     file flags of cvae eval (--test-images, --test-labels,\n"
+    "                     --test-conditions)\n"
     "  -h, --help         this text\n";
 
 enum { OPT_MODEL = 256, OPT_PER_CLASS, OPT_CLASSES, OPT_OUT, OPT_FORMAT, OPT_MEAN, OPT_SAMPLE,
-       OPT_SAME_Z, OPT_SEED, OPT_BATCH, OPT_DEVICE, OPT_LABELS, OPT_CONDITIONS, OPT_PER_ROW };
+       OPT_SAME_Z, OPT_SEED, OPT_BATCH, OPT_DEVICE, OPT_LABELS, OPT_CONDITIONS, OPT_PER_ROW,
+       OPT_UNITS, OPT_STEPS, OPT_IMAGES, OPT_DATA };
 
 /* Where the images' conditions come from, as the flags gave them. */
 typedef struct {
@@ -168,14 +191,36 @@ int cv_generate_from(const char *cmd, const char *model, const char *device,
     return st ? cv_report(cmd, st, &err) : 0;
 }
 
+/* A picture's request (q->steps 0: none asked for) against the other flags. */
+static int check_picture_flags(const cv_picture_request *q, const condition_flags *f,
+                               bool per_class, bool per_row, bool data_flags) {
+    const char *cmd = "generate";
+    if (per_class || per_row)
+        return cv_usage_error(cmd, "--per-class and --per-row apply to data sets and grids");
+    if (q->interpolate && (f->labels_file || f->conditions_file || !f->all_classes))
+        return cv_usage_error(cmd, "--format interpolate takes the conditions of its two "
+                              "images, not --classes, --labels or --conditions");
+    if (q->interpolate && !q->data && !q->files.test_images)
+        return cv_usage_error(cmd, "--format interpolate needs the test images: --data DIR or "
+                              "--test-images FILE");
+    if (!q->interpolate && (data_flags || q->images[1] >= 0))
+        return cv_usage_error(cmd, "--data, the data file flags and --images apply to "
+                              "--format interpolate");
+    if (q->interpolate && q->units)
+        return cv_usage_error(cmd, "--units applies to --format traversal");
+    return 0;
+}
+
 static int run(const char *model, const char *device, cv_generate_options *o,
-               const condition_flags *f) {
+               const condition_flags *f, const cv_picture_request *picture) {
     cv_checkpoint ck;
     cv_err err;
     cv_status st = cv_checkpoint_load(model, &ck, &err);
     if (st) return cv_report("generate", st, &err);
-    int rc = set_conditions(f, &ck, o);
-    if (!rc) rc = cv_generate_from("generate", model, device, &ck, o);
+    int rc = picture && picture->interpolate ? 0 : set_conditions(f, &ck, o);
+    if (!rc)
+        rc = picture ? cv_generate_picture(device, &ck, o, picture)
+                     : cv_generate_from("generate", model, device, &ck, o);
     cv_checkpoint_free(&ck);
     free((void *)o->cond.labels);
     free((void *)o->cond.conditions);
@@ -198,6 +243,11 @@ int cv_cmd_generate(int argc, char **argv) {
         {"labels", required_argument, 0, OPT_LABELS},
         {"conditions", required_argument, 0, OPT_CONDITIONS},
         {"per-row", required_argument, 0, OPT_PER_ROW},
+        {"units", required_argument, 0, OPT_UNITS},
+        {"steps", required_argument, 0, OPT_STEPS},
+        {"images", required_argument, 0, OPT_IMAGES},
+        {"data", required_argument, 0, OPT_DATA},
+        CV_DATA_FILE_OPTIONS,
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -206,14 +256,22 @@ int cv_cmd_generate(int argc, char **argv) {
                              .progress = isatty(STDERR_FILENO)};
     condition_flags f = {.all_classes = true};
     bool have_per_class = false, have_per_row = false, mean_flag = false, sample_flag = false;
-    int per = 0;
+    bool data_flags = false, picture = false;
+    cv_picture_request q = {.images = {0, -1}};
+    int per = 0, n_images = 0;
     opterr = 0;
     optind = 1;
     int c, rc = 0;
     while ((c = cv_next_flag(cmd, argc, argv, opts, &rc)) > 0) {
         bool ok = true;
         switch (c) {
-        case 'h': fputs(help, stdout); return 0;
+        case 'h':
+            fputs(help, stdout);
+            fputs("\n", stdout);
+            fputs(help_flags, stdout);
+            fputs("\n", stdout);
+            fputs(cv_data_files_help, stdout);
+            return 0;
         case OPT_MODEL: model = optarg; break;
         case OPT_PER_CLASS:
             ok = cv_parse_int(cmd, "--per-class", optarg, 1, 2147483647L, &per);
@@ -232,17 +290,30 @@ int cv_cmd_generate(int argc, char **argv) {
         case OPT_CONDITIONS: f.conditions_file = optarg; break;
         case OPT_OUT: o.out = optarg; break;
         case OPT_FORMAT:
-            if (!parse_format(optarg, &o.format))
-                return cv_usage_error(cmd, "--format must be idx, idx.gz, npy, png or grid, got '%s'",
-                                      optarg);
+            picture = strcmp(optarg, "traversal") == 0 || strcmp(optarg, "interpolate") == 0;
+            q.interpolate = strcmp(optarg, "interpolate") == 0;
+            if (!picture && !parse_format(optarg, &o.format))
+                return cv_usage_error(cmd, "--format must be idx, idx.gz, npy, png, grid, "
+                                      "traversal or interpolate, got '%s'", optarg);
             break;
+        case OPT_UNITS: ok = cv_parse_int(cmd, "--units", optarg, 1, 65536, &q.units); break;
+        case OPT_STEPS: ok = cv_parse_int(cmd, "--steps", optarg, 2, 256, &q.steps); break;
+        case OPT_IMAGES:
+            ok = cv_parse_int_list(cmd, "--images", optarg, 0, 2147483647L, 2, q.images,
+                                   &n_images);
+            if (ok && n_images != 2)
+                return cv_usage_error(cmd, "--images takes two test images, I,J");
+            break;
+        case OPT_DATA: q.data = optarg; data_flags = true; break;
         case OPT_MEAN: mean_flag = true; break;
         case OPT_SAMPLE: sample_flag = true; break;
         case OPT_SAME_Z: o.same_z = true; break;
         case OPT_SEED: ok = cv_parse_u64(cmd, "--seed", optarg, &o.seed); break;
         case OPT_BATCH: ok = cv_parse_int(cmd, "--batch", optarg, 1, 1 << 20, &o.batch); break;
         case OPT_DEVICE: ok = cv_parse_device(cmd, optarg); device = optarg; break;
-        default: CV_ASSERT(!"a flag without a case");
+        default: /* a data file flag, or a flag without a case */
+            if (!cv_data_file_flag(c, optarg, &q.files)) CV_ASSERT(!"a flag without a case");
+            data_flags = true;
         }
         if (!ok) return CV_EXIT_USAGE;
     }
@@ -250,6 +321,22 @@ int cv_cmd_generate(int argc, char **argv) {
     if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!model) return cv_usage_error(cmd, "--model CKPT is required");
     if (!o.out || !o.out[0]) return cv_usage_error(cmd, "--out is required");
+    if (picture) {
+        if (f.labels_file && f.conditions_file)
+            return cv_usage_error(cmd, "--labels and --conditions exclude each other");
+        if (mean_flag || sample_flag || o.same_z)
+            return cv_usage_error(cmd, "--mean, --sample and --same-z apply to data sets and "
+                                  "grids; pictures show decoded means");
+        rc = check_picture_flags(&q, &f, have_per_class, have_per_row, data_flags);
+        if (rc) return rc;
+        if (q.images[1] < 0) q.images[1] = 1;
+        if (!q.steps) q.steps = q.interpolate ? 10 : 9;
+        o.format = CV_FMT_GRID; /* one PNG file, as a grid: its checks and output rules */
+        return run(model, device, &o, &f, &q);
+    }
+    if (data_flags || q.steps || q.units || n_images)
+        return cv_usage_error(cmd, "--units, --steps, --images, --data and the data file flags "
+                              "apply to --format traversal or interpolate");
     if (mean_flag && sample_flag) return cv_usage_error(cmd, "--mean and --sample exclude each other");
     o.mean = !sample_flag;
     if (o.same_z && o.format != CV_FMT_GRID)
@@ -259,5 +346,5 @@ int cv_cmd_generate(int argc, char **argv) {
     const bool grid = o.format == CV_FMT_GRID;
     o.per = have_per_class || have_per_row ? per : grid ? 10 : 1;
     if (grid && o.per > 1000) return cv_usage_error(cmd, "a grid holds at most 1000 columns");
-    return run(model, device, &o, &f);
+    return run(model, device, &o, &f, NULL);
 }
