@@ -113,6 +113,22 @@ cv_status cv_generate_check_output(const cv_generate_options *opt, cv_err *err);
 cv_status cv_generate(cv_model *model, cv_workspace *ws, const cv_generate_options *opt,
                       cv_generate_result *res, cv_err *err);
 
+/* A picture of rows x cols images of the model's shape, row-major: tile t at pixels +
+ * t * D (malloc'd: free it). */
+typedef struct {
+    uint8_t *pixels;
+    int rows, cols;
+} cv_tiles;
+
+/* A samples grid's tiles: a row per condition, `cols` columns. */
+cv_status cv_generate_grid_tiles(cv_model *model, cv_workspace *ws, const cv_gen_conditions *cond,
+                                 int cols, bool same_z, bool mean, uint64_t seed, cv_tiles *out,
+                                 cv_err *err);
+/* The reconstructions' tiles: the first `count` images of split (top row) above their
+ * reconstructions from the posterior mean (bottom row). */
+cv_status cv_reconstruction_tiles(cv_model *model, cv_workspace *ws, const cv_split *split,
+                                  int count, cv_tiles *out, cv_err *err);
+
 /* Writes a samples grid (a row per condition, `cols` columns) to path, PNG. */
 cv_status cv_generate_grid(cv_model *model, cv_workspace *ws, const cv_gen_conditions *cond,
                            int cols, bool same_z, bool mean, uint64_t seed, const char *path,

@@ -32,13 +32,6 @@ cv_status cv_encode_split(cv_model *model, cv_workspace *ws, const cv_split *spl
  * logits) into out (rows, D), host memory. */
 void cv_decoded_means(cv_model *model, cv_workspace *ws, int rows, float *out);
 
-/* A picture of rows x cols images of the model's shape, row-major: tile t at pixels +
- * t * D, pixels round(255 p) (malloc'd: free it). */
-typedef struct {
-    uint8_t *pixels;
-    int rows, cols;
-} cv_tiles;
-
 /* A latent traversal: for each of the R conditions of cond, a row per latent unit, the
  * `units` most active first; column k holds unit j at t_k = -3 + 6 k / (steps - 1)
  * standard deviations of the prior p(z|c) from its mean, every other unit at the mean.

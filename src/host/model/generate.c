@@ -474,9 +474,9 @@ cv_status cv_generate(cv_model *m, cv_workspace *ws, const cv_generate_options *
     return st ? st : generate_data_set(m, ws, o, out, res, err);
 }
 
-cv_status cv_generate_grid(cv_model *m, cv_workspace *ws, const cv_gen_conditions *cond,
-                           int cols, bool same_z, bool mean, uint64_t seed, const char *path,
-                           cv_err *err) {
+cv_status cv_generate_grid_tiles(cv_model *m, cv_workspace *ws, const cv_gen_conditions *cond,
+                                 int cols, bool same_z, bool mean, uint64_t seed, cv_tiles *out,
+                                 cv_err *err) {
     cv_backend *be = m->be;
     const int R = (int)cv_gen_condition_count(cond), D = m->layout.dim;
     CV_ASSERT(R <= CV_GRID_MAX_ROWS && ws->max_rows >= R);
@@ -498,17 +498,36 @@ cv_status cv_generate_grid(cv_model *m, cv_workspace *ws, const cv_gen_condition
         for (int a = 0; a < R; a++)
             memcpy(tiles + ((size_t)a * cols + k) * D, col + (size_t)a * D, (size_t)D);
     }
-    const cv_model_config *c = &m->layout.cfg;
-    if (!st) st = cv_png_write_grid(path, tiles, R, cols, c->height, c->width, c->channels, 2, err);
     if (dev_pixels) be->release(be, dev_pixels);
-    free(tiles);
     free(col);
     free(sc.any);
+    if (st) {
+        free(tiles);
+        return st;
+    }
+    *out = (cv_tiles){tiles, R, cols};
+    return CV_OK;
+}
+
+/* A picture's tiles to a PNG file, freed whatever happens. */
+static cv_status write_tiles(const cv_model *m, cv_tiles *t, const char *path, cv_err *err) {
+    const cv_model_config *c = &m->layout.cfg;
+    cv_status st = cv_png_write_grid(path, t->pixels, t->rows, t->cols, c->height, c->width,
+                                     c->channels, 2, err);
+    free(t->pixels);
     return st;
 }
 
-cv_status cv_reconstructions_png(cv_model *m, cv_workspace *ws, const cv_split *s, int count,
-                                 const char *path, cv_err *err) {
+cv_status cv_generate_grid(cv_model *m, cv_workspace *ws, const cv_gen_conditions *cond,
+                           int cols, bool same_z, bool mean, uint64_t seed, const char *path,
+                           cv_err *err) {
+    cv_tiles t;
+    cv_status st = cv_generate_grid_tiles(m, ws, cond, cols, same_z, mean, seed, &t, err);
+    return st ? st : write_tiles(m, &t, path, err);
+}
+
+cv_status cv_reconstruction_tiles(cv_model *m, cv_workspace *ws, const cv_split *s, int count,
+                                  cv_tiles *out, cv_err *err) {
     cv_backend *be = m->be;
     const int D = m->layout.dim, L = m->layout.cfg.latent;
     CV_ASSERT(ws->max_rows >= count && count <= s->n);
@@ -528,10 +547,19 @@ cv_status cv_reconstructions_png(cv_model *m, cv_workspace *ws, const cv_split *
         for (size_t i = 0; i < (size_t)count * D; i++)
             tiles[i] = s->pixels ? s->pixels[i] : (uint8_t)floorf(255.0f * s->fpixels[i] + 0.5f);
         be->download(be, tiles + (size_t)count * D, dev_pixels, (size_t)count * D);
-        const cv_model_config *c = &m->layout.cfg;
-        st = cv_png_write_grid(path, tiles, 2, count, c->height, c->width, c->channels, 2, err);
     }
     if (dev_pixels) be->release(be, dev_pixels);
-    free(tiles);
-    return st;
+    if (st) {
+        free(tiles);
+        return st;
+    }
+    *out = (cv_tiles){tiles, 2, count};
+    return CV_OK;
+}
+
+cv_status cv_reconstructions_png(cv_model *m, cv_workspace *ws, const cv_split *s, int count,
+                                 const char *path, cv_err *err) {
+    cv_tiles t;
+    cv_status st = cv_reconstruction_tiles(m, ws, s, count, &t, err);
+    return st ? st : write_tiles(m, &t, path, err);
 }
