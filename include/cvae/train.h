@@ -39,6 +39,8 @@ typedef struct {
     float lr;
     uint64_t seed;
     FILE *log; /* epoch lines; progress goes to stderr when it is a terminal (rank 0) */
+    const char *command; /* the command line that started the run, for RUNDIR/report.html
+                            (NULL: not recorded) */
 } cv_train_options;
 
 typedef struct {

@@ -77,6 +77,7 @@ int cv_cmd_bench(int argc, char **argv, cv_comm *comm);
 int cv_cmd_encode(int argc, char **argv);
 int cv_cmd_decode(int argc, char **argv);
 int cv_cmd_export(int argc, char **argv);
+int cv_cmd_report(int argc, char **argv);
 
 /* Generates o (its conditions set) from the loaded checkpoint ck: the request and its
  * output checked, the device opened, the model built, and the result line printed (cmd

@@ -66,6 +66,7 @@ static const char *usage =
     "  decode    the decoder's output for given latents, as .npy and images\n"
     "  export    the model for PyTorch (safetensors) or ONNX Runtime (onnx)\n"
     "  info      what a checkpoint holds\n"
+    "  report    several runs' curves on one page (each run also writes RUNDIR/report.html)\n"
     "  bench     training throughput on synthetic data: step time, and per kernel family\n"
     "            time, share and achieved GB/s or TFLOP/s against the device's ceilings\n"
     "\n"
@@ -81,7 +82,7 @@ static int run_command(int argc, char **argv, cv_comm *comm) {
     if (strcmp(cmd, "eval") == 0) return cv_cmd_eval(argc - 1, argv + 1, comm);
     if (strcmp(cmd, "bench") == 0) return cv_cmd_bench(argc - 1, argv + 1, comm);
     static const char *const serial_commands[] = {"info", "generate", "encode", "decode",
-                                                  "export"};
+                                                  "export", "report"};
     bool serial = false;
     for (size_t i = 0; i < sizeof serial_commands / sizeof *serial_commands; i++)
         serial = serial || strcmp(cmd, serial_commands[i]) == 0;
@@ -93,16 +94,18 @@ static int run_command(int argc, char **argv, cv_comm *comm) {
     if (strcmp(cmd, "encode") == 0) return cv_cmd_encode(argc - 1, argv + 1);
     if (strcmp(cmd, "decode") == 0) return cv_cmd_decode(argc - 1, argv + 1);
     if (strcmp(cmd, "export") == 0) return cv_cmd_export(argc - 1, argv + 1);
+    if (strcmp(cmd, "report") == 0) return cv_cmd_report(argc - 1, argv + 1);
     if (cv_comm_rank(comm) == 0)
-        fprintf(stderr, "cvae: unknown command '%s' (expected train, eval, generate, info or "
-                "bench)\n", cmd);
+        fprintf(stderr, "cvae: unknown command '%s' (expected train, eval, generate, encode, "
+                "decode, export, report, info or bench)\n", cmd);
     return CV_EXIT_USAGE;
 }
 
 int main(int argc, char **argv) {
     configure_runtime(argv);
     if (argc < 2) {
-        fprintf(stderr, "cvae: missing command (train, eval, generate, info or bench); see cvae --help\n");
+        fprintf(stderr, "cvae: missing command (train, eval, generate, encode, decode, export, "
+                "report, info or bench); see cvae --help\n");
         return CV_EXIT_USAGE;
     }
     const char *cmd = argv[1];

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -220,6 +221,31 @@ static int run(const cv_train_options *o) {
     return 0;
 }
 
+/* "cvae train ARGS", each argument as a POSIX shell would need it (single-quoted unless
+ * it is plain), for the run's report: malloc'd, NULL out of memory. */
+static char *command_line(int argc, char **argv) {
+    size_t size = 8;
+    for (int i = 0; i < argc; i++) size += 4 * strlen(argv[i]) + 3;
+    char *line = malloc(size), *o = line;
+    if (!line) return NULL;
+    o += sprintf(o, "cvae");
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const bool plain = a[0] && strspn(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                             "0123456789_./:=,+-@%") == strlen(a);
+        *o++ = ' ';
+        if (plain) {
+            o += sprintf(o, "%s", a);
+            continue;
+        }
+        *o++ = '\'';
+        for (; *a; a++) o += *a == '\'' ? sprintf(o, "'\\''") : sprintf(o, "%c", *a);
+        *o++ = '\'';
+    }
+    *o = '\0';
+    return line;
+}
+
 int cv_cmd_train(int argc, char **argv, cv_comm *comm) {
     static const struct option opts[] = {
         {"data", required_argument, 0, OPT_DATA},
@@ -269,5 +295,10 @@ int cv_cmd_train(int argc, char **argv, cv_comm *comm) {
     if (rc) return rc;
     if (optind < argc) return cv_usage_error("train", "unexpected argument '%s'", argv[optind]);
     rc = check_flags(&o, sigma_given);
-    return rc ? rc : run(&o);
+    if (rc) return rc;
+    char *command = command_line(argc, argv);
+    o.command = command;
+    rc = run(&o);
+    free(command);
+    return rc;
 }

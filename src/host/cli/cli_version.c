@@ -25,6 +25,8 @@ int cv_cmd_version(void) {
     else
         printf("data parallelism: MPI (mpirun -np N cvae train ...); GPU gradients summed %s\n",
                CV_BUILD_NCCL ? "with NCCL" : "through host memory (no NCCL)");
+    printf("ONNX export: %s\n", CV_BUILD_ONNX ? "built (protobuf-c)" : "not built (no protobuf-c "
+           "or onnx.proto at configure time)");
     printf("OpenMP threads: %d\n", omp_get_max_threads());
     /* after cli_main.c's restart with OPENBLAS_CORETYPE, so the kernels actually in use */
     printf("OpenBLAS core: %s\n", openblas_get_corename());

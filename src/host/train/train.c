@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cv_math.h"
 #include "cvae/rng.h"
 #include "train_run.h"
 #include "util/interrupt.h"
@@ -208,15 +209,15 @@ static void print_epoch_line(const cv_train_options *o, const run_state *r,
 }
 
 /* Rank 0's files at an epoch's end: the checkpoint (when due) first, so that a metrics
- * file that cannot be written loses no training, then the metrics. */
+ * file that cannot be written loses no training, then the metrics and the report page. */
 static cv_status write_epoch_files(const cv_train_options *o, run_state *r,
                                    const progress_state *p, const epoch_report *e,
                                    const cv_train_result *res, cv_err *err) {
     bool due = e->epoch == o->epochs ||
                (o->checkpoint_every > 0 && e->epoch % o->checkpoint_every == 0);
     cv_status st = r->ckpt[0] && due ? cv_run_save_checkpoint(o, r, p, err) : CV_OK;
-    if (!st && o->metrics_path)
-        st = cv_run_write_metrics(o->metrics_path, r, e, &res->test, r->test.n > 0, err);
+    if (!st) st = cv_run_write_metrics(o->metrics_path, r, e, &res->test, r->test.n > 0, err);
+    if (!st && r->ckpt[0]) st = cv_run_write_report(o, r, p, err);
     return st;
 }
 
@@ -281,6 +282,7 @@ static cv_status train_epoch(const cv_train_options *o, run_state *r, progress_s
     }
     /* the last step's state was just read back, so the device has finished the epoch */
     e.rate = (n - done_at_start) / (now_seconds() - t0);
+    e.lr = cv_lr_at(adam->lr, p->step - 1, adam->warmup_steps, adam->total_steps, adam->cosine);
     return end_epoch(o, r, p, &e, t0, res, err);
 }
 

@@ -59,14 +59,15 @@ cv_status cv_run_write_metrics(const char *path, run_state *r, const epoch_repor
                  "\"test_neg_elbo\": null, \"test_rec\": null, \"test_kl\": null");
     int n = snprintf(line, sizeof line,
                      "{\"epoch\": %d, \"train_loss\": %.6f, %s, \"samples_per_s\": %.1f, "
-                     "\"seconds\": %.3f, \"beta\": %g, \"grad_norm\": %.6f}\n",
+                     "\"seconds\": %.3f, \"beta\": %g, \"grad_norm\": %.6f, \"lr\": %g}\n",
                      e->epoch, e->train_loss, test, e->rate, e->seconds, e->beta,
-                     e->grad_norm);
+                     e->grad_norm, e->lr);
     char *grown = realloc(r->metrics, r->metrics_len + (size_t)n + 1);
     if (!grown) return cv_fail(err, CV_ERR_NOMEM, "out of memory for metrics");
     memcpy(grown + r->metrics_len, line, (size_t)n + 1);
     r->metrics = grown;
     r->metrics_len += (size_t)n;
+    if (!path) return CV_OK;
     cv_outfile f;
     cv_status st = cv_outfile_open(&f, path, err);
     if (!st) st = cv_outfile_write(&f, r->metrics, r->metrics_len, err);
@@ -79,9 +80,14 @@ cv_status cv_run_write_metrics(const char *path, run_state *r, const epoch_repor
 
 /* On resume, keeps the metrics lines of the epochs the checkpoint has completed. */
 void cv_run_load_metrics(const char *path, int epochs_done, run_state *r) {
-    size_t size = 0;
     FILE *fp = fopen(path, "rb");
     if (!fp) return;
+    cv_run_keep_metrics(fp, epochs_done, r);
+    fclose(fp);
+}
+
+void cv_run_keep_metrics(FILE *fp, int epochs_done, run_state *r) {
+    size_t size = 0;
     char line[1024];
     while (fgets(line, sizeof line, fp)) {
         const char *e = strstr(line, "\"epoch\": ");
@@ -93,8 +99,15 @@ void cv_run_load_metrics(const char *path, int epochs_done, run_state *r) {
         r->metrics = grown;
         size += n;
     }
-    fclose(fp);
     r->metrics_len = size;
+}
+
+cv_gen_conditions cv_run_picture_conditions(const run_state *r, const cv_split *src, int count) {
+    cv_gen_conditions rows = {.n_classes = r->data.cond_width};
+    if (r->data.condition == CV_COND_VECTORS)
+        rows = (cv_gen_conditions){.conditions = src->conditions, .n_rows = count};
+    for (int c = 0; c < rows.n_classes; c++) rows.classes[c] = c;
+    return rows;
 }
 
 /* RUNDIR/samples.png (a row per class, or per condition row of the first ten test images,
@@ -111,10 +124,7 @@ cv_status cv_run_write_pictures(const cv_train_options *o, run_state *r, cv_err 
                 CV_PNG_MAX_CHANNELS, src->channels);
         return CV_OK;
     }
-    cv_gen_conditions rows = {.n_classes = r->data.cond_width};
-    if (r->data.condition == CV_COND_VECTORS)
-        rows = (cv_gen_conditions){.conditions = src->conditions, .n_rows = count};
-    for (int c = 0; c < rows.n_classes; c++) rows.classes[c] = c;
+    const cv_gen_conditions rows = cv_run_picture_conditions(r, src, count);
     cv_status st = cv_generate_grid(&r->model, &r->ws, &rows, 10, false, true, o->seed, samples,
                                     err);
     if (!st) st = cv_reconstructions_png(&r->model, &r->ws, src, count, recon, err);

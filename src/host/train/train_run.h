@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "cvae/checkpoint.h"
+#include "cvae/generate.h"
 #include "cvae/train.h"
 #include "util/fileio.h"
 
@@ -48,6 +49,7 @@ typedef struct {
     int epoch;
     float beta;
     double train_loss, grad_norm;
+    double lr;      /* the learning rate of the epoch's last step */
     double rate;    /* training samples/s */
     double seconds; /* the whole epoch, evaluation included */
 } epoch_report;
@@ -76,12 +78,26 @@ void cv_run_undo_outputs(const cv_train_options *o, run_state *r);
 /* The checkpoint of where training stands; never one of a model with a NaN or Inf. */
 cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
                                  const progress_state *p, cv_err *err);
-/* One epoch's line added to the metrics file. */
+/* One epoch's line added to the run's metrics lines, and the metrics file (path; NULL:
+ * none) rewritten with them. */
 cv_status cv_run_write_metrics(const char *path, run_state *r, const epoch_report *e,
                                const cv_eval_result *t, bool has_test, cv_err *err);
-/* On resume, the metrics of the epochs the checkpoint completed. */
+/* On resume, the metrics of the epochs the checkpoint completed: from the metrics file,
+ * or the lines of fp. */
 void cv_run_load_metrics(const char *path, int epochs_done, run_state *r);
+void cv_run_keep_metrics(FILE *fp, int epochs_done, run_state *r);
+/* The conditions of the run's sample pictures: every class, or the condition rows of the
+ * first `count` images of src. */
+cv_gen_conditions cv_run_picture_conditions(const run_state *r, const cv_split *src, int count);
 /* The run's samples.png and reconstructions.png. */
 cv_status cv_run_write_pictures(const cv_train_options *o, run_state *r, cv_err *err);
+
+/* train_report.c: rank 0's RUNDIR/report.html */
+
+/* The report page of the run as it stands after epoch p->epoch. */
+cv_status cv_run_write_report(const cv_train_options *o, run_state *r, const progress_state *p,
+                              cv_err *err);
+/* On resume without a metrics file, the completed epochs' lines from RUNDIR/report.html. */
+void cv_run_load_report_metrics(const char *out_dir, int epochs_done, run_state *r);
 
 #endif

@@ -108,6 +108,7 @@ static cv_status start_progress(const cv_train_options *o, run_state *r, progres
     p->sums = ck->sums;
     p->st.nonfinite_steps = ck->nonfinite_steps;
     if (o->metrics_path && cv_run_leads(r)) cv_run_load_metrics(o->metrics_path, ck->epoch, r);
+    else if (o->out_dir && cv_run_leads(r)) cv_run_load_report_metrics(o->out_dir, ck->epoch, r);
     return CV_OK;
 }
 
