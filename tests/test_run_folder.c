@@ -198,12 +198,18 @@ static pid_t spawn_cvae(const char *const *args) {
 }
 
 /* The names in a folder, sorted, as one string. */
+/* The names in folder, but for the report page (and its temporary file) that a live
+ * trainer rewrites at each epoch's end. */
 static char *listing(const char *folder) {
     struct dirent **names;
     int n = scandir(folder, &names, NULL, alphasort);
     cr_assert_geq(n, 0, "cannot list %s", folder);
     char *s = calloc(1, 8192);
     for (int i = 0; i < n; i++) {
+        if (strncmp(names[i]->d_name, "report.html", 11) == 0) {
+            free(names[i]);
+            continue;
+        }
         strncat(s, names[i]->d_name, 8191 - strlen(s));
         strncat(s, "\n", 8191 - strlen(s));
         free(names[i]);

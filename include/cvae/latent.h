@@ -35,12 +35,20 @@ void cv_decoded_means(cv_model *model, cv_workspace *ws, int rows, float *out);
 /* A latent traversal: for each of the R conditions of cond, a row per latent unit, the
  * `units` most active first; column k holds unit j at t_k = -3 + 6 k / (steps - 1)
  * standard deviations of the prior p(z|c) from its mean, every other unit at the mean.
- * A unit's activity is how much its rows vary: the variance across the row of the decoded
- * means, summed over pixels and conditions (a unit the decoder ignores scores 0, and the
- * ties keep the unit order). order (L) receives every unit, most active first. ws holds at
- * least `steps` rows; steps >= 2. */
+ * activity (L) ranks the units; NULL ranks them by how much their rows vary: the variance
+ * across the row of the decoded means, summed over pixels and conditions (a unit the
+ * decoder ignores scores 0), which decodes every unit's rows once more (L R steps rows,
+ * each GEMM of the first decoder layer L wide). Ties keep the unit order. order (L)
+ * receives every unit, most active first. ws holds at least `steps` rows; steps >= 2. */
 cv_status cv_latent_traversal(cv_model *model, cv_workspace *ws, const cv_gen_conditions *cond,
-                              int units, int steps, cv_tiles *out, int *order, cv_err *err);
+                              int units, int steps, const double *activity, cv_tiles *out,
+                              int *order, cv_err *err);
+
+/* Each unit's activity over the first min(count, split->n) images of split: the variance
+ * of its posterior mean (the measure of active units, docs/design.md 1.11), into
+ * activity (L). Encodes in batches of at most ws->max_rows rows (and 2^22 host floats). */
+cv_status cv_posterior_activity(cv_model *model, cv_workspace *ws, const cv_split *split,
+                                int count, double *activity, cv_err *err);
 
 /* The path between the posterior means mu_a, mu_b of images a and b of split: a row per
  * distinct condition of the two (a's, then b's), each image a, then z_k = mu_a + k / (steps

@@ -55,7 +55,7 @@ static cv_status draw(cv_model *m, cv_workspace *ws, const cv_generate_options *
     const int units = q->units ? q->units : L < 64 ? L : 64;
     int *order = malloc((size_t)L * sizeof(int));
     if (!order) return cv_fail(err, CV_ERR_NOMEM, "out of host memory");
-    cv_status st = cv_latent_traversal(m, ws, &o->cond, units, q->steps, tiles, order, err);
+    cv_status st = cv_latent_traversal(m, ws, &o->cond, units, q->steps, NULL, tiles, order, err);
     if (!st) {
         printf("rows: units, most active first:");
         for (int u = 0; u < units; u++) printf(" %d", order[u]);

@@ -97,19 +97,32 @@ static double row_variance(const float *p, int steps, int D) {
     return total;
 }
 
-/* The units in order of activity, most active first (ties: the lower unit first). */
-static void rank_units(const double *activity, int L, int *order) {
-    for (int j = 0; j < L; j++) order[j] = j;
-    for (int a = 1; a < L; a++) /* insertion sort: stable, and L is small */
-        for (int b = a; b > 0 && activity[order[b]] > activity[order[b - 1]]; b--) {
-            int t = order[b];
-            order[b] = order[b - 1];
-            order[b - 1] = t;
-        }
+typedef struct {
+    double activity;
+    int unit;
+} ranked;
+
+/* More active first; ties: the lower unit first. */
+static int by_activity(const void *pa, const void *pb) {
+    const ranked *a = pa, *b = pb;
+    if (a->activity != b->activity) return a->activity > b->activity ? -1 : 1;
+    return a->unit - b->unit;
+}
+
+/* The units in order of activity, most active first. */
+static cv_status rank_units(const double *activity, int L, int *order, cv_err *err) {
+    ranked *r = malloc((size_t)L * sizeof *r);
+    if (!r) return cv_fail(err, CV_ERR_NOMEM, "out of host memory");
+    for (int j = 0; j < L; j++) r[j] = (ranked){activity[j], j};
+    qsort(r, (size_t)L, sizeof *r, by_activity);
+    for (int j = 0; j < L; j++) order[j] = r[j].unit;
+    free(r);
+    return CV_OK;
 }
 
 cv_status cv_latent_traversal(cv_model *m, cv_workspace *ws, const cv_gen_conditions *cond,
-                              int units, int steps, cv_tiles *out, int *order, cv_err *err) {
+                              int units, int steps, const double *given, cv_tiles *out,
+                              int *order, cv_err *err) {
     const int L = m->layout.cfg.latent, D = m->layout.dim, K = m->layout.cfg.cond_width;
     const int R = (int)cv_gen_condition_count(cond);
     CV_ASSERT(units >= 1 && units <= L && steps >= 2 && steps <= ws->max_rows);
@@ -127,24 +140,61 @@ cv_status cv_latent_traversal(cv_model *m, cv_workspace *ws, const cv_gen_condit
         return cv_fail(err, CV_ERR_NOMEM, "out of host memory for a traversal of %d rows",
                        R * units);
     }
-    for (int a = 0; a < R; a++) /* every unit's row, to rank them */
+    if (given) memcpy(activity, given, (size_t)L * sizeof(double));
+    for (int a = 0; !given && a < R; a++) /* every unit's row, to rank them */
         for (int j = 0; j < L; j++) {
             traversal_latents(L, steps, j, s.z);
             decode_row(m, ws, steps, condition_of(cond, K, a), true, &s);
             activity[j] += row_variance(s.p, steps, D);
         }
-    rank_units(activity, L, order);
-    for (int a = 0; a < R; a++) /* the chosen units' rows again, for their pixels */
+    st = rank_units(activity, L, order, err);
+    for (int a = 0; !st && a < R; a++) /* the chosen units' rows again, for their pixels */
         for (int u = 0; u < units; u++) {
             traversal_latents(L, steps, order[u], s.z);
             decode_row(m, ws, steps, condition_of(cond, K, a), true, &s);
             to_pixels(s.p, (size_t)steps * D, out->pixels + ((size_t)a * units + u) * steps * D);
         }
-    out->rows = R * units;
-    out->cols = steps;
     free(activity);
     scratch_free(&s);
+    if (st) {
+        free(out->pixels);
+        out->pixels = NULL;
+        return st;
+    }
+    out->rows = R * units;
+    out->cols = steps;
     return CV_OK;
+}
+
+cv_status cv_posterior_activity(cv_model *m, cv_workspace *ws, const cv_split *split,
+                                int count, double *activity, cv_err *err) {
+    const int L = m->layout.cfg.latent, n = count < split->n ? count : split->n;
+    /* batches of at most 2^22 floats of [mean | logvar] (16 MiB) on the host */
+    const int cap = (1 << 22) / (2 * L) > 0 ? (1 << 22) / (2 * L) : 1;
+    const int batch = ws->max_rows < cap ? ws->max_rows : cap;
+    float *head = malloc((size_t)batch * 2 * L * sizeof(float));
+    double *sum = calloc((size_t)L, sizeof(double));
+    cv_status st = head && sum ? CV_OK : cv_fail(err, CV_ERR_NOMEM, "out of host memory");
+    for (int j = 0; j < L; j++) activity[j] = 0;
+    for (int first = 0; !st && first < n; first += batch) {
+        const int rows = n - first < batch ? n - first : batch;
+        st = cv_workspace_load_split(m, ws, split, first, rows, err);
+        if (st) break;
+        cv_model_encode(m, ws, rows);
+        m->be->download(m->be, head, ws->act[m->layout.n_enc - 1],
+                        (size_t)rows * 2 * L * sizeof(float));
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < L; j++) {
+                const double mu = head[(size_t)r * 2 * L + j];
+                sum[j] += mu;
+                activity[j] += mu * mu; /* the sum of squares, until the end */
+            }
+    }
+    for (int j = 0; !st && j < L; j++)
+        activity[j] = activity[j] / n - (sum[j] / n) * (sum[j] / n);
+    free(head);
+    free(sum);
+    return st;
 }
 
 /* The posterior mean of image i of split into mu (L). */

@@ -18,6 +18,7 @@
 
 #define TRAVERSAL_UNITS 32 /* at most this many rows: the most active units */
 #define TRAVERSAL_STEPS 9
+#define ACTIVITY_IMAGES 500 /* the images the traversal's units are ranked over */
 
 /* What this cvae was built with, in one line. */
 static void build_line(char *buf, size_t size) {
@@ -66,7 +67,7 @@ static int settings_items(char *text, cv_report_item *items, int max) {
 typedef struct {
     cv_report_picture pictures[3];
     int n;
-    char captions[3][160];
+    char captions[3][256];
 } picture_set;
 
 /* One picture's tiles encoded as PNG into the set; the tiles are freed. */
@@ -115,15 +116,24 @@ static cv_status draw_pictures(const cv_train_options *o, run_state *r, picture_
         : (cv_gen_conditions){.conditions = src->conditions, .n_rows = 1};
     const int units = c->latent < TRAVERSAL_UNITS ? c->latent : TRAVERSAL_UNITS;
     int *order = malloc((size_t)c->latent * sizeof(int));
-    if (!st && !order) st = cv_fail(err, CV_ERR_NOMEM, "out of host memory");
-    if (!st) st = cv_latent_traversal(&r->model, &r->ws, &first, units, TRAVERSAL_STEPS, &t, order, err);
-    char caption[160];
-    snprintf(caption, sizeof caption, "Traversal under %s: a row per latent unit (the %d most "
-             "active, first: unit %d), -3..3 prior standard deviations",
+    double *activity = malloc((size_t)c->latent * sizeof(double));
+    if (!st && (!order || !activity)) st = cv_fail(err, CV_ERR_NOMEM, "out of host memory");
+    /* ranked by the posterior means' variance over some images: as cheap for any latent
+     * size, where decoding every unit's row grows with its square */
+    if (!st) st = cv_posterior_activity(&r->model, &r->ws, src, ACTIVITY_IMAGES, activity, err);
+    if (!st)
+        st = cv_latent_traversal(&r->model, &r->ws, &first, units, TRAVERSAL_STEPS, activity, &t,
+                                 order, err);
+    char caption[256];
+    snprintf(caption, sizeof caption, "Traversal under %s: a row per latent unit, the %d most "
+             "active (by the variance of their posterior means over %d %s images; first: unit "
+             "%d), across -3..3 prior standard deviations",
              r->data.condition == CV_COND_LABELS ? "class 0" : "the first condition row", units,
-             order ? order[0] : 0);
+             src->n < ACTIVITY_IMAGES ? src->n : ACTIVITY_IMAGES,
+             r->data.test.n ? "test" : "training", order && !st ? order[0] : 0);
     if (!st) st = add_picture(s, c, &t, caption, err);
     free(order);
+    free(activity);
     return st;
 }
 
