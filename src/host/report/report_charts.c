@@ -139,7 +139,7 @@ static bool range(const points *runs, int n_runs, int m, frame *f) {
 }
 
 static void chart(FILE *fp, const points *runs, const cv_report_run *info, int n_runs, int m) {
-    fprintf(fp, "<figure class=\"chart\" data-metric=\"%s\"><svg xmlns=\"http://www.w3.org/2000/svg\" "
+    fprintf(fp, "<figure class=\"chart\" data-metric=\"%s\"><svg "
                 "width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"",
             metrics[m].key, WIDTH, HEIGHT, WIDTH, HEIGHT);
     cv_report_text(fp, metrics[m].title);
