@@ -6,7 +6,9 @@
 #   3. one short training per option family under each of those four tools: the default
 #      model; --prior conditional --binarize; --likelihood gaussian; --precision tf32;
 #      --precision bf16 when `cvae train --help` lists it (otherwise it says it skips it);
-#      and condition vectors on float RGB images (.npy) with the linear prior.
+#      and condition vectors on float RGB images (.npy) with the linear prior (each
+#      training writes its report page, whose pictures are drawn on the GPU);
+#   4. cvae encode and cvae decode on the GPU under each tool.
 # Any failure, and any error a tool reports (--error-exitcode), fails the run.
 #
 # Usage, from a build folder (default build):   bash tests/gpu.sh [BUILD_DIR]
@@ -106,6 +108,23 @@ train() { # train DATA TOOL... FAMILY_FLAGS: one short epoch and an evaluation
     "$@" --data "$work/$data" --device cuda --epochs 1 --batch 128 --out "$out/run"
 }
 
+latent() { # TOOL...: a short GPU training, then cvae encode and decode under the tool
+    local out
+    out=$(mktemp -d -p "$work")
+    "$cvae" train --data "$work/data" --device cuda --epochs 1 --hidden 64 --latent 8 \
+        --out "$out/run" >/dev/null &&
+        "$@" "$cvae" encode --model "$out/run/model.ckpt" --data "$work/data" --device cuda \
+            --out "$out/posteriors.npy" &&
+        python3 -c 'import random, struct, sys
+z = struct.pack("<1024f", *(random.gauss(0, 1) for _ in range(1024)))
+head = b"{\x27descr\x27: \x27<f4\x27, \x27fortran_order\x27: False, \x27shape\x27: (128, 8), }"
+head += b" " * (117 - len(head)) + b"\n"
+open(sys.argv[1], "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", 118) + head + z)' \
+            "$out/z.npy" &&
+        "$@" "$cvae" decode --model "$out/run/model.ckpt" --z "$out/z.npy" --device cuda \
+            --labels "$work/data/t10k-labels-idx1-ubyte" --out "$out/decoded"
+}
+
 filter=()
 [ -n "${CVAE_GPU_FILTER:-}" ] && filter=(--filter="$CVAE_GPU_FILTER")
 run "test_cuda" "$test_bin" "${filter[@]}"
@@ -119,6 +138,7 @@ for tool in memcheck racecheck initcheck synccheck; do
         # shellcheck disable=SC2086 # the family's flags are separate words
         run "train ($name) under $tool" train "$data" "${sanitize[@]}" "$cvae" train $flags
     done
+    run "encode and decode under $tool" latent "${sanitize[@]}"
 done
 
 if [ "$failures" -gt 0 ]; then

@@ -53,6 +53,7 @@
 #include "cv_math.h"
 #include "cvae/checkpoint.h"
 #include "cvae/generate.h"
+#include "cvae/latent.h"
 #include "cvae/rng.h"
 #include "cvae/train.h"
 #include "helpers.h"
@@ -1886,4 +1887,88 @@ Test(cuda, recorded_step_with_condition_vectors_replays_bit_for_bit) {
     test_rng r = test_rng_new("cuda steps, condition vectors");
     /* the condition GEMMs and the linear prior inside the CUDA graph, binarized floats */
     recorded_steps_of(&r, CV_PRIOR_CONDITIONAL, CV_LIKELIHOOD_BERNOULLI, true, 0, 40, 10, true);
+}
+
+/* A model of cfg on be with the parameters params (host). */
+static void model_with(cv_backend *be, const cv_model_config *cfg, const float *params,
+                       int rows, cv_model *m, cv_workspace *ws) {
+    cv_err err;
+    cr_assert_eq(cv_model_create(be, cfg, m, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(cv_workspace_create(m, rows, ws, &err), CV_OK, "%s", err.msg);
+    be->upload(be, m->params, params, m->layout.n_params * 4);
+}
+
+Test(cuda, encode_decode_and_latent_pictures_match_cpu) {
+    NEED_GPU();
+    test_rng r = test_rng_new("cuda latent");
+    const int n = quick() ? 45 : 257, L = 20, D = 784, rows = 100; /* batches 100, 100, 57 */
+    cv_split s = random_split(&r, n);
+    const cv_model_config cfg = {.height = 28, .width = 28, .channels = 1,
+                                 .condition = CV_COND_LABELS, .cond_width = 10, .latent = L,
+                                 .n_hidden = 2, .hidden = {400, 257},
+                                 .prior = CV_PRIOR_CONDITIONAL,
+                                 .likelihood = CV_LIKELIHOOD_BERNOULLI};
+    cv_layout lo;
+    cv_err err;
+    cr_assert_eq(cv_layout_init(&cfg, &lo, &err), CV_OK);
+    float *params = malloc(lo.n_params * 4);
+    test_fill(&r, params, lo.n_params, -0.06, 0.06); /* prior tables included: not at 0 */
+    cv_model mc, mg;
+    cv_workspace wc, wg;
+    model_with(cpu, &cfg, params, rows, &mc, &wc);
+    model_with(gpu, &cfg, params, rows, &mg, &wg);
+    /* R5 chains: three GEMMs; the first sums 794 terms of |a b| <= 0.06 (R3: 2 sqrt(794)
+     * EPS 48 < 3.2e-4 at worst, ~1e-5 for these random signs), later layers less. */
+    float *pc = malloc((size_t)n * 2 * L * 4), *pg = malloc((size_t)n * 2 * L * 4);
+    cr_assert_eq(cv_encode_split(&mc, &wc, &s, pc, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(cv_encode_split(&mg, &wg, &s, pg, &err), CV_OK, "%s", err.msg);
+    compare("posterior [mean | logvar]", pc, pg, (size_t)n * 2 * L, 3e-4, 1e-4);
+    /* decoding given latents, in the same batches on both */
+    float *z = malloc((size_t)n * L * 4), *dc = malloc((size_t)n * D * 4);
+    float *dg = malloc((size_t)n * D * 4);
+    test_fill(&r, z, (size_t)n * L, -3, 3);
+    int32_t lab[100];
+    for (int first = 0; first < n; first += rows) {
+        const int k = n - first < rows ? n - first : rows;
+        for (int i = 0; i < k; i++) lab[i] = s.labels[first + i];
+        cv_model *ms[2] = {&mc, &mg};
+        cv_workspace *ws[2] = {&wc, &wg};
+        float *out[2] = {dc + (size_t)first * D, dg + (size_t)first * D};
+        for (int b = 0; b < 2; b++) {
+            cv_backend *be = ms[b]->be;
+            be->upload(be, ws[b]->z, z + (size_t)first * L, (size_t)k * L * 4);
+            be->upload(be, ws[b]->labels, lab, (size_t)k * 4);
+            cv_model_decode(ms[b], ws[b], k);
+            cv_decoded_means(ms[b], ws[b], k, out[b]);
+        }
+    }
+    /* sigmoid's slope is at most 1/4: the logits' bound carries over */
+    compare("decoded means", dc, dg, (size_t)n * D, 3e-4, 1e-4);
+    /* the posterior activity ranks the units alike; the traversal's pixels within 1 */
+    double ac[20], ag[20];
+    cr_assert_eq(cv_posterior_activity(&mc, &wc, &s, n, ac, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(cv_posterior_activity(&mg, &wg, &s, n, ag, &err), CV_OK, "%s", err.msg);
+    for (int j = 0; j < L; j++) assert_close("activity", j, ag[j], ac[j], 1e-5, 1e-3);
+    const cv_gen_conditions two = {.n_classes = 2, .classes = {3, 7}};
+    cv_tiles tc, tg;
+    int oc[20], og[20];
+    cr_assert_eq(cv_latent_traversal(&mc, &wc, &two, 5, 9, ac, &tc, oc, &err), CV_OK);
+    cr_assert_eq(cv_latent_traversal(&mg, &wg, &two, 5, 9, ac, &tg, og, &err), CV_OK);
+    cr_assert(memcmp(oc, og, sizeof oc) == 0, "the same activity ranked the units otherwise");
+    for (size_t i = 0; i < (size_t)2 * 5 * 9 * D; i++)
+        cr_assert(abs((int)tc.pixels[i] - (int)tg.pixels[i]) <= 1, "traversal pixel %zu: cpu %d, "
+                  "gpu %d", i, tc.pixels[i], tg.pixels[i]);
+    free(tc.pixels);
+    free(tg.pixels);
+    cv_workspace_destroy(&mc, &wc);
+    cv_workspace_destroy(&mg, &wg);
+    cv_model_destroy(&mc);
+    cv_model_destroy(&mg);
+    cv_split_free(&s);
+    free(params);
+    free(pc);
+    free(pg);
+    free(z);
+    free(dc);
+    free(dg);
 }

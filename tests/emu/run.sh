@@ -27,9 +27,10 @@ build=${1:-build}
 cuda_inc=${CUDA_HOME:-/usr/local/cuda}/include
 out="build-emu"
 mkdir -p "$out/k" "$out/h"
-# the build's configuration, but no NCCL: the emulation has none
+# the build's configuration, but no NCCL and no ONNX export: the emulation has neither
 mkdir -p "$out/cfg"
-sed 's/^#define CV_BUILD_NCCL .*/#define CV_BUILD_NCCL 0/' "$build/build_info.h" >"$out/cfg/build_info.h"
+sed -e 's/^#define CV_BUILD_NCCL .*/#define CV_BUILD_NCCL 0/' \
+    -e 's/^#define CV_BUILD_ONNX .*/#define CV_BUILD_ONNX 0/' "$build/build_info.h" >"$out/cfg/build_info.h"
 inc=(-Iinclude -Isrc/kernels -Isrc/host -I"$out/cfg" -I"$build" -I"$build/include" -I"$cuda_inc" -Itests)
 cflags=(-std=c11 -O2 -g -D_GNU_SOURCE -fno-math-errno -fopenmp "${inc[@]}")
 pids=()
@@ -52,7 +53,7 @@ rm -f "$out"/h/*.o
 for f in src/host/*/*.c tests/helpers.c tests/test_cuda.c; do
     b=$(basename "$f" .c)
     case $b in
-    backend_cuda_absent | allreduce_nccl) continue ;;
+    backend_cuda_absent | allreduce_nccl | onnx_export) continue ;;
     comm_mpi | comm_single) [ "$b" = "$comm" ] || continue ;;
     esac
     gcc "${cflags[@]}" "${mpi_cflags[@]}" -c "$f" -o "$out/h/$b.o" & pids+=($!)
