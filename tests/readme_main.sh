@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's main command, from a fresh clone of this repository, exactly as written but
-# for --epochs 1 (appended): it must build cvae, train, and leave the checkpoint and both
-# pictures in the run folder. As root it runs the apt-get part too, as a new user would;
-# otherwise that part is left out (the packages must then be there already).
+# for --epochs 1 (appended): it must build cvae, train, and leave the checkpoint, both
+# pictures and the report page in the run folder. As root it runs the apt-get part too,
+# as a new user would; otherwise that part is left out (the packages must then be there
+# already).
 # Usage: tests/readme_main.sh (meson test runs it as `readme_main`). Exit 77: skipped.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,10 +42,10 @@ if [ "${#runs[@]}" -ne 1 ] || [ ! -d "${runs[0]}" ]; then
     echo "expected one run folder under runs/, found: ${runs[*]}" >&2
     exit 1
 fi
-for f in model.ckpt samples.png reconstructions.png; do
+for f in model.ckpt samples.png reconstructions.png report.html; do
     if [ ! -s "${runs[0]}/$f" ]; then
         echo "${runs[0]}/$f is missing or empty" >&2
         exit 1
     fi
 done
-echo "the README's main command left ${runs[0]}/{model.ckpt,samples.png,reconstructions.png}"
+echo "the README's main command left ${runs[0]}/{model.ckpt,samples.png,reconstructions.png,report.html}"

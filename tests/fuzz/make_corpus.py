@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Seed corpora for the fuzz targets: small valid IDX files (plain and gzip, images and
-labels), a few broken ones, small valid checkpoints written by cvae itself, and small .npy
-files of several dtypes and versions (built here byte by byte, without NumPy) with a few
-broken ones.
+labels), a few broken ones, small valid checkpoints and report pages written by cvae
+itself, and small .npy files of several dtypes and versions (built here byte by byte,
+without NumPy) with a few broken ones.
 
-usage: make_corpus.py --cvae build/cvae --out DIR   (writes DIR/idx, DIR/checkpoint, DIR/npy)
+usage: make_corpus.py --cvae build/cvae --out DIR
+       (writes DIR/idx, DIR/checkpoint, DIR/npy, DIR/report)
 """
 import argparse
 import gzip
@@ -69,6 +70,8 @@ def main():
     idx_dir = os.path.join(args.out, "idx")
     ck_dir = os.path.join(args.out, "checkpoint")
     npy_dir = os.path.join(args.out, "npy")
+    report_dir = os.path.join(args.out, "report")
+    os.makedirs(report_dir, exist_ok=True)
     os.makedirs(idx_dir, exist_ok=True)
     os.makedirs(ck_dir, exist_ok=True)
     os.makedirs(npy_dir, exist_ok=True)
@@ -107,8 +110,18 @@ def main():
                 ck = f.read()
             with open(os.path.join(ck_dir, f"model{i}.ckpt"), "wb") as f:
                 f.write(ck)
+            # the run's report page: its data blocks (the pictures and charts before them
+            # would not fit the fuzzer's 16 KiB), and its metrics lines alone
+            with open(os.path.join(run, "report.html"), "rb") as f:
+                page = f.read()
+            blocks = page[page.index(b'<script type="application/x-ndjson"'):]
+            with open(os.path.join(report_dir, f"page{i}.html"), "wb") as f:
+                f.write(blocks)
+            metrics = blocks.split(b"\n", 1)[1].split(b"</script>", 1)[0]
+            with open(os.path.join(report_dir, f"metrics{i}.jsonl"), "wb") as f:
+                f.write(metrics)
     print(f"corpus: {len(os.listdir(idx_dir))} IDX seeds, {len(os.listdir(ck_dir))} checkpoints, "
-          f"{len(os.listdir(npy_dir))} .npy seeds")
+          f"{len(os.listdir(npy_dir))} .npy seeds, {len(os.listdir(report_dir))} report seeds")
 
 
 if __name__ == "__main__":

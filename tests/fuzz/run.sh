@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan), makes their seed corpora, and
-# runs each for FUZZ_SECONDS (default 60). Any crash, leak, sanitizer report or allocation
+# runs each for FUZZ_SECONDS (default 60): the IDX, checkpoint and .npy readers, and the
+# report page and metrics lines `cvae report` reads. Any crash, leak, sanitizer report or allocation
 # over the malloc limit fails the run. Usage: tests/fuzz/run.sh [BUILD_DIR_WITH_CVAE]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,9 +19,11 @@ clang "${flags[@]}" tests/fuzz/fuzz_checkpoint.c $h/model/checkpoint.c $h/model/
     $h/util/rng.c $h/util/fileio.c $h/util/status.c -lz -lm -o "$work/fuzz_checkpoint"
 clang "${flags[@]}" tests/fuzz/fuzz_npy.c $h/data/npy.c $h/util/fileio.c $h/util/status.c \
     -o "$work/fuzz_npy"
+clang "${flags[@]}" tests/fuzz/fuzz_report.c $h/report/report_page.c $h/report/report_charts.c \
+    $h/util/fileio.c $h/util/status.c -lm -o "$work/fuzz_report"
 python3 tests/fuzz/make_corpus.py --cvae "$build/cvae" --out "$work/seeds"
 
-for target in idx checkpoint npy; do
+for target in idx checkpoint npy report; do
     mkdir -p "$work/corpus-$target"
     echo "fuzzing the $target reader for ${seconds}s"
     # inputs up to 16 KiB; a gzip IDX may justify 1032x that, so 64 MiB bounds any

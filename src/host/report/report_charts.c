@@ -27,7 +27,7 @@ static const char *const palette[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd"
                                       "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"};
 
 /* The chart's frame, in SVG user units. */
-enum { WIDTH = 460, HEIGHT = 250, LEFT = 70, RIGHT = 14, TOP = 30, BOTTOM = 44 };
+enum { WIDTH = 460, HEIGHT = 250, LEFT = 70, RIGHT = 14, TOP = 30, BOTTOM = 44, MAX_TICKS = 24 };
 
 bool cv_report_metric(const char *line, const char *key, double *value) {
     char pattern[64];
@@ -101,15 +101,22 @@ static void axes(FILE *fp, const frame *f, double ystep, double xstep, const met
             HEIGHT - BOTTOM, WIDTH - RIGHT, HEIGHT - BOTTOM);
     fprintf(fp, "<line class=\"axis\" x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\"/>\n", LEFT, TOP,
             LEFT, HEIGHT - BOTTOM);
-    for (double y = f->y0; y <= f->y1 + 1e-9 * ystep; y += ystep) {
+    /* each tick from its index, not by adding steps: a step below the values' ulp would
+     * never move; MAX_TICKS bounds the loop whatever the values */
+    for (int i = 0; i <= MAX_TICKS; i++) {
+        const double y = f->y0 + i * ystep;
+        if (!(y <= f->y1 + 1e-9 * ystep)) break;
         fprintf(fp, "<line class=\"grid\" x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\"/>"
                     "<text class=\"tick\" x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%.6g</text>\n",
                 LEFT, py(f, y), WIDTH - RIGHT, py(f, y), LEFT - 5, py(f, y) + 4,
                 fabs(y) < 1e-12 * ystep ? 0.0 : y);
     }
-    for (double x = ceil(f->x0); x <= f->x1 + 1e-9; x += xstep)
+    for (int i = 0; i <= MAX_TICKS; i++) {
+        const double x = ceil(f->x0) + i * xstep;
+        if (!(x <= f->x1 + 1e-9)) break;
         fprintf(fp, "<text class=\"tick\" x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%g</text>\n",
                 px(f, x), HEIGHT - BOTTOM + 16, x);
+    }
     fprintf(fp, "<text class=\"label\" x=\"%d\" y=\"%d\" text-anchor=\"middle\">epoch</text>\n",
             (LEFT + WIDTH - RIGHT) / 2, HEIGHT - 8);
     fprintf(fp, "<text class=\"label\" transform=\"translate(14 %d) rotate(-90)\" "

@@ -16,7 +16,7 @@
 #include "report/report.h"
 #include "train_run.h"
 
-#define TRAVERSAL_UNITS 32 /* at most this many rows: the most active units */
+#define TRAVERSAL_UNITS 12 /* at most this many rows: the most active units */
 #define TRAVERSAL_STEPS 9
 #define ACTIVITY_IMAGES 500 /* the images the traversal's units are ranked over */
 
