@@ -79,6 +79,11 @@ int cv_cmd_decode(int argc, char **argv);
 int cv_cmd_export(int argc, char **argv);
 int cv_cmd_report(int argc, char **argv);
 
+/* The rows of --labels FILE or --conditions FILE (whichever is not NULL) into c
+ * (malloc'd: the caller frees them); neither: no rows. */
+cv_status cv_read_condition_rows(const char *labels_file, const char *conditions_file,
+                                 cv_gen_conditions *c, cv_err *err);
+
 /* Generates o (its conditions set) from the loaded checkpoint ck: the request and its
  * output checked, the device opened, the model built, and the result line printed (cmd
  * names the command in messages). Returns the exit code; the caller frees ck and the

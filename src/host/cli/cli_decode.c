@@ -58,30 +58,6 @@ static cv_status read_latents(const char *path, int L, cv_generate_options *o, c
     return CV_OK;
 }
 
-/* The conditions of the rows: a labels or conditions file, or one class for all. */
-static cv_status read_conditions(const char *labels, const char *conditions, int cls,
-                                 cv_gen_conditions *c, cv_err *err) {
-    int n = 0, width = 0;
-    cv_status st = CV_OK;
-    if (labels) {
-        uint8_t *rows = NULL;
-        st = cv_labels_read(labels, &rows, &n, err);
-        c->labels = rows;
-        c->source = labels;
-    } else if (conditions) {
-        float *rows = NULL;
-        st = cv_conditions_read(conditions, &rows, &n, &width, err);
-        c->conditions = rows;
-        c->width = width;
-        c->source = conditions;
-    } else {
-        c->n_classes = 1;
-        c->classes[0] = cls;
-    }
-    c->n_rows = n;
-    return st;
-}
-
 static int run(const char *model, const char *device, const char *z_path, const char *labels,
                const char *conditions, int cls, cv_generate_options *o) {
     const char *cmd = "decode";
@@ -93,7 +69,9 @@ static int run(const char *model, const char *device, const char *z_path, const 
         st = cv_fail(&err, CV_ERR_USAGE, "the model takes condition vectors of width %d: give "
                      "them with --conditions FILE.npy, not --class", ck.cfg.cond_width);
     if (!st) st = read_latents(z_path, ck.cfg.latent, o, &err);
-    if (!st) st = read_conditions(labels, conditions, cls, &o->cond, &err);
+    if (!st) st = cv_read_condition_rows(labels, conditions, &o->cond, &err);
+    if (!labels && !conditions) /* one class for all */
+        o->cond = (cv_gen_conditions){.n_classes = 1, .classes = {cls}};
     int rc = st ? cv_report(cmd, st, &err) : cv_generate_from(cmd, model, device, &ck, o);
     cv_checkpoint_free(&ck);
     free((void *)o->z);

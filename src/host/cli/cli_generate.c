@@ -83,23 +83,23 @@ typedef struct {
     bool all_classes;
 } condition_flags;
 
-/* The rows of --labels or --conditions into o->cond (malloc'd: the caller frees them). */
-static cv_status read_rows(const condition_flags *f, cv_generate_options *o, cv_err *err) {
+cv_status cv_read_condition_rows(const char *labels_file, const char *conditions_file,
+                                 cv_gen_conditions *c, cv_err *err) {
     int n = 0, width = 0;
     cv_status st = CV_OK;
-    if (f->labels_file) {
+    if (labels_file) {
         uint8_t *labels = NULL;
-        st = cv_labels_read(f->labels_file, &labels, &n, err);
-        o->cond.labels = labels;
-        o->cond.source = f->labels_file;
-    } else if (f->conditions_file) {
+        st = cv_labels_read(labels_file, &labels, &n, err);
+        c->labels = labels;
+        c->source = labels_file;
+    } else if (conditions_file) {
         float *rows = NULL;
-        st = cv_conditions_read(f->conditions_file, &rows, &n, &width, err);
-        o->cond.conditions = rows;
-        o->cond.width = width;
-        o->cond.source = f->conditions_file;
+        st = cv_conditions_read(conditions_file, &rows, &n, &width, err);
+        c->conditions = rows;
+        c->width = width;
+        c->source = conditions_file;
     }
-    o->cond.n_rows = n;
+    c->n_rows = n;
     return st;
 }
 
@@ -122,7 +122,7 @@ static int set_conditions(const condition_flags *f, const cv_checkpoint *ck,
         for (int c = 0; c < ck->cfg.cond_width; c++) o->cond.classes[c] = c;
     }
     cv_err err;
-    cv_status st = read_rows(f, o, &err);
+    cv_status st = cv_read_condition_rows(f->labels_file, f->conditions_file, &o->cond, &err);
     return st ? cv_report("generate", st, &err) : 0;
 }
 
