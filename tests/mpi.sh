@@ -234,7 +234,9 @@ for try in 1 2 3; do
     evalheavy_cmd "$run"
     "${cmd[@]}" >"$work/$run.log" 2>&1 &
     job=$!
-    while [ ! -s "$work/$run.jsonl" ] && kill -0 "$job" 2>/dev/null; do sleep 0.01; done
+    # the report page is rank 0's last file of epoch 1: the next epoch's few steps follow,
+    # then its long evaluation
+    while [ ! -s "$work/$run/report.html" ] && kill -0 "$job" 2>/dev/null; do sleep 0.01; done
     pid=$(rank_pid "$job" 1) && kill -TERM "$pid"
     wait "$job"
     if grep -q "interrupted by SIGTERM at step [0-9]* (epoch [0-9]*, 0 of 500 images)" \
