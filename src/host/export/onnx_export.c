@@ -119,7 +119,7 @@ static void initializer(graph *b, const char *name, int32_t type, int n_dims,
     t->data_type = type;
     t->n_dims = (size_t)n_dims;
     t->dims = take(b->a, (n_dims ? (size_t)n_dims : 1) * sizeof *t->dims);
-    memcpy(t->dims, dims, (size_t)n_dims * sizeof *dims);
+    if (n_dims) memcpy(t->dims, dims, (size_t)n_dims * sizeof *dims);
     t->has_raw_data = 1;
     t->raw_data.len = bytes;
     t->raw_data.data = (uint8_t *)data;
