@@ -511,9 +511,10 @@ Test(cuda, reparam_matches_cpu_with_given_and_drawn_noise) {
                                  L);
             memcpy(dm, dm0, nt * 4);
             memcpy(dr, dr0, nt * 4);
-            cpu->reparam_backward(cpu, enc, eps, dz, ks, cpp, lab, with_prior ? &cg : NULL, denc,
+            cpu->reparam_backward(cpu, enc, eps, dz, ks, NULL, 0.0f, cpp, lab,
+                                  with_prior ? &cg : NULL, denc,
                                   rows, L);
-            gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, gpp, d_lab,
+            gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, NULL, 0.0f, gpp, d_lab,
                                   with_prior ? &gg : NULL, d_denc, rows, L);
             reparam_bounds bounds = reparam_bounds_of(enc, eps, dz, ks, cpp ? pm : NULL, pr, lab,
                                                       rows, L);
@@ -562,8 +563,9 @@ static void prior_grad_case(test_rng *r, int rows, int L, int K) {
     int32_t *d_lab = to_gpu(lab, rows * 4);
     cv_prior cp = {pm, pr, false}, gp = {d_pm, d_pr, false};
     cv_prior_grad cg = {dm, dr, false}, gg = {d_dm, d_dr, false};
-    cpu->reparam_backward(cpu, enc, eps, dz, ks, &cp, lab, &cg, denc, rows, L);
-    gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, &gp, d_lab, &gg, d_denc, rows, L);
+    cpu->reparam_backward(cpu, enc, eps, dz, ks, NULL, 0.0f, &cp, lab, &cg, denc, rows, L);
+    gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, NULL, 0.0f, &gp, d_lab, &gg, d_denc, rows,
+                          L);
     from_gpu(g[0], d_dm, nt * 4, "d prior mean");
     from_gpu(g[1], d_dr, nt * 4, "d prior log-variance");
     from_gpu(gdenc, d_denc, ne * 4, "denc");
@@ -585,7 +587,8 @@ static void prior_grad_case(test_rng *r, int rows, int L, int K) {
     compare_each("denc", denc, gdenc, ne, td, NMSE_MAX);
     gpu->upload(gpu, d_dm, dm0, nt * 4);
     gpu->upload(gpu, d_dr, dr0, nt * 4);
-    gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, &gp, d_lab, &gg, d_denc, rows, L);
+    gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, NULL, 0.0f, &gp, d_lab, &gg, d_denc, rows,
+                          L);
     from_gpu(g[2], d_dm, nt * 4, "d prior mean");
     from_gpu(g[3], d_dr, nt * 4, "d prior log-variance");
     from_gpu(gdenc2, d_denc, ne * 4, "denc");
@@ -1804,8 +1807,9 @@ Test(cuda, reparam_and_prior_transform_with_a_per_row_prior_match_cpu) {
         cpu->reparam_forward(cpu, enc, eps, false, 0, 0, NULL, 0, &cp, NULL, z, kl, lr, rows, L);
         gpu->reparam_forward(gpu, d_enc, d_eps, false, 0, 0, NULL, 0, &gp, NULL, d_z, d_kl, d_lr,
                              rows, L);
-        cpu->reparam_backward(cpu, enc, eps, dz, ks, &cp, NULL, &cg, denc, rows, L);
-        gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, &gp, NULL, &gg, d_denc, rows, L);
+        cpu->reparam_backward(cpu, enc, eps, dz, ks, NULL, 0.0f, &cp, NULL, &cg, denc, rows, L);
+        gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, NULL, 0.0f, &gp, NULL, &gg, d_denc,
+                              rows, L);
         reparam_bounds bounds = reparam_bounds_of(enc, eps, dz, ks, pm, pr, NULL, rows, L);
         compare_reparam(&bounds, z, kl, lr, denc, d_z, d_kl, d_lr, d_denc, rows, L, h);
         reparam_bounds_free(&bounds);
