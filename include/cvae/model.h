@@ -138,7 +138,8 @@ cv_status cv_model_init_params(cv_model *model, uint64_t seed, cv_err *err);
 
 cv_status cv_workspace_create(cv_model *model, int max_rows, cv_workspace *ws,
                               cv_err *err);
-/* The same for `samples` draws of each image (the IWAE objective). */
+/* The same for `samples` draws of each image, with the IWAE objective's buffers (ws->weights,
+ * iwae_loss, zeros; for any samples >= 1). */
 cv_status cv_workspace_create_samples(cv_model *model, int max_rows, int samples,
                                       cv_workspace *ws, cv_err *err);
 /* The bytes cv_workspace_create_samples allocates for a model of this layout. */

@@ -259,19 +259,20 @@ cv_status cv_model_init_params(cv_model *m, uint64_t seed, cv_err *err) {
 }
 
 /* Every workspace buffer of a layout: its field, count and element size, for B images of
- * `samples` draws each (S = B * samples sample rows); a count of 0 is a buffer not needed. */
+ * `samples` draws each (S = B * samples sample rows), with the IWAE objective's buffers
+ * when iwae; a count of 0 is a buffer not needed. */
 typedef struct {
     void **field;
     size_t count, size;
     const char *what;
 } ws_buffer;
 
-static int workspace_buffers(const cv_layout *lo, int max_rows, int samples, cv_workspace *ws,
-                             ws_buffer *out) {
+static int workspace_buffers(const cv_layout *lo, int max_rows, int samples, bool iwae,
+                             cv_workspace *ws, ws_buffer *out) {
     const size_t B = (size_t)max_rows, S = B * (size_t)samples, L = (size_t)lo->cfg.latent;
     const size_t K = (size_t)lo->cfg.cond_width;
     const bool vectors = lo->cfg.condition == CV_COND_VECTORS;
-    const bool row_prior = vectors && lo->prior_m != CV_NO_COND, iwae = samples > 1;
+    const bool row_prior = vectors && lo->prior_m != CV_NO_COND;
     int n = 0;
 #define WS_BUF(f, cnt, type, w) out[n++] = (ws_buffer){(void **)&ws->f, (cnt), sizeof(type), w}
     WS_BUF(x, S * lo->dim, float, "batch images");
@@ -308,18 +309,26 @@ static int workspace_buffers(const cv_layout *lo, int max_rows, int samples, cv_
 size_t cv_workspace_bytes(const cv_layout *lo, int max_rows, int samples) {
     cv_workspace ws;
     ws_buffer bufs[WS_MAX_BUFFERS];
-    const int n = workspace_buffers(lo, max_rows, samples, &ws, bufs);
+    const int n = workspace_buffers(lo, max_rows, samples, true, &ws, bufs);
     size_t bytes = 0;
     for (int i = 0; i < n; i++) bytes += bufs[i].count * bufs[i].size;
     return bytes;
 }
 
+static cv_status workspace_create(cv_model *m, int max_rows, int samples, bool iwae,
+                                  cv_workspace *ws, cv_err *err);
+
 cv_status cv_workspace_create(cv_model *m, int max_rows, cv_workspace *ws, cv_err *err) {
-    return cv_workspace_create_samples(m, max_rows, 1, ws, err);
+    return workspace_create(m, max_rows, 1, false, ws, err);
 }
 
 cv_status cv_workspace_create_samples(cv_model *m, int max_rows, int samples, cv_workspace *ws,
                                       cv_err *err) {
+    return workspace_create(m, max_rows, samples, true, ws, err);
+}
+
+static cv_status workspace_create(cv_model *m, int max_rows, int samples, bool iwae,
+                                  cv_workspace *ws, cv_err *err) {
     memset(ws, 0, sizeof *ws);
     CV_ASSERT(samples >= 1);
     ws->max_rows = max_rows;
@@ -327,7 +336,7 @@ cv_status cv_workspace_create_samples(cv_model *m, int max_rows, int samples, cv
     cv_backend *be = m->be;
     const cv_layout *lo = &m->layout;
     ws_buffer bufs[WS_MAX_BUFFERS];
-    const int n = workspace_buffers(lo, max_rows, samples, ws, bufs);
+    const int n = workspace_buffers(lo, max_rows, samples, iwae, ws, bufs);
     cv_status st = CV_OK;
     for (int i = 0; i < n && !st; i++)
         if (bufs[i].count) st = be->alloc(be, bufs[i].field, bufs[i].count * bufs[i].size,
@@ -356,8 +365,8 @@ cv_status cv_workspace_create_samples(cv_model *m, int max_rows, int samples, cv
 
 void cv_workspace_destroy(cv_model *m, cv_workspace *ws) {
     ws_buffer bufs[WS_MAX_BUFFERS];
-    const int n = workspace_buffers(&m->layout, ws->max_rows, ws->samples ? ws->samples : 1, ws,
-                                    bufs);
+    const int n = workspace_buffers(&m->layout, ws->max_rows, ws->samples ? ws->samples : 1,
+                                    true, ws, bufs);
     for (int i = 0; i < n; i++)
         if (*bufs[i].field) m->be->release(m->be, *bufs[i].field);
     memset(ws, 0, sizeof *ws);

@@ -111,7 +111,10 @@ static cv_status build_model(const cv_train_options *o, run_state *r, cv_err *er
     int ws_rows = o->batch > CV_EVAL_BATCH ? o->batch : CV_EVAL_BATCH;
     cv_status st = cv_model_create(r->be, &cfg, &r->model, err);
     if (!st) st = check_workspace_fits(o, r, ws_rows, err);
-    if (!st) st = cv_workspace_create_samples(&r->model, ws_rows, o->train.samples, &r->ws, err);
+    if (!st && o->train.samples > 1)
+        st = cv_workspace_create_samples(&r->model, ws_rows, o->train.samples, &r->ws, err);
+    else if (!st)
+        st = cv_workspace_create(&r->model, ws_rows, &r->ws, err); /* K = 1 is the ELBO */
     if (!st) st = cv_device_split_upload(r->be, &r->data.train, &r->train, err);
     if (!st && r->data.test.n) st = cv_device_split_upload(r->be, &r->data.test, &r->test, err);
     if (!st && !(r->perm = malloc((size_t)r->data.train.n * sizeof(int32_t))))
