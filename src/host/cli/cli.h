@@ -71,6 +71,7 @@ int cv_cmd_train(int argc, char **argv, cv_comm *comm);
 int cv_cmd_eval(int argc, char **argv, cv_comm *comm);
 int cv_cmd_info(int argc, char **argv);
 int cv_cmd_generate(int argc, char **argv);
+int cv_cmd_score(int argc, char **argv);
 int cv_cmd_bench(int argc, char **argv, cv_comm *comm);
 /* Prints the version, the CUDA codes built for, OpenMP threads and the OpenBLAS core. */
 int cv_cmd_version(void);

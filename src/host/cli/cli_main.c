@@ -62,6 +62,8 @@ static const char *usage =
     "  train     train a model on a data folder (cvae train --data DIR --out RUNDIR)\n"
     "  eval      test -ELBO and importance-weighted NLL of a checkpoint\n"
     "  generate  labeled synthetic data sets and sample grids from a checkpoint\n"
+    "  score     how good the data a checkpoint generates is: classifier fidelity and CAS\n"
+    "            (class labels), R^2 of the conditions (condition vectors)\n"
     "  info      what a checkpoint holds\n"
     "  bench     training throughput on synthetic data: step time, and per kernel family\n"
     "            time, share and achieved GB/s or TFLOP/s against the device's ceilings\n"
@@ -77,22 +79,25 @@ static int run_command(int argc, char **argv, cv_comm *comm) {
     if (strcmp(cmd, "train") == 0) return cv_cmd_train(argc - 1, argv + 1, comm);
     if (strcmp(cmd, "eval") == 0) return cv_cmd_eval(argc - 1, argv + 1, comm);
     if (strcmp(cmd, "bench") == 0) return cv_cmd_bench(argc - 1, argv + 1, comm);
-    const bool serial = strcmp(cmd, "info") == 0 || strcmp(cmd, "generate") == 0;
+    const bool serial = strcmp(cmd, "info") == 0 || strcmp(cmd, "generate") == 0 ||
+                        strcmp(cmd, "score") == 0;
     if (serial && cv_comm_size(comm) > 1)
         return cv_usage_error(cmd, "runs in one process, not under an MPI launcher (%d ranks)",
                               cv_comm_size(comm));
     if (strcmp(cmd, "info") == 0) return cv_cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "generate") == 0) return cv_cmd_generate(argc - 1, argv + 1);
+    if (strcmp(cmd, "score") == 0) return cv_cmd_score(argc - 1, argv + 1);
     if (cv_comm_rank(comm) == 0)
-        fprintf(stderr, "cvae: unknown command '%s' (expected train, eval, generate, info or "
-                "bench)\n", cmd);
+        fprintf(stderr, "cvae: unknown command '%s' (expected train, eval, generate, score, info "
+                "or bench)\n", cmd);
     return CV_EXIT_USAGE;
 }
 
 int main(int argc, char **argv) {
     configure_runtime(argv);
     if (argc < 2) {
-        fprintf(stderr, "cvae: missing command (train, eval, generate, info or bench); see cvae --help\n");
+        fprintf(stderr, "cvae: missing command (train, eval, generate, score, info or bench); see "
+                "cvae --help\n");
         return CV_EXIT_USAGE;
     }
     const char *cmd = argv[1];
