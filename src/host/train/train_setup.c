@@ -236,6 +236,9 @@ void cv_run_print_header(const cv_train_options *o, const run_state *r, const pr
     if (o->train.clip_norm > 0.0f) fprintf(r->log, ", gradients clipped to norm %g",
                                            o->train.clip_norm);
     fputc('\n', r->log);
+    if (o->likelihood == CV_LIKELIHOOD_GAUSSIAN)
+        fprintf(r->log, "note: the Gaussian likelihood's nats are a density's on continuous "
+                        "values (they may be negative): not comparable with a Bernoulli model's\n");
     if (o->resume_path)
         fprintf(r->log, "resuming %s at epoch %d, step %lld (%d images into the epoch)\n",
                 o->resume_path, p->epoch + 1, (long long)p->step, p->position);
