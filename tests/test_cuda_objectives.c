@@ -376,7 +376,7 @@ static void step_rig_make(step_rig *g, cv_backend *be, const cv_split *data,
                           const cv_model_config *cfg, int samples, int batch) {
     cv_err err;
     cr_assert_eq(cv_model_create(be, cfg, &g->m, &err), CV_OK, "%s", err.msg);
-    cr_assert_eq(samples > 1 ? cv_workspace_create_samples(&g->m, batch, samples, &g->ws, &err)
+    cr_assert_eq(samples > 1 ? cv_workspace_create_samples(&g->m, batch, batch, samples, &g->ws, &err)
                              : cv_workspace_create(&g->m, batch, &g->ws, &err),
                  CV_OK, "%s", err.msg);
     cr_assert_eq(cv_model_init_params(&g->m, 11, &err), CV_OK, "%s", err.msg);

@@ -45,7 +45,7 @@ static void rig_make(rig *g, test_rng *r, const rig_kind *kind, int samples, int
     cr_assert_eq(cv_model_create(g->be, &cfg, &g->m, &err), CV_OK, "%s", err.msg);
     g->rows = rows;
     g->samples = samples;
-    cr_assert_eq(samples ? cv_workspace_create_samples(&g->m, rows, samples, &g->ws, &err)
+    cr_assert_eq(samples ? cv_workspace_create_samples(&g->m, rows, rows, samples, &g->ws, &err)
                          : cv_workspace_create(&g->m, rows, &g->ws, &err),
                  CV_OK, "%s", err.msg);
     cr_assert_eq(cv_model_init_params(&g->m, r->s, &err), CV_OK, "%s", err.msg);

@@ -62,12 +62,13 @@ typedef struct {
     size_t n_params;
 } cv_layout;
 
-/* Per-batch buffers (device), sized for up to max_rows images, each drawn `samples` times
- * by the IWAE objective (1 otherwise): what the decoder side holds per draw is sized for
- * max_rows * samples rows ("sample rows", stored draw by draw: row k * rows + b is draw k
- * of image b), the encoder side for max_rows. */
+/* Per-batch buffers (device), sized for up to max_rows images; with the IWAE objective
+ * each of a batch's images is drawn `samples` times (1 otherwise), and what the decoder
+ * side holds is sized for sample_rows rows (its draws, stored draw by draw: row
+ * k * rows + b is draw k of image b; at least max_rows). */
 typedef struct {
     int max_rows;
+    int sample_rows;
     int samples;
     float *x;         /* (sample rows, D): each image again for each draw */
     int32_t *labels;  /* (sample rows): class labels */
@@ -138,12 +139,13 @@ cv_status cv_model_init_params(cv_model *model, uint64_t seed, cv_err *err);
 
 cv_status cv_workspace_create(cv_model *model, int max_rows, cv_workspace *ws,
                               cv_err *err);
-/* The same for `samples` draws of each image, with the IWAE objective's buffers (ws->weights,
- * iwae_loss, zeros; for any samples >= 1). */
-cv_status cv_workspace_create_samples(cv_model *model, int max_rows, int samples,
-                                      cv_workspace *ws, cv_err *err);
+/* The same with the IWAE objective's buffers (ws->weights, iwae_loss, zeros; for any
+ * samples >= 1), its passes taking batches of up to draw_rows (<= max_rows) images drawn
+ * `samples` times each. */
+cv_status cv_workspace_create_samples(cv_model *model, int max_rows, int draw_rows,
+                                      int samples, cv_workspace *ws, cv_err *err);
 /* The bytes cv_workspace_create_samples allocates for a model of this layout. */
-size_t cv_workspace_bytes(const cv_layout *layout, int max_rows, int samples);
+size_t cv_workspace_bytes(const cv_layout *layout, int max_rows, int draw_rows, int samples);
 void cv_workspace_destroy(cv_model *model, cv_workspace *ws);
 
 /* Forward pass over ws->x and ws->labels or ws->cond (rows filled): per-sample rec and kl in

@@ -54,7 +54,7 @@ typedef struct {
     float sigma;         /* the Gaussian likelihood's sigma at the end (learned or fixed) */
 } cv_train_result;
 
-/* The defaults of `cvae train` (docs/design.md 1.13): hidden 400, latent 20, batch 128,
+/* The defaults of `cvae train` (docs/design.md 1.14): hidden 400, latent 20, batch 128,
  * 10 epochs, lr 1e-3, beta 1, seed 0, Bernoulli, standard prior, device auto. */
 cv_train_options cv_train_defaults(void);
 

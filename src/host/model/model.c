@@ -258,18 +258,18 @@ cv_status cv_model_init_params(cv_model *m, uint64_t seed, cv_err *err) {
     return CV_OK;
 }
 
-/* Every workspace buffer of a layout: its field, count and element size, for B images of
- * `samples` draws each (S = B * samples sample rows), with the IWAE objective's buffers
- * when iwae; a count of 0 is a buffer not needed. */
+/* Every workspace buffer of a layout: its field, count and element size, for B images on
+ * the encoder's side and S rows on the decoder's (draws of images), with the IWAE
+ * objective's buffers when iwae; a count of 0 is a buffer not needed. */
 typedef struct {
     void **field;
     size_t count, size;
     const char *what;
 } ws_buffer;
 
-static int workspace_buffers(const cv_layout *lo, int max_rows, int samples, bool iwae,
+static int workspace_buffers(const cv_layout *lo, int max_rows, int sample_rows, bool iwae,
                              cv_workspace *ws, ws_buffer *out) {
-    const size_t B = (size_t)max_rows, S = B * (size_t)samples, L = (size_t)lo->cfg.latent;
+    const size_t B = (size_t)max_rows, S = (size_t)sample_rows, L = (size_t)lo->cfg.latent;
     const size_t K = (size_t)lo->cfg.cond_width;
     const bool vectors = lo->cfg.condition == CV_COND_VECTORS;
     const bool row_prior = vectors && lo->prior_m != CV_NO_COND;
@@ -306,37 +306,48 @@ static int workspace_buffers(const cv_layout *lo, int max_rows, int samples, boo
 
 #define WS_MAX_BUFFERS (2 * CV_MAX_LAYERS + 24)
 
-size_t cv_workspace_bytes(const cv_layout *lo, int max_rows, int samples) {
+/* The decoder side's rows: every draw of the largest batch the IWAE passes take, and at
+ * least the encoder side's rows. */
+static int sample_rows_of(int max_rows, int draw_rows, int samples) {
+    const long long s = (long long)draw_rows * samples;
+    CV_ASSERT(s <= 2147483647LL);
+    return s > max_rows ? (int)s : max_rows;
+}
+
+size_t cv_workspace_bytes(const cv_layout *lo, int max_rows, int draw_rows, int samples) {
     cv_workspace ws;
     ws_buffer bufs[WS_MAX_BUFFERS];
-    const int n = workspace_buffers(lo, max_rows, samples, true, &ws, bufs);
+    const int n = workspace_buffers(lo, max_rows, sample_rows_of(max_rows, draw_rows, samples),
+                                    true, &ws, bufs);
     size_t bytes = 0;
     for (int i = 0; i < n; i++) bytes += bufs[i].count * bufs[i].size;
     return bytes;
 }
 
-static cv_status workspace_create(cv_model *m, int max_rows, int samples, bool iwae,
-                                  cv_workspace *ws, cv_err *err);
+static cv_status workspace_create(cv_model *m, int max_rows, int sample_rows, int samples,
+                                  bool iwae, cv_workspace *ws, cv_err *err);
 
 cv_status cv_workspace_create(cv_model *m, int max_rows, cv_workspace *ws, cv_err *err) {
-    return workspace_create(m, max_rows, 1, false, ws, err);
+    return workspace_create(m, max_rows, max_rows, 1, false, ws, err);
 }
 
-cv_status cv_workspace_create_samples(cv_model *m, int max_rows, int samples, cv_workspace *ws,
-                                      cv_err *err) {
-    return workspace_create(m, max_rows, samples, true, ws, err);
+cv_status cv_workspace_create_samples(cv_model *m, int max_rows, int draw_rows, int samples,
+                                      cv_workspace *ws, cv_err *err) {
+    CV_ASSERT(samples >= 1 && draw_rows >= 1 && draw_rows <= max_rows);
+    return workspace_create(m, max_rows, sample_rows_of(max_rows, draw_rows, samples), samples,
+                            true, ws, err);
 }
 
-static cv_status workspace_create(cv_model *m, int max_rows, int samples, bool iwae,
-                                  cv_workspace *ws, cv_err *err) {
+static cv_status workspace_create(cv_model *m, int max_rows, int sample_rows, int samples,
+                                  bool iwae, cv_workspace *ws, cv_err *err) {
     memset(ws, 0, sizeof *ws);
-    CV_ASSERT(samples >= 1);
     ws->max_rows = max_rows;
+    ws->sample_rows = sample_rows;
     ws->samples = samples;
     cv_backend *be = m->be;
     const cv_layout *lo = &m->layout;
     ws_buffer bufs[WS_MAX_BUFFERS];
-    const int n = workspace_buffers(lo, max_rows, samples, iwae, ws, bufs);
+    const int n = workspace_buffers(lo, max_rows, sample_rows, iwae, ws, bufs);
     cv_status st = CV_OK;
     for (int i = 0; i < n && !st; i++)
         if (bufs[i].count) st = be->alloc(be, bufs[i].field, bufs[i].count * bufs[i].size,
@@ -346,7 +357,7 @@ static cv_status workspace_create(cv_model *m, int max_rows, int samples, bool i
      * and its weight (out, in); with condition vectors also C (rows, K), the tables (K, out)
      * of the conditioned layers, and M and R (K, L) of the learned prior (its rows, (B, L),
      * are the size of the decoder's input) */
-    const size_t B = (size_t)max_rows, S = B * (size_t)samples, L = (size_t)lo->cfg.latent;
+    const size_t B = (size_t)max_rows, S = (size_t)sample_rows, L = (size_t)lo->cfg.latent;
     const size_t K = (size_t)lo->cfg.cond_width;
     const bool vectors = has_vectors(m), row_prior = vectors && lo->prior_m != CV_NO_COND;
     size_t operand = vectors ? S * K : 0;
@@ -365,8 +376,7 @@ static cv_status workspace_create(cv_model *m, int max_rows, int samples, bool i
 
 void cv_workspace_destroy(cv_model *m, cv_workspace *ws) {
     ws_buffer bufs[WS_MAX_BUFFERS];
-    const int n = workspace_buffers(&m->layout, ws->max_rows, ws->samples ? ws->samples : 1,
-                                    true, ws, bufs);
+    const int n = workspace_buffers(&m->layout, ws->max_rows, ws->sample_rows, true, ws, bufs);
     for (int i = 0; i < n; i++)
         if (*bufs[i].field) m->be->release(m->be, *bufs[i].field);
     memset(ws, 0, sizeof *ws);

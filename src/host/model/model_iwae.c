@@ -26,7 +26,8 @@ static void repeat_batch(cv_model *m, cv_workspace *ws, int rows) {
 
 void cv_model_iwae_forward(cv_model *m, cv_workspace *ws, int rows, const cv_noise *noise,
                            int loss_rows, float beta) {
-    CV_ASSERT(rows >= 1 && rows <= ws->max_rows && ws->weights && loss_rows >= rows);
+    CV_ASSERT(rows >= 1 && (long long)rows * ws->samples <= ws->sample_rows && ws->weights &&
+              loss_rows >= rows);
     cv_backend *be = m->be;
     const cv_layout *lo = &m->layout;
     const int K = ws->samples, L = lo->cfg.latent, S = rows * K;

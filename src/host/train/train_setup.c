@@ -87,7 +87,8 @@ static cv_status load_inputs(const cv_train_options *o, run_state *r, cv_err *er
 static cv_status check_workspace_fits(const cv_train_options *o, run_state *r, int ws_rows,
                                       cv_err *err) {
     if (o->train.samples <= 1) return CV_OK;
-    const double need = (double)cv_workspace_bytes(&r->model.layout, ws_rows, o->train.samples);
+    const double need =
+        (double)cv_workspace_bytes(&r->model.layout, ws_rows, o->batch, o->train.samples);
     size_t free_bytes = 0, total_bytes = 0;
     r->be->memory_info(r->be, &free_bytes, &total_bytes);
     if (need <= (double)free_bytes) return CV_OK;
@@ -112,7 +113,8 @@ static cv_status build_model(const cv_train_options *o, run_state *r, cv_err *er
     cv_status st = cv_model_create(r->be, &cfg, &r->model, err);
     if (!st) st = check_workspace_fits(o, r, ws_rows, err);
     if (!st && o->train.samples > 1)
-        st = cv_workspace_create_samples(&r->model, ws_rows, o->train.samples, &r->ws, err);
+        st = cv_workspace_create_samples(&r->model, ws_rows, o->batch, o->train.samples, &r->ws,
+                                         err);
     else if (!st)
         st = cv_workspace_create(&r->model, ws_rows, &r->ws, err); /* K = 1 is the ELBO */
     if (!st) st = cv_device_split_upload(r->be, &r->data.train, &r->train, err);
