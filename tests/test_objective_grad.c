@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <zlib.h>
 
 #include "cv_math.h"
 #include "cvae/checkpoint.h"
@@ -305,6 +306,90 @@ Test(objective_grad, iwae_of_one_draw_trains_bitwise_as_the_elbo) {
               "IWAE with one draw did not train bitwise as the ELBO");
     cv_checkpoint_free(&ck[0]);
     cv_checkpoint_free(&ck[1]);
+    test_rmtree(dir);
+    free(dir);
+}
+
+/* Options for a small run of the IDX data in data_dir into out. */
+static cv_train_options small_run(const char *data_dir, const char *out, int epochs, FILE *log,
+                                  uint64_t seed) {
+    cv_train_options o = cv_train_defaults();
+    o.data_dir = data_dir;
+    o.device = "cpu";
+    o.out_dir = out;
+    o.hidden[0] = 16;
+    o.latent = 3;
+    o.batch = 32;
+    o.epochs = epochs;
+    o.train.kl_warmup = 3;
+    o.seed = seed;
+    o.log = log;
+    return o;
+}
+
+/* The file at path as version 3 wrote it: without version 4's block of six u32 before
+ * n_params, its CRC made again. */
+static void rewrite_as_version_3(const char *path) {
+    size_t size;
+    uint8_t *b = test_read_file(path, &size);
+    const uint32_t fields = (uint32_t)b[12] | (uint32_t)b[13] << 8;
+    const size_t at = 16 + fields - 8 - 24;
+    memmove(b + at, b + at + 24, size - at - 24);
+    size -= 24;
+    b[8] = 3;
+    b[12] = (uint8_t)(fields - 24);
+    b[13] = (uint8_t)((fields - 24) >> 8);
+    const uint32_t crc = (uint32_t)crc32(0L, b, (uInt)(size - 4));
+    for (int i = 0; i < 4; i++) b[size - 4 + i] = (uint8_t)(crc >> (8 * i));
+    test_write_file(path, b, size);
+    free(b);
+}
+
+/* A checkpoint of format version 3, whose KL warm-up held beta for a whole epoch, resumes
+ * as it was trained: the same bits as the run never stopped (warm-up per epoch), and not
+ * those of the per-step warm-up that new runs take. */
+Test(objective_grad, a_version_3_checkpoint_resumes_its_per_epoch_warm_up_exactly) {
+    test_rng r = test_rng_new("version 3 resume");
+    char *dir = test_tmpdir(), data[4200], whole[4200], cut[4200], fresh[4200];
+    snprintf(data, sizeof data, "%s/data", dir);
+    cr_assert_eq(mkdir(data, 0777), 0);
+    test_write_dataset(data, 200, 40, 6, 6, 3, false, r.s);
+    snprintf(whole, sizeof whole, "%s/whole", dir);
+    snprintf(cut, sizeof cut, "%s/cut", dir);
+    snprintf(fresh, sizeof fresh, "%s/fresh", dir);
+    FILE *sink = fopen("/dev/null", "w");
+    cv_train_result res;
+    cv_err err;
+    cv_train_options o = small_run(data, whole, 4, sink, r.s);
+    o.train.warmup_per_step = 0; /* as versions 1 to 3 trained */
+    cr_assert_eq(cv_train_run(&o, &res, &err), CV_OK, "%s", err.msg);
+    o = small_run(data, cut, 2, sink, r.s);
+    o.train.warmup_per_step = 0;
+    cr_assert_eq(cv_train_run(&o, &res, &err), CV_OK, "%s", err.msg);
+    char ck_path[3][4300];
+    snprintf(ck_path[0], sizeof ck_path[0], "%.4200s/model.ckpt", whole);
+    snprintf(ck_path[1], sizeof ck_path[1], "%.4200s/model.ckpt", cut);
+    snprintf(ck_path[2], sizeof ck_path[2], "%.4200s/model.ckpt", fresh);
+    rewrite_as_version_3(ck_path[1]);
+    cv_checkpoint ck[3];
+    cr_assert_eq(cv_checkpoint_load(ck_path[1], &ck[1], &err), CV_OK, "%s", err.msg);
+    cr_assert(ck[1].version == 3 && ck[1].train.warmup_per_step == 0);
+    cv_checkpoint_free(&ck[1]);
+    o = small_run(data, cut, 4, sink, r.s); /* the command as a user gives it, plus --resume */
+    o.resume_path = ck_path[1];
+    cr_assert_eq(cv_train_run(&o, &res, &err), CV_OK, "%s", err.msg);
+    o = small_run(data, fresh, 4, sink, r.s); /* today's per-step warm-up, for contrast */
+    cr_assert_eq(cv_train_run(&o, &res, &err), CV_OK, "%s", err.msg);
+    fclose(sink);
+    for (int k = 0; k < 3; k++)
+        cr_assert_eq(cv_checkpoint_load(ck_path[k], &ck[k], &err), CV_OK, "%s", err.msg);
+    const size_t bytes = ck[0].n_params * sizeof(float);
+    cr_assert(memcmp(ck[0].params, ck[1].params, bytes) == 0 &&
+              memcmp(ck[0].adam_v, ck[1].adam_v, bytes) == 0,
+              "the version 3 checkpoint did not resume as it was trained");
+    cr_assert(memcmp(ck[0].params, ck[2].params, bytes) != 0,
+              "a per-step warm-up trained the same bits as a per-epoch one");
+    for (int k = 0; k < 3; k++) cv_checkpoint_free(&ck[k]);
     test_rmtree(dir);
     free(dir);
 }
