@@ -123,6 +123,8 @@ def race(args, data, tmp):
                            str(args.batch), "--seed", "0", "--save-checkpoint", peer_model,
                            "--json"]).strip().split("\n")[-1])
     out["uptime_after_training"] = uptime()
+    info = run([args.cvae, "info", "--model", cv_model])
+    cv["steps"] = int(info.split(", step ")[1].split(",")[0])
     out["cvae"] = {**cv, **evaluate(args, cv_model, data, args.iwae),
                    "score": cvae_for(args, "score", cv_model, data)}
     out["peer"] = {"train_seconds": peer["train_seconds"], "steps": peer["steps"],
@@ -188,8 +190,9 @@ def write_report(path, result):
             lines.append(f"| {name} | {x['epochs_done']} | {x['iwae_nll']:.3f} | "
                          f"{x['test_neg_elbo']:.3f} | {x['active_units']} | {s['fidelity']:.4f} | "
                          f"{s['cas']:.4f} | {s['ceiling']:.4f} |")
-        lines.append(f"\ncvae's last epoch line: `{c['last_epoch_line']}`; the peer took "
-                     f"{p['steps']} steps in {p['train_seconds']:.0f} s. Target: cvae ahead at "
+        lines.append(f"\ncvae took {c['steps']} steps in {c['train_seconds']:.0f} s (its last "
+                     f"epoch line: `{c['last_epoch_line']}`); the peer took {p['steps']} steps "
+                     f"in {p['train_seconds']:.0f} s. Target: cvae ahead at "
                      f"equal minutes: {'met' if c['iwae_nll'] < p['iwae_nll'] else 'NOT met'} "
                      f"({p['iwae_nll'] - c['iwae_nll']:+.3f} nat).\n")
     o = result.get("objectives")
