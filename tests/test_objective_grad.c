@@ -12,6 +12,7 @@
 
 #include "cv_math.h"
 #include "cvae/checkpoint.h"
+#include "cvae/eval.h"
 #include "cvae/train.h"
 #include "helpers.h"
 #include "ref_model.h"
@@ -390,6 +391,68 @@ Test(objective_grad, a_version_3_checkpoint_resumes_its_per_epoch_warm_up_exactl
     cr_assert(memcmp(ck[0].params, ck[2].params, bytes) != 0,
               "a per-step warm-up trained the same bits as a per-epoch one");
     for (int k = 0; k < 3; k++) cv_checkpoint_free(&ck[k]);
+    test_rmtree(dir);
+    free(dir);
+}
+
+/* Active units on a model built to have a known count: of 7 latent units, the posterior
+ * means of 3 follow the image (variance over the test set far above 0.01), 2 are constant
+ * (their head rows 0), and 2 vary a little (rows scaled down: variance far below 0.01). */
+Test(objective_grad, active_units_counts_a_model_built_to_have_three) {
+    test_rng r = test_rng_new("active units");
+    cv_backend *be;
+    cv_err err;
+    cr_assert_eq(cv_backend_cpu_create(&be, &err), CV_OK);
+    const int L = 7, n = 700, D = 36;
+    cv_model_config cfg = {.height = 6, .width = 6, .channels = 1, .condition = CV_COND_LABELS,
+                           .cond_width = 3, .latent = L, .n_hidden = 1, .hidden = {16}};
+    cv_model m;
+    cv_workspace ws;
+    cr_assert_eq(cv_model_create(be, &cfg, &m, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(cv_model_init_params(&m, r.s, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(cv_workspace_create(&m, CV_EVAL_BATCH, &ws, &err), CV_OK, "%s", err.msg);
+    const cv_layer *head = &m.layout.layers[m.layout.n_enc - 1];
+    const float scale[7] = {20, 20, 20, 0, 0, 0.01f, 0.01f}; /* mu rows of the head */
+    for (int j = 0; j < L; j++) {
+        for (int i = 0; i < head->in; i++) m.params[head->w + (size_t)j * head->in + i] *= scale[j];
+        m.params[head->b + j] = 0.5f;
+    }
+    cv_split split = {.pixels = malloc((size_t)n * D), .labels = malloc(n), .n = n, .h = 6,
+                      .w = 6, .channels = 1};
+    for (size_t i = 0; i < (size_t)n * D; i++) split.pixels[i] = (uint8_t)test_uniform(&r, 0, 256);
+    for (int i = 0; i < n; i++) split.labels[i] = (uint8_t)test_uniform(&r, 0, 3);
+    cv_device_split ds;
+    cr_assert_eq(cv_device_split_upload(be, &split, &ds, &err), CV_OK, "%s", err.msg);
+    const cv_eval_options eo = {.latent_stats = true};
+    cv_eval_result res;
+    cr_assert_eq(cv_evaluate(&m, &ws, &ds, 0, &eo, &res, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(res.active_units, 3);
+    cv_eval_result_free(&res);
+    cv_device_split_free(be, &ds);
+    free(split.pixels);
+    free(split.labels);
+    cv_workspace_destroy(&m, &ws);
+    cv_model_destroy(&m);
+    be->destroy(be);
+}
+
+/* An IWAE run whose draws the device cannot hold is refused, with one line, before
+ * training, and leaves no run folder. */
+Test(objective_grad, a_k_that_cannot_fit_is_refused_before_training) {
+    char *dir = test_tmpdir(), out[4200];
+    snprintf(out, sizeof out, "%s/run", dir);
+    const char *args[] = {"train", "--data", "/usr/share/datasets/fashion-mnist", "--device",
+                          "cpu", "--objective", "iwae", "--samples", "1000000", "--batch",
+                          "4096", "--out", out, NULL};
+    char *o, *e;
+    cr_assert_eq(test_run_cvae(&o, &e, args), 1, "%s", e);
+    cr_assert_eq(test_count_lines(e), 1, "%s", e);
+    cr_assert(strstr(e, "cvae train: --samples 1000000 does not fit") != NULL, "%s", e);
+    cr_assert(strstr(o, "epoch") == NULL, "it trained: %s", o);
+    struct stat sb;
+    cr_assert_neq(stat(out, &sb), 0, "the run folder was left behind");
+    free(o);
+    free(e);
     test_rmtree(dir);
     free(dir);
 }

@@ -139,12 +139,16 @@ cv_status cv_model_init_params(cv_model *model, uint64_t seed, cv_err *err);
 
 cv_status cv_workspace_create(cv_model *model, int max_rows, cv_workspace *ws,
                               cv_err *err);
+/* The most rows the decoder of an IWAE pass takes (its GEMMs count rows in an int). */
+#define CV_MAX_SAMPLE_ROWS 2147483647
+
 /* The same with the IWAE objective's buffers (ws->weights, iwae_loss, zeros; for any
  * samples >= 1), its passes taking batches of up to draw_rows (<= max_rows) images drawn
  * `samples` times each. */
 cv_status cv_workspace_create_samples(cv_model *model, int max_rows, int draw_rows,
                                       int samples, cv_workspace *ws, cv_err *err);
-/* The bytes cv_workspace_create_samples allocates for a model of this layout. */
+/* The bytes cv_workspace_create_samples allocates for a model of this layout (whether or
+ * not the rows fit CV_MAX_SAMPLE_ROWS). */
 size_t cv_workspace_bytes(const cv_layout *layout, int max_rows, int draw_rows, int samples);
 void cv_workspace_destroy(cv_model *model, cv_workspace *ws);
 

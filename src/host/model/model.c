@@ -267,9 +267,9 @@ typedef struct {
     const char *what;
 } ws_buffer;
 
-static int workspace_buffers(const cv_layout *lo, int max_rows, int sample_rows, bool iwae,
+static int workspace_buffers(const cv_layout *lo, int max_rows, size_t sample_rows, bool iwae,
                              cv_workspace *ws, ws_buffer *out) {
-    const size_t B = (size_t)max_rows, S = (size_t)sample_rows, L = (size_t)lo->cfg.latent;
+    const size_t B = (size_t)max_rows, S = sample_rows, L = (size_t)lo->cfg.latent;
     const size_t K = (size_t)lo->cfg.cond_width;
     const bool vectors = lo->cfg.condition == CV_COND_VECTORS;
     const bool row_prior = vectors && lo->prior_m != CV_NO_COND;
@@ -308,10 +308,9 @@ static int workspace_buffers(const cv_layout *lo, int max_rows, int sample_rows,
 
 /* The decoder side's rows: every draw of the largest batch the IWAE passes take, and at
  * least the encoder side's rows. */
-static int sample_rows_of(int max_rows, int draw_rows, int samples) {
-    const long long s = (long long)draw_rows * samples;
-    CV_ASSERT(s <= 2147483647LL);
-    return s > max_rows ? (int)s : max_rows;
+static size_t sample_rows_of(int max_rows, int draw_rows, int samples) {
+    const size_t s = (size_t)draw_rows * (size_t)samples;
+    return s > (size_t)max_rows ? s : (size_t)max_rows;
 }
 
 size_t cv_workspace_bytes(const cv_layout *lo, int max_rows, int draw_rows, int samples) {
@@ -334,8 +333,12 @@ cv_status cv_workspace_create(cv_model *m, int max_rows, cv_workspace *ws, cv_er
 cv_status cv_workspace_create_samples(cv_model *m, int max_rows, int draw_rows, int samples,
                                       cv_workspace *ws, cv_err *err) {
     CV_ASSERT(samples >= 1 && draw_rows >= 1 && draw_rows <= max_rows);
-    return workspace_create(m, max_rows, sample_rows_of(max_rows, draw_rows, samples), samples,
-                            true, ws, err);
+    const size_t rows = sample_rows_of(max_rows, draw_rows, samples);
+    if (rows > CV_MAX_SAMPLE_ROWS)
+        return cv_fail(err, CV_ERR_USAGE, "batches of %d images drawn %d times are %zu rows, "
+                       "over the %d one pass takes", draw_rows, samples, rows,
+                       CV_MAX_SAMPLE_ROWS);
+    return workspace_create(m, max_rows, (int)rows, samples, true, ws, err);
 }
 
 static cv_status workspace_create(cv_model *m, int max_rows, int sample_rows, int samples,

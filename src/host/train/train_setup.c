@@ -91,7 +91,8 @@ static cv_status check_workspace_fits(const cv_train_options *o, run_state *r, i
         (double)cv_workspace_bytes(&r->model.layout, ws_rows, o->batch, o->train.samples);
     size_t free_bytes = 0, total_bytes = 0;
     r->be->memory_info(r->be, &free_bytes, &total_bytes);
-    if (need <= (double)free_bytes) return CV_OK;
+    const long long rows = (long long)o->batch * o->train.samples;
+    if (need <= (double)free_bytes && rows <= CV_MAX_SAMPLE_ROWS) return CV_OK;
     return cv_fail(err, CV_ERR_NOMEM,
                    "--samples %d does not fit: batches of %d images drawn %d times need %.2f "
                    "GiB of workspace, and the device (%s) has %.2f GiB free; lower --samples "
