@@ -180,6 +180,19 @@ CV_HD float cv_gaussian_nll_logvar(float l, float x, float v, float *grad_l, flo
     return 0.5f * d * d * inv_var + 0.5f * (v + CV_LOG_2PI);
 }
 
+/* Squared error of one row of outputs against its targets (n each): sum (out - t)^2 / 2;
+ * grad (n, when not NULL) = scale * (out - t). The regression of cvae score. */
+CV_HD float cv_squared_error(const float *out, const float *target, int n, float scale,
+                             float *grad) {
+    float s = 0.0f;
+    for (int j = 0; j < n; j++) {
+        const float d = out[j] - target[j];
+        s += 0.5f * d * d;
+        if (grad) grad[j] = scale * d;
+    }
+    return s;
+}
+
 /* Softmax cross-entropy of one row of logits l (n) against class y: logsumexp(l) - l[y];
  * grad (n, when not NULL) = scale * (softmax(l) - onehot(y)). The classifier of cvae score. */
 CV_HD float cv_softmax_xent(const float *l, int n, int y, float scale, float *grad) {

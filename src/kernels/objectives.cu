@@ -167,13 +167,7 @@ static __global__ void squared_error_kernel(const float *out, const float *targe
                                             float *dout, float grad_scale, int rows, int cols) {
     for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < rows; r += gridDim.x * blockDim.x) {
         const size_t o = (size_t)r * cols;
-        float s = 0.0f;
-        for (int j = 0; j < cols; j++) {
-            const float d = out[o + j] - target[o + j];
-            s += 0.5f * d * d;
-            if (dout) dout[o + j] = grad_scale * d;
-        }
-        loss[r] = s;
+        loss[r] = cv_squared_error(out + o, target + o, cols, grad_scale, dout ? dout + o : NULL);
     }
 }
 

@@ -139,13 +139,7 @@ static void cpu_squared_error(cv_backend *be, const float *out, const float *tar
 #pragma omp parallel for if ((long)rows * cols > PAR_MIN) schedule(static)
     for (int r = 0; r < rows; r++) {
         const size_t o = (size_t)r * cols;
-        float s = 0.0f;
-        for (int j = 0; j < cols; j++) {
-            const float d = out[o + j] - target[o + j];
-            s += 0.5f * d * d;
-            if (dout) dout[o + j] = grad_scale * d;
-        }
-        loss[r] = s;
+        loss[r] = cv_squared_error(out + o, target + o, cols, grad_scale, dout ? dout + o : NULL);
     }
 }
 
