@@ -3,6 +3,7 @@
 
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,3 +102,14 @@ void expect_same_bits(const char *what, const void *a, const void *b, size_t byt
     cr_assert(memcmp(a, b, bytes) == 0, "%s: two GPU runs on the same inputs differ", what);
 }
 
+int cuda_test_main(int argc, char *argv[]) {
+    struct criterion_test_set *tests = criterion_initialize();
+    int result = 0;
+    if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
+    criterion_finalize(tests);
+    if (result == 0 && !cv_backend_cuda_available()) {
+        fprintf(stderr, "no usable CUDA device: every GPU test was skipped\n");
+        return 77;
+    }
+    return result;
+}

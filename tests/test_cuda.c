@@ -1291,20 +1291,7 @@ Test(cuda, recorded_step_replays_bit_for_bit_with_every_option) {
     recorded_steps(&r, CV_PRIOR_CONDITIONAL, CV_LIKELIHOOD_GAUSSIAN, true, 5.0f, 40, 10);
 }
 
-/* Criterion counts a skipped test as neither run nor failed, and meson would show the
- * binary as OK: exit 77, meson's SKIP, when no device is usable, so the suite reads
- * "skipped" on machines without a GPU. */
-int main(int argc, char *argv[]) {
-    struct criterion_test_set *tests = criterion_initialize();
-    int result = 0;
-    if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
-    criterion_finalize(tests);
-    if (result == 0 && !cv_backend_cuda_available()) {
-        fprintf(stderr, "no usable CUDA device: every GPU test was skipped\n");
-        return 77;
-    }
-    return result;
-}
+int main(int argc, char *argv[]) { return cuda_test_main(argc, argv); }
 
 /* ---------- precision modes (docs/design.md 2.7): each GPU precision against the CPU
  * reference of the same precision ---------- */

@@ -475,3 +475,5 @@ Test(cuda_objectives, learned_sigma_steps_follow_the_cpu_and_replay_bit_for_bit)
     check_steps(&cfg, &elbo);
     check_steps(&cfg, &iwae);
 }
+
+int main(int argc, char *argv[]) { return cuda_test_main(argc, argv); }

@@ -3,10 +3,12 @@
  *
  * The probe is a linear map of an image's values x in [0, 1] (D of them), y = W x + b:
  * a classifier (softmax regression, cross-entropy) for class labels, a regression
- * (squared error) for condition vectors. W and b start at 0; Adam (PyTorch's semantics,
- * betas 0.9 / 0.999) takes mini-batches of the training images in an order shuffled each
- * epoch from the seed (stream CV_STREAM_SCORE_SHUFFLE(epoch)). It runs on any backend,
- * with the model's GEMMs and Adam: deterministic for a seed on one device.
+ * (squared error) for condition vectors, with scikit-learn's L2 penalty: the objective is
+ * C sum_i loss_i + |W|^2 / 2 (b not penalised), C = 1 by default, taken per image. W and b
+ * start at 0; Adam (PyTorch's semantics, betas 0.9 / 0.999) takes mini-batches of the
+ * training images in an order shuffled each epoch from the seed (stream
+ * CV_STREAM_SCORE_SHUFFLE(epoch)). It runs on any backend, with the model's GEMMs and
+ * Adam: deterministic for a seed on one device.
  *
  * Label models (Ravuri and Vinyals 2019): a classifier trained on the real training
  * images, tested on the real test images (the ceiling) and on images generated per class
@@ -35,6 +37,7 @@ typedef struct {
     int epochs; /* passes over the training images (default 10) */
     int batch;  /* images a step (default 256) */
     float lr;   /* Adam's (default 1e-3) */
+    float c;    /* the inverse of the L2 penalty's strength, scikit-learn's C (default 1) */
     uint64_t seed;
 } cv_probe_options;
 

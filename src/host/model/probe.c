@@ -1,6 +1,7 @@
 /* probe.c: the linear probes of cvae score (score.h) over the backend table: y = x W^T + b
  * by a GEMM and bias_act_forward, softmax cross-entropy or squared error, the gradients
- * dW = dy^T x and db by bias_act_backward, Adam. Shapes: x (B, D), y (B, K), W (K, D).
+ * dW = dy^T x + lambda W (the L2 penalty, by a GEMM with the identity) and db by
+ * bias_act_backward, Adam. Shapes: x (B, D), y (B, K), W (K, D).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -11,18 +12,19 @@
 #define PROBE_PREDICT_ROWS 500
 
 cv_probe_options cv_probe_defaults(void) {
-    return (cv_probe_options){.epochs = 10, .batch = 256, .lr = 1e-3f, .seed = 0};
+    return (cv_probe_options){.epochs = 10, .batch = 256, .lr = 1e-3f, .c = 1.0f, .seed = 0};
 }
 
 /* The backend buffers of a pass over rows images at a time. */
 typedef struct {
     float *x, *y, *dy, *loss, *target;
+    float *identity; /* (K, K): the penalty's GEMM */
     int32_t *labels;
     cv_step *step;
 } probe_work;
 
 static void work_free(cv_backend *be, probe_work *w) {
-    void *bufs[] = {w->x, w->y, w->dy, w->loss, w->target, w->labels, w->step};
+    void *bufs[] = {w->x, w->y, w->dy, w->loss, w->target, w->identity, w->labels, w->step};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) be->release(be, bufs[i]);
     memset(w, 0, sizeof *w);
@@ -39,6 +41,13 @@ static cv_status work_alloc(cv_backend *be, int rows, int dim, int outputs, prob
     if (!st) st = be->alloc(be, (void **)&w->target, R * outputs * sizeof(float), "probe targets", err);
     if (!st) st = be->alloc(be, (void **)&w->labels, R * sizeof(int32_t), "probe labels", err);
     if (!st) st = be->alloc(be, (void **)&w->step, sizeof(cv_step), "probe step", err);
+    const size_t kk = (size_t)outputs * outputs;
+    float *eye = st ? NULL : calloc(kk, sizeof(float));
+    if (!st && !eye) st = cv_fail(err, CV_ERR_NOMEM, "out of host memory for the probe");
+    if (!st) st = be->alloc(be, (void **)&w->identity, kk * sizeof(float), "probe identity", err);
+    for (int k = 0; !st && k < outputs; k++) eye[(size_t)k * outputs + k] = 1.0f;
+    if (!st) be->upload(be, w->identity, eye, kk * sizeof(float));
+    free(eye);
     if (st) work_free(be, w);
     return st;
 }
@@ -67,9 +76,9 @@ static void gather(cv_backend *be, const cv_device_split *s, probe_work *w, int 
     be->gather_batch(be, s, w->step, 0, rows, false, 0, w->x, w->labels, w->target);
 }
 
-/* One Adam step on the rows gathered in w. */
+/* One Adam step on the rows gathered in w, with the L2 penalty lambda |W|^2 / 2. */
 static void train_step(cv_probe *p, probe_work *w, const cv_device_split *s, int rows,
-                       const cv_adam_config *adam) {
+                       float lambda, const cv_adam_config *adam) {
     cv_backend *be = p->be;
     const size_t n = probe_params(p);
     const float scale = 1.0f / (float)rows;
@@ -84,6 +93,9 @@ static void train_step(cv_probe *p, probe_work *w, const cv_device_split *s, int
                           rows, p->outputs, false);
     be->gemm(be, true, false, p->outputs, p->dim, rows, 1.0f, w->dy, p->outputs, w->x, p->dim,
              1.0f, p->grads, p->dim);
+    /* dW += lambda W: the identity (K, K) times W (K, D) */
+    be->gemm(be, false, false, p->outputs, p->dim, p->outputs, lambda, w->identity, p->outputs,
+             p->params, p->dim, 1.0f, p->grads, p->dim);
     be->adam(be, p->params, p->grads, p->adam_m, p->adam_v, n, adam, w->step);
     be->advance_step(be, w->step, rows);
 }
@@ -122,13 +134,15 @@ cv_status cv_probe_fit(cv_backend *be, const cv_device_split *s, int outputs, bo
     probe_work w = {0};
     if (!st) st = work_alloc(be, batch, p->dim, outputs, &w, err);
     const cv_adam_config adam = {.lr = o->lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
+    /* scikit-learn's objective, C sum(loss) + |W|^2 / 2, per image: lambda = 1 / (C n) */
+    const float lambda = 1.0f / (o->c * (float)s->n);
     cv_step state = {.first_bad_step = -1, .first_bad_index = -1};
     for (int e = 0; !st && e < o->epochs; e++) {
         st = set_order(be, s, e, o->seed, err);
         state.start = 0;
         if (!st) be->upload(be, w.step, &state, sizeof state);
         for (int at = 0; !st && at < s->n; at += batch)
-            train_step(p, &w, s, s->n - at < batch ? s->n - at : batch, &adam);
+            train_step(p, &w, s, s->n - at < batch ? s->n - at : batch, lambda, &adam);
         if (!st) be->download(be, &state, w.step, sizeof state); /* Adam's step count goes on */
     }
     if (w.x) work_free(be, &w);
