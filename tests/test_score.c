@@ -100,7 +100,7 @@ static double json_number(const char *json, const char *key) {
 /* cvae score --json of the model at path; its stdout (malloc'd). */
 static char *score_json(const char *path, const char *seed) {
     const char *args[] = {"score", "--model", path, "--data", data, "--per-class", "200",
-                          "--epochs", "15", "--seed", seed, "--device", "cpu", "--json", NULL};
+                          "--steps", "400", "--seed", seed, "--device", "cpu", "--json", NULL};
     char *out, *err;
     cr_assert_eq(test_run_cvae(&out, &err, args), 0, "%s", err);
     free(err);

@@ -5,8 +5,10 @@
  * a classifier (softmax regression, cross-entropy) for class labels, a regression
  * (squared error) for condition vectors, with scikit-learn's L2 penalty: the objective is
  * C sum_i loss_i + |W|^2 / 2 (b not penalised), C = 1 by default, taken per image. W and b
- * start at 0; Adam (PyTorch's semantics, betas 0.9 / 0.999) takes mini-batches of the
- * training images in an order shuffled each epoch from the seed (stream
+ * start at 0; Adam (PyTorch's semantics, betas 0.9 / 0.999, its learning rate decaying to
+ * 0 along a cosine, so that it settles at the optimum scikit-learn's LogisticRegression
+ * converges to) takes mini-batches of the training images in an order shuffled each epoch
+ * from the seed (stream
  * CV_STREAM_SCORE_SHUFFLE(epoch)). It runs on any backend, with the model's GEMMs and
  * Adam: deterministic for a seed on one device.
  *
@@ -34,9 +36,9 @@ extern "C" {
 #endif
 
 typedef struct {
-    int epochs; /* passes over the training images (default 10) */
+    int steps;  /* Adam steps (default 8000), over as many shuffled passes as they take */
     int batch;  /* images a step (default 256) */
-    float lr;   /* Adam's (default 1e-3) */
+    float lr;   /* Adam's at the start, decaying to 0 along a cosine (default 0.03) */
     float c;    /* the inverse of the L2 penalty's strength, scikit-learn's C (default 1) */
     uint64_t seed;
 } cv_probe_options;

@@ -18,8 +18,9 @@ static const char *help =
     "in [0, 1], trained on cvae's own backend: softmax regression (cross-entropy) for class\n"
     "labels, linear regression (squared error) for condition vectors, with scikit-learn's\n"
     "L2 penalty (C sum of the losses + |W|^2 / 2, C = 1), W and b from 0, Adam (betas 0.9,\n"
-    "0.999) over mini-batches in an order shuffled each epoch from --seed: the same figures\n"
-    "for the same seed on one device.\n"
+    "0.999, its learning rate decaying to 0 along a cosine: it converges where scikit-\n"
+    "learn's LogisticRegression does) over mini-batches in an order shuffled each epoch from\n"
+    "--seed: the same figures for the same seed on one device.\n"
     "\n"
     "A model of class labels: N images generated per class (as cvae generate --per-class N\n"
     "--seed S writes them) and three accuracies, over all and per class:\n"
@@ -39,9 +40,10 @@ static const char *help =
     "  --per-class N      images generated per class (label models; default 1000)\n"
     "  --mean | --sample  generate round(255 p) (default) or draws from the likelihood\n"
     "  --seed S           seed of generation and of the probes (default 0)\n"
-    "  --epochs E         the probes' passes over their training images (default 10)\n"
+    "  --steps N          each probe's Adam steps (default 8000)\n"
     "  --batch B          the probes' mini-batch (default 256)\n"
-    "  --lr LR            the probes' Adam learning rate (default 1e-3)\n"
+    "  --lr LR            the probes' Adam learning rate at the start, decaying to 0\n"
+    "                     along a cosine (default 0.03)\n"
     "  --device D         auto, cpu, cuda or cuda:N (default auto)\n"
     "  --json             one JSON object: labels: ceiling, fidelity, cas and their\n"
     "                     *_per_class lists; vectors: r2, r2_per_column, r2_real,\n"
@@ -51,7 +53,7 @@ static const char *help =
     "Exit status: 0, 1 (data, files, memory: a model whose images or conditions do not\n"
     "match the data is one line), 2 (a bad command line or an unusable device).\n";
 
-enum { OPT_MODEL = 256, OPT_DATA, OPT_PER_CLASS, OPT_MEAN, OPT_SAMPLE, OPT_SEED, OPT_EPOCHS,
+enum { OPT_MODEL = 256, OPT_DATA, OPT_PER_CLASS, OPT_MEAN, OPT_SAMPLE, OPT_SEED, OPT_STEPS,
        OPT_BATCH, OPT_LR, OPT_DEVICE, OPT_JSON };
 
 typedef struct {
@@ -163,7 +165,7 @@ int cv_cmd_score(int argc, char **argv) {
         {"model", required_argument, 0, OPT_MODEL},   {"data", required_argument, 0, OPT_DATA},
         {"per-class", required_argument, 0, OPT_PER_CLASS},
         {"mean", no_argument, 0, OPT_MEAN},           {"sample", no_argument, 0, OPT_SAMPLE},
-        {"seed", required_argument, 0, OPT_SEED},     {"epochs", required_argument, 0, OPT_EPOCHS},
+        {"seed", required_argument, 0, OPT_SEED},     {"steps", required_argument, 0, OPT_STEPS},
         {"batch", required_argument, 0, OPT_BATCH},   {"lr", required_argument, 0, OPT_LR},
         {"device", required_argument, 0, OPT_DEVICE}, {"json", no_argument, 0, OPT_JSON},
         CV_DATA_FILE_OPTIONS,                         {"help", no_argument, 0, 'h'},
@@ -191,7 +193,7 @@ int cv_cmd_score(int argc, char **argv) {
         case OPT_MEAN: o.mean = true; modes |= 1; break;
         case OPT_SAMPLE: o.mean = false; modes |= 2; break;
         case OPT_SEED: ok = cv_parse_u64(cmd, "--seed", optarg, &o.seed); break;
-        case OPT_EPOCHS: ok = cv_parse_int(cmd, "--epochs", optarg, 1, 100000, &o.probe.epochs); break;
+        case OPT_STEPS: ok = cv_parse_int(cmd, "--steps", optarg, 1, 100000000, &o.probe.steps); break;
         case OPT_BATCH: ok = cv_parse_int(cmd, "--batch", optarg, 1, 1 << 20, &o.probe.batch); break;
         case OPT_LR: ok = cv_parse_positive_float(cmd, "--lr", optarg, &o.probe.lr); break;
         case OPT_DEVICE: ok = cv_parse_device(cmd, optarg); device = optarg; break;

@@ -12,7 +12,7 @@
 #define PROBE_PREDICT_ROWS 500
 
 cv_probe_options cv_probe_defaults(void) {
-    return (cv_probe_options){.epochs = 10, .batch = 256, .lr = 1e-3f, .c = 1.0f, .seed = 0};
+    return (cv_probe_options){.steps = 8000, .batch = 256, .lr = 0.03f, .c = 1.0f, .seed = 0};
 }
 
 /* The backend buffers of a pass over rows images at a time. */
@@ -133,15 +133,18 @@ cv_status cv_probe_fit(cv_backend *be, const cv_device_split *s, int outputs, bo
     const int batch = o->batch < s->n ? o->batch : s->n;
     probe_work w = {0};
     if (!st) st = work_alloc(be, batch, p->dim, outputs, &w, err);
-    const cv_adam_config adam = {.lr = o->lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
+    /* the learning rate decays to 0 along a cosine, so that Adam settles at the optimum */
+    const cv_adam_config adam = {.lr = o->lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                                 .cosine = 1, .total_steps = o->steps};
     /* scikit-learn's objective, C sum(loss) + |W|^2 / 2, per image: lambda = 1 / (C n) */
     const float lambda = 1.0f / (o->c * (float)s->n);
     cv_step state = {.first_bad_step = -1, .first_bad_index = -1};
-    for (int e = 0; !st && e < o->epochs; e++) {
+    int64_t taken = 0;
+    for (int e = 0; !st && taken < o->steps; e++) {
         st = set_order(be, s, e, o->seed, err);
         state.start = 0;
         if (!st) be->upload(be, w.step, &state, sizeof state);
-        for (int at = 0; !st && at < s->n; at += batch)
+        for (int at = 0; !st && at < s->n && taken < o->steps; at += batch, taken++)
             train_step(p, &w, s, s->n - at < batch ? s->n - at : batch, lambda, &adam);
         if (!st) be->download(be, &state, w.step, sizeof state); /* Adam's step count goes on */
     }
