@@ -63,15 +63,19 @@ def write_idx(path, array):
         f.write(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
-def binarized_data(src, dst):
-    """src's training files as they are, its test images binarized once (seed 0x7E57)."""
+def binarized_data(src, dst, test_images=0):
+    """src's training files as they are, its test images binarized once (seed 0x7E57), the
+    first test_images of them (0: all)."""
     os.makedirs(dst)
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"):
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
         path = find(src, name)
         os.symlink(path, os.path.join(dst, os.path.basename(path)))
     x = read_idx(find(src, "t10k-images-idx3-ubyte"))
+    y = read_idx(find(src, "t10k-labels-idx1-ubyte"))
+    n = test_images or len(x)
     u = np.random.default_rng(0x7E57).random(x.shape)
-    write_idx(os.path.join(dst, "t10k-images-idx3-ubyte"), np.where(u < x / 255.0, 255, 0))
+    write_idx(os.path.join(dst, "t10k-images-idx3-ubyte"), np.where(u < x / 255.0, 255, 0)[:n])
+    write_idx(os.path.join(dst, "t10k-labels-idx1-ubyte"), y[:n])
 
 
 def run(cmd):
@@ -172,16 +176,19 @@ def write_report(path, result):
     with open(path + ".json", "w") as f:
         json.dump(result, f, indent=2)
     lines = [f"# Quality per minute\n\n{result['date']}, commit {result['commit']}, "
-             f"{result['cpu']} ({os.cpu_count()} CPUs). Command: `{result['command']}`\n",
+             f"{result['cpu']} ({os.cpu_count()} CPUs). Commands: " +
+             "; ".join(f"`{c}`" for c in result["commands"]) + "\n",
              "Binarized Fashion-MNIST (dynamic binarization of the training images, the test "
              "set binarized once with a fixed seed); IWAE NLL in nats per test image, from "
              "`cvae eval --iwae K` (seed 0) for every model. The machine was shared with other "
-             "work: the load averages are beside each stage.\n"]
+             "work: the load averages are beside each stage, and each stage says how many test "
+             "images it evaluated on.\n"]
     r = result.get("race")
     if r:
         c, p = r["cvae"], r["peer"]
         lines.append(f"## Race: {result['budget']} s of training each, 784-200-200-50\n\n"
-                     f"Before: `{r['uptime_before']}`; after training: "
+                     f"{r.get('test_images', 10000)} test images. Before: `{r['uptime_before']}`; after "
+                     f"training: "
                      f"`{r['uptime_after_training']}`.\n\n| trainer | epochs done | "
                      f"test IWAE-{c['iwae_k']} NLL | test -ELBO | active units | score: "
                      f"fidelity | CAS | ceiling |\n|---|---|---|---|---|---|---|---|")
@@ -198,7 +205,8 @@ def write_report(path, result):
     o = result.get("objectives")
     if o:
         lines.append(f"## The IWAE objective against the ELBO, {o['epochs']} epochs each\n\n"
-                     f"Before: `{o['uptime_before']}`; after: `{o['uptime_after']}`.\n\n"
+                     f"{o['test_images']} test images. Before: `{o['uptime_before']}`; after: "
+                     f"`{o['uptime_after']}`.\n\n"
                      f"| objective | test IWAE-{o['elbo']['iwae_k']} NLL | test -ELBO | active "
                      f"units | training seconds |\n|---|---|---|---|---|")
         for name in ("elbo", "iwae5"):
@@ -210,7 +218,8 @@ def write_report(path, result):
     b = result.get("free_bits")
     if b:
         lines.append(f"## Free bits on the 2048x2 model (latent 64, conditional prior), "
-                     f"{b['epochs']} epochs each, lambda {b['lambda']}\n\nBefore: "
+                     f"{b['epochs']} epochs each, lambda {b['lambda']}\n\n{b['test_images']} test "
+                     f"images. Before: "
                      f"`{b['uptime_before']}`; after: `{b['uptime_after']}`.\n\n| run | active "
                      f"units (of 64) | test IWAE-{b['plain']['iwae_k']} NLL | test -ELBO | "
                      f"training seconds |\n|---|---|---|---|---|")
@@ -238,20 +247,33 @@ def main():
     ap.add_argument("--fb-lambda", type=float, default=0.25)
     ap.add_argument("--fb-iwae", type=int, default=100)
     ap.add_argument("--stages", default="race,objectives,free_bits")
+    ap.add_argument("--test-images", type=int, default=0,
+                    help="evaluate on the first N test images (0: all 10,000)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the stages the results file already holds that this run leaves out")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "quality_race"))
     args = ap.parse_args()
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
-    result = {"date": datetime.date.today().isoformat(), "commit": commit, "cpu": cpu_model(),
-              "command": "python3 bench/quality_race.py " + " ".join(sys.argv[1:]),
-              "budget": args.budget}
+    result = {}
+    if args.keep and os.path.exists(args.out + ".json"):
+        with open(args.out + ".json") as f:
+            result = json.load(f)
+    command = "python3 bench/quality_race.py " + " ".join(sys.argv[1:])
+    result.update({"date": datetime.date.today().isoformat(), "commit": commit,
+                   "cpu": cpu_model()})
+    result.setdefault("budget", args.budget)
+    result.setdefault("commands", [result.pop("command")] if "command" in result else [])
+    result["commands"].append(command)
     stages = {"race": race, "objectives": objectives, "free_bits": free_bits}
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "data")
-        binarized_data(args.data, data)
+        binarized_data(args.data, data, args.test_images)
         for name in args.stages.split(","):
             print(f"quality_race: {name} ({uptime()})", flush=True)
             result[name] = stages[name](args, data, tmp)
+            result[name]["command"] = command
+            result[name]["test_images"] = args.test_images or 10000
             write_report(args.out, result)
             print(json.dumps(result[name]), flush=True)
 
