@@ -14,8 +14,12 @@ Precisions (--precision): fp32; tf32 (TF32 tensor cores for fp32 matmuls, CUDA o
 (the layers under torch.autocast(dtype=torch.bfloat16); the loss terms in fp32).
 --bench-steps N times N training steps after a warm-up instead of training epochs
 (median step time; CUDA events on a GPU). --iwae K adds the importance-weighted
--log p(x|c) on the test set with K samples (timed). Runs on the CPU (Debian's
-python3-torch: eager only, fp32 or bf16) or on CUDA with PyTorch 2.x.
+-log p(x|c) on the test set with K samples (timed). --binarize draws each batch's pixels as
+Bernoulli(pixel/255) (the test set is taken as it is: give it binarized); --seconds S stops
+training after the step that passes S seconds of training; --save-checkpoint FILE writes
+the model as a cvae checkpoint (format version 4, docs/design.md 4.1; Adam's state 0), so
+that cvae eval, generate and score take it. Runs on the CPU (Debian's python3-torch: eager
+only, fp32 or bf16) or on CUDA with PyTorch 2.x.
 """
 import argparse
 import contextlib
@@ -23,8 +27,10 @@ import json
 import math
 import os
 import statistics
+import struct
 import sys
 import time
+import zlib
 
 import numpy as np
 import torch
@@ -139,6 +145,7 @@ class Trainer:
         self.latent, self.batch, self.dev = args.latent, args.batch, dev
         self.bf16 = args.precision == "bf16"
         self.mode = args.mode
+        self.binarize = args.binarize
         self.graph = None
         self.steps_before_capture = GRAPH_WARMUP_STEPS if args.mode == "graph" else 0
         self.side = None
@@ -164,6 +171,8 @@ class Trainer:
         elif zero_grads == "zero":
             self.opt.zero_grad(set_to_none=False)
         x = self.xtr[idx].float() / 255.0
+        if self.binarize:
+            x = torch.bernoulli(x)
         c = self.ytr[idx]
         eps = torch.randn(idx.shape[0], self.latent, device=self.dev)
         with self.autocast():
@@ -272,6 +281,40 @@ def timed_steps(trainer, perm, args, dev):
             "samples_per_s": args.batch / (med / 1e3)}
 
 
+def save_checkpoint(path, model, args, dim, classes, hidden, side, steps, epochs):
+    """The model as a cvae checkpoint of format version 4 (docs/design.md 4.1): each layer
+    w (out, in), its condition table (K, out) for the first layers (the one-hot columns of
+    nn.Linear's weight, transposed), b; Adam m and v 0; an ELBO run of a standard prior and
+    the Bernoulli likelihood with this run's batch, lr, seed and binarization."""
+    arrays = []
+    layers = list(model.enc) + [model.head] + list(model.dec) + [model.out]
+    firsts = {0, len(model.enc) + 1}
+    for i, layer in enumerate(layers):
+        w = layer.weight.detach().float().cpu().numpy()
+        b = layer.bias.detach().float().cpu().numpy()
+        if i in firsts:
+            arrays += [w[:, :-classes].ravel(), w[:, -classes:].T.ravel()]
+        else:
+            arrays.append(w.ravel())
+        arrays.append(b)
+    params = np.concatenate(arrays).astype("<f4")
+    n = params.size
+    hid = hidden + [0] * (8 - len(hidden))
+    fields = struct.pack("<5I8I2If", side, side, classes, args.latent, len(hidden), *hid, 0, 0,
+                         0.1)
+    fields += struct.pack("<QqiifI", args.seed, steps, epochs, args.batch, args.lr, 0)
+    fields += struct.pack("<5d", 0, 0, 0, 0, 0)
+    fields += struct.pack("<qfiiqfi", 0, 1.0, 0, 0, 0, 0.0, 1 if args.binarize else 0)
+    fields += struct.pack("<2I", 1, 0)  # channels, class labels
+    fields += struct.pack("<IIfIIi", 0, 1, 0.0, 1, 0, -1)  # version 4's objectives block
+    fields += struct.pack("<Q", n)
+    head = b"CVAECKPT" + struct.pack("<II", 4, len(fields)) + fields
+    body = head + params.tobytes() + bytes(8 * n)
+    with open(path + ".tmp", "wb") as f:
+        f.write(body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF))
+    os.replace(path + ".tmp", path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
@@ -297,6 +340,11 @@ def main():
                     help="after training, the test IWAE -log p(x|c) with K samples, timed")
     ap.add_argument("--iwae-repeats", type=int, default=1,
                     help="evaluate the IWAE this many times; its time is their median")
+    ap.add_argument("--binarize", action="store_true",
+                    help="dynamic binarization of the training batches")
+    ap.add_argument("--seconds", type=float, default=0,
+                    help="stop training after this many seconds of it (0: the epochs)")
+    ap.add_argument("--save-checkpoint", help="write the model as a cvae checkpoint")
     ap.add_argument("--json", action="store_true",
                     help="end with one JSON line: device, versions, epochs, bench, iwae")
     args = ap.parse_args()
@@ -342,7 +390,10 @@ def main():
         args.epochs = 0
 
     lines = []
+    trained, steps_done, epochs_done, out_of_time = 0.0, 0, 0, False
     for epoch in range(1, args.epochs + 1):
+        if out_of_time:
+            break
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=gen).to(dev)
         rec_sum = torch.zeros((), device=dev, dtype=torch.float64)
@@ -356,10 +407,16 @@ def main():
             rec_sum += r
             kl_sum += k
             seen += idx.shape[0]
+            steps_done += 1
+            if args.seconds and trained + time.perf_counter() - t0 >= args.seconds:
+                out_of_time = True
+                break
         train_loss = float(rec_sum + kl_sum) / seen  # the host reads the sums once
         if dev.type == "cuda":
             torch.cuda.synchronize()
         train_seconds = time.perf_counter() - t0
+        trained += train_seconds
+        epochs_done = epoch if not out_of_time else epoch - 1
         rec_t = kl_t = None
         if xte is not None:
             with torch.no_grad(), trainer.autocast():
@@ -384,6 +441,10 @@ def main():
                 f.write("\n".join(lines) + "\n")
             os.replace(tmp, args.metrics)
     report["epochs"] = [json.loads(line) for line in lines]
+    report["train_seconds"], report["steps"] = trained, steps_done
+    if args.save_checkpoint:
+        save_checkpoint(args.save_checkpoint, model, args, dim, classes, hidden, xtr.shape[1],
+                        steps_done, epochs_done)
 
     if args.iwae:
         if xte is None:

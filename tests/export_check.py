@@ -17,6 +17,7 @@ the repository (the README's test command installs all of them): a missing one f
 test, never skips it.
 """
 import hashlib
+import re
 import json
 import os
 import subprocess
@@ -122,6 +123,24 @@ def check_state(model, path, ckpt, case):
     for key, value in expect.items():
         if config.get(key) != value:
             sys.exit(f"FAIL: metadata {key} is {config.get(key)!r}, expected {value!r}")
+    check_sigma(config, ckpt, case)
+
+
+def check_sigma(config, ckpt, case):
+    """A learned sigma is exported as the value training reached, which cvae info prints."""
+    learned = "learned" in case["flags"]
+    if config.get("sigma_learned") is not learned:
+        sys.exit(f"FAIL: metadata sigma_learned is {config.get('sigma_learned')!r}")
+    if case["likelihood"] != "gaussian":
+        if config.get("sigma") is not None:
+            sys.exit(f"FAIL: a Bernoulli model's metadata sigma is {config.get('sigma')!r}")
+        return
+    if not learned:
+        return
+    m = re.search(r"sigma learned: ([0-9.eE+-]+) now", cvae("info", "--model", ckpt))
+    if not m or abs(config["sigma"] - float(m.group(1))) > 1e-5 * float(m.group(1)):
+        sys.exit(f"FAIL: metadata sigma {config.get('sigma')!r}, cvae info says "
+                 f"{m.group(1) if m else 'nothing'}")
 
 
 def check_onnx(folder, names):
@@ -211,7 +230,7 @@ CASES = [
      "hidden": [24], "latent": 3, "prior": "standard", "likelihood": "bernoulli", "flags": []},
     {"name": "vectors", "shape": (4, 3, 3), "float": True, "condition": "vectors", "k": 3,
      "hidden": [20, 12], "latent": 5, "prior": "conditional", "likelihood": "gaussian",
-     "flags": ["--prior", "conditional", "--likelihood", "gaussian", "--sigma", "0.2"]},
+     "flags": ["--prior", "conditional", "--likelihood", "gaussian", "--sigma", "learned"]},
 ]
 
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # tests/gpu.sh: the CUDA backend's checks, on a machine with an NVIDIA GPU.
 #
-#   1. the CUDA test program (tests/test_cuda.c), plain;
+#   1. the CUDA test programs (tests/test_cuda.c, tests/test_cuda_objectives.c), plain;
 #   2. the same under compute-sanitizer's memcheck, racecheck, initcheck and synccheck;
 #   3. one short training per option family under each of those four tools: the default
 #      model; --prior conditional --binarize; --likelihood gaussian; --precision tf32;
 #      --precision bf16 when `cvae train --help` lists it (otherwise it says it skips it);
-#      and condition vectors on float RGB images (.npy) with the linear prior (each
-#      training writes its report page, whose pictures are drawn on the GPU);
+#      condition vectors on float RGB images (.npy) with the linear prior; free bits; the
+#      IWAE objective; and a learned Gaussian sigma (each training writes its report page,
+#      whose pictures are drawn on the GPU);
 #   4. cvae encode and cvae decode on the GPU under each tool.
 # Any failure, and any error a tool reports (--error-exitcode), fails the run.
 #
@@ -23,10 +24,12 @@ cd "$(dirname "$0")/.." || exit 1
 
 if [ -n "${B:-}" ]; then
     test_bin=$B/test_cuda
+    objectives_bin=$B/test_cuda_objectives
     cvae=${CVAE_BIN:-$B/cvae}
 else
     build=${1:-build}
     test_bin=$build/tests/test_cuda
+    objectives_bin=$build/tests/test_cuda_objectives
     cvae=$build/cvae
 fi
 
@@ -34,7 +37,7 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L 2>/dev/null | grep
     echo "tests/gpu.sh: no NVIDIA GPU on this machine: nothing run (skipped, exit 77)"
     exit 77
 fi
-for f in "$test_bin" "$cvae"; do
+for f in "$test_bin" "$objectives_bin" "$cvae"; do
     [ -x "$f" ] || { echo "tests/gpu.sh: $f is missing: build with -Dcuda=enabled first" >&2; exit 1; }
 done
 san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
@@ -95,7 +98,10 @@ run() { # run DESCRIPTION COMMAND...: its output goes to a log, shown when it fa
 # NAME:DATA:FLAGS, DATA the folder under $work
 families=("default:data:" "conditional-binarize:data:--prior conditional --binarize"
           "gaussian:data:--likelihood gaussian" "tf32:data:--precision tf32"
-          "vectors-rgb:vectors:--prior conditional --likelihood gaussian")
+          "vectors-rgb:vectors:--prior conditional --likelihood gaussian"
+          "free-bits:data:--prior conditional --free-bits 0.2"
+          "iwae:data:--prior conditional --objective iwae --samples 3"
+          "sigma-learned:vectors:--prior conditional --likelihood gaussian --sigma learned")
 if "$cvae" train --help 2>&1 | grep -q 'bf16'; then
     families+=("bf16:data:--precision bf16")
 else
@@ -128,10 +134,13 @@ open(sys.argv[1], "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", 118) + he
 filter=()
 [ -n "${CVAE_GPU_FILTER:-}" ] && filter=(--filter="$CVAE_GPU_FILTER")
 run "test_cuda" "$test_bin" "${filter[@]}"
+run "test_cuda_objectives" "$objectives_bin" "${filter[@]}"
 for tool in memcheck racecheck initcheck synccheck; do
     sanitize=("$san" --tool "$tool" --error-exitcode 99 --print-limit 20)
-    run "test_cuda under $tool" env CVAE_TEST_QUICK=1 "${sanitize[@]}" "$test_bin" --jobs=1 \
-        "${filter[@]}"
+    for bin in "$test_bin" "$objectives_bin"; do
+        run "$(basename "$bin") under $tool" env CVAE_TEST_QUICK=1 "${sanitize[@]}" "$bin" \
+            --jobs=1 "${filter[@]}"
+    done
     for fam in "${families[@]}"; do
         name=${fam%%:*} rest=${fam#*:}
         data=${rest%%:*} flags=${rest#*:}

@@ -2,7 +2,8 @@
 # tests/mpi.sh: data-parallel training over MPI on the CPU (docs/design.md 7), with mpirun
 # starting 1 to 3 ranks on this machine:
 #   1. 2 and 3 ranks against 1 process: 50 steps (5 epochs of 10), every logged loss within
-#      a relative 1e-5 (the global batch is the same; only float sums differ);
+#      a relative 1e-5 (the global batch is the same; only float sums differ); the same
+#      for binarization, a batch of fewer rows than ranks, free bits and the IWAE objective;
 #   2. 2 ranks twice: bitwise the same checkpoint;
 #   3. resume from 2 ranks to 1 and from 1 to 3: the losses of the runs never interrupted;
 #   4. SIGTERM to rank 1: every rank stops, exit 143, and 2 ranks resume the checkpoint to
@@ -103,7 +104,12 @@ done
 
 # the objective's other draws (binarization, the learned prior), and a batch of fewer rows
 # than ranks (one rank takes none)
-for case in "3:binarize:--epochs 3 --binarize --prior conditional" "3:tiny:--epochs 1 --batch 2"; do
+# and the objectives: free bits (their per-unit sums over the ranks, also from a rank of no
+# rows), the IWAE objective, a learned sigma
+for case in "3:binarize:--epochs 3 --binarize --prior conditional" "3:tiny:--epochs 1 --batch 2" \
+    "3:freebits:--epochs 2 --free-bits 0.2 --prior conditional" \
+    "3:freebits-tiny:--epochs 1 --batch 2 --free-bits 0.2" \
+    "2:iwae:--epochs 2 --objective iwae --samples 3 --likelihood gaussian --sigma learned"; do
     IFS=: read -r n name flags <<<"$case"
     # shellcheck disable=SC2086 # the case's flags are separate words
     if ranks 0 "$name-one" $flags && ranks "$n" "$name-np$n" $flags &&

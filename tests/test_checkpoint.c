@@ -32,6 +32,11 @@ static void setup(void) {
     saved.position = 4096;
     saved.sums = (cv_loss_sums){.rec = test_uniform(&r, 1e5, 1e6), .kl = test_uniform(&r, 1e3, 1e4),
                                 .rows = 4096, .grad_norm = test_uniform(&r, 10, 100), .steps = 32};
+    saved.train = (cv_train_config){.beta = 1.0f, .objective = CV_OBJECTIVE_IWAE,
+                                    .samples = 2 + (int)test_uniform(&r, 0, 50),
+                                    .free_bits = (float)test_uniform(&r, 0, 1),
+                                    .warmup_per_step = 1};
+    saved.active_units = 1 + (int)test_uniform(&r, 0, 3);
     saved.n_params = lo.n_params;
     saved.params = malloc(lo.n_params * 4);
     saved.adam_m = malloc(lo.n_params * 4);
@@ -58,6 +63,8 @@ Test(checkpoint, round_trip) {
     cr_assert(ck.seed == saved.seed && ck.step == saved.step && ck.epoch == saved.epoch &&
               ck.batch == saved.batch && ck.lr == saved.lr && ck.n_params == saved.n_params);
     cr_assert(ck.position == saved.position && ck.version == CV_CHECKPOINT_VERSION);
+    cr_assert(memcmp(&ck.train, &saved.train, sizeof ck.train) == 0 &&
+              ck.active_units == saved.active_units, "the objectives' block did not survive");
     cr_assert(memcmp(&ck.sums, &saved.sums, sizeof ck.sums) == 0,
               "the loss sums did not survive: rec %g kl %g rows %g grad_norm %g steps %g",
               ck.sums.rec, ck.sums.kl, ck.sums.rows, ck.sums.grad_norm, ck.sums.steps);
@@ -153,11 +160,51 @@ static void cut_header(uint8_t *b, size_t *size, size_t at, size_t bytes, uint8_
     b[13] = (uint8_t)(fields >> 8);
 }
 
-/* The file this test writes as version 2: version 3 less the channels and the condition
- * kind, the two u32 before n_params at the header's end. */
+/* The file this test writes as version 3: version 4 less the objectives' block, the six
+ * u32 before n_params at the header's end. */
+static void to_version_3(uint8_t *b, size_t *size) {
+    const uint32_t fields = (uint32_t)b[12] | (uint32_t)b[13] << 8;
+    cut_header(b, size, 16 + fields - 8 - 24, 24, 3);
+}
+
+/* ... as version 2: version 3 less the channels and the condition kind, the two u32
+ * before n_params at the header's end. */
 static void to_version_2(uint8_t *b, size_t *size) {
+    to_version_3(b, size);
     const uint32_t fields = (uint32_t)b[12] | (uint32_t)b[13] << 8;
     cut_header(b, size, 16 + fields - 8 - 8, 8, 2);
+}
+
+/* A version 3 file trained the ELBO with a KL warm-up held per epoch and a fixed sigma,
+ * and recorded no active units: so it loads, to resume exactly as it was trained. */
+Test(checkpoint, reads_version_3_files) {
+    size_t size;
+    uint8_t *b = test_read_file(path, &size);
+    to_version_3(b, &size);
+    fix_crc(b, size);
+    test_write_file(path, b, size);
+    cv_checkpoint ck;
+    cv_err err;
+    cr_assert_eq(cv_checkpoint_load(path, &ck, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(ck.version, 3);
+    cr_assert(ck.train.objective == CV_OBJECTIVE_ELBO && ck.train.samples == 1 &&
+              ck.train.free_bits == 0.0f && ck.train.warmup_per_step == 0 &&
+              !ck.cfg.sigma_learned && ck.active_units == -1, "version 3 defaults misread");
+    cr_assert(ck.n_params == saved.n_params && memcmp(ck.params, saved.params, saved.n_params * 4) == 0);
+    cv_checkpoint_free(&ck);
+    free(b);
+}
+
+/* A version 4 block of nonsense (an ELBO of 3 draws) is refused, not trained on. */
+Test(checkpoint, refuses_a_malformed_objectives_block) {
+    size_t size;
+    uint8_t *b = test_read_file(path, &size);
+    const uint32_t fields = (uint32_t)b[12] | (uint32_t)b[13] << 8;
+    const size_t objective_at = 16 + fields - 8 - 24;
+    memset(b + objective_at, 0, 4); /* the ELBO, with the saved IWAE's draws */
+    fix_crc(b, size);
+    expect_reject(b, size, "invalid training state");
+    free(b);
 }
 
 /* A version 2 file had no channels or condition kind: it loads as grey images of class

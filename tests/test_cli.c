@@ -280,9 +280,9 @@ Test(cli, the_man_page_documents_every_flag_of_every_help) {
     size_t size;
     char *man = (char *)test_read_file(path, &size);
     cr_assert_not_null(man, "no %s", path);
-    const char *commands[] = {"train", "eval", "generate", "info", "bench", "encode", "decode",
-                              "export", "report"};
-    for (int c = 0; c < 9; c++) {
+    const char *commands[] = {"train", "eval", "generate", "score", "info", "bench", "encode",
+                              "decode", "export", "report"};
+    for (int c = 0; c < 10; c++) {
         char *o, *e;
         const char *args[] = {commands[c], "--help", NULL};
         cr_assert_eq(test_run_cvae(&o, &e, args), 0);

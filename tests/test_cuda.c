@@ -56,116 +56,10 @@
 #include "cvae/latent.h"
 #include "cvae/rng.h"
 #include "cvae/train.h"
+#include "cuda_harness.h"
 #include "helpers.h"
 
-#define EPS ((double)FLT_EPSILON)
-/* an RMS relative error of 1e-4: 1000x what R2 and R3 give these tests' inputs */
-#define NMSE_MAX 1e-8
-
-#define GUARD 64
-static const uint32_t GUARD_BITS = 0x7fc0dead; /* a NaN no kernel would write */
-
-static cv_backend *cpu, *gpu;
-
-/* The device buffers of the test, released together by gpu_free_all. */
-#define MAX_LIVE 512
-static void *live[MAX_LIVE];
-static int n_live;
-
-static void gpu_free_all(void) {
-    while (n_live > 0) gpu->release(gpu, live[--n_live]);
-}
-
-static void setup(void) {
-    if (!cv_backend_cuda_available()) return;
-    cv_err err;
-    cr_assert_eq(cv_backend_cpu_create(&cpu, &err), CV_OK);
-    cr_assert_eq(cv_backend_cuda_create(NULL, &gpu, &err), CV_OK, "%s", err.msg);
-}
-static void teardown(void) {
-    if (gpu) gpu_free_all();
-    if (cpu) cpu->destroy(cpu);
-    if (gpu) gpu->destroy(gpu);
-    cpu = gpu = NULL;
-}
-
-TestSuite(cuda, .init = setup, .fini = teardown, .timeout = 600);
-
-#define NEED_GPU()                                                                   \
-    do {                                                                             \
-        if (!gpu) cr_skip_test("no usable CUDA device: GPU test not run");           \
-    } while (0)
-
-/* A GPU copy of `bytes` host bytes (uninitialised when host is NULL), followed by guard
- * bytes; it lives until gpu_free_all. */
-static void *to_gpu(const void *host, size_t bytes) {
-    void *d;
-    cv_err err;
-    cr_assert_lt(n_live, MAX_LIVE, "too many test buffers");
-    cr_assert_eq(gpu->alloc(gpu, &d, bytes + GUARD * 4, "test buffer", &err), CV_OK, "%s",
-                 err.msg);
-    live[n_live++] = d;
-    uint32_t guard[GUARD];
-    for (int i = 0; i < GUARD; i++) guard[i] = GUARD_BITS;
-    if (host) gpu->upload(gpu, d, host, bytes);
-    gpu->upload(gpu, (char *)d + bytes, guard, sizeof guard);
-    return d;
-}
-
-/* Downloads a GPU buffer and checks its guard; the buffer stays alive. */
-static void from_gpu(void *host, const void *d, size_t bytes, const char *what) {
-    uint32_t guard[GUARD];
-    gpu->download(gpu, host, d, bytes);
-    gpu->download(gpu, guard, (const char *)d + bytes, sizeof guard);
-    for (int i = 0; i < GUARD; i++)
-        cr_assert_eq(guard[i], GUARD_BITS, "%s: the GPU wrote past the end (guard %d)", what, i);
-}
-
-/* NaN/Inf parity, |gpu - cpu| <= tol[i] for each element, and NMSE < nmse. */
-static void compare_each(const char *what, const float *ref, const float *got, size_t n,
-                         const double *tol, double nmse) {
-    double err2 = 0, ref2 = 0;
-    for (size_t i = 0; i < n; i++) {
-        cr_assert_eq(isnan(ref[i]), isnan(got[i]), "%s[%zu]: NaN parity (cpu %g, gpu %g)", what,
-                     i, ref[i], got[i]);
-        if (isnan(ref[i])) continue;
-        if (isinf(ref[i])) {
-            cr_assert_eq(ref[i], got[i], "%s[%zu]: Inf parity", what, i);
-            continue;
-        }
-        double d = fabs((double)got[i] - ref[i]);
-        cr_assert(d <= tol[i], "%s[%zu]: gpu %.9g, cpu %.9g, differ by %.3g > %.3g", what, i,
-                  got[i], ref[i], d, tol[i]);
-        err2 += d * d;
-        ref2 += (double)ref[i] * ref[i];
-    }
-    if (ref2 > 0) cr_assert(err2 / ref2 < nmse, "%s: NMSE %g", what, err2 / ref2);
-}
-
-/* compare_each with tol[i] = atol + rtol |cpu[i]|. */
-static void compare(const char *what, const float *ref, const float *got, size_t n, double atol,
-                    double rtol) {
-    double *tol = malloc((n ? n : 1) * sizeof *tol);
-    for (size_t i = 0; i < n; i++) tol[i] = atol + rtol * fabs(ref[i]);
-    compare_each(what, ref, got, n, tol, NMSE_MAX);
-    free(tol);
-}
-
-/* R3: the bound on two k-term sums taken in different orders. */
-static double sum_tol(double k, double abs_sum, double eps) {
-    return 2.0 * sqrt(k) * eps * abs_sum;
-}
-
-/* CVAE_TEST_QUICK=1 (tests/gpu.sh sets it under compute-sanitizer, which runs kernels
- * tens of times slower): the largest shapes and most training steps are left out. */
-static bool quick(void) {
-    const char *q = getenv("CVAE_TEST_QUICK");
-    return q && *q && strcmp(q, "0") != 0;
-}
-
-static void expect_same_bits(const char *what, const void *a, const void *b, size_t bytes) {
-    cr_assert(memcmp(a, b, bytes) == 0, "%s: two GPU runs on the same inputs differ", what);
-}
+TestSuite(cuda, .init = cuda_harness_setup, .fini = cuda_harness_teardown, .timeout = 600);
 
 static const int ROWS[] = {1, 31, 32, 33, 257, 128};
 static const int COLS[] = {1, 31, 32, 33, 257, 784};
@@ -512,9 +406,10 @@ Test(cuda, reparam_matches_cpu_with_given_and_drawn_noise) {
                                  L);
             memcpy(dm, dm0, nt * 4);
             memcpy(dr, dr0, nt * 4);
-            cpu->reparam_backward(cpu, enc, eps, dz, ks, cpp, lab, with_prior ? &cg : NULL, denc,
+            cpu->reparam_backward(cpu, enc, eps, dz, ks, NULL, 0.0f, cpp, lab,
+                                  with_prior ? &cg : NULL, denc,
                                   rows, L);
-            gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, gpp, d_lab,
+            gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, NULL, 0.0f, gpp, d_lab,
                                   with_prior ? &gg : NULL, d_denc, rows, L);
             reparam_bounds bounds = reparam_bounds_of(enc, eps, dz, ks, cpp ? pm : NULL, pr, lab,
                                                       rows, L);
@@ -563,8 +458,9 @@ static void prior_grad_case(test_rng *r, int rows, int L, int K) {
     int32_t *d_lab = to_gpu(lab, rows * 4);
     cv_prior cp = {pm, pr, false}, gp = {d_pm, d_pr, false};
     cv_prior_grad cg = {dm, dr, false}, gg = {d_dm, d_dr, false};
-    cpu->reparam_backward(cpu, enc, eps, dz, ks, &cp, lab, &cg, denc, rows, L);
-    gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, &gp, d_lab, &gg, d_denc, rows, L);
+    cpu->reparam_backward(cpu, enc, eps, dz, ks, NULL, 0.0f, &cp, lab, &cg, denc, rows, L);
+    gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, NULL, 0.0f, &gp, d_lab, &gg, d_denc, rows,
+                          L);
     from_gpu(g[0], d_dm, nt * 4, "d prior mean");
     from_gpu(g[1], d_dr, nt * 4, "d prior log-variance");
     from_gpu(gdenc, d_denc, ne * 4, "denc");
@@ -586,7 +482,8 @@ static void prior_grad_case(test_rng *r, int rows, int L, int K) {
     compare_each("denc", denc, gdenc, ne, td, NMSE_MAX);
     gpu->upload(gpu, d_dm, dm0, nt * 4);
     gpu->upload(gpu, d_dr, dr0, nt * 4);
-    gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, &gp, d_lab, &gg, d_denc, rows, L);
+    gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, NULL, 0.0f, &gp, d_lab, &gg, d_denc, rows,
+                          L);
     from_gpu(g[2], d_dm, nt * 4, "d prior mean");
     from_gpu(g[3], d_dr, nt * 4, "d prior log-variance");
     from_gpu(gdenc2, d_denc, ne * 4, "denc");
@@ -1395,20 +1292,7 @@ Test(cuda, recorded_step_replays_bit_for_bit_with_every_option) {
     recorded_steps(&r, CV_PRIOR_CONDITIONAL, CV_LIKELIHOOD_GAUSSIAN, true, 5.0f, 40, 10);
 }
 
-/* Criterion counts a skipped test as neither run nor failed, and meson would show the
- * binary as OK: exit 77, meson's SKIP, when no device is usable, so the suite reads
- * "skipped" on machines without a GPU. */
-int main(int argc, char *argv[]) {
-    struct criterion_test_set *tests = criterion_initialize();
-    int result = 0;
-    if (criterion_handle_args(argc, argv, true)) result = !criterion_run_all_tests(tests);
-    criterion_finalize(tests);
-    if (result == 0 && !cv_backend_cuda_available()) {
-        fprintf(stderr, "no usable CUDA device: every GPU test was skipped\n");
-        return 77;
-    }
-    return result;
-}
+int main(int argc, char *argv[]) { return cuda_test_main(argc, argv); }
 
 /* ---------- precision modes (docs/design.md 2.7): each GPU precision against the CPU
  * reference of the same precision ---------- */
@@ -1805,8 +1689,9 @@ Test(cuda, reparam_and_prior_transform_with_a_per_row_prior_match_cpu) {
         cpu->reparam_forward(cpu, enc, eps, false, 0, 0, NULL, 0, &cp, NULL, z, kl, lr, rows, L);
         gpu->reparam_forward(gpu, d_enc, d_eps, false, 0, 0, NULL, 0, &gp, NULL, d_z, d_kl, d_lr,
                              rows, L);
-        cpu->reparam_backward(cpu, enc, eps, dz, ks, &cp, NULL, &cg, denc, rows, L);
-        gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, &gp, NULL, &gg, d_denc, rows, L);
+        cpu->reparam_backward(cpu, enc, eps, dz, ks, NULL, 0.0f, &cp, NULL, &cg, denc, rows, L);
+        gpu->reparam_backward(gpu, d_enc, d_eps, d_dz, ks, NULL, 0.0f, &gp, NULL, &gg, d_denc,
+                              rows, L);
         reparam_bounds bounds = reparam_bounds_of(enc, eps, dz, ks, pm, pr, NULL, rows, L);
         compare_reparam(&bounds, z, kl, lr, denc, d_z, d_kl, d_lr, d_denc, rows, L, h);
         reparam_bounds_free(&bounds);

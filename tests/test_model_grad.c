@@ -11,88 +11,22 @@
 #include "cv_math.h"
 #include "cvae/model.h"
 #include "helpers.h"
-
-typedef struct {
-    const cv_layout *lo;
-    int rows;
-    const float *x, *eps;
-    const int32_t *labels; /* labels: each row's class */
-    const float *cond;     /* condition vectors: (rows, K) */
-    double beta;
-} ref_ctx;
-
-#define REF_MAX_K 16
-
-/* Row r's condition vector c (K): its label's one-hot, or its condition vector. */
-static void ref_condition(const ref_ctx *c, int r, double *cvec) {
-    const int K = c->lo->cfg.cond_width;
-    CV_ASSERT(K <= REF_MAX_K);
-    for (int k = 0; k < K; k++)
-        cvec[k] = c->cond ? c->cond[(size_t)r * K + k] : (k == c->labels[r] ? 1.0 : 0.0);
-}
-
-/* y (out) = W [in ; c if cond] + b, from the layout's buffer, in double. */
-static void ref_linear(const cv_layout *lo, const cv_layer *l, const double *p,
-                       const double *in, const double *cvec, double *y) {
-    int K = lo->cfg.cond_width, fan = l->in + (l->cond != CV_NO_COND ? K : 0);
-    double *row = malloc(sizeof(double) * fan);
-    for (int o = 0; o < l->out; o++) {
-        /* the spec's weight row: [W_x | W_c] */
-        for (int i = 0; i < l->in; i++) row[i] = p[l->w + (size_t)o * l->in + i];
-        if (l->cond != CV_NO_COND)
-            for (int k = 0; k < K; k++) row[l->in + k] = p[l->cond + (size_t)k * l->out + o];
-        double s = p[l->b + o];
-        for (int i = 0; i < l->in; i++) s += row[i] * in[i];
-        if (l->cond != CV_NO_COND)
-            for (int k = 0; k < K; k++) s += row[l->in + k] * cvec[k];
-        y[o] = l->relu && s < 0 ? 0 : s;
-    }
-    free(row);
-}
-
-static double softplus(double l) { return l > 0 ? l + log1p(exp(-l)) : log1p(exp(l)); }
+#include "ref_model.h"
 
 /* loss = (1/B) sum_b (rec_b + beta kl_b); per-sample rec and kl when not NULL */
 static double ref_loss(const ref_ctx *c, const double *p, double *rec_out, double *kl_out) {
-    const cv_layout *lo = c->lo;
-    const int D = lo->dim, L = lo->cfg.latent, K = lo->cfg.cond_width;
-    double a[2][1024], total = 0, cvec[REF_MAX_K];
+    const int L = c->lo->cfg.latent;
+    double total = 0, enc[2 * REF_MAX_LATENT], m[REF_MAX_LATENT], rr[REF_MAX_LATENT];
+    double z[REF_MAX_LATENT];
     for (int r = 0; r < c->rows; r++) {
-        ref_condition(c, r, cvec);
-        for (int j = 0; j < D; j++) a[0][j] = c->x[r * D + j];
-        int cur = 0;
-        for (int i = 0; i < lo->n_enc; i++, cur ^= 1)
-            ref_linear(lo, &lo->layers[i], p, a[cur], cvec, a[cur ^ 1]);
-        double kl = 0, z[64];
+        ref_encode(c, p, r, enc);
+        ref_prior(c, p, r, m, rr);
+        double kl = 0;
         for (int j = 0; j < L; j++) {
-            double mu = a[cur][j], s = a[cur][L + j];
-            s = s < CV_LOGVAR_MIN ? CV_LOGVAR_MIN : s > CV_LOGVAR_MAX ? CV_LOGVAR_MAX : s;
-            z[j] = mu + exp(0.5 * s) * c->eps[r * L + j];
-            if (lo->cfg.prior == CV_PRIOR_CONDITIONAL) {
-                /* m = M c and r = R c: the tables (K, L) times the condition */
-                double m = 0, rr = 0;
-                for (int k = 0; k < K; k++) {
-                    m += cvec[k] * p[lo->prior_m + (size_t)k * L + j];
-                    rr += cvec[k] * p[lo->prior_r + (size_t)k * L + j];
-                }
-                kl += 0.5 * (rr - s + (exp(s) + (mu - m) * (mu - m)) * exp(-rr) - 1);
-            } else {
-                kl += 0.5 * (mu * mu + exp(s) - 1 - s);
-            }
+            z[j] = enc[j] + exp(0.5 * ref_clamp(enc[L + j])) * c->eps[r * L + j];
+            kl += ref_kl(enc[j], enc[L + j], m[j], rr[j]);
         }
-        for (int j = 0; j < L; j++) a[cur][j] = z[j];
-        for (int i = lo->n_enc; i < lo->n_layers; i++, cur ^= 1)
-            ref_linear(lo, &lo->layers[i], p, a[cur], cvec, a[cur ^ 1]);
-        double rec = 0;
-        for (int j = 0; j < D; j++) {
-            double x = c->x[r * D + j], l = a[cur][j];
-            if (lo->cfg.likelihood == CV_LIKELIHOOD_GAUSSIAN) {
-                double sg = lo->cfg.sigma, e = x - 1 / (1 + exp(-l));
-                rec += e * e / (2 * sg * sg) + 0.5 * log(2 * M_PI * sg * sg);
-            } else {
-                rec += softplus(l) - x * l;
-            }
-        }
+        double rec = ref_rec(c, p, r, z);
         if (rec_out) rec_out[r] = rec;
         if (kl_out) kl_out[r] = kl;
         total += rec + c->beta * kl;
@@ -104,9 +38,10 @@ static double ref_loss(const ref_ctx *c, const double *p, double *rec_out, doubl
 typedef struct {
     int channels;
     cv_condition_kind condition;
+    bool sigma_learned; /* the Gaussian's sigma a parameter */
 } data_shape;
 
-static const data_shape GREY_LABELS = {1, CV_COND_LABELS};
+static const data_shape GREY_LABELS = {1, CV_COND_LABELS, false};
 
 static void check_model_shaped(const int *hidden, int n_hidden, int h, int w, int K, int L,
                                int rows, float beta, cv_prior_kind prior, cv_likelihood like,
@@ -118,7 +53,7 @@ static void check_model_shaped(const int *hidden, int n_hidden, int h, int w, in
     cv_model_config cfg = {.height = h, .width = w, .channels = shape.channels,
                            .condition = shape.condition, .cond_width = K, .latent = L,
                            .n_hidden = n_hidden, .prior = prior, .likelihood = like,
-                           .sigma = 0.4f};
+                           .sigma = 0.4f, .sigma_learned = shape.sigma_learned};
     memcpy(cfg.hidden, hidden, sizeof(int) * n_hidden);
     cv_model m;
     cv_workspace ws;
@@ -126,7 +61,10 @@ static void check_model_shaped(const int *hidden, int n_hidden, int h, int w, in
     cr_assert_eq(cv_workspace_create(&m, rows, &ws, &err), CV_OK, "%s", err.msg);
     cr_assert_eq(cv_model_init_params(&m, r.s, &err), CV_OK, "%s", err.msg);
     if (prior == CV_PRIOR_CONDITIONAL) /* tables away from their zero start */
-        test_fill(&r, m.params + m.layout.prior_m, m.layout.n_params - m.layout.prior_m, -1, 1);
+        test_fill(&r, m.params + m.layout.prior_m, m.layout.prior_r - m.layout.prior_m + K * L,
+                  -1, 1);
+    if (shape.sigma_learned) /* log sigma away from its start */
+        m.params[m.layout.log_sigma] = (float)test_uniform(&r, log(0.15), log(0.6));
     const int D = h * w * shape.channels;
     const bool vectors = shape.condition == CV_COND_VECTORS;
     test_fill(&r, ws.x, (size_t)rows * D, 0, 1);
@@ -201,14 +139,14 @@ Test(model, gradient_with_gaussian_likelihood_and_conditional_prior) {
  * (C^T dy), and the linear prior m = M c, r = R c with its table gradients. */
 Test(model, gradient_with_condition_vectors) {
     int hidden[] = {6, 5};
-    const data_shape vectors = {1, CV_COND_VECTORS};
+    const data_shape vectors = {1, CV_COND_VECTORS, false};
     check_model_shaped(hidden, 2, 3, 4, 3, 3, 6, 0.8f, CV_PRIOR_STANDARD,
                        CV_LIKELIHOOD_BERNOULLI, vectors);
 }
 
 Test(model, gradient_with_condition_vectors_and_the_linear_prior) {
     int hidden[] = {7};
-    const data_shape vectors = {1, CV_COND_VECTORS};
+    const data_shape vectors = {1, CV_COND_VECTORS, false};
     check_model_shaped(hidden, 1, 3, 3, 4, 3, 5, 0.6f, CV_PRIOR_CONDITIONAL,
                        CV_LIKELIHOOD_BERNOULLI, vectors);
 }
@@ -216,16 +154,24 @@ Test(model, gradient_with_condition_vectors_and_the_linear_prior) {
 /* Colour images: D = H W C values, interleaved, through the same layers. */
 Test(model, gradient_with_colour_images_and_condition_vectors) {
     int hidden[] = {8};
-    const data_shape rgb = {3, CV_COND_VECTORS};
+    const data_shape rgb = {3, CV_COND_VECTORS, false};
     check_model_shaped(hidden, 1, 2, 3, 2, 2, 4, 1.0f, CV_PRIOR_CONDITIONAL,
                        CV_LIKELIHOOD_GAUSSIAN, rgb);
 }
 
 Test(model, gradient_with_colour_images_and_labels) {
     int hidden[] = {5};
-    const data_shape rgba = {4, CV_COND_LABELS};
+    const data_shape rgba = {4, CV_COND_LABELS, false};
     check_model_shaped(hidden, 1, 2, 2, 3, 2, 4, 1.0f, CV_PRIOR_CONDITIONAL,
                        CV_LIKELIHOOD_BERNOULLI, rgba);
+}
+
+/* A learned sigma: log sigma's gradient, and the likelihood's through it. */
+Test(model, gradient_with_a_learned_gaussian_sigma) {
+    int hidden[] = {6};
+    const data_shape learned = {1, CV_COND_LABELS, true};
+    check_model_shaped(hidden, 1, 3, 3, 3, 2, 5, 1.0f, CV_PRIOR_CONDITIONAL,
+                       CV_LIKELIHOOD_GAUSSIAN, learned);
 }
 
 Test(model, gradient_two_hidden_layers) {

@@ -51,7 +51,8 @@ Test(objectives, conditional_prior_kl_against_finite_differences) {
     cv_prior_grad dprior = {dm, dr, false};
     const float scale = 0.8f;
     be->reparam_forward(be, enc, eps, false, 0, 0, NULL, 0, &prior, labels, z, kl, lr, rows, L);
-    be->reparam_backward(be, enc, eps, dz, scale, &prior, labels, &dprior, denc, rows, L);
+    be->reparam_backward(be, enc, eps, dz, scale, NULL, 0.0f, &prior, labels, &dprior, denc,
+                         rows, L);
     double ref_dm[20] = {0}, ref_dr[20] = {0};
     for (int i = 0; i < rows; i++) {
         double k = 0, lrat = 0;
@@ -125,8 +126,8 @@ Test(objectives, a_per_row_prior_is_the_table_prior_on_gathered_rows) {
     test_fill(&r, gm, nz, 5, 6); /* written, not added to: garbage must not survive */
     test_fill(&r, gr, nz, 5, 6);
     cv_prior_grad tg = {dm, dr, false}, rg = {gm, gr, true};
-    be->reparam_backward(be, enc, eps, dz, 0.7f, &tables, labels, &tg, d1, rows, L);
-    be->reparam_backward(be, enc, eps, dz, 0.7f, &per_row, NULL, &rg, d2, rows, L);
+    be->reparam_backward(be, enc, eps, dz, 0.7f, NULL, 0.0f, &tables, labels, &tg, d1, rows, L);
+    be->reparam_backward(be, enc, eps, dz, 0.7f, NULL, 0.0f, &per_row, NULL, &rg, d2, rows, L);
     cr_assert(memcmp(d1, d2, sizeof d1) == 0, "per-row dmu, ds differ from the tables'");
     float sm[18] = {0}, sr[18] = {0};
     for (int i = 0; i < rows; i++)

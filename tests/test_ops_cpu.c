@@ -227,7 +227,7 @@ static void reparam_case(test_rng *r, int rows, int L) {
         /* exp(s/2) up to e^15 scales float rounding of z, hence a looser log-ratio check */
         assert_close("log_ratio", i, lr[i], lrat, 1e-3, 1e-4);
     }
-    be->reparam_backward(be, enc, eps, dz, kl_scale, NULL, NULL, NULL, denc, rows, L);
+    be->reparam_backward(be, enc, eps, dz, kl_scale, NULL, 0.0f, NULL, NULL, NULL, denc, rows, L);
     for (int i = 0; i < rows; i++)
         for (int j = 0; j < L; j++) {
             double mu = enc[i * 2 * L + j], s = enc[i * 2 * L + L + j];

@@ -648,3 +648,16 @@ Test(resume, a_run_on_condition_vectors_resumes_bitwise_exact) {
 Test(resume, a_run_on_colour_images_resumes_bitwise_exact) {
     npy_resume_is_bitwise_exact(false, (const char *[]){"--prior", "conditional", NULL});
 }
+
+/* The objectives resume exactly too: a KL warm-up rising every step across the cut and
+ * the signal, with free bits; the IWAE objective with a learned sigma. */
+Test(resume, a_run_with_a_per_step_warm_up_and_free_bits_resumes_bitwise_exact) {
+    npy_resume_is_bitwise_exact(true, (const char *[]){"--prior", "conditional", "--kl-warmup",
+                                                       "3", "--free-bits", "0.05", NULL});
+}
+
+Test(resume, an_iwae_run_with_a_learned_sigma_resumes_bitwise_exact) {
+    npy_resume_is_bitwise_exact(false, (const char *[]){"--objective", "iwae", "--samples", "3",
+                                                        "--likelihood", "gaussian", "--sigma",
+                                                        "learned", NULL});
+}

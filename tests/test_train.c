@@ -134,7 +134,7 @@ Test(train, every_option_trains_and_lowers_its_loss) {
     snprintf(data, sizeof data, "%s/data", dir);
     cr_assert_eq(mkdir(data, 0777), 0);
     test_write_dataset(data, 600, 100, 8, 8, 3, false, r.s);
-    for (int variant = 0; variant < 4; variant++) {
+    for (int variant = 0; variant < 7; variant++) {
         char out[4200], metrics[4200];
         snprintf(out, sizeof out, "%s/run%d", dir, variant);
         snprintf(metrics, sizeof metrics, "%s/m%d.jsonl", dir, variant);
@@ -145,6 +145,9 @@ Test(train, every_option_trains_and_lowers_its_loss) {
         case 1: o.likelihood = CV_LIKELIHOOD_GAUSSIAN; o.sigma = 0.2f; break;
         case 2: o.train.beta = 2.0f; o.train.kl_warmup = 2; break;
         case 3: o.train.cosine = 1; o.train.warmup_steps = 10; o.train.clip_norm = 5.0f; break;
+        case 4: o.train.free_bits = 0.5f; break;
+        case 5: o.train.objective = CV_OBJECTIVE_IWAE; o.train.samples = 3; break;
+        case 6: o.likelihood = CV_LIKELIHOOD_GAUSSIAN; o.sigma_learned = true; break;
         }
         cv_train_result res;
         cv_err err;
@@ -156,9 +159,13 @@ Test(train, every_option_trains_and_lowers_its_loss) {
         cr_assert_eq(read_metric(metrics, "grad_norm", norm, 8), 4);
         cr_assert_lt(test[3], test[0], "variant %d: test -ELBO %g -> %g", variant, test[0], test[3]);
         for (int e = 0; e < 4; e++) cr_assert(isfinite(loss[e]) && norm[e] > 0);
-        if (variant == 2) /* beta 0, 1, 2, 2 over warm-up epochs 1 and 2 */
-            cr_assert(beta[0] == 0 && beta[1] == 1 && beta[2] == 2 && beta[3] == 2,
-                      "beta %g %g %g %g", beta[0], beta[1], beta[2], beta[3]);
+        /* beta rises step by step over warm-up epochs 1 and 2 (S steps each) to 2: epoch
+         * 1's mean is 2 (0 + ... + S-1) / (2S S) = (S - 1) / 2S, epoch 2's (3S - 1) / 2S */
+        const double S = (600 + o.batch - 1) / o.batch;
+        if (variant == 2)
+            cr_assert(fabs(beta[0] - (S - 1) / (2 * S)) < 1e-5 &&
+                      fabs(beta[1] - (3 * S - 1) / (2 * S)) < 1e-5 && beta[2] == 2 &&
+                      beta[3] == 2, "beta %g %g %g %g", beta[0], beta[1], beta[2], beta[3]);
         else
             cr_assert(beta[0] == 1 && beta[3] == 1);
     }

@@ -165,11 +165,13 @@ struct cv_backend {
                             float *z, float *kl, float *log_ratio, int rows, int latent);
 
     /* denc (rows, 2L) = gradient of sum_r (dz[r] . z[r] + kl_scale * kl[r]); with a
-     * learned prior, its table gradients are added into dprior too. */
+     * learned prior, its table gradients are added into dprior too. Free bits: with
+     * unit_kl (L, device) given, unit j's KL term has no gradient (for mu, s or the prior)
+     * when unit_kl[j], its KL summed over the batch (kl_unit_sums), is below kl_floor. */
     void (*reparam_backward)(cv_backend *be, const float *enc, const float *eps,
-                             const float *dz, float kl_scale, const cv_prior *prior,
-                             const int32_t *labels, cv_prior_grad *dprior, float *denc,
-                             int rows, int latent);
+                             const float *dz, float kl_scale, const float *unit_kl,
+                             float kl_floor, const cv_prior *prior, const int32_t *labels,
+                             cv_prior_grad *dprior, float *denc, int rows, int latent);
 
     /* z (rows, L) <- m + exp(r / 2) z with row r's prior (cv_prior): standard normal
      * draws to draws from the learned prior (nothing for the standard prior). */
@@ -277,6 +279,54 @@ struct cv_backend {
     void (*logsumexp_merge)(cv_backend *be, double *dst_max, double *dst_sum,
                             const double *src_max, const double *src_sum, double log_count,
                             double log_prior, int rows, bool reset);
+
+    /* ---- training objectives (docs/design.md 1.6) ---- */
+
+    /* out (L) = each latent unit's KL against the row's prior (as reparam_forward takes
+     * it), summed over the rows in row order: what free bits compare with their floor. */
+    void (*kl_unit_sums)(cv_backend *be, const float *enc, const cv_prior *prior,
+                         const int32_t *labels, int rows, int latent, float *out);
+
+    /* The IWAE objective over `samples` draws of each of `rows` images, stored sample by
+     * sample (row k * rows + b is draw k of image b): w (samples * rows) = the normalised
+     * importance weights of each image's log weights -rec + beta * log_ratio, and
+     * loss (rows) = -log of their mean (cv_iwae_weights). */
+    void (*iwae_weights)(cv_backend *be, const float *rec, const float *log_ratio, float beta,
+                         int rows, int samples, float *w, float *loss);
+
+    /* x (rows, cols): row r *= w[r]. */
+    void (*scale_rows)(cv_backend *be, float *x, const float *w, int rows, int cols);
+
+    /* The IWAE objective's gradient with respect to each image's [mu | s] and the prior:
+     * denc (rows, 2L) = the gradient of sum over draws of w * (-beta * (log p(z) -
+     * log q(z))) / B plus dz (samples * rows, L, the decoder's, already weighted) through
+     * z = mu + exp(s/2) eps, with eps (samples * rows, L) and w (samples * rows) stored as
+     * iwae_weights takes them, kl_scale = beta / B; the prior's gradients into dprior as
+     * reparam_backward adds them (tables +=, per row =). */
+    void (*iwae_backward)(cv_backend *be, const float *enc, const float *eps, const float *dz,
+                          const float *w, int samples, float kl_scale, const cv_prior *prior,
+                          const int32_t *labels, cv_prior_grad *dprior, float *denc, int rows,
+                          int latent);
+
+    /* The Gaussian likelihood with the learned standard deviation exp(log_sigma[0])
+     * (device; its log-variance 2 log sigma clamped to [-30, 30]): rec as reconstruction;
+     * with dlogits, dlogits = grad_scale * the gradient and dsigma (rows) = grad_scale *
+     * each row's gradient with respect to log sigma. */
+    void (*reconstruction_learned)(cv_backend *be, const float *log_sigma, const float *logits,
+                                   const float *x, float *rec, float *dlogits, float *dsigma,
+                                   float grad_scale, int rows, int cols);
+
+    /* cvae score's heads. Softmax cross-entropy: loss (rows) = logsumexp(l) - l[label],
+     * dlogits (rows, classes, when not NULL) = grad_scale * (softmax - onehot). Squared
+     * error: loss (rows) = sum_j (out - target)^2 / 2, dout = grad_scale * (out - target). */
+    void (*softmax_xent)(cv_backend *be, const float *logits, const int32_t *labels,
+                         float *loss, float *dlogits, float grad_scale, int rows, int classes);
+    void (*squared_error)(cv_backend *be, const float *out, const float *target, float *loss,
+                          float *dout, float grad_scale, int rows, int cols);
+
+    /* The device's memory: what a new allocation may still take, and all of it, in bytes
+     * (the CPU: MemAvailable and MemTotal). */
+    void (*memory_info)(cv_backend *be, size_t *free_bytes, size_t *total_bytes);
 };
 
 cv_status cv_backend_cpu_create(cv_backend **out, cv_err *err);

@@ -14,6 +14,7 @@
 #include "cvae/model.h"
 #include "cvae/npy.h"
 #include "cvae/rng.h"
+#include "cvae/score.h"
 #include "cvae/status.h"
 #include "cvae/train.h"
 #include "cvae/version.h"

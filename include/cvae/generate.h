@@ -128,6 +128,12 @@ cv_status cv_generate_grid_tiles(cv_model *model, cv_workspace *ws, const cv_gen
  * reconstructions from the posterior mean (bottom row). */
 cv_status cv_reconstruction_tiles(cv_model *model, cv_workspace *ws, const cv_split *split,
                                   int count, cv_tiles *out, cv_err *err);
+/* The images opt describes (its conditions, per, mean, seed and batch; nothing written)
+ * into host memory: pixels (n, D) bytes, and each image's label (labels, a model of
+ * labels) or condition row (rows (n, K), a model of vectors), n = R * per: the bytes
+ * cv_generate writes for the same options. */
+cv_status cv_generate_images(cv_model *model, cv_workspace *ws, const cv_generate_options *opt,
+                             uint8_t *pixels, uint8_t *labels, float *rows, cv_err *err);
 
 /* Writes a samples grid (a row per condition, `cols` columns) to path, PNG. */
 cv_status cv_generate_grid(cv_model *model, cv_workspace *ws, const cv_gen_conditions *cond,

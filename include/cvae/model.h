@@ -39,7 +39,8 @@ typedef struct {
     int hidden[CV_MAX_HIDDEN];
     cv_prior_kind prior;      /* conditional: learned N(M c, diag exp(R c)), tables at 0 */
     cv_likelihood likelihood; /* Bernoulli, or Gaussian with standard deviation sigma */
-    float sigma;
+    float sigma;              /* with sigma_learned, the learned one's start */
+    bool sigma_learned;       /* Gaussian: sigma is a parameter (log sigma, the layout's last) */
 } cv_model_config;
 
 typedef struct {
@@ -57,22 +58,32 @@ typedef struct {
     int n_enc;
     cv_layer layers[CV_MAX_LAYERS];
     size_t prior_m, prior_r; /* (K, L) tables of the conditional prior, or CV_NO_COND */
+    size_t log_sigma;        /* the learned Gaussian log sigma (1), or CV_NO_COND */
     size_t n_params;
 } cv_layout;
 
-/* Per-batch buffers (device), sized for up to max_rows rows. */
+/* Per-batch buffers (device), sized for up to max_rows images; with the IWAE objective
+ * each of a batch's images is drawn `samples` times (1 otherwise), and what the decoder
+ * side holds is sized for sample_rows rows (its draws, stored draw by draw: row
+ * k * rows + b is draw k of image b; at least max_rows). */
 typedef struct {
     int max_rows;
-    float *x;         /* (rows, D) */
-    int32_t *labels;  /* (rows): class labels */
-    float *cond;      /* (rows, K): condition vectors; NULL for labels */
+    int sample_rows;
+    int samples;
+    float *x;         /* (sample rows, D): each image again for each draw */
+    int32_t *labels;  /* (sample rows): class labels */
+    float *cond;      /* (sample rows, K): condition vectors; NULL for labels */
     /* condition vectors with the learned prior: each row's prior mean and log-variance
      * (M c, R c) and their gradients, (rows, L) each; else NULL */
     float *prior_m, *prior_r, *dprior_m, *dprior_r;
     float *act[CV_MAX_LAYERS];  /* layer outputs (rows, out); act[n_enc-1] = [mu | s] */
     float *dact[CV_MAX_LAYERS]; /* their gradients */
-    float *eps, *z, *dz;        /* (rows, L) */
-    float *kl, *rec, *log_ratio;/* (rows) */
+    float *eps, *z, *dz;        /* (sample rows, L) */
+    float *kl, *rec, *log_ratio;/* (sample rows) */
+    float *unit_kl;             /* (L): free bits' per-unit KL sums */
+    float *dsigma;              /* (sample rows): a learned sigma's per-row gradients */
+    float *weights;             /* samples > 1: (sample rows) normalised importance weights */
+    float *iwae_loss, *zeros;   /* samples > 1: (rows) each image's -IWAE bound; zeros */
     cv_loss_sums *sums;         /* the loss sums of the steps so far, on the device */
     cv_step *step;              /* the step state the batch operations read */
 } cv_workspace;
@@ -128,6 +139,17 @@ cv_status cv_model_init_params(cv_model *model, uint64_t seed, cv_err *err);
 
 cv_status cv_workspace_create(cv_model *model, int max_rows, cv_workspace *ws,
                               cv_err *err);
+/* The most rows the decoder of an IWAE pass takes (its GEMMs count rows in an int). */
+#define CV_MAX_SAMPLE_ROWS 2147483647
+
+/* The same with the IWAE objective's buffers (ws->weights, iwae_loss, zeros; for any
+ * samples >= 1), its passes taking batches of up to draw_rows (<= max_rows) images drawn
+ * `samples` times each. */
+cv_status cv_workspace_create_samples(cv_model *model, int max_rows, int draw_rows,
+                                      int samples, cv_workspace *ws, cv_err *err);
+/* The bytes cv_workspace_create_samples allocates for a model of this layout (whether or
+ * not the rows fit CV_MAX_SAMPLE_ROWS). */
+size_t cv_workspace_bytes(const cv_layout *layout, int max_rows, int draw_rows, int samples);
 void cv_workspace_destroy(cv_model *model, cv_workspace *ws);
 
 /* Forward pass over ws->x and ws->labels or ws->cond (rows filled): per-sample rec and kl in
@@ -152,6 +174,37 @@ const cv_prior *cv_model_batch_prior(cv_model *model, cv_workspace *ws, int rows
 
 /* Backward pass after a forward with the same loss_rows: accumulates into model->grads. */
 void cv_model_backward(cv_model *model, cv_workspace *ws, int rows, int loss_rows, float beta);
+
+/* The objective a training step takes the gradient of (docs/design.md 1.6). */
+typedef struct {
+    float beta;      /* the KL term's (or IWAE log ratio's) weight */
+    float free_bits; /* lambda: each unit's KL, averaged over the batch, counts as at least
+                      * this many nats (0: none); the ELBO only */
+    int samples;     /* the IWAE objective's draws per image; 1: the ELBO */
+    bool sum_ranks;  /* a data-parallel step: free bits' per-unit sums over every rank */
+} cv_objective;
+
+/* cv_model_backward for the ELBO with free bits (the per-unit KL sums of the batch in
+ * ws->unit_kl, summed over the ranks with sum_ranks, then the KL gradient of each unit
+ * under lambda * loss_rows left out). */
+void cv_model_backward_objective(cv_model *model, cv_workspace *ws, int rows, int loss_rows,
+                                 const cv_objective *obj);
+
+/* The IWAE objective (model_iwae.c): `samples` draws per image of ws's `rows` images, the
+ * draws stored draw by draw (ws->eps, z, rec, log_ratio, weights: row k * rows + b). The
+ * forward pass encodes, draws (draw k from noise->stream_base + CV_STREAM_IWAE_SAMPLE(k),
+ * or ws->eps as given), decodes every draw, and leaves each image's loss -log (1/K sum_k
+ * w_k) in ws->iwae_loss, the normalised weights in ws->weights and the weighted logit
+ * gradient for loss = (1/loss_rows) sum of those losses; the backward pass accumulates the
+ * gradient into model->grads. */
+void cv_model_iwae_forward(cv_model *model, cv_workspace *ws, int rows, const cv_noise *noise,
+                           int loss_rows, float beta);
+void cv_model_iwae_backward(cv_model *model, cv_workspace *ws, int rows, int loss_rows,
+                            float beta);
+
+/* The learned Gaussian sigma of a model (exp of its log sigma, clamped as the likelihood
+ * clamps it), or cfg.sigma when it is fixed. */
+float cv_model_sigma(cv_model *model);
 
 /* Decodes z (rows, L) with ws->labels or ws->cond into logits ws->act[n_layers-1]
  * (rows, D). */

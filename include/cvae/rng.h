@@ -14,8 +14,13 @@ extern "C" {
 #endif
 
 #define CV_STREAM_TRAIN_EPS(step) ((uint64_t)(step))
+/* the IWAE objective's draw k of a step: stream CV_STREAM_TRAIN_EPS(step) + this (draw 0
+ * is the ELBO's; k < 2^20, steps < 2^40) */
+#define CV_STREAM_IWAE_SAMPLE(k) ((uint64_t)(k) << 40)
 #define CV_STREAM_EVAL_EPS(batch) (UINT64_C(0x4000000000000000) | (uint64_t)(batch))
 #define CV_STREAM_SHUFFLE(epoch) (UINT64_C(0x8000000000000000) | (uint64_t)(epoch))
+/* cvae score's classifiers and regressions: the shuffle of their epoch e (from 0) */
+#define CV_STREAM_SCORE_SHUFFLE(epoch) (UINT64_C(0x9000000000000000) | (uint64_t)(epoch))
 #define CV_STREAM_INIT UINT64_C(0xC000000000000000)
 #define CV_STREAM_BINARIZE(step) (UINT64_C(0x2000000000000000) | (uint64_t)(step))
 /* the test set is binarized once, with this seed and stream, whatever the run's seed */

@@ -33,8 +33,10 @@ typedef struct {
     int n_classes; /* class labels: 0 means from the training labels */
     cv_prior_kind prior;
     cv_likelihood likelihood;
-    float sigma;
-    cv_train_config train; /* beta, KL warm-up, learning-rate schedule, clipping, binarize */
+    float sigma;              /* fixed, or the learned one's start */
+    bool sigma_learned;       /* Gaussian: sigma learned with the model (--sigma learned) */
+    cv_train_config train; /* beta, KL warm-up, learning-rate schedule, clipping, binarize,
+                            * the objective (ELBO or IWAE, free bits) */
     int batch, epochs, checkpoint_every;
     float lr;
     uint64_t seed;
@@ -50,9 +52,11 @@ typedef struct {
     int has_test;
     int signal;          /* with CV_ERR_INTERRUPTED: SIGINT or SIGTERM */
     double grad_norm;    /* mean global gradient norm (before clipping) of the last epoch */
+    double beta;         /* the last epoch's mean beta */
+    float sigma;         /* the Gaussian likelihood's sigma at the end (learned or fixed) */
 } cv_train_result;
 
-/* The defaults of `cvae train` (docs/design.md 1.13): hidden 400, latent 20, batch 128,
+/* The defaults of `cvae train` (docs/design.md 1.14): hidden 400, latent 20, batch 128,
  * 10 epochs, lr 1e-3, beta 1, seed 0, Bernoulli, standard prior, device auto. */
 cv_train_options cv_train_defaults(void);
 
@@ -71,9 +75,23 @@ void cv_train_step(cv_model *model, cv_workspace *ws, const cv_device_split *spl
                    const cv_batch_part *part, uint64_t seed, const cv_adam_config *adam,
                    float beta, bool binarize);
 
-/* beta of epoch `epoch` (from 1): 0 at the start, rising linearly to cfg->beta at the end
- * of epoch cfg->kl_warmup, then constant. */
+/* cv_train_step for any objective (model.h): the ELBO with or without free bits, or the
+ * IWAE objective with obj->samples draws (ws made for them). A step's reported losses are
+ * the ELBO's rec and kl, or each image's -IWAE bound as rec with kl 0. */
+void cv_train_step_objective(cv_model *model, cv_workspace *ws, const cv_device_split *split,
+                             const cv_batch_part *part, uint64_t seed,
+                             const cv_adam_config *adam, const cv_objective *obj,
+                             bool binarize);
+
+/* beta of epoch `epoch` (from 1) as versions 1 to 3 ramped it (held for a whole epoch): 0
+ * in the first, rising linearly to cfg->beta at the end of epoch cfg->kl_warmup, then
+ * constant. */
 float cv_beta_at(const cv_train_config *cfg, int epoch);
+
+/* beta of optimiser step `step` (from 0) with steps_per_epoch steps an epoch: with
+ * cfg->warmup_per_step, beta * step / (kl_warmup * steps_per_epoch) during the warm-up
+ * (Bowman et al. 2016), then beta; otherwise cv_beta_at of the step's epoch. */
+float cv_beta_at_step(const cv_train_config *cfg, int64_t step, int64_t steps_per_epoch);
 
 #ifdef __cplusplus
 }

@@ -81,7 +81,8 @@ void cv_reparam_forward_cuda(const float *enc, float *eps, bool draw_eps, uint64
                              const cv_prior *prior, const int32_t *labels, float *z, float *kl,
                              float *log_ratio, int rows, int latent, cudaStream_t stream);
 void cv_reparam_backward_cuda(const float *enc, const float *eps, const float *dz,
-                              float kl_scale, const cv_prior *prior, const int32_t *labels,
+                              float kl_scale, const float *unit_kl, float kl_floor,
+                              const cv_prior *prior, const int32_t *labels,
                               cv_prior_grad *dprior, float *denc, int rows, int latent,
                               cv_scratch *scratch, cudaStream_t stream);
 void cv_prior_transform_cuda(const cv_prior *prior, const int32_t *labels, float *z, int rows,
@@ -112,6 +113,27 @@ void cv_logsumexp_accumulate_cuda(double *lse_max, double *lse_sum, const float 
 void cv_logsumexp_merge_cuda(double *dst_max, double *dst_sum, const double *src_max,
                              const double *src_sum, double log_count, double log_prior,
                              int rows, bool reset, cudaStream_t stream);
+
+/* The training objectives' operations (objectives.cu): free bits' per-unit KL sums, the
+ * IWAE objective's weights, row scaling and latent gradient, the Gaussian likelihood with a
+ * learned sigma, and cvae score's heads. */
+void cv_kl_unit_sums_cuda(const float *enc, const cv_prior *prior, const int32_t *labels,
+                          int rows, int latent, float *out, cudaStream_t stream);
+void cv_iwae_weights_cuda(const float *rec, const float *log_ratio, float beta, int rows,
+                          int samples, float *w, float *loss, cudaStream_t stream);
+void cv_scale_rows_cuda(float *x, const float *w, int rows, int cols, cudaStream_t stream);
+void cv_iwae_backward_cuda(const float *enc, const float *eps, const float *dz, const float *w,
+                           int samples, float kl_scale, const cv_prior *prior,
+                           const int32_t *labels, cv_prior_grad *dprior, float *denc, int rows,
+                           int latent, cv_scratch *scratch, cudaStream_t stream);
+void cv_reconstruction_learned_cuda(const float *log_sigma, const float *logits, const float *x,
+                                    float *rec, float *dlogits, float *dsigma, float grad_scale,
+                                    int rows, int cols, cudaStream_t stream);
+void cv_softmax_xent_cuda(const float *logits, const int32_t *labels, float *loss,
+                          float *dlogits, float grad_scale, int rows, int classes,
+                          cudaStream_t stream);
+void cv_squared_error_cuda(const float *out, const float *target, float *loss, float *dout,
+                           float grad_scale, int rows, int cols, cudaStream_t stream);
 
 /* The GEMM operand conversions (precision.cu): two column-major float matrices (element
  * (i, j) at src[i + j * ld]) packed into scratch with leading dimension rows, in one

@@ -114,6 +114,99 @@ CV_HD float cv_log_normal(float z, float m, float r) {
     return -0.5f * (d * d * expf(-r) + r + CV_LOG_2PI);
 }
 
+/* The KL of one latent dimension against its prior: the standard normal when pm is NULL,
+ * else N(pm[t], exp(clamp(pr[t]))); s is the raw log-variance. Free bits sum it per unit. */
+CV_HD float cv_kl_unit(float mu, float s_raw, const float *pm, const float *pr, size_t t) {
+    const float s = cv_clamp_logvar(s_raw);
+    return pm ? cv_kl_gauss(mu, s, pm[t], cv_clamp_logvar(pr[t])) : cv_kl_std_normal(mu, s);
+}
+
+/* Free bits (Kingma et al. 2016): the KL gradient scale of a unit whose KL summed over the
+ * batch is unit_kl, given the floor (lambda times the batch's rows): none under the floor. */
+CV_HD float cv_free_bits_scale(float kl_scale, float unit_kl, float floor) {
+    return unit_kl < floor ? 0.0f : kl_scale;
+}
+
+/* The IWAE objective (Burda et al. 2015) for one image of K samples, its log weights
+ * log w_k = -rec_k + beta * log_ratio_k at lw[k * stride]: the normalised weights
+ * w_k / sum w (to w[k * stride]) and the image's loss -log (1/K sum_k w_k), returned.
+ * In float with the maximum taken out, the samples in order. */
+CV_HD float cv_iwae_weights(const float *rec, const float *log_ratio, float beta, int K,
+                            size_t stride, float *w) {
+    float top = -INFINITY;
+    for (int k = 0; k < K; k++) {
+        const float lw = -rec[k * stride] + beta * log_ratio[k * stride];
+        top = lw > top ? lw : top;
+    }
+    float sum = 0.0f;
+    for (int k = 0; k < K; k++) {
+        const float e = expf(-rec[k * stride] + beta * log_ratio[k * stride] - top);
+        w[k * stride] = e;
+        sum += e;
+    }
+    for (int k = 0; k < K; k++) w[k * stride] /= sum;
+    return -(top + logf(sum) - logf((float)K));
+}
+
+/* One sample's share of the IWAE gradient of one latent dimension (see model.c): z its
+ * draw, w its normalised weight, dz the decoder's gradient (already weighted), ks the
+ * KL scale beta / B, m and inv_var = exp(-r) its prior (0 and 1 for the standard one).
+ * Adds the gradient with respect to z, times 1 and times eps, to *g_mu and *g_eps, w to
+ * *w_sum, and the prior's mean and log-variance gradients to *g_m and *g_r. */
+CV_HD void cv_iwae_latent_add(float z, float eps, float w, float dz, float ks, float m,
+                              float inv_var, float *g_mu, float *g_eps, float *w_sum,
+                              float *g_m, float *g_r) {
+    const float d = z - m, prior = ks * w * d * inv_var, g = dz + prior;
+    *g_mu += g;
+    *g_eps += g * eps;
+    *w_sum += w;
+    *g_m -= prior;
+    *g_r += ks * w * 0.5f * (1.0f - d * d * inv_var);
+}
+
+/* The log-variance's gradient from those sums: through z = mu + exp(s/2) eps, and through
+ * log q's -s/2 (weighted by the weights' sum, times ks). */
+CV_HD float cv_iwae_grad_s(float s, float g_eps, float w_sum, float ks) {
+    return 0.5f * expf(0.5f * s) * g_eps - 0.5f * ks * w_sum;
+}
+
+/* The Gaussian likelihood with a learned log-variance v = 2 log sigma (clamped like the
+ * latents'), one pixel: (x - p)^2 exp(-v) / 2 + (v + log 2 pi) / 2 with p = sigmoid(l); its
+ * gradients with respect to l and to v. */
+CV_HD float cv_gaussian_nll_logvar(float l, float x, float v, float *grad_l, float *grad_v) {
+    const float p = cv_sigmoid(l), d = p - x, inv_var = expf(-v);
+    *grad_l = d * inv_var * p * (1.0f - p);
+    *grad_v = 0.5f - 0.5f * d * d * inv_var;
+    return 0.5f * d * d * inv_var + 0.5f * (v + CV_LOG_2PI);
+}
+
+/* Squared error of one row of outputs against its targets (n each): sum (out - t)^2 / 2;
+ * grad (n, when not NULL) = scale * (out - t). The regression of cvae score. */
+CV_HD float cv_squared_error(const float *out, const float *target, int n, float scale,
+                             float *grad) {
+    float s = 0.0f;
+    for (int j = 0; j < n; j++) {
+        const float d = out[j] - target[j];
+        s += 0.5f * d * d;
+        if (grad) grad[j] = scale * d;
+    }
+    return s;
+}
+
+/* Softmax cross-entropy of one row of logits l (n) against class y: logsumexp(l) - l[y];
+ * grad (n, when not NULL) = scale * (softmax(l) - onehot(y)). The classifier of cvae score. */
+CV_HD float cv_softmax_xent(const float *l, int n, int y, float scale, float *grad) {
+    float top = l[0];
+    for (int j = 1; j < n; j++) top = l[j] > top ? l[j] : top;
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) sum += expf(l[j] - top);
+    const float lse = top + logf(sum);
+    if (grad)
+        for (int j = 0; j < n; j++)
+            grad[j] = scale * (expf(l[j] - lse) - (j == y ? 1.0f : 0.0f));
+    return lse - l[y];
+}
+
 /* Gaussian likelihood with mean p = sigmoid(l) and standard deviation sigma, one pixel:
  * (x - p)^2 / (2 sigma^2) + log(2 pi sigma^2) / 2, and its gradient with respect to l. */
 CV_HD float cv_gaussian_nll(float l, float x, float sigma, float *grad) {

@@ -74,7 +74,8 @@ static __global__ void reparam_forward_kernel(const float *enc, float *eps, bool
 }
 
 static __global__ void reparam_backward_kernel(const float *enc, const float *eps,
-                                               const float *dz, float kl_scale,
+                                               const float *dz, float kl_scale_all,
+                                               const float *unit_kl, float kl_floor,
                                                const float *prior_m, const float *prior_r,
                                                const int32_t *labels, float *row_dm,
                                                float *row_dr, float *denc, int rows,
@@ -83,6 +84,8 @@ static __global__ void reparam_backward_kernel(const float *enc, const float *ep
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         size_t r = i / latent, j = i % latent;
+        const float kl_scale =
+            unit_kl ? cv_free_bits_scale(kl_scale_all, unit_kl[j], kl_floor) : kl_scale_all;
         const float *mu = enc + r * 2 * latent, *s = mu + latent;
         float sj = cv_clamp_logvar(s[j]);
         float *dmu = denc + r * 2 * latent, *ds = dmu + latent;
@@ -112,7 +115,9 @@ static __global__ void reparam_backward_kernel(const float *enc, const float *ep
  * shared memory; latent sizes are small, so the idle half-warp costs little. */
 struct prior_grad_op {
     const float *enc, *prior_m, *prior_r;
-    float kl_scale;
+    float kl_scale_all;
+    const float *unit_kl; /* free bits: a unit under kl_floor gets no gradient (NULL: none) */
+    float kl_floor;
     int latent;
     static constexpr int TC = 16, NV = 2;
     static constexpr bool BIAS = false;
@@ -126,7 +131,8 @@ struct prior_grad_op {
     }
     __device__ void finish(int row, int j, const raw &x, float *v) const {
         (void)row;
-        (void)j;
+        const float kl_scale =
+            unit_kl ? cv_free_bits_scale(kl_scale_all, unit_kl[j], kl_floor) : kl_scale_all;
         const float sj = cv_clamp_logvar(x.s), rj = cv_clamp_logvar(x.r);
         v[0] = -(kl_scale * cv_kl_gauss_grad_mu(x.mu, x.m, rj));
         v[1] = kl_scale * cv_kl_gauss_grad_r(x.mu, sj, x.m, rj) * cv_clamp_logvar_grad(x.r);
@@ -173,12 +179,13 @@ extern "C" void cv_reparam_forward_cuda(const float *enc, float *eps, bool draw_
     CV_CUDA_CHECK(cudaGetLastError());
 }
 
-static void launch_prior_grad(const float *enc, float kl_scale, const cv_prior *prior,
-                              const int32_t *labels, cv_prior_grad *dprior, int rows,
-                              int latent, cv_scratch *sc, cudaStream_t stream) {
+static void launch_prior_grad(const float *enc, float kl_scale, const float *unit_kl,
+                              float kl_floor, const cv_prior *prior, const int32_t *labels,
+                              cv_prior_grad *dprior, int rows, int latent, cv_scratch *sc,
+                              cudaStream_t stream) {
     if (rows <= 0) return;
     const cs_plan p = cs_make_plan(rows, latent, prior_grad_op::TC, 2 * CS_CLASSES);
-    const prior_grad_op op = {enc, prior->m, prior->r, kl_scale, latent};
+    const prior_grad_op op = {enc, prior->m, prior->r, kl_scale, unit_kl, kl_floor, latent};
     const cs_dest d = {NULL, {dprior->m, dprior->r}, 2, latent};
     cs_class_kernel<prior_grad_op><<<dim3(p.tiles, p.slabs), CS_THREADS, 0, stream>>>(
         op, labels, rows, latent, p.rows_per_slab, p.slabs, d, sc);
@@ -186,19 +193,20 @@ static void launch_prior_grad(const float *enc, float kl_scale, const cv_prior *
 }
 
 extern "C" void cv_reparam_backward_cuda(const float *enc, const float *eps, const float *dz,
-                                         float kl_scale, const cv_prior *prior,
-                                         const int32_t *labels, cv_prior_grad *dprior,
-                                         float *denc, int rows, int latent, cv_scratch *scratch,
-                                         cudaStream_t stream) {
+                                         float kl_scale, const float *unit_kl, float kl_floor,
+                                         const cv_prior *prior, const int32_t *labels,
+                                         cv_prior_grad *dprior, float *denc, int rows,
+                                         int latent, cv_scratch *scratch, cudaStream_t stream) {
     const int threads = 256;
     const bool per_row = prior && prior->per_row;
     reparam_backward_kernel<<<CV_BLOCKS((size_t)rows * latent, threads), threads, 0, stream>>>(
-        enc, eps, dz, kl_scale, prior ? prior->m : NULL, prior ? prior->r : NULL,
-        prior_labels(prior, labels), per_row ? dprior->m : NULL, per_row ? dprior->r : NULL,
-        denc, rows, latent);
+        enc, eps, dz, kl_scale, unit_kl, kl_floor, prior ? prior->m : NULL,
+        prior ? prior->r : NULL, prior_labels(prior, labels), per_row ? dprior->m : NULL,
+        per_row ? dprior->r : NULL, denc, rows, latent);
     CV_CUDA_CHECK(cudaGetLastError());
     if (prior && !per_row)
-        launch_prior_grad(enc, kl_scale, prior, labels, dprior, rows, latent, scratch, stream);
+        launch_prior_grad(enc, kl_scale, unit_kl, kl_floor, prior, labels, dprior, rows, latent,
+                          scratch, stream);
 }
 
 extern "C" void cv_prior_transform_cuda(const cv_prior *prior, const int32_t *labels, float *z,

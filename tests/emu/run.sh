@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# tests/emu/run.sh: tests/test_cuda.c on a CPU emulation of CUDA, for a machine without a
-# GPU. A development aid, not a test of any GPU, and not part of `meson test`.
+# tests/emu/run.sh: the GPU tests (tests/test_cuda.c, tests/test_cuda_objectives.c) on a
+# CPU emulation of CUDA, for a machine without a GPU. A development aid, not a test of any GPU, and not part of `meson test`.
 #
 # The kernels (src/kernels/*.cu, made plain C++ by transform.py) run with one fiber per
 # CUDA thread (emu.h, emu_rt.cpp); backend_cuda.c and the rest of libcvae run unchanged
@@ -50,7 +50,8 @@ if pkg-config --exists ompi-c; then
     comm=comm_mpi
 fi
 rm -f "$out"/h/*.o
-for f in src/host/*/*.c tests/helpers.c tests/test_cuda.c; do
+for f in src/host/*/*.c tests/helpers.c tests/cuda_harness.c tests/test_cuda.c \
+    tests/test_cuda_objectives.c; do
     b=$(basename "$f" .c)
     case $b in
     backend_cuda_absent | allreduce_nccl | onnx_export) continue ;;
@@ -61,11 +62,13 @@ done
 for p in "${pids[@]}"; do wait "$p"; done
 lib=()
 for o in "$out"/h/*.o; do
-    case $(basename "$o") in cli_*|helpers.o|test_cuda.o) ;; *) lib+=("$o") ;; esac
+    case $(basename "$o") in cli_*|helpers.o|cuda_harness.o|test_cuda*.o) ;; *) lib+=("$o") ;; esac
 done
 libs=(-fopenmp -lopenblas -lz -lpng -lmvec -lm "${mpi_libs[@]}")
-g++ -rdynamic -o "$out/test_cuda" "$out/h/test_cuda.o" "$out/h/helpers.o" "${lib[@]}" "$out"/k/*.o \
-    "$out/emu_rt.o" -lcriterion "${libs[@]}"
+for t in test_cuda test_cuda_objectives; do
+    g++ -rdynamic -o "$out/$t" "$out/h/$t.o" "$out/h/helpers.o" "$out/h/cuda_harness.o" \
+        "${lib[@]}" "$out"/k/*.o "$out/emu_rt.o" -lcriterion "${libs[@]}"
+done
 g++ -rdynamic -o "$out/cvae" "$out"/h/cli_*.o "${lib[@]}" "$out"/k/*.o "$out/emu_rt.o" "${libs[@]}"
-echo "tests/emu/run.sh: built $out/test_cuda and $out/cvae; running the GPU tests emulated"
-exec "$out/test_cuda" "$@"
+echo "tests/emu/run.sh: built $out/test_cuda, $out/test_cuda_objectives and $out/cvae; running the GPU tests emulated"
+"$out/test_cuda" "$@" && exec "$out/test_cuda_objectives" "$@"

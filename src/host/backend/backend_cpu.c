@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend/backend_cpu.h"
 #include "cv_math.h"
 #include "cvae/backend.h"
 
@@ -306,9 +307,9 @@ static void cpu_reparam_forward(cv_backend *be, const float *enc, float *eps, bo
 }
 
 static void cpu_reparam_backward(cv_backend *be, const float *enc, const float *eps,
-                                 const float *dz, float kl_scale, const cv_prior *prior,
-                                 const int32_t *labels, cv_prior_grad *dprior, float *denc,
-                                 int rows, int latent) {
+                                 const float *dz, float kl_scale_all, const float *unit_kl,
+                                 float kl_floor, const cv_prior *prior, const int32_t *labels,
+                                 cv_prior_grad *dprior, float *denc, int rows, int latent) {
     (void)be;
     /* rows are independent, except that the learned prior's table gradients are sums over
      * rows: with tables, one thread takes the rows in order; a per-row prior's gradients
@@ -321,6 +322,8 @@ static void cpu_reparam_backward(cv_backend *be, const float *enc, const float *
         float *dmu = denc + (size_t)r * 2 * latent, *ds = dmu + latent;
         size_t row = prior ? (size_t)prior_row(prior->per_row, labels, r) * latent : 0;
         for (int j = 0; j < latent; j++) {
+            const float kl_scale =
+                unit_kl ? cv_free_bits_scale(kl_scale_all, unit_kl[j], kl_floor) : kl_scale_all;
             float sj = cv_clamp_logvar(s[j]);
             float reparam_s = cv_reparam_grad_s(sj, er[j], dzr[j], 0.0f);
             if (!prior) {
@@ -673,6 +676,7 @@ cv_status cv_backend_cpu_create_with(const cv_backend_options *opt, cv_backend *
     be->event_destroy = cpu_event_destroy;
     be->logsumexp_accumulate = cpu_logsumexp_accumulate;
     be->logsumexp_merge = cpu_logsumexp_merge;
+    cv_backend_cpu_objectives(be);
     *out = be;
     return CV_OK;
 }

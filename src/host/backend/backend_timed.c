@@ -166,12 +166,12 @@ static void timed_reparam_forward(cv_backend *be, const float *enc, float *eps, 
 }
 
 static void timed_reparam_backward(cv_backend *be, const float *enc, const float *eps,
-                                   const float *dz, float kl_scale, const cv_prior *prior,
-                                   const int32_t *labels, cv_prior_grad *dprior, float *denc,
-                                   int rows, int latent) {
+                                   const float *dz, float kl_scale, const float *unit_kl,
+                                   float kl_floor, const cv_prior *prior, const int32_t *labels,
+                                   cv_prior_grad *dprior, float *denc, int rows, int latent) {
     TIMED(be, CV_FAMILY_REPARAM_BACKWARD, cv_cost_reparam_backward(rows, latent, prior != NULL),
-          in->reparam_backward(in, enc, eps, dz, kl_scale, prior, labels, dprior, denc, rows,
-                               latent));
+          in->reparam_backward(in, enc, eps, dz, kl_scale, unit_kl, kl_floor, prior, labels,
+                               dprior, denc, rows, latent));
 }
 
 static void timed_prior_transform(cv_backend *be, const cv_prior *prior, const int32_t *labels,
@@ -258,6 +258,65 @@ static void timed_logsumexp_merge(cv_backend *be, double *dst_max, double *dst_s
                               rows, reset));
 }
 
+/* The training objectives' operations (backend.h), costed as the nearest family's: every
+ * float read once plus every float written. */
+static cv_op_cost floats_moved(double n) { return (cv_op_cost){4.0 * n, 0.0}; }
+
+static void timed_kl_unit_sums(cv_backend *be, const float *enc, const cv_prior *prior,
+                               const int32_t *labels, int rows, int latent, float *out) {
+    TIMED(be, CV_FAMILY_REPARAM_FORWARD, floats_moved((double)rows * latent * (prior ? 4 : 2) + latent),
+          in->kl_unit_sums(in, enc, prior, labels, rows, latent, out));
+}
+
+static void timed_iwae_weights(cv_backend *be, const float *rec, const float *log_ratio,
+                               float beta, int rows, int samples, float *w, float *loss) {
+    TIMED(be, CV_FAMILY_OTHER, floats_moved(3.0 * rows * samples + rows),
+          in->iwae_weights(in, rec, log_ratio, beta, rows, samples, w, loss));
+}
+
+static void timed_scale_rows(cv_backend *be, float *x, const float *w, int rows, int cols) {
+    TIMED(be, CV_FAMILY_RECONSTRUCTION, floats_moved(2.0 * rows * cols + rows),
+          in->scale_rows(in, x, w, rows, cols));
+}
+
+static void timed_iwae_backward(cv_backend *be, const float *enc, const float *eps,
+                                const float *dz, const float *w, int samples, float kl_scale,
+                                const cv_prior *prior, const int32_t *labels,
+                                cv_prior_grad *dprior, float *denc, int rows, int latent) {
+    const double n = (double)rows * latent;
+    TIMED(be, CV_FAMILY_REPARAM_BACKWARD,
+          floats_moved(4.0 * n + 2.0 * n * samples + (double)rows * samples + (prior ? 4 * n : 0)),
+          in->iwae_backward(in, enc, eps, dz, w, samples, kl_scale, prior, labels, dprior, denc,
+                            rows, latent));
+}
+
+static void timed_reconstruction_learned(cv_backend *be, const float *log_sigma,
+                                         const float *logits, const float *x, float *rec,
+                                         float *dlogits, float *dsigma, float grad_scale,
+                                         int rows, int cols) {
+    TIMED(be, CV_FAMILY_RECONSTRUCTION, cv_cost_reconstruction(rows, cols, dlogits != NULL),
+          in->reconstruction_learned(in, log_sigma, logits, x, rec, dlogits, dsigma,
+                                     grad_scale, rows, cols));
+}
+
+static void timed_softmax_xent(cv_backend *be, const float *logits, const int32_t *labels,
+                               float *loss, float *dlogits, float grad_scale, int rows,
+                               int classes) {
+    TIMED(be, CV_FAMILY_OTHER, floats_moved((double)rows * classes * (dlogits ? 2 : 1) + 2.0 * rows),
+          in->softmax_xent(in, logits, labels, loss, dlogits, grad_scale, rows, classes));
+}
+
+static void timed_squared_error(cv_backend *be, const float *out, const float *target,
+                                float *loss, float *dout, float grad_scale, int rows, int cols) {
+    TIMED(be, CV_FAMILY_OTHER, floats_moved((double)rows * cols * (dout ? 3 : 2) + rows),
+          in->squared_error(in, out, target, loss, dout, grad_scale, rows, cols));
+}
+
+static void timed_memory_info(cv_backend *be, size_t *free_bytes, size_t *total_bytes) {
+    cv_backend *in = ctx_of(be)->inner;
+    in->memory_info(in, free_bytes, total_bytes);
+}
+
 /* The table: every operation of struct cv_backend. capture_end, replay and
  * recording_free stay NULL, as on the CPU: capture_begin never starts a recording. */
 static void fill_table(cv_backend *be) {
@@ -292,6 +351,14 @@ static void fill_table(cv_backend *be) {
     be->event_destroy = timed_event_destroy;
     be->logsumexp_accumulate = timed_logsumexp_accumulate;
     be->logsumexp_merge = timed_logsumexp_merge;
+    be->kl_unit_sums = timed_kl_unit_sums;
+    be->iwae_weights = timed_iwae_weights;
+    be->scale_rows = timed_scale_rows;
+    be->iwae_backward = timed_iwae_backward;
+    be->reconstruction_learned = timed_reconstruction_learned;
+    be->softmax_xent = timed_softmax_xent;
+    be->squared_error = timed_squared_error;
+    be->memory_info = timed_memory_info;
 }
 
 /* The context with max_calls pairs of inner's events. */

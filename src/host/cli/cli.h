@@ -73,6 +73,7 @@ int cv_cmd_train(int argc, char **argv, cv_comm *comm);
 int cv_cmd_eval(int argc, char **argv, cv_comm *comm);
 int cv_cmd_info(int argc, char **argv);
 int cv_cmd_generate(int argc, char **argv);
+int cv_cmd_score(int argc, char **argv);
 int cv_cmd_bench(int argc, char **argv, cv_comm *comm);
 int cv_cmd_encode(int argc, char **argv);
 int cv_cmd_decode(int argc, char **argv);

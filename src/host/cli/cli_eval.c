@@ -21,7 +21,9 @@ static const char *help =
     "image) split into rec and kl, the KL of each latent dimension and the count of active\n"
     "units (variance over the test set of the posterior mean > 0.01), and with --iwae K\n"
     "the importance-weighted estimate of -log p(x|c) from K samples. Figures are nats per\n"
-    "image, and bits per dimension (nats / (D ln 2)) beside them. A model trained with\n"
+    "image, and bits per dimension (nats / (D ln 2)) beside them; a Gaussian likelihood's\n"
+    "are a density's on continuous values, not comparable with Bernoulli ones. A model\n"
+    "trained with\n"
     "--binarize is evaluated on the test set binarized with the same fixed seed. When\n"
     "stderr is a terminal, a progress line shows the batches done and images per second.\n"
     "\n"
@@ -34,8 +36,8 @@ static const char *help =
     "                 of class labels only)\n"
     "  --seed S       seed of the evaluation noise (default 0)\n"
     "  --device D     auto, cpu, cuda or cuda:N (default auto)\n"
-    "  --json         one JSON object: test_neg_elbo, test_rec, test_kl, *_bits_per_dim,\n"
-    "                 kl_per_dim, active_units[, iwae_nll][, marginal_nll]\n"
+    "  --json         one JSON object: likelihood, test_neg_elbo, test_rec, test_kl,\n"
+    "                 *_bits_per_dim, kl_per_dim, active_units[, iwae_nll][, marginal_nll]\n"
     "  -h, --help     this text\n";
 
 /* The progress line on a terminal's stderr, as training and generation draw theirs: batches
@@ -130,9 +132,11 @@ static void class_log_prior(const cv_split *train, int K, double *log_prior) {
     for (int c = 0; c < K; c++) log_prior[c] = log(log_prior[c] / train->n);
 }
 
-static void print_json(const cv_eval_result *r, double bpd, int iwae, bool marginal, int L) {
-    printf("{\"test_neg_elbo\": %.6f, \"test_rec\": %.6f, \"test_kl\": %.6f, "
-           "\"test_neg_elbo_bits_per_dim\": %.6f", r->neg_elbo, r->rec, r->kl, r->neg_elbo * bpd);
+static void print_json(const cv_eval_result *r, double bpd, int iwae, bool marginal, int L,
+                       bool gaussian) {
+    printf("{\"likelihood\": \"%s\", \"test_neg_elbo\": %.6f, \"test_rec\": %.6f, \"test_kl\": %.6f, "
+           "\"test_neg_elbo_bits_per_dim\": %.6f", gaussian ? "gaussian" : "bernoulli", r->neg_elbo,
+           r->rec, r->kl, r->neg_elbo * bpd);
     if (iwae)
         printf(", \"iwae_nll\": %.6f, \"iwae_bits_per_dim\": %.6f, \"iwae_k\": %d",
                r->iwae_nll, r->iwae_nll * bpd, iwae);
@@ -145,7 +149,7 @@ static void print_json(const cv_eval_result *r, double bpd, int iwae, bool margi
 }
 
 static void print_text(const cv_eval_result *r, double bpd, int n, int iwae, bool marginal,
-                       int L) {
+                       int L, bool gaussian) {
     printf("test -ELBO %.4f nats (rec %.4f, kl %.4f) over %d images; %.5f bits/dim\n",
            r->neg_elbo, r->rec, r->kl, n, r->neg_elbo * bpd);
     if (iwae)
@@ -157,6 +161,10 @@ static void print_text(const cv_eval_result *r, double bpd, int n, int iwae, boo
     printf("active units: %d of %d; KL per dimension:", r->active_units, L);
     for (int j = 0; j < L; j++) printf(" %.3f", r->kl_per_dim[j]);
     printf("\n");
+    if (gaussian)
+        printf("note: a Gaussian likelihood's nats and bits per dimension are a density's on "
+               "continuous values (they may be negative): not comparable with a Bernoulli "
+               "model's\n");
 }
 
 int cv_cmd_eval(int argc, char **argv, cv_comm *comm) {
@@ -234,10 +242,11 @@ int cv_cmd_eval(int argc, char **argv, cv_comm *comm) {
     }
     const cv_model_config *cfg = &s.ck.cfg;
     const double bpd = 1.0 / ((double)cfg->height * cfg->width * cfg->channels * log(2.0));
+    const bool gaussian = cfg->likelihood == CV_LIKELIHOOD_GAUSSIAN;
     if (json)
-        print_json(&r, bpd, iwae, marginal, cfg->latent);
+        print_json(&r, bpd, iwae, marginal, cfg->latent, gaussian);
     else
-        print_text(&r, bpd, s.test.n, iwae, marginal, cfg->latent);
+        print_text(&r, bpd, s.test.n, iwae, marginal, cfg->latent, gaussian);
     cv_eval_result_free(&r);
     eval_free(&s);
     return 0;

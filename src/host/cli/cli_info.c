@@ -1,5 +1,6 @@
 /* cli_info.c: `cvae info`. */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 
 #include "cli.h"
@@ -46,12 +47,21 @@ int cv_cmd_info(int argc, char **argv) {
     printf(", latent %d, hidden", c2->latent);
     for (int i = 0; i < c2->n_hidden; i++) printf("%s%d", i ? "," : " ", c2->hidden[i]);
     printf(", %zu parameters\n", ck.n_params);
-    printf("objective: %s likelihood", c2->likelihood == CV_LIKELIHOOD_GAUSSIAN ? "Gaussian"
-                                                                                : "Bernoulli");
-    if (c2->likelihood == CV_LIKELIHOOD_GAUSSIAN) printf(" (sigma %g)", c2->sigma);
+    if (ck.train.objective == CV_OBJECTIVE_IWAE)
+        printf("objective: IWAE, %d draws per image; ", ck.train.samples);
+    else
+        printf("objective: ELBO; ");
+    printf("%s likelihood", c2->likelihood == CV_LIKELIHOOD_GAUSSIAN ? "Gaussian" : "Bernoulli");
+    if (c2->sigma_learned)
+        printf(" (sigma learned: %g now, from %g)", cv_checkpoint_sigma(&ck), c2->sigma);
+    else if (c2->likelihood == CV_LIKELIHOOD_GAUSSIAN)
+        printf(" (sigma %g)", c2->sigma);
     printf(", %s prior, beta %g", c2->prior == CV_PRIOR_CONDITIONAL ? "conditional" : "standard",
            ck.train.beta);
-    if (ck.train.kl_warmup) printf(" (warm-up %d epochs)", ck.train.kl_warmup);
+    if (ck.train.kl_warmup)
+        printf(" (warm-up %d epochs, %s)", ck.train.kl_warmup,
+               ck.train.warmup_per_step ? "per step" : "held per epoch");
+    if (ck.train.free_bits > 0) printf(", free bits %g nats", ck.train.free_bits);
     if (ck.train.binarize) printf(", dynamic binarization");
     printf("; lr %s", ck.train.cosine ? "cosine" : "constant");
     if (ck.train.warmup_steps) printf(" (warm-up %lld steps)", (long long)ck.train.warmup_steps);
@@ -65,6 +75,9 @@ int cv_cmd_info(int argc, char **argv) {
                ck.epoch + 1, ck.position);
     if (ck.nonfinite_steps)
         printf("non-finite steps skipped: %lld\n", (long long)ck.nonfinite_steps);
+    if (ck.active_units >= 0)
+        printf("active units at the last test evaluation: %d of %d\n", ck.active_units,
+               c2->latent);
     printf("state: parameters and Adam m, v\n");
     cv_checkpoint_free(&ck);
     return 0;

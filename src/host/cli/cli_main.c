@@ -63,6 +63,8 @@ static const char *usage =
     "  eval      test -ELBO and importance-weighted NLL of a checkpoint\n"
     "  generate  labeled synthetic data sets, sample grids, latent traversals and\n"
     "            interpolations from a checkpoint\n"
+    "  score     how good the data a checkpoint generates is: classifier fidelity and CAS\n"
+    "            (class labels), R^2 of the conditions (condition vectors)\n"
     "  encode    the posteriors of a data set's images: [mean | logvar] as .npy\n"
     "  decode    the decoder's output for given latents, as .npy and images\n"
     "  export    the model for PyTorch (safetensors) or ONNX Runtime (onnx)\n"
@@ -82,8 +84,8 @@ static int run_command(int argc, char **argv, cv_comm *comm) {
     if (strcmp(cmd, "train") == 0) return cv_cmd_train(argc - 1, argv + 1, comm);
     if (strcmp(cmd, "eval") == 0) return cv_cmd_eval(argc - 1, argv + 1, comm);
     if (strcmp(cmd, "bench") == 0) return cv_cmd_bench(argc - 1, argv + 1, comm);
-    static const char *const serial_commands[] = {"info", "generate", "encode", "decode",
-                                                  "export", "report"};
+    static const char *const serial_commands[] = {"info", "generate", "score", "encode",
+                                                  "decode", "export", "report"};
     bool serial = false;
     for (size_t i = 0; i < sizeof serial_commands / sizeof *serial_commands; i++)
         serial = serial || strcmp(cmd, serial_commands[i]) == 0;
@@ -92,21 +94,22 @@ static int run_command(int argc, char **argv, cv_comm *comm) {
                               cv_comm_size(comm));
     if (strcmp(cmd, "info") == 0) return cv_cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "generate") == 0) return cv_cmd_generate(argc - 1, argv + 1);
+    if (strcmp(cmd, "score") == 0) return cv_cmd_score(argc - 1, argv + 1);
     if (strcmp(cmd, "encode") == 0) return cv_cmd_encode(argc - 1, argv + 1);
     if (strcmp(cmd, "decode") == 0) return cv_cmd_decode(argc - 1, argv + 1);
     if (strcmp(cmd, "export") == 0) return cv_cmd_export(argc - 1, argv + 1);
     if (strcmp(cmd, "report") == 0) return cv_cmd_report(argc - 1, argv + 1);
     if (cv_comm_rank(comm) == 0)
-        fprintf(stderr, "cvae: unknown command '%s' (expected train, eval, generate, encode, "
-                "decode, export, report, info or bench)\n", cmd);
+        fprintf(stderr, "cvae: unknown command '%s' (expected train, eval, generate, score, "
+                "encode, decode, export, report, info or bench)\n", cmd);
     return CV_EXIT_USAGE;
 }
 
 int main(int argc, char **argv) {
     configure_runtime(argv);
     if (argc < 2) {
-        fprintf(stderr, "cvae: missing command (train, eval, generate, encode, decode, export, "
-                "report, info or bench); see cvae --help\n");
+        fprintf(stderr, "cvae: missing command (train, eval, generate, score, encode, decode, "
+                "export, report, info or bench); see cvae --help\n");
         return CV_EXIT_USAGE;
     }
     const char *cmd = argv[1];

@@ -1,6 +1,7 @@
 /* cli_train.c: `cvae train`. */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,24 +46,44 @@ static const char *help =
     "                                 not yet measured on a GPU)\n"
     "                         a resume may change it, but is bitwise only with the same\n"
     "                         precision\n"
-    "\n"
+    "\n";
+
+/* The help in parts: C11 promises string literals of 4095 characters, no more. */
+static const char *help_model =
     "model and objective:\n"
     "  --prior P              standard (N(0, I), default) or conditional: a learned\n"
     "                         N(M c, diag exp(R c)) of the condition c (per class for\n"
     "                         labels), M and R starting at 0\n"
     "  --likelihood L         bernoulli (default) or gaussian (mean sigmoid(logits))\n"
-    "  --sigma S              standard deviation of the Gaussian likelihood (default 0.1)\n"
+    "  --sigma S|learned      standard deviation of the Gaussian likelihood (default 0.1),\n"
+    "                         or learned: one sigma learned with the model (log sigma a\n"
+    "                         parameter, from 0.1), reported per epoch, saved, and used\n"
+    "                         by generate --sample. Gaussian nats and bits per dimension\n"
+    "                         are a density's: not comparable with Bernoulli ones\n"
     "  --binarize             dynamic binarization: each batch's values drawn as\n"
     "                         Bernoulli(value); the test set binarized once, fixed seed\n"
+    "  --objective O          elbo (default) or iwae: the importance-weighted bound of\n"
+    "                         Burda et al. 2015 with --samples K posterior draws per image,\n"
+    "                         its gradient weighted by the normalised importance weights;\n"
+    "                         K = 1 is the ELBO and trains bitwise as --objective elbo\n"
+    "  --samples K            the IWAE draws (default 5). Memory grows with K: each draw\n"
+    "                         takes 4 (3 D + 2 (H1 + ... + Hn) + 3 L + 5) bytes more per\n"
+    "                         image of a batch (D the image's values, L the latent; about\n"
+    "                         1.6 MiB for the default model at batch 128); a K the device\n"
+    "                         cannot hold is refused before training\n"
+    "  --free-bits LAMBDA     free bits (Kingma et al. 2016): each latent unit's KL,\n"
+    "                         averaged over the batch, counts as at least LAMBDA nats, and\n"
+    "                         a unit under the floor gets no KL gradient (ELBO only; the\n"
+    "                         reported -ELBO stays the true one)\n"
     "  --beta B               weight of the KL term (default 1)\n"
-    "  --kl-warmup E          beta rises linearly from 0 over the first E epochs\n"
+    "  --kl-warmup E          beta rises linearly from 0, step by step, over the first E\n"
+    "                         epochs (the epoch lines report each epoch's mean beta)\n"
     "  --lr-schedule S        constant (default) or cosine (decay to 0 at the last step)\n"
     "  --warmup-steps N       linear learning-rate warm-up over the first N steps\n"
     "  --clip-grad NORM       clip the global gradient norm to NORM (its mean before\n"
     "                         clipping is reported per epoch)\n"
     "log-variances are clamped to [-30, 30] so exp() never overflows in float\n";
 
-/* The help in two parts: C11 promises string literals of 4095 characters, no more. */
 static const char *help_run =
     "\n"
     "run:\n"
@@ -74,8 +95,8 @@ static const char *help_run =
     "                         RUNDIR/cvae.lock keeps a second trainer out while this runs\n"
     "  --checkpoint-every N   also write the checkpoint every N epochs (default: at the end)\n"
     "  --metrics FILE         one JSON object per epoch (epoch, train_loss, test_neg_elbo,\n"
-    "                         test_rec, test_kl, samples_per_s, seconds, beta, grad_norm,\n"
-    "                         lr);\n"
+    "                         test_rec, test_kl, active_units, samples_per_s, seconds,\n"
+    "                         beta, grad_norm, lr, and sigma for the Gaussian likelihood);\n"
     "                         an existing FILE is refused unless the run resumes\n"
     "  --resume CKPT          continue the run that wrote CKPT: give the original command\n"
     "                         plus --resume; --epochs counts the total. The result is\n"
@@ -98,7 +119,13 @@ static const char *help_run =
 enum { OPT_DATA = 256, OPT_HIDDEN, OPT_LATENT, OPT_CLASSES, OPT_BATCH, OPT_EPOCHS, OPT_LR,
        OPT_SEED, OPT_DEVICE, OPT_OUT, OPT_CKPT_EVERY, OPT_METRICS, OPT_PRECISION,
        OPT_RESUME, OPT_SKIP_NONFINITE, OPT_PRIOR, OPT_LIKELIHOOD, OPT_SIGMA, OPT_BINARIZE,
-       OPT_BETA, OPT_KL_WARMUP, OPT_LR_SCHEDULE, OPT_WARMUP_STEPS, OPT_CLIP_GRAD };
+       OPT_BETA, OPT_KL_WARMUP, OPT_LR_SCHEDULE, OPT_WARMUP_STEPS, OPT_CLIP_GRAD,
+       OPT_OBJECTIVE, OPT_SAMPLES, OPT_FREE_BITS };
+
+/* What flags were given: the checks that need all of them (check_flags). */
+typedef struct {
+    bool sigma, samples;
+} given_flags;
 
 /* --beta: 0 (however written) is allowed too, a plain autoencoder with a KL monitor. */
 static bool parse_beta(const char *cmd, const char *s, float *beta) {
@@ -119,13 +146,14 @@ static bool parse_count(const char *cmd, const char *flag, const char *s, long l
 }
 
 /* One flag into o; false after printing the error line. */
-static bool apply_flag(int c, const char *arg, cv_train_options *o, bool *sigma_given) {
+static bool apply_flag(int c, const char *arg, cv_train_options *o, given_flags *given) {
     const char *cmd = "train";
     /* in cv_precision's order */
     static const char *const precisions[] = {"fp32", "tf32", "bf16", "tf32x3"};
     static const char *const priors[] = {"standard", "conditional"};
     static const char *const likelihoods[] = {"bernoulli", "gaussian"};
     static const char *const schedules[] = {"constant", "cosine"};
+    static const char *const objectives[] = {"elbo", "iwae"}; /* cv_objective_kind's order */
     int choice = 0;
     bool ok = true;
     switch (c) {
@@ -160,9 +188,28 @@ static bool apply_flag(int c, const char *arg, cv_train_options *o, bool *sigma_
         o->likelihood = choice == 1 ? CV_LIKELIHOOD_GAUSSIAN : CV_LIKELIHOOD_BERNOULLI;
         break;
     case OPT_SIGMA:
-        ok = cv_parse_positive_float(cmd, "--sigma", arg, &o->sigma);
-        *sigma_given = true;
+        o->sigma_learned = strcmp(arg, "learned") == 0;
+        ok = o->sigma_learned || cv_parse_positive_float(cmd, "--sigma", arg, &o->sigma);
+        given->sigma = true;
         break;
+    case OPT_OBJECTIVE:
+        ok = cv_parse_choice(cmd, "--objective", arg, objectives, 2, &choice);
+        o->train.objective = choice;
+        break;
+    case OPT_SAMPLES:
+        /* draws are addressed by streams CV_STREAM_IWAE_SAMPLE(k), k < 2^20 */
+        ok = cv_parse_int(cmd, "--samples", arg, 1, 1 << 20, &o->train.samples);
+        given->samples = true;
+        break;
+    case OPT_FREE_BITS: {
+        char *end;
+        errno = 0;
+        o->train.free_bits = strtof(arg, &end);
+        ok = !errno && end != arg && !*end && isfinite(o->train.free_bits) &&
+             o->train.free_bits >= 0.0f && arg[0] != '-';
+        if (!ok) cv_usage_error(cmd, "--free-bits must be a finite number >= 0, got '%s'", arg);
+        break;
+    }
     case OPT_BINARIZE: o->train.binarize = 1; break;
     case OPT_BETA: ok = parse_beta(cmd, arg, &o->train.beta); break;
     case OPT_KL_WARMUP:
@@ -189,7 +236,7 @@ static bool apply_flag(int c, const char *arg, cv_train_options *o, bool *sigma_
 }
 
 /* The checks that need every flag. Returns 0, or the exit code after the error line. */
-static int check_flags(const cv_train_options *o, bool sigma_given) {
+static int check_flags(cv_train_options *o, const given_flags *given) {
     const char *cmd = "train";
     const cv_data_files *f = &o->files;
     if (!o->data_dir && !f->train_images)
@@ -201,8 +248,14 @@ static int check_flags(const cv_train_options *o, bool sigma_given) {
         return cv_usage_error(cmd, "--train-labels and --train-conditions exclude each other");
     if (f->test_labels && f->test_conditions)
         return cv_usage_error(cmd, "--test-labels and --test-conditions exclude each other");
-    if (sigma_given && o->likelihood != CV_LIKELIHOOD_GAUSSIAN)
+    if (given->sigma && o->likelihood != CV_LIKELIHOOD_GAUSSIAN)
         return cv_usage_error(cmd, "--sigma applies to --likelihood gaussian only");
+    if (given->samples && o->train.objective != CV_OBJECTIVE_IWAE)
+        return cv_usage_error(cmd, "--samples applies to --objective iwae only");
+    if (o->train.objective == CV_OBJECTIVE_IWAE && !given->samples) o->train.samples = 5;
+    if (o->train.objective == CV_OBJECTIVE_IWAE && o->train.free_bits > 0.0f)
+        return cv_usage_error(cmd, "--free-bits floors the ELBO's KL of each unit; the IWAE "
+                              "bound has none: use one or the other");
     if (o->out_dir && !o->out_dir[0]) return cv_usage_error(cmd, "--out must not be empty");
     if (o->metrics_path && !o->metrics_path[0])
         return cv_usage_error(cmd, "--metrics must not be empty");
@@ -276,29 +329,33 @@ int cv_cmd_train(int argc, char **argv, cv_comm *comm) {
         {"lr-schedule", required_argument, 0, OPT_LR_SCHEDULE},
         {"warmup-steps", required_argument, 0, OPT_WARMUP_STEPS},
         {"clip-grad", required_argument, 0, OPT_CLIP_GRAD},
+        {"objective", required_argument, 0, OPT_OBJECTIVE},
+        {"samples", required_argument, 0, OPT_SAMPLES},
+        {"free-bits", required_argument, 0, OPT_FREE_BITS},
         CV_DATA_FILE_OPTIONS,
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     cv_train_options o = cv_train_defaults();
     o.comm = comm;
-    bool sigma_given = false;
+    given_flags given = {false, false};
     opterr = 0;
     optind = 1;
     int c, rc = 0;
     while ((c = cv_next_flag("train", argc, argv, opts, &rc)) > 0) {
         if (c == 'h') {
             fputs(help, stdout);
+            fputs(help_model, stdout);
             fputs(help_run, stdout);
             fputs("\n", stdout);
             fputs(cv_data_files_help, stdout);
             return 0;
         }
-        if (!apply_flag(c, optarg, &o, &sigma_given)) return CV_EXIT_USAGE;
+        if (!apply_flag(c, optarg, &o, &given)) return CV_EXIT_USAGE;
     }
     if (rc) return rc;
     if (optind < argc) return cv_usage_error("train", "unexpected argument '%s'", argv[optind]);
-    rc = check_flags(&o, sigma_given);
+    rc = check_flags(&o, &given);
     if (rc) return rc;
     char *command = command_line(argc, argv);
     o.command = command;

@@ -100,11 +100,11 @@ static void cuda_reparam_forward(cv_backend *be, const float *enc, float *eps, b
 }
 
 static void cuda_reparam_backward(cv_backend *be, const float *enc, const float *eps,
-                                  const float *dz, float kl_scale, const cv_prior *prior,
-                                  const int32_t *labels, cv_prior_grad *dprior, float *denc,
-                                  int rows, int latent) {
-    cv_reparam_backward_cuda(enc, eps, dz, kl_scale, prior, labels, dprior, denc, rows, latent,
-                             ctx_of(be)->scratch, ctx_of(be)->stream);
+                                  const float *dz, float kl_scale, const float *unit_kl,
+                                  float kl_floor, const cv_prior *prior, const int32_t *labels,
+                                  cv_prior_grad *dprior, float *denc, int rows, int latent) {
+    cv_reparam_backward_cuda(enc, eps, dz, kl_scale, unit_kl, kl_floor, prior, labels, dprior,
+                             denc, rows, latent, ctx_of(be)->scratch, ctx_of(be)->stream);
 }
 
 static void cuda_prior_transform(cv_backend *be, const cv_prior *prior, const int32_t *labels,
@@ -243,6 +243,54 @@ static void cuda_logsumexp_merge(cv_backend *be, double *dst_max, double *dst_su
                                  double log_count, double log_prior, int rows, bool reset) {
     cv_logsumexp_merge_cuda(dst_max, dst_sum, src_max, src_sum, log_count, log_prior, rows,
                             reset, ctx_of(be)->stream);
+}
+
+static void cuda_kl_unit_sums(cv_backend *be, const float *enc, const cv_prior *prior,
+                              const int32_t *labels, int rows, int latent, float *out) {
+    cv_kl_unit_sums_cuda(enc, prior, labels, rows, latent, out, ctx_of(be)->stream);
+}
+
+static void cuda_iwae_weights(cv_backend *be, const float *rec, const float *log_ratio,
+                              float beta, int rows, int samples, float *w, float *loss) {
+    cv_iwae_weights_cuda(rec, log_ratio, beta, rows, samples, w, loss, ctx_of(be)->stream);
+}
+
+static void cuda_scale_rows(cv_backend *be, float *x, const float *w, int rows, int cols) {
+    cv_scale_rows_cuda(x, w, rows, cols, ctx_of(be)->stream);
+}
+
+static void cuda_iwae_backward(cv_backend *be, const float *enc, const float *eps,
+                               const float *dz, const float *w, int samples, float kl_scale,
+                               const cv_prior *prior, const int32_t *labels,
+                               cv_prior_grad *dprior, float *denc, int rows, int latent) {
+    cv_iwae_backward_cuda(enc, eps, dz, w, samples, kl_scale, prior, labels, dprior, denc, rows,
+                          latent, ctx_of(be)->scratch, ctx_of(be)->stream);
+}
+
+static void cuda_reconstruction_learned(cv_backend *be, const float *log_sigma,
+                                        const float *logits, const float *x, float *rec,
+                                        float *dlogits, float *dsigma, float grad_scale,
+                                        int rows, int cols) {
+    cv_reconstruction_learned_cuda(log_sigma, logits, x, rec, dlogits, dsigma, grad_scale, rows,
+                                   cols, ctx_of(be)->stream);
+}
+
+static void cuda_softmax_xent(cv_backend *be, const float *logits, const int32_t *labels,
+                              float *loss, float *dlogits, float grad_scale, int rows,
+                              int classes) {
+    cv_softmax_xent_cuda(logits, labels, loss, dlogits, grad_scale, rows, classes,
+                         ctx_of(be)->stream);
+}
+
+static void cuda_squared_error(cv_backend *be, const float *out, const float *target,
+                               float *loss, float *dout, float grad_scale, int rows, int cols) {
+    cv_squared_error_cuda(out, target, loss, dout, grad_scale, rows, cols, ctx_of(be)->stream);
+}
+
+/* What cudaMalloc may still take on the backend's device, and its whole memory. */
+static void cuda_memory_info(cv_backend *be, size_t *free_bytes, size_t *total_bytes) {
+    (void)be;
+    CV_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
 }
 
 bool cv_backend_cuda_available(void) {
@@ -436,6 +484,14 @@ cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out
     be->event_destroy = cuda_event_destroy;
     be->logsumexp_accumulate = cuda_logsumexp_accumulate;
     be->logsumexp_merge = cuda_logsumexp_merge;
+    be->kl_unit_sums = cuda_kl_unit_sums;
+    be->iwae_weights = cuda_iwae_weights;
+    be->scale_rows = cuda_scale_rows;
+    be->iwae_backward = cuda_iwae_backward;
+    be->reconstruction_learned = cuda_reconstruction_learned;
+    be->softmax_xent = cuda_softmax_xent;
+    be->squared_error = cuda_squared_error;
+    be->memory_info = cuda_memory_info;
     *out = be;
     return CV_OK;
 }

@@ -109,8 +109,9 @@ char *export_config_json(const cv_export_source *src) {
     fprintf(fp, ", \"prior\": \"%s\", \"likelihood\": \"%s\", \"sigma\": ",
             c->prior == CV_PRIOR_CONDITIONAL ? "conditional" : "standard",
             gaussian ? "gaussian" : "bernoulli");
-    if (gaussian) fprintf(fp, "%.9g", (double)c->sigma);
-    else fputs("null", fp);
+    if (gaussian) fprintf(fp, "%.9g, \"sigma_learned\": %s", cv_checkpoint_sigma(ck),
+                          c->sigma_learned ? "true" : "false");
+    else fputs("null, \"sigma_learned\": false", fp);
     fprintf(fp, ", \"logvar_min\": %g, \"logvar_max\": %g, \"epochs\": %d, \"steps\": %lld, "
                 "\"seed\": %llu}",
             (double)CV_LOGVAR_MIN, (double)CV_LOGVAR_MAX, ck->epoch, (long long)ck->step, (unsigned long long)ck->seed);

@@ -1,10 +1,12 @@
 /* checkpoint.c: writing and validating model files (format in checkpoint.h). */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <zlib.h>
 
+#include "cv_math.h"
 #include "cvae/checkpoint.h"
 #include "util/fileio.h"
 
@@ -16,9 +18,10 @@
 #define SUMS_V1 3
 #define SUMS_V2 5
 #define DATA_SHAPE_BYTES 8
+#define OBJECTIVES_BYTES 24 /* version 4's block: 6 x 4 bytes */
 #define HEADER_FIELDS_BYTES(version)                                                    \
     (FIELDS_BYTES_WITHOUT_SUMS + 8 * ((version) == 1 ? SUMS_V1 : SUMS_V2) +             \
-     ((version) >= 3 ? DATA_SHAPE_BYTES : 0))
+     ((version) >= 3 ? DATA_SHAPE_BYTES : 0) + ((version) >= 4 ? OBJECTIVES_BYTES : 0))
 #define PREFIX_BYTES (8 + 4 + 4)
 
 _Static_assert(sizeof(cv_loss_sums) == SUMS_V2 * sizeof(double), "cv_loss_sums is 5 doubles");
@@ -66,6 +69,45 @@ static double bits_f64(uint64_t u) {
     return d;
 }
 
+/* ---- version 4: the training objectives' block (docs/design.md 4.1), after the data
+ * shape: the objective, its draws, free bits' lambda, the per-step KL warm-up, a learned
+ * sigma and the last test evaluation's active units. */
+static void encode_objectives(const cv_checkpoint *ck, writer *w) {
+    put_u32(w, (uint32_t)ck->train.objective);
+    put_u32(w, (uint32_t)ck->train.samples);
+    put_u32(w, f32_bits(ck->train.free_bits));
+    put_u32(w, (uint32_t)ck->train.warmup_per_step);
+    put_u32(w, ck->cfg.sigma_learned ? 1u : 0u);
+    put_u32(w, (uint32_t)ck->active_units);
+}
+
+/* Before version 4: the ELBO, a KL warm-up held per epoch, a fixed sigma, no figure. */
+static void decode_objectives(uint32_t version, const uint8_t **p, cv_checkpoint *ck) {
+    ck->train.objective = CV_OBJECTIVE_ELBO;
+    ck->train.samples = 1;
+    ck->train.free_bits = 0.0f;
+    ck->train.warmup_per_step = 0;
+    ck->cfg.sigma_learned = false;
+    ck->active_units = -1;
+    if (version < 4) return;
+    ck->train.objective = (int32_t)get_u32(p);
+    ck->train.samples = (int32_t)get_u32(p);
+    ck->train.free_bits = bits_f32(get_u32(p));
+    ck->train.warmup_per_step = (int32_t)get_u32(p);
+    ck->cfg.sigma_learned = get_u32(p) != 0;
+    ck->active_units = (int32_t)get_u32(p);
+}
+
+/* The block's values make sense (a malformed file is refused, not trained on). */
+static bool objectives_valid(const cv_checkpoint *ck) {
+    const cv_train_config *t = &ck->train;
+    return (t->objective == CV_OBJECTIVE_ELBO || t->objective == CV_OBJECTIVE_IWAE) &&
+           t->samples >= 1 && (t->objective == CV_OBJECTIVE_IWAE || t->samples == 1) &&
+           t->free_bits >= 0.0f && isfinite(t->free_bits) &&
+           (t->warmup_per_step == 0 || t->warmup_per_step == 1) && ck->active_units >= -1 &&
+           ck->active_units <= ck->cfg.latent;
+}
+
 static void encode_header(const cv_checkpoint *ck, uint8_t *buf) {
     writer w = {buf};
     memcpy(w.p, MAGIC, 8);
@@ -99,6 +141,7 @@ static void encode_header(const cv_checkpoint *ck, uint8_t *buf) {
     put_u32(&w, (uint32_t)ck->train.binarize);
     put_u32(&w, (uint32_t)ck->cfg.channels);
     put_u32(&w, (uint32_t)ck->cfg.condition);
+    encode_objectives(ck, &w);
     put_u64(&w, (uint64_t)ck->n_params);
 }
 
@@ -179,6 +222,7 @@ static cv_status parse(const char *path, const uint8_t *buf, size_t size, cv_che
     /* before version 3 every model was of grey images and class labels */
     c->channels = version >= 3 ? (int)get_u32(&p) : 1;
     c->condition = version >= 3 ? (cv_condition_kind)get_u32(&p) : CV_COND_LABELS;
+    decode_objectives(version, &p, ck);
     uint64_t n_params = get_u64(&p);
 
     cv_layout lo;
@@ -203,7 +247,8 @@ static cv_status parse(const char *path, const uint8_t *buf, size_t size, cv_che
                        path, stored, actual);
     if (ck->step < 0 || ck->epoch < 0 || ck->batch < 1 || !(ck->lr > 0.0f) ||
         ck->position < 0 || ck->nonfinite_steps < 0 || !(ck->train.beta >= 0.0f) ||
-        ck->train.kl_warmup < 0 || ck->train.warmup_steps < 0 || !(ck->train.clip_norm >= 0.0f))
+        ck->train.kl_warmup < 0 || ck->train.warmup_steps < 0 || !(ck->train.clip_norm >= 0.0f) ||
+        !objectives_valid(ck))
         return cv_fail(err, CV_ERR_FORMAT, "%s: invalid training state in header", path);
     size_t bytes = n_params * sizeof(float);
     float **arrays[3] = {&ck->params, &ck->adam_m, &ck->adam_v};
@@ -273,6 +318,16 @@ void cv_checkpoint_to_model(const cv_checkpoint *ck, cv_model *m) {
     m->be->upload(m->be, m->adam_m, ck->adam_m, bytes);
     m->be->upload(m->be, m->adam_v, ck->adam_v, bytes);
     m->be->zero(m->be, m->grads, bytes);
+}
+
+double cv_checkpoint_sigma(const cv_checkpoint *ck) {
+    if (ck->cfg.likelihood != CV_LIKELIHOOD_GAUSSIAN) return NAN;
+    cv_layout lo;
+    cv_err err;
+    if (cv_layout_init(&ck->cfg, &lo, &err)) return NAN;
+    if (lo.log_sigma == CV_NO_COND) return ck->cfg.sigma;
+    const double v = 2.0 * ck->params[lo.log_sigma];
+    return exp(0.5 * (v < CV_LOGVAR_MIN ? CV_LOGVAR_MIN : v > CV_LOGVAR_MAX ? CV_LOGVAR_MAX : v));
 }
 
 cv_status cv_model_from_checkpoint(cv_backend *be, const cv_checkpoint *ck, cv_model *m,

@@ -91,7 +91,10 @@ static void draw_z(cv_model *m, cv_workspace *ws, int rows, uint64_t seed, long 
 static void decode_pixels(cv_model *m, cv_workspace *ws, int rows, bool mean, uint64_t seed,
                           long long first, uint8_t *dev_pixels) {
     cv_model_decode(m, ws, rows);
-    m->be->pixels_from_logits(m->be, m->layout.cfg.likelihood, m->layout.cfg.sigma,
+    /* a learned sigma is read from the parameters (the Gaussian --sample draws) */
+    const float sigma = m->layout.log_sigma != CV_NO_COND && !mean ? cv_model_sigma(m)
+                                                                   : m->layout.cfg.sigma;
+    m->be->pixels_from_logits(m->be, m->layout.cfg.likelihood, sigma,
                               logits_of(m, ws), rows, m->layout.dim, mean, seed,
                               CV_STREAM_GEN_PIXELS(first), dev_pixels);
 }
@@ -303,6 +306,27 @@ static cv_status generate_into(cv_model *m, cv_workspace *ws, const cv_generate_
     free(out.labels);
     free(out.rows);
     free(out.means);
+    free(sc.any);
+    return st;
+}
+
+cv_status cv_generate_images(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
+                             uint8_t *pixels, uint8_t *labels, float *rows, cv_err *err) {
+    const long long n = cv_gen_condition_count(&o->cond) * o->per;
+    const int D = m->layout.dim, block = cv_generate_block_rows(m);
+    const int K = m->layout.cfg.cond_width, B = (o->batch + block - 1) / block * block;
+    uint8_t *dev_pixels = NULL;
+    cv_status st = m->be->alloc(m->be, (void **)&dev_pixels, (size_t)B * D, "generated pixels", err);
+    cond_scratch sc = {.any = st ? NULL : malloc(cond_scratch_bytes(m, block))};
+    if (!st && !sc.any) st = cv_fail(err, CV_ERR_NOMEM, "out of host memory for the conditions");
+    for (long long first = 0; !st && first < n; first += B) {
+        const int count = n - first < B ? (int)(n - first) : B;
+        chunk_out out = {.pixels = pixels + (size_t)first * D,
+                         .labels = labels ? labels + first : NULL,
+                         .rows = rows ? rows + (size_t)first * K : NULL};
+        decode_chunk(m, ws, o, first, count, dev_pixels, sc, &out);
+    }
+    if (dev_pixels) m->be->release(m->be, dev_pixels);
     free(sc.any);
     return st;
 }

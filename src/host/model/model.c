@@ -8,8 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cv_math.h"
 #include "cvae/model.h"
 #include "cvae/rng.h"
+#include "model/model_internal.h"
 
 static void add_layer(cv_layout *lo, int in, int out, bool cond, bool relu) {
     CV_ASSERT(lo->n_layers < CV_MAX_LAYERS);
@@ -66,6 +68,8 @@ cv_status cv_layout_init(const cv_model_config *cfg, cv_layout *lo, cv_err *err)
         return cv_fail(err, CV_ERR_USAGE, "unknown likelihood %d", (int)cfg->likelihood);
     if (cfg->likelihood == CV_LIKELIHOOD_GAUSSIAN && !(cfg->sigma > 0.0f && isfinite(cfg->sigma)))
         return cv_fail(err, CV_ERR_USAGE, "the Gaussian likelihood needs a sigma > 0");
+    if (cfg->sigma_learned && cfg->likelihood != CV_LIKELIHOOD_GAUSSIAN)
+        return cv_fail(err, CV_ERR_USAGE, "a learned sigma needs the Gaussian likelihood");
     if (cfg->n_hidden < 1 || cfg->n_hidden > CV_MAX_HIDDEN)
         return cv_fail(err, CV_ERR_USAGE, "between 1 and %d hidden layers are supported",
                        CV_MAX_HIDDEN);
@@ -97,6 +101,8 @@ cv_status cv_layout_init(const cv_model_config *cfg, cv_layout *lo, cv_err *err)
         lo->prior_r = lo->prior_m + (size_t)cfg->cond_width * L;
         lo->n_params = lo->prior_r + (size_t)cfg->cond_width * L;
     }
+    lo->log_sigma = CV_NO_COND;
+    if (cfg->sigma_learned) lo->log_sigma = lo->n_params++;
     return CV_OK;
 }
 
@@ -140,8 +146,7 @@ static bool has_vectors(const cv_model *m) { return m->layout.cfg.condition == C
 
 /* The prior as the batch's operations read it: the tables (labels), or the rows in ws
  * that cv_model_batch_prior computed (condition vectors). */
-static const cv_prior *batch_prior_of(const cv_model *m, const cv_workspace *ws,
-                                      cv_prior *p) {
+const cv_prior *cv_model_prior_of(const cv_model *m, const cv_workspace *ws, cv_prior *p) {
     const cv_layout *lo = &m->layout;
     if (lo->prior_m == CV_NO_COND) return NULL;
     *p = has_vectors(m) ? (cv_prior){ws->prior_m, ws->prior_r, true}
@@ -161,7 +166,7 @@ const cv_prior *cv_model_batch_prior(cv_model *m, cv_workspace *ws, int rows,
         be->gemm(be, false, false, rows, L, K, 1.0f, ws->cond, K, m->params + lo->prior_r, L,
                  0.0f, ws->prior_r, L);
     }
-    return batch_prior_of(m, ws, storage);
+    return cv_model_prior_of(m, ws, storage);
 }
 
 void cv_layout_describe(const cv_layout *lo, size_t index, char *buf, size_t size) {
@@ -181,6 +186,10 @@ void cv_layout_describe(const cv_layout *lo, size_t index, char *buf, size_t siz
                                                         ? "condition table" : "weight";
         size_t base = index >= l->b ? l->b : (l->cond != CV_NO_COND && index >= l->cond) ? l->cond : l->w;
         snprintf(buf, size, "%s %s [%zu]", layer, part, index - base);
+        return;
+    }
+    if (index == lo->log_sigma) {
+        snprintf(buf, size, "likelihood log-sigma");
         return;
     }
     if (lo->prior_m != CV_NO_COND && index >= lo->prior_m) {
@@ -239,7 +248,8 @@ cv_status cv_model_init_params(cv_model *m, uint64_t seed, cv_err *err) {
             host[k] = (2.0f * host[k] - 1.0f) * bound;
     }
     if (lo->prior_m != CV_NO_COND) /* the learned prior starts as the standard normal */
-        memset(host + lo->prior_m, 0, (lo->n_params - lo->prior_m) * sizeof(float));
+        memset(host + lo->prior_m, 0, (lo->prior_r - lo->prior_m) * 2 * sizeof(float));
+    if (lo->log_sigma != CV_NO_COND) host[lo->log_sigma] = logf(lo->cfg.sigma);
     m->be->upload(m->be, m->params, host, bytes);
     m->be->zero(m->be, m->grads, bytes);
     m->be->zero(m->be, m->adam_m, bytes);
@@ -248,50 +258,118 @@ cv_status cv_model_init_params(cv_model *m, uint64_t seed, cv_err *err) {
     return CV_OK;
 }
 
+/* Every workspace buffer of a layout: its field, count and element size, for B images on
+ * the encoder's side and S rows on the decoder's (draws of images), with the IWAE
+ * objective's buffers when iwae; a count of 0 is a buffer not needed. */
+typedef struct {
+    void **field;
+    size_t count, size;
+    const char *what;
+} ws_buffer;
+
+static int workspace_buffers(const cv_layout *lo, int max_rows, size_t sample_rows, bool iwae,
+                             cv_workspace *ws, ws_buffer *out) {
+    const size_t B = (size_t)max_rows, S = sample_rows, L = (size_t)lo->cfg.latent;
+    const size_t K = (size_t)lo->cfg.cond_width;
+    const bool vectors = lo->cfg.condition == CV_COND_VECTORS;
+    const bool row_prior = vectors && lo->prior_m != CV_NO_COND;
+    int n = 0;
+#define WS_BUF(f, cnt, type, w) out[n++] = (ws_buffer){(void **)&ws->f, (cnt), sizeof(type), w}
+    WS_BUF(x, S * lo->dim, float, "batch images");
+    WS_BUF(labels, S, int32_t, "batch labels");
+    WS_BUF(cond, vectors ? S * K : 0, float, "batch conditions");
+    WS_BUF(prior_m, row_prior ? B * L : 0, float, "per-row prior means");
+    WS_BUF(prior_r, row_prior ? B * L : 0, float, "per-row prior log-variances");
+    WS_BUF(dprior_m, row_prior ? B * L : 0, float, "per-row prior mean gradients");
+    WS_BUF(dprior_r, row_prior ? B * L : 0, float, "per-row prior log-variance gradients");
+    for (int i = 0; i < lo->n_layers; i++) {
+        const size_t rows = i < lo->n_enc ? B : S, out_cols = (size_t)lo->layers[i].out;
+        WS_BUF(act[i], rows * out_cols, float, "activations");
+        WS_BUF(dact[i], rows * out_cols, float, "activation gradients");
+    }
+    WS_BUF(eps, S * L, float, "noise");
+    WS_BUF(z, S * L, float, "latents");
+    WS_BUF(dz, S * L, float, "latent gradients");
+    WS_BUF(kl, S, float, "per-sample KL");
+    WS_BUF(rec, S, float, "per-sample reconstruction");
+    WS_BUF(log_ratio, S, float, "per-sample log weights");
+    WS_BUF(unit_kl, L, float, "per-unit KL sums");
+    WS_BUF(dsigma, lo->log_sigma != CV_NO_COND ? S : 0, float, "log-sigma gradients");
+    WS_BUF(weights, iwae ? S : 0, float, "importance weights");
+    WS_BUF(iwae_loss, iwae ? B : 0, float, "IWAE losses");
+    WS_BUF(zeros, iwae ? B : 0, float, "zeros");
+    WS_BUF(sums, 1, cv_loss_sums, "loss sums");
+    WS_BUF(step, 1, cv_step, "step state");
+#undef WS_BUF
+    return n;
+}
+
+#define WS_MAX_BUFFERS (2 * CV_MAX_LAYERS + 24)
+
+/* The decoder side's rows: every draw of the largest batch the IWAE passes take, and at
+ * least the encoder side's rows. */
+static size_t sample_rows_of(int max_rows, int draw_rows, int samples) {
+    const size_t s = (size_t)draw_rows * (size_t)samples;
+    return s > (size_t)max_rows ? s : (size_t)max_rows;
+}
+
+size_t cv_workspace_bytes(const cv_layout *lo, int max_rows, int draw_rows, int samples) {
+    cv_workspace ws;
+    ws_buffer bufs[WS_MAX_BUFFERS];
+    const int n = workspace_buffers(lo, max_rows, sample_rows_of(max_rows, draw_rows, samples),
+                                    true, &ws, bufs);
+    size_t bytes = 0;
+    for (int i = 0; i < n; i++) bytes += bufs[i].count * bufs[i].size;
+    return bytes;
+}
+
+static cv_status workspace_create(cv_model *m, int max_rows, int sample_rows, int samples,
+                                  bool iwae, cv_workspace *ws, cv_err *err);
+
 cv_status cv_workspace_create(cv_model *m, int max_rows, cv_workspace *ws, cv_err *err) {
+    return workspace_create(m, max_rows, max_rows, 1, false, ws, err);
+}
+
+cv_status cv_workspace_create_samples(cv_model *m, int max_rows, int draw_rows, int samples,
+                                      cv_workspace *ws, cv_err *err) {
+    CV_ASSERT(samples >= 1 && draw_rows >= 1 && draw_rows <= max_rows);
+    const size_t rows = sample_rows_of(max_rows, draw_rows, samples);
+    if (rows > CV_MAX_SAMPLE_ROWS)
+        return cv_fail(err, CV_ERR_USAGE, "batches of %d images drawn %d times are %zu rows, "
+                       "over the %d one pass takes", draw_rows, samples, rows,
+                       CV_MAX_SAMPLE_ROWS);
+    return workspace_create(m, max_rows, (int)rows, samples, true, ws, err);
+}
+
+static cv_status workspace_create(cv_model *m, int max_rows, int sample_rows, int samples,
+                                  bool iwae, cv_workspace *ws, cv_err *err) {
     memset(ws, 0, sizeof *ws);
     ws->max_rows = max_rows;
+    ws->sample_rows = sample_rows;
+    ws->samples = samples;
     cv_backend *be = m->be;
     const cv_layout *lo = &m->layout;
-    const size_t B = (size_t)max_rows, L = (size_t)lo->cfg.latent;
+    ws_buffer bufs[WS_MAX_BUFFERS];
+    const int n = workspace_buffers(lo, max_rows, sample_rows, iwae, ws, bufs);
+    cv_status st = CV_OK;
+    for (int i = 0; i < n && !st; i++)
+        if (bufs[i].count) st = be->alloc(be, bufs[i].field, bufs[i].count * bufs[i].size,
+                                          bufs[i].what, err);
+    if (!st && ws->zeros) be->zero(be, ws->zeros, (size_t)max_rows * sizeof(float));
+    /* the largest GEMM operand: a layer's input (rows, in), its output gradient (rows, out)
+     * and its weight (out, in); with condition vectors also C (rows, K), the tables (K, out)
+     * of the conditioned layers, and M and R (K, L) of the learned prior (its rows, (B, L),
+     * are the size of the decoder's input) */
+    const size_t B = (size_t)max_rows, S = (size_t)sample_rows, L = (size_t)lo->cfg.latent;
     const size_t K = (size_t)lo->cfg.cond_width;
     const bool vectors = has_vectors(m), row_prior = vectors && lo->prior_m != CV_NO_COND;
-    cv_status st = CV_OK;
-#define WS_ALLOC(field, count, type, what)                                          \
-    if (!st) st = be->alloc(be, (void **)&ws->field, (count) * sizeof(type), what, err)
-    WS_ALLOC(x, B * lo->dim, float, "batch images");
-    WS_ALLOC(labels, B, int32_t, "batch labels");
-    if (vectors) WS_ALLOC(cond, B * K, float, "batch conditions");
-    if (row_prior) {
-        WS_ALLOC(prior_m, B * L, float, "per-row prior means");
-        WS_ALLOC(prior_r, B * L, float, "per-row prior log-variances");
-        WS_ALLOC(dprior_m, B * L, float, "per-row prior mean gradients");
-        WS_ALLOC(dprior_r, B * L, float, "per-row prior log-variance gradients");
-    }
-    for (int i = 0; i < lo->n_layers; i++) {
-        WS_ALLOC(act[i], B * lo->layers[i].out, float, "activations");
-        WS_ALLOC(dact[i], B * lo->layers[i].out, float, "activation gradients");
-    }
-    WS_ALLOC(eps, B * L, float, "noise");
-    WS_ALLOC(z, B * L, float, "latents");
-    WS_ALLOC(dz, B * L, float, "latent gradients");
-    WS_ALLOC(kl, B, float, "per-sample KL");
-    WS_ALLOC(rec, B, float, "per-sample reconstruction");
-    WS_ALLOC(log_ratio, B, float, "per-sample log weights");
-    WS_ALLOC(sums, 1, cv_loss_sums, "loss sums");
-    WS_ALLOC(step, 1, cv_step, "step state");
-#undef WS_ALLOC
-    /* the largest GEMM operand: a layer's input (B, in), its output gradient (B, out) and
-     * its weight (out, in); with condition vectors also C (B, K), the tables (K, out) of
-     * the conditioned layers, and M and R (K, L) of the learned prior (its rows, (B, L),
-     * are the size of the decoder's input) */
-    size_t operand = vectors ? B * K : 0;
+    size_t operand = vectors ? S * K : 0;
     if (row_prior && K * L > operand) operand = K * L;
     for (int i = 0; i < lo->n_layers; i++) {
         const cv_layer *l = &lo->layers[i];
-        const size_t in = (size_t)l->in, out = (size_t)l->out;
+        const size_t in = (size_t)l->in, out = (size_t)l->out, rows = i < lo->n_enc ? B : S;
         const bool table = vectors && l->cond != CV_NO_COND;
-        const size_t sizes[4] = {B * in, B * out, in * out, table ? K * out : 0};
+        const size_t sizes[4] = {rows * in, rows * out, in * out, table ? K * out : 0};
         for (int j = 0; j < 4; j++) operand = sizes[j] > operand ? sizes[j] : operand;
     }
     if (!st && be->gemm_reserve) st = be->gemm_reserve(be, operand, err);
@@ -300,22 +378,17 @@ cv_status cv_workspace_create(cv_model *m, int max_rows, cv_workspace *ws, cv_er
 }
 
 void cv_workspace_destroy(cv_model *m, cv_workspace *ws) {
-    void *bufs[] = {ws->x,        ws->labels,  ws->cond,     ws->prior_m, ws->prior_r,
-                    ws->dprior_m, ws->dprior_r, ws->eps,     ws->z,       ws->dz,
-                    ws->kl,       ws->rec,      ws->log_ratio, ws->sums,  ws->step};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (bufs[i]) m->be->release(m->be, bufs[i]);
-    for (int i = 0; i < CV_MAX_LAYERS; i++) {
-        if (ws->act[i]) m->be->release(m->be, ws->act[i]);
-        if (ws->dact[i]) m->be->release(m->be, ws->dact[i]);
-    }
+    ws_buffer bufs[WS_MAX_BUFFERS];
+    const int n = workspace_buffers(&m->layout, ws->max_rows, ws->sample_rows, true, ws, bufs);
+    for (int i = 0; i < n; i++)
+        if (*bufs[i].field) m->be->release(m->be, *bufs[i].field);
     memset(ws, 0, sizeof *ws);
 }
 
 /* y = act(x W^T + b + c T) for layers [first, last): a label's row of the condition
  * table T gathered by bias_act_forward, or condition vectors C (rows, K) times T. */
-static void forward_layers(cv_model *m, cv_workspace *ws, int rows, int first, int last,
-                           const float *in) {
+void cv_model_layers_forward(cv_model *m, cv_workspace *ws, int rows, int first, int last,
+                             const float *in) {
     cv_backend *be = m->be;
     const int K = m->layout.cfg.cond_width;
     for (int i = first; i < last; i++) {
@@ -335,7 +408,7 @@ static void forward_layers(cv_model *m, cv_workspace *ws, int rows, int first, i
 
 void cv_model_encode(cv_model *m, cv_workspace *ws, int rows) {
     CV_ASSERT(rows >= 1 && rows <= ws->max_rows);
-    forward_layers(m, ws, rows, 0, m->layout.n_enc, ws->x);
+    cv_model_layers_forward(m, ws, rows, 0, m->layout.n_enc, ws->x);
 }
 
 void cv_model_sample_decode(cv_model *m, cv_workspace *ws, int rows, const cv_noise *noise,
@@ -349,11 +422,38 @@ void cv_model_sample_decode(cv_model *m, cv_workspace *ws, int rows, const cv_no
                         cv_model_batch_prior(m, ws, rows, &prior), ws->labels,
                         ws->z, ws->kl, want_log_ratio ? ws->log_ratio : NULL, rows,
                         lo->cfg.latent);
-    forward_layers(m, ws, rows, lo->n_enc, lo->n_layers, ws->z);
-    int out = lo->n_layers - 1;
-    be->reconstruction(be, lo->cfg.likelihood, lo->cfg.sigma, ws->act[out], ws->x, ws->rec,
-                       loss_rows > 0 ? ws->dact[out] : NULL,
-                       loss_rows > 0 ? 1.0f / (float)loss_rows : 0.0f, rows, lo->dim);
+    cv_model_layers_forward(m, ws, rows, lo->n_enc, lo->n_layers, ws->z);
+    cv_model_reconstruction(m, ws, rows, loss_rows);
+}
+
+void cv_model_reconstruction(cv_model *m, cv_workspace *ws, int rows, int loss_rows) {
+    cv_backend *be = m->be;
+    const cv_layout *lo = &m->layout;
+    const int out = lo->n_layers - 1;
+    float *dlogits = loss_rows > 0 ? ws->dact[out] : NULL;
+    const float scale = loss_rows > 0 ? 1.0f / (float)loss_rows : 0.0f;
+    if (lo->log_sigma != CV_NO_COND)
+        be->reconstruction_learned(be, m->params + lo->log_sigma, ws->act[out], ws->x, ws->rec,
+                                   dlogits, ws->dsigma, scale, rows, lo->dim);
+    else
+        be->reconstruction(be, lo->cfg.likelihood, lo->cfg.sigma, ws->act[out], ws->x, ws->rec,
+                           dlogits, scale, rows, lo->dim);
+}
+
+void cv_model_sigma_backward(cv_model *m, cv_workspace *ws, int rows) {
+    const cv_layout *lo = &m->layout;
+    if (lo->log_sigma == CV_NO_COND) return;
+    /* the log sigma's gradient: the rows' gradients summed in row order, as a bias's are */
+    m->be->bias_act_backward(m->be, ws->dsigma, ws->dsigma, m->grads + lo->log_sigma, NULL,
+                             NULL, rows, 1, false);
+}
+
+float cv_model_sigma(cv_model *m) {
+    const cv_layout *lo = &m->layout;
+    if (lo->log_sigma == CV_NO_COND) return lo->cfg.sigma;
+    float log_sigma;
+    m->be->download(m->be, &log_sigma, m->params + lo->log_sigma, sizeof log_sigma);
+    return expf(0.5f * cv_clamp_logvar(2.0f * log_sigma));
 }
 
 void cv_model_forward(cv_model *m, cv_workspace *ws, int rows, const cv_noise *noise,
@@ -364,13 +464,13 @@ void cv_model_forward(cv_model *m, cv_workspace *ws, int rows, const cv_noise *n
 
 void cv_model_decode(cv_model *m, cv_workspace *ws, int rows) {
     CV_ASSERT(rows >= 1 && rows <= ws->max_rows);
-    forward_layers(m, ws, rows, m->layout.n_enc, m->layout.n_layers, ws->z);
+    cv_model_layers_forward(m, ws, rows, m->layout.n_enc, m->layout.n_layers, ws->z);
 }
 
 /* Backward through layers (first, last] given dact[last-1]; dx of layer `first` goes to
  * dx_first (NULL: not needed). */
-static void backward_layers(cv_model *m, cv_workspace *ws, int rows, int first, int last,
-                            const float *in_first, float *dx_first) {
+void cv_model_layers_backward(cv_model *m, cv_workspace *ws, int rows, int first, int last,
+                              const float *in_first, float *dx_first) {
     cv_backend *be = m->be;
     const int K = m->layout.cfg.cond_width;
     for (int i = last - 1; i >= first; i--) {
@@ -398,7 +498,7 @@ static void backward_layers(cv_model *m, cv_workspace *ws, int rows, int first, 
 
 /* The learned prior's gradient targets: the tables' gradients (labels), or each row's
  * (condition vectors), which prior_tables_backward then carries into the tables. */
-static cv_prior_grad *prior_grad_target(cv_model *m, cv_workspace *ws, cv_prior_grad *g) {
+cv_prior_grad *cv_model_prior_grad_target(cv_model *m, cv_workspace *ws, cv_prior_grad *g) {
     const cv_layout *lo = &m->layout;
     if (lo->prior_m == CV_NO_COND) return NULL;
     if (has_vectors(m))
@@ -409,7 +509,7 @@ static cv_prior_grad *prior_grad_target(cv_model *m, cv_workspace *ws, cv_prior_
 }
 
 /* dM (K, L) += C^T (K, B) x dm (B, L), and the same for R. */
-static void prior_tables_backward(cv_model *m, cv_workspace *ws, int rows) {
+void cv_model_prior_tables_backward(cv_model *m, cv_workspace *ws, int rows) {
     const cv_layout *lo = &m->layout;
     const int K = lo->cfg.cond_width, L = lo->cfg.latent;
     cv_backend *be = m->be;
@@ -419,17 +519,33 @@ static void prior_tables_backward(cv_model *m, cv_workspace *ws, int rows) {
              m->grads + lo->prior_r, L);
 }
 
-void cv_model_backward(cv_model *m, cv_workspace *ws, int rows, int loss_rows, float beta) {
+void cv_model_backward_objective(cv_model *m, cv_workspace *ws, int rows, int loss_rows,
+                                 const cv_objective *obj) {
     const cv_layout *lo = &m->layout;
-    backward_layers(m, ws, rows, lo->n_enc, lo->n_layers, ws->z, ws->dz);
+    cv_backend *be = m->be;
+    const int L = lo->cfg.latent;
+    cv_model_sigma_backward(m, ws, rows);
+    cv_model_layers_backward(m, ws, rows, lo->n_enc, lo->n_layers, ws->z, ws->dz);
     /* the forward pass left the batch's prior rows in ws (condition vectors) */
     cv_prior prior;
-    const cv_prior *p = batch_prior_of(m, ws, &prior);
+    const cv_prior *p = cv_model_prior_of(m, ws, &prior);
     cv_prior_grad dprior;
-    cv_prior_grad *dp = prior_grad_target(m, ws, &dprior);
+    cv_prior_grad *dp = cv_model_prior_grad_target(m, ws, &dprior);
     CV_ASSERT(loss_rows >= rows);
-    m->be->reparam_backward(m->be, ws->act[lo->n_enc - 1], ws->eps, ws->dz, beta / (float)loss_rows,
-                            p, ws->labels, dp, ws->dact[lo->n_enc - 1], rows, lo->cfg.latent);
-    if (dp && dp->per_row) prior_tables_backward(m, ws, rows);
-    backward_layers(m, ws, rows, 0, lo->n_enc, ws->x, NULL);
+    const float *enc = ws->act[lo->n_enc - 1];
+    const bool free_bits = obj->free_bits > 0.0f;
+    if (free_bits) { /* each unit's KL over the whole batch, every rank's rows */
+        be->kl_unit_sums(be, enc, p, ws->labels, rows, L, ws->unit_kl);
+        if (obj->sum_ranks) be->allreduce(be, ws->unit_kl, (size_t)L);
+    }
+    be->reparam_backward(be, enc, ws->eps, ws->dz, obj->beta / (float)loss_rows,
+                         free_bits ? ws->unit_kl : NULL, obj->free_bits * (float)loss_rows, p,
+                         ws->labels, dp, ws->dact[lo->n_enc - 1], rows, L);
+    if (dp && dp->per_row) cv_model_prior_tables_backward(m, ws, rows);
+    cv_model_layers_backward(m, ws, rows, 0, lo->n_enc, ws->x, NULL);
+}
+
+void cv_model_backward(cv_model *m, cv_workspace *ws, int rows, int loss_rows, float beta) {
+    const cv_objective elbo = {.beta = beta, .samples = 1};
+    cv_model_backward_objective(m, ws, rows, loss_rows, &elbo);
 }

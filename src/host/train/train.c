@@ -31,7 +31,8 @@ static double now_seconds(void) {
 cv_train_options cv_train_defaults(void) {
     cv_train_options o = {.device = "auto", .n_hidden = 1, .hidden = {400}, .latent = 20,
                           .batch = 128, .epochs = 10, .lr = 1e-3f, .seed = 0, .log = stdout,
-                          .sigma = 0.1f, .train = {.beta = 1.0f}};
+                          .sigma = 0.1f,
+                          .train = {.beta = 1.0f, .samples = 1, .warmup_per_step = 1}};
     return o;
 }
 
@@ -40,37 +41,82 @@ float cv_beta_at(const cv_train_config *cfg, int epoch) {
     return cfg->beta * (float)(epoch - 1) / (float)cfg->kl_warmup;
 }
 
+float cv_beta_at_step(const cv_train_config *cfg, int64_t step, int64_t steps_per_epoch) {
+    if (!cfg->warmup_per_step) return cv_beta_at(cfg, (int)(step / steps_per_epoch) + 1);
+    const int64_t ramp = (int64_t)cfg->kl_warmup * steps_per_epoch;
+    if (ramp <= 0 || step >= ramp) return cfg->beta;
+    return cfg->beta * (float)((double)step / (double)ramp);
+}
+
+/* Whether beta still changes from step to step at `step` (a per-step warm-up): such steps
+ * run eagerly rather than from a recording made at one beta. */
+static bool beta_ramping(const cv_train_config *cfg, int64_t step, int64_t steps_per_epoch) {
+    return cfg->warmup_per_step && step < (int64_t)cfg->kl_warmup * steps_per_epoch;
+}
+
+/* The mean beta of epoch `epoch`'s steps: what its line and metrics report. */
+static double epoch_mean_beta(const cv_train_config *cfg, int epoch, int64_t steps_per_epoch) {
+    double sum = 0.0;
+    const int64_t first = (int64_t)(epoch - 1) * steps_per_epoch;
+    for (int64_t t = first; t < first + steps_per_epoch; t++)
+        sum += cv_beta_at_step(cfg, t, steps_per_epoch);
+    return sum / (double)steps_per_epoch;
+}
+
 /* The rank's rows of the batch: forward and backward into the zeroed gradients. */
 static void local_gradient(cv_model *m, cv_workspace *ws, const cv_device_split *s,
-                           const cv_batch_part *part, uint64_t seed, float beta, bool binarize) {
+                           const cv_batch_part *part, uint64_t seed, const cv_objective *obj,
+                           bool binarize) {
     cv_backend *be = m->be;
     be->zero(be, m->grads, m->layout.n_params * sizeof(float));
-    if (part->rows == 0) return; /* fewer rows in the batch than ranks */
+    if (part->rows == 0) { /* fewer rows in the batch than ranks */
+        if (obj->free_bits > 0.0f && obj->sum_ranks) { /* the others' per-unit sum */
+            be->zero(be, ws->unit_kl, (size_t)m->layout.cfg.latent * sizeof(float));
+            be->allreduce(be, ws->unit_kl, (size_t)m->layout.cfg.latent);
+        }
+        return;
+    }
     be->gather_batch(be, s, ws->step, part->offset, part->rows, binarize, seed, ws->x,
                      ws->labels, ws->cond);
     cv_noise noise = {true, seed, CV_STREAM_TRAIN_EPS(0), ws->step, part->offset};
-    cv_model_forward(m, ws, part->rows, &noise, part->total, false);
-    cv_model_backward(m, ws, part->rows, part->total, beta);
+    if (obj->samples > 1) {
+        cv_model_iwae_forward(m, ws, part->rows, &noise, part->total, obj->beta);
+        cv_model_iwae_backward(m, ws, part->rows, part->total, obj->beta);
+    } else {
+        cv_model_forward(m, ws, part->rows, &noise, part->total, false);
+        cv_model_backward_objective(m, ws, part->rows, part->total, obj);
+    }
 }
 
 void cv_train_step(cv_model *m, cv_workspace *ws, const cv_device_split *s,
                    const cv_batch_part *part, uint64_t seed, const cv_adam_config *adam,
                    float beta, bool binarize) {
+    const cv_objective elbo = {.beta = beta, .samples = 1, .sum_ranks = part->ranks > 1};
+    cv_train_step_objective(m, ws, s, part, seed, adam, &elbo, binarize);
+}
+
+void cv_train_step_objective(cv_model *m, cv_workspace *ws, const cv_device_split *s,
+                             const cv_batch_part *part, uint64_t seed,
+                             const cv_adam_config *adam, const cv_objective *obj,
+                             bool binarize) {
     cv_backend *be = m->be;
     const size_t n = m->layout.n_params;
-    local_gradient(m, ws, s, part, seed, beta, binarize);
+    local_gradient(m, ws, s, part, seed, obj, binarize);
+    /* the rows' reported losses: the ELBO's rec and kl, or the -IWAE bound and zeros */
+    const float *rec = obj->samples > 1 ? ws->iwae_loss : ws->rec;
+    const float *kl = obj->samples > 1 ? ws->zeros : ws->kl;
     if (part->ranks > 1) {
         /* one sum of the gradients and, after them, the loss flag: every rank then takes
          * the same step, or skips it, and flags it the same way */
         float *flag = m->grads + n;
-        be->loss_flag(be, ws->rec, ws->kl, part->rows, flag);
+        be->loss_flag(be, rec, kl, part->rows, flag);
         be->allreduce(be, m->grads, n + 1);
         be->check_finite(be, flag, flag, 1, m->grads, n, ws->step);
     } else {
-        be->check_finite(be, ws->rec, ws->kl, part->rows, m->grads, n, ws->step);
+        be->check_finite(be, rec, kl, part->rows, m->grads, n, ws->step);
     }
     /* every rank counts the step and its norm; each its own rows' loss */
-    be->accumulate_loss(be, ws->sums, ws->rec, ws->kl, part->rows, ws->step);
+    be->accumulate_loss(be, ws->sums, rec, kl, part->rows, ws->step);
     be->adam(be, m->params, m->grads, m->adam_m, m->adam_v, n, adam, ws->step);
     be->advance_step(be, ws->step, part->total);
 }
@@ -128,14 +174,9 @@ static cv_status nonfinite_error(const cv_train_options *o, run_state *r, const 
 }
 
 /* Shuffles the epoch's order and puts it, the partial sums and the step state on the
- * device; drops a recorded step whose beta this epoch no longer uses. */
-static void begin_epoch(const cv_train_options *o, run_state *r, progress_state *p, int epoch,
-                        float beta) {
+ * device. */
+static void begin_epoch(const cv_train_options *o, run_state *r, progress_state *p, int epoch) {
     cv_backend *be = r->be;
-    if (r->full_step && r->full_step_beta != beta) {
-        be->recording_free(be, r->full_step);
-        r->full_step = NULL;
-    }
     cv_shuffle(r->perm, r->train.n, o->seed, CV_STREAM_SHUFFLE(epoch - 1));
     be->upload(be, r->train.perm, r->perm, (size_t)r->train.n * sizeof(int32_t));
     const cv_loss_sums sums = rank_sums(r, &p->sums);
@@ -147,22 +188,31 @@ static void begin_epoch(const cv_train_options *o, run_state *r, progress_state 
 }
 
 /* One step of a batch of `rows` rows, this rank's part of them: a full batch replays the
- * recorded step (recording it first where the backend records), a partial one runs
- * eagerly. */
+ * recorded step (recording it first where the backend records, and again when beta has
+ * changed), a partial one, or one of a per-step KL warm-up, runs eagerly. */
 static void run_step(const cv_train_options *o, run_state *r, const cv_adam_config *adam,
-                     float beta, int rows) {
+                     float beta, bool ramping, int rows) {
     cv_backend *be = r->be;
-    const bool binarize = o->train.binarize != 0;
+    const bool binarize = r->cfg.binarize != 0;
     const cv_batch_part part = cv_batch_part_of(rows, r->rank, r->ranks);
-    if (rows == o->batch && !r->full_step && be->capture_begin(be)) {
-        cv_train_step(&r->model, &r->ws, &r->train, &part, o->seed, adam, beta, binarize);
+    const cv_objective obj = {.beta = beta, .free_bits = r->cfg.free_bits,
+                              .samples = r->cfg.samples, .sum_ranks = r->ranks > 1};
+    const bool recorded = rows == o->batch && !ramping;
+    if (recorded && r->full_step && r->full_step_beta != beta) {
+        be->recording_free(be, r->full_step);
+        r->full_step = NULL;
+    }
+    if (recorded && !r->full_step && be->capture_begin(be)) {
+        cv_train_step_objective(&r->model, &r->ws, &r->train, &part, o->seed, adam, &obj,
+                                binarize);
         r->full_step = be->capture_end(be);
         r->full_step_beta = beta;
     }
-    if (rows == o->batch && r->full_step)
+    if (recorded && r->full_step)
         be->replay(be, r->full_step);
     else
-        cv_train_step(&r->model, &r->ws, &r->train, &part, o->seed, adam, beta, binarize);
+        cv_train_step_objective(&r->model, &r->ws, &r->train, &part, o->seed, adam, &obj,
+                                binarize);
 }
 
 /* A signal arrived after a step (on any rank: they agree on it): rank 0 writes the
@@ -197,7 +247,9 @@ static void print_epoch_line(const cv_train_options *o, const run_state *r,
         fprintf(r->log, "  test_neg_elbo %9.4f (rec %9.4f  kl %8.4f)", res->test.neg_elbo,
                 res->test.rec, res->test.kl);
     fprintf(r->log, "  %8.0f samples/s  %6.2f s", e->rate, e->seconds);
-    if (o->train.kl_warmup || o->train.beta != 1.0f) fprintf(r->log, "  beta %g", e->beta);
+    if (r->test.n) fprintf(r->log, "  active %d/%d", res->test.active_units, o->latent);
+    if (o->train.kl_warmup || o->train.beta != 1.0f) fprintf(r->log, "  beta %.4g", e->beta);
+    if (o->sigma_learned) fprintf(r->log, "  sigma %.4f", e->sigma);
     if (o->train.clip_norm > 0.0f) fprintf(r->log, "  grad_norm %.3f", e->grad_norm);
     fputc('\n', r->log);
     if (st->nonfinite_steps)
@@ -230,10 +282,16 @@ static cv_status end_epoch(const cv_train_options *o, run_state *r, progress_sta
     e->grad_norm = p->sums.steps > 0 ? p->sums.grad_norm / p->sums.steps : 0.0;
     res->train_loss = e->train_loss;
     res->grad_norm = e->grad_norm;
+    e->sigma = cv_model_sigma(&r->model);
+    res->sigma = e->sigma;
+    res->beta = e->beta;
     if (r->test.n) {
-        const cv_eval_options eo = {.comm = r->comm};
+        /* the latent statistics cost a download of [mu | s] per test batch: cheap */
+        const cv_eval_options eo = {.comm = r->comm, .latent_stats = true};
         cv_status st = cv_evaluate(&r->model, &r->ws, &r->test, o->seed, &eo, &res->test, err);
         if (st) return st;
+        cv_eval_result_free(&res->test); /* kl_per_dim: the active units are what is kept */
+        p->active_units = res->test.active_units;
     }
     e->seconds = now_seconds() - t0;
     print_epoch_line(o, r, e, res, &p->st);
@@ -253,13 +311,15 @@ static cv_status train_epoch(const cv_train_options *o, run_state *r, progress_s
     const int n = r->train.n;
     const bool show_progress = cv_run_leads(r) && isatty(STDERR_FILENO);
     const double t0 = now_seconds();
-    epoch_report e = {.epoch = epoch, .beta = cv_beta_at(&o->train, epoch)};
-    begin_epoch(o, r, p, epoch, e.beta);
+    const int64_t steps_per_epoch = (n + o->batch - 1) / o->batch;
+    epoch_report e = {.epoch = epoch, .beta = epoch_mean_beta(&r->cfg, epoch, steps_per_epoch)};
+    begin_epoch(o, r, p, epoch);
     double last_shown = t0;
     const int done_at_start = p->position;
     for (int k = 0; p->position < n; k++) {
         int rows = n - p->position < o->batch ? n - p->position : o->batch;
-        run_step(o, r, adam, e.beta, rows);
+        run_step(o, r, adam, cv_beta_at_step(&r->cfg, p->step, steps_per_epoch),
+                 beta_ramping(&r->cfg, p->step, steps_per_epoch), rows);
         p->step++;
         p->position += rows;
         /* a signal in the epoch's last step stops after the epoch ends (train_epochs): a

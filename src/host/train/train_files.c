@@ -39,8 +39,9 @@ cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
     ck.lr = o->lr;
     ck.position = p->position;
     ck.sums = p->sums;
-    ck.train = o->train;
+    ck.train = r->cfg;
     ck.nonfinite_steps = p->st.nonfinite_steps;
+    ck.active_units = p->active_units;
     st = cv_checkpoint_save(r->ckpt, &ck, err);
     cv_checkpoint_free(&ck);
     return st;
@@ -49,19 +50,21 @@ cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
 /* Appends one epoch's JSON object to the metrics text and rewrites the file whole. */
 cv_status cv_run_write_metrics(const char *path, run_state *r, const epoch_report *e,
                                const cv_eval_result *t, bool has_test, cv_err *err) {
-    char line[768], test[256];
+    char line[768], test[256], sigma[64] = "";
     if (has_test)
         snprintf(test, sizeof test,
-                 "\"test_neg_elbo\": %.6f, \"test_rec\": %.6f, \"test_kl\": %.6f",
-                 t->neg_elbo, t->rec, t->kl);
+                 "\"test_neg_elbo\": %.6f, \"test_rec\": %.6f, \"test_kl\": %.6f, "
+                 "\"active_units\": %d", t->neg_elbo, t->rec, t->kl, t->active_units);
     else
-        snprintf(test, sizeof test,
-                 "\"test_neg_elbo\": null, \"test_rec\": null, \"test_kl\": null");
+        snprintf(test, sizeof test, "\"test_neg_elbo\": null, \"test_rec\": null, "
+                 "\"test_kl\": null, \"active_units\": null");
+    if (r->model.layout.cfg.likelihood == CV_LIKELIHOOD_GAUSSIAN)
+        snprintf(sigma, sizeof sigma, ", \"sigma\": %.6g", e->sigma);
     int n = snprintf(line, sizeof line,
                      "{\"epoch\": %d, \"train_loss\": %.6f, %s, \"samples_per_s\": %.1f, "
-                     "\"seconds\": %.3f, \"beta\": %g, \"grad_norm\": %.6f, \"lr\": %g}\n",
+                     "\"seconds\": %.3f, \"beta\": %.6g, \"grad_norm\": %.6f, \"lr\": %g%s}\n",
                      e->epoch, e->train_loss, test, e->rate, e->seconds, e->beta,
-                     e->grad_norm, e->lr);
+                     e->grad_norm, e->lr, sigma);
     char *grown = realloc(r->metrics, r->metrics_len + (size_t)n + 1);
     if (!grown) return cv_fail(err, CV_ERR_NOMEM, "out of memory for metrics");
     memcpy(grown + r->metrics_len, line, (size_t)n + 1);

@@ -19,6 +19,8 @@ typedef struct {
     uint32_t data_crc[2]; /* of the training and test splits, in a data-parallel run */
     FILE *log;      /* rank 0: the options' log; the others: /dev/null */
     cv_data data;
+    cv_train_config cfg; /* the options' training config, as the run follows it (a resumed
+                          * checkpoint's KL warm-up held per epoch stays so) */
     cv_backend *be;
     void *full_step;       /* the recorded full-batch step, when the backend records */
     float full_step_beta;  /* the beta it was recorded with */
@@ -41,13 +43,15 @@ typedef struct {
     int epoch;         /* epochs completed */
     int position;      /* rows of the next epoch done */
     cv_loss_sums sums; /* that epoch's partial sums */
+    int active_units;  /* of the last test evaluation; -1: none yet */
     cv_step st;        /* the device step state as last read */
 } progress_state;
 
 /* What one epoch reports. */
 typedef struct {
     int epoch;
-    float beta;
+    float beta;  /* the epoch's mean */
+    float sigma; /* the Gaussian likelihood's, at the epoch's end */
     double train_loss, grad_norm;
     double lr;      /* the learning rate of the epoch's last step */
     double rate;    /* training samples/s */

@@ -14,9 +14,13 @@ cv_status cv_run_check_replicas(run_state *r, const progress_state *p, cv_err *e
     return cv_replicas_agree(r->comm, &r->model, place, sizeof place, p->step, err);
 }
 
-/* The checkpoint a resume continues must describe the run the flags describe. */
+/* The checkpoint a resume continues must describe the run the flags describe (its KL
+ * warm-up's kind is the checkpoint's own: a run from before version 4 keeps holding beta
+ * per epoch, so that it resumes exactly). */
 static cv_status check_resume(const cv_train_options *o, const cv_checkpoint *ck, cv_err *err) {
     const cv_model_config *c = &ck->cfg;
+    cv_train_config want = o->train;
+    want.warmup_per_step = ck->train.warmup_per_step;
     bool hidden_same = c->n_hidden == o->n_hidden;
     for (int i = 0; hidden_same && i < o->n_hidden; i++) hidden_same = c->hidden[i] == o->hidden[i];
     const char *what = !hidden_same                 ? "--hidden"
@@ -26,9 +30,14 @@ static cv_status check_resume(const cv_train_options *o, const cv_checkpoint *ck
                        : ck->seed != o->seed        ? "--seed"
                        : (o->n_classes && o->n_classes != c->cond_width) ? "--classes"
                        : c->prior != o->prior                            ? "--prior"
-                       : c->likelihood != o->likelihood || c->sigma != o->sigma
+                       : c->likelihood != o->likelihood || c->sigma != o->sigma ||
+                                 c->sigma_learned != o->sigma_learned
                            ? "--likelihood/--sigma"
-                       : memcmp(&ck->train, &o->train, sizeof ck->train) != 0
+                       : ck->train.objective != o->train.objective ||
+                                 ck->train.samples != o->train.samples
+                           ? "--objective/--samples"
+                       : ck->train.free_bits != o->train.free_bits ? "--free-bits"
+                       : memcmp(&ck->train, &want, sizeof ck->train) != 0
                            ? "--beta, --kl-warmup, --lr-schedule, --warmup-steps, --clip-grad "
                              "or --binarize"
                            : NULL;
@@ -73,17 +82,42 @@ static cv_status load_inputs(const cv_train_options *o, run_state *r, cv_err *er
     return CV_OK;
 }
 
+/* The IWAE objective's workspace grows with its draws: one that the device cannot hold is
+ * refused before anything is allocated or trained. */
+static cv_status check_workspace_fits(const cv_train_options *o, run_state *r, int ws_rows,
+                                      cv_err *err) {
+    if (o->train.samples <= 1) return CV_OK;
+    const double need =
+        (double)cv_workspace_bytes(&r->model.layout, ws_rows, o->batch, o->train.samples);
+    size_t free_bytes = 0, total_bytes = 0;
+    r->be->memory_info(r->be, &free_bytes, &total_bytes);
+    const long long rows = (long long)o->batch * o->train.samples;
+    if (need <= (double)free_bytes && rows <= CV_MAX_SAMPLE_ROWS) return CV_OK;
+    return cv_fail(err, CV_ERR_NOMEM,
+                   "--samples %d does not fit: batches of %d images drawn %d times need %.2f "
+                   "GiB of workspace, and the device (%s) has %.2f GiB free; lower --samples "
+                   "or --batch (cvae train --help gives the memory per draw)",
+                   o->train.samples, o->batch, o->train.samples, need / 1073741824.0,
+                   r->be->name, (double)free_bytes / 1073741824.0);
+}
+
 /* The model, its workspace and the data on the device. */
 static cv_status build_model(const cv_train_options *o, run_state *r, cv_err *err) {
     cv_model_config cfg = {.height = r->data.train.h, .width = r->data.train.w,
                            .channels = r->data.train.channels, .condition = r->data.condition,
                            .cond_width = r->data.cond_width, .latent = o->latent,
                            .n_hidden = o->n_hidden, .prior = o->prior,
-                           .likelihood = o->likelihood, .sigma = o->sigma};
+                           .likelihood = o->likelihood, .sigma = o->sigma,
+                           .sigma_learned = o->sigma_learned};
     memcpy(cfg.hidden, o->hidden, sizeof cfg.hidden);
     int ws_rows = o->batch > CV_EVAL_BATCH ? o->batch : CV_EVAL_BATCH;
     cv_status st = cv_model_create(r->be, &cfg, &r->model, err);
-    if (!st) st = cv_workspace_create(&r->model, ws_rows, &r->ws, err);
+    if (!st) st = check_workspace_fits(o, r, ws_rows, err);
+    if (!st && o->train.samples > 1)
+        st = cv_workspace_create_samples(&r->model, ws_rows, o->batch, o->train.samples, &r->ws,
+                                         err);
+    else if (!st)
+        st = cv_workspace_create(&r->model, ws_rows, &r->ws, err); /* K = 1 is the ELBO */
     if (!st) st = cv_device_split_upload(r->be, &r->data.train, &r->train, err);
     if (!st && r->data.test.n) st = cv_device_split_upload(r->be, &r->data.test, &r->test, err);
     if (!st && !(r->perm = malloc((size_t)r->data.train.n * sizeof(int32_t))))
@@ -99,8 +133,12 @@ static cv_status start_progress(const cv_train_options *o, run_state *r, progres
     p->st.first_bad_step = -1;
     p->st.first_bad_index = -1;
     p->st.allowed_nonfinite = o->skip_nonfinite;
+    p->active_units = -1;
+    r->cfg = o->train;
     if (!o->resume_path) return cv_model_init_params(&r->model, o->seed, err);
     const cv_checkpoint *ck = &r->resume;
+    r->cfg.warmup_per_step = ck->train.warmup_per_step;
+    p->active_units = ck->active_units;
     cv_checkpoint_to_model(ck, &r->model);
     p->step = ck->step;
     p->epoch = ck->epoch;
@@ -175,13 +213,26 @@ void cv_run_print_header(const cv_train_options *o, const run_state *r, const pr
     for (int i = 0; i < o->n_hidden; i++) fprintf(r->log, "%s%d", i ? "," : " ", o->hidden[i]);
     fprintf(r->log, "; batch %d, lr %g, seed %llu\n", o->batch, o->lr,
             (unsigned long long)o->seed);
-    fprintf(r->log, "objective: %s likelihood", o->likelihood == CV_LIKELIHOOD_GAUSSIAN
-                                                   ? "Gaussian" : "Bernoulli");
-    if (o->likelihood == CV_LIKELIHOOD_GAUSSIAN) fprintf(r->log, " (sigma %g)", o->sigma);
+    if (r->cfg.objective == CV_OBJECTIVE_IWAE)
+        fprintf(r->log, "objective: IWAE, %d draws per image%s; ", r->cfg.samples,
+                r->cfg.samples == 1 ? " (the ELBO)" : "");
+    else
+        fprintf(r->log, "objective: ELBO; ");
+    fprintf(r->log, "%s likelihood", o->likelihood == CV_LIKELIHOOD_GAUSSIAN
+                                         ? "Gaussian" : "Bernoulli");
+    if (o->sigma_learned)
+        fprintf(r->log, " (sigma learned, from %g)", o->sigma);
+    else if (o->likelihood == CV_LIKELIHOOD_GAUSSIAN)
+        fprintf(r->log, " (sigma %g)", o->sigma);
     fprintf(r->log, ", %s prior, beta %g", o->prior == CV_PRIOR_CONDITIONAL ? "conditional"
                                                                            : "standard normal",
             o->train.beta);
-    if (o->train.kl_warmup) fprintf(r->log, " after %d warm-up epochs", o->train.kl_warmup);
+    if (o->train.kl_warmup)
+        fprintf(r->log, " after %d warm-up epochs (%s)", o->train.kl_warmup,
+                r->cfg.warmup_per_step ? "rising every step"
+                                       : "held per epoch, as the checkpoint was trained");
+    if (r->cfg.free_bits > 0.0f)
+        fprintf(r->log, ", free bits %g nats per unit", r->cfg.free_bits);
     if (o->train.binarize) fprintf(r->log, ", dynamic binarization");
     fprintf(r->log, "; lr %s", o->train.cosine ? "cosine" : "constant");
     if (o->train.warmup_steps) fprintf(r->log, " after %lld warm-up steps",
@@ -189,6 +240,9 @@ void cv_run_print_header(const cv_train_options *o, const run_state *r, const pr
     if (o->train.clip_norm > 0.0f) fprintf(r->log, ", gradients clipped to norm %g",
                                            o->train.clip_norm);
     fputc('\n', r->log);
+    if (o->likelihood == CV_LIKELIHOOD_GAUSSIAN)
+        fprintf(r->log, "note: the Gaussian likelihood's nats are a density's on continuous "
+                        "values (they may be negative): not comparable with a Bernoulli model's\n");
     if (o->resume_path)
         fprintf(r->log, "resuming %s at epoch %d, step %lld (%d images into the epoch)\n",
                 o->resume_path, p->epoch + 1, (long long)p->step, p->position);
