@@ -7,7 +7,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -177,4 +179,146 @@ Test(gen_output, the_library_writes_whole_files_on_descriptor_0) {
     cv_model_destroy(&m);
     be->destroy(be);
     cv_checkpoint_free(&ck);
+}
+
+/* An existing empty --out is filled in place, not replaced: a mount point (a container's
+ * volume) cannot be renamed over, and the folder a user made keeps its identity. */
+Test(gen_output, an_existing_empty_out_is_filled_in_place) {
+    char ref[4300], out[4300];
+    snprintf(ref, sizeof ref, "%s/fresh", dir);
+    snprintf(out, sizeof out, "%s/existing", dir);
+    cr_assert_eq(mkdir(out, 0777), 0);
+    struct stat before, after;
+    cr_assert_eq(stat(out, &before), 0);
+    for (int k = 0; k < 2; k++) {
+        const char *args[] = {"generate", "--model", ckpt, "--per-class", "5", "--out",
+                              k ? out : ref, "--format", "png", "--device", "cpu", NULL};
+        cr_assert_eq(wait_exit(spawn_closing(args, -1)), 0, "generate into %s failed",
+                     k ? out : ref);
+    }
+    cr_assert_eq(stat(out, &after), 0);
+    cr_assert(before.st_ino == after.st_ino && before.st_dev == after.st_dev,
+              "%s was replaced, not filled", out);
+    expect_same_files(ref, out, "a set filled in place");
+}
+
+/* The folders of a path made by `cvae train` or `cvae generate` on a mount point of a
+ * fresh tmpfs, in a mount namespace of this test's own: 0 when both wrote their files,
+ * 77 where no namespace or mount can be had, else the step that failed. */
+static int run_on_a_mount_point(const char *point) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+            mkdir(point, 0777) != 0 || mount("cvae-test", point, "tmpfs", 0, NULL) != 0)
+            _exit(77);
+        char set[4400], run[4400], data[4300];
+        snprintf(set, sizeof set, "%s/set", point);
+        snprintf(run, sizeof run, "%s/run", point);
+        snprintf(data, sizeof data, "%s/data", dir);
+        mkdir(set, 0777);
+        mkdir(run, 0777);
+        /* each folder a mount point of its own, as `-v host:/out` makes it */
+        if (mount("cvae-set", set, "tmpfs", 0, NULL) || mount("cvae-run", run, "tmpfs", 0, NULL))
+            _exit(77);
+        const char *gen[] = {"generate", "--model", ckpt, "--per-class", "3", "--out", set,
+                             "--device", "cpu", NULL};
+        const char *train[] = {"train", "--data", data, "--out", run, "--epochs", "1",
+                               "--hidden", "8", "--latent", "2", "--device", "cpu", NULL};
+        if (wait_exit(spawn_closing(gen, -1)) != 0) _exit(1);
+        if (!cv_path_exists(test_path_in(set, "manifest.json"))) _exit(2);
+        if (wait_exit(spawn_closing(train, -1)) != 0) _exit(3);
+        if (!cv_path_exists(test_path_in(run, "model.ckpt"))) _exit(4);
+        _exit(0);
+    }
+    return wait_exit(pid);
+}
+
+Test(gen_output, a_mount_point_as_out_receives_the_set_and_the_run) {
+    char point[4300];
+    snprintf(point, sizeof point, "%s/mnt", dir);
+    int rc = run_on_a_mount_point(point);
+    if (rc == 77) cr_skip_test("no mount namespace here (needs CAP_SYS_ADMIN)");
+    cr_assert_eq(rc, 0, "on a mount point: %s",
+                 rc == 1 ? "generate failed" : rc == 2 ? "generate wrote no manifest"
+                 : rc == 3 ? "train failed" : "train wrote no checkpoint");
+}
+
+/* Waits (up to 60 s) until path exists; false if it never does. */
+static bool wait_for(const char *path) {
+    for (int i = 0; i < 12000; i++) {
+        if (cv_path_exists(path)) return true;
+        usleep(5000);
+    }
+    return false;
+}
+
+/* A long generation signalled once its temporary folder exists: it exits 128 + the
+ * signal and leaves what it found, and nothing it made (the folders above a new --out
+ * included). */
+Test(gen_output, a_signal_takes_back_what_generate_made) {
+    const int signals[] = {SIGTERM, SIGINT, SIGINT};
+    for (int k = 0; k < 3; k++) {
+        const bool in_place = k == 2;
+        char top[4300], out[4400], tmp[4500];
+        snprintf(top, sizeof top, "%s/sig%d", dir, k);
+        snprintf(out, sizeof out, "%s%s", top, in_place ? "" : "/new/set");
+        if (in_place) mkdir(out, 0777);
+        const char *args[] = {"generate", "--model", ckpt, "--per-class", "20000000", "--out",
+                              out, "--format", k ? "idx.gz" : "npy", "--device", "cpu",
+                              "--batch", "4096", NULL};
+        pid_t pid = spawn_closing(args, -1);
+        snprintf(tmp, sizeof tmp, in_place ? "%s/.tmp.%ld" : "%s.tmp.%ld", out, (long)pid);
+        cr_assert(wait_for(tmp), "case %d: %s never appeared", k, tmp);
+        kill(pid, signals[k]);
+        int rc = wait_exit(pid);
+        cr_assert_eq(rc, 128 + signals[k], "case %d: exit %d", k, rc);
+        if (in_place) {
+            static char names[8][512];
+            cr_assert_eq(list_files(out, "", names, 8), 0, "case %d: %s holds files", k, out);
+            cr_assert(!cv_path_exists(tmp), "case %d: %s was left", k, tmp);
+        } else {
+            cr_assert(!cv_path_exists(top), "case %d: %s was left", k, top);
+        }
+    }
+}
+
+/* A pid a container reuses: a leftover OUT.tmp.PID of an earlier process that had this
+ * run's pid used to fail it ("OUT: cannot create the output folder: File exists", naming a
+ * folder that did not exist). Leftovers of dead pids go too; a live process's stay. */
+Test(gen_output, leftovers_of_dead_processes_are_swept_live_ones_kept) {
+    char out[4300], grid[4300], mine[4400], live[4400], dead_grid[4400];
+    snprintf(out, sizeof out, "%s/set", dir);
+    snprintf(grid, sizeof grid, "%s/g.png", dir);
+    pid_t gone = fork();
+    if (gone == 0) _exit(0);
+    wait_exit(gone);
+    char dead[4400];
+    snprintf(dead, sizeof dead, "%s.tmp.%ld", out, (long)gone);
+    snprintf(live, sizeof live, "%s.tmp.%ld", out, (long)getpid());
+    snprintf(dead_grid, sizeof dead_grid, "%s.tmp.%ld", grid, (long)gone);
+    mkdir(dead, 0777);
+    mkdir(live, 0777);
+    test_write_file(test_path_in(dead, "images-idx3-ubyte"), "partial", 7);
+    test_write_file(dead_grid, "partial", 7);
+    pid_t pid = fork();
+    if (pid == 0) { /* this pid's leftover, then cvae itself under the same pid */
+        snprintf(mine, sizeof mine, "%s.tmp.%ld", out, (long)getpid());
+        mkdir(mine, 0777);
+        test_write_file(test_path_in(mine, "labels-idx1-ubyte"), "partial", 7);
+        int devnull = open("/dev/null", O_RDWR);
+        dup2(devnull, 1);
+        execl(getenv("CVAE_BIN"), "cvae", "generate", "--model", ckpt, "--per-class", "4",
+              "--out", out, "--device", "cpu", (char *)NULL);
+        _exit(127);
+    }
+    int rc = wait_exit(pid);
+    cr_assert_eq(rc, 0, "generate failed (exit %d) over a leftover of its own pid", rc);
+    snprintf(mine, sizeof mine, "%s.tmp.%ld", out, (long)pid);
+    cr_assert(!cv_path_exists(mine), "%s was not swept", mine);
+    cr_assert(!cv_path_exists(dead), "%s was not swept", dead);
+    cr_assert(cv_path_exists(live), "a live process's %s was removed", live);
+    const char *args[] = {"generate", "--model", ckpt, "--format", "grid", "--out", grid,
+                          "--device", "cpu", NULL};
+    cr_assert_eq(wait_exit(spawn_closing(args, -1)), 0);
+    cr_assert(!cv_path_exists(dead_grid), "%s was not swept", dead_grid);
 }

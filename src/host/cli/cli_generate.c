@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "cvae/checkpoint.h"
 #include "cvae/generate.h"
+#include "util/interrupt.h"
 
 static const char *help =
     "usage: cvae generate --model CKPT --per-class N --out DIR [flags]\n"
@@ -124,8 +125,14 @@ static int check_condition_flags(const condition_flags *f, bool per_class, bool 
     return 0;
 }
 
-static int run(const char *model, const char *device, cv_generate_options *o,
-               const condition_flags *f) {
+/* The exit code of a failed run: 130 or 143 after a signal, as `cvae train`. */
+static int report_failure(cv_status st, const cv_err *err) {
+    int rc = cv_report("generate", st, err);
+    return st == CV_ERR_INTERRUPTED ? 128 + cv_interrupt_pending() : rc;
+}
+
+static int generate(const char *model, const char *device, cv_generate_options *o,
+                    const condition_flags *f) {
     const char *cmd = "generate";
     cv_checkpoint ck;
     cv_err err;
@@ -172,7 +179,18 @@ static int run(const char *model, const char *device, cv_generate_options *o,
     cv_checkpoint_free(&ck);
     free((void *)o->cond.labels);
     free((void *)o->cond.conditions);
-    return st ? cv_report(cmd, st, &err) : 0;
+    return st ? report_failure(st, &err) : 0;
+}
+
+/* The whole command under the signal guard: a SIGINT or SIGTERM stops the work between
+ * chunks and takes back what it made (a second one ends the process at once). */
+static int run(const char *model, const char *device, cv_generate_options *o,
+               const condition_flags *f) {
+    cv_interrupt_guard guard;
+    cv_interrupt_install(&guard);
+    int rc = generate(model, device, o, f);
+    cv_interrupt_restore(&guard);
+    return rc;
 }
 
 int cv_cmd_generate(int argc, char **argv) {
