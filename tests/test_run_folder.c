@@ -356,3 +356,48 @@ Test(run_folder, a_signal_before_training_exits_130_and_leaves_no_folders) {
     cr_assert_eq(WEXITSTATUS(status), 130);
     cr_assert(!cv_path_exists(top), "an interrupted run left %s", top);
 }
+
+/* A trainer killed while writing leaves NAME.tmp.PID; the next run in that folder (which
+ * holds its lock) removes those of processes no longer running, of cvae's own files and
+ * of its metrics file; a live process's, and names cvae never writes, stay. */
+Test(run_folder, the_next_run_sweeps_temporaries_of_dead_trainers) {
+    char out[4300], logs[4300], metrics[4400];
+    snprintf(out, sizeof out, "%s/run", dir);
+    snprintf(logs, sizeof logs, "%s/logs", dir);
+    snprintf(metrics, sizeof metrics, "%s/m.jsonl", logs);
+    mkdir(out, 0777);
+    mkdir(logs, 0777);
+    pid_t gone = fork();
+    if (gone == 0) _exit(0);
+    waitpid(gone, NULL, 0);
+    char dead[4][64], kept[3][64];
+    const char *dead_names[] = {"model.ckpt", "samples.png", "reconstructions.png",
+                                "model-best.ckpt"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(dead[i], sizeof dead[i], "%s.tmp.%ld", dead_names[i], (long)gone);
+        test_write_file(test_path_in(out, dead[i]), "half", 4);
+    }
+    snprintf(kept[0], sizeof kept[0], "model.ckpt.tmp.%ld", (long)getpid());
+    snprintf(kept[1], sizeof kept[1], "notes.txt.tmp.%ld", (long)gone);
+    snprintf(kept[2], sizeof kept[2], "other.jsonl.tmp.%ld", (long)gone);
+    test_write_file(test_path_in(out, kept[0]), "live", 4);
+    test_write_file(test_path_in(out, kept[1]), "user", 4);
+    test_write_file(test_path_in(logs, kept[2]), "user", 4);
+    char dead_metrics[4500];
+    snprintf(dead_metrics, sizeof dead_metrics, "%s.tmp.%ld", metrics, (long)gone);
+    test_write_file(dead_metrics, "half", 4);
+    const char *args[] = {"train", "--data", data, "--out", out, "--metrics", metrics,
+                          "--epochs", "1", "--hidden", "8", "--latent", "2", "--device",
+                          "cpu", NULL};
+    char *o, *e;
+    cr_assert_eq(test_run_cvae(&o, &e, args), 0, "%s", e);
+    for (int i = 0; i < 4; i++)
+        cr_assert(!cv_path_exists(test_path_in(out, dead[i])), "%s was not swept", dead[i]);
+    cr_assert(!cv_path_exists(dead_metrics), "%s was not swept", dead_metrics);
+    cr_assert(cv_path_exists(test_path_in(out, kept[0])), "a live process's %s went", kept[0]);
+    cr_assert(cv_path_exists(test_path_in(out, kept[1])), "%s, no file of cvae's, went", kept[1]);
+    cr_assert(cv_path_exists(test_path_in(logs, kept[2])), "%s, no file of cvae's, went",
+              kept[2]);
+    free(o);
+    free(e);
+}

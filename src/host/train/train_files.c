@@ -133,6 +133,20 @@ static cv_status name_the_flag(cv_status st, const char *flag, cv_err *err) {
     return st;
 }
 
+/* The temporaries (NAME.tmp.PID) that trainers no longer running left of the run's files:
+ * in the run folder, whose lock this run holds, and beside the metrics file. */
+static void sweep_stale_temporaries(const cv_train_options *o) {
+    static const char *const run_files[] = {"model.ckpt", CV_BEST_CKPT, "samples.png",
+                                            "reconstructions.png"};
+    for (size_t i = 0; o->out_dir && i < sizeof run_files / sizeof run_files[0]; i++)
+        cv_sweep_stale_temporaries(o->out_dir, run_files[i]);
+    if (!o->metrics_path) return;
+    char folder[CV_PATH_MAX], name[CV_PATH_MAX];
+    snprintf(folder, sizeof folder, "%s", o->metrics_path);
+    snprintf(name, sizeof name, "%s", o->metrics_path);
+    cv_sweep_stale_temporaries(dirname(folder), basename(name));
+}
+
 /* The run folder (created with its parents, locked) and the metrics file, checked before
  * anything slow happens, so a bad path costs the user a second, not a training run. Rank
  * 0's work: the others only name the checkpoint. */
@@ -157,9 +171,13 @@ cv_status cv_run_prepare_outputs(const cv_train_options *o, run_state *r, cv_err
                            "or continue it with --resume %s",
                            r->ckpt, r->ckpt);
     }
-    if (!o->metrics_path) return CV_OK;
+    if (!o->metrics_path) {
+        sweep_stale_temporaries(o);
+        return CV_OK;
+    }
     cv_status st = name_the_flag(cv_prepare_output_file(o->metrics_path, r->made_metrics, err),
                                  "--metrics", err);
+    if (!st) sweep_stale_temporaries(o);
     /* a resume keeps its metrics file's completed epochs (cv_run_load_metrics); a fresh run does
      * not replace another run's */
     if (!st && !o->resume_path && cv_path_exists(o->metrics_path))

@@ -11,6 +11,9 @@
 #include "cvae/train.h"
 #include "util/fileio.h"
 
+/* The best model so far (lowest test -ELBO), beside model.ckpt in the run folder. */
+#define CV_BEST_CKPT "model-best.ckpt"
+
 /* The run's state on one rank. */
 typedef struct {
     cv_comm *comm;  /* the run's ranks (NULL: one process) */
