@@ -109,8 +109,10 @@ static cv_status prepare(eval_state *s, const char *model, const char *data,
                      "vectors, not class labels", model);
     cv_data_files read = *files;
     read.test_only = !marginal; /* only the marginal needs the training labels */
+    /* a label model's classes are its K, whatever labels the training files hold */
+    const int classes = c->condition == CV_COND_LABELS ? c->cond_width : 0;
     if (!st)
-        st = cv_data_load_files(data, &read, 0, &s->data, err);
+        st = cv_data_load_files(data, &read, classes, &s->data, err);
     if (!st && s->ck.train.binarize) cv_split_binarize(&s->data.test);
     if (!st) st = check_test_split(&s->data, c, data ? data : files->test_images, err);
     st = cv_comm_agree(comm, st, err);

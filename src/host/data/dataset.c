@@ -336,8 +336,9 @@ static cv_status set_classes(const char *path, int n_classes, cv_data *d, cv_err
     const int max_label = largest_label(&d->train);
     if (n_classes == 0) n_classes = max_label + 1;
     if (max_label >= n_classes)
-        return cv_fail(err, CV_ERR_FORMAT, "%s: label %d is not below --classes %d", path,
-                       max_label, n_classes);
+        return cv_fail(err, CV_ERR_FORMAT, "%s: label %d is not among the %d classes (0..%d) "
+                       "that --classes or the model gives", path, max_label, n_classes,
+                       n_classes - 1);
     d->cond_width = n_classes;
     return CV_OK;
 }
