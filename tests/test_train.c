@@ -218,3 +218,49 @@ Test(train, trains_without_test_files_and_refuses_to_overwrite) {
     free(a);
     free(b);
 }
+
+/* A run that diverges (--lr 1e6) used to print losses of 1e34 for every epoch and fail
+ * only at its save ("encoder layer 1 weight [4] holds a NaN or Inf; the model was not
+ * saved"): the gradients stayed finite while Adam's update wrote an Inf into its state.
+ * It stops at the bad step, naming it and the tensor, before any epoch ends; with
+ * --skip-nonfinite the bad steps are skipped and the run saves a finite model. */
+Test(train, a_diverging_run_stops_at_the_bad_step_and_skip_nonfinite_skips_it) {
+    char data[4096], out[4096], skipped[4096];
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(out, sizeof out, "%s/nan", dir);
+    snprintf(skipped, sizeof skipped, "%s/skipped", dir);
+    cr_assert_eq(mkdir(data, 0777), 0);
+    test_write_dataset(data, 2000, 200, 8, 8, 4, false, 77);
+    const char *args[] = {"train", "--data", data, "--lr", "1e6", "--epochs", "3", "--out",
+                          out, "--device", "cpu", NULL, NULL, NULL};
+    char *o, *e;
+    cr_assert_eq(test_run_cvae(&o, &e, args), 1, "%s", e);
+    cr_assert_eq(test_count_lines(e), 1, "%s", e);
+    long long step = -1;
+    const char *at = strstr(e, "step ");
+    cr_assert(at && sscanf(at, "step %lld:", &step) == 1, "no step named: %s", e);
+    cr_assert(strstr(e, "in the gradient of ") && !strstr(e, "was not saved"),
+              "the step and the tensor are not named: %s", e);
+    cr_assert(step >= 0 && step < 16, "stopped at step %lld, not in the first epoch (16 "
+              "steps): %s", step, e);
+    cr_assert(!strstr(o, "epoch   1/3"), "an epoch of a poisoned model ended: %s", o);
+    free(o);
+    free(e);
+    args[8] = skipped;
+    args[11] = "--skip-nonfinite";
+    args[12] = "100000";
+    cr_assert_eq(test_run_cvae(&o, &e, args), 0, "%s", e);
+    cr_assert(strstr(o, "skipped so far"), "no skipped steps reported: %s", o);
+    char ckpt[4200];
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", skipped);
+    cv_checkpoint ck;
+    cv_err err;
+    cr_assert_eq(cv_checkpoint_load(ckpt, &ck, &err), CV_OK, "%s", err.msg);
+    cr_assert_gt(ck.nonfinite_steps, 0);
+    for (size_t i = 0; i < ck.n_params; i++)
+        cr_assert(isfinite(ck.params[i]) && isfinite(ck.adam_m[i]) && isfinite(ck.adam_v[i]),
+                  "the saved model holds a NaN or Inf at %zu", i);
+    cv_checkpoint_free(&ck);
+    free(o);
+    free(e);
+}

@@ -111,15 +111,16 @@ static cv_status quiet_unless_leading(const run_state *r, cv_status st, cv_err *
 
 static cv_status nonfinite_error(const cv_train_options *o, run_state *r, const cv_step *st,
                                  cv_err *err) {
-    char what[160] = "the loss";
+    char what[256] = "NaN or Inf in the loss";
     bool saved = r->ckpt[0] && cv_path_exists(r->ckpt);
     if (st->first_bad_index >= 0) {
         char name[128];
         cv_layout_describe(&r->model.layout, (size_t)st->first_bad_index, name, sizeof name);
-        snprintf(what, sizeof what, "the gradient of %s", name);
+        snprintf(what, sizeof what, "NaN, Inf or a value too large for Adam (2^63 or more) in "
+                 "the gradient of %s", name);
     }
     return cv_fail(err, CV_ERR_NONFINITE,
-                   "step %lld: NaN or Inf in %s (%lld such step%s, --skip-nonfinite allows "
+                   "step %lld: %s (%lld such step%s, --skip-nonfinite allows "
                    "%lld); stopped without saving%s%s",
                    (long long)st->first_bad_step, what, (long long)st->nonfinite_steps,
                    st->nonfinite_steps == 1 ? "" : "s", o->skip_nonfinite,
