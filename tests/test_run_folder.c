@@ -401,3 +401,40 @@ Test(run_folder, the_next_run_sweeps_temporaries_of_dead_trainers) {
     free(o);
     free(e);
 }
+
+/* Ctrl-C twice while the data loads: the first asks for a clean stop, which comes only
+ * once the data is read; the second ends the process at once. It used to leave the run
+ * folder it made, holding only cvae.lock; the second signal now takes back the folders
+ * the run made (and their lock file) before it ends the process. */
+Test(run_folder, two_quick_signals_before_training_leave_no_folders) {
+    const char *fashion = "/usr/share/datasets/fashion-mnist";
+    if (!cv_path_exists(fashion)) cr_skip_test("no %s (Debian's dataset-fashion-mnist)", fashion);
+    char top[4300], out[4400], lock[4500], metrics[4500];
+    snprintf(top, sizeof top, "%s/twice", dir);
+    snprintf(out, sizeof out, "%s/run", top);
+    snprintf(lock, sizeof lock, "%s/%s", out, CV_LOCK_FILE);
+    snprintf(metrics, sizeof metrics, "%s/logs/m.jsonl", out);
+    const char *args[] = {"train", "--data", fashion, "--out", out, "--metrics", metrics,
+                          "--epochs", "1", "--device", "cpu", NULL};
+    pid_t pid = spawn_cvae(args);
+    char want[32];
+    snprintf(want, sizeof want, "%ld\n", (long)pid);
+    bool locked = false;
+    for (int i = 0; i < 20000 && !locked; i++) {
+        size_t n;
+        char *text = (char *)test_read_file(lock, &n);
+        locked = text && strcmp(text, want) == 0;
+        free(text);
+        if (!locked) usleep(500);
+    }
+    cr_assert(locked, "the trainer never took the lock");
+    kill(pid, SIGINT);
+    usleep(20000);
+    kill(pid, SIGINT);
+    int status;
+    waitpid(pid, &status, 0);
+    cr_assert((WIFSIGNALED(status) && WTERMSIG(status) == SIGINT) ||
+              (WIFEXITED(status) && WEXITSTATUS(status) == 130), "status %d", status);
+    cr_assert(!cv_path_exists(top), "two signals left %s%s", top,
+              cv_path_exists(lock) ? " (with its lock file)" : "");
+}

@@ -335,6 +335,7 @@ cv_status cv_train_run(const cv_train_options *o, cv_train_result *res, cv_err *
     /* caught from the start: a signal while the data loads must not leave the folders */
     cv_interrupt_guard guard;
     cv_interrupt_install(&guard);
+    r.guard = &guard;
     cv_status st = cv_run_prepare(o, &r, &p, err);
     if (!st) st = stop_if_signalled_early(&r, res, err);
     if (!st) {
@@ -346,8 +347,8 @@ cv_status cv_train_run(const cv_train_options *o, cv_train_result *res, cv_err *
         if (!st && r.ckpt[0]) fprintf(r.log, "checkpoint: %s\n", r.ckpt);
         if (!st && r.ckpt[0] && cv_run_leads(&r)) st = cv_run_write_pictures(o, &r, err);
     }
+    if (st) cv_run_undo_outputs(o, &r); /* while a second signal still takes them back */
     cv_interrupt_restore(&guard);
-    if (st) cv_run_undo_outputs(o, &r);
     cv_run_free(&r);
     return st;
 }

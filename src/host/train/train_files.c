@@ -43,6 +43,7 @@ cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
     ck.nonfinite_steps = p->st.nonfinite_steps;
     st = cv_checkpoint_save(r->ckpt, &ck, err);
     cv_checkpoint_free(&ck);
+    if (!st && r->guard) cv_interrupt_undo_clear(r->guard); /* the folder now holds a model */
     return st;
 }
 
@@ -147,6 +148,18 @@ static void sweep_stale_temporaries(const cv_train_options *o) {
     cv_sweep_stale_temporaries(dirname(folder), basename(name));
 }
 
+/* What a second signal takes back before it ends the process, as cv_run_undo_outputs
+ * would (until the first checkpoint is written): the folders made for `path` (the run
+ * folder, with its lock file, or the metrics file's folder). */
+static void undo_on_kill(run_state *r, const char *path, const char *made, bool run_folder) {
+    char folder[CV_PATH_MAX], lock_path[4200];
+    snprintf(folder, sizeof folder, "%s", path);
+    snprintf(lock_path, sizeof lock_path, "%s/%s", path, CV_LOCK_FILE);
+    if (r->guard)
+        cv_interrupt_undo_on_kill(r->guard, run_folder ? lock_path : NULL,
+                                  run_folder ? path : dirname(folder), made);
+}
+
 /* The run folder (created with its parents, locked) and the metrics file, checked before
  * anything slow happens, so a bad path costs the user a second, not a training run. Rank
  * 0's work: the others only name the checkpoint. */
@@ -157,6 +170,7 @@ cv_status cv_run_prepare_outputs(const cv_train_options *o, run_state *r, cv_err
         cv_status st = cv_make_dirs(o->out_dir, r->made_out, err);
         if (!st) st = cv_dir_lock_take(o->out_dir, &r->lock, err);
         if (st) return name_the_flag(st, "--out", err);
+        undo_on_kill(r, o->out_dir, r->made_out, true);
         /* a resume may continue the very checkpoint it writes; nothing else overwrites */
         bool continuing = false;
         if (o->resume_path) {
@@ -171,16 +185,17 @@ cv_status cv_run_prepare_outputs(const cv_train_options *o, run_state *r, cv_err
                            "or continue it with --resume %s",
                            r->ckpt, r->ckpt);
     }
-    if (!o->metrics_path) {
-        sweep_stale_temporaries(o);
-        return CV_OK;
+    cv_status st = CV_OK;
+    if (o->metrics_path) {
+        st = name_the_flag(cv_prepare_output_file(o->metrics_path, r->made_metrics, err),
+                           "--metrics", err);
+        undo_on_kill(r, o->metrics_path, r->made_metrics, false);
     }
-    cv_status st = name_the_flag(cv_prepare_output_file(o->metrics_path, r->made_metrics, err),
-                                 "--metrics", err);
-    if (!st) sweep_stale_temporaries(o);
+    if (st) return st;
+    sweep_stale_temporaries(o);
     /* a resume keeps its metrics file's completed epochs (cv_run_load_metrics); a fresh run does
      * not replace another run's */
-    if (!st && !o->resume_path && cv_path_exists(o->metrics_path))
+    if (o->metrics_path && !o->resume_path && cv_path_exists(o->metrics_path))
         st = cv_fail(err, CV_ERR_IO,
                      "%s already exists; choose another --metrics so it is not overwritten",
                      o->metrics_path);

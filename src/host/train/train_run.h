@@ -10,6 +10,7 @@
 #include "cvae/checkpoint.h"
 #include "cvae/train.h"
 #include "util/fileio.h"
+#include "util/interrupt.h"
 
 /* The best model so far (lowest test -ELBO), beside model.ckpt in the run folder. */
 #define CV_BEST_CKPT "model-best.ckpt"
@@ -32,6 +33,7 @@ typedef struct {
     size_t metrics_len;
     cv_checkpoint resume;
     cv_dir_lock lock; /* of the run folder, held while training */
+    cv_interrupt_guard *guard; /* the signal guard: what a second signal takes back */
     char ckpt[4200];
     /* the shallowest folders this run created for --out and --metrics ("" for none) */
     char made_out[CV_PATH_MAX], made_metrics[CV_PATH_MAX];
