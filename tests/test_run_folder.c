@@ -14,8 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "util/fileio.h"
+#include "cvae/checkpoint.h"
 #include "cvae/train.h"
+#include "util/fileio.h"
 #include "helpers.h"
 
 static char *dir;
@@ -437,4 +438,43 @@ Test(run_folder, two_quick_signals_before_training_leave_no_folders) {
               (WIFEXITED(status) && WEXITSTATUS(status) == 130), "status %d", status);
     cr_assert(!cv_path_exists(top), "two signals left %s%s", top,
               cv_path_exists(lock) ? " (with its lock file)" : "");
+}
+
+/* --resume without --out used to train and throw the result away. It writes back beside
+ * the checkpoint it resumed, under the folder's lock (a live trainer there stops it, named)
+ * and by the same atomic rules. */
+Test(run_folder, resume_without_out_writes_beside_the_checkpoint) {
+    char out[4300], ckpt[4400];
+    snprintf(out, sizeof out, "%s/run", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
+    const char *first[] = {"train", "--data", data, "--out", out, "--epochs", "1", "--hidden",
+                           "8", "--latent", "2", "--device", "cpu", NULL};
+    char *o, *e;
+    cr_assert_eq(test_run_cvae(&o, &e, first), 0, "%s", e);
+    free(o);
+    free(e);
+    const char *resume[] = {"train", "--data", data, "--epochs", "2", "--hidden", "8",
+                            "--latent", "2", "--device", "cpu", "--resume", ckpt, NULL};
+    /* the folder locked by a live process (this one): refused, nothing changed */
+    int fd = open(test_path_in(out, CV_LOCK_FILE), O_RDWR);
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    cr_assert(fd >= 0 && fcntl(fd, F_SETLK, &fl) == 0);
+    char pid_text[48];
+    snprintf(pid_text, sizeof pid_text, "pid %ld", (long)getpid());
+    cr_assert_eq(test_run_cvae(&o, &e, resume), 1, "%s", e);
+    cr_assert(strstr(e, pid_text) && strstr(e, "in use"), "%s", e);
+    free(o);
+    free(e);
+    close(fd);
+    cr_assert_eq(test_run_cvae(&o, &e, resume), 0, "%s", e);
+    char said[4500];
+    snprintf(said, sizeof said, "checkpoints to %s", ckpt);
+    cr_assert(strstr(o, said) && !strstr(o, "will not be saved"), "%s", o);
+    free(o);
+    free(e);
+    cv_checkpoint ck;
+    cv_err err;
+    cr_assert_eq(cv_checkpoint_load(ckpt, &ck, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(ck.epoch, 2, "the resumed run's result was not written back");
+    cv_checkpoint_free(&ck);
 }

@@ -23,7 +23,8 @@ typedef struct {
     cv_data_files files;      /* files named explicitly, over the folder's */
     const char *device;       /* auto, cpu or cuda */
     cv_backend_options backend;
-    const char *out_dir;      /* NULL: the model is not saved */
+    const char *out_dir;      /* NULL: the folder of resume_path, or without one nothing
+                                 is saved */
     const char *metrics_path; /* NULL: no JSON lines */
     const char *resume_path;  /* NULL: a fresh run */
     long long skip_nonfinite; /* steps with a NaN or Inf that may be skipped before stopping */

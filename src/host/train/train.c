@@ -8,6 +8,7 @@
  * holds the position inside the epoch, so a resumed run takes exactly the steps the
  * uninterrupted one would have: the final parameters are bitwise equal on the CPU.
  */
+#include <libgen.h>
 #include <signal.h>
 #include <string.h>
 #include <time.h>
@@ -326,7 +327,20 @@ static void note_a_late_signal(const run_state *r) {
                 sig == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
-cv_status cv_train_run(const cv_train_options *o, cv_train_result *res, cv_err *err) {
+/* The options as the run takes them: a resume without --out writes back into the folder
+ * of the checkpoint it resumed (`folder` holds its name). */
+static cv_train_options resolve_out_dir(const cv_train_options *given, char folder[CV_PATH_MAX]) {
+    cv_train_options o = *given;
+    if (!o.out_dir && o.resume_path) {
+        snprintf(folder, CV_PATH_MAX, "%s", o.resume_path);
+        o.out_dir = dirname(folder);
+    }
+    return o;
+}
+
+cv_status cv_train_run(const cv_train_options *given, cv_train_result *res, cv_err *err) {
+    char resumed_folder[CV_PATH_MAX];
+    const cv_train_options resolved = resolve_out_dir(given, resumed_folder), *o = &resolved;
     memset(res, 0, sizeof *res);
     run_state r;
     memset(&r, 0, sizeof r);

@@ -189,8 +189,9 @@ void cv_run_print_header(const cv_train_options *o, const run_state *r, const pr
                                            o->train.clip_norm);
     fputc('\n', r->log);
     if (o->resume_path)
-        fprintf(r->log, "resuming %s at epoch %d, step %lld (%d images into the epoch)\n",
-                o->resume_path, p->epoch + 1, (long long)p->step, p->position);
+        fprintf(r->log, "resuming %s at epoch %d, step %lld (%d images into the epoch); "
+                "checkpoints to %s\n", o->resume_path, p->epoch + 1, (long long)p->step,
+                p->position, r->ckpt);
     if (!o->out_dir) fprintf(r->log, "note: no --out given: the model will not be saved\n");
     fflush(r->log); /* a log file or pipe shows the run's settings as it starts */
 }
