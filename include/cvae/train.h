@@ -36,7 +36,13 @@ typedef struct {
     cv_likelihood likelihood;
     float sigma;
     cv_train_config train; /* beta, KL warm-up, learning-rate schedule, clipping, binarize */
-    int batch, epochs, checkpoint_every;
+    int batch, epochs;
+    /* checkpoints besides the last epoch's and a signal's: every checkpoint_every epochs;
+     * with 0, at the first epoch end checkpoint_seconds or more after the last one (or the
+     * start), and in an epoch that itself lasts that long, mid-epoch at the host's next
+     * check of the run (every 50 steps) */
+    int checkpoint_every;
+    double checkpoint_seconds;
     float lr;
     uint64_t seed;
     FILE *log; /* epoch lines; progress goes to stderr when it is a terminal (rank 0) */
@@ -52,7 +58,8 @@ typedef struct {
 } cv_train_result;
 
 /* The defaults of `cvae train` (docs/design.md 1.13): hidden 400, latent 20, batch 128,
- * 10 epochs, lr 1e-3, beta 1, seed 0, Bernoulli, standard prior, device auto. */
+ * 10 epochs, lr 1e-3, beta 1, seed 0, Bernoulli, standard prior, device auto, a
+ * checkpoint at least once a minute (checkpoint_seconds 60). */
 cv_train_options cv_train_defaults(void);
 
 cv_status cv_train_run(const cv_train_options *opt, cv_train_result *result, cv_err *err);

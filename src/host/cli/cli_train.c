@@ -65,10 +65,14 @@ static const char *help =
 static const char *help_run =
     "\n"
     "run:\n"
-    "  --out RUNDIR           write RUNDIR/model.ckpt (refuses to overwrite one) and the\n"
-    "                         pictures; RUNDIR and its parents are made up front, and\n"
-    "                         RUNDIR/cvae.lock keeps a second trainer out while this runs\n"
-    "  --checkpoint-every N   also write the checkpoint every N epochs (default: at the end)\n"
+    "  --out RUNDIR           write RUNDIR/model.ckpt (refuses to overwrite one), with a\n"
+    "                         test set RUNDIR/model-best.ckpt (the lowest test -ELBO so\n"
+    "                         far), and the pictures; RUNDIR and its parents are made up\n"
+    "                         front, and RUNDIR/cvae.lock keeps a second trainer out while\n"
+    "                         this runs (default with --resume: the checkpoint's folder)\n"
+    "  --checkpoint-every N|T the checkpoint every N epochs, or at the first epoch end a time\n"
+    "                         T (30s, 10m, 2h) after the last one, and mid-epoch in epochs\n"
+    "                         that last longer (default 1m), besides the last epoch's\n"
     "  --metrics FILE         one JSON object per epoch (epoch, train_loss, test_neg_elbo,\n"
     "                         test_rec, test_kl, samples_per_s, seconds, beta, grad_norm);\n"
     "                         an existing FILE is refused unless the run resumes\n"
@@ -106,6 +110,30 @@ static bool parse_beta(const char *cmd, const char *s, float *beta) {
     return cv_parse_positive_float(cmd, "--beta", s, beta);
 }
 
+/* --checkpoint-every: a count of epochs, or a time (30s, 10m, 2h: at the first epoch end
+ * that long after the last checkpoint), from 1 s to a year. */
+static bool parse_checkpoint_every(const char *cmd, const char *s, cv_train_options *o) {
+    char *end;
+    errno = 0;
+    const long epochs = strtol(s, &end, 10);
+    if (!errno && end != s && *end == '\0' && epochs >= 1 && epochs <= 1000000) {
+        o->checkpoint_every = (int)epochs;
+        return true;
+    }
+    errno = 0;
+    const double t = strtod(s, &end);
+    const char *unit = end != s && end[0] && !end[1] ? strchr("smh", end[0]) : NULL;
+    const double seconds = unit ? t * (*unit == 'h' ? 3600.0 : *unit == 'm' ? 60.0 : 1.0) : 0.0;
+    if (!errno && unit && seconds >= 1.0 && seconds <= 366.0 * 86400.0) {
+        o->checkpoint_every = 0;
+        o->checkpoint_seconds = seconds;
+        return true;
+    }
+    cv_usage_error(cmd, "--checkpoint-every must be a count of epochs (1..1000000) or a time "
+                   "from 1s to a year, as 30s, 10m or 2h; got '%s'", s);
+    return false;
+}
+
 static bool parse_count(const char *cmd, const char *flag, const char *s, long long *out) {
     int n;
     if (!cv_parse_int(cmd, flag, s, 0, 2147483647L, &n)) return false;
@@ -141,9 +169,7 @@ static bool apply_flag(int c, const char *arg, cv_train_options *o, bool *sigma_
         o->backend.precision = (cv_precision)choice;
         break;
     case OPT_OUT: o->out_dir = arg; break;
-    case OPT_CKPT_EVERY:
-        ok = cv_parse_int(cmd, "--checkpoint-every", arg, 1, 1000000, &o->checkpoint_every);
-        break;
+    case OPT_CKPT_EVERY: ok = parse_checkpoint_every(cmd, arg, o); break;
     case OPT_METRICS: o->metrics_path = arg; break;
     case OPT_RESUME: o->resume_path = arg; break;
     case OPT_PRIOR:

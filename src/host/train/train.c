@@ -31,7 +31,7 @@ static double now_seconds(void) {
 cv_train_options cv_train_defaults(void) {
     cv_train_options o = {.device = "auto", .n_hidden = 1, .hidden = {400}, .latent = 20,
                           .batch = 128, .epochs = 10, .lr = 1e-3f, .seed = 0, .log = stdout,
-                          .sigma = 0.1f, .train = {.beta = 1.0f}};
+                          .sigma = 0.1f, .train = {.beta = 1.0f}, .checkpoint_seconds = 60.0};
     return o;
 }
 
@@ -209,17 +209,64 @@ static void print_epoch_line(const cv_train_options *o, const run_state *r,
     fflush(r->log);
 }
 
-/* Rank 0's files at an epoch's end: the checkpoint (when due) first, so that a metrics
- * file that cannot be written loses no training, then the metrics. */
+/* Whether an epoch's end writes the checkpoint: the last epoch's; every --checkpoint-every
+ * N epochs; by default the first epoch end a minute (checkpoint_seconds) or more after the
+ * last checkpoint. */
+static bool checkpoint_due(const cv_train_options *o, const run_state *r, int epoch) {
+    if (epoch == o->epochs) return true;
+    if (o->checkpoint_every > 0) return epoch % o->checkpoint_every == 0;
+    return now_seconds() - r->last_save >= o->checkpoint_seconds;
+}
+
+/* A metrics or picture file failed (status `failed`, err's line): the training is saved
+ * all the same, unless it just was, and the line says where. */
+static cv_status save_after_failure(const cv_train_options *o, run_state *r,
+                                    const progress_state *p, bool saved, cv_status failed,
+                                    cv_err *err) {
+    char msg[sizeof err->msg];
+    memcpy(msg, err->msg, sizeof msg);
+    const int room = (int)sizeof msg - 200; /* the first line is cut, not the second */
+    cv_err save_err;
+    if (!r->ckpt[0])
+        return cv_fail(err, failed, "%.*s; no --out was given, so nothing was saved", room, msg);
+    if (!saved && cv_run_save_checkpoint(o, r, p, &save_err))
+        return cv_fail(err, failed, "%.*s; the checkpoint failed too: %s", room, msg,
+                       save_err.msg);
+    if (p->epoch < o->epochs)
+        return cv_fail(err, failed, "%.*s; the training so far is saved: continue it with "
+                       "--resume %s", room, msg, r->ckpt);
+    return cv_fail(err, failed, "%.*s; the trained model is saved in %s", room, msg, r->ckpt);
+}
+
+/* Rank 0's files at an epoch's end: a new best model's copy, the checkpoint when due
+ * (first, so that a metrics file that cannot be written loses no training), then the
+ * metrics; if they fail, the checkpoint is written all the same and the run stops. */
 static cv_status write_epoch_files(const cv_train_options *o, run_state *r,
                                    const progress_state *p, const epoch_report *e,
                                    const cv_train_result *res, cv_err *err) {
-    bool due = e->epoch == o->epochs ||
-               (o->checkpoint_every > 0 && e->epoch % o->checkpoint_every == 0);
-    cv_status st = r->ckpt[0] && due ? cv_run_save_checkpoint(o, r, p, err) : CV_OK;
-    if (!st && o->metrics_path)
+    cv_status st = r->test.n ? cv_run_best_consider(o, r, p, res->test.neg_elbo, err) : CV_OK;
+    const bool due = r->ckpt[0] && checkpoint_due(o, r, e->epoch);
+    if (!st && due) st = cv_run_save_checkpoint(o, r, p, err);
+    if (!st && o->metrics_path) {
         st = cv_run_write_metrics(o->metrics_path, r, e, &res->test, r->test.n > 0, err);
+        if (st) st = save_after_failure(o, r, p, due, st, err);
+    }
     return st;
+}
+
+/* By default, an epoch that itself lasts a minute (checkpoint_seconds) or more is
+ * checkpointed mid-epoch too, at the host's check of the run, once a minute has passed
+ * since the last checkpoint; rank 0 decides, and every rank takes part in the sums. */
+static cv_status checkpoint_mid_epoch(const cv_train_options *o, run_state *r,
+                                      progress_state *p, double epoch_start, cv_err *err) {
+    if (!r->ckpt[0] || o->checkpoint_every > 0 || !(o->checkpoint_seconds > 0.0)) return CV_OK;
+    const double t = now_seconds();
+    const int due = cv_run_leads(r) && t - r->last_save >= o->checkpoint_seconds &&
+                    t - epoch_start >= o->checkpoint_seconds;
+    if (!cv_comm_max_int(r->comm, due)) return CV_OK;
+    global_sums(r, &p->sums);
+    cv_status st = cv_run_leads(r) ? cv_run_save_checkpoint(o, r, p, err) : CV_OK;
+    return cv_comm_agree(r->comm, st, err);
 }
 
 /* After an epoch's last step: its figures, the test evaluation, the epoch line, the
@@ -274,6 +321,10 @@ static cv_status train_epoch(const cv_train_options *o, run_state *r, progress_s
         if (sig) {
             res->signal = sig;
             return stop_on_signal(o, r, p, sig, epoch, err);
+        }
+        if ((k + 1) % NONFINITE_POLL_STEPS == 0 && p->position < n) {
+            cv_status st = checkpoint_mid_epoch(o, r, p, t0, err);
+            if (st) return st;
         }
         double t = now_seconds();
         if (show_progress && (t - last_shown > 0.2 || p->position == n)) {
@@ -356,10 +407,12 @@ cv_status cv_train_run(const cv_train_options *given, cv_train_result *res, cv_e
         res->has_test = r.data.test.n > 0;
         res->epochs_done = p.epoch;
         cv_run_print_header(o, &r, &p);
+        r.last_save = now_seconds();
         st = train_epochs(o, &r, &p, res, err);
         if (!st) note_a_late_signal(&r);
         if (!st && r.ckpt[0]) fprintf(r.log, "checkpoint: %s\n", r.ckpt);
-        if (!st && r.ckpt[0] && cv_run_leads(&r)) st = cv_run_write_pictures(o, &r, err);
+        if (!st && r.ckpt[0] && cv_run_leads(&r) && (st = cv_run_write_pictures(o, &r, err)))
+            st = save_after_failure(o, &r, &p, true, st, err);
     }
     if (st) cv_run_undo_outputs(o, &r); /* while a second signal still takes them back */
     cv_interrupt_restore(&guard);

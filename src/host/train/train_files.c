@@ -5,32 +5,39 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cvae/generate.h"
 #include "data/png.h"
 #include "train_run.h"
 
-cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
-                                 const progress_state *p, cv_err *err) {
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+cv_status cv_run_save_state(const cv_train_options *o, const cv_model *model,
+                            const progress_state *p, const char *path, cv_err *err) {
     char made[CV_PATH_MAX]; /* the run folder again, should someone have removed it */
     cv_status st = cv_make_dirs(o->out_dir, made, err);
     if (st) return st;
     cv_checkpoint ck = {0};
-    st = cv_checkpoint_from_model(&r->model, &ck, err);
+    st = cv_checkpoint_from_model(model, &ck, err);
     if (st) return st;
     /* never let a poisoned model replace a good checkpoint */
     for (size_t i = 0; i < ck.n_params; i++)
         if (!isfinite(ck.params[i]) || !isfinite(ck.adam_m[i]) || !isfinite(ck.adam_v[i])) {
             char name[128];
-            cv_layout_describe(&r->model.layout, i, name, sizeof name);
+            cv_layout_describe(&model->layout, i, name, sizeof name);
             cv_checkpoint_free(&ck);
-            bool saved = cv_path_exists(r->ckpt);
+            bool saved = cv_path_exists(path);
             return cv_fail(err, CV_ERR_NONFINITE,
                            "step %lld: %s holds a NaN or Inf; the model was not saved%s%s",
                            (long long)p->step, name,
                            saved ? ", and the last good checkpoint stays at " : "",
-                           saved ? r->ckpt : "");
+                           saved ? path : "");
         }
     ck.seed = o->seed;
     ck.step = p->step;
@@ -41,10 +48,18 @@ cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
     ck.sums = p->sums;
     ck.train = o->train;
     ck.nonfinite_steps = p->st.nonfinite_steps;
-    st = cv_checkpoint_save(r->ckpt, &ck, err);
+    st = cv_checkpoint_save(path, &ck, err);
     cv_checkpoint_free(&ck);
-    if (!st && r->guard) cv_interrupt_undo_clear(r->guard); /* the folder now holds a model */
     return st;
+}
+
+cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
+                                 const progress_state *p, cv_err *err) {
+    cv_status st = cv_run_save_state(o, &r->model, p, r->ckpt, err);
+    if (st) return st;
+    if (r->guard) cv_interrupt_undo_clear(r->guard); /* the folder now holds a model */
+    r->last_save = now_seconds();
+    return cv_run_best_save(o, r, err);
 }
 
 /* Appends one epoch's JSON object to the metrics text and rewrites the file whole. */
@@ -184,6 +199,11 @@ cv_status cv_run_prepare_outputs(const cv_train_options *o, run_state *r, cv_err
                            "%s already exists; choose another --out so it is not overwritten, "
                            "or continue it with --resume %s",
                            r->ckpt, r->ckpt);
+        char best[4300];
+        snprintf(best, sizeof best, "%s/%s", o->out_dir, CV_BEST_CKPT);
+        if (!continuing && cv_path_exists(best))
+            return cv_fail(err, CV_ERR_IO, "%s already exists (another run's best model); "
+                           "choose another --out so it is not overwritten", best);
     }
     cv_status st = CV_OK;
     if (o->metrics_path) {

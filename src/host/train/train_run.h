@@ -15,6 +15,25 @@
 /* The best model so far (lowest test -ELBO), beside model.ckpt in the run folder. */
 #define CV_BEST_CKPT "model-best.ckpt"
 
+/* Where training stands: what a checkpoint records. */
+typedef struct {
+    int64_t step;
+    int epoch;         /* epochs completed */
+    int position;      /* rows of the next epoch done */
+    cv_loss_sums sums; /* that epoch's partial sums */
+    cv_step st;        /* the device step state as last read */
+} progress_state;
+
+/* The best model so far, by test -ELBO (train_best.c; rank 0). */
+typedef struct {
+    float *params, *adam_m, *adam_v; /* its state, copied on the device (NULL: no room for
+                                        the copy, so each new best is written at once) */
+    double neg_elbo;                 /* its test -ELBO; INFINITY before the first */
+    progress_state at;               /* where training stood then */
+    bool unsaved;                    /* newer than its file */
+    char path[4200];                 /* RUNDIR/model-best.ckpt; "" when none is kept */
+} best_model;
+
 /* The run's state on one rank. */
 typedef struct {
     cv_comm *comm;  /* the run's ranks (NULL: one process) */
@@ -34,19 +53,12 @@ typedef struct {
     cv_checkpoint resume;
     cv_dir_lock lock; /* of the run folder, held while training */
     cv_interrupt_guard *guard; /* the signal guard: what a second signal takes back */
+    double last_save;          /* when model.ckpt was last written, or training began */
+    best_model best;
     char ckpt[4200];
     /* the shallowest folders this run created for --out and --metrics ("" for none) */
     char made_out[CV_PATH_MAX], made_metrics[CV_PATH_MAX];
 } run_state;
-
-/* Where training stands: what a checkpoint records. */
-typedef struct {
-    int64_t step;
-    int epoch;         /* epochs completed */
-    int position;      /* rows of the next epoch done */
-    cv_loss_sums sums; /* that epoch's partial sums */
-    cv_step st;        /* the device step state as last read */
-} progress_state;
 
 /* What one epoch reports. */
 typedef struct {
@@ -78,7 +90,12 @@ void cv_run_free(run_state *r);
 cv_status cv_run_prepare_outputs(const cv_train_options *o, run_state *r, cv_err *err);
 /* A failed run's folders taken back, where it created them and wrote nothing in them. */
 void cv_run_undo_outputs(const cv_train_options *o, run_state *r);
-/* The checkpoint of where training stands; never one of a model with a NaN or Inf. */
+/* The state of `model` (the run's, or a view of the best one's copy) where p says
+ * training stood, saved to path; never one with a NaN or Inf. */
+cv_status cv_run_save_state(const cv_train_options *o, const cv_model *model,
+                            const progress_state *p, const char *path, cv_err *err);
+/* The checkpoint of where training stands, and the best model when it is newer than its
+ * file; never one of a model with a NaN or Inf. */
 cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
                                  const progress_state *p, cv_err *err);
 /* One epoch's line added to the metrics file. */
@@ -88,5 +105,17 @@ cv_status cv_run_write_metrics(const char *path, run_state *r, const epoch_repor
 void cv_run_load_metrics(const char *path, int epochs_done, run_state *r);
 /* The run's samples.png and reconstructions.png. */
 cv_status cv_run_write_pictures(const cv_train_options *o, run_state *r, cv_err *err);
+
+/* train_best.c: the best model so far (rank 0) */
+
+/* Its copy on the device, and on resume the figure of the model-best.ckpt already there. */
+cv_status cv_run_best_start(const cv_train_options *o, run_state *r, cv_err *err);
+/* After an epoch's test evaluation: a new best is copied (or, without room for the copy,
+ * written at once). */
+cv_status cv_run_best_consider(const cv_train_options *o, run_state *r, const progress_state *p,
+                               double neg_elbo, cv_err *err);
+/* model-best.ckpt written, when the best is newer than it. */
+cv_status cv_run_best_save(const cv_train_options *o, run_state *r, cv_err *err);
+void cv_run_best_free(run_state *r);
 
 #endif

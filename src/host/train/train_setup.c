@@ -139,6 +139,7 @@ cv_status cv_run_prepare(const cv_train_options *o, run_state *r, progress_state
     }
     if (!st) st = build_model(o, r, err);
     if (!st) st = start_progress(o, r, p, err);
+    if (!st) st = cv_run_best_start(o, r, err);
     st = cv_comm_agree(r->comm, st, err);
     return st ? st : cv_run_check_replicas(r, p, err);
 }
@@ -201,6 +202,7 @@ void cv_run_free(run_state *r) {
         if (r->full_step) r->be->recording_free(r->be, r->full_step);
         cv_device_split_free(r->be, &r->train);
         cv_device_split_free(r->be, &r->test);
+        cv_run_best_free(r);
         if (r->ws.max_rows) cv_workspace_destroy(&r->model, &r->ws);
         cv_model_destroy(&r->model);
         r->be->destroy(r->be);
