@@ -87,13 +87,19 @@ cv_status cv_run_best_consider(const cv_train_options *o, run_state *r, const pr
     if (!b->path[0] || !(neg_elbo < b->neg_elbo)) return CV_OK;
     b->neg_elbo = neg_elbo;
     b->at = *p;
-    if (!b->params) return cv_run_save_state(o, &r->model, p, b->path, err);
-    const size_t bytes = r->model.layout.n_params * sizeof(float);
-    r->be->copy(r->be, b->params, r->model.params, bytes);
-    r->be->copy(r->be, b->adam_m, r->model.adam_m, bytes);
-    r->be->copy(r->be, b->adam_v, r->model.adam_v, bytes);
-    b->unsaved = true;
-    return CV_OK;
+    const double t0 = cv_run_now();
+    cv_status st = CV_OK;
+    if (b->params) {
+        const size_t bytes = r->model.layout.n_params * sizeof(float);
+        r->be->copy(r->be, b->params, r->model.params, bytes);
+        r->be->copy(r->be, b->adam_m, r->model.adam_m, bytes);
+        r->be->copy(r->be, b->adam_v, r->model.adam_v, bytes);
+        b->unsaved = true;
+    } else {
+        st = cv_run_save_state(o, &r->model, p, b->path, err);
+    }
+    r->save_seconds += cv_run_now() - t0;
+    return st;
 }
 
 cv_status cv_run_best_save(const cv_train_options *o, run_state *r, cv_err *err) {

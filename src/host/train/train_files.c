@@ -5,18 +5,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cvae/generate.h"
 #include "data/png.h"
 #include "train_run.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 cv_status cv_run_save_state(const cv_train_options *o, const cv_model *model,
                             const progress_state *p, const char *path, cv_err *err) {
@@ -55,11 +48,15 @@ cv_status cv_run_save_state(const cv_train_options *o, const cv_model *model,
 
 cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
                                  const progress_state *p, cv_err *err) {
+    const double t0 = cv_run_now();
     cv_status st = cv_run_save_state(o, &r->model, p, r->ckpt, err);
     if (st) return st;
     if (r->guard) cv_interrupt_undo_clear(r->guard); /* the folder now holds a model */
-    r->last_save = now_seconds();
-    return cv_run_best_save(o, r, err);
+    st = cv_run_best_save(o, r, err);
+    r->last_save = cv_run_now();
+    r->save_seconds += r->last_save - t0;
+    r->saves++;
+    return st;
 }
 
 /* Appends one epoch's JSON object to the metrics text and rewrites the file whole. */

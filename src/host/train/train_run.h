@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 #include "cvae/checkpoint.h"
 #include "cvae/train.h"
@@ -54,6 +55,8 @@ typedef struct {
     cv_dir_lock lock; /* of the run folder, held while training */
     cv_interrupt_guard *guard; /* the signal guard: what a second signal takes back */
     double last_save;          /* when model.ckpt was last written, or training began */
+    double save_seconds;       /* spent writing checkpoints and copying best models */
+    int saves;                 /* model.ckpt written */
     best_model best;
     char ckpt[4200];
     /* the shallowest folders this run created for --out and --metrics ("" for none) */
@@ -68,6 +71,13 @@ typedef struct {
     double rate;    /* training samples/s */
     double seconds; /* the whole epoch, evaluation included */
 } epoch_report;
+
+/* Seconds on a monotonic clock. */
+static inline double cv_run_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* Rank 0 writes the files and the log; in one process, that is the process. */
 static inline bool cv_run_leads(const run_state *r) { return r->rank == 0; }
