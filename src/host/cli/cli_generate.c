@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -268,6 +269,10 @@ int cv_cmd_generate(int argc, char **argv) {
     rc = check_condition_flags(&f, have_per_class, have_per_row, o.format);
     if (rc) return rc;
     const bool grid = o.format == CV_FMT_GRID;
+    const size_t len = strlen(o.out);
+    if (grid && (len < 5 || strcasecmp(o.out + len - 4, ".png") != 0))
+        return cv_usage_error(cmd, "--format grid writes one PNG file: give --out a name that "
+                              "ends in .png, as %s.png", o.out);
     o.per = have_per_class || have_per_row ? per : grid ? 10 : 1;
     if (grid && o.per > 1000) return cv_usage_error(cmd, "a grid holds at most 1000 columns");
     return run(model, device, &o, &f);

@@ -85,6 +85,14 @@ static void progress(int epoch, int epochs, int done, int total, double rate) {
     fflush(stderr);
 }
 
+/* A progress line on the terminal, cleared before the line that says why training
+ * stopped. */
+static void clear_progress(bool shown) {
+    if (!shown) return;
+    fprintf(stderr, "\r%*s\r", 80, "");
+    fflush(stderr);
+}
+
 /* The epoch's loss sums over the ranks: each rank summed its own rows' rec, kl and rows;
  * the steps and their gradient norms are every rank's alike. */
 static void global_sums(run_state *r, cv_loss_sums *s) {
@@ -315,10 +323,13 @@ static cv_status train_epoch(const cv_train_options *o, run_state *r, progress_s
         int sig = cv_comm_max_int(r->comm, p->position < n ? cv_interrupt_pending() : 0);
         if (sig || (k + 1) % NONFINITE_POLL_STEPS == 0 || p->position == n) {
             r->be->download(r->be, &p->st, r->ws.step, sizeof p->st);
-            if (p->st.halted)
+            if (p->st.halted) {
+                clear_progress(show_progress);
                 return quiet_unless_leading(r, nonfinite_error(o, r, &p->st, err), err);
+            }
         }
         if (sig) {
+            clear_progress(show_progress);
             res->signal = sig;
             return stop_on_signal(o, r, p, sig, epoch, err);
         }
