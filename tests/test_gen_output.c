@@ -289,9 +289,7 @@ Test(gen_output, leftovers_of_dead_processes_are_swept_live_ones_kept) {
     char out[4300], grid[4300], mine[4400], live[4400], dead_grid[4400];
     snprintf(out, sizeof out, "%s/set", dir);
     snprintf(grid, sizeof grid, "%s/g.png", dir);
-    pid_t gone = fork();
-    if (gone == 0) _exit(0);
-    wait_exit(gone);
+    const pid_t gone = test_dead_pid();
     char dead[4400];
     snprintf(dead, sizeof dead, "%s.tmp.%ld", out, (long)gone);
     snprintf(live, sizeof live, "%s.tmp.%ld", out, (long)getpid());

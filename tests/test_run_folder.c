@@ -219,6 +219,22 @@ static pid_t spawn_cvae(const char *const *args) {
     return pid;
 }
 
+/* Whether the trainer pid takes the lock (within 10 s): the lock file holds its pid once
+ * it holds the lock. */
+static bool takes_the_lock(const char *lock, pid_t pid) {
+    char want[32];
+    snprintf(want, sizeof want, "%ld\n", (long)pid);
+    bool locked = false;
+    for (int i = 0; i < 20000 && !locked; i++) {
+        size_t n;
+        char *text = (char *)test_read_file(lock, &n);
+        locked = text && strcmp(text, want) == 0;
+        free(text);
+        if (!locked) usleep(500);
+    }
+    return locked;
+}
+
 /* The names in a folder, sorted, as one string. */
 static char *listing(const char *folder) {
     struct dirent **names;
@@ -242,18 +258,7 @@ Test(run_folder, a_second_trainer_on_a_live_run_folder_names_the_first_and_write
     const char *first[] = {"train", "--data", data, "--out", out, "--epochs", "1000000",
                            "--hidden", "16", "--latent", "2", "--device", "cpu", NULL};
     pid_t pid = spawn_cvae(first);
-    /* the lock file holds the first trainer's pid once it holds the lock */
-    char want[32];
-    snprintf(want, sizeof want, "%ld\n", (long)pid);
-    bool locked = false;
-    for (int i = 0; i < 200 && !locked; i++) {
-        size_t n;
-        char *text = (char *)test_read_file(lock, &n);
-        locked = text && strcmp(text, want) == 0;
-        free(text);
-        if (!locked) usleep(25000);
-    }
-    cr_assert(locked, "the first trainer never took the lock");
+    cr_assert(takes_the_lock(lock, pid), "the first trainer never took the lock");
     char *before = listing(out);
     char pid_text[48];
     snprintf(pid_text, sizeof pid_text, "pid %ld", (long)pid);
@@ -359,17 +364,7 @@ Test(run_folder, a_signal_before_training_exits_130_and_leaves_no_folders) {
     const char *args[] = {"train", "--data", fashion, "--out", out, "--epochs", "1",
                           "--device", "cpu", NULL};
     pid_t pid = spawn_cvae(args);
-    char want[32];
-    snprintf(want, sizeof want, "%ld\n", (long)pid);
-    bool locked = false;
-    for (int i = 0; i < 20000 && !locked; i++) {
-        size_t n;
-        char *text = (char *)test_read_file(lock, &n);
-        locked = text && strcmp(text, want) == 0;
-        free(text);
-        if (!locked) usleep(500);
-    }
-    cr_assert(locked, "the trainer never took the lock");
+    cr_assert(takes_the_lock(lock, pid), "the trainer never took the lock");
     kill(pid, SIGINT);
     int status;
     waitpid(pid, &status, 0);
@@ -389,9 +384,7 @@ Test(run_folder, the_next_run_sweeps_temporaries_of_dead_trainers) {
     snprintf(metrics, sizeof metrics, "%s/m.jsonl", logs);
     mkdir(out, 0777);
     mkdir(logs, 0777);
-    pid_t gone = fork();
-    if (gone == 0) _exit(0);
-    waitpid(gone, NULL, 0);
+    const pid_t gone = test_dead_pid();
     char dead[4][64], kept[3][64];
     const char *dead_names[] = {"model.ckpt", "samples.png", "reconstructions.png",
                                 "model-best.ckpt"};
@@ -439,17 +432,7 @@ Test(run_folder, two_quick_signals_before_training_leave_no_folders) {
     const char *args[] = {"train", "--data", fashion, "--out", out, "--metrics", metrics,
                           "--epochs", "1", "--device", "cpu", NULL};
     pid_t pid = spawn_cvae(args);
-    char want[32];
-    snprintf(want, sizeof want, "%ld\n", (long)pid);
-    bool locked = false;
-    for (int i = 0; i < 20000 && !locked; i++) {
-        size_t n;
-        char *text = (char *)test_read_file(lock, &n);
-        locked = text && strcmp(text, want) == 0;
-        free(text);
-        if (!locked) usleep(500);
-    }
-    cr_assert(locked, "the trainer never took the lock");
+    cr_assert(takes_the_lock(lock, pid), "the trainer never took the lock");
     kill(pid, SIGINT);
     usleep(20000);
     kill(pid, SIGINT);
