@@ -40,7 +40,7 @@ typedef struct {
     /* checkpoints besides the last epoch's and a signal's: every checkpoint_every epochs;
      * with 0, at the first epoch end checkpoint_seconds or more after the last one (or the
      * start), and in an epoch that itself lasts that long, mid-epoch at the host's next
-     * check of the run (every 50 steps) */
+     * check of the run (every 50 steps); 0 for both: at every epoch end */
     int checkpoint_every;
     double checkpoint_seconds;
     float lr;

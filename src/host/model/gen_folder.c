@@ -14,7 +14,8 @@
 /* Refuses an output that holds anything, or is no folder. */
 static cv_status check_empty(const char *dir, cv_err *err) {
     struct stat st;
-    if (stat(dir, &st) != 0) return cv_fail(err, CV_ERR_IO, "%s: cannot read: %s", dir, strerror(errno));
+    if (stat(dir, &st) != 0)
+        return cv_fail(err, CV_ERR_IO, "%s: cannot read: %s", dir, strerror(errno));
     if (!S_ISDIR(st.st_mode)) return cv_fail(err, CV_ERR_IO, "%s: exists and is not a folder", dir);
     DIR *d = opendir(dir);
     if (!d) return cv_fail(err, CV_ERR_IO, "%s: cannot read: %s", dir, strerror(errno));

@@ -421,10 +421,11 @@ cv_status cv_train_run(const cv_train_options *given, cv_train_result *res, cv_e
         const double start = r.last_save = now_seconds();
         st = train_epochs(o, &r, &p, res, err);
         if (!st) note_a_late_signal(&r);
+        const double trained = now_seconds() - start;
         if (!st && r.ckpt[0])
             fprintf(r.log, "checkpoint: %s (%d written; saving took %.3f s, %.2f%% of the "
                     "%.1f s of training)\n", r.ckpt, r.saves, r.save_seconds,
-                    100.0 * r.save_seconds / (now_seconds() - start), now_seconds() - start);
+                    100.0 * r.save_seconds / trained, trained);
         if (!st && r.ckpt[0] && cv_run_leads(&r) && (st = cv_run_write_pictures(o, &r, err)))
             st = save_after_failure(o, &r, &p, true, st, err);
     }
