@@ -159,6 +159,13 @@ int test_run_cvae_limited(char **out, char **err, const char *const *args, size_
     return run_cvae(out, err, args, as_bytes);
 }
 
+pid_t test_dead_pid(void) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    waitpid(pid, NULL, 0);
+    return pid;
+}
+
 int test_count_lines(const char *s) {
     int n = 0;
     for (; *s; s++)

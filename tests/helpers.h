@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "cvae/comm.h"
 #include "cvae/npy.h"
@@ -50,6 +51,9 @@ int test_run_cvae_limited(char **out, char **err, const char *const *args, size_
 
 /* Asserts |got - ref| <= atol + rtol |ref| for element i of `what`. */
 void assert_close(const char *what, int i, double got, double ref, double atol, double rtol);
+
+/* The pid of a process that has ended (forked, exited and reaped). */
+pid_t test_dead_pid(void);
 
 /* How many lines s holds. */
 int test_count_lines(const char *s);

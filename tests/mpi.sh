@@ -9,12 +9,14 @@
 #   4. SIGTERM to rank 1: every rank stops, exit 143, and 2 ranks resume the checkpoint to
 #      bitwise the run never interrupted; SIGINT to rank 0: exit 130; SIGINT to mpirun
 #      itself: the ranks get SIGTERM, and rank 0 writes the checkpoint;
-#   5. SIGKILL to rank 1: the job ends non-zero within 60 s with a line naming the rank,
-#      and the last checkpoint is intact;
+#   5. SIGKILL to rank 1: the job ends by itself, non-zero, with a line naming the rank
+#      (no clock: a job that hangs meets the test's timeout), and the last checkpoint is
+#      intact;
 #   6. cvae eval under 2 ranks prints the figures of one process; generate and info refuse
 #      to run under several ranks (exit 2);
 #   7. two ranks resuming different checkpoints, or reading different data: refused before
-#      the first step; a rank whose data folder is missing: one line naming it;
+#      the first step with exit 1 (a data error, not a bad command line); a rank whose data
+#      folder is missing: one line naming it;
 #   8. Fashion-MNIST (when installed), 2 epochs: the test -ELBO of 2 ranks within 0.5 nat
 #      of one process's. The ranks' float sums differ in order, and over 938 steps the two
 #      runs part as runs of different seeds do: 0.0011 nat apart with OpenBLAS's Haswell
@@ -224,7 +226,9 @@ for case in TERM:1:143 INT:0:130; do
 done
 
 # a signal during the test evaluation: the checkpoint, between epochs, carries no sums of
-# the next epoch (it once saved the evaluation's); up to 3 tries to land in one
+# the next epoch (it once saved the evaluation's); up to 8 tries to land in one (on a busy
+# 2-core machine, load 13, 6 and 7 of 9 tries landed there with this code and with the
+# code before it; the others landed in the next epoch's steps, and 3 tries failed twice)
 evalheavy_cmd() { # evalheavy_cmd RUN [flags...]: in $cmd, 2 ranks training on $evalheavy
     local run=$1
     shift
@@ -235,7 +239,7 @@ evalheavy_cmd() { # evalheavy_cmd RUN [flags...]: in $cmd, 2 ranks training on $
 evalheavy_cmd eh-whole
 "${cmd[@]}" >"$work/eh-whole.log" 2>&1 || fail "the evaluation-heavy run: $(tail -5 "$work/eh-whole.log")"
 landed=
-for try in 1 2 3; do
+for try in 1 2 3 4 5 6 7 8; do
     run=eh-$try
     evalheavy_cmd "$run"
     "${cmd[@]}" >"$work/$run.log" 2>&1 &
@@ -286,19 +290,16 @@ if start_big killed --epochs 1000 --checkpoint-every 1; then
         sleep 0.1
     done
     pid=$(rank_pid "$job" 1) && kill -KILL "$pid"
-    start=$SECONDS
-    while kill -0 "$job" 2>/dev/null && [ $((SECONDS - start)) -lt 60 ]; do sleep 0.2; done
-    kill -KILL "$job" 2>/dev/null
     wait "$job"
-    rc=$? took=$((SECONDS - start))
-    if [ "$rc" -eq 0 ] || [ "$took" -ge 60 ]; then
-        fail "SIGKILL to rank 1: exit $rc after $took s"
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
+        fail "SIGKILL to rank 1: exit $rc"
     elif ! grep -q "rank 1.*signal 9" "$work/killed.log"; then
         fail "SIGKILL to rank 1: no line names the rank: $(tail -5 "$work/killed.log")"
     elif ! "$cvae" info --model "$work/killed/model.ckpt" >/dev/null; then
         fail "SIGKILL to rank 1: the last checkpoint is damaged"
     else
-        ok "SIGKILL to rank 1: exit $rc after $took s, the last checkpoint intact"
+        ok "SIGKILL to rank 1: the job ended, exit $rc, the last checkpoint intact"
     fi
 else
     fail "the run to kill did not start: $(tail -5 "$work/killed.log")"
@@ -343,7 +344,7 @@ small=(train --hidden 32 --latent 4 --batch 32 --device "$device" --data "$data"
     --resume "$work/a/model.ckpt" : -np 1 "$cvae" "${small[@]}" --epochs 3 --out "$work/b" \
     --resume "$work/b/model.ckpt" >"$work/mixed.log" 2>&1
 rc=$?
-if [ "$rc" -ne 0 ] && grep -q "rank 1 of 2: at step 10 its model .* differs from rank 0's" \
+if [ "$rc" -eq 1 ] && grep -q "rank 1 of 2: at step 10 its model .* differs from rank 0's" \
     "$work/mixed.log" && "$cvae" info --model "$work/a/model.ckpt" | grep -q "1 epoch done,"; then
     ok "ranks resuming different checkpoints: refused at step 10 (exit $rc), checkpoints kept"
 else
@@ -353,7 +354,7 @@ fi
 "${launch[@]}" -np 1 "$cvae" "${small[@]}" --epochs 1 --out "$work/d" : -np 1 "$cvae" \
     "${small[@]/$data/$other}" --epochs 1 --out "$work/d" >"$work/mixed-data.log" 2>&1
 rc=$?
-if [ "$rc" -ne 0 ] && grep -q "rank 1 of 2: at step 0 .* training data differs from rank 0's" \
+if [ "$rc" -eq 1 ] && grep -q "rank 1 of 2: at step 0 .* training data differs from rank 0's" \
     "$work/mixed-data.log" && [ ! -e "$work/d" ]; then
     ok "ranks reading different data: refused before the first step (exit $rc)"
 else

@@ -194,7 +194,8 @@ static const bad_case cases[] = {
      {"generate", "--model", "$CKPT", "--per-class", "3", "--classes", "9", "--out", "$OUT", NULL}},
     {"generate into a file's folder", m_none, 1, "cannot create",
      {"generate", "--model", "$CKPT", "--per-class", "3", "--out", "$FILE/sub", NULL}},
-    {"info of a folder", m_none, 1, "not a regular file", {"info", "--model", "$DATA", NULL}},
+    {"info of a folder", m_none, 1, "is a folder, not a checkpoint",
+     {"info", "--model", "$DATA", NULL}},
 };
 
 Test(bad_input, every_case_exits_cleanly_with_one_line_and_writes_nothing) {

@@ -2,10 +2,15 @@
  * (exit 2, one line on stderr, nothing written), data and file errors (exit 1, one line,
  * no output left behind), and a small train -> info -> eval run end to end. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <math.h>
+#include <pty.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cvae/comm.h"
 #include "util/fileio.h"
@@ -371,4 +376,139 @@ Test(cli, cuda_without_a_usable_gpu_exits_2) {
     cr_assert(!cv_path_exists(out));
     free(o);
     free(e);
+}
+
+/* The messages a new user met (issue 19): the nearest real flag, or none; a run folder
+ * given as a checkpoint; a folder `generate` wrote given to eval as test data; a grid file
+ * without .png; a test split of the other kind of condition. */
+Test(cli, messages_point_at_what_was_meant) {
+    const char *date[] = {"train", "--date", data, "--out", out, NULL};
+    expect_error(2, "unknown flag '--date' (did you mean --data?)", date);
+    const char *d[] = {"train", "-d", data, "--out", out, NULL};
+    char *o, *e;
+    cr_assert_eq(test_run_cvae(&o, &e, d), 2);
+    cr_assert(strstr(e, "unknown flag '-d'") && !strstr(e, "--d)") && !strstr(e, "--d?"),
+              "a flag that does not exist was suggested: %s", e);
+    free(o);
+    free(e);
+    const char *hiden[] = {"train", "--data", data, "--hiden", "8", NULL};
+    expect_error(2, "(did you mean --hidden?)", hiden);
+    const char *per[] = {"generate", "-per-class", "3", NULL};
+    expect_error(2, "flags take two dashes, as in --per-class", per);
+    const char *nonsense[] = {"train", "--data", data, "--zzzzzz", NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, nonsense), 2);
+    cr_assert(!strstr(e, "did you mean"), "a far-off flag was suggested: %s", e);
+    free(o);
+    free(e);
+
+    /* a trained run folder given as --model */
+    const char *train[] = {"train", "--data", data, "--out", out, "--epochs", "1", "--hidden",
+                           "8", "--latent", "2", "--device", "cpu", NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, train), 0, "%s", e);
+    free(o);
+    free(e);
+    char ckpt[4200], want[4300];
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
+    snprintf(want, sizeof want, "is a folder; give the checkpoint in it, %s", ckpt);
+    const char *cmds[][8] = {{"info", "--model", out, NULL},
+                             {"eval", "--model", out, "--data", data, NULL},
+                             {"generate", "--model", out, "--per-class", "2", "--out", "g"}};
+    for (int k = 0; k < 3; k++) {
+        cr_assert_eq(test_run_cvae(&o, &e, cmds[k]), 1, "%s", e);
+        cr_assert(strstr(e, want), "cvae %s: no '%s' in: %s", cmds[k][0], want, e);
+        free(o);
+        free(e);
+    }
+
+    /* a folder generate wrote is a training split: eval is told how to pass it */
+    char gen[4200], flags[9000];
+    snprintf(gen, sizeof gen, "%s/generated", dir);
+    const char *g[] = {"generate", "--model", ckpt, "--per-class", "3", "--out", gen,
+                       "--device", "cpu", NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, g), 0, "%s", e);
+    free(o);
+    free(e);
+    snprintf(flags, sizeof flags, "--test-images %s/images-idx3-ubyte --test-labels "
+             "%s/labels-idx1-ubyte", gen, gen);
+    const char *ev[] = {"eval", "--model", ckpt, "--data", gen, "--device", "cpu", NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, ev), 1, "%s", e);
+    cr_assert(strstr(e, flags), "no '%s' in: %s", flags, e);
+    free(o);
+    free(e);
+
+    /* a grid is a PNG file: an --out without .png is refused before anything is made */
+    char grid[4200];
+    snprintf(grid, sizeof grid, "%s/g8", dir);
+    const char *gr[] = {"generate", "--model", ckpt, "--format", "grid", "--out", grid,
+                        "--device", "cpu", NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, gr), 2, "%s", e);
+    cr_assert(strstr(e, ".png") && !cv_path_exists(grid), "%s", e);
+    free(o);
+    free(e);
+
+    /* training labels beside test condition vectors: the kinds are named */
+    char mixed[4200];
+    snprintf(mixed, sizeof mixed, "%s/mixed", dir);
+    mkdir(mixed, 0777);
+    uint8_t pix[4 * 4 * 4] = {0}, labels[4] = {0, 1, 0, 1};
+    float cond[4 * 2] = {0};
+    test_write_npy(test_path_in(mixed, "train_images.npy"), CV_NPY_U8, 3,
+                   (const int64_t[]){4, 4, 4}, pix);
+    test_write_npy(test_path_in(mixed, "train_labels.npy"), CV_NPY_U8, 1,
+                   (const int64_t[]){4}, labels);
+    test_write_npy(test_path_in(mixed, "test_images.npy"), CV_NPY_U8, 3,
+                   (const int64_t[]){4, 4, 4}, pix);
+    test_write_npy(test_path_in(mixed, "test_conditions.npy"), CV_NPY_F32, 2,
+                   (const int64_t[]){4, 2}, cond);
+    const char *mix[] = {"train", "--data", mixed, "--device", "cpu", NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, mix), 1, "%s", e);
+    cr_assert(strstr(e, "the test split holds the other kind of condition") &&
+                  !strstr(e, "without test labels"), "%s", e);
+    free(o);
+    free(e);
+}
+
+/* On a terminal, the progress line is cleared before the line that says the run was
+ * interrupted; it used to be glued to the end of it. */
+Test(cli, an_interrupt_message_starts_its_own_line_on_a_terminal) {
+    char big[4200];
+    snprintf(big, sizeof big, "%s/big", dir);
+    mkdir(big, 0777);
+    test_write_dataset(big, 12000, 0, 16, 16, 4, false, 7);
+    const char *bin = getenv("CVAE_BIN");
+    int master;
+    pid_t pid = forkpty(&master, NULL, NULL, NULL);
+    cr_assert(pid >= 0, "forkpty: %s", strerror(errno));
+    if (pid == 0) { /* a step per image: the progress line is up for seconds */
+        execl(bin, bin, "train", "--data", big, "--batch", "1", "--hidden", "64", "--latent",
+              "4", "--epochs", "5", "--device", "cpu", (char *)NULL);
+        _exit(127);
+    }
+    static char buf[1 << 20];
+    size_t len = 0;
+    bool signalled = false;
+    for (;;) { /* until the child closes the terminal (EIO on Linux) */
+        ssize_t n = read(master, buf + len, sizeof buf - 1 - len);
+        if (n > 0) len += (size_t)n;
+        else if (n < 0 && errno == EINTR) continue;
+        else break;
+        buf[len] = 0;
+        if (!signalled && strstr(buf, "epoch 1/5 [")) { /* the progress line is drawn */
+            kill(pid, SIGINT);
+            signalled = true;
+        }
+        if (len == sizeof buf - 1) break;
+    }
+    buf[len] = 0;
+    close(master);
+    int status;
+    waitpid(pid, &status, 0);
+    cr_assert(signalled && WIFEXITED(status) && WEXITSTATUS(status) == 130, "status %d: %s",
+              status, buf);
+    const char *msg = strstr(buf, "cvae train: interrupted by SIGINT");
+    cr_assert(msg, "no interrupt message in: %s", buf);
+    /* what the terminal shows before it on its line: after the last \r or \n */
+    const char *line = msg;
+    while (line > buf && line[-1] != '\n' && line[-1] != '\r') line--;
+    cr_assert(line == msg, "the message is glued to '%.*s'", (int)(msg - line), line);
 }

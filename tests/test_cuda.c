@@ -764,6 +764,17 @@ Test(cuda, check_finite_flags_like_the_cpu_and_repeats_its_norm) {
         cs = fresh;
         check_both(rec, kl, d_rec, d_kl, rows, g, d_g, n, &cs, d_cs);
         cr_assert(cs.skip && cs.first_bad_index == (int64_t)(n / 2));
+        /* finite, but too large for Adam's float state: flagged alike, first one named */
+        g[n / 2] = -CV_GRAD_LIMIT;
+        if (n > 2) g[n - 1] = 3e38f;
+        gpu->upload(gpu, d_g, g, n * 4);
+        cs = fresh;
+        check_both(rec, kl, d_rec, d_kl, rows, g, d_g, n, &cs, d_cs);
+        cr_assert(cs.skip && cs.first_bad_index == (int64_t)(n / 2), "a gradient of 2^63 "
+                  "passed (n %zu)", n);
+        g[n / 2] = NAN;
+        if (n > 2) g[n - 1] = INFINITY;
+        gpu->upload(gpu, d_g, g, n * 4);
         /* a bad loss as well: the loss is named (-1); the second bad step crosses the
          * limit of 1 and halts */
         rec[rows - 1] = INFINITY;

@@ -280,7 +280,7 @@ Test(data, counts_widths_and_shapes_are_checked_across_files) {
     tp = byte_images("test_images.npy", 2, 2, 3, 0, 1);
     remove(path_of("test_conditions.npy"));
     int64_labels("test_labels.npy", (const int64_t[2]){0, 1}, 2);
-    expect_load_fails(NULL, 0, CV_ERR_IO, "test images without test conditions");
+    expect_load_fails(NULL, 0, CV_ERR_IO, "the test split holds the other kind of condition");
     cv_data_files wrong = {.test_labels = path_of("test_labels.npy")};
     expect_load_fails(&wrong, 0, CV_ERR_USAGE, "needs condition vectors too");
     expect_load_fails(NULL, 3, CV_ERR_USAGE, "--classes is for class labels");
@@ -437,6 +437,6 @@ Test(data, a_folders_test_split_of_the_other_kind_is_left_out) {
     cv_data_free(&d);
     const cv_data_files named = {.train_conditions = path_of("c.npy"),
                                  .test_images = path_of("t10k-images-idx3-ubyte")};
-    expect_load_fails(&named, 0, CV_ERR_IO, "test images without test conditions");
+    expect_load_fails(&named, 0, CV_ERR_IO, "the test split holds the other kind of condition");
     free(c);
 }

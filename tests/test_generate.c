@@ -389,10 +389,14 @@ Test(generate, bad_requests_write_nothing) {
  * too long for the file system makes the temporary folder (or file) fail where the
  * missing parents above it could still be made. */
 Test(generate, an_unwritable_out_fails_before_the_device_is_opened) {
-    char file[4200], under_file[4300], full[4200], keep[4300], top[4200];
+    char file[4200], under_file[4300], grid_under_file[4300], full[4200], keep[4300], top[4200];
     snprintf(file, sizeof file, "%s/plain", dir);
     test_write_file(file, "x", 1);
     snprintf(under_file, sizeof under_file, "%s/set", file);
+    snprintf(grid_under_file, sizeof grid_under_file, "%s/set.png", file);
+    char old_grid[4300]; /* a grid that exists: the file, not a folder, is the refusal */
+    snprintf(old_grid, sizeof old_grid, "%s/old.png", dir);
+    test_write_file(old_grid, "precious", 8);
     snprintf(full, sizeof full, "%s/full", dir);
     mkdir(full, 0777);
     snprintf(keep, sizeof keep, "%s/keep.txt", full);
@@ -405,8 +409,8 @@ Test(generate, an_unwritable_out_fails_before_the_device_is_opened) {
         const char *out, *format, *needle;
     } cases[] = {
         {under_file, "idx", "plain"},       {full, "npy", "not empty"},
-        {long_set, "idx", "File name too long"}, {under_file, "grid", "plain"},
-        {long_grid, "grid", "File name too long"}, {keep, "grid", "exists already"},
+        {long_set, "idx", "File name too long"}, {grid_under_file, "grid", "plain"},
+        {long_grid, "grid", "File name too long"}, {old_grid, "grid", "exists already"},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         const char *args[] = {"generate", "--model", ckpt, "--per-class", "2", "--out",
@@ -422,10 +426,14 @@ Test(generate, an_unwritable_out_fails_before_the_device_is_opened) {
         free(o);
         free(e);
     }
-    size_t n;
-    uint8_t *kept = test_read_file(keep, &n);
-    cr_assert(n == 8 && memcmp(kept, "precious", 8) == 0, "a refused run changed %s", keep);
-    free(kept);
+    const char *kept_files[] = {keep, old_grid};
+    for (int k = 0; k < 2; k++) {
+        size_t n;
+        uint8_t *kept = test_read_file(kept_files[k], &n);
+        cr_assert(n == 8 && memcmp(kept, "precious", 8) == 0, "a refused run changed %s",
+                  kept_files[k]);
+        free(kept);
+    }
 }
 
 Test(generate, killed_run_leaves_no_data_set_under_the_real_name) {

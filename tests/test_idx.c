@@ -287,7 +287,7 @@ Test(idx, data_folder_rejects_training_labels_over_classes) {
     uint8_t labels[20] = {0};
     labels[3] = 2;
     write_labels("train-labels-idx1-ubyte", labels, 20);
-    expect_folder_reject(2, "not below --classes 2");
+    expect_folder_reject(2, "not among the 2 classes (0..1) that --classes");
 }
 
 Test(idx, data_folder_rejects_test_shape_mismatch) {

@@ -517,3 +517,55 @@ Test(iwae, eval_shows_progress_on_a_terminal) {
     test_rmtree(dir);
     free(dir);
 }
+
+/* The model's class count decides which labels are valid: a model trained with
+ * --classes 4 on training labels 0..2 takes a test set holding a 3 with --marginal as
+ * without (class 3 never occurred in training: p(3) = 0, its term is skipped). It used to
+ * be refused, the training labels setting K = 3. Training labels the model does not have
+ * are still refused. */
+Test(iwae, marginal_takes_the_models_class_count) {
+    char *dir = test_tmpdir();
+    char data[4200], four[4200], out[4200], ckpt[4300];
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(four, sizeof four, "%s/four", dir);
+    snprintf(out, sizeof out, "%s/run", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", out);
+    mkdir(data, 0777);
+    mkdir(four, 0777);
+    test_write_dataset(data, 300, 0, 6, 6, 3, false, 71);
+    test_write_dataset(four, 60, 200, 6, 6, 4, false, 72);
+    const char *test_files[] = {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(rename(test_path_in(four, test_files[i]), test_path_in(data, test_files[i])),
+                     0);
+    char *o, *e;
+    const char *train[] = {"train", "--data", data, "--classes", "4", "--out", out, "--epochs",
+                           "1", "--hidden", "16", "--latent", "3", "--device", "cpu", NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, train), 0, "%s", e);
+    free(o);
+    free(e);
+    const char *marginal[] = {"eval", "--model", ckpt, "--data", data, "--iwae", "2",
+                              "--marginal", "--json", "--device", "cpu", NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, marginal), 0, "%s", e);
+    const char *at = strstr(o, "\"marginal_nll\": ");
+    cr_assert(at && isfinite(strtod(at + 16, NULL)), "no finite marginal_nll in %s", o);
+    free(o);
+    free(e);
+    /* training labels 0..3 against a model of 2 classes: refused, naming the label */
+    char two[4200], run2[4200], ckpt2[4300];
+    snprintf(two, sizeof two, "%s/two", dir);
+    snprintf(run2, sizeof run2, "%s/run2", dir);
+    snprintf(ckpt2, sizeof ckpt2, "%s/model.ckpt", run2);
+    mkdir(two, 0777);
+    test_write_dataset(two, 100, 20, 6, 6, 2, false, 73);
+    test_train_small(two, run2, 8, 2, 1, 74);
+    marginal[2] = ckpt2;
+    marginal[4] = four;
+    cr_assert_eq(test_run_cvae(&o, &e, marginal), 1, "%s", e);
+    cr_assert_eq(test_count_lines(e), 1, "%s", e);
+    cr_assert(strstr(e, "label 3") && strstr(e, "2 classes"), "%s", e);
+    free(o);
+    free(e);
+    test_rmtree(dir);
+    free(dir);
+}

@@ -1,5 +1,6 @@
 /* test_train.c: training lowers the loss, is bitwise deterministic for a seed, keeps the
- * last partial batch, and its checkpoint evaluates to the figures it printed. */
+ * last partial batch, and its checkpoint evaluates to the figures it printed; a run that
+ * diverges stops at its bad step (the non-finite guard, Adam's state included). */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 #include <math.h>
@@ -7,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cv_math.h"
 #include "cvae/checkpoint.h"
 #include "cvae/train.h"
 #include "helpers.h"
@@ -224,4 +226,97 @@ Test(train, trains_without_test_files_and_refuses_to_overwrite) {
     cr_assert(before == after && memcmp(a, b, before) == 0, "the old checkpoint changed");
     free(a);
     free(b);
+}
+
+/* A finite gradient can still poison Adam: its second moment v = b2 v + (1 - b2) g^2 is a
+ * float, and g^2 overflows from |g| = 2^64. A run that diverges (--lr 1e6) reaches such
+ * gradients: the check passed them, Adam wrote v = Inf, and the run went on until its
+ * checkpoint refused the model. An element of magnitude 2^63 or more (CV_GRAD_LIMIT) is
+ * flagged like a NaN, so the step is skipped and named; below it, Adam's state stays
+ * finite. */
+Test(train, a_gradient_too_large_for_adams_state_is_flagged) {
+    test_rng r = test_rng_new("gradient overflow");
+    cv_backend *be;
+    cv_err err;
+    cr_assert_eq(cv_backend_cpu_create(&be, &err), CV_OK, "%s", err.msg);
+    const size_t n = 50001;
+    float *g = malloc(n * 4), *p = malloc(n * 4), *m = calloc(n, 4), *v = calloc(n, 4);
+    float rec[3] = {1, 2, 3}, kl[3] = {1, 1, 1};
+    test_fill(&r, g, n, -1, 1);
+    test_fill(&r, p, n, -1, 1);
+    const size_t at = 1 + (size_t)test_uniform(&r, 0, n - 2);
+    cv_adam_config ac = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
+    cv_step st = {.step = 7, .first_bad_step = -1, .first_bad_index = -1,
+                  .allowed_nonfinite = 5};
+    /* just below the limit, either sign: taken, and Adam's state stays finite */
+    g[at] = -nextafterf(CV_GRAD_LIMIT, 0.0f);
+    g[at - 1] = nextafterf(CV_GRAD_LIMIT, 0.0f);
+    be->check_finite(be, rec, kl, 3, g, n, &st);
+    cr_assert(!st.skip, "a gradient below the limit was flagged");
+    be->adam(be, p, g, m, v, n, &ac, &st);
+    for (size_t i = 0; i < n; i++)
+        cr_assert(isfinite(p[i]) && isfinite(m[i]) && isfinite(v[i]), "Adam wrote a non-finite "
+                  "value at %zu from g = %g", i, g[i]);
+    be->advance_step(be, &st, 3);
+    float *p0 = malloc(n * 4), *v0 = malloc(n * 4);
+    memcpy(p0, p, n * 4);
+    memcpy(v0, v, n * 4);
+    /* at the limit (finite, far from FLT_MAX): flagged, named, and no update */
+    g[at] = CV_GRAD_LIMIT;
+    g[at + 1] = -3e38f;
+    be->check_finite(be, rec, kl, 3, g, n, &st);
+    cr_assert(st.skip && st.nonfinite_steps == 1 && st.first_bad_index == (int64_t)at,
+              "flag %d, count %lld, index %lld (want %zu)", st.skip,
+              (long long)st.nonfinite_steps, (long long)st.first_bad_index, at);
+    be->adam(be, p, g, m, v, n, &ac, &st);
+    cr_assert(memcmp(p, p0, n * 4) == 0 && memcmp(v, v0, n * 4) == 0,
+              "Adam updated a flagged step");
+    free(g); free(p); free(m); free(v); free(p0); free(v0);
+    be->destroy(be);
+}
+
+/* A run that diverges (--lr 1e6) used to print losses of 1e34 for every epoch and fail
+ * only at its save ("encoder layer 1 weight [4] holds a NaN or Inf; the model was not
+ * saved"): the gradients stayed finite while Adam's update wrote an Inf into its state.
+ * It stops at the bad step, naming it and the tensor, before any epoch ends; with
+ * --skip-nonfinite the bad steps are skipped and the run saves a finite model. */
+Test(train, a_diverging_run_stops_at_the_bad_step_and_skip_nonfinite_skips_it) {
+    char data[4096], out[4096], skipped[4096];
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(out, sizeof out, "%s/nan", dir);
+    snprintf(skipped, sizeof skipped, "%s/skipped", dir);
+    cr_assert_eq(mkdir(data, 0777), 0);
+    test_write_dataset(data, 2000, 200, 8, 8, 4, false, 77);
+    const char *args[] = {"train", "--data", data, "--lr", "1e6", "--epochs", "3", "--out",
+                          out, "--device", "cpu", NULL, NULL, NULL};
+    char *o, *e;
+    cr_assert_eq(test_run_cvae(&o, &e, args), 1, "%s", e);
+    cr_assert_eq(test_count_lines(e), 1, "%s", e);
+    long long step = -1;
+    const char *at = strstr(e, "step ");
+    cr_assert(at && sscanf(at, "step %lld:", &step) == 1, "no step named: %s", e);
+    cr_assert(strstr(e, "in the gradient of ") && !strstr(e, "was not saved"),
+              "the step and the tensor are not named: %s", e);
+    cr_assert(step >= 0 && step < 16, "stopped at step %lld, not in the first epoch (16 "
+              "steps): %s", step, e);
+    cr_assert(!strstr(o, "epoch   1/3"), "an epoch of a poisoned model ended: %s", o);
+    free(o);
+    free(e);
+    args[8] = skipped;
+    args[11] = "--skip-nonfinite";
+    args[12] = "100000";
+    cr_assert_eq(test_run_cvae(&o, &e, args), 0, "%s", e);
+    cr_assert(strstr(o, "skipped so far"), "no skipped steps reported: %s", o);
+    char ckpt[4200];
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", skipped);
+    cv_checkpoint ck;
+    cv_err err;
+    cr_assert_eq(cv_checkpoint_load(ckpt, &ck, &err), CV_OK, "%s", err.msg);
+    cr_assert_gt(ck.nonfinite_steps, 0);
+    for (size_t i = 0; i < ck.n_params; i++)
+        cr_assert(isfinite(ck.params[i]) && isfinite(ck.adam_m[i]) && isfinite(ck.adam_v[i]),
+                  "the saved model holds a NaN or Inf at %zu", i);
+    cv_checkpoint_free(&ck);
+    free(o);
+    free(e);
 }

@@ -198,8 +198,9 @@ struct cv_backend {
                                uint64_t seed, uint64_t first_stream, uint8_t *pixels);
 
     /* st->grad_sq = the squared norm of grads (n), and flags the step in st when rec, kl
-     * (rows) or grads hold a NaN or Inf: st->skip, st->nonfinite_steps, and the first bad
-     * step and gradient index. Past
+     * (rows) hold a NaN or Inf, or grads an element that is NaN, Inf or too large for
+     * Adam's float state (|g| >= 2^63, CV_GRAD_LIMIT in cv_math.h): st->skip,
+     * st->nonfinite_steps, and the first bad step and gradient index. Past
      * st->allowed_nonfinite such steps it sets st->halted, and every later step is skipped
      * (not counted), so the model stays as it was when the limit was crossed. */
     void (*check_finite)(cv_backend *be, const float *rec, const float *kl, int rows,

@@ -23,7 +23,8 @@ typedef struct {
     cv_data_files files;      /* files named explicitly, over the folder's */
     const char *device;       /* auto, cpu or cuda */
     cv_backend_options backend;
-    const char *out_dir;      /* NULL: the model is not saved */
+    const char *out_dir;      /* NULL: the folder of resume_path, or without one nothing
+                                 is saved */
     const char *metrics_path; /* NULL: no JSON lines */
     const char *resume_path;  /* NULL: a fresh run */
     long long skip_nonfinite; /* steps with a NaN or Inf that may be skipped before stopping */
@@ -37,7 +38,13 @@ typedef struct {
     bool sigma_learned;       /* Gaussian: sigma learned with the model (--sigma learned) */
     cv_train_config train; /* beta, KL warm-up, learning-rate schedule, clipping, binarize,
                             * the objective (ELBO or IWAE, free bits) */
-    int batch, epochs, checkpoint_every;
+    int batch, epochs;
+    /* checkpoints besides the last epoch's and a signal's: every checkpoint_every epochs;
+     * with 0, at the first epoch end checkpoint_seconds or more after the last one (or the
+     * start), and in an epoch that itself lasts that long, mid-epoch at the host's next
+     * check of the run (every 50 steps); 0 for both: at every epoch end */
+    int checkpoint_every;
+    double checkpoint_seconds;
     float lr;
     uint64_t seed;
     FILE *log; /* epoch lines; progress goes to stderr when it is a terminal (rank 0) */
@@ -57,7 +64,8 @@ typedef struct {
 } cv_train_result;
 
 /* The defaults of `cvae train` (docs/design.md 1.14): hidden 400, latent 20, batch 128,
- * 10 epochs, lr 1e-3, beta 1, seed 0, Bernoulli, standard prior, device auto. */
+ * 10 epochs, lr 1e-3, beta 1, seed 0, Bernoulli, standard prior, device auto, a
+ * checkpoint at least once a minute (checkpoint_seconds 60). */
 cv_train_options cv_train_defaults(void);
 
 cv_status cv_train_run(const cv_train_options *opt, cv_train_result *result, cv_err *err);

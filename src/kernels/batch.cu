@@ -7,8 +7,9 @@
  * accumulate: the loss sums += (sum of rec, sum of kl, rows, and for a training step its
  *             gradient norm and 1), one block, double partial sums reduced in a fixed
  *             tree order (deterministic); nothing for a skipped step.
- * check:      the squared gradient norm, and flags a step whose loss or gradient holds a
- *             NaN or Inf, in one kernel: the first bad index by an integer atomicMax
+ * check:      the squared gradient norm, and flags a step whose loss holds a NaN or Inf
+ *             or whose gradient an element Adam cannot take (NaN, Inf, or |g| >= 2^63,
+ *             cv_grad_usable), in one kernel: the first bad index by an integer atomicMax
  *             (found whatever the thread order), the norm by per-block fixed trees that
  *             the last block to finish adds in a fixed tree; that block then updates the
  *             step state (deterministic, no float atomics).
@@ -95,7 +96,7 @@ static __global__ void __launch_bounds__(CHECK_THREADS)
     double s = 0.0;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + t; i < n; i += stride) {
         float g = grads[i];
-        if (!isfinite(g)) atomicMax(&scratch->bad, ~(1ull + i));
+        if (!cv_grad_usable(g)) atomicMax(&scratch->bad, ~(1ull + i));
         s += (double)g * g;
     }
     sq[t] = s;

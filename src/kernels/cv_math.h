@@ -237,6 +237,16 @@ CV_HD float cv_log_std_normal(float z) {
     return -0.5f * (z * z + CV_LOG_2PI);
 }
 
+/* The largest gradient element Adam can take: its second moment v = b2 v + (1 - b2) g^2
+ * is a float, so from |g| = 2^64 the update itself would write an Inf into a model whose
+ * gradient was finite (a diverging run). Below 2^63, g^2 < FLT_MAX / 4, and v, a weighted
+ * mean of such squares, stays finite. The non-finite check flags a larger element like a
+ * NaN (design.md 1.10). */
+#define CV_GRAD_LIMIT 9.223372036854775808e18f /* 2^63 */
+
+/* Whether a gradient element is finite and small enough for Adam (CV_GRAD_LIMIT). */
+CV_HD bool cv_grad_usable(float g) { return fabsf(g) < CV_GRAD_LIMIT; }
+
 /* One Adam update with PyTorch's semantics (bias-corrected, eps after the sqrt).
  * step_size = lr / (1 - b1^t), inv_bc2_sqrt = 1 / sqrt(1 - b2^t). */
 CV_HD void cv_adam_update(float *p, float *m, float *v, float g, float b1, float b2,

@@ -468,16 +468,17 @@ static void cpu_check_finite(cv_backend *be, const float *rec, const float *kl, 
         st->skip = 1;
         return;
     }
-    /* the squared norm is NaN or Inf exactly when some element is: one vectorised pass,
-     * and a second only to find the first bad element */
+    /* the squared norm (in double) is NaN or Inf when some element is, and reaches
+     * CV_GRAD_LIMIT^2 when some element is too large for Adam: one vectorised pass, and a
+     * second only to find the first bad element */
     const double sq = squared_norm(grads, n);
     st->grad_sq = sq;
     int64_t bad = INT64_MAX;
     for (int r = 0; r < rows; r++)
         if (!isfinite(rec[r]) || !isfinite(kl[r])) bad = -1;
-    if (bad == INT64_MAX && !isfinite(sq))
+    if (bad == INT64_MAX && !(sq < (double)CV_GRAD_LIMIT * CV_GRAD_LIMIT))
         for (size_t i = 0; i < n; i++)
-            if (!isfinite(grads[i])) {
+            if (!cv_grad_usable(grads[i])) {
                 bad = (int64_t)i;
                 break;
             }

@@ -144,6 +144,56 @@ static bool spelled_whole(const char *word, const char *name) {
            (word[2 + n] == '\0' || word[2 + n] == '=');
 }
 
+/* The edit distance between a[0, n) and b, counting a swap of neighbours as one edit
+ * (optimal string alignment); names are short (< 64). */
+static int edit_distance(const char *a, int n, const char *b) {
+    const int m = (int)strlen(b);
+    if (n > 63 || m > 63) return 64;
+    int d[64][64];
+    for (int i = 0; i <= n; i++) d[i][0] = i;
+    for (int j = 0; j <= m; j++) d[0][j] = j;
+    for (int i = 1; i <= n; i++)
+        for (int j = 1; j <= m; j++) {
+            int best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < best) best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best) best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    return d[n][m];
+}
+
+/* The flag name[0, n) most likely meant: the nearest by edit distance, if at most 2 edits
+ * away and fewer than n (a one-letter word is no one's typo); NULL when none is. */
+static const char *nearest_flag(const char *name, int n, const struct option *opts) {
+    const char *best = NULL;
+    int best_d = 3;
+    for (int i = 0; opts[i].name; i++) {
+        int dist = edit_distance(name, n, opts[i].name);
+        if (dist < best_d && dist < n) {
+            best = opts[i].name;
+            best_d = dist;
+        }
+    }
+    return best;
+}
+
+/* The error line of an unknown word (all dashes and "=value" left out of name[0, n)),
+ * with the flag it may have meant. */
+static int unknown_flag(const char *cmd, const char *word, int len, const char *name, int n,
+                        const struct option *opts) {
+    for (int i = 0; word[1] != '-' && opts[i].name; i++)
+        if ((int)strlen(opts[i].name) == n && strncmp(opts[i].name, name, (size_t)n) == 0)
+            return cv_usage_error(cmd, "unknown flag '%.*s' (flags take two dashes, as in --%s)",
+                                  len, word, opts[i].name);
+    const char *near = nearest_flag(name, n, opts);
+    if (near)
+        return cv_usage_error(cmd, "unknown flag '%.*s' (did you mean --%s?)", len, word, near);
+    return cv_usage_error(cmd, "unknown flag '%.*s'", len, word);
+}
+
 int cv_next_flag(const char *cmd, int argc, char **argv, const struct option *opts,
                  int *exit_code) {
     const int at = optind; /* no permutation ('+'): the flag read is argv[at] */
@@ -152,13 +202,11 @@ int cv_next_flag(const char *cmd, int argc, char **argv, const struct option *op
     if (c == -1) return -1;
     const char *word = at < argc ? argv[at] : "";
     const int len = (int)strcspn(word, "=");
+    const char *name = word + strspn(word, "-");
     if (c == ':')
         *exit_code = cv_usage_error(cmd, "%.*s needs a value", len, word);
-    else if (c == '?' && optopt && word[1] != '-')
-        *exit_code = cv_usage_error(cmd, "unknown flag '%s' (flags take two dashes, as in -%s)",
-                                    word, word);
     else if (c == '?')
-        *exit_code = cv_usage_error(cmd, "unknown flag '%.*s'", len, word);
+        *exit_code = unknown_flag(cmd, word, len, name, len - (int)(name - word), opts);
     else if (index >= 0 && !spelled_whole(word, opts[index].name))
         *exit_code = cv_usage_error(cmd, "unknown flag '%.*s' (did you mean --%s?)", len, word,
                                     opts[index].name);

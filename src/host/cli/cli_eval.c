@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "cvae/checkpoint.h"
 #include "cvae/eval.h"
+#include "util/fileio.h"
 
 static const char *help =
     "usage: cvae eval --model CKPT --data DIR [flags]\n"
@@ -87,14 +88,43 @@ static void eval_free(eval_state *s) {
     cv_checkpoint_free(&s->ck);
 }
 
+/* The first of names that is a file in folder, as folder/name; NULL when none is. */
+static const char *first_file(const char *folder, const char *const *names, char *path,
+                              size_t size) {
+    for (int i = 0; folder && names[i]; i++) {
+        snprintf(path, size, "%s/%s", folder, names[i]);
+        if (cv_path_exists(path)) return path;
+    }
+    return NULL;
+}
+
+/* No test split in the folder. When it holds a training split (a data set `cvae generate`
+ * wrote is one), the line says how to evaluate on those files. */
+static cv_status no_test_split(const char *folder, const char *data, cv_err *err) {
+    static const char *const images[] = {"images-idx3-ubyte", "images-idx3-ubyte.gz",
+        "images-idx4-ubyte", "images-idx4-ubyte.gz", "images.npy", "train-images-idx3-ubyte",
+        "train-images-idx3-ubyte.gz", "train_images.npy", NULL};
+    static const char *const labels[] = {"labels-idx1-ubyte", "labels-idx1-ubyte.gz",
+        "labels.npy", "train-labels-idx1-ubyte", "train-labels-idx1-ubyte.gz",
+        "train_labels.npy", NULL};
+    static const char *const conditions[] = {"conditions.npy", "train_conditions.npy", NULL};
+    char img[4400], cond[4400];
+    const char *labels_file = first_file(folder, labels, cond, sizeof cond);
+    const char *cond_file = labels_file ? NULL : first_file(folder, conditions, cond, sizeof cond);
+    if (first_file(folder, images, img, sizeof img) && (labels_file || cond_file))
+        return cv_fail(err, CV_ERR_IO, "%s: no test split, only training files (as cvae "
+                       "generate writes them); to evaluate on those, give --test-images %s "
+                       "--test-%s %s", folder, img, labels_file ? "labels" : "conditions", cond);
+    return cv_fail(err, CV_ERR_IO, "%s: no test files to evaluate on (t10k-images and "
+                   "t10k-labels, test_images.npy with test_labels.npy or test_conditions.npy, "
+                   "or --test-images)", data);
+}
+
 /* The test split must be what the checkpoint's model takes (a label model's K is its own). */
-static cv_status check_test_split(cv_data *d, const cv_model_config *c, const char *data,
-                                  cv_err *err) {
+static cv_status check_test_split(cv_data *d, const cv_model_config *c, const char *folder,
+                                  const char *data, cv_err *err) {
     const cv_split *t = &d->test;
-    if (!t->n)
-        return cv_fail(err, CV_ERR_IO, "%s: no test files to evaluate on (t10k-images and "
-                       "t10k-labels, test_images.npy with test_labels.npy or "
-                       "test_conditions.npy, or --test-images)", data);
+    if (!t->n) return no_test_split(folder, data, err);
     cv_status st = cv_model_fit_labels(c, d, data, err);
     return st ? st : cv_model_takes(c, d, t, data, err);
 }
@@ -111,10 +141,13 @@ static cv_status prepare(eval_state *s, const char *model, const char *data,
                      "vectors, not class labels", model);
     cv_data_files read = *files;
     read.test_only = !marginal; /* only the marginal needs the training labels */
+    /* the marginal's training labels: a label model's classes are its K, whatever labels
+     * the training files hold (without them, K comes from the model after loading) */
+    const int classes = marginal && c->condition == CV_COND_LABELS ? c->cond_width : 0;
     if (!st)
-        st = cv_data_load_files(data, &read, 0, &s->data, err);
+        st = cv_data_load_files(data, &read, classes, &s->data, err);
     if (!st && s->ck.train.binarize) cv_split_binarize(&s->data.test);
-    if (!st) st = check_test_split(&s->data, c, data ? data : files->test_images, err);
+    if (!st) st = check_test_split(&s->data, c, data, data ? data : files->test_images, err);
     st = cv_comm_agree(comm, st, err);
     if (st) return st;
     const cv_backend_options bo = {.comm = comm};

@@ -2,11 +2,13 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "cvae/checkpoint.h"
 #include "cvae/generate.h"
+#include "util/interrupt.h"
 
 static const char *help =
     "usage: cvae generate --model CKPT --per-class N --out DIR [flags]\n"
@@ -23,7 +25,10 @@ static const char *help =
     "file in its row order; a model of condition vectors takes the rows of a float32 .npy\n"
     "of shape (rows, K). DIR must not exist or be empty; it appears only when complete,\n"
     "with manifest.json (checkpoint checksum, seed, mode, counts, and each file's size and\n"
-    "SHA-256), and for condition vectors conditions.npy, the row of each image.\n"
+    "SHA-256), and for condition vectors conditions.npy, the row of each image. A new DIR\n"
+    "is written as DIR.tmp.PID and renamed; an existing empty one (a mount point) is\n"
+    "filled in place, manifest.json last. SIGINT or SIGTERM stops the work, removes what\n"
+    "it made and exits with 130 or 143.\n"
     "\n"
     "The same model and seed give the same bytes on one device whatever --batch. Between\n"
     "the CPU and a GPU the GEMMs round differently: a --mean pixel may then be 1 off, and\n"
@@ -50,7 +55,7 @@ static const char *help_flags =
     "  --per-row N        with --labels or --conditions: images per row, row after row as\n"
     "                     with classes (default 1; a grid's columns, default 10)\n"
     "  --out DIR          output folder, made with its parents (required; grid: the PNG\n"
-    "                     file)\n"
+    "                     file, ending in .png)\n"
     "  --format F         idx (default), idx.gz, npy, png (DIR/<class>/<index>.png, or\n"
     "                     DIR/<index>.png for condition vectors), grid (one PNG: a row\n"
     "                     per class or condition row, a column per sample), traversal or\n"
@@ -147,8 +152,16 @@ static int check_condition_flags(const condition_flags *f, bool per_class, bool 
     return 0;
 }
 
-int cv_generate_from(const char *cmd, const char *model, const char *device,
-                     cv_checkpoint *ck, cv_generate_options *o) {
+/* The exit code of a failed run: 130 or 143 after a signal, as `cvae train`. */
+static int report_failure(const char *cmd, cv_status st, const cv_err *err) {
+    int rc = cv_report(cmd, st, err);
+    return st == CV_ERR_INTERRUPTED ? 128 + cv_interrupt_pending() : rc;
+}
+
+/* The data set or grid of o, from ck's model: its checks, the device, the decoding and
+ * the files. */
+static int generate_from(const char *cmd, const char *model, const char *device,
+                         cv_checkpoint *ck, cv_generate_options *o) {
     cv_err err;
     cv_status st;
     int rc = 0;
@@ -188,7 +201,18 @@ int cv_generate_from(const char *cmd, const char *model, const char *device,
     if (ws.max_rows) cv_workspace_destroy(&m, &ws);
     cv_model_destroy(&m);
     if (be) be->destroy(be);
-    return st ? cv_report(cmd, st, &err) : 0;
+    return st ? report_failure(cmd, st, &err) : 0;
+}
+
+/* generate_from under the signal guard: a SIGINT or SIGTERM stops the work between chunks
+ * and takes back what it made (a second one ends the process at once). */
+int cv_generate_from(const char *cmd, const char *model, const char *device,
+                     cv_checkpoint *ck, cv_generate_options *o) {
+    cv_interrupt_guard guard;
+    cv_interrupt_install(&guard);
+    int rc = generate_from(cmd, model, device, ck, o);
+    cv_interrupt_restore(&guard);
+    return rc;
 }
 
 /* A picture's request (q->steps 0: none asked for) against the other flags. */
@@ -344,6 +368,10 @@ int cv_cmd_generate(int argc, char **argv) {
     rc = check_condition_flags(&f, have_per_class, have_per_row, o.format);
     if (rc) return rc;
     const bool grid = o.format == CV_FMT_GRID;
+    const size_t len = strlen(o.out);
+    if (grid && (len < 5 || strcasecmp(o.out + len - 4, ".png") != 0))
+        return cv_usage_error(cmd, "--format grid writes one PNG file: give --out a name that "
+                              "ends in .png, as %s.png", o.out);
     o.per = have_per_class || have_per_row ? per : grid ? 10 : 1;
     if (grid && o.per > 1000) return cv_usage_error(cmd, "a grid holds at most 1000 columns");
     return run(model, device, &o, &f, NULL);

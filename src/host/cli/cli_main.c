@@ -1,5 +1,7 @@
 /* cli_main.c: `cvae COMMAND ...` dispatch. */
 #include <cblas.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -51,6 +53,22 @@ static void configure_runtime(char **argv) {
     if (len <= 0 || len >= (ssize_t)sizeof self - 1) return;
     self[len] = '\0';
     execv(self, argv); /* returns only on failure: carry on as is */
+}
+
+/* Under cron, a systemd unit or a daemon, a standard descriptor may be closed: the next
+ * file cvae opens would take its number, and a line printed to stdout or stderr would
+ * land in that file. Each closed one is opened on /dev/null first; false if one cannot
+ * be. */
+static bool open_standard_descriptors(void) {
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF) continue;
+        int got = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY); /* the lowest free: fd */
+        if (got != fd) {
+            if (got >= 0) close(got);
+            return false;
+        }
+    }
+    return true;
 }
 
 static const char *usage =
@@ -106,6 +124,10 @@ static int run_command(int argc, char **argv, cv_comm *comm) {
 }
 
 int main(int argc, char **argv) {
+    if (!open_standard_descriptors()) {
+        fprintf(stderr, "cvae: cannot open /dev/null for a closed standard descriptor\n");
+        return CV_EXIT_FAIL;
+    }
     configure_runtime(argv);
     if (argc < 2) {
         fprintf(stderr, "cvae: missing command (train, eval, generate, score, encode, decode, "

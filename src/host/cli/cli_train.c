@@ -87,13 +87,17 @@ static const char *help_model =
 static const char *help_run =
     "\n"
     "run:\n"
-    "  --out RUNDIR           write RUNDIR/model.ckpt (refuses to overwrite one), the\n"
-    "                         pictures, and RUNDIR/report.html at each epoch's end (the\n"
-    "                         curves, pictures, settings and command on one page that\n"
-    "                         needs nothing else: reload it while the run goes on);\n"
+    "  --out RUNDIR           write RUNDIR/model.ckpt (refuses to overwrite one), with a\n"
+    "                         test set RUNDIR/model-best.ckpt (the lowest test -ELBO so\n"
+    "                         far), the pictures, and RUNDIR/report.html at each epoch's\n"
+    "                         end (the curves, pictures, settings and command on one page\n"
+    "                         that needs nothing else: reload it while the run goes on);\n"
     "                         RUNDIR and its parents are made up front, and\n"
     "                         RUNDIR/cvae.lock keeps a second trainer out while this runs\n"
-    "  --checkpoint-every N   also write the checkpoint every N epochs (default: at the end)\n"
+    "                         (default with --resume: the checkpoint's folder)\n"
+    "  --checkpoint-every N|T the checkpoint every N epochs, or at the first epoch end a time\n"
+    "                         T (30s, 10m, 2h) after the last one, and mid-epoch in epochs\n"
+    "                         that last longer (default 1m), besides the last epoch's\n"
     "  --metrics FILE         one JSON object per epoch (epoch, train_loss, test_neg_elbo,\n"
     "                         test_rec, test_kl, active_units, samples_per_s, seconds,\n"
     "                         beta, grad_norm, lr, and sigma for the Gaussian likelihood);\n"
@@ -101,7 +105,8 @@ static const char *help_run =
     "  --resume CKPT          continue the run that wrote CKPT: give the original command\n"
     "                         plus --resume; --epochs counts the total. The result is\n"
     "                         bitwise the run that was never interrupted (on the CPU)\n"
-    "  --skip-nonfinite N     skip up to N steps whose loss or gradient holds a NaN or Inf\n"
+    "  --skip-nonfinite N     skip up to N steps whose loss or gradient holds a NaN or Inf,\n"
+    "                         or a gradient element too large for Adam (2^63 or more)\n"
     "                         (default 0: the first one stops training, nothing is saved)\n"
     "  -h, --help             this text\n"
     "\n"
@@ -109,7 +114,8 @@ static const char *help_run =
     "130 or 143; the same signal again ends it at once (after the last step it stops\n"
     "nothing: the run completes). Every file is written under a temporary name and\n"
     "renamed when whole. A run that fails before its first checkpoint removes the\n"
-    "folders it made, unless it wrote a report page in them.\n"
+    "folders it made, unless it wrote a report page in them. A metrics, picture or report\n"
+    "file that cannot be written stops the run (exit 1) after the checkpoint is written.\n"
     "\n"
     "mpirun -np N cvae train ... trains one model on N processes (ranks), with the same\n"
     "flags and the same results within float rounding: each rank takes its part of every\n"
@@ -136,6 +142,30 @@ static bool parse_beta(const char *cmd, const char *s, float *beta) {
         return true;
     }
     return cv_parse_positive_float(cmd, "--beta", s, beta);
+}
+
+/* --checkpoint-every: a count of epochs, or a time (30s, 10m, 2h: at the first epoch end
+ * that long after the last checkpoint), from 1 s to a year. */
+static bool parse_checkpoint_every(const char *cmd, const char *s, cv_train_options *o) {
+    char *end;
+    errno = 0;
+    const long epochs = strtol(s, &end, 10);
+    if (!errno && end != s && *end == '\0' && epochs >= 1 && epochs <= 1000000) {
+        o->checkpoint_every = (int)epochs;
+        return true;
+    }
+    errno = 0;
+    const double t = strtod(s, &end);
+    const char *unit = end != s && end[0] && !end[1] ? strchr("smh", end[0]) : NULL;
+    const double seconds = unit ? t * (*unit == 'h' ? 3600.0 : *unit == 'm' ? 60.0 : 1.0) : 0.0;
+    if (!errno && unit && seconds >= 1.0 && seconds <= 366.0 * 86400.0) {
+        o->checkpoint_every = 0;
+        o->checkpoint_seconds = seconds;
+        return true;
+    }
+    cv_usage_error(cmd, "--checkpoint-every must be a count of epochs (1..1000000) or a time "
+                   "from 1s to a year, as 30s, 10m or 2h; got '%s'", s);
+    return false;
 }
 
 static bool parse_count(const char *cmd, const char *flag, const char *s, long long *out) {
@@ -174,9 +204,7 @@ static bool apply_flag(int c, const char *arg, cv_train_options *o, given_flags 
         o->backend.precision = (cv_precision)choice;
         break;
     case OPT_OUT: o->out_dir = arg; break;
-    case OPT_CKPT_EVERY:
-        ok = cv_parse_int(cmd, "--checkpoint-every", arg, 1, 1000000, &o->checkpoint_every);
-        break;
+    case OPT_CKPT_EVERY: ok = parse_checkpoint_every(cmd, arg, o); break;
     case OPT_METRICS: o->metrics_path = arg; break;
     case OPT_RESUME: o->resume_path = arg; break;
     case OPT_PRIOR:

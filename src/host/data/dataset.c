@@ -313,6 +313,18 @@ static cv_status test_paths(const char *dir, const cv_data_files *f, cv_data *d,
     const char *what = kind == CV_COND_LABELS ? "labels" : "conditions";
     d->test_skipped = img && !lab && !cond && folder_test_of_other_kind(dir, f, kind);
     if (d->test_skipped) return CV_OK;
+    char other[CV_PATH_MAX];
+    bool other_kind = false;
+    if (img && !lab && !cond)
+        find_slot(dir, kind == CV_COND_LABELS ? &TEST_CONDITIONS : &TEST_LABELS, other,
+                  &other_kind, NULL);
+    if (other_kind)
+        return cv_fail(err, CV_ERR_IO, "%s: the test split holds the other kind of "
+                       "condition (%s) than the training split (%s); a data set has one kind: "
+                       "give test %s, or name test files of that kind with --test-images and "
+                       "--test-%s", other, kind == CV_COND_LABELS ? "condition vectors" : "class "
+                       "labels", kind == CV_COND_LABELS ? "class labels" : "condition vectors",
+                       what, what);
     if (img && !lab && !cond)
         return cv_fail(err, CV_ERR_IO, "%s: test images without test %s (%s)", p->images, what,
                        kind == CV_COND_LABELS ? "t10k-labels-idx1-ubyte[.gz] or test_labels.npy"
@@ -336,8 +348,9 @@ static cv_status set_classes(const char *path, int n_classes, cv_data *d, cv_err
     const int max_label = largest_label(&d->train);
     if (n_classes == 0) n_classes = max_label + 1;
     if (max_label >= n_classes)
-        return cv_fail(err, CV_ERR_FORMAT, "%s: label %d is not below --classes %d", path,
-                       max_label, n_classes);
+        return cv_fail(err, CV_ERR_FORMAT, "%s: label %d is not among the %d classes (0..%d) "
+                       "that --classes or the model gives", path, max_label, n_classes,
+                       n_classes - 1);
     d->cond_width = n_classes;
     return CV_OK;
 }

@@ -264,11 +264,26 @@ static cv_status parse(const char *path, const uint8_t *buf, size_t size, cv_che
     return CV_OK;
 }
 
+/* A folder where a checkpoint was expected: most often the run folder that holds it. */
+static cv_status folder_given(const char *path, cv_err *err) {
+    char inside[4200];
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/') len--;
+    snprintf(inside, sizeof inside, "%.*s/model.ckpt", (int)len, path);
+    struct stat sb;
+    if (stat(inside, &sb) == 0 && S_ISREG(sb.st_mode))
+        return cv_fail(err, CV_ERR_IO, "%s: is a folder; give the checkpoint in it, %s", path,
+                       inside);
+    return cv_fail(err, CV_ERR_IO, "%s: is a folder, not a checkpoint (cvae train --out RUNDIR "
+                   "writes RUNDIR/model.ckpt)", path);
+}
+
 cv_status cv_checkpoint_load(const char *path, cv_checkpoint *ck, cv_err *err) {
     memset(ck, 0, sizeof *ck);
     struct stat sb;
     if (stat(path, &sb) != 0)
         return cv_fail(err, CV_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) return folder_given(path, err);
     if (!S_ISREG(sb.st_mode))
         return cv_fail(err, CV_ERR_IO, "%s: is not a regular file", path);
     FILE *fp = fopen(path, "rb");

@@ -23,7 +23,7 @@
 #include "gen_sink.h"
 
 typedef struct {
-    int fd;
+    int fd;   /* -1: not open (0, 1 and 2 are files like any other when closed at start) */
     FILE *fp; /* plain */
     gzFile gz;
     char path[4200];
@@ -80,7 +80,7 @@ static cv_status stream_write(out_stream *o, const void *data, size_t n, cv_err 
 
 /* Closes and fsyncs; a stream never opened is a no-op. */
 static cv_status stream_close(out_stream *o, cv_err *err) {
-    if (!o->path[0] || o->fd <= 0) return CV_OK;
+    if (o->fd < 0) return CV_OK;
     bool ok = true;
     if (o->gz) ok = gzclose(o->gz) == Z_OK;
     if (o->fp) ok = fclose(o->fp) == 0 && ok;
@@ -88,7 +88,7 @@ static cv_status stream_close(out_stream *o, cv_err *err) {
     ok = close(o->fd) == 0 && ok;
     o->gz = NULL;
     o->fp = NULL;
-    o->fd = 0;
+    o->fd = -1;
     if (!ok) return cv_fail(err, CV_ERR_IO, "%s: write failed: %s", o->path, strerror(errno));
     return CV_OK;
 }
@@ -202,6 +202,7 @@ cv_status gen_sink_open(gen_sink **out, const gen_layout *layout, const char *di
     gen_sink *s = calloc(1, sizeof *s);
     if (!s) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
     s->layout = *layout;
+    s->images.fd = s->labels.fd = -1;
     snprintf(s->dir, sizeof s->dir, "%s", dir);
     *out = s;
     const gen_layout *l = &s->layout;

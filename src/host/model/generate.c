@@ -1,16 +1,14 @@
 /* generate.c: decoding images from the prior p(z|c) in chunks, and writing data sets,
  * sample grids and reconstruction pictures (order and noise streams in generate.h).
  *
- * A data set is written into DIR.tmp.<pid> beside DIR and renamed to DIR only once every
- * file and the manifest are complete and fsynced, so an interrupted run never leaves a
- * half data set under the real name.
+ * A data set is written into a temporary folder and appears under its name only once every
+ * file and the manifest are complete and fsynced (gen_folder.h), so an interrupted run
+ * never leaves a half data set under the real name. A SIGINT or SIGTERM recorded by
+ * util/interrupt.h stops the work between chunks and takes back what was made.
  */
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <libgen.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -22,8 +20,10 @@
 #include "cvae/latent.h"
 #include "cvae/rng.h"
 #include "data/png.h"
+#include "gen_folder.h"
 #include "gen_sink.h"
 #include "util/fileio.h"
+#include "util/interrupt.h"
 #include "util/json.h"
 #include "util/sha256.h"
 
@@ -156,31 +156,6 @@ static void decode_chunk(cv_model *m, cv_workspace *ws, const cv_generate_option
     m->be->download(m->be, out->pixels, dev_pixels, (size_t)rows * D);
 }
 
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-/* Refuses an output that holds anything; an empty folder is fine: rename() replaces it
- * with the finished one. */
-static cv_status check_output_dir(const char *dir, cv_err *err) {
-    struct stat st;
-    if (stat(dir, &st) != 0) return CV_OK;
-    if (!S_ISDIR(st.st_mode)) return cv_fail(err, CV_ERR_IO, "%s: exists and is not a folder", dir);
-    DIR *d = opendir(dir);
-    if (!d) return cv_fail(err, CV_ERR_IO, "%s: cannot read: %s", dir, strerror(errno));
-    int entries = 0;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        entries += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
-    closedir(d);
-    if (entries)
-        return cv_fail(err, CV_ERR_IO, "%s: exists and is not empty; choose a new output folder",
-                       dir);
-    return CV_OK;
-}
-
 /* The manifest's account of the conditions: the classes and their counts, or the rows. */
 static void manifest_conditions(FILE *fp, const cv_model *m, const cv_generate_options *o) {
     const cv_gen_conditions *c = &o->cond;
@@ -253,12 +228,21 @@ static cv_status write_manifest(const char *tmpdir, const cv_model *m,
     return cv_outfile_commit(&f, err);
 }
 
-static void show_progress(long long done, long long n, double t0, double *shown) {
+/* The progress line, cleared when the last image is done or the work stops. */
+static void show_progress(long long done, long long n, bool stopped, double t0, double *shown) {
     double t = now_seconds();
-    if (t - *shown <= 0.2 && done != n) return;
+    if (t - *shown <= 0.2 && done != n && !stopped) return;
     fprintf(stderr, "\rgenerated %lld/%lld images (%.0f images/s) ", done, n, done / (t - t0));
-    if (done == n) fprintf(stderr, "\r%*s\r", 70, "");
+    if (done == n || stopped) fprintf(stderr, "\r%*s\r", 70, "");
     *shown = t;
+}
+
+/* A recorded SIGINT or SIGTERM, as the error that stops the work. */
+static cv_status stop_if_signalled(long long done, long long n, cv_err *err) {
+    int sig = cv_interrupt_pending();
+    if (!sig) return CV_OK;
+    return cv_fail(err, CV_ERR_INTERRUPTED, "interrupted by %s after %lld of %lld images; what "
+                   "was written is removed", sig == SIGINT ? "SIGINT" : "SIGTERM", done, n);
 }
 
 static cv_status generate_into(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
@@ -291,7 +275,8 @@ static cv_status generate_into(cv_model *m, cv_workspace *ws, const cv_generate_
         int rows = n - first < B ? (int)(n - first) : B;
         decode_chunk(m, ws, o, first, rows, dev_pixels, sc, &out);
         st = gen_sink_write(sink, first, rows, out.pixels, out.labels, out.rows, out.means, err);
-        if (o->progress) show_progress(first + rows, n, t0, &shown);
+        if (!st) st = stop_if_signalled(first + rows, n, err);
+        if (o->progress) show_progress(first + rows, n, st != CV_OK, t0, &shown);
     }
     if (sink) {
         cv_err close_err;
@@ -331,86 +316,71 @@ cv_status cv_generate_images(cv_model *m, cv_workspace *ws, const cv_generate_op
     return st;
 }
 
-/* A grid picture: its folder made and proven writable before any image is decoded. */
+/* A grid's file: the temporaries dead processes left beside it swept, its folders made
+ * and the place proven writable; `made` is the shallowest folder made. */
+static cv_status prepare_grid_file(const char *path, char made[CV_PATH_MAX], cv_err *err) {
+    char folder[CV_PATH_MAX], name[CV_PATH_MAX];
+    made[0] = '\0';
+    snprintf(folder, sizeof folder, "%s", path);
+    snprintf(name, sizeof name, "%s", path);
+    cv_sweep_stale_temporaries(dirname(folder), basename(name));
+    if (cv_path_exists(path))
+        return cv_fail(err, CV_ERR_IO, "%s: exists already; choose a new file for the grid", path);
+    return cv_prepare_output_file(path, made, err);
+}
+
+/* The folders a grid's preparation made above it, and with `file`, the grid itself. */
+static void take_back_grid(const char *path, const char *made, bool file) {
+    char copy[CV_PATH_MAX];
+    snprintf(copy, sizeof copy, "%s", path);
+    if (file) unlink(path);
+    cv_unmake_dirs(dirname(copy), made);
+}
+
+/* A grid picture: its folder made and proven writable before any image is decoded; a
+ * signal during the work takes the picture back. */
 static cv_status generate_grid_file(cv_model *m, cv_workspace *ws,
                                     const cv_generate_options *o, cv_generate_result *res,
                                     cv_err *err) {
-    char made[CV_PATH_MAX], copy[CV_PATH_MAX];
-    cv_status st = cv_prepare_output_file(o->out, made, err);
+    char made[CV_PATH_MAX];
+    const long long n = o->per * cv_gen_condition_count(&o->cond);
+    cv_status st = prepare_grid_file(o->out, made, err);
     double t0 = now_seconds();
     if (!st)
         st = cv_generate_grid(m, ws, &o->cond, (int)o->per, o->same_z, o->mean, o->seed, o->out,
                               err);
-    res->images = o->per * cv_gen_condition_count(&o->cond);
+    const bool written = !st;
+    if (!st) st = stop_if_signalled(n, n, err);
+    res->images = n;
     res->seconds = now_seconds() - t0;
-    snprintf(copy, sizeof copy, "%s", o->out);
-    if (st) cv_unmake_dirs(dirname(copy), made);
+    if (st) take_back_grid(o->out, made, written);
     return st;
 }
 
-/* The folders above a data set's folder `out` (up to its parent), then its temporary
- * folder tmpdir beside it, which proves the place writable. On failure nothing made is
- * left; `made` is what cv_unmake_dirs(parent, made) undoes. */
-static cv_status make_tmpdir(const char *out, const char *parent, char made[CV_PATH_MAX],
-                             char tmpdir[CV_PATH_MAX + 32], cv_err *err) {
-    cv_status st = cv_make_dirs(parent, made, err);
-    if (st) return st;
-    snprintf(tmpdir, CV_PATH_MAX + 32, "%s.tmp.%ld", out, (long)getpid());
-    if (mkdir(tmpdir, 0777) == 0) return CV_OK;
-    st = cv_fail(err, CV_ERR_IO, "%s: cannot create the output folder: %s", out,
-                 strerror(errno));
-    cv_unmake_dirs(parent, made);
-    return st;
-}
-
-/* The finished set is renamed into place beside its temporary folder. */
+/* The set written into its folder's temporary one, which then takes its name. */
 static cv_status generate_data_set(cv_model *m, cv_workspace *ws, const cv_generate_options *o,
-                                   const char *out, cv_generate_result *res, cv_err *err) {
-    cv_status st = check_output_dir(out, err);
+                                   cv_generate_result *res, cv_err *err) {
+    gen_folder f;
+    cv_status st = gen_folder_open(&f, o->out, err);
     if (st) return st;
-    char made[CV_PATH_MAX], copy[CV_PATH_MAX], tmpdir[CV_PATH_MAX + 32];
-    snprintf(copy, sizeof copy, "%s", out);
-    const char *parent = dirname(copy);
-    st = make_tmpdir(out, parent, made, tmpdir, err);
-    if (st) return st;
-    st = generate_into(m, ws, o, tmpdir, res, err);
-    if (!st && rename(tmpdir, out) != 0)
-        st = cv_fail(err, CV_ERR_IO, "%s: cannot rename the finished data set into place: %s",
-                     out, strerror(errno));
-    if (st) {
-        nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-        cv_unmake_dirs(parent, made);
-        return st;
-    }
-    int dfd = open(parent, O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return CV_OK;
+    st = generate_into(m, ws, o, f.tmp, res, err);
+    if (!st) st = stop_if_signalled(res->images, res->images, err);
+    if (!st) st = gen_folder_commit(&f, err);
+    if (st) gen_folder_abort(&f);
+    return st;
 }
 
 cv_status cv_generate_check_output(const cv_generate_options *o, cv_err *err) {
-    char made[CV_PATH_MAX], out[CV_PATH_MAX], copy[CV_PATH_MAX], tmpdir[CV_PATH_MAX + 32];
+    char made[CV_PATH_MAX];
     if (o->format == CV_FMT_GRID) {
-        if (cv_path_exists(o->out))
-            return cv_fail(err, CV_ERR_IO, "%s: exists already; choose a new file for the grid",
-                           o->out);
-        cv_status st = cv_prepare_output_file(o->out, made, err);
-        snprintf(copy, sizeof copy, "%s", o->out);
-        cv_unmake_dirs(dirname(copy), made);
+        cv_status st = prepare_grid_file(o->out, made, err);
+        take_back_grid(o->out, made, false);
         return st;
     }
-    cv_status st = cv_trim_path(out, o->out, err);
-    if (!st) st = check_output_dir(out, err);
-    if (st) return st;
-    snprintf(copy, sizeof copy, "%s", out);
-    const char *parent = dirname(copy);
-    st = make_tmpdir(out, parent, made, tmpdir, err);
-    if (st) return st;
-    rmdir(tmpdir);
-    cv_unmake_dirs(parent, made);
-    return CV_OK;
+    gen_folder f;
+    cv_status st = gen_folder_open(&f, o->out, err);
+    if (!st) gen_folder_abort(&f);
+    return st;
 }
 
 /* The classes of a model of K labels: rows of labels each below K; interleaved classes
@@ -493,9 +463,7 @@ cv_status cv_generate(cv_model *m, cv_workspace *ws, const cv_generate_options *
     if (st) return st;
     if (o->format == CV_FMT_GRID) return generate_grid_file(m, ws, o, res, err);
     CV_ASSERT(ws->max_rows >= cv_generate_block_rows(m));
-    char out[CV_PATH_MAX]; /* "DIR/" names DIR: the temporary folder goes beside it */
-    st = cv_trim_path(out, o->out, err);
-    return st ? st : generate_data_set(m, ws, o, out, res, err);
+    return generate_data_set(m, ws, o, res, err);
 }
 
 cv_status cv_generate_grid_tiles(cv_model *m, cv_workspace *ws, const cv_gen_conditions *cond,

@@ -40,7 +40,7 @@ cv_status cv_replicas_agree(cv_comm *comm, const cv_model *m, const void *place,
     uint32_t leader = crc;
     cv_comm_broadcast(comm, &leader, sizeof leader, 0);
     if (crc != leader)
-        st = cv_fail(err, CV_ERR_DEVICE, "at step %lld its model (parameters and Adam state), "
+        st = cv_fail(err, CV_ERR_FORMAT, "at step %lld its model (parameters and Adam state), "
                      "place in the data or training data differs from rank 0's: every rank "
                      "must read the same data and resume the same checkpoint, and their "
                      "gradient sums must agree", (long long)step);

@@ -8,6 +8,7 @@
  * holds the position inside the epoch, so a resumed run takes exactly the steps the
  * uninterrupted one would have: the final parameters are bitwise equal on the CPU.
  */
+#include <libgen.h>
 #include <signal.h>
 #include <string.h>
 #include <time.h>
@@ -32,7 +33,8 @@ cv_train_options cv_train_defaults(void) {
     cv_train_options o = {.device = "auto", .n_hidden = 1, .hidden = {400}, .latent = 20,
                           .batch = 128, .epochs = 10, .lr = 1e-3f, .seed = 0, .log = stdout,
                           .sigma = 0.1f,
-                          .train = {.beta = 1.0f, .samples = 1, .warmup_per_step = 1}};
+                          .train = {.beta = 1.0f, .samples = 1, .warmup_per_step = 1},
+                          .checkpoint_seconds = 60.0};
     return o;
 }
 
@@ -131,6 +133,14 @@ static void progress(int epoch, int epochs, int done, int total, double rate) {
     fflush(stderr);
 }
 
+/* A progress line on the terminal, cleared before the line that says why training
+ * stopped. */
+static void clear_progress(bool shown) {
+    if (!shown) return;
+    fprintf(stderr, "\r%*s\r", 80, "");
+    fflush(stderr);
+}
+
 /* The epoch's loss sums over the ranks: each rank summed its own rows' rec, kl and rows;
  * the steps and their gradient norms are every rank's alike. */
 static void global_sums(run_state *r, cv_loss_sums *s) {
@@ -158,15 +168,16 @@ static cv_status quiet_unless_leading(const run_state *r, cv_status st, cv_err *
 
 static cv_status nonfinite_error(const cv_train_options *o, run_state *r, const cv_step *st,
                                  cv_err *err) {
-    char what[160] = "the loss";
+    char what[256] = "NaN or Inf in the loss";
     bool saved = r->ckpt[0] && cv_path_exists(r->ckpt);
     if (st->first_bad_index >= 0) {
         char name[128];
         cv_layout_describe(&r->model.layout, (size_t)st->first_bad_index, name, sizeof name);
-        snprintf(what, sizeof what, "the gradient of %s", name);
+        snprintf(what, sizeof what, "NaN, Inf or a value too large for Adam (2^63 or more) in "
+                 "the gradient of %s", name);
     }
     return cv_fail(err, CV_ERR_NONFINITE,
-                   "step %lld: NaN or Inf in %s (%lld such step%s, --skip-nonfinite allows "
+                   "step %lld: %s (%lld such step%s, --skip-nonfinite allows "
                    "%lld); stopped without saving%s%s",
                    (long long)st->first_bad_step, what, (long long)st->nonfinite_steps,
                    st->nonfinite_steps == 1 ? "" : "s", o->skip_nonfinite,
@@ -260,17 +271,66 @@ static void print_epoch_line(const cv_train_options *o, const run_state *r,
     fflush(r->log);
 }
 
-/* Rank 0's files at an epoch's end: the checkpoint (when due) first, so that a metrics
- * file that cannot be written loses no training, then the metrics and the report page. */
+/* Whether an epoch's end writes the checkpoint: the last epoch's; every --checkpoint-every
+ * N epochs; by default the first epoch end a minute (checkpoint_seconds) or more after the
+ * last checkpoint. */
+static bool checkpoint_due(const cv_train_options *o, const run_state *r, int epoch) {
+    if (epoch == o->epochs) return true;
+    if (o->checkpoint_every > 0) return epoch % o->checkpoint_every == 0;
+    return now_seconds() - r->last_save >= o->checkpoint_seconds;
+}
+
+/* A metrics or picture file failed (status `failed`, err's line): the training is saved
+ * all the same, unless it just was, and the line says where. */
+static cv_status save_after_failure(const cv_train_options *o, run_state *r,
+                                    const progress_state *p, bool saved, cv_status failed,
+                                    cv_err *err) {
+    char msg[sizeof err->msg];
+    memcpy(msg, err->msg, sizeof msg);
+    const int room = (int)sizeof msg - 200; /* the first line is cut, not the second */
+    cv_err save_err;
+    if (!r->ckpt[0])
+        return cv_fail(err, failed, "%.*s; no --out was given, so nothing was saved", room, msg);
+    if (!saved && cv_run_save_checkpoint(o, r, p, &save_err))
+        return cv_fail(err, failed, "%.*s; the checkpoint failed too: %s", room, msg,
+                       save_err.msg);
+    if (p->epoch < o->epochs)
+        return cv_fail(err, failed, "%.*s; the training so far is saved: continue it with "
+                       "--resume %s", room, msg, r->ckpt);
+    return cv_fail(err, failed, "%.*s; the trained model is saved in %s", room, msg, r->ckpt);
+}
+
+/* Rank 0's files at an epoch's end: a new best model's copy, the checkpoint when due
+ * (first, so that a metrics file that cannot be written loses no training), then the
+ * metrics and the report page; if they fail, the checkpoint is written all the same and
+ * the run stops. */
 static cv_status write_epoch_files(const cv_train_options *o, run_state *r,
                                    const progress_state *p, const epoch_report *e,
                                    const cv_train_result *res, cv_err *err) {
-    bool due = e->epoch == o->epochs ||
-               (o->checkpoint_every > 0 && e->epoch % o->checkpoint_every == 0);
-    cv_status st = r->ckpt[0] && due ? cv_run_save_checkpoint(o, r, p, err) : CV_OK;
-    if (!st) st = cv_run_write_metrics(o->metrics_path, r, e, &res->test, r->test.n > 0, err);
-    if (!st && r->ckpt[0]) st = cv_run_write_report(o, r, p, err);
+    cv_status st = r->test.n ? cv_run_best_consider(o, r, p, res->test.neg_elbo, err) : CV_OK;
+    const bool due = r->ckpt[0] && checkpoint_due(o, r, e->epoch);
+    if (!st && due) st = cv_run_save_checkpoint(o, r, p, err);
+    if (!st) {
+        st = cv_run_write_metrics(o->metrics_path, r, e, &res->test, r->test.n > 0, err);
+        if (!st && r->ckpt[0]) st = cv_run_write_report(o, r, p, err);
+        if (st) st = save_after_failure(o, r, p, due, st, err);
+    }
     return st;
+}
+
+/* By default, an epoch that itself lasts a minute (checkpoint_seconds) or more is
+ * checkpointed mid-epoch too, at the host's check of the run, once a minute has passed
+ * since the last checkpoint; rank 0 decides, and every rank takes part in the sums. */
+static cv_status checkpoint_mid_epoch(const cv_train_options *o, run_state *r,
+                                      progress_state *p, double epoch_start, cv_err *err) {
+    if (!r->ckpt[0] || o->checkpoint_every > 0 || !(o->checkpoint_seconds > 0.0)) return CV_OK;
+    const double t = now_seconds();
+    const int due = cv_run_leads(r) && t - r->last_save >= o->checkpoint_seconds &&
+                    t - epoch_start >= o->checkpoint_seconds;
+    if (!cv_comm_max_int(r->comm, due)) return CV_OK;
+    global_sums(r, &p->sums);
+    cv_status st = cv_run_leads(r) ? cv_run_save_checkpoint(o, r, p, err) : CV_OK;
+    return cv_comm_agree(r->comm, st, err);
 }
 
 /* After an epoch's last step: its figures, the test evaluation, the epoch line, the
@@ -327,12 +387,19 @@ static cv_status train_epoch(const cv_train_options *o, run_state *r, progress_s
         int sig = cv_comm_max_int(r->comm, p->position < n ? cv_interrupt_pending() : 0);
         if (sig || (k + 1) % NONFINITE_POLL_STEPS == 0 || p->position == n) {
             r->be->download(r->be, &p->st, r->ws.step, sizeof p->st);
-            if (p->st.halted)
+            if (p->st.halted) {
+                clear_progress(show_progress);
                 return quiet_unless_leading(r, nonfinite_error(o, r, &p->st, err), err);
+            }
         }
         if (sig) {
+            clear_progress(show_progress);
             res->signal = sig;
             return stop_on_signal(o, r, p, sig, epoch, err);
+        }
+        if ((k + 1) % NONFINITE_POLL_STEPS == 0 && p->position < n) {
+            cv_status st = checkpoint_mid_epoch(o, r, p, t0, err);
+            if (st) return st;
         }
         double t = now_seconds();
         if (show_progress && (t - last_shown > 0.2 || p->position == n)) {
@@ -387,7 +454,20 @@ static void note_a_late_signal(const run_state *r) {
                 sig == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
-cv_status cv_train_run(const cv_train_options *o, cv_train_result *res, cv_err *err) {
+/* The options as the run takes them: a resume without --out writes back into the folder
+ * of the checkpoint it resumed (`folder` holds its name). */
+static cv_train_options resolve_out_dir(const cv_train_options *given, char folder[CV_PATH_MAX]) {
+    cv_train_options o = *given;
+    if (!o.out_dir && o.resume_path) {
+        snprintf(folder, CV_PATH_MAX, "%s", o.resume_path);
+        o.out_dir = dirname(folder);
+    }
+    return o;
+}
+
+cv_status cv_train_run(const cv_train_options *given, cv_train_result *res, cv_err *err) {
+    char resumed_folder[CV_PATH_MAX];
+    const cv_train_options resolved = resolve_out_dir(given, resumed_folder), *o = &resolved;
     memset(res, 0, sizeof *res);
     run_state r;
     memset(&r, 0, sizeof r);
@@ -396,19 +476,26 @@ cv_status cv_train_run(const cv_train_options *o, cv_train_result *res, cv_err *
     /* caught from the start: a signal while the data loads must not leave the folders */
     cv_interrupt_guard guard;
     cv_interrupt_install(&guard);
+    r.guard = &guard;
     cv_status st = cv_run_prepare(o, &r, &p, err);
     if (!st) st = stop_if_signalled_early(&r, res, err);
     if (!st) {
         res->has_test = r.data.test.n > 0;
         res->epochs_done = p.epoch;
         cv_run_print_header(o, &r, &p);
+        const double start = r.last_save = now_seconds();
         st = train_epochs(o, &r, &p, res, err);
         if (!st) note_a_late_signal(&r);
-        if (!st && r.ckpt[0]) fprintf(r.log, "checkpoint: %s\n", r.ckpt);
-        if (!st && r.ckpt[0] && cv_run_leads(&r)) st = cv_run_write_pictures(o, &r, err);
+        const double trained = now_seconds() - start;
+        if (!st && r.ckpt[0])
+            fprintf(r.log, "checkpoint: %s (%d written; saving took %.3f s, %.2f%% of the "
+                    "%.1f s of training)\n", r.ckpt, r.saves, r.save_seconds,
+                    100.0 * r.save_seconds / trained, trained);
+        if (!st && r.ckpt[0] && cv_run_leads(&r) && (st = cv_run_write_pictures(o, &r, err)))
+            st = save_after_failure(o, &r, &p, true, st, err);
     }
+    if (st) cv_run_undo_outputs(o, &r); /* while a second signal still takes them back */
     cv_interrupt_restore(&guard);
-    if (st) cv_run_undo_outputs(o, &r);
     cv_run_free(&r);
     return st;
 }

@@ -11,26 +11,27 @@
 #include "data/png.h"
 #include "train_run.h"
 
-cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
-                                 const progress_state *p, cv_err *err) {
+cv_status cv_run_save_state(const cv_train_options *o, const cv_train_config *cfg,
+                            const cv_model *model, const progress_state *p, const char *path,
+                            cv_err *err) {
     char made[CV_PATH_MAX]; /* the run folder again, should someone have removed it */
     cv_status st = cv_make_dirs(o->out_dir, made, err);
     if (st) return st;
     cv_checkpoint ck = {0};
-    st = cv_checkpoint_from_model(&r->model, &ck, err);
+    st = cv_checkpoint_from_model(model, &ck, err);
     if (st) return st;
     /* never let a poisoned model replace a good checkpoint */
     for (size_t i = 0; i < ck.n_params; i++)
         if (!isfinite(ck.params[i]) || !isfinite(ck.adam_m[i]) || !isfinite(ck.adam_v[i])) {
             char name[128];
-            cv_layout_describe(&r->model.layout, i, name, sizeof name);
+            cv_layout_describe(&model->layout, i, name, sizeof name);
             cv_checkpoint_free(&ck);
-            bool saved = cv_path_exists(r->ckpt);
+            bool saved = cv_path_exists(path);
             return cv_fail(err, CV_ERR_NONFINITE,
                            "step %lld: %s holds a NaN or Inf; the model was not saved%s%s",
                            (long long)p->step, name,
                            saved ? ", and the last good checkpoint stays at " : "",
-                           saved ? r->ckpt : "");
+                           saved ? path : "");
         }
     ck.seed = o->seed;
     ck.step = p->step;
@@ -39,11 +40,24 @@ cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
     ck.lr = o->lr;
     ck.position = p->position;
     ck.sums = p->sums;
-    ck.train = r->cfg;
+    ck.train = *cfg;
     ck.nonfinite_steps = p->st.nonfinite_steps;
     ck.active_units = p->active_units;
-    st = cv_checkpoint_save(r->ckpt, &ck, err);
+    st = cv_checkpoint_save(path, &ck, err);
     cv_checkpoint_free(&ck);
+    return st;
+}
+
+cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
+                                 const progress_state *p, cv_err *err) {
+    const double t0 = cv_run_now();
+    cv_status st = cv_run_save_state(o, &r->cfg, &r->model, p, r->ckpt, err);
+    if (st) return st;
+    if (r->guard) cv_interrupt_undo_clear(r->guard); /* the folder now holds a model */
+    st = cv_run_best_save(o, r, err);
+    r->last_save = cv_run_now();
+    r->save_seconds += r->last_save - t0;
+    r->saves++;
     return st;
 }
 
@@ -146,6 +160,32 @@ static cv_status name_the_flag(cv_status st, const char *flag, cv_err *err) {
     return st;
 }
 
+/* The temporaries (NAME.tmp.PID) that trainers no longer running left of the run's files:
+ * in the run folder, whose lock this run holds, and beside the metrics file. */
+static void sweep_stale_temporaries(const cv_train_options *o) {
+    static const char *const run_files[] = {"model.ckpt", CV_BEST_CKPT, "samples.png",
+                                            "reconstructions.png", "report.html"};
+    for (size_t i = 0; o->out_dir && i < sizeof run_files / sizeof run_files[0]; i++)
+        cv_sweep_stale_temporaries(o->out_dir, run_files[i]);
+    if (!o->metrics_path) return;
+    char folder[CV_PATH_MAX], name[CV_PATH_MAX];
+    snprintf(folder, sizeof folder, "%s", o->metrics_path);
+    snprintf(name, sizeof name, "%s", o->metrics_path);
+    cv_sweep_stale_temporaries(dirname(folder), basename(name));
+}
+
+/* What a second signal takes back before it ends the process, as cv_run_undo_outputs
+ * would (until the first checkpoint is written): the folders made for `path` (the run
+ * folder, with its lock file, or the metrics file's folder). */
+static void undo_on_kill(run_state *r, const char *path, const char *made, bool run_folder) {
+    char folder[CV_PATH_MAX], lock_path[4200];
+    snprintf(folder, sizeof folder, "%s", path);
+    snprintf(lock_path, sizeof lock_path, "%s/%s", path, CV_LOCK_FILE);
+    if (r->guard)
+        cv_interrupt_undo_on_kill(r->guard, run_folder ? lock_path : NULL,
+                                  run_folder ? path : dirname(folder), made);
+}
+
 /* The run folder (created with its parents, locked) and the metrics file, checked before
  * anything slow happens, so a bad path costs the user a second, not a training run. Rank
  * 0's work: the others only name the checkpoint. */
@@ -156,6 +196,7 @@ cv_status cv_run_prepare_outputs(const cv_train_options *o, run_state *r, cv_err
         cv_status st = cv_make_dirs(o->out_dir, r->made_out, err);
         if (!st) st = cv_dir_lock_take(o->out_dir, &r->lock, err);
         if (st) return name_the_flag(st, "--out", err);
+        undo_on_kill(r, o->out_dir, r->made_out, true);
         /* a resume may continue the very checkpoint it writes; nothing else overwrites */
         bool continuing = false;
         if (o->resume_path) {
@@ -169,13 +210,23 @@ cv_status cv_run_prepare_outputs(const cv_train_options *o, run_state *r, cv_err
                            "%s already exists; choose another --out so it is not overwritten, "
                            "or continue it with --resume %s",
                            r->ckpt, r->ckpt);
+        char best[4300];
+        snprintf(best, sizeof best, "%s/%s", o->out_dir, CV_BEST_CKPT);
+        if (!continuing && cv_path_exists(best))
+            return cv_fail(err, CV_ERR_IO, "%s already exists (another run's best model); "
+                           "choose another --out so it is not overwritten", best);
     }
-    if (!o->metrics_path) return CV_OK;
-    cv_status st = name_the_flag(cv_prepare_output_file(o->metrics_path, r->made_metrics, err),
-                                 "--metrics", err);
+    cv_status st = CV_OK;
+    if (o->metrics_path) {
+        st = name_the_flag(cv_prepare_output_file(o->metrics_path, r->made_metrics, err),
+                           "--metrics", err);
+        undo_on_kill(r, o->metrics_path, r->made_metrics, false);
+    }
+    if (st) return st;
+    sweep_stale_temporaries(o);
     /* a resume keeps its metrics file's completed epochs (cv_run_load_metrics); a fresh run does
      * not replace another run's */
-    if (!st && !o->resume_path && cv_path_exists(o->metrics_path))
+    if (o->metrics_path && !o->resume_path && cv_path_exists(o->metrics_path))
         st = cv_fail(err, CV_ERR_IO,
                      "%s already exists; choose another --metrics so it is not overwritten",
                      o->metrics_path);

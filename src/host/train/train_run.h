@@ -6,11 +6,36 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 #include "cvae/checkpoint.h"
 #include "cvae/generate.h"
 #include "cvae/train.h"
 #include "util/fileio.h"
+#include "util/interrupt.h"
+
+/* The best model so far (lowest test -ELBO), beside model.ckpt in the run folder. */
+#define CV_BEST_CKPT "model-best.ckpt"
+
+/* Where training stands: what a checkpoint records. */
+typedef struct {
+    int64_t step;
+    int epoch;         /* epochs completed */
+    int position;      /* rows of the next epoch done */
+    cv_loss_sums sums; /* that epoch's partial sums */
+    int active_units;  /* of the last test evaluation; -1: none yet */
+    cv_step st;        /* the device step state as last read */
+} progress_state;
+
+/* The best model so far, by test -ELBO (train_best.c; rank 0). */
+typedef struct {
+    float *params, *adam_m, *adam_v; /* its state, copied on the device (NULL: no room for
+                                        the copy, so each new best is written at once) */
+    double neg_elbo;                 /* its test -ELBO; INFINITY before the first */
+    progress_state at;               /* where training stood then */
+    bool unsaved;                    /* newer than its file */
+    char path[4200];                 /* RUNDIR/model-best.ckpt; "" when none is kept */
+} best_model;
 
 /* The run's state on one rank. */
 typedef struct {
@@ -32,20 +57,15 @@ typedef struct {
     size_t metrics_len;
     cv_checkpoint resume;
     cv_dir_lock lock; /* of the run folder, held while training */
+    cv_interrupt_guard *guard; /* the signal guard: what a second signal takes back */
+    double last_save;          /* when model.ckpt was last written, or training began */
+    double save_seconds;       /* spent writing checkpoints and copying best models */
+    int saves;                 /* model.ckpt written */
+    best_model best;
     char ckpt[4200];
     /* the shallowest folders this run created for --out and --metrics ("" for none) */
     char made_out[CV_PATH_MAX], made_metrics[CV_PATH_MAX];
 } run_state;
-
-/* Where training stands: what a checkpoint records. */
-typedef struct {
-    int64_t step;
-    int epoch;         /* epochs completed */
-    int position;      /* rows of the next epoch done */
-    cv_loss_sums sums; /* that epoch's partial sums */
-    int active_units;  /* of the last test evaluation; -1: none yet */
-    cv_step st;        /* the device step state as last read */
-} progress_state;
 
 /* What one epoch reports. */
 typedef struct {
@@ -57,6 +77,13 @@ typedef struct {
     double rate;    /* training samples/s */
     double seconds; /* the whole epoch, evaluation included */
 } epoch_report;
+
+/* Seconds on a monotonic clock. */
+static inline double cv_run_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* Rank 0 writes the files and the log; in one process, that is the process. */
 static inline bool cv_run_leads(const run_state *r) { return r->rank == 0; }
@@ -79,7 +106,14 @@ void cv_run_free(run_state *r);
 cv_status cv_run_prepare_outputs(const cv_train_options *o, run_state *r, cv_err *err);
 /* A failed run's folders taken back, where it created them and wrote nothing in them. */
 void cv_run_undo_outputs(const cv_train_options *o, run_state *r);
-/* The checkpoint of where training stands; never one of a model with a NaN or Inf. */
+/* The state of `model` (the run's, or a view of the best one's copy) where p says
+ * training stood, under the training config cfg (the run's), saved to path; never one
+ * with a NaN or Inf. */
+cv_status cv_run_save_state(const cv_train_options *o, const cv_train_config *cfg,
+                            const cv_model *model, const progress_state *p, const char *path,
+                            cv_err *err);
+/* The checkpoint of where training stands, and the best model when it is newer than its
+ * file; never one of a model with a NaN or Inf. */
 cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
                                  const progress_state *p, cv_err *err);
 /* One epoch's line added to the run's metrics lines, and the metrics file (path; NULL:
@@ -103,5 +137,16 @@ cv_status cv_run_write_report(const cv_train_options *o, run_state *r, const pro
                               cv_err *err);
 /* On resume without a metrics file, the completed epochs' lines from RUNDIR/report.html. */
 void cv_run_load_report_metrics(const char *out_dir, int epochs_done, run_state *r);
+/* train_best.c: the best model so far (rank 0) */
+
+/* Its copy on the device, and on resume the figure of the model-best.ckpt already there. */
+cv_status cv_run_best_start(const cv_train_options *o, run_state *r, cv_err *err);
+/* After an epoch's test evaluation: a new best is copied (or, without room for the copy,
+ * written at once). */
+cv_status cv_run_best_consider(const cv_train_options *o, run_state *r, const progress_state *p,
+                               double neg_elbo, cv_err *err);
+/* model-best.ckpt written, when the best is newer than it. */
+cv_status cv_run_best_save(const cv_train_options *o, run_state *r, cv_err *err);
+void cv_run_best_free(run_state *r);
 
 #endif

@@ -178,6 +178,7 @@ cv_status cv_run_prepare(const cv_train_options *o, run_state *r, progress_state
     }
     if (!st) st = build_model(o, r, err);
     if (!st) st = start_progress(o, r, p, err);
+    if (!st) st = cv_run_best_start(o, r, err);
     st = cv_comm_agree(r->comm, st, err);
     return st ? st : cv_run_check_replicas(r, p, err);
 }
@@ -244,8 +245,9 @@ void cv_run_print_header(const cv_train_options *o, const run_state *r, const pr
         fprintf(r->log, "note: the Gaussian likelihood's nats are a density's on continuous "
                         "values (they may be negative): not comparable with a Bernoulli model's\n");
     if (o->resume_path)
-        fprintf(r->log, "resuming %s at epoch %d, step %lld (%d images into the epoch)\n",
-                o->resume_path, p->epoch + 1, (long long)p->step, p->position);
+        fprintf(r->log, "resuming %s at epoch %d, step %lld (%d images into the epoch); "
+                "checkpoints to %s\n", o->resume_path, p->epoch + 1, (long long)p->step,
+                p->position, r->ckpt);
     if (!o->out_dir) fprintf(r->log, "note: no --out given: the model will not be saved\n");
     fflush(r->log); /* a log file or pipe shows the run's settings as it starts */
 }
@@ -255,6 +257,7 @@ void cv_run_free(run_state *r) {
         if (r->full_step) r->be->recording_free(r->be, r->full_step);
         cv_device_split_free(r->be, &r->train);
         cv_device_split_free(r->be, &r->test);
+        cv_run_best_free(r);
         if (r->ws.max_rows) cv_workspace_destroy(&r->model, &r->ws);
         cv_model_destroy(&r->model);
         r->be->destroy(r->be);

@@ -1,7 +1,12 @@
-/* fileio.c: temporary file, fsync, rename, folder sync. */
+/* fileio.c: temporary file, fsync, rename, folder sync; run folders' locks; stale
+ * temporaries swept. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <libgen.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -190,6 +195,46 @@ void cv_dir_lock_release(cv_dir_lock *lock) {
 bool cv_path_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void cv_remove_tree(const char *path) { nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+/* The pid of a temporary name PREFIX.tmp.PID (any PREFIX when prefix is NULL), or 0. */
+static long temporary_pid(const char *name, const char *prefix) {
+    const char *tag = NULL;
+    for (const char *p = strstr(name, ".tmp."); p; p = strstr(p + 1, ".tmp.")) tag = p;
+    if (!tag || (prefix && ((size_t)(tag - name) != strlen(prefix) ||
+                            strncmp(name, prefix, strlen(prefix)) != 0)))
+        return 0;
+    const char *digits = tag + 5;
+    size_t n = strspn(digits, "0123456789");
+    if (n == 0 || n > 9 || digits[n] != '\0') return 0;
+    return strtol(digits, NULL, 10);
+}
+
+/* A pid whose process is gone (ESRCH: EPERM means it runs, as another user), or ours. */
+static bool left_by_the_dead(long pid) {
+    return pid == (long)getpid() || (kill((pid_t)pid, 0) != 0 && errno == ESRCH);
+}
+
+void cv_sweep_stale_temporaries(const char *folder, const char *prefix) {
+    DIR *d = opendir(folder);
+    if (!d) return;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        long pid = temporary_pid(e->d_name, prefix);
+        if (pid <= 0 || !left_by_the_dead(pid)) continue;
+        char path[CV_PATH_MAX + 256];
+        snprintf(path, sizeof path, "%s/%s", folder, e->d_name);
+        cv_remove_tree(path);
+    }
+    closedir(d);
 }
 
 cv_status cv_open_regular(const char *path, const char *what, int *fd, uint64_t *size,

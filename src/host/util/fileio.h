@@ -46,6 +46,15 @@ cv_status cv_prepare_output_file(const char *path, char made[CV_PATH_MAX], cv_er
 
 bool cv_path_exists(const char *path);
 
+/* Removes path whole: a file, or a folder with everything in it (not following links). */
+void cv_remove_tree(const char *path);
+
+/* Removes the temporaries that processes no longer running left in folder: entries named
+ * PREFIX.tmp.PID (any PREFIX when prefix is NULL) whose PID runs nothing, or is this
+ * process's own, since a container reuses pids (so call it before this process writes
+ * in folder). A folder goes whole. A missing folder is no error; nothing else is touched. */
+void cv_sweep_stale_temporaries(const char *folder, const char *prefix);
+
 /* Opens path for reading when it is a regular file, into *fd, with its size in *size: a
  * folder is "PATH: is a folder, not WHAT" and anything else that is no regular file (a
  * FIFO, a device) is refused at once, never waited on. */
