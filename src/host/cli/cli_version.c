@@ -5,14 +5,20 @@
 
 #include "build_info.h"
 #include "cli.h"
+#include "cuda/cuda_module.h"
 #include "cvae/version.h"
 
 int cv_cmd_version(void) {
     printf("cvae %s\n", CVAE_VERSION_STRING);
-    if (CV_BUILD_CUDA)
-        printf("CUDA backend: built for %s (GEMMs through cuBLASLt)\n", CV_BUILD_CUDA_CODES);
-    else
-        printf("CUDA backend: not built\n");
+#if CV_BUILD_CUDA
+    printf("CUDA backend: built for %s (GEMMs through cuBLASLt), in a module loaded on the "
+           "first use of a GPU\n", CV_BUILD_CUDA_CODES);
+    char module[PATH_MAX + 1024];
+    cv_cuda_module_describe(module, sizeof module);
+    printf("%s\n", module);
+#else
+    printf("CUDA backend: not built\n");
+#endif
     if (CV_BUILD_CUDA)
         printf("precisions: fp32 (default), bf16 and tf32x3 on the CPU and the GPU, tf32 on "
                "the GPU\n");
