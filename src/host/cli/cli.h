@@ -72,7 +72,9 @@ int cv_cmd_eval(int argc, char **argv, cv_comm *comm);
 int cv_cmd_info(int argc, char **argv);
 int cv_cmd_generate(int argc, char **argv);
 int cv_cmd_bench(int argc, char **argv, cv_comm *comm);
-/* Prints the version, the CUDA codes built for, OpenMP threads and the OpenBLAS core. */
-int cv_cmd_version(void);
+/* Prints the version, the CUDA codes built for and whether the CUDA module loads, the
+ * OpenMP threads and the OpenBLAS core; coretype: the OpenBLAS kernels that the computing
+ * commands ask for (OPENBLAS_CORETYPE), or NULL when they take OpenBLAS's choice. */
+int cv_cmd_version(const char *coretype);
 
 #endif

@@ -8,7 +8,7 @@
 #include "cuda/cuda_module.h"
 #include "cvae/version.h"
 
-int cv_cmd_version(void) {
+int cv_cmd_version(const char *coretype) {
     printf("cvae %s\n", CVAE_VERSION_STRING);
 #if CV_BUILD_CUDA
     printf("CUDA backend: built for %s (GEMMs through cuBLASLt), in a module loaded on the "
@@ -32,7 +32,11 @@ int cv_cmd_version(void) {
         printf("data parallelism: MPI (mpirun -np N cvae train ...); GPU gradients summed %s\n",
                CV_BUILD_NCCL ? "with NCCL" : "through host memory (no NCCL)");
     printf("OpenMP threads: %d\n", omp_get_max_threads());
-    /* after cli_main.c's restart with OPENBLAS_CORETYPE, so the kernels actually in use */
-    printf("OpenBLAS core: %s\n", openblas_get_corename());
+    /* --version runs without cli_main.c's restart, so OpenBLAS's own choice is in use here */
+    if (coretype)
+        printf("OpenBLAS core: %s (the commands that compute ask for %s: OPENBLAS_CORETYPE)\n",
+               openblas_get_corename(), coretype);
+    else
+        printf("OpenBLAS core: %s\n", openblas_get_corename());
     return 0;
 }
