@@ -108,6 +108,9 @@ train() { # train DATA TOOL... FAMILY_FLAGS: one short epoch and an evaluation
 
 filter=()
 [ -n "${CVAE_GPU_FILTER:-}" ] && filter=(--filter="$CVAE_GPU_FILTER")
+# the CUDA module beside the program (or on the library path) and its CUDA libraries
+run "cvae --version finds the CUDA module and its libraries" \
+    bash -c '"$1" --version | tee /dev/stderr | grep -q "^CUDA module: .* are found"' _ "$cvae"
 run "test_cuda" "$test_bin" "${filter[@]}"
 for tool in memcheck racecheck initcheck synccheck; do
     sanitize=("$san" --tool "$tool" --error-exitcode 99 --print-limit 20)
