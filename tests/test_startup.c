@@ -31,13 +31,20 @@ static void teardown(void) {
 
 TestSuite(startup, .init = setup, .fini = teardown, .timeout = 120);
 
-/* The first CUDA library the loader's report (LD_DEBUG=files) says it opened, or NULL. */
-static const char *cuda_library_loaded(const char *report) {
-    static const char *const names[] = {"file=libcuda.", "file=libcudart", "file=libcublas",
-                                        "file=libnccl", "file=libcvae-cuda"};
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        const char *hit = strstr(report, names[i]);
-        if (hit) return hit;
+/* The first line of the loader's report (LD_DEBUG=files) on a CUDA library or the CUDA
+ * module, by name or by path, or NULL; *len gets its length. */
+static const char *cuda_library_loaded(const char *report, int *len) {
+    static const char *const names[] = {"libcuda.so", "libcudart", "libcublas", "libnccl",
+                                        "libcvae-cuda"};
+    for (const char *line = report; *line;) {
+        const char *end = strchr(line, '\n');
+        *len = end ? (int)(end - line) : (int)strlen(line);
+        const char *file = strstr(line, "file=");
+        for (size_t i = 0; file && file < line + *len && i < sizeof names / sizeof *names; i++) {
+            const char *hit = strstr(file, names[i]);
+            if (hit && hit < line + *len) return line;
+        }
+        line += *len + (end != NULL);
     }
     return NULL;
 }
@@ -63,9 +70,10 @@ Test(startup, version_info_and_help_load_no_cuda_library) {
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
         char *o, *e;
         cr_assert_eq(test_run_cvae(&o, &e, commands[i]), 0, "cvae %s: %s", commands[i][0], e);
-        const char *cuda = cuda_library_loaded(e);
-        cr_assert_null(cuda, "cvae %s %s loaded a CUDA library: %.120s", commands[i][0],
-                       commands[i][1] ? commands[i][1] : "", cuda);
+        int len;
+        const char *cuda = cuda_library_loaded(e, &len);
+        cr_assert_null(cuda, "cvae %s %s loaded a CUDA library: %.*s", commands[i][0],
+                       commands[i][1] ? commands[i][1] : "", len, cuda);
         const int started = loads(e, "file=libc.so.6 [0];  needed by");
         cr_assert_eq(started, images[i], "cvae %s started %d times, not %d", commands[i][0],
                      started, images[i]);

@@ -41,10 +41,11 @@ static cv_status open_module(const char *path, cuda_module *m, cv_err *err) {
         return cv_fail(err, CV_ERR_FORMAT, "%s belongs to another build of cvae (%s; this "
                        "one is %s)", path, have, want);
     }
-    if (!symbol(handle, "cv_backend_cuda_create", &m->create) ||
-        !symbol(handle, "cv_backend_cuda_available", &m->available))
-        return cv_fail(err, CV_ERR_DEVICE, "%s lacks the CUDA backend's entry points", path);
-    return CV_OK;
+    if (symbol(handle, "cv_backend_cuda_create", &m->create) &&
+        symbol(handle, "cv_backend_cuda_available", &m->available))
+        return CV_OK;
+    dlclose(handle);
+    return cv_fail(err, CV_ERR_DEVICE, "%s lacks the CUDA backend's entry points", path);
 }
 
 /* The first module of this build: in the folders of cv_cuda_module_folders, then by name.
@@ -72,10 +73,10 @@ static cv_status load(cuda_module *m, cv_err *err) {
     const bool nowhere = strstr(by_name.msg, ": " CV_CUDA_MODULE_FILE ": ") != NULL;
     if (!nowhere) return cv_fail(err, CV_ERR_DEVICE, "%s", by_name.msg);
     if (other.msg[0]) return cv_fail(err, CV_ERR_DEVICE, "%s", other.msg);
+    char where[CV_CUDA_MODULE_FOLDERS * PATH_MAX];
+    cv_cuda_module_where(where, sizeof where);
     return cv_fail(err, CV_ERR_DEVICE, "the CUDA backend cannot be loaded: its module %s is "
-                   "not in %s%s%s nor on the library path", CV_CUDA_MODULE_FILE,
-                   n > 0 ? folders[0] : "the program's folder", n > 1 ? " or " : "",
-                   n > 1 ? folders[n - 1] : "");
+                   "not in %s nor on the library path", CV_CUDA_MODULE_FILE, where);
 }
 
 cv_status cv_backend_cuda_create(const cv_backend_options *opt, cv_backend **out, cv_err *err) {

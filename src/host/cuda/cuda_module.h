@@ -52,6 +52,9 @@ cv_status cv_cuda_driver_check(cv_err *err);
 #define CV_CUDA_MODULE_FOLDERS 3
 int cv_cuda_module_folders(char folders[CV_CUDA_MODULE_FOLDERS][PATH_MAX]);
 
+/* Those folders for a message: "A, B or C", into out. */
+void cv_cuda_module_where(char *out, size_t size);
+
 /* The module's file, if one lies in one of those folders: true and its path in path
  * (size bytes). */
 bool cv_cuda_module_find(char *path, size_t size);

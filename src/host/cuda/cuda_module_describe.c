@@ -87,11 +87,10 @@ static void not_found(const char *listing, char *missing, size_t size) {
 void cv_cuda_module_describe(char *out, size_t size) {
     char module[PATH_MAX + 32];
     if (!cv_cuda_module_find(module, sizeof module)) {
-        char folders[CV_CUDA_MODULE_FOLDERS][PATH_MAX];
-        const int n = cv_cuda_module_folders(folders);
-        snprintf(out, size, "CUDA module: %s is not in %s%s%s; --device cuda also looks on "
-                 "the library path", CV_CUDA_MODULE_FILE, n > 0 ? folders[0] : "the program's folder",
-                 n > 1 ? " or " : "", n > 1 ? folders[n - 1] : "");
+        char where[CV_CUDA_MODULE_FOLDERS * PATH_MAX];
+        cv_cuda_module_where(where, sizeof where);
+        snprintf(out, size, "CUDA module: %s is not in %s; --device cuda also looks on the "
+                 "library path", CV_CUDA_MODULE_FILE, where);
         return;
     }
     char listing[8192], missing[512];

@@ -55,6 +55,17 @@ int cv_cuda_module_folders(char folders[CV_CUDA_MODULE_FOLDERS][PATH_MAX]) {
     return n;
 }
 
+void cv_cuda_module_where(char *out, size_t size) {
+    char folders[CV_CUDA_MODULE_FOLDERS][PATH_MAX];
+    const int n = cv_cuda_module_folders(folders);
+    snprintf(out, size, "%s", n ? "" : "no folder of the program's");
+    for (int i = 0; i < n; i++) {
+        const size_t used = strlen(out);
+        snprintf(out + used, size - used, "%s%s", i == 0 ? "" : i == n - 1 ? " or " : ", ",
+                 folders[i]);
+    }
+}
+
 bool cv_cuda_module_find(char *path, size_t size) {
     char folders[CV_CUDA_MODULE_FOLDERS][PATH_MAX];
     const int n = cv_cuda_module_folders(folders);
