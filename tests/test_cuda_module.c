@@ -7,7 +7,8 @@
  * missing CUDA library is a copy of the module whose cuBLASLt is renamed libcublasLZ.so.13
  * (no such library exists), and a module of another build one whose build mark is
  * changed: the same bytes for the dynamic loader as the real cases. "Alone" assumes that
- * no cvae of this very build is installed on the library path (it would be found there).
+ * no cvae of this very build is installed on the library path (it would be found there);
+ * LD_LIBRARY_PATH is unset for the copy.
  * Then, in this process: libcvae maps no CUDA library until a GPU is asked for, and then
  * the module brings them (found through this program's RUNPATH, the build folder).
  */
@@ -40,6 +41,8 @@ static void setup(void) {
     free(bytes);
     cr_assert_eq(chmod(program, 0755), 0);
     setenv("CVAE_BIN", program, 1); /* test_run_cvae runs the copy */
+    /* meson test puts the build folder, and so the built module, on the library path */
+    unsetenv("LD_LIBRARY_PATH");
 }
 static void teardown(void) {
     test_rmtree(dir);
