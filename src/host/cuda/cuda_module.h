@@ -6,7 +6,7 @@
  * cv_backend_cuda_available (cuda_loader.c) dlopen the module the first time a command
  * asks for a GPU, so that a CUDA build starts, and runs on the CPU, where the CUDA
  * libraries are missing, as fast and as small as a CPU build (the loader would otherwise
- * map and relocate cuBLASLt's 540 MB before main: bench/results/startup.md).
+ * map and relocate cuBLASLt's 540 MB before main: bench/results/startup-cpu.md).
  *
  * The module is looked for, in order: beside the shared libcvae (when the program uses
  * it), beside the program, in the program's installed library folder (bin/../lib/...),
