@@ -51,7 +51,7 @@ cv_status cv_backend_open_with(const char *device, const cv_backend_options *opt
 }
 
 /* auto's GPU: only where the NVIDIA driver is installed, since without it no GPU can run
- * and loading the CUDA libraries to learn that costs about 0.2 s and 200 MB of memory
+ * and loading the CUDA libraries to learn that costs 0.25 s and 214 MiB on a 2-core EPYC
  * (bench/results/startup-cpu.md); --device cuda goes straight on, to name what is missing. */
 static cv_status cuda_if_driver(const cv_backend_options *opt, cv_backend **out,
                                 cv_err *err) {

@@ -36,8 +36,8 @@ static bool computes(int argc, char **argv) {
  * (--version, --help and info run as they are); a user's own setting of any of them is
  * left alone. Nothing can set them earlier: the program's .preinit_array runs first, but
  * before libc has its environment, which then replaces whatever was set. The second start
- * costs what the first did, about 10 ms on 2 cores (bench/results/startup-cpu.md), since a CUDA
- * build loads its CUDA libraries only when a GPU is used (src/host/cuda/cuda_module.h).
+ * costs what the first did, 10 to 14 ms on a 2-core EPYC (bench/results/startup-cpu.md),
+ * since a CUDA build loads its CUDA libraries only when a GPU is used (cuda/cuda_module.h).
  * - OPENBLAS_CORETYPE: see better_blas_kernels;
  * - OPENBLAS_NUM_THREADS=1: cvae runs OpenBLAS single-threaded under its own OpenMP
  *   threads, and OpenBLAS's idle thread pool can block the process's exit when memory

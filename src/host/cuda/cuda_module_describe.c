@@ -1,6 +1,6 @@
 /* cuda_module_describe.c: `cvae --version`'s line about the CUDA module: where it is, and
  * whether the CUDA libraries it needs can be found, without loading them (which costs
- * cuBLASLt's relocation, about 0.1-0.3 s and 200 MB: bench/results/startup-cpu.md).
+ * cuBLASLt's relocation, 0.27 s and 206 MiB on a 2-core EPYC: bench/results/startup-cpu.md).
  *
  * The dynamic loader answers the second question itself: `ld.so --list MODULE` (what ldd
  * runs) maps the module's dependencies by the same search as dlopen (its RUNPATH,
