@@ -133,6 +133,9 @@ open(sys.argv[1], "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", 118) + he
 
 filter=()
 [ -n "${CVAE_GPU_FILTER:-}" ] && filter=(--filter="$CVAE_GPU_FILTER")
+# the CUDA module beside the program (or on the library path) and its CUDA libraries
+run "cvae --version finds the CUDA module and its libraries" \
+    bash -c '"$1" --version | tee /dev/stderr | grep -q "^CUDA module: .* are found"' _ "$cvae"
 run "test_cuda" "$test_bin" "${filter[@]}"
 run "test_cuda_objectives" "$objectives_bin" "${filter[@]}"
 for tool in memcheck racecheck initcheck synccheck; do

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # install.sh: `meson install` of a build into a temporary DESTDIR, then the installed tree
 # as a user of the library meets it: every file in its place, no installed header that
-# includes one that is not, `cvae --version`, and examples/train_minimal.c built with
-# pkg-config alone, linked once against libcvae.so and once against libcvae.a, each
-# trained on a small IDX set.
+# includes one that is not, `cvae --version` (which finds a CUDA build's module), and
+# examples/train_minimal.c built with pkg-config alone, linked once against libcvae.so and
+# once against libcvae.a, each trained on a small IDX set.
 #
 # usage: install.sh BUILDDIR EXAMPLE.c VERSION; meson test passes these and sets MESON
 # (the meson program), CC (the build's C compiler) and SANITIZE (b_sanitize: a sanitized
@@ -48,6 +48,13 @@ done
 out=$("$cvae" --version)
 first=${out%%$'\n'*}
 [ "$first" = "cvae $version" ] || fail "installed cvae --version says '$first', not 'cvae $version'"
+# a CUDA build's module is installed beside libcvae, where the installed program finds it
+# (its library folder, relative to its own: here under DESTDIR)
+if grep -q '^CUDA backend: built' <<<"$out"; then
+    [ -f "$libdir/libcvae-cuda.so" ] || fail "the CUDA module is not installed: no ${libdir#"$prefix"/}/libcvae-cuda.so"
+    grep -qF "CUDA module: $(realpath "$libdir")/libcvae-cuda.so" <<<"$out" ||
+        fail "the installed cvae does not find its CUDA module: $(grep '^CUDA module' <<<"$out")"
+fi
 
 # PKG_CONFIG_SYSROOT_DIR puts cvae.pc's -I and -L paths under DESTDIR
 PKG_CONFIG_PATH=$(dirname "$pc")

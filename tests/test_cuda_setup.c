@@ -1,8 +1,9 @@
 /* test_cuda_setup.c: the CUDA backend's setup on a GPU that is present but unusable.
  *
  * This file defines the CUDA runtime and cuBLASLt entry points that the setup calls; the
- * library is linked statically into this program, so its calls bind to these fakes (the
- * test checks that they do), on any machine, with a GPU or without. The fakes hand out
+ * backend is linked statically into this program (the CUDA module's objects, not the
+ * loader that other programs reach it by), so its calls bind to these fakes (the test
+ * checks that they do), on any machine, with a GPU or without. The fakes hand out
  * host memory and tokens, count what is live, and make the n-th call fail, so every step
  * of the setup fails in turn: each must give one CV_ERR_DEVICE line naming the error and
  * leave nothing created behind, and --device auto must then fall back to the CPU.
@@ -24,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cuda/cuda_module.h"
 #include "cv_math.h"
 #include "cvae/backend.h"
 #include "helpers.h"
@@ -161,6 +163,13 @@ cublasStatus_t CUBLASWINAPI cublasLtDestroy(cublasLtHandle_t handle) {
     cr_assert_eq((void *)handle, (void *)&handle_token, "destroyed a handle never created");
     handles--;
     return CUBLAS_STATUS_SUCCESS;
+}
+
+/* The NVIDIA driver that --device auto looks for before it tries the GPU (cuda_module.h):
+ * these fakes are it. */
+cv_status cv_cuda_driver_check(cv_err *err) {
+    (void)err;
+    return CV_OK;
 }
 
 static void expect_nothing_live(const char *when) {

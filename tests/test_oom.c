@@ -46,8 +46,8 @@ static void teardown(void) {
 TestSuite(oom, .init = setup, .fini = teardown, .timeout = 240);
 
 /* The smallest address-space limit (to 16 MiB) under which cvae starts and prints its
- * help: the shared libraries (cuBLAS alone maps hundreds of MiB) and what OpenBLAS and
- * OpenMP reserve on one thread. It differs between builds, so it is measured. */
+ * help: the shared libraries and what OpenBLAS and OpenMP reserve on one thread. It
+ * differs between builds, so it is measured. */
 static size_t startup_floor(void) {
     size_t lo = 16 * MiB, hi = 8 * GiB;
     const char *args[] = {"train", "--help", NULL};

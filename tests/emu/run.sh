@@ -4,7 +4,8 @@
 #
 # The kernels (src/kernels/*.cu, made plain C++ by transform.py) run with one fiber per
 # CUDA thread (emu.h, emu_rt.cpp); backend_cuda.c and the rest of libcvae run unchanged
-# over a fake CUDA runtime and cuBLAS in host memory, so the GPU tests run and compare
+# over a fake CUDA runtime and cuBLAS in host memory (the backend linked in, in place of
+# cuda_loader.c, which loads the CUDA module in a real build), so the GPU tests run and compare
 # against the CPU backend as they would on a GPU. It finds indexing errors, missing or
 # doubled work, barriers or warp operations not every thread reaches, reads or writes past
 # an allocation or after its cudaFree, allocation or synchronization during graph capture,
@@ -54,7 +55,7 @@ for f in src/host/*/*.c tests/helpers.c tests/cuda_harness.c tests/test_cuda.c \
     tests/test_cuda_objectives.c; do
     b=$(basename "$f" .c)
     case $b in
-    backend_cuda_absent | allreduce_nccl | onnx_export) continue ;;
+    backend_cuda_absent | allreduce_nccl | onnx_export | cuda_loader) continue ;;
     comm_mpi | comm_single) [ "$b" = "$comm" ] || continue ;;
     esac
     gcc "${cflags[@]}" "${mpi_cflags[@]}" -c "$f" -o "$out/h/$b.o" & pids+=($!)

@@ -107,7 +107,9 @@ typedef struct {
 int cv_generate_picture(const char *device, cv_checkpoint *ck, cv_generate_options *o,
                         const cv_picture_request *q);
 
-/* Prints the version, the CUDA codes built for, OpenMP threads and the OpenBLAS core. */
-int cv_cmd_version(void);
+/* Prints the version, the CUDA codes built for and whether the CUDA module loads, the
+ * OpenMP threads and the OpenBLAS core; coretype: the OpenBLAS kernels that the computing
+ * commands ask for (OPENBLAS_CORETYPE), or NULL when they take OpenBLAS's choice. */
+int cv_cmd_version(const char *coretype);
 
 #endif

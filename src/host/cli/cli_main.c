@@ -25,8 +25,22 @@ static const char *better_blas_kernels(void) {
     return NULL;
 }
 
-/* Settings OpenBLAS and OpenMP read only when they load, so cvae sets them and starts
- * itself again, once; a user's own setting of any of them is left alone:
+/* The commands that run OpenBLAS and OpenMP, and so need configure_runtime's settings. */
+static bool computes(int argc, char **argv) {
+    static const char *const commands[] = {"train", "eval", "generate", "score", "encode",
+                                           "decode", "bench"};
+    for (size_t i = 0; argc > 1 && i < sizeof commands / sizeof *commands; i++)
+        if (strcmp(argv[1], commands[i]) == 0) return true;
+    return false;
+}
+
+/* Settings OpenBLAS and OpenMP read only when they load, in their constructors, before
+ * main: so cvae sets them and starts itself again, once, before a command that computes
+ * (--version, --help and info run as they are); a user's own setting of any of them is
+ * left alone. Nothing can set them earlier: the program's .preinit_array runs first, but
+ * before libc has its environment, which then replaces whatever was set. The second start
+ * costs what the first did, 10 to 14 ms on a 2-core EPYC (bench/results/startup-cpu.md),
+ * since a CUDA build loads its CUDA libraries only when a GPU is used (cuda/cuda_module.h).
  * - OPENBLAS_CORETYPE: see better_blas_kernels;
  * - OPENBLAS_NUM_THREADS=1: cvae runs OpenBLAS single-threaded under its own OpenMP
  *   threads, and OpenBLAS's idle thread pool can block the process's exit when memory
@@ -34,7 +48,8 @@ static const char *better_blas_kernels(void) {
  * - GOMP_SPINCOUNT=1000: OpenMP threads wait for work by spinning (300,000 turns by
  *   default), which on a busy machine takes the CPU from the threads that have work:
  *   measured on 2 loaded cores, 1,822 samples/s by default and 14,962 with 1000 turns. */
-static void configure_runtime(char **argv) {
+static void configure_runtime(int argc, char **argv) {
+    if (!computes(argc, argv)) return;
     /* under valgrind /proc/self/exe is valgrind's tool, which will not run on its own: no
      * restart there (its preload library in LD_PRELOAD says valgrind is running) */
     const char *preload = getenv("LD_PRELOAD");
@@ -91,8 +106,9 @@ static const char *usage =
     "  bench     training throughput on synthetic data: step time, and per kernel family\n"
     "            time, share and achieved GB/s or TFLOP/s against the device's ceilings\n"
     "\n"
-    "  --version  the version, the GPU codes the CUDA backend was built for, the OpenMP\n"
-    "             threads and the OpenBLAS core in use\n"
+    "  --version  the version, the GPU codes the CUDA backend was built for and whether\n"
+    "             its module and the CUDA libraries are found, the OpenMP threads and the\n"
+    "             OpenBLAS core in use\n"
     "\n"
     "`cvae COMMAND --help` describes each command's flags.\n";
 
@@ -128,7 +144,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "cvae: cannot open /dev/null for a closed standard descriptor\n");
         return CV_EXIT_FAIL;
     }
-    configure_runtime(argv);
+    configure_runtime(argc, argv);
     if (argc < 2) {
         fprintf(stderr, "cvae: missing command (train, eval, generate, score, encode, decode, "
                 "export, report, info or bench); see cvae --help\n");
@@ -144,7 +160,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "cvae: --version takes no arguments\n");
             return CV_EXIT_USAGE;
         }
-        return cv_cmd_version();
+        /* the kernels a computing command would ask for (configure_runtime) */
+        return cv_cmd_version(getenv("OPENBLAS_CORETYPE") ? NULL : better_blas_kernels());
     }
     /* under an MPI launcher every process joins the run; rank 0 alone writes to stdout */
     cv_comm *comm;
