@@ -202,7 +202,7 @@ cv_status gen_sink_open(gen_sink **out, const gen_layout *layout, const char *di
     gen_sink *s = calloc(1, sizeof *s);
     if (!s) return cv_fail(err, CV_ERR_NOMEM, "out of memory");
     s->layout = *layout;
-    s->images.fd = s->labels.fd = -1;
+    s->images.fd = s->labels.fd = s->means.fd = -1;
     snprintf(s->dir, sizeof s->dir, "%s", dir);
     *out = s;
     const gen_layout *l = &s->layout;
