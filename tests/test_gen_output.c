@@ -144,6 +144,33 @@ Test(gen_output, every_format_is_whole_with_a_standard_descriptor_closed) {
     }
 }
 
+/* cvae decode streams decoded.npy beside the images: with a standard descriptor closed
+ * that stream may get its number, and every file must still come out whole. */
+Test(gen_output, decode_is_whole_with_a_standard_descriptor_closed) {
+    float z[37 * 3]; /* the setup's latent width is 3 */
+    for (int i = 0; i < 37 * 3; i++) z[i] = (float)((i * 7919) % 101) / 25.0f - 2.0f;
+    char zpath[4300];
+    snprintf(zpath, sizeof zpath, "%s/z.npy", dir);
+    test_write_npy(zpath, CV_NPY_F32, 2, (const int64_t[]){37, 3}, z);
+    char ref[4300];
+    snprintf(ref, sizeof ref, "%s/decoded-ref", dir);
+    for (int closed = -1; closed < 3; closed++) {
+        char out[4300];
+        if (closed < 0)
+            snprintf(out, sizeof out, "%s", ref);
+        else
+            snprintf(out, sizeof out, "%s/decoded-closed%d", dir, closed);
+        const char *args[] = {"decode", "--model", ckpt, "--z", zpath, "--class", "2", "--out",
+                              out, "--device", "cpu", "--batch", "7", NULL};
+        int rc = wait_exit(spawn_closing(args, closed));
+        cr_assert_eq(rc, 0, "decode with fd %d closed: exit %d", closed, rc);
+        if (closed < 0) continue;
+        char what[64];
+        snprintf(what, sizeof what, "decode, fd %d closed", closed);
+        expect_same_files(ref, out, what);
+    }
+}
+
 /* The library itself, in a process whose fd 0 is closed: the data set's first stream
  * gets descriptor 0 and must be closed and fsynced like any other. */
 Test(gen_output, the_library_writes_whole_files_on_descriptor_0) {
