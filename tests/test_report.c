@@ -187,3 +187,27 @@ Test(report, cvae_report_refuses_what_it_cannot_use) {
     cr_assert_eq(count(again, "<circle class=\"pt\""), 8 * 3 * 3);
     free(again);
 }
+
+Test(report, a_resume_that_starts_a_metrics_file_keeps_the_pages_epochs) {
+    char out[4300], metrics[4300];
+    snprintf(out, sizeof out, "%s/run", dir);
+    snprintf(metrics, sizeof metrics, "%s/late.jsonl", dir);
+    cv_train_options o = options(out, NULL, NULL);
+    o.epochs = 2;
+    cv_train_result res;
+    train(&o, &res);
+    /* resumed to 3 epochs with a --metrics file the first run did not have */
+    cv_train_options again = options(out, metrics, NULL);
+    again.resume_path = test_path_in(out, "model.ckpt");
+    train(&again, &res);
+    char *page_path = test_path_in(out, "report.html"), *lines, *command;
+    cv_err err;
+    cr_assert_eq(cv_report_read(page_path, &lines, &command, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(count(lines, "\"epoch\": "), 3, "the page lost epochs: %s", lines);
+    size_t n;
+    char *file = (char *)test_read_file(metrics, &n);
+    cr_assert_eq(count(file, "\"epoch\": "), 3, "the metrics file lacks epochs: %s", file);
+    free(file);
+    free(lines);
+    free(command);
+}
