@@ -228,6 +228,34 @@ Test(latent, bad_requests_are_one_line_and_write_nothing) {
                                       "--split", "validation", NULL}));
 }
 
+/* The flags that would help, named by the refusal of a wrong kind of condition: those of
+ * the command run, never another command's. */
+static void refused_naming(const char *const *args, const char *flags, const char *foreign) {
+    char *o, *e;
+    cr_assert_eq(test_run_cvae(&o, &e, args), 2, "%s", e);
+    cr_assert(strstr(e, flags) && !strstr(e, foreign), "%s: %s", args[0], e);
+    free(o);
+    free(e);
+}
+
+Test(latent, a_wrong_kind_of_condition_names_the_commands_own_flags) {
+    char z[4300], lab[4300], vec[4300], out[4300];
+    snprintf(z, sizeof z, "%s/zk.npy", dir);
+    snprintf(lab, sizeof lab, "%s/lk.npy", dir);
+    snprintf(vec, sizeof vec, "%s/vk.npy", dir);
+    snprintf(out, sizeof out, "%s/kind.png", dir);
+    test_rng rng = test_rng_new("kind");
+    write_latents(z, lab, 4, &rng);
+    float v[4 * 3];
+    for (int i = 0; i < 4 * 3; i++) v[i] = (float)test_normal(&rng);
+    test_write_npy(vec, CV_NPY_F32, 2, (const int64_t[2]){4, 3}, v);
+    refused_naming((const char *[]){"decode", "--model", ckpt, "--z", z, "--conditions", vec,
+                                    "--out", out, NULL}, "--class", "--per-class");
+    refused_naming((const char *[]){"generate", "--model", ckpt, "--format", "traversal",
+                                    "--conditions", vec, "--out", out, NULL}, "--classes",
+                   "--per-class");
+}
+
 Test(latent, export_refuses_what_exists_and_unknown_formats) {
     char st[4300], onnx[4300];
     snprintf(st, sizeof st, "%s/m.safetensors", dir);
