@@ -288,6 +288,36 @@ Test(latent, export_refuses_what_exists_and_unknown_formats) {
               !cv_path_exists(test_path_in(fresh, "prior.onnx")));
 }
 
+Test(latent, export_carries_the_class_names_it_is_given) {
+    char st[4300], onnx[4300], bad[4300];
+    snprintf(st, sizeof st, "%s/named.safetensors", dir);
+    snprintf(onnx, sizeof onnx, "%s/named-onnx", dir);
+    snprintf(bad, sizeof bad, "%s/bad.safetensors", dir);
+    const char *names = "T-shirt/top,a \"quoted\" one,Ankle boot";
+    cr_assert_eq(cvae((const char *[]){"export", "--model", ckpt, "--format", "safetensors",
+                                       "--class-names", names, "--out", st, NULL}), 0);
+    cr_assert_eq(cvae((const char *[]){"export", "--model", ckpt, "--format", "onnx",
+                                       "--class-names", names, "--out", onnx, NULL}), 0);
+    /* the configuration is a JSON string inside the header's JSON: escaped twice */
+    const char *want = "\\\"class_names\\\": [\\\"T-shirt/top\\\", "
+                       "\\\"a \\\\\\\"quoted\\\\\\\" one\\\", \\\"Ankle boot\\\"]";
+    size_t n;
+    char *file = (char *)test_read_file(st, &n);
+    cr_assert(strstr(file + 8, want), "no class names in %.600s", file + 8); /* after its length */
+    free(file);
+    /* in ONNX's metadata_props the configuration is escaped once */
+    file = (char *)test_read_file(test_path_in(onnx, "encoder.onnx"), &n);
+    const char *once = "\"class_names\": [\"T-shirt/top\", \"a \\\"quoted\\\" one\", "
+                       "\"Ankle boot\"]";
+    cr_assert(memmem(file, n, once, strlen(once)), "no class names in encoder.onnx");
+    free(file);
+    /* a name per class, none empty */
+    refused(2, bad, ((const char *[]){"export", "--model", ckpt, "--format", "safetensors",
+                                      "--class-names", "a,b", "--out", bad, NULL}));
+    refused(2, bad, ((const char *[]){"export", "--model", ckpt, "--format", "safetensors",
+                                      "--class-names", "a,,c", "--out", bad, NULL}));
+}
+
 /* The floats of tensor `name` in a .safetensors file's bytes (file), count of them. */
 static const float *safetensor(const uint8_t *file, const char *name, size_t count) {
     uint64_t header = 0;
