@@ -477,6 +477,16 @@ Test(latent, a_traversal_row_is_its_unit_decoded_across_the_prior) {
     free(g.px);
 }
 
+Test(latent, a_picture_refuses_the_flags_it_would_ignore) {
+    char png[4300];
+    snprintf(png, sizeof png, "%s/ignored.png", dir);
+    /* pictures are decoded means in fixed rows: no seed or batch changes them */
+    refused(2, png, ((const char *[]){"generate", "--model", ckpt, "--format", "traversal",
+                                      "--seed", "3", "--out", png, NULL}));
+    refused(2, png, ((const char *[]){"generate", "--model", ckpt, "--format", "interpolate",
+                                      "--data", data, "--batch", "7", "--out", png, NULL}));
+}
+
 Test(latent, an_interpolation_decodes_the_path_between_two_posteriors) {
     char png[4300], enc[4300], *o, *e;
     snprintf(png, sizeof png, "%s/interp.png", dir);
