@@ -485,6 +485,14 @@ Test(latent, a_picture_refuses_the_flags_it_would_ignore) {
                                       "--seed", "3", "--out", png, NULL}));
     refused(2, png, ((const char *[]){"generate", "--model", ckpt, "--format", "interpolate",
                                       "--data", data, "--batch", "7", "--out", png, NULL}));
+    /* a picture over an existing file: refused as a picture, not as a grid */
+    test_write_file(png, "keep", 4);
+    char *o, *e;
+    const char *args[] = {"generate", "--model", ckpt, "--format", "traversal", "--out", png, NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, args), 1, "%s", e);
+    cr_assert(strstr(e, "exists already") && !strstr(e, "grid"), "%s", e);
+    free(o);
+    free(e);
 }
 
 Test(latent, an_interpolation_decodes_the_path_between_two_posteriors) {

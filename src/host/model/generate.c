@@ -370,8 +370,7 @@ cv_status cv_generate_check_output(const cv_generate_options *o, cv_err *err) {
     char made[CV_PATH_MAX], out[CV_PATH_MAX], copy[CV_PATH_MAX], tmpdir[CV_PATH_MAX + 32];
     if (o->format == CV_FMT_GRID) {
         if (cv_path_exists(o->out))
-            return cv_fail(err, CV_ERR_IO, "%s: exists already; choose a new file for the grid",
-                           o->out);
+            return cv_fail(err, CV_ERR_IO, "%s: exists already; choose a new file", o->out);
         cv_status st = cv_prepare_output_file(o->out, made, err);
         snprintf(copy, sizeof copy, "%s", o->out);
         cv_unmake_dirs(dirname(copy), made);
