@@ -211,3 +211,34 @@ Test(report, a_resume_that_starts_a_metrics_file_keeps_the_pages_epochs) {
     free(lines);
     free(command);
 }
+
+Test(report, epoch_ticks_fall_on_round_numbers) {
+    /* 60 epochs: a tick every 10 epochs, at 10, 20, ..., 60 (not at 1, 11, 21, ...) */
+    char *metrics = NULL, *svg = NULL;
+    size_t len = 0, svg_len = 0;
+    FILE *fp = open_memstream(&metrics, &len);
+    test_rng rng = test_rng_new("ticks");
+    for (int e = 1; e <= 60; e++)
+        fprintf(fp, "{\"epoch\": %d, \"train_loss\": %.6f}\n", e, test_uniform(&rng, 80, 120));
+    fclose(fp);
+    const cv_report_run run = {"run", metrics, NULL};
+    fp = open_memstream(&svg, &svg_len);
+    cv_err err;
+    cr_assert_eq(cv_report_charts(fp, &run, 1, &err), CV_OK, "%s", err.msg);
+    fclose(fp);
+    const char *chart = strstr(svg, "data-metric=\"train_loss\"");
+    const char *end = strstr(chart, "</svg>");
+    int ticks = 0;
+    for (const char *t = strstr(chart, "<text class=\"tick\""); t && t < end;
+         t = strstr(t + 1, "<text class=\"tick\"")) {
+        const char *label = strchr(t, '>') + 1;
+        if (!strstr(t, "text-anchor=\"middle\"") || strstr(t, "text-anchor=\"middle\"") > label)
+            continue; /* a value tick, at the end of its line */
+        const double x = atof(label);
+        cr_assert(fmod(x, 10) == 0, "an epoch tick at %g", x);
+        ticks++;
+    }
+    cr_assert_eq(ticks, 6, "%d epoch ticks", ticks);
+    free(metrics);
+    free(svg);
+}
