@@ -346,6 +346,7 @@ cv_status cv_train_run(const cv_train_options *o, cv_train_result *res, cv_err *
         if (!st) note_a_late_signal(&r);
         if (!st && r.ckpt[0]) fprintf(r.log, "checkpoint: %s\n", r.ckpt);
         if (!st && r.ckpt[0] && cv_run_leads(&r)) st = cv_run_write_pictures(o, &r, err);
+        if (!st && r.ckpt[0] && cv_run_leads(&r)) cv_run_print_report_path(o, &r);
     }
     cv_interrupt_restore(&guard);
     if (st) cv_run_undo_outputs(o, &r);
