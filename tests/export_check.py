@@ -119,7 +119,7 @@ def check_state(model, path, ckpt, case):
     expect = {"checkpoint_sha256": sha, "height": h, "width": w, "channels": ch,
               "hidden": hidden, "latent": lat, "condition": case["condition"],
               "condition_width": k, "prior": case["prior"], "likelihood": case["likelihood"],
-              "class_names": None}
+              "class_names": case["class_names"]}
     for key, value in expect.items():
         if config.get(key) != value:
             sys.exit(f"FAIL: metadata {key} is {config.get(key)!r}, expected {value!r}")
@@ -143,7 +143,7 @@ def check_sigma(config, ckpt, case):
                  f"{m.group(1) if m else 'nothing'}")
 
 
-def check_onnx(folder, names):
+def check_onnx(folder, names, config):
     for name, inputs, outputs in names:
         m = onnx.load(f"{folder}/{name}.onnx")
         onnx.checker.check_model(m, full_check=True)
@@ -151,7 +151,8 @@ def check_onnx(folder, names):
         got_out = [v.name for v in m.graph.output]
         if got_in != [(n, "N") for n in inputs] or got_out != outputs:
             sys.exit(f"FAIL: {name}.onnx: inputs {got_in}, outputs {got_out}")
-        json.loads({p.key: p.value for p in m.metadata_props}["cvae"])
+        if json.loads({p.key: p.value for p in m.metadata_props}["cvae"]) != config:
+            sys.exit(f"FAIL: {name}.onnx: its configuration is not the safetensors file's")
     print(f"onnx.checker: {', '.join(n[0] for n in names)} valid (full check)")
 
 
@@ -195,8 +196,9 @@ def check_case(work, case, seed):
     decoded = np.load(f"{work}/dec/decoded.npy").reshape(len(z), -1)
 
     st = f"{work}/model.safetensors"
-    cvae("export", "--model", ckpt, "--format", "safetensors", "--out", st)
-    cvae("export", "--model", ckpt, "--format", "onnx", "--out", f"{work}/onnx")
+    names = ["--class-names", ",".join(case["class_names"])] if case["class_names"] else []
+    cvae("export", "--model", ckpt, "--format", "safetensors", "--out", st, *names)
+    cvae("export", "--model", ckpt, "--format", "onnx", "--out", f"{work}/onnx", *names)
     model = CVAE.load(st)
     check_state(model, st, ckpt, case)
     x, c = test_inputs(data, case, model)
@@ -210,7 +212,7 @@ def check_case(work, case, seed):
     names = [("encoder", ["x", "c"], ["mean", "logvar"]), ("decoder", ["z", "c"], ["x_mean"])]
     if case["prior"] == "conditional":
         names.append(("prior", ["c"], ["prior_mean", "prior_logvar"]))
-    check_onnx(f"{work}/onnx", names)
+    check_onnx(f"{work}/onnx", names, model.config)
     mean, logvar = ort(work, f"{work}/onnx/encoder.onnx", {"x": x, "c": c}, ["mean", "logvar"])
     close(f"{tag}: ONNX Runtime encoder vs cvae encode", np.hstack([mean, logvar]), enc)
     (x_mean,) = ort(work, f"{work}/onnx/decoder.onnx", {"z": z, "c": zc}, ["x_mean"])
@@ -227,10 +229,12 @@ def check_case(work, case, seed):
 
 CASES = [
     {"name": "labels", "shape": (6, 5, 1), "float": False, "condition": "labels", "k": 4,
-     "hidden": [24], "latent": 3, "prior": "standard", "likelihood": "bernoulli", "flags": []},
+     "hidden": [24], "latent": 3, "prior": "standard", "likelihood": "bernoulli", "flags": [],
+     "class_names": ["T-shirt/top", 'a "quoted" \\ name', "zwei", "drei"]},
     {"name": "vectors", "shape": (4, 3, 3), "float": True, "condition": "vectors", "k": 3,
      "hidden": [20, 12], "latent": 5, "prior": "conditional", "likelihood": "gaussian",
-     "flags": ["--prior", "conditional", "--likelihood", "gaussian", "--sigma", "learned"]},
+     "flags": ["--prior", "conditional", "--likelihood", "gaussian", "--sigma", "learned"],
+     "class_names": None},
 ]
 
 

@@ -208,6 +208,9 @@ Test(cli, train_info_eval_end_to_end) {
     cr_assert_eq(test_run_cvae(&o, &e, train), 0, "train failed: %s", e);
     cr_assert(strstr(o, "epoch   1/2") && strstr(o, "epoch   2/2"), "%s", o);
     cr_assert(strstr(o, "checkpoint: ") && strstr(o, "final test -ELBO"), "%s", o);
+    char report[8300];
+    snprintf(report, sizeof report, "report: %s/report.html\n", out);
+    cr_assert(strstr(o, report), "the run does not say where its report page is: %s", o);
     const char *final = strstr(o, "final test -ELBO ");
     double trained = strtod(final + strlen("final test -ELBO "), NULL);
     free(o);

@@ -4,7 +4,8 @@
  * out here in double precision, and bad requests (latents of the wrong width or dtype, a
  * NaN, conditions that do not match the model or the rows, an existing output, an
  * unknown format) are one line, exit 1 or 2, and leave nothing behind. PyTorch and ONNX
- * Runtime are compared with these outputs by tests/export_check.py. */
+ * Runtime are compared with these outputs by tests/export_check.py; the exported prior,
+ * which no command outputs, against the backend's prior_transform here. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <png.h>
@@ -13,6 +14,8 @@
 #include <sys/stat.h>
 
 #include "cvae/checkpoint.h"
+#include "cvae/export.h"
+#include "cvae/latent.h"
 #include "cvae/npy.h"
 #include "helpers.h"
 #include "util/fileio.h"
@@ -228,6 +231,34 @@ Test(latent, bad_requests_are_one_line_and_write_nothing) {
                                       "--split", "validation", NULL}));
 }
 
+/* The flags that would help, named by the refusal of a wrong kind of condition: those of
+ * the command run, never another command's. */
+static void refused_naming(const char *const *args, const char *flags, const char *foreign) {
+    char *o, *e;
+    cr_assert_eq(test_run_cvae(&o, &e, args), 2, "%s", e);
+    cr_assert(strstr(e, flags) && !strstr(e, foreign), "%s: %s", args[0], e);
+    free(o);
+    free(e);
+}
+
+Test(latent, a_wrong_kind_of_condition_names_the_commands_own_flags) {
+    char z[4300], lab[4300], vec[4300], out[4300];
+    snprintf(z, sizeof z, "%s/zk.npy", dir);
+    snprintf(lab, sizeof lab, "%s/lk.npy", dir);
+    snprintf(vec, sizeof vec, "%s/vk.npy", dir);
+    snprintf(out, sizeof out, "%s/kind.png", dir);
+    test_rng rng = test_rng_new("kind");
+    write_latents(z, lab, 4, &rng);
+    float v[4 * 3];
+    for (int i = 0; i < 4 * 3; i++) v[i] = (float)test_normal(&rng);
+    test_write_npy(vec, CV_NPY_F32, 2, (const int64_t[2]){4, 3}, v);
+    refused_naming((const char *[]){"decode", "--model", ckpt, "--z", z, "--conditions", vec,
+                                    "--out", out, NULL}, "--class", "--per-class");
+    refused_naming((const char *[]){"generate", "--model", ckpt, "--format", "traversal",
+                                    "--conditions", vec, "--out", out, NULL}, "--classes",
+                   "--per-class");
+}
+
 Test(latent, export_refuses_what_exists_and_unknown_formats) {
     char st[4300], onnx[4300];
     snprintf(st, sizeof st, "%s/m.safetensors", dir);
@@ -255,6 +286,113 @@ Test(latent, export_refuses_what_exists_and_unknown_formats) {
     cr_assert(cv_path_exists(test_path_in(fresh, "encoder.onnx")) &&
               cv_path_exists(test_path_in(fresh, "decoder.onnx")) &&
               !cv_path_exists(test_path_in(fresh, "prior.onnx")));
+}
+
+Test(latent, export_carries_the_class_names_it_is_given) {
+    char st[4300], onnx[4300], bad[4300];
+    snprintf(st, sizeof st, "%s/named.safetensors", dir);
+    snprintf(onnx, sizeof onnx, "%s/named-onnx", dir);
+    snprintf(bad, sizeof bad, "%s/bad.safetensors", dir);
+    const char *names = "T-shirt/top,a \"quoted\" one,Ankle boot";
+    cr_assert_eq(cvae((const char *[]){"export", "--model", ckpt, "--format", "safetensors",
+                                       "--class-names", names, "--out", st, NULL}), 0);
+    cr_assert_eq(cvae((const char *[]){"export", "--model", ckpt, "--format", "onnx",
+                                       "--class-names", names, "--out", onnx, NULL}), 0);
+    /* the configuration is a JSON string inside the header's JSON: escaped twice */
+    const char *want = "\\\"class_names\\\": [\\\"T-shirt/top\\\", "
+                       "\\\"a \\\\\\\"quoted\\\\\\\" one\\\", \\\"Ankle boot\\\"]";
+    size_t n;
+    char *file = (char *)test_read_file(st, &n);
+    cr_assert(strstr(file + 8, want), "no class names in %.600s", file + 8); /* after its length */
+    free(file);
+    /* in ONNX's metadata_props the configuration is escaped once */
+    file = (char *)test_read_file(test_path_in(onnx, "encoder.onnx"), &n);
+    const char *once = "\"class_names\": [\"T-shirt/top\", \"a \\\"quoted\\\" one\", "
+                       "\"Ankle boot\"]";
+    cr_assert(memmem(file, n, once, strlen(once)), "no class names in encoder.onnx");
+    free(file);
+    /* a name per class, none empty */
+    refused(2, bad, ((const char *[]){"export", "--model", ckpt, "--format", "safetensors",
+                                      "--class-names", "a,b", "--out", bad, NULL}));
+    refused(2, bad, ((const char *[]){"export", "--model", ckpt, "--format", "safetensors",
+                                      "--class-names", "a,,c", "--out", bad, NULL}));
+}
+
+/* The floats of tensor `name` in a .safetensors file's bytes (file), count of them. */
+static const float *safetensor(const uint8_t *file, const char *name, size_t count) {
+    uint64_t header = 0;
+    for (int i = 0; i < 8; i++) header |= (uint64_t)file[i] << (8 * i);
+    char key[64];
+    snprintf(key, sizeof key, "\"%s\": {", name);
+    const char *at = strstr((const char *)file + 8, key);
+    cr_assert(at && (const uint8_t *)at < file + 8 + header, "no tensor %s", name);
+    unsigned long long begin, end;
+    cr_assert(sscanf(strstr(at, "\"data_offsets\": ["), "\"data_offsets\": [%llu, %llu]", &begin,
+                     &end) == 2);
+    cr_assert_eq(end - begin, count * sizeof(float), "%s: %llu bytes", name, end - begin);
+    return (const float *)(file + 8 + header + begin);
+}
+
+/* The prior of class c on the CPU backend: z (K, L) set to v, moved by prior_transform. */
+static void prior_of_classes(cv_model *m, cv_workspace *ws, float v, float *z) {
+    const int K = m->layout.cfg.cond_width, L = m->layout.cfg.latent;
+    int32_t labels[8];
+    for (int c = 0; c < K; c++) labels[c] = c;
+    for (int i = 0; i < K * L; i++) z[i] = v;
+    m->be->upload(m->be, ws->labels, labels, (size_t)K * sizeof(int32_t));
+    m->be->upload(m->be, ws->z, z, (size_t)K * L * sizeof(float));
+    cv_prior prior;
+    m->be->prior_transform(m->be, cv_model_batch_prior(m, ws, K, &prior), ws->labels, ws->z, K, L);
+    m->be->download(m->be, z, ws->z, (size_t)K * L * sizeof(float));
+}
+
+Test(latent, the_exported_prior_is_the_models_prior) {
+    /* a model of K = 3 labels with the learned prior, L = 4 (the tables are not square),
+     * random parameters: prior_mean.weight[j, c] must be the mean of unit j under class c,
+     * prior_logvar.weight[j, c] its log-variance, as cvae's backend places z in the prior */
+    const int K = 3, L = 4;
+    cv_checkpoint ck = {.cfg = {.height = 5, .width = 6, .channels = 1,
+                                .condition = CV_COND_LABELS, .cond_width = K, .latent = L,
+                                .n_hidden = 1, .hidden = {8}, .prior = CV_PRIOR_CONDITIONAL}};
+    cv_layout lo;
+    cv_err err;
+    cr_assert_eq(cv_layout_init(&ck.cfg, &lo, &err), CV_OK, "%s", err.msg);
+    ck.n_params = lo.n_params;
+    ck.params = malloc(lo.n_params * sizeof(float));
+    ck.adam_m = calloc(lo.n_params, sizeof(float));
+    ck.adam_v = calloc(lo.n_params, sizeof(float));
+    test_rng rng = test_rng_new("exported prior");
+    test_fill(&rng, ck.params, lo.n_params, -1, 1);
+    char path[4300];
+    snprintf(path, sizeof path, "%s/prior.safetensors", dir);
+    cv_export_source src = {.ck = &ck, .checkpoint_sha256 = "0"};
+    cr_assert_eq(cv_export_safetensors(&src, path, &err), CV_OK, "%s", err.msg);
+    size_t n;
+    uint8_t *file = test_read_file(path, &n);
+    const float *mean_w = safetensor(file, "prior_mean.weight", (size_t)L * K);
+    const float *logvar_w = safetensor(file, "prior_logvar.weight", (size_t)L * K);
+    cv_backend *be;
+    cv_model m;
+    cv_workspace ws;
+    cr_assert_eq(cv_backend_open("cpu", NULL, &be, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(cv_model_from_checkpoint(be, &ck, &m, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(cv_workspace_create(&m, K, &ws, &err), CV_OK, "%s", err.msg);
+    float mean[3 * 4], moved[3 * 4];
+    prior_of_classes(&m, &ws, 0.0f, mean);  /* z = 0: the mean */
+    prior_of_classes(&m, &ws, 1.0f, moved); /* z = 1: the mean + exp(logvar / 2) */
+    for (int c = 0; c < K; c++)
+        for (int j = 0; j < L; j++) {
+            const double logvar = 2 * log((double)moved[c * L + j] - mean[c * L + j]);
+            assert_close("prior mean", c * L + j, mean_w[j * K + c], mean[c * L + j], 1e-6, 0);
+            assert_close("prior logvar", c * L + j, logvar_w[j * K + c], logvar, 1e-5, 1e-5);
+        }
+    free(file);
+    cv_workspace_destroy(&m, &ws);
+    cv_model_destroy(&m);
+    be->destroy(be);
+    free(ck.params);
+    free(ck.adam_m);
+    free(ck.adam_v);
 }
 
 /* A grey grid PNG read back: tile (r, c) of tiles of 5 x 6 pixels with 2-pixel gaps. */
@@ -337,6 +475,24 @@ Test(latent, a_traversal_row_is_its_unit_decoded_across_the_prior) {
     }
     free(want);
     free(g.px);
+}
+
+Test(latent, a_picture_refuses_the_flags_it_would_ignore) {
+    char png[4300];
+    snprintf(png, sizeof png, "%s/ignored.png", dir);
+    /* pictures are decoded means in fixed rows: no seed or batch changes them */
+    refused(2, png, ((const char *[]){"generate", "--model", ckpt, "--format", "traversal",
+                                      "--seed", "3", "--out", png, NULL}));
+    refused(2, png, ((const char *[]){"generate", "--model", ckpt, "--format", "interpolate",
+                                      "--data", data, "--batch", "7", "--out", png, NULL}));
+    /* a picture over an existing file: refused as a picture, not as a grid */
+    test_write_file(png, "keep", 4);
+    char *o, *e;
+    const char *args[] = {"generate", "--model", ckpt, "--format", "traversal", "--out", png, NULL};
+    cr_assert_eq(test_run_cvae(&o, &e, args), 1, "%s", e);
+    cr_assert(strstr(e, "exists already") && !strstr(e, "grid"), "%s", e);
+    free(o);
+    free(e);
 }
 
 Test(latent, an_interpolation_decodes_the_path_between_two_posteriors) {

@@ -187,3 +187,58 @@ Test(report, cvae_report_refuses_what_it_cannot_use) {
     cr_assert_eq(count(again, "<circle class=\"pt\""), 8 * 3 * 3);
     free(again);
 }
+
+Test(report, a_resume_that_starts_a_metrics_file_keeps_the_pages_epochs) {
+    char out[4300], metrics[4300];
+    snprintf(out, sizeof out, "%s/run", dir);
+    snprintf(metrics, sizeof metrics, "%s/late.jsonl", dir);
+    cv_train_options o = options(out, NULL, NULL);
+    o.epochs = 2;
+    cv_train_result res;
+    train(&o, &res);
+    /* resumed to 3 epochs with a --metrics file the first run did not have */
+    cv_train_options again = options(out, metrics, NULL);
+    again.resume_path = test_path_in(out, "model.ckpt");
+    train(&again, &res);
+    char *page_path = test_path_in(out, "report.html"), *lines, *command;
+    cv_err err;
+    cr_assert_eq(cv_report_read(page_path, &lines, &command, &err), CV_OK, "%s", err.msg);
+    cr_assert_eq(count(lines, "\"epoch\": "), 3, "the page lost epochs: %s", lines);
+    size_t n;
+    char *file = (char *)test_read_file(metrics, &n);
+    cr_assert_eq(count(file, "\"epoch\": "), 3, "the metrics file lacks epochs: %s", file);
+    free(file);
+    free(lines);
+    free(command);
+}
+
+Test(report, epoch_ticks_fall_on_round_numbers) {
+    /* 60 epochs: a tick every 10 epochs, at 10, 20, ..., 60 (not at 1, 11, 21, ...) */
+    char *metrics = NULL, *svg = NULL;
+    size_t len = 0, svg_len = 0;
+    FILE *fp = open_memstream(&metrics, &len);
+    test_rng rng = test_rng_new("ticks");
+    for (int e = 1; e <= 60; e++)
+        fprintf(fp, "{\"epoch\": %d, \"train_loss\": %.6f}\n", e, test_uniform(&rng, 80, 120));
+    fclose(fp);
+    const cv_report_run run = {"run", metrics, NULL};
+    fp = open_memstream(&svg, &svg_len);
+    cv_err err;
+    cr_assert_eq(cv_report_charts(fp, &run, 1, &err), CV_OK, "%s", err.msg);
+    fclose(fp);
+    const char *chart = strstr(svg, "data-metric=\"train_loss\"");
+    const char *end = strstr(chart, "</svg>");
+    int ticks = 0;
+    for (const char *t = strstr(chart, "<text class=\"tick\""); t && t < end;
+         t = strstr(t + 1, "<text class=\"tick\"")) {
+        const char *label = strchr(t, '>') + 1;
+        if (!strstr(t, "text-anchor=\"middle\"") || strstr(t, "text-anchor=\"middle\"") > label)
+            continue; /* a value tick, at the end of its line */
+        const double x = atof(label);
+        cr_assert(fmod(x, 10) == 0, "an epoch tick at %g", x);
+        ticks++;
+    }
+    cr_assert_eq(ticks, 6, "%d epoch ticks", ticks);
+    free(metrics);
+    free(svg);
+}

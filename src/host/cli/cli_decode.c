@@ -68,6 +68,10 @@ static int run(const char *model, const char *device, const char *z_path, const 
     if (!labels && !conditions && ck.cfg.condition == CV_COND_VECTORS)
         st = cv_fail(&err, CV_ERR_USAGE, "the model takes condition vectors of width %d: give "
                      "them with --conditions FILE.npy, not --class", ck.cfg.cond_width);
+    if (conditions && ck.cfg.condition == CV_COND_LABELS)
+        st = cv_fail(&err, CV_ERR_USAGE, "the model takes class labels (%d classes): give "
+                     "them with --labels FILE or --class C, not --conditions",
+                     ck.cfg.cond_width);
     if (!st) st = read_latents(z_path, ck.cfg.latent, o, &err);
     if (!st) st = cv_read_condition_rows(labels, conditions, &o->cond, &err);
     if (!labels && !conditions) /* one class for all */

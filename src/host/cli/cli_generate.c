@@ -280,6 +280,7 @@ int cv_cmd_generate(int argc, char **argv) {
                              .progress = isatty(STDERR_FILENO)};
     condition_flags f = {.all_classes = true};
     bool have_per_class = false, have_per_row = false, mean_flag = false, sample_flag = false;
+    bool seed_or_batch = false;
     bool data_flags = false, picture = false;
     cv_picture_request q = {.images = {0, -1}};
     int per = 0, n_images = 0;
@@ -332,8 +333,14 @@ int cv_cmd_generate(int argc, char **argv) {
         case OPT_MEAN: mean_flag = true; break;
         case OPT_SAMPLE: sample_flag = true; break;
         case OPT_SAME_Z: o.same_z = true; break;
-        case OPT_SEED: ok = cv_parse_u64(cmd, "--seed", optarg, &o.seed); break;
-        case OPT_BATCH: ok = cv_parse_int(cmd, "--batch", optarg, 1, 1 << 20, &o.batch); break;
+        case OPT_SEED:
+            ok = cv_parse_u64(cmd, "--seed", optarg, &o.seed);
+            seed_or_batch = true;
+            break;
+        case OPT_BATCH:
+            ok = cv_parse_int(cmd, "--batch", optarg, 1, 1 << 20, &o.batch);
+            seed_or_batch = true;
+            break;
         case OPT_DEVICE: ok = cv_parse_device(cmd, optarg); device = optarg; break;
         default: /* a data file flag, or a flag without a case */
             if (!cv_data_file_flag(c, optarg, &q.files)) CV_ASSERT(!"a flag without a case");
@@ -348,9 +355,10 @@ int cv_cmd_generate(int argc, char **argv) {
     if (picture) {
         if (f.labels_file && f.conditions_file)
             return cv_usage_error(cmd, "--labels and --conditions exclude each other");
-        if (mean_flag || sample_flag || o.same_z)
-            return cv_usage_error(cmd, "--mean, --sample and --same-z apply to data sets and "
-                                  "grids; pictures show decoded means");
+        if (mean_flag || sample_flag || o.same_z || seed_or_batch)
+            return cv_usage_error(cmd, "--mean, --sample, --same-z, --seed and --batch apply "
+                                  "to data sets and grids; pictures show decoded means, a "
+                                  "row at a time");
         rc = check_picture_flags(&q, &f, have_per_class, have_per_row, data_flags);
         if (rc) return rc;
         if (q.images[1] < 0) q.images[1] = 1;

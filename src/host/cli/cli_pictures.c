@@ -34,6 +34,9 @@ static cv_status check_request(const cv_checkpoint *ck, const cv_generate_option
                                const cv_picture_request *q, cv_err *err) {
     cv_generate_options as_grid = *o;
     as_grid.format = CV_FMT_GRID;
+    if (!q->interpolate && o->cond.conditions && ck->cfg.condition == CV_COND_LABELS)
+        return cv_fail(err, CV_ERR_USAGE, "the model takes class labels (%d classes): give "
+                       "--classes LIST or --labels FILE, not --conditions", ck->cfg.cond_width);
     cv_status st = q->interpolate ? CV_OK : cv_generate_check(&ck->cfg, &as_grid, err);
     if (!st && ck->cfg.channels > CV_PNG_MAX_CHANNELS)
         st = cv_fail(err, CV_ERR_USAGE, "images of %d channels do not fit a PNG (1 to %d)",

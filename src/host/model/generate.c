@@ -325,7 +325,7 @@ static cv_status prepare_grid_file(const char *path, char made[CV_PATH_MAX], cv_
     snprintf(name, sizeof name, "%s", path);
     cv_sweep_stale_temporaries(dirname(folder), basename(name));
     if (cv_path_exists(path))
-        return cv_fail(err, CV_ERR_IO, "%s: exists already; choose a new file for the grid", path);
+        return cv_fail(err, CV_ERR_IO, "%s: exists already; choose a new file", path);
     return cv_prepare_output_file(path, made, err);
 }
 

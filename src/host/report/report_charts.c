@@ -111,8 +111,8 @@ static void axes(FILE *fp, const frame *f, double ystep, double xstep, const met
                 LEFT, py(f, y), WIDTH - RIGHT, py(f, y), LEFT - 5, py(f, y) + 4,
                 fabs(y) < 1e-12 * ystep ? 0.0 : y);
     }
-    for (int i = 0; i <= MAX_TICKS; i++) {
-        const double x = ceil(f->x0) + i * xstep;
+    for (int i = 0; i <= MAX_TICKS; i++) { /* at multiples of the step, as the y ticks */
+        const double x = ceil(f->x0 / xstep) * xstep + i * xstep;
         if (!(x <= f->x1 + 1e-9)) break;
         fprintf(fp, "<text class=\"tick\" x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%g</text>\n",
                 px(f, x), HEIGHT - BOTTOM + 16, x);

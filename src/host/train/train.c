@@ -493,6 +493,7 @@ cv_status cv_train_run(const cv_train_options *given, cv_train_result *res, cv_e
                     100.0 * r.save_seconds / trained, trained);
         if (!st && r.ckpt[0] && cv_run_leads(&r) && (st = cv_run_write_pictures(o, &r, err)))
             st = save_after_failure(o, &r, &p, true, st, err);
+        if (!st && r.ckpt[0] && cv_run_leads(&r)) cv_run_print_report_path(o, &r);
     }
     if (st) cv_run_undo_outputs(o, &r); /* while a second signal still takes them back */
     cv_interrupt_restore(&guard);

@@ -168,6 +168,12 @@ cv_status cv_run_write_report(const cv_train_options *o, run_state *r, const pro
     return st;
 }
 
+void cv_run_print_report_path(const cv_train_options *o, run_state *r) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/report.html", o->out_dir);
+    if (cv_path_exists(path)) fprintf(r->log, "report: %s\n", path);
+}
+
 void cv_run_load_report_metrics(const char *out_dir, int epochs_done, run_state *r) {
     char path[4200], *metrics, *command;
     snprintf(path, sizeof path, "%s/report.html", out_dir);

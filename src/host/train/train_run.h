@@ -135,6 +135,8 @@ cv_status cv_run_write_pictures(const cv_train_options *o, run_state *r, cv_err 
 /* The report page of the run as it stands after epoch p->epoch. */
 cv_status cv_run_write_report(const cv_train_options *o, run_state *r, const progress_state *p,
                               cv_err *err);
+/* "report: RUNDIR/report.html" in the log, when the run has written its page. */
+void cv_run_print_report_path(const cv_train_options *o, run_state *r);
 /* On resume without a metrics file, the completed epochs' lines from RUNDIR/report.html. */
 void cv_run_load_report_metrics(const char *out_dir, int epochs_done, run_state *r);
 /* train_best.c: the best model so far (rank 0) */

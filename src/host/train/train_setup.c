@@ -145,7 +145,9 @@ static cv_status start_progress(const cv_train_options *o, run_state *r, progres
     p->position = ck->position;
     p->sums = ck->sums;
     p->st.nonfinite_steps = ck->nonfinite_steps;
-    if (o->metrics_path && cv_run_leads(r)) cv_run_load_metrics(o->metrics_path, ck->epoch, r);
+    /* the metrics file's lines, or the page's when the run had no metrics file until now */
+    const bool from_file = o->metrics_path && cv_path_exists(o->metrics_path);
+    if (from_file && cv_run_leads(r)) cv_run_load_metrics(o->metrics_path, ck->epoch, r);
     else if (o->out_dir && cv_run_leads(r)) cv_run_load_report_metrics(o->out_dir, ck->epoch, r);
     return CV_OK;
 }
