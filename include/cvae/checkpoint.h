@@ -7,10 +7,12 @@
  * buffer layout, then a CRC-32 of every byte before it. Written to a temporary file,
  * fsynced and renamed. docs/design.md gives every field's offset.
  *
- * Version 3 adds the image channels and the condition kind (labels or vectors; the
- * classes field holds K); version 2 saved the five loss sums of cv_loss_sums, version 1
- * the first three (rec, kl, rows). Both are still read, as grey images of class labels;
- * a version 1 file with its gradient-norm sum and step count as 0.
+ * Version 4 adds, after the arrays, the names of the K conditions (class names, or the
+ * table columns of condition vectors), or none. Version 3 added the image channels and
+ * the condition kind (labels or vectors; the classes field holds K); version 2 saved the
+ * five loss sums of cv_loss_sums, version 1 the first three (rec, kl, rows). All are
+ * still read: versions 1 to 3 without names, 1 and 2 as grey images of class labels, a
+ * version 1 file with its gradient-norm sum and step count as 0.
  */
 #ifndef CVAE_CHECKPOINT_H
 #define CVAE_CHECKPOINT_H
@@ -25,7 +27,7 @@
 extern "C" {
 #endif
 
-#define CV_CHECKPOINT_VERSION 3 /* the version written; 1 to 3 are read */
+#define CV_CHECKPOINT_VERSION 4 /* the version written; 1 to 4 are read */
 
 /* How the run trains, beyond the model: what --resume must find unchanged. */
 typedef struct {
@@ -50,6 +52,8 @@ typedef struct {
     int64_t nonfinite_steps; /* steps skipped for a NaN or Inf so far */
     size_t n_params;
     float *params, *adam_m, *adam_v; /* host, n_params each */
+    char **names;                    /* cfg.cond_width names of the conditions (class names
+                                        or condition columns; malloc'd), or NULL: none */
     uint32_t checksum;               /* filled by load and save */
     uint64_t file_bytes;             /* filled by load */
     uint32_t version;                /* the file's format version, filled by load */

@@ -43,8 +43,9 @@ bool cv_parse_device(const char *cmd, const char *s);
 int cv_next_flag(const char *cmd, int argc, char **argv, const struct option *opts,
                  int *exit_code);
 
-/* The data file flags of train and eval (--train-images FILE ... --test-conditions
- * FILE), with codes of their own so that a command's option table takes them whole. */
+/* The data file flags of train, eval and data (--train-images FILE ... --test-conditions
+ * FILE, and those of image files: --train-csv ... --cache), with codes of their own so
+ * that a command's option table takes them whole. */
 enum {
     CV_OPT_TRAIN_IMAGES = 1000,
     CV_OPT_TRAIN_LABELS,
@@ -52,6 +53,13 @@ enum {
     CV_OPT_TEST_IMAGES,
     CV_OPT_TEST_LABELS,
     CV_OPT_TEST_CONDITIONS,
+    CV_OPT_TRAIN_CSV,
+    CV_OPT_TEST_CSV,
+    CV_OPT_CONDITION_COLUMNS,
+    CV_OPT_IMAGE_SIZE,
+    CV_OPT_CROP,
+    CV_OPT_CHANNELS,
+    CV_OPT_CACHE,
 };
 #define CV_DATA_FILE_OPTIONS                                                  \
     {"train-images", required_argument, 0, CV_OPT_TRAIN_IMAGES},              \
@@ -59,11 +67,23 @@ enum {
         {"train-conditions", required_argument, 0, CV_OPT_TRAIN_CONDITIONS},  \
         {"test-images", required_argument, 0, CV_OPT_TEST_IMAGES},            \
         {"test-labels", required_argument, 0, CV_OPT_TEST_LABELS},            \
-        {"test-conditions", required_argument, 0, CV_OPT_TEST_CONDITIONS}
-/* Sets the file of a data file flag's code in f; false for any other code. */
-bool cv_data_file_flag(int code, const char *arg, cv_data_files *f);
+        {"test-conditions", required_argument, 0, CV_OPT_TEST_CONDITIONS},    \
+        {"train-csv", required_argument, 0, CV_OPT_TRAIN_CSV},                \
+        {"test-csv", required_argument, 0, CV_OPT_TEST_CSV},                  \
+        {"condition-columns", required_argument, 0, CV_OPT_CONDITION_COLUMNS}, \
+        {"image-size", required_argument, 0, CV_OPT_IMAGE_SIZE},              \
+        {"crop", required_argument, 0, CV_OPT_CROP},                          \
+        {"channels", required_argument, 0, CV_OPT_CHANNELS},                  \
+        {"cache", required_argument, 0, CV_OPT_CACHE}
+/* Sets what a data file flag's code says in f: true when code is one (*ok false after
+ * printing the line for a bad value), false for any other code. */
+bool cv_data_file_flag(const char *cmd, int code, const char *arg, cv_data_files *f, bool *ok);
+/* The checks of the data file flags that need all of them. Returns 0, or the exit code
+ * after the error line. */
+int cv_check_data_file_flags(const char *cmd, const cv_data_files *f);
 /* The help lines of the data file flags. */
 extern const char cv_data_files_help[];
+extern const char cv_image_files_help[];
 
 /* The commands; comm is the run's ranks (rank 0 of 1 without an MPI launcher). train, eval
  * and bench run data-parallel under one; generate and info refuse more than one rank. */
@@ -71,6 +91,7 @@ int cv_cmd_train(int argc, char **argv, cv_comm *comm);
 int cv_cmd_eval(int argc, char **argv, cv_comm *comm);
 int cv_cmd_info(int argc, char **argv);
 int cv_cmd_generate(int argc, char **argv);
+int cv_cmd_data(int argc, char **argv);
 int cv_cmd_bench(int argc, char **argv, cv_comm *comm);
 /* Prints the version, the CUDA codes built for, OpenMP threads and the OpenBLAS core. */
 int cv_cmd_version(void);

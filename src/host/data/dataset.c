@@ -2,18 +2,21 @@
  * with every cross-file check: counts, image shapes, label ranges, condition widths.
  *
  * Each file's format is recognised from its content: the NumPy magic (or a file cut
- * inside it) means .npy, anything else is read as IDX (plain or gzip).
+ * inside it) means .npy, anything else is read as IDX (plain or gzip). A folder of image
+ * files, or a table of them, goes to image_set.c instead.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "cv_math.h"
 #include "cvae/data.h"
 #include "cvae/npy.h"
 #include "cvae/rng.h"
+#include "data/image_set.h"
 #include "util/fileio.h"
 
 #define NAME_MAX_CANDIDATES 6
@@ -83,7 +86,7 @@ static cv_status resolve(const char *dir, const char *given, const file_slot *sl
 
 static cv_status npy_images(const char *path, cv_split *s, cv_err *err) {
     cv_npy_array a;
-    cv_status st = cv_npy_read(path, &a, err);
+    cv_status st = cv_npy_map(path, &a, err);
     if (st) return st;
     if (a.dtype != CV_NPY_U8 && a.dtype != CV_NPY_F32)
         st = cv_fail(err, CV_ERR_FORMAT, "%s: images are %s; expected uint8 (|u1) or float32 "
@@ -109,14 +112,20 @@ static cv_status npy_images(const char *path, cv_split *s, cv_err *err) {
         s->pixels = a.data;
     else
         s->fpixels = a.data;
+    s->mapping = a.mapping;
+    s->mapping_bytes = a.mapping_bytes;
     return CV_OK;
 }
 
+/* Images are mapped, not copied, where the file allows (an uncompressed IDX or .npy). */
 static cv_status read_images(const char *path, cv_split *s, cv_err *err) {
     if (cv_npy_sniff(path)) return npy_images(path, s, err);
     int dims[4];
-    cv_status st = cv_idx_read_images(path, dims, &s->pixels, err);
+    cv_idx_mapping m;
+    cv_status st = cv_idx_map_images(path, dims, &s->pixels, &m, err);
     if (st) return st;
+    s->mapping = m.mapping;
+    s->mapping_bytes = m.bytes;
     s->n = dims[0];
     s->h = dims[1];
     s->w = dims[2];
@@ -416,6 +425,28 @@ static cv_status check_test(const split_paths *p, const cv_data *d, cv_err *err)
     return CV_OK;
 }
 
+bool cv_data_has_image_files(const char *dir, const cv_data_files *f) {
+    if (f->train_table || f->test_table) return true;
+    if (!dir || f->train_images || f->train_labels || f->train_conditions || f->test_images ||
+        f->test_labels || f->test_conditions)
+        return false;
+    char path[CV_PATH_MAX];
+    bool idx_or_npy = false;
+    find_slot(dir, f->test_only ? &TEST_IMAGES : &TRAIN_IMAGES, path, &idx_or_npy, NULL);
+    return !idx_or_npy && cv_image_folder_present(dir, f->test_only);
+}
+
+/* A data set of image files: read, decoded where the cache is not fresh, and mapped. */
+static cv_status load_image_files(const char *dir, const cv_data_files *f, int n_classes,
+                                  cv_data *d, cv_err *err) {
+    cv_image_set set;
+    cv_status st = cv_image_set_open(dir, f, n_classes, &set, err);
+    if (st) return st;
+    st = cv_image_set_load(&set, &f->image, d, err);
+    cv_image_set_free(&set);
+    return st;
+}
+
 cv_status cv_data_load_files(const char *dir, const cv_data_files *files, int n_classes,
                              cv_data *d, cv_err *err) {
     static const cv_data_files none = {0};
@@ -426,6 +457,7 @@ cv_status cv_data_load_files(const char *dir, const cv_data_files *files, int n_
     if (dir && !S_ISDIR(sb.st_mode))
         return cv_fail(err, CV_ERR_IO, "%s: is not a folder (--data names the folder of the "
                        "data files)", dir);
+    if (cv_data_has_image_files(dir, files)) return load_image_files(dir, files, n_classes, d, err);
     split_paths vp;
     bool has_test = false;
     cv_status st = files->test_only ? test_only_kind(dir, files, d, err)
@@ -446,8 +478,12 @@ cv_status cv_data_load(const char *dir, int n_classes, cv_data *d, cv_err *err) 
 int cv_split_dim(const cv_split *s) { return s->h * s->w * s->channels; }
 
 void cv_split_free(cv_split *s) {
-    free(s->pixels);
-    free(s->fpixels);
+    if (s->mapping) {
+        munmap(s->mapping, s->mapping_bytes);
+    } else {
+        free(s->pixels);
+        free(s->fpixels);
+    }
     free(s->labels);
     free(s->conditions);
     memset(s, 0, sizeof *s);
@@ -456,6 +492,9 @@ void cv_split_free(cv_split *s) {
 void cv_data_free(cv_data *d) {
     cv_split_free(&d->train);
     cv_split_free(&d->test);
+    cv_names_release(d->names, d->n_names);
+    d->names = NULL;
+    d->n_names = 0;
 }
 
 void cv_split_binarize(cv_split *s) {

@@ -9,6 +9,7 @@
 
 #include "cvae/generate.h"
 #include "data/png.h"
+#include "data/names.h"
 #include "train_run.h"
 
 cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
@@ -41,7 +42,9 @@ cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
     ck.sums = p->sums;
     ck.train = o->train;
     ck.nonfinite_steps = p->st.nonfinite_steps;
-    st = cv_checkpoint_save(r->ckpt, &ck, err);
+    if (r->data.names && !cv_names_copy(r->data.names, r->data.n_names, &ck.names))
+        st = cv_fail(err, CV_ERR_NOMEM, "out of host memory for the checkpoint's names");
+    if (!st) st = cv_checkpoint_save(r->ckpt, &ck, err);
     cv_checkpoint_free(&ck);
     return st;
 }
