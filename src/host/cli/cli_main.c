@@ -56,13 +56,16 @@ static void configure_runtime(char **argv) {
 static const char *usage =
     "usage: cvae COMMAND [flags]\n"
     "\n"
-    "Train and use conditional variational autoencoders on image data sets (IDX or NumPy).\n"
+    "Train and use conditional variational autoencoders on image data sets (IDX, NumPy, or\n"
+    "PNG and JPEG images in class folders or named by a table).\n"
     "\n"
     "commands:\n"
     "  train     train a model on a data folder (cvae train --data DIR --out RUNDIR)\n"
     "  eval      test -ELBO and importance-weighted NLL of a checkpoint\n"
     "  generate  labeled synthetic data sets and sample grids from a checkpoint\n"
     "  info      what a checkpoint holds\n"
+    "  data      what training would read from a data set: splits, classes or condition\n"
+    "            columns, image size, the decoded cache; a preview grid of its images\n"
     "  bench     training throughput on synthetic data: step time, and per kernel family\n"
     "            time, share and achieved GB/s or TFLOP/s against the device's ceilings\n"
     "\n"
@@ -77,22 +80,25 @@ static int run_command(int argc, char **argv, cv_comm *comm) {
     if (strcmp(cmd, "train") == 0) return cv_cmd_train(argc - 1, argv + 1, comm);
     if (strcmp(cmd, "eval") == 0) return cv_cmd_eval(argc - 1, argv + 1, comm);
     if (strcmp(cmd, "bench") == 0) return cv_cmd_bench(argc - 1, argv + 1, comm);
-    const bool serial = strcmp(cmd, "info") == 0 || strcmp(cmd, "generate") == 0;
+    const bool serial = strcmp(cmd, "info") == 0 || strcmp(cmd, "generate") == 0 ||
+                        strcmp(cmd, "data") == 0;
     if (serial && cv_comm_size(comm) > 1)
         return cv_usage_error(cmd, "runs in one process, not under an MPI launcher (%d ranks)",
                               cv_comm_size(comm));
     if (strcmp(cmd, "info") == 0) return cv_cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "generate") == 0) return cv_cmd_generate(argc - 1, argv + 1);
+    if (strcmp(cmd, "data") == 0) return cv_cmd_data(argc - 1, argv + 1);
     if (cv_comm_rank(comm) == 0)
-        fprintf(stderr, "cvae: unknown command '%s' (expected train, eval, generate, info or "
-                "bench)\n", cmd);
+        fprintf(stderr, "cvae: unknown command '%s' (expected train, eval, generate, info, "
+                "data or bench)\n", cmd);
     return CV_EXIT_USAGE;
 }
 
 int main(int argc, char **argv) {
     configure_runtime(argv);
     if (argc < 2) {
-        fprintf(stderr, "cvae: missing command (train, eval, generate, info or bench); see cvae --help\n");
+        fprintf(stderr, "cvae: missing command (train, eval, generate, info, data or bench); see "
+                "cvae --help\n");
         return CV_EXIT_USAGE;
     }
     const char *cmd = argv[1];

@@ -192,7 +192,7 @@ static int check_flags(const cv_train_options *o, bool sigma_given) {
     if (!o->data_dir && !f->train_images && !f->train_table)
         return cv_usage_error(cmd, "--data DIR (or --train-images FILE, or --train-csv FILE) is "
                               "required");
-    if (!o->data_dir && !f->train_labels && !f->train_conditions)
+    if (!o->data_dir && !f->train_table && !f->train_labels && !f->train_conditions)
         return cv_usage_error(cmd, "--train-images without --data needs --train-labels or "
                               "--train-conditions");
     if (f->train_labels && f->train_conditions)

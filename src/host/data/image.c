@@ -139,13 +139,16 @@ static cv_status resample(const char *path, const cv_raster *r, const uint8_t *p
         memcpy(dst, p, row * t->height);
         return CV_OK;
     }
-    const cv_crop_region c = cv_image_crop(t, r->height, r->width);
+    /* the crop in the file's pixels, then in the raster's: a JPEG decoded at M/8 has a pixel
+     * per 8/M of the file's (its last one partly past the edge) */
+    const cv_crop_region c = cv_image_crop(t, r->file_height, r->file_width);
+    const double kx = r->scale, ky = r->scale;
     const int ok = stbir_resize_region(
         p, r->width, r->height, r->width * r->channels, dst, t->width, t->height, (int)row,
         STBIR_TYPE_UINT8, r->channels, STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP,
-        STBIR_EDGE_CLAMP, filter_for(c.cw, t->width), filter_for(c.ch, t->height),
-        STBIR_COLORSPACE_LINEAR, NULL, (float)(c.x0 / r->width), (float)(c.y0 / r->height),
-        (float)((c.x0 + c.cw) / r->width), (float)((c.y0 + c.ch) / r->height));
+        STBIR_EDGE_CLAMP, filter_for(c.cw * kx, t->width), filter_for(c.ch * ky, t->height),
+        STBIR_COLORSPACE_LINEAR, NULL, (float)(c.x0 * kx / r->width), (float)(c.y0 * ky / r->height),
+        (float)((c.x0 + c.cw) * kx / r->width), (float)((c.y0 + c.ch) * ky / r->height));
     return ok ? CV_OK : cv_fail(err, CV_ERR_NOMEM, "%s: out of memory resizing", path);
 }
 

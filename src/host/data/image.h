@@ -56,6 +56,8 @@ typedef struct {
 typedef struct {
     int height, width, channels;
     int file_channels; /* the file's own kind, as cv_image_info says it */
+    int file_height, file_width; /* the file's size: a JPEG may decode smaller, */
+    double scale;                /* at scale (M / 8) decoded pixels per pixel of the file */
 } cv_raster;
 
 /* The format (from the magic bytes), size and channels in a file's header. */

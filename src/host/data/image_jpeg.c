@@ -11,6 +11,7 @@
 #include <setjmp.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 
 #include <jpeglib.h>
 
@@ -117,10 +118,11 @@ static bool read_rows(struct jpeg_decompress_struct *c, cv_image_scratch *s) {
 /* The smallest DCT scale M / 8 at which the target's crop of the image is still at least
  * the target's size: the resampler then only shrinks, from fewer pixels. */
 static unsigned scale_eighths(const cv_image_target *t, const struct jpeg_decompress_struct *c) {
-    if (!t || !t->resize) return 8;
+    if (!t || !t->resize || getenv("CVAE_FULL")) return 8;
+    const double k = getenv("CVAE_K") ? atof(getenv("CVAE_K")) : 1.0;
     const cv_crop_region crop = cv_image_crop(t, (int)c->image_height, (int)c->image_width);
     for (unsigned m = 1; m < 8; m++)
-        if (crop.ch * m / 8 >= t->height && crop.cw * m / 8 >= t->width) return m;
+        if (crop.ch * m / 8 >= k * t->height && crop.cw * m / 8 >= k * t->width) return m;
     return 8;
 }
 
@@ -158,7 +160,8 @@ cv_status cv_jpeg_decode(const char *path, const uint8_t *bytes, size_t len,
     if (!st) {
         if (cmyk) cmyk_to(s->pixels, (size_t)c.output_width * c.output_height,
                           c.saw_Adobe_marker, grey);
-        *r = (cv_raster){(int)c.output_height, (int)c.output_width, grey ? 1 : 3, kind};
+        *r = (cv_raster){(int)c.output_height, (int)c.output_width, grey ? 1 : 3, kind,
+                         (int)c.image_height, (int)c.image_width, c.scale_num / 8.0};
     }
     jpeg_destroy_decompress(&c);
     return st;
