@@ -299,6 +299,9 @@ cv_status cv_cache_build(cv_cache_entry *e, const cv_image_list *l, const cv_ima
     cv_status st = cv_make_dirs(dir, made, err);
     if (!st) st = take_lock(e, o->log, &fd, err);
     if (st) return st;
+    if (e->state == CV_CACHE_STALE && o->log)
+        fprintf(o->log, "cache: %s is stale (the %s images changed since it was made): decoding "
+                "them again\n", e->npy, what);
     if ((e->state = state_of(e)) != CV_CACHE_FRESH) { /* another process may have made it */
         decode_run d = {.l = l, .t = t, .what = what, .progress = o->progress};
         const double t0 = now_seconds();
@@ -306,7 +309,8 @@ cv_status cv_cache_build(cv_cache_entry *e, const cv_image_list *l, const cv_ima
         if (!st) st = write_key(e, l, t, err);
         const double s = now_seconds() - t0;
         if (!st && o->log)
-            fprintf(o->log, "decoded %d %s images in %.1f s (%.0f images/s, %d threads) into %s\n",
+            fprintf(o->log, "cache: decoded %d %s images in %.1f s (%.0f images/s, %d threads) "
+                    "into %s\n",
                     l->n, what, s, l->n / (s > 1e-9 ? s : 1e-9), omp_get_max_threads(), e->npy);
         if (!st) e->state = CV_CACHE_FRESH;
     }
