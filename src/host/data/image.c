@@ -122,7 +122,7 @@ static void grey_to_rgb(const uint8_t *grey, size_t n, uint8_t *rgb) {
     for (size_t i = 0; i < n; i++) rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = grey[i];
 }
 
-/* Box where an axis shrinks (an area average), Catmull-Rom where it grows. */
+/* Where an image grows along one axis at least: Catmull-Rom there, box where it shrinks. */
 static stbir_filter filter_for(double from, int to) {
     return from >= to ? STBIR_FILTER_BOX : STBIR_FILTER_CATMULLROM;
 }
@@ -141,14 +141,20 @@ static cv_status resample(const char *path, const cv_raster *r, const uint8_t *p
     }
     /* the crop in the file's pixels, then in the raster's: a JPEG decoded at M/8 has a pixel
      * per 8/M of the file's (its last one partly past the edge) */
-    const cv_crop_region c = cv_image_crop(t, r->file_height, r->file_width);
-    const double kx = r->scale, ky = r->scale;
+    const cv_crop_region f = cv_image_crop(t, r->file_height, r->file_width);
+    const double k = r->scale;
+    const cv_crop_region c = {f.y0 * k, f.x0 * k, f.ch * k, f.cw * k};
+    if (c.ch >= t->height && c.cw >= t->width)
+        return cv_image_area_shrink(p, r->height, r->width, r->channels, &c, dst, t->height,
+                                    t->width)
+                   ? CV_OK
+                   : cv_fail(err, CV_ERR_NOMEM, "%s: out of memory resizing", path);
     const int ok = stbir_resize_region(
         p, r->width, r->height, r->width * r->channels, dst, t->width, t->height, (int)row,
         STBIR_TYPE_UINT8, r->channels, STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP,
-        STBIR_EDGE_CLAMP, filter_for(c.cw * kx, t->width), filter_for(c.ch * ky, t->height),
-        STBIR_COLORSPACE_LINEAR, NULL, (float)(c.x0 * kx / r->width), (float)(c.y0 * ky / r->height),
-        (float)((c.x0 + c.cw) * kx / r->width), (float)((c.y0 + c.ch) * ky / r->height));
+        STBIR_EDGE_CLAMP, filter_for(c.cw, t->width), filter_for(c.ch, t->height),
+        STBIR_COLORSPACE_LINEAR, NULL, (float)(c.x0 / r->width), (float)(c.y0 / r->height),
+        (float)((c.x0 + c.cw) / r->width), (float)((c.y0 + c.ch) / r->height));
     return ok ? CV_OK : cv_fail(err, CV_ERR_NOMEM, "%s: out of memory resizing", path);
 }
 

@@ -3,8 +3,8 @@
  * A file is decoded to 8-bit samples (libpng; libjpeg-turbo, which decodes a large JPEG
  * at a reduced size by DCT scaling), its colours converted to the target's channels
  * (grey or RGB; an opaque alpha channel dropped, a transparent one refused), centre-
- * cropped to the target's aspect ratio when asked and resized (stb_image_resize: a box
- * filter where an axis shrinks, Catmull-Rom where it grows). Every failure is one line
+ * cropped to the target's aspect ratio when asked and resized: shrunk by an exact area
+ * average (image_area.c), grown by stb_image_resize's Catmull-Rom filter. Every failure is one line
  * naming the file: libjpeg's and libpng's errors (longjmp from their error callbacks),
  * libjpeg's warnings (corrupt data it would paper over with grey), a truncated file, an
  * image of another size without resizing, or a colour kind that cannot be converted.
@@ -97,12 +97,17 @@ static inline cv_crop_region cv_image_crop(const cv_image_target *t, int h, int 
     return c;
 }
 
+/* The region r of src (h, w, c) shrunk to dst (th, tw, c), th <= r->ch and tw <= r->cw, by
+ * an exact area average (image_area.c); false when out of memory. */
+bool cv_image_area_shrink(const uint8_t *src, int h, int w, int c, const cv_crop_region *r,
+                          uint8_t *dst, int th, int tw);
+
 /* The codecs (image_png.c, image_jpeg.c). A PNG decodes at its own size to 8-bit grey,
  * grey + alpha, RGB or RGBA (palettes expanded, 16-bit samples scaled, transparency
- * entries made alpha). A JPEG decodes at the smallest of libjpeg's scales 1/8 .. 8/8
- * that keeps the target's crop at least as large as the target (its own size when t is
- * NULL or does not resize), as grey (the luma alone) when grey, else as RGB (CMYK
- * converted). */
+ * entries made alpha). A JPEG decodes at the smallest of the scales 1/8, 1/4 and 1/2
+ * (libjpeg's DCT scaling) that keeps the target's crop at least twice the target's size,
+ * else at its own size (and when t is NULL or does not resize), as grey (the luma alone)
+ * when grey, else as RGB (CMYK converted). */
 cv_status cv_png_probe(const char *path, const uint8_t *bytes, size_t len, cv_image_info *info,
                        cv_err *err);
 cv_status cv_png_decode(const char *path, const uint8_t *bytes, size_t len, cv_image_scratch *s,

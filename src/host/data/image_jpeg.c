@@ -11,7 +11,6 @@
 #include <setjmp.h>
 #include <stdio.h>
 #include <string.h>
-#include <stdlib.h>
 
 #include <jpeglib.h>
 
@@ -115,14 +114,16 @@ static bool read_rows(struct jpeg_decompress_struct *c, cv_image_scratch *s) {
     return true;
 }
 
-/* The smallest DCT scale M / 8 at which the target's crop of the image is still at least
- * the target's size: the resampler then only shrinks, from fewer pixels. */
+/* The smallest DCT scale M / 8 of 1/8, 1/4 and 1/2 (those libjpeg-turbo decodes with SIMD;
+ * the others take longer than the whole image) at which the target's crop of the image is
+ * still at least twice the target's size: the area average that follows then covers at
+ * least two decoded pixels an axis, and stays within a grey level of one from the whole
+ * image (tests/test_image.c). */
 static unsigned scale_eighths(const cv_image_target *t, const struct jpeg_decompress_struct *c) {
-    if (!t || !t->resize || getenv("CVAE_FULL")) return 8;
-    const double k = getenv("CVAE_K") ? atof(getenv("CVAE_K")) : 1.0;
+    if (!t || !t->resize) return 8;
     const cv_crop_region crop = cv_image_crop(t, (int)c->image_height, (int)c->image_width);
-    for (unsigned m = 1; m < 8; m++)
-        if (crop.ch * m / 8 >= k * t->height && crop.cw * m / 8 >= k * t->width) return m;
+    for (unsigned m = 1; m < 8; m *= 2)
+        if (crop.ch * m / 8 >= 2.0 * t->height && crop.cw * m / 8 >= 2.0 * t->width) return m;
     return 8;
 }
 
