@@ -129,7 +129,7 @@ static cv_status prepare(eval_state *s, const char *model, const char *data,
     st = cv_comm_agree(comm, cv_backend_open(device, &bo, &s->be, err), err);
     if (!st) st = cv_model_from_checkpoint(s->be, &s->ck, &s->model, err);
     if (!st) st = cv_workspace_create(&s->model, CV_EVAL_BATCH, &s->ws, err);
-    if (!st) st = cv_device_split_upload(s->be, &s->data.test, &s->test, err);
+    if (!st) st = cv_device_split_use(s->be, &s->data.test, &s->test, err);
     return cv_comm_agree(comm, st, err);
 }
 

@@ -105,8 +105,8 @@ static cv_status build_model(const cv_train_options *o, run_state *r, cv_err *er
     int ws_rows = o->batch > CV_EVAL_BATCH ? o->batch : CV_EVAL_BATCH;
     cv_status st = cv_model_create(r->be, &cfg, &r->model, err);
     if (!st) st = cv_workspace_create(&r->model, ws_rows, &r->ws, err);
-    if (!st) st = cv_device_split_upload(r->be, &r->data.train, &r->train, err);
-    if (!st && r->data.test.n) st = cv_device_split_upload(r->be, &r->data.test, &r->test, err);
+    if (!st) st = cv_device_split_use(r->be, &r->data.train, &r->train, err);
+    if (!st && r->data.test.n) st = cv_device_split_use(r->be, &r->data.test, &r->test, err);
     if (!st && !(r->perm = malloc((size_t)r->data.train.n * sizeof(int32_t))))
         st = cv_fail(err, CV_ERR_NOMEM, "out of host memory: the shuffle order needs %zu bytes",
                      (size_t)r->data.train.n * sizeof(int32_t));
