@@ -31,15 +31,6 @@ bool cv_image_folder_present(const char *dir, bool test_only) {
     return in_dir(dir, test_only ? "test" : "train", true, p) || in_dir(dir, CELEBA_TABLE, false, p);
 }
 
-void cv_image_list_free(cv_image_list *l) {
-    for (int i = 0; l->paths && i < l->n; i++) free(l->paths[i]);
-    free(l->paths);
-    free(l->line);
-    free(l->labels);
-    free(l->conditions);
-    memset(l, 0, sizeof *l);
-}
-
 /* The names joined by commas (the columns a test table conditions on), malloc'd. */
 static char *joined(const cv_names *n) {
     size_t len = 1;
@@ -185,6 +176,10 @@ static cv_status fix_target(const cv_image_options *o, cv_image_set *s, cv_err *
         st = cv_image_read_file(s->first, &scratch, &len, err);
         if (!st) st = cv_image_probe(s->first, scratch.file, len, &info, err);
         cv_image_scratch_free(&scratch);
+        if (st && first->line) { /* a table's row: say which */
+            const cv_err why = *err;
+            return cv_fail(err, st, "%s: line %d: %s", first->table, first->line[0], why.msg);
+        }
         if (st) return st;
         if (!t->resize) t->height = info.height, t->width = info.width;
         if (!t->convert) t->channels = info.channels >= 3 ? 3 : 1;
