@@ -7,8 +7,11 @@
 #include <png.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include "cvae/npy.h"
 #include "data/image.h"
 #include "helpers.h"
 #include "image_files.h"
@@ -385,4 +388,73 @@ Test(image, dct_scaling_stays_close_to_the_full_decode) {
     free(ref);
     free(file);
     free(rgb);
+}
+
+/* Runs tests/pil_reference.py out n (PIL and NumPy: python3-pil, python3-numpy). */
+static void pil_reference(const char *out, int n) {
+    const char *root = getenv("CVAE_SOURCE_ROOT");
+    cr_assert_not_null(root, "CVAE_SOURCE_ROOT is not set (meson test sets it)");
+    char script[4200], count[16];
+    snprintf(script, sizeof script, "%s/tests/pil_reference.py", root);
+    snprintf(count, sizeof count, "%d", n);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/usr/bin/python3", "python3", script, out, count, (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s failed (exit %d): it needs "
+              "python3-pil and python3-numpy (apt-get install python3-pil python3-numpy)", script,
+              WEXITSTATUS(status));
+}
+
+/* The mean absolute difference, in grey levels, of cvae's decode of each JPEG to t from
+ * the reference array (uint8 or float32, n images of t's shape). */
+static double mean_diff(const char *dir, int n, const cv_image_target *t, const char *ref) {
+    cv_npy_array a;
+    cv_err err;
+    cr_assert_eq(cv_npy_read(test_path_in(dir, ref), &a, &err), CV_OK, "%s", err.msg);
+    const size_t D = (size_t)t->height * t->width * t->channels;
+    cr_assert_eq(a.bytes / cv_npy_item_size(a.dtype), (size_t)n * D, "%s has another shape", ref);
+    uint8_t *out = malloc(D);
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "%03d.jpg", i);
+        size_t len;
+        uint8_t *file = test_read_file(test_path_in(dir, name), &len);
+        cr_assert_eq(decode(file, len, t, out, &err), CV_OK, "%s", err.msg);
+        for (size_t j = 0; j < D; j++) {
+            const double r = a.dtype == CV_NPY_F32 ? ((const float *)a.data)[i * D + j]
+                                                   : ((const uint8_t *)a.data)[i * D + j];
+            sum += fabs(out[j] - r);
+        }
+        free(file);
+    }
+    free(out);
+    cv_npy_free(&a);
+    return sum / ((double)n * D);
+}
+
+/* CelebA-sized JPEGs decoded and shrunk (to 64 x 64 from the centred square, and to half
+ * size in colour and in grey) come within a grey level, on average, of PIL's decode and
+ * an exact area average of it. */
+Test(image, jpeg_decode_and_resize_match_pil) {
+    char *dir = test_tmpdir();
+    const int n = 24;
+    pil_reference(dir, n);
+    const cv_image_target square = {64, 64, 3, true, true, true, "000.jpg"};
+    const cv_image_target half = {109, 89, 3, true, false, true, "000.jpg"};
+    const cv_image_target grey = {109, 89, 1, true, false, true, "000.jpg"};
+    const double d_square = mean_diff(dir, n, &square, "ref_area.npy");
+    const double d_half = mean_diff(dir, n, &half, "ref_half.npy");
+    const double d_grey = mean_diff(dir, n, &grey, "ref_grey.npy");
+    cr_log_info("mean |cvae - PIL|: %.3f (64 x 64 square), %.3f (half, RGB), %.3f (half, grey)",
+                d_square, d_half, d_grey);
+    cr_assert(d_square < 1.0, "64 x 64 centred square off PIL's by %g grey levels", d_square);
+    cr_assert(d_half < 1.0, "half size off PIL's reduce(2) by %g grey levels", d_half);
+    cr_assert(d_grey < 1.0, "grey half size off PIL's by %g grey levels", d_grey);
+    test_rmtree(dir);
+    free(dir);
 }
