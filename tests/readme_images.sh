@@ -17,7 +17,7 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     exit 77
 fi
 block=$(awk '/^## Train on your own images/ { section = 1 }
-             section && /^A small example that runs from a fresh clone/ { example = 1 }
+             section && /A small example that runs from a fresh clone/ { example = 1 }
              example && /^```sh$/ { inside = 1; next }
              inside && /^```$/ { exit }
              inside { print }' "$src/README.md")
