@@ -7,7 +7,7 @@
 # already (tests/readme_main.sh). Exit 77: skipped.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
-cvae=${CVAE_BIN:-$src/build/cvae}
+cvae=$(realpath "${CVAE_BIN:-$src/build/cvae}")
 if ! git -C "$src" rev-parse --verify -q HEAD >/dev/null; then
     echo "skipped: $src is not a git checkout with a commit to clone"
     exit 77
@@ -30,7 +30,7 @@ trap 'rm -rf "$work"' EXIT
 git clone -q "$src" "$work/clone"
 cd "$work/clone"
 mkdir -p build
-ln -s "$(realpath "$cvae")" build/cvae
+ln -s "$cvae" build/cvae
 export XDG_CACHE_HOME=$work/cache
 block=$(sed -e 's/--epochs 5/--epochs 1/' <<<"$block")
 echo "running:"
