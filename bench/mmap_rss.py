@@ -133,7 +133,9 @@ def main():
             "1 process, mapped .npy": [exe] + train + ["--data", data],
             "3 ranks, mapped .npy": ["mpirun", "--oversubscribe", *root, "-x", "OMP_NUM_THREADS=1",
                                      "-np", "3", exe] + train + ["--data", data],
-            "1 process, gzip IDX (read)": [exe] + train + ["--data", gz],
+            "1 process, gzip IDX (read)": [exe] + train + [
+                "--train-images", os.path.join(gz, "train-images-idx4-ubyte.gz"),
+                "--train-labels", os.path.join(gz, "train-labels-idx1-ubyte.gz")],
         }
         result = {"data_set_bytes": size, "images": N, "shape": [SIDE, SIDE, 3],
                   "date": time.strftime("%Y-%m-%d"), "load": os.getloadavg(), "runs": {}}
