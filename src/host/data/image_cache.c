@@ -8,8 +8,8 @@
  * entry is stale: it is decoded again. An entry whose key matches but whose .npy is
  * missing, malformed or of another shape is corrupt: refused, never silently replaced.
  * The images are decoded in parallel (OpenMP) straight into the new file, mapped, under a
- * lock that keeps a second process (another rank, another run) from decoding the same
- * entry at the same time; the file appears under its name only when whole (temporary name,
+ * lock on the cache folder that keeps a second process (another rank, another run) from
+ * decoding into it at the same time; the file appears under its name only when whole (temporary name,
  * fsync, rename), the key after it.
  */
 #include <errno.h>
@@ -18,6 +18,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -73,7 +74,6 @@ static cv_status name_entry(const char *dir, const char *split, const cv_image_l
     if (snprintf(e->npy, sizeof e->npy, "%s/%s-%s.npy", dir, name, split) >= (int)sizeof e->npy)
         return cv_fail(err, CV_ERR_USAGE, "%s: the cache path is too long", dir);
     snprintf(e->key_file, sizeof e->key_file, "%s/%s-%s.key", dir, name, split);
-    snprintf(e->lock_file, sizeof e->lock_file, "%s/%s-%s.lock", dir, name, split);
     return CV_OK;
 }
 
@@ -273,36 +273,35 @@ static cv_status write_key(const cv_cache_entry *e, const cv_image_list *l,
     return cv_outfile_commit(&f, err);
 }
 
-/* The entry's lock, waited for (with a note) while another process decodes it. */
-static cv_status take_lock(const cv_cache_entry *e, FILE *log, int *fd, cv_err *err) {
-    *fd = open(e->lock_file, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-    if (*fd < 0)
-        return cv_fail(err, CV_ERR_IO, "%s: cannot create: %s", e->lock_file, strerror(errno));
-    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-    if (fcntl(*fd, F_SETLK, &fl) == 0) return CV_OK;
-    if (log) fprintf(log, "waiting for another cvae decoding %s\n", e->npy);
-    while (fcntl(*fd, F_SETLKW, &fl) != 0)
+/* The cache folder's lock (flock on the folder itself, so nothing is left behind), waited
+ * for, with a note, while another process decodes into it. */
+static cv_status take_lock(const char *dir, FILE *log, int *fd, cv_err *err) {
+    *fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (*fd < 0) return cv_fail(err, CV_ERR_IO, "%s: cannot open: %s", dir, strerror(errno));
+    if (flock(*fd, LOCK_EX | LOCK_NB) == 0) return CV_OK;
+    if (log) fprintf(log, "cache: waiting for another cvae decoding into %s\n", dir);
+    while (flock(*fd, LOCK_EX) != 0)
         if (errno != EINTR || cv_interrupt_pending()) {
+            const int e = errno;
             close(*fd);
-            return cv_fail(err, errno == EINTR ? CV_ERR_INTERRUPTED : CV_ERR_IO,
-                           "%s: cannot lock: %s", e->lock_file, strerror(errno));
+            return cv_fail(err, e == EINTR ? CV_ERR_INTERRUPTED : CV_ERR_IO,
+                           "%s: cannot lock: %s", dir, strerror(e));
         }
     return CV_OK;
 }
 
 cv_status cv_cache_build(cv_cache_entry *e, const cv_image_list *l, const cv_image_target *t,
                          const cv_image_options *o, const char *what, cv_err *err) {
-    char dir[CV_PATH_MAX], made[CV_PATH_MAX];
+    char dir[CV_PATH_MAX], made[CV_PATH_MAX] = "";
     snprintf(dir, sizeof dir, "%s", e->npy);
     *strrchr(dir, '/') = '\0';
-    int fd;
+    int fd = -1;
     cv_status st = cv_make_dirs(dir, made, err);
-    if (!st) st = take_lock(e, o->log, &fd, err);
-    if (st) return st;
-    if (e->state == CV_CACHE_STALE && o->log)
+    if (!st) st = take_lock(dir, o->log, &fd, err);
+    if (!st && e->state == CV_CACHE_STALE && o->log)
         fprintf(o->log, "cache: %s is stale (the %s images changed since it was made): decoding "
                 "them again\n", e->npy, what);
-    if ((e->state = state_of(e)) != CV_CACHE_FRESH) { /* another process may have made it */
+    if (!st && (e->state = state_of(e)) != CV_CACHE_FRESH) { /* another process may have made it */
         decode_run d = {.l = l, .t = t, .what = what, .progress = o->progress};
         const double t0 = now_seconds();
         st = decode_into_file(e, &d, err);
@@ -310,11 +309,12 @@ cv_status cv_cache_build(cv_cache_entry *e, const cv_image_list *l, const cv_ima
         const double s = now_seconds() - t0;
         if (!st && o->log)
             fprintf(o->log, "cache: decoded %d %s images in %.1f s (%.0f images/s, %d threads) "
-                    "into %s\n",
-                    l->n, what, s, l->n / (s > 1e-9 ? s : 1e-9), omp_get_max_threads(), e->npy);
+                    "into %s\n", l->n, what, s, l->n / (s > 1e-9 ? s : 1e-9),
+                    omp_get_max_threads(), e->npy);
         if (!st) e->state = CV_CACHE_FRESH;
     }
-    close(fd);
+    if (fd >= 0) close(fd);
+    if (st && made[0]) cv_unmake_dirs(dir, made); /* the folders it made, while still empty */
     return st;
 }
 

@@ -63,7 +63,7 @@ cv_status cv_table_images(const char *path, cv_table_request *req, cv_image_list
 typedef enum { CV_CACHE_MISSING, CV_CACHE_STALE, CV_CACHE_FRESH } cv_cache_state;
 
 typedef struct {
-    char npy[CV_PATH_MAX], key_file[CV_PATH_MAX + 8], lock_file[CV_PATH_MAX + 8];
+    char npy[CV_PATH_MAX], key_file[CV_PATH_MAX + 8];
     char key[65];   /* SHA-256 of the file list, sizes, times and the target, hex */
     cv_cache_state state;
 } cv_cache_entry;
@@ -74,8 +74,9 @@ cv_status cv_cache_dir(const cv_image_options *o, char dir[CV_PATH_MAX], cv_err 
  * and finds the split's cache entry and its state. */
 cv_status cv_cache_locate(const char *dir, const char *split, const cv_image_list *l,
                           const cv_image_target *t, cv_cache_entry *e, cv_err *err);
-/* Decodes every image of the list into the entry (in parallel), under the entry's lock;
- * an entry another process made fresh meanwhile is kept. what: "training" or "test". */
+/* Decodes every image of the list into the entry (in parallel), under the cache folder's
+ * lock; an entry another process made fresh meanwhile is kept; on failure nothing is left
+ * (folders it made removed). what: "training" or "test". */
 cv_status cv_cache_build(cv_cache_entry *e, const cv_image_list *l, const cv_image_target *t,
                          const cv_image_options *o, const char *what, cv_err *err);
 /* Maps a fresh entry's images into s (n, h, w, c as the target says). */
