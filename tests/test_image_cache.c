@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "data/png.h"
@@ -246,4 +249,54 @@ Test(image_cache, table_rows_refused_by_line_and_column) {
     cr_assert(strstr(err, "train/a/nope.png: No such file"), "%s", err);
     free(out);
     free(err);
+}
+
+/* SIGINT while the images decode stops the decoding: exit 130, with no run folder and no
+ * cache left. One large PNG linked 4000 times makes a long decode cheaply. */
+Test(image_cache, a_signal_while_decoding_exits_130_and_leaves_nothing) {
+    const int side = 1024;
+    uint8_t *px = malloc((size_t)side * side);
+    test_rng r = test_rng_new("big png");
+    for (int i = 0; i < side * side; i++) px[i] = (uint8_t)test_uniform(&r, 0, 256);
+    char big[4600], link_path[4700], tree[4600];
+    snprintf(tree, sizeof tree, "%s/big", dir);
+    mkdir(tree, 0777);
+    snprintf(big, sizeof big, "%s/big/train", dir);
+    mkdir(big, 0777);
+    snprintf(big, sizeof big, "%s/big/train/a", dir);
+    mkdir(big, 0777);
+    snprintf(big, sizeof big, "%s/big/one.png", dir);
+    cv_err err;
+    cr_assert_eq(cv_png_write(big, px, side, side, 1, &err), CV_OK);
+    free(px);
+    for (int i = 0; i < 4000; i++) {
+        snprintf(link_path, sizeof link_path, "%s/big/train/a/%04d.png", dir, i);
+        cr_assert_eq(link(big, link_path), 0);
+    }
+    unlink(big);
+    const char *args[] = {"cvae", "train", "--data", tree, "--cache", cache, "--out", run,
+                          "--device", "cpu", NULL};
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        execv(getenv("CVAE_BIN"), (char *const *)args);
+        _exit(127);
+    }
+    /* the decoding begins once the cache folder is made */
+    bool decoding = false;
+    for (int i = 0; i < 2400 && !decoding; i++) {
+        decoding = cv_path_exists(cache);
+        if (!decoding) usleep(25000);
+    }
+    cr_assert(decoding, "the decoding never started");
+    usleep(200000);
+    kill(pid, SIGINT);
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 130, "status %d, expected exit 130",
+              status);
+    cr_assert(!cv_path_exists(run), "the interrupted run left its folder");
+    cr_assert(!cv_path_exists(cache), "the interrupted decoding left the cache folder");
 }
