@@ -15,7 +15,8 @@
 #include "util/interrupt.h"
 
 static const char *help =
-    "usage: cvae data --data DIR [data flags] [--preview FILE.png] [--build-cache]\n"
+    "usage: cvae data DIR [data flags] [--preview FILE.png] [--build-cache]\n"
+    "       cvae data --data DIR [data flags] [...]\n"
     "       cvae data --train-csv FILE [--test-csv FILE] [data flags] [...]\n"
     "\n"
     "Print what cvae train would read, with the same data flags: the images of each split,\n"
@@ -24,7 +25,7 @@ static const char *help =
     "cache file of each split and whether it is fresh. Nothing is decoded but the preview\n"
     "unless --build-cache asks.\n"
     "\n"
-    "  --data DIR         data folder (or the file flags below)\n"
+    "  DIR, --data DIR    data folder (or the file flags below)\n"
     "  --classes K        classes of label data, as cvae train --classes\n"
     "  --preview FILE     a PNG grid of training images: a row per class, 10 each (or the\n"
     "                     first 100 images, 10 a row, for condition vectors)\n"
@@ -230,6 +231,7 @@ int cv_cmd_data(int argc, char **argv) {
         if (!ok) return CV_EXIT_USAGE;
     }
     if (rc) return rc;
+    if (optind < argc && !dir) dir = argv[optind++]; /* cvae data DIR, as --data DIR */
     if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!dir && !f.train_images && !f.train_table)
         return cv_usage_error(cmd, "--data DIR (or --train-images FILE, or --train-csv FILE) is "
