@@ -390,6 +390,44 @@ Test(image, dct_scaling_stays_close_to_the_full_decode) {
     free(rgb);
 }
 
+/* A centre crop decodes only the rows it needs (the others skipped by libjpeg): the same
+ * bytes as shrinking the crop of the whole decode, at full scale and DCT-scaled. */
+Test(image, jpeg_rows_outside_the_crop_are_skipped_exactly) {
+    const int h = 300, w = 180;
+    uint8_t *rgb = malloc((size_t)h * w * 3);
+    test_photo(5, h, w, rgb);
+    size_t n;
+    uint8_t *file = test_jpeg_bytes(rgb, h, w, 3, 90, &n);
+    const cv_image_target targets[2] = {{70, 70, 3, true, true, false, "first.png"},
+                                        {21, 21, 3, true, true, false, "first.png"}};
+    uint8_t out[70 * 70 * 3], ref[70 * 70 * 3];
+    for (int k = 0; k < 2; k++) {
+        const cv_image_target *t = &targets[k];
+        cv_raster part, all;
+        cv_err err;
+        cr_assert_eq(cv_jpeg_decode("img.x", file, n, t, false, &scratch, &part, &err), CV_OK);
+        cr_assert(part.row0 > 0 && part.height < (int)ceil(h * part.scale),
+                  "no rows were skipped (%d from %d)", part.height, part.row0);
+        cr_assert_eq(decode(file, n, t, out, &err), CV_OK, "%s", err.msg);
+        /* the whole image at the same scale: the target without its crop keeps every row */
+        const cv_image_target whole = {t->height, t->width, 3, true, false, false, "first.png"};
+        cr_assert_eq(cv_jpeg_decode("img.x", file, n, &whole, false, &scratch, &all, &err), CV_OK);
+        cr_assert(all.row0 == 0 && all.scale == part.scale, "another scale: %g and %g",
+                  all.scale, part.scale);
+        const cv_crop_region c = cv_image_crop(t, h, w);
+        const cv_crop_region scaled = {c.y0 * all.scale, c.x0 * all.scale, c.ch * all.scale,
+                                       c.cw * all.scale};
+        cr_assert(cv_image_area_shrink(scratch.pixels, all.height, all.width, 3, &scaled, ref,
+                                       t->height, t->width));
+        cr_assert(memcmp(out, ref, (size_t)t->height * t->width * 3) == 0,
+                  "the skipped rows changed the crop (scale %g)", part.scale);
+        /* a file cut short in the rows below the crop is still refused */
+        expect_refused(file, n * 9 / 10, t, "Premature end of JPEG file");
+    }
+    free(file);
+    free(rgb);
+}
+
 /* Runs tests/pil_reference.py out n (PIL and NumPy: python3-pil, python3-numpy). */
 static void pil_reference(const char *out, int n) {
     const char *root = getenv("CVAE_SOURCE_ROOT");

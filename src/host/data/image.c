@@ -97,10 +97,10 @@ static cv_status resample(const char *path, const cv_raster *r, const uint8_t *p
         return CV_OK;
     }
     /* the crop in the file's pixels, then in the raster's: a JPEG decoded at M/8 has a pixel
-     * per 8/M of the file's (its last one partly past the edge) */
+     * per 8/M of the file's (its last one partly past the edge), and from row row0 on */
     const cv_crop_region f = cv_image_crop(t, r->file_height, r->file_width);
     const double k = r->scale;
-    const cv_crop_region c = {f.y0 * k, f.x0 * k, f.ch * k, f.cw * k};
+    const cv_crop_region c = {f.y0 * k - r->row0, f.x0 * k, f.ch * k, f.cw * k};
     if (c.ch >= t->height && c.cw >= t->width)
         return cv_image_area_shrink(p, r->height, r->width, r->channels, &c, dst, t->height,
                                     t->width)

@@ -57,7 +57,8 @@ typedef struct {
     int height, width, channels;
     int file_channels; /* the file's own kind, as cv_image_info says it */
     int file_height, file_width; /* the file's size: a JPEG may decode smaller, */
-    double scale;                /* at scale (M / 8) decoded pixels per pixel of the file */
+    double scale;                /* at scale (M / 8) decoded pixels per pixel of the file, */
+    int row0;                    /* and only the rows a crop needs: the first one kept */
 } cv_raster;
 
 /* The format (from the magic bytes), size and channels in a file's header. */
@@ -106,8 +107,9 @@ bool cv_image_area_shrink(const uint8_t *src, int h, int w, int c, const cv_crop
  * grey + alpha, RGB or RGBA (palettes expanded, 16-bit samples scaled, transparency
  * entries made alpha). A JPEG decodes at the smallest of the scales 1/8, 1/4 and 1/2
  * (libjpeg's DCT scaling) that keeps the target's crop at least twice the target's size,
- * else at its own size (and when t is NULL or does not resize), as grey (the luma alone)
- * when grey, else as RGB (CMYK converted). */
+ * else at its own size (and when t is NULL or does not resize); only the rows the target's
+ * crop needs are kept (the others are skipped); as grey (the luma alone) when grey, else as
+ * RGB (CMYK converted). */
 cv_status cv_png_probe(const char *path, const uint8_t *bytes, size_t len, cv_image_info *info,
                        cv_err *err);
 cv_status cv_png_decode(const char *path, const uint8_t *bytes, size_t len, cv_image_scratch *s,

@@ -8,6 +8,7 @@
  * max_memory_to_use, so a header claiming a vast progressive image is refused, not
  * allocated; the rows arrive one at a time into a buffer that grows with them.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <string.h>
@@ -98,20 +99,46 @@ static void cmyk_to(uint8_t *p, size_t pixels, bool inverted, bool grey) {
     }
 }
 
-/* The scanlines into s->pixels, which grows as they arrive. */
-static bool read_rows(struct jpeg_decompress_struct *c, cv_image_scratch *s) {
+/* The decoded rows [first, end) into s->pixels, which grows as they arrive; the rows
+ * before and after are skipped (entropy-decoded, so damage there still counts, but neither
+ * transformed nor kept). */
+static bool read_rows(struct jpeg_decompress_struct *c, unsigned first, unsigned end,
+                      cv_image_scratch *s) {
     const size_t row = (size_t)c->output_width * (size_t)c->output_components;
-    while (c->output_scanline < c->output_height) {
-        const size_t need = row * (c->output_scanline + 1);
+    const size_t all = row * (end - first);
+    if (first) jpeg_skip_scanlines(c, first);
+    while (c->output_scanline < end) {
+        const size_t need = row * (c->output_scanline - first + 1);
         if (need > s->pixels_cap &&
-            !cv_image_reserve(&s->pixels, &s->pixels_cap, need * 2 > row * c->output_height
-                                                              ? row * c->output_height
-                                                              : need * 2))
+            !cv_image_reserve(&s->pixels, &s->pixels_cap, need * 2 > all ? all : need * 2))
             return false;
-        JSAMPROW at = s->pixels + row * c->output_scanline;
+        JSAMPROW at = s->pixels + row * (c->output_scanline - first);
+        jpeg_read_scanlines(c, &at, 1);
+    }
+    /* libjpeg skips straight to the end without decoding the rest, where damage would go
+     * unseen: skip all but the last row, and decode that one */
+    if (c->output_scanline + 1 < c->output_height)
+        jpeg_skip_scanlines(c, c->output_height - c->output_scanline - 1);
+    if (c->output_scanline < c->output_height) { /* into the room past the kept rows */
+        if (!cv_image_reserve(&s->pixels, &s->pixels_cap, all + row)) return false;
+        JSAMPROW at = s->pixels + all;
         jpeg_read_scanlines(c, &at, 1);
     }
     return true;
+}
+
+/* The decoded rows a target's crop needs: [*first, *end) of the output (all without a
+ * crop). */
+static void needed_rows(const cv_image_target *t, const struct jpeg_decompress_struct *c,
+                        unsigned *first, unsigned *end) {
+    *first = 0;
+    *end = c->output_height;
+    if (!t || !t->resize || !t->crop_center) return;
+    const cv_crop_region crop = cv_image_crop(t, (int)c->image_height, (int)c->image_width);
+    const double k = (double)c->scale_num / c->scale_denom;
+    const double lo = floor(crop.y0 * k), hi = ceil((crop.y0 + crop.ch) * k);
+    *first = lo > 0 ? (unsigned)lo : 0;
+    *end = hi < c->output_height ? (unsigned)hi : c->output_height;
 }
 
 /* The smallest DCT scale M / 8 of 1/8, 1/4 and 1/2 (those libjpeg-turbo decodes with SIMD;
@@ -141,6 +168,7 @@ cv_status cv_jpeg_decode(const char *path, const uint8_t *bytes, size_t len,
     const int kind = file_channels(&c);
     cv_status st = kind ? CV_OK : unknown_colours(path, &c, err);
     const bool cmyk = is_cmyk(&c);
+    unsigned first = 0, end = 0;
     c.out_color_space = cmyk ? JCS_CMYK : grey ? JCS_GRAYSCALE : JCS_RGB;
     c.scale_num = scale_eighths(t, &c);
     c.scale_denom = 8;
@@ -152,17 +180,18 @@ cv_status cv_jpeg_decode(const char *path, const uint8_t *bytes, size_t len,
                      (unsigned long long)(CV_IMAGE_MAX_DECODED >> 20));
     if (!st) {
         jpeg_start_decompress(&c);
-        if (!read_rows(&c, s))
+        needed_rows(t, &c, &first, &end);
+        if (!read_rows(&c, first, end, s))
             st = cv_fail(err, CV_ERR_NOMEM, "%s: out of memory decoding a %ux%u JPEG", path,
                          c.output_width, c.output_height);
         else
             jpeg_finish_decompress(&c);
     }
     if (!st) {
-        if (cmyk) cmyk_to(s->pixels, (size_t)c.output_width * c.output_height,
-                          c.saw_Adobe_marker, grey);
-        *r = (cv_raster){(int)c.output_height, (int)c.output_width, grey ? 1 : 3, kind,
-                         (int)c.image_height, (int)c.image_width, c.scale_num / 8.0};
+        if (cmyk) cmyk_to(s->pixels, (size_t)c.output_width * (end - first), c.saw_Adobe_marker,
+                          grey);
+        *r = (cv_raster){(int)(end - first), (int)c.output_width, grey ? 1 : 3, kind,
+                         (int)c.image_height, (int)c.image_width, c.scale_num / 8.0, (int)first};
     }
     jpeg_destroy_decompress(&c);
     return st;

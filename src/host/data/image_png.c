@@ -152,7 +152,7 @@ cv_status cv_png_decode(const char *path, const uint8_t *bytes, size_t len, cv_i
     if (!st) {
         read_rows(png, info, passes, s->pixels);
         const int h = (int)png_get_image_height(png, info), w = (int)png_get_image_width(png, info);
-        *r = (cv_raster){h, w, png_get_channels(png, info), kind, h, w, 1.0};
+        *r = (cv_raster){h, w, png_get_channels(png, info), kind, h, w, 1.0, 0};
     }
     png_destroy_read_struct(&png, &info, NULL);
     return st;
