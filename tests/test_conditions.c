@@ -112,11 +112,11 @@ static cv_npy_array read_npy(const char *path) {
     return a;
 }
 
-Test(conditions, training_writes_a_version_3_checkpoint_and_colour_pictures) {
+Test(conditions, training_writes_a_checkpoint_of_the_data_shape_and_colour_pictures) {
     cv_checkpoint ck;
     cv_err err;
     cr_assert_eq(cv_checkpoint_load(ckpt, &ck, &err), CV_OK, "%s", err.msg);
-    cr_assert_eq(ck.version, 3);
+    cr_assert_eq(ck.version, CV_CHECKPOINT_VERSION);
     cr_assert(ck.cfg.channels == C && ck.cfg.condition == CV_COND_VECTORS &&
               ck.cfg.cond_width == K, "the checkpoint lost the data's shape");
     cv_checkpoint_free(&ck);
@@ -206,7 +206,7 @@ Test(conditions, eval_reproduces_trainings_final_test_elbo_from_the_test_files_a
     cr_assert(fabs(json_neg_elbo(o) - trained) < 1e-4, "%s", o);
     free(o);
     free(e);
-    expect_error(2, "--data DIR or --test-images FILE",
+    expect_error(2, "--data DIR, --test-images FILE or --test-csv FILE",
                  (const char *[]){"eval", "--model", model, "--train-images",
                                   test_path_in(data, "train_images.npy"), NULL});
 }

@@ -213,6 +213,11 @@ int cv_cmd_data(int argc, char **argv) {
     cv_data_files f = {0};
     int n_classes = 0, c, rc = 0;
     bool build = false;
+    if (argc > 1 && argv[1][0] != '-') { /* cvae data DIR [flags]: the flags follow DIR */
+        dir = argv[1];
+        argc--;
+        argv++;
+    }
     opterr = 0;
     optind = 1;
     while ((c = cv_next_flag(cmd, argc, argv, opts, &rc)) > 0) {
@@ -221,7 +226,11 @@ int cv_cmd_data(int argc, char **argv) {
         case 'h':
             printf("%s\n%s\n%s", help, cv_data_files_help, cv_image_files_help);
             return 0;
-        case OPT_DATA: dir = optarg; break;
+        case OPT_DATA:
+            if (dir) return cv_usage_error(cmd, "the data folder is given twice ('%s', then "
+                                           "--data '%s')", dir, optarg);
+            dir = optarg;
+            break;
         case OPT_CLASSES: ok = cv_parse_int(cmd, "--classes", optarg, 1, 256, &n_classes); break;
         case OPT_PREVIEW: preview = optarg; break;
         case OPT_BUILD: build = true; break;
@@ -231,7 +240,6 @@ int cv_cmd_data(int argc, char **argv) {
         if (!ok) return CV_EXIT_USAGE;
     }
     if (rc) return rc;
-    if (optind < argc && !dir) dir = argv[optind++]; /* cvae data DIR, as --data DIR */
     if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!dir && !f.train_images && !f.train_table)
         return cv_usage_error(cmd, "--data DIR (or --train-images FILE, or --train-csv FILE) is "
