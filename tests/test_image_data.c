@@ -186,6 +186,23 @@ Test(image_data, class_folders_name_the_classes_everywhere) {
     log = cvae_ok(info);
     cr_assert(strstr(log, "classes: 0 bag, 1 sneaker, 2 trouser\n"), "%s", log);
     free(log);
+    /* cvae data: the classes and their counts, the fresh cache, a preview of 3 rows */
+    char preview[4500];
+    snprintf(preview, sizeof preview, "%s/preview.png", dir);
+    const char *data[] = {"data", tree, "--cache", cache, "--preview", preview, NULL};
+    log = cvae_ok(data);
+    cr_assert(strstr(log, "images: 900 training, 80 test; 28x28, 1 channel (grey)") &&
+              strstr(log, "    1  sneaker                       300 training        0 test") &&
+              strstr(log, "    2  trouser                       300 training       40 test") &&
+              strstr(log, "(fresh)"), "%s", log);
+    free(log);
+    size_t n;
+    uint8_t *bytes = test_read_file(preview, &n);
+    cr_assert(bytes && n > 24, "no preview");
+    const uint32_t w = (uint32_t)bytes[16] << 24 | bytes[17] << 16 | bytes[18] << 8 | bytes[19];
+    const uint32_t h = (uint32_t)bytes[20] << 24 | bytes[21] << 16 | bytes[22] << 8 | bytes[23];
+    cr_assert(w == 10 * 30 + 2 && h == 3 * 30 + 2, "a preview of %ux%u", w, h);
+    free(bytes);
     const char *gen[] = {"generate", "--model", ckpt, "--classes", "sneaker,0", "--per-class",
                          "2", "--format", "png", "--out", png, "--device", "cpu", NULL};
     free(cvae_ok(gen));
@@ -226,7 +243,7 @@ Test(image_data, two_condition_columns_move_the_images_their_way) {
     uint8_t px[784];
     const int n = 3000;
     for (int i = 0; i < n; i++) {
-        const int s = (int)test_uniform(&r, -4, 5);
+        const int s = (int)floor(test_uniform(&r, -4, 5));
         const double b = test_uniform(&r, 0.4, 1.0);
         for (int y = 0; y < 28; y++)
             for (int x = 0; x < 28; x++) {
@@ -255,6 +272,13 @@ Test(image_data, two_condition_columns_move_the_images_their_way) {
     char *log = cvae_ok(info);
     cr_assert(strstr(log, "condition vectors of width 2") &&
               strstr(log, "condition columns: 0 ink, 1 shift\n"), "%s", log);
+    free(log);
+    const char *data[] = {"data", "--train-csv", table, "--condition-columns", "ink,shift",
+                          "--cache", cache, NULL};
+    log = cvae_ok(data);
+    cr_assert(strstr(log, "conditions: 2 columns (training split)") &&
+              strstr(log, "  shift                              -1 ") && strstr(log, "(fresh)"),
+              "%s", log);
     free(log);
     /* four rows: (ink, shift) = (-0.8, -1), (-0.8, 1), (0.8, -1), (0.8, 1): b = 0.46, 0.94 */
     const float rows[8] = {-0.8f, -1, -0.8f, 1, 0.8f, -1, 0.8f, 1};
