@@ -455,6 +455,16 @@ cv_status cv_data_load_files(const char *dir, const cv_data_files *files, int n_
         return cv_fail(err, CV_ERR_IO, "%s: is not a folder (--data names the folder of the "
                        "data files)", dir);
     if (cv_data_has_image_files(dir, files)) return load_image_files(dir, files, n_classes, d, err);
+    const cv_image_options *io = &files->image;
+    const char *image_flag = io->height           ? "--image-size"
+                             : io->crop_center    ? "--crop"
+                             : io->channels       ? "--channels"
+                             : files->condition_columns ? "--condition-columns"
+                                                        : NULL;
+    if (image_flag)
+        return cv_fail(err, CV_ERR_USAGE, "%s applies to PNG and JPEG images (class folders or "
+                       "a table); %s holds IDX or .npy files", image_flag,
+                       dir ? dir : "the data");
     split_paths vp;
     bool has_test = false;
     cv_status st = files->test_only ? test_only_kind(dir, files, d, err)
