@@ -300,3 +300,24 @@ Test(image_cache, a_signal_while_decoding_exits_130_and_leaves_nothing) {
     cr_assert(!cv_path_exists(run), "the interrupted run left its folder");
     cr_assert(!cv_path_exists(cache), "the interrupted decoding left the cache folder");
 }
+
+/* The image flags mean nothing to IDX or .npy data: refused (exit 2), not ignored. */
+Test(image_cache, image_flags_on_idx_data_are_a_usage_error) {
+    char idx[4600];
+    snprintf(idx, sizeof idx, "%s/idx", dir);
+    mkdir(idx, 0777);
+    test_write_dataset(idx, 40, 0, 4, 4, 2, false, 3);
+    const char *flags[][2] = {{"--image-size", "8x8"}, {"--channels", "3"},
+                              {"--condition-columns", "a"}};
+    for (int i = 0; i < 3; i++) {
+        const char *args[] = {"train", "--data", idx, "--out", run, flags[i][0], flags[i][1],
+                              "--device", "cpu", NULL};
+        char *out, *err;
+        cr_assert_eq(test_run_cvae(&out, &err, args), 2, "%s", err);
+        cr_assert(strstr(err, flags[i][0]) && strstr(err, "applies to PNG and JPEG images") &&
+                  test_count_lines(err) == 1, "%s", err);
+        cr_assert(!cv_path_exists(run));
+        free(out);
+        free(err);
+    }
+}
