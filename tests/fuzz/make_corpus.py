@@ -99,7 +99,7 @@ def image_seeds(rng):
     try:
         from PIL import Image
     except ImportError:
-        return seeds
+        raise SystemExit("make_corpus.py: the JPEG seeds need PIL (Debian's python3-pil)")
     buf = io.BytesIO()
     for name, mode, size, kw in [("rgb.jpg", "RGB", (24, 18), {}),
                                  ("grey.jpg", "L", (17, 9), {}),

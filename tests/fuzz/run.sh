@@ -25,7 +25,9 @@ clang "${flags[@]}" -I/usr/include/stb tests/fuzz/fuzz_image.c $h/data/image.c \
     $h/util/fileio.c $h/util/status.c -lpng -ljpeg -lstb -lm -o "$work/fuzz_image"
 clang "${flags[@]}" tests/fuzz/fuzz_table.c $h/data/table.c $h/data/image_table.c \
     $h/data/image_list.c $h/data/names.c $h/util/fileio.c $h/util/status.c -o "$work/fuzz_table"
-python3 tests/fuzz/make_corpus.py --cvae "$build/cvae" --out "$work/seeds"
+# Debian's python3, whose PIL (python3-pil) writes the JPEG seeds, before any other on PATH
+python=$(command -v /usr/bin/python3 || command -v python3)
+"$python" tests/fuzz/make_corpus.py --cvae "$build/cvae" --out "$work/seeds"
 
 for target in idx checkpoint npy table image; do
     mkdir -p "$work/corpus-$target"
