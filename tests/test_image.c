@@ -353,6 +353,35 @@ Test(image, resize_is_an_area_average_and_the_crop_centred) {
     free(px);
 }
 
+/* Tiny images grown to extreme aspect ratios, with and without the crop: stb_image_resize
+ * asserted on the sub-pixel region of a 1 x 24 image cropped to 3 x 70 (fuzz_image found
+ * it); the crop now goes to whole pixels before stb grows the image. */
+Test(image, tiny_images_grow_to_any_shape) {
+    test_rng r = test_rng_new("tiny");
+    const int shapes[][2] = {{1, 24}, {24, 1}, {1, 1}, {2, 3}};
+    const cv_image_target targets[] = {{3, 70, 3, true, true, true, "first.png"},
+                                       {70, 3, 3, true, true, true, "first.png"},
+                                       {40, 24, 1, true, false, true, "first.png"},
+                                       {5, 5, 3, true, true, true, "first.png"}};
+    uint8_t out[70 * 70 * 3];
+    for (int i = 0; i < 4; i++) {
+        const int h = shapes[i][0], w = shapes[i][1];
+        uint8_t *px = random_bytes(&r, (size_t)h * w * 3);
+        size_t n_png, n_jpg;
+        test_png_kind k = {.color_type = PNG_COLOR_TYPE_RGB, .bit_depth = 8};
+        uint8_t *png = test_png_bytes(&k, px, h, w, &n_png);
+        uint8_t *jpg = test_jpeg_bytes(px, h, w, 3, 90, &n_jpg);
+        for (int j = 0; j < 4; j++) {
+            cv_err err;
+            cr_assert_eq(decode(png, n_png, &targets[j], out, &err), CV_OK, "%s", err.msg);
+            cr_assert_eq(decode(jpg, n_jpg, &targets[j], out, &err), CV_OK, "%s", err.msg);
+        }
+        free(png);
+        free(jpg);
+        free(px);
+    }
+}
+
 /* A large JPEG shrunk to a small target decodes at a reduced DCT scale: the result stays
  * within a grey level, on average, of the area average of the full decode. */
 Test(image, dct_scaling_stays_close_to_the_full_decode) {

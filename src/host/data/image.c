@@ -1,5 +1,6 @@
 /* image.c: a PNG or JPEG file into a data set image: the format from its magic bytes,
  * then the codec, the colours, the crop and the resize (image.h). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,6 +80,8 @@ static void grey_to_rgb(const uint8_t *grey, size_t n, uint8_t *rgb) {
     for (size_t i = 0; i < n; i++) rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = grey[i];
 }
 
+static int clamp_int(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
 /* Where an image grows along one axis at least: Catmull-Rom there, box where it shrinks. */
 static stbir_filter filter_for(double from, int to) {
     return from >= to ? STBIR_FILTER_BOX : STBIR_FILTER_CATMULLROM;
@@ -106,12 +109,18 @@ static cv_status resample(const char *path, const cv_raster *r, const uint8_t *p
                                     t->width)
                    ? CV_OK
                    : cv_fail(err, CV_ERR_NOMEM, "%s: out of memory resizing", path);
-    const int ok = stbir_resize_region(
-        p, r->width, r->height, r->width * r->channels, dst, t->width, t->height, (int)row,
-        STBIR_TYPE_UINT8, r->channels, STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP,
-        STBIR_EDGE_CLAMP, filter_for(c.cw, t->width), filter_for(c.ch, t->height),
-        STBIR_COLORSPACE_LINEAR, NULL, (float)(c.x0 / r->width), (float)(c.y0 / r->height),
-        (float)((c.x0 + c.cw) / r->width), (float)((c.y0 + c.ch) / r->height));
+    /* growing: the crop to whole pixels (half a pixel at most off, where the image is
+     * stretched anyway), then stb's resize of that region: its sub-pixel regions trip an
+     * assertion of its own for some scales (found by tests/fuzz/fuzz_image.c) */
+    const int x0 = clamp_int((int)lround(c.x0), 0, r->width - 1);
+    const int y0 = clamp_int((int)lround(c.y0), 0, r->height - 1);
+    const int cw = clamp_int((int)lround(c.cw), 1, r->width - x0);
+    const int ch = clamp_int((int)lround(c.ch), 1, r->height - y0);
+    const int ok = stbir_resize(
+        p + ((size_t)y0 * r->width + x0) * r->channels, cw, ch, r->width * r->channels, dst,
+        t->width, t->height, (int)row, STBIR_TYPE_UINT8, r->channels, STBIR_ALPHA_CHANNEL_NONE, 0,
+        STBIR_EDGE_CLAMP, STBIR_EDGE_CLAMP, filter_for(cw, t->width), filter_for(ch, t->height),
+        STBIR_COLORSPACE_LINEAR, NULL);
     return ok ? CV_OK : cv_fail(err, CV_ERR_NOMEM, "%s: out of memory resizing", path);
 }
 
