@@ -17,14 +17,17 @@
 #   7. two ranks resuming different checkpoints, or reading different data: refused before
 #      the first step with exit 1 (a data error, not a bad command line); a rank whose data
 #      folder is missing: one line naming it;
-#   8. Fashion-MNIST (when installed), 2 epochs: the test -ELBO of 2 ranks within 0.5 nat
+#   8. image files (PNG class folders) under 3 ranks with an empty cache: one rank decodes
+#      each split under the cache entry's lock while the others wait, all map the one
+#      copy; a second run maps it at once and ends with the same checkpoint bytes;
+#   9. Fashion-MNIST (when installed), 2 epochs: the test -ELBO of 2 ranks within 0.5 nat
 #      of one process's. The ranks' float sums differ in order, and over 938 steps the two
 #      runs part as runs of different seeds do: 0.0011 nat apart with OpenBLAS's Haswell
 #      kernels, 0.125 with its Cooperlake ones (0.06 after the first epoch), against a
 #      spread of 0.44 between seeds 0..3. The exact agreement is checked over 50 steps (1).
 # Usage: bash tests/mpi.sh [CVAE]   (default $CVAE_BIN, else build/cvae; meson test: `mpi`)
 # CVAE_MPI_DEVICE=cuda runs the same checks on the GPU (the ranks share the machine's GPUs),
-# CVAE_MPI_FASHION the folder of Fashion-MNIST (default Debian's; "" leaves 8. out).
+# CVAE_MPI_FASHION the folder of Fashion-MNIST (default Debian's; "" leaves 9. out).
 # Exit status: 0 all passed, 1 a failure, 77 skipped (no MPI in this build, or no mpirun).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -371,7 +374,23 @@ else
     fail "a rank without its data: exit $rc: $(head -3 "$work/missing.log")"
 fi
 
-# 8. a real data set: the same test -ELBO after 2 epochs
+# 8. image files: 3 ranks race for one cache entry per split
+python3 datasets/fashion_folders.py "$data" "$work/folders" --train 310 --test 100 >/dev/null ||
+    fail "datasets/fashion_folders.py could not write the class folders"
+for run in imgA imgB; do
+    "${launch[@]}" -np 3 "$cvae" train --data "$work/folders" --cache "$work/imgcache" --hidden 16 \
+        --latent 2 --batch 32 --epochs 2 --device "$device" --out "$work/$run" \
+        >"$work/$run.log" 2>&1 || fail "image files on 3 ranks ($run): $(tail -3 "$work/$run.log")"
+done
+entries=$(find "$work/imgcache" -name '*.npy' | wc -l)
+if [ "$entries" -eq 2 ] && ! grep -q decoded "$work/imgB.log" &&
+    cmp -s "$work/imgA/model.ckpt" "$work/imgB/model.ckpt"; then
+    ok "image files on 3 ranks: one cache entry a split, mapped by every rank; the second run decoded nothing and ended with the same checkpoint"
+else
+    fail "image files on 3 ranks: $entries cache files, second run: $(grep -c decoded "$work/imgB.log") decodes, checkpoints $(cmp -s "$work/imgA/model.ckpt" "$work/imgB/model.ckpt" && echo equal || echo differ)"
+fi
+
+# 9. a real data set: the same test -ELBO after 2 epochs
 fashion=${CVAE_MPI_FASHION-/usr/share/datasets/fashion-mnist}
 if [ -n "$fashion" ] && [ -d "$fashion" ]; then
     for n in 0 2; do

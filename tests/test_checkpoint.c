@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include "cvae/checkpoint.h"
+#include "data/names.h"
 #include "util/fileio.h"
 #include "helpers.h"
 
@@ -160,9 +161,20 @@ static void cut_header(uint8_t *b, size_t *size, size_t at, size_t bytes, uint8_
     b[13] = (uint8_t)(fields >> 8);
 }
 
-/* The file this test writes as version 3: version 4 less the objectives' block, the six
- * u32 before n_params at the header's end. */
+/* The file this test writes (no names) as version 4: version 5 less its names block, the
+ * count 0 before the CRC. */
+static void to_version_4(uint8_t *b, size_t *size) {
+    cr_assert(b[*size - 8] == 0 && b[*size - 7] == 0 && b[*size - 6] == 0 && b[*size - 5] == 0,
+              "the names block of a file without names is not the count 0");
+    memmove(b + *size - 8, b + *size - 4, 4);
+    *size -= 4;
+    b[8] = 4;
+}
+
+/* ... as version 3: version 4 less the objectives' block, the six u32 before n_params at
+ * the header's end. */
 static void to_version_3(uint8_t *b, size_t *size) {
+    to_version_4(b, size);
     const uint32_t fields = (uint32_t)b[12] | (uint32_t)b[13] << 8;
     cut_header(b, size, 16 + fields - 8 - 24, 24, 3);
 }
@@ -176,7 +188,8 @@ static void to_version_2(uint8_t *b, size_t *size) {
 }
 
 /* A version 3 file trained the ELBO with a KL warm-up held per epoch and a fixed sigma,
- * and recorded no active units: so it loads, to resume exactly as it was trained. */
+ * recorded no active units and had no names: so it loads, to resume exactly as it was
+ * trained. */
 Test(checkpoint, reads_version_3_files) {
     size_t size;
     uint8_t *b = test_read_file(path, &size);
@@ -190,7 +203,31 @@ Test(checkpoint, reads_version_3_files) {
     cr_assert(ck.train.objective == CV_OBJECTIVE_ELBO && ck.train.samples == 1 &&
               ck.train.free_bits == 0.0f && ck.train.warmup_per_step == 0 &&
               !ck.cfg.sigma_learned && ck.active_units == -1, "version 3 defaults misread");
+    cr_assert(ck.names == NULL);
     cr_assert(ck.n_params == saved.n_params && memcmp(ck.params, saved.params, saved.n_params * 4) == 0);
+    cr_assert(memcmp(ck.adam_v, saved.adam_v, saved.n_params * 4) == 0);
+    cv_checkpoint_free(&ck);
+    free(b);
+}
+
+/* A version 4 file had no names block: it loads without names, its objectives as saved. */
+Test(checkpoint, reads_version_4_files) {
+    size_t size;
+    uint8_t *b = test_read_file(path, &size);
+    to_version_4(b, &size);
+    fix_crc(b, size);
+    test_write_file(path, b, size);
+    cv_checkpoint ck;
+    cv_err err;
+    cr_assert_eq(cv_checkpoint_load(path, &ck, &err), CV_OK, "%s", err.msg);
+    cr_assert(ck.version == 4 && ck.names == NULL);
+    cr_assert(memcmp(&ck.cfg, &saved.cfg, sizeof ck.cfg) == 0);
+    cr_assert(ck.train.objective == saved.train.objective &&
+              ck.train.samples == saved.train.samples &&
+              ck.train.free_bits == saved.train.free_bits &&
+              ck.train.warmup_per_step == saved.train.warmup_per_step &&
+              ck.active_units == saved.active_units, "version 4's objectives misread");
+    cr_assert(memcmp(ck.adam_v, saved.adam_v, saved.n_params * 4) == 0);
     cv_checkpoint_free(&ck);
     free(b);
 }
@@ -204,6 +241,45 @@ Test(checkpoint, refuses_a_malformed_objectives_block) {
     memset(b + objective_at, 0, 4); /* the ELBO, with the saved IWAE's draws */
     fix_crc(b, size);
     expect_reject(b, size, "invalid training state");
+    free(b);
+}
+
+/* The names of the K conditions survive a round trip, and a damaged names block is
+ * refused: a count that is neither 0 nor K, a name cut short or too long, a name a folder
+ * cannot be (checked after the CRC). */
+Test(checkpoint, names_round_trip_and_damage_is_refused) {
+    char *names[3] = {"T-shirt", "b\"q", "ankle boot"};
+    cr_assert(cv_names_copy(names, 3, &saved.names));
+    cv_err err;
+    cr_assert_eq(cv_checkpoint_save(path, &saved, &err), CV_OK, "%s", err.msg);
+    cv_checkpoint ck;
+    cr_assert_eq(cv_checkpoint_load(path, &ck, &err), CV_OK, "%s", err.msg);
+    cr_assert(ck.version == 5 && ck.names);
+    for (int i = 0; i < 3; i++) cr_assert_str_eq(ck.names[i], names[i]);
+    cv_checkpoint_free(&ck);
+    size_t size;
+    uint8_t *b = test_read_file(path, &size);
+    const size_t block = size - 4 - (4 + 2 + 7 + 2 + 3 + 2 + 10);
+    cr_assert(b[block] == 3 && b[block + 4] == 7, "the block is not where version 5 puts it");
+    uint8_t *c = malloc(size);
+    memcpy(c, b, size);
+    c[block] = 2; /* two names for three classes */
+    fix_crc(c, size);
+    expect_reject(c, size, "holds 2 condition names for 3 conditions");
+    memcpy(c, b, size);
+    c[block + 4] = 200; /* the first name runs past the file */
+    fix_crc(c, size);
+    expect_reject(c, size, "truncated or malformed condition name 0");
+    memcpy(c, b, size);
+    c[block + 4 + 2 + 1] = '/'; /* "T/shirt" */
+    fix_crc(c, size);
+    expect_reject(c, size, "condition name 0 is invalid: it holds a '/'");
+    memcpy(c, b, size);
+    c[block + 4 + 2 + 1] = '\0';
+    fix_crc(c, size);
+    expect_reject(c, size, "condition name 0 is invalid: it holds a NUL");
+    expect_reject(b, size - 9, "truncated");
+    free(c);
     free(b);
 }
 

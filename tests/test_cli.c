@@ -100,7 +100,7 @@ Test(cli, bad_commands_and_flags_exit_2) {
     const char *flag[] = {"train", "--data", data, "--out", out, "--bogus", NULL};
     expect_error(2, "unknown flag '--bogus'", flag);
     const char *missing[] = {"train", "--out", out, NULL};
-    expect_error(2, "--data DIR (or --train-images FILE) is required", missing);
+    expect_error(2, "--data DIR (or --train-images FILE, or --train-csv FILE) is required", missing);
     const char *novalue[] = {"train", "--out", out, "--data", NULL};
     expect_error(2, "--data needs a value", novalue);
     const char *extra[] = {"train", "--data", data, "--out", out, "stray", NULL};

@@ -206,7 +206,7 @@ Test(conditions, eval_reproduces_trainings_final_test_elbo_from_the_test_files_a
     cr_assert(fabs(json_neg_elbo(o) - trained) < 1e-4, "%s", o);
     free(o);
     free(e);
-    expect_error(2, "--data DIR or --test-images FILE",
+    expect_error(2, "--data DIR, --test-images FILE or --test-csv FILE",
                  (const char *[]){"eval", "--model", model, "--train-images",
                                   test_path_in(data, "train_images.npy"), NULL});
 }

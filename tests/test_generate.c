@@ -350,7 +350,7 @@ Test(generate, bad_requests_write_nothing) {
     expect_refusal(2, "class 5 is not among", out, a3);
     const char *a4[] = {"generate", "--model", ckpt, "--per-class", "2", "--out", out,
                         "--classes", "1,x", NULL};
-    expect_refusal(2, "--classes must be", out, a4);
+    expect_refusal(2, "'x' is not a class number (the model names none)", out, a4);
     const char *a5[] = {"generate", "--model", ckpt, "--per-class", "0", "--out", out, NULL};
     expect_refusal(2, "--per-class must be", out, a5);
     const char *a6[] = {"generate", "--model", ckpt, "--per-class", "2", "--out", out,

@@ -301,3 +301,38 @@ Test(oom, split_upload_without_host_memory_returns_a_status) {
     cv_split_free(&s);
     be->destroy(be);
 }
+
+/* A device's allocation as cv_cuda_malloc refuses one: the request and the free memory. */
+static cv_status gpu_full(cv_backend *be, void **ptr, size_t bytes, const char *what,
+                          cv_err *err) {
+    (void)be;
+    *ptr = NULL;
+    return cv_fail(err, CV_ERR_NOMEM, "out of GPU memory: %s needs %.1f MiB, 100.0 MiB free of "
+                   "80000.0 MiB", what, bytes / 1048576.0);
+}
+
+/* On the CPU a data set is used where it lies (the host's arrays, freed by their owner);
+ * a device that cannot hold it refuses it in one line with both sizes and why. */
+Test(oom, a_data_set_is_borrowed_on_the_cpu_and_refused_by_a_full_gpu) {
+    cv_backend *be;
+    cv_err err = {{0}};
+    cr_assert_eq(cv_backend_cpu_create(&be, &err), CV_OK);
+    cr_assert(be->host_memory);
+    cv_split s = {.pixels = calloc(300, 36), .labels = calloc(300, 1), .n = 300, .h = 6, .w = 6,
+                  .channels = 1};
+    cv_device_split ds;
+    cr_assert_eq(cv_device_split_use(be, &s, &ds, &err), CV_OK, "%s", err.msg);
+    cr_assert(ds.borrowed && ds.pixels == s.pixels && ds.labels == s.labels && ds.perm &&
+              ds.perm[299] == 299);
+    cv_device_split_free(be, &ds);
+    s.pixels[35 * 300 - 1] = 7; /* still the host's to write, and to free */
+    be->host_memory = false;
+    be->alloc = gpu_full;
+    cr_assert_eq(cv_device_split_use(be, &s, &ds, &err), CV_ERR_NOMEM);
+    cr_assert(strstr(err.msg, "out of GPU memory: data set images needs 0.0 MiB, 100.0 MiB free") &&
+              strstr(err.msg, "does not stream a data set to the GPU") && !strchr(err.msg, '\n'),
+              "%s", err.msg);
+    cr_assert(ds.pixels == NULL && ds.perm == NULL);
+    cv_split_free(&s);
+    be->destroy(be);
+}

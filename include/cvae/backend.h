@@ -62,6 +62,8 @@ typedef struct {
     float *conditions;  /* (n, cond_width) */
     int32_t *perm;      /* (n): the order batches are drawn in */
     int n, dim, cond_width;
+    bool borrowed;      /* the four arrays above perm are the host split's own (a backend of
+                           host memory uses them where they lie): not released with it */
 } cv_device_split;
 
 /* The loss sums of a run of steps (an epoch so far, or an evaluation), accumulated in
@@ -117,6 +119,8 @@ struct cv_backend {
     char description[256];/* what the user is told: device name, cores, memory */
     void *impl;           /* the backend's own context: handles, streams */
     cv_precision precision; /* how its GEMMs round their inputs */
+    bool host_memory;       /* its memory is the host's (the CPU): a data set is used where it
+                               lies, memory-mapped files included, never copied */
 
     void (*destroy)(cv_backend *be);
 

@@ -7,13 +7,15 @@
  * buffer layout, then a CRC-32 of every byte before it. Written to a temporary file,
  * fsynced and renamed. docs/design.md gives every field's offset.
  *
- * Version 4 adds the training objectives' block (the objective and its draws, free bits,
- * the per-step KL warm-up, a learned sigma, the last test evaluation's active units).
- * Version 3 adds the image channels and the condition kind (labels or vectors; the
- * classes field holds K); version 2 saved the five loss sums of cv_loss_sums, version 1
- * the first three (rec, kl, rows). All are still read: versions 1 and 2 as grey images of
- * class labels, a version 1 file with its gradient-norm sum and step count as 0, and
- * versions 1 to 3 as ELBO training whose KL warm-up held beta for a whole epoch.
+ * Version 5 adds, after the arrays, the names of the K conditions (class names, or the
+ * table columns of condition vectors), or none. Version 4 added the training objectives'
+ * block (the objective and its draws, free bits, the per-step KL warm-up, a learned sigma,
+ * the last test evaluation's active units). Version 3 added the image channels and the
+ * condition kind (labels or vectors; the classes field holds K); version 2 saved the five
+ * loss sums of cv_loss_sums, version 1 the first three (rec, kl, rows). All are still
+ * read: versions 1 to 4 without names, 1 and 2 as grey images of class labels, a version 1
+ * file with its gradient-norm sum and step count as 0, and versions 1 to 3 as ELBO
+ * training whose KL warm-up held beta for a whole epoch.
  */
 #ifndef CVAE_CHECKPOINT_H
 #define CVAE_CHECKPOINT_H
@@ -28,7 +30,7 @@
 extern "C" {
 #endif
 
-#define CV_CHECKPOINT_VERSION 4 /* the version written; 1 to 4 are read */
+#define CV_CHECKPOINT_VERSION 5 /* the version written; 1 to 5 are read */
 
 typedef enum { CV_OBJECTIVE_ELBO = 0, CV_OBJECTIVE_IWAE = 1 } cv_objective_kind;
 
@@ -61,6 +63,8 @@ typedef struct {
     int32_t active_units;    /* of the last test evaluation; -1: none (or before version 4) */
     size_t n_params;
     float *params, *adam_m, *adam_v; /* host, n_params each */
+    char **names;                    /* cfg.cond_width names of the conditions (class names
+                                        or condition columns; malloc'd), or NULL: none */
     uint32_t checksum;               /* filled by load and save */
     uint64_t file_bytes;             /* filled by load */
     uint32_t version;                /* the file's format version, filled by load */

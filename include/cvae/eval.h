@@ -22,6 +22,12 @@ extern "C" {
 
 cv_status cv_device_split_upload(cv_backend *be, const cv_split *split,
                                  cv_device_split *out, cv_err *err);
+/* cv_device_split_upload, except that a backend of host memory (the CPU) uses the split's
+ * arrays where they lie, a memory-mapped file included, instead of copying them (the
+ * split must then outlive *out). A GPU's copy that does not fit its free memory is one
+ * line naming both sizes: data sets are not streamed to a GPU. */
+cv_status cv_device_split_use(cv_backend *be, const cv_split *split, cv_device_split *out,
+                              cv_err *err);
 void cv_device_split_free(cv_backend *be, cv_device_split *ds);
 
 typedef struct {

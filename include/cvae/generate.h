@@ -70,6 +70,8 @@ typedef struct {
     const char *out;       /* a folder, or the PNG file of a grid */
     const char *checkpoint;/* for the manifest */
     uint32_t checkpoint_crc;
+    char *const *class_names; /* the model's K class names (cv_checkpoint.names): the png
+                                 format's folders and the manifest's; NULL: numbers */
     bool progress;         /* a progress line on stderr */
     /* cvae decode: latents given instead of drawn. Image i takes row i of z (z_rows, L)
      * and condition i % R, R being 1 or z_rows; per is 1 and the pixels are --mean. */

@@ -32,8 +32,12 @@ typedef struct {
     cv_npy_dtype dtype;
     int ndims;                         /* 1..CV_NPY_MAX_DIMS */
     int64_t dims[CV_NPY_MAX_DIMS];
-    void *data;                        /* malloc'd, C order, little-endian as in the file */
+    void *data;                        /* C order, little-endian as in the file: malloc'd,
+                                          or inside mapping */
     size_t bytes;                      /* product of dims * item size */
+    void *mapping;                     /* cv_npy_map: the whole file, mapped private (copy
+                                          on write); NULL when data is malloc'd */
+    size_t mapping_bytes;
 } cv_npy_array;
 
 size_t cv_npy_item_size(cv_npy_dtype t);
@@ -49,6 +53,10 @@ bool cv_npy_sniff(const char *path);
  * opened or read, CV_ERR_NOMEM. cv_npy_free releases a read array (and accepts a zeroed
  * one). */
 cv_status cv_npy_read(const char *path, cv_npy_array *out, cv_err *err);
+/* cv_npy_read's checks, then the file memory-mapped instead of read (private, copy on
+ * write: pages stay shared with the page cache, and with every other process mapping the
+ * file, until written). A payload not aligned to its item size is read instead. */
+cv_status cv_npy_map(const char *path, cv_npy_array *out, cv_err *err);
 void cv_npy_free(cv_npy_array *a);
 
 /* The .npy 1.0 header for an array of this dtype and shape, padded with spaces and a final

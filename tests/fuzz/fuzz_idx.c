@@ -1,5 +1,5 @@
 /* fuzz_idx.c: libFuzzer target for the IDX reader, plain and gzip, as images and as
- * labels. Run by tests/fuzz/run.sh with ASan, UBSan and a malloc limit, so a crash, a
+ * labels, and mapped as training images. Run by tests/fuzz/run.sh with ASan, UBSan and a malloc limit, so a crash, a
  * leak or an allocation larger than the input justifies fails the run. */
 #include <stdint.h>
 #include <stdio.h>
@@ -26,6 +26,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             (void)sink;
             free(payload);
         }
+    }
+    /* training images: mapped when the file is plain */
+    int dims[4];
+    uint8_t *payload;
+    cv_idx_mapping m;
+    cv_err err;
+    if (cv_idx_map_images(path, dims, &payload, &m, &err) == CV_OK) {
+        const size_t total = (size_t)dims[0] * dims[1] * dims[2] * dims[3];
+        volatile uint8_t sink = payload[total - 1];
+        (void)sink;
+        if (m.mapping)
+            munmap(m.mapping, m.bytes);
+        else
+            free(payload);
     }
     close(fd);
     return 0;

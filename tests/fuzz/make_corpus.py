@@ -1,19 +1,24 @@
 #!/usr/bin/env python3
 """Seed corpora for the fuzz targets: small valid IDX files (plain and gzip, images and
 labels), a few broken ones, small valid checkpoints and report pages written by cvae
-itself, and small .npy files of several dtypes and versions (built here byte by byte,
-without NumPy) with a few broken ones.
+itself (checkpoints with class names, and of condition columns), small .npy files of
+several dtypes and versions (built here byte by byte, without NumPy) with a few broken
+ones, PNG files of every colour type and bit depth (written here with zlib) and JPEGs
+(grey, colour, progressive, CMYK, through PIL: Debian's python3-pil), and tables (CSV,
+whitespace, CelebA's layout).
 
 usage: make_corpus.py --cvae build/cvae --out DIR
-       (writes DIR/idx, DIR/checkpoint, DIR/npy, DIR/report)
+       (writes DIR/idx, DIR/checkpoint, DIR/npy, DIR/report, DIR/image, DIR/table)
 """
 import argparse
 import gzip
+import io
 import os
 import random
 import struct
 import subprocess
 import tempfile
+import zlib
 
 
 def idx(dims, payload):
@@ -61,12 +66,77 @@ def npy_seeds(rng):
     }
 
 
+def png(width, height, color_type, depth, rows, palette=None, trns=None, interlace=0):
+    """A PNG file: rows are the filtered scanlines' bytes (filter byte 0 added here)."""
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body +
+                struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, interlace)
+    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+    if palette:
+        out += chunk(b"PLTE", palette)
+    if trns:
+        out += chunk(b"tRNS", trns)
+    raw = b"".join(b"\x00" + r for r in rows)
+    return out + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def image_seeds(rng):
+    def rand(n):
+        return bytes(rng.randrange(256) for _ in range(n))
+    seeds = {
+        "grey8.png": png(5, 4, 0, 8, [rand(5) for _ in range(4)]),
+        "grey1.png": png(9, 3, 0, 1, [rand(2) for _ in range(3)]),
+        "grey16.png": png(3, 3, 0, 16, [rand(6) for _ in range(3)]),
+        "grey-alpha.png": png(4, 2, 4, 8, [bytes([7, 255] * 4) for _ in range(2)]),
+        "rgb8.png": png(4, 4, 2, 8, [rand(12) for _ in range(4)]),
+        "rgb16.png": png(2, 2, 2, 16, [rand(12) for _ in range(2)]),
+        "rgba.png": png(3, 3, 6, 8, [rand(12) for _ in range(3)]),
+        "palette.png": png(4, 4, 3, 2, [rand(1) for _ in range(4)], palette=rand(12),
+                           trns=b"\xff\x00"),
+        "interlaced.png": png(9, 9, 2, 8, [rand(27) for _ in range(9)], interlace=1),
+        "truncated.png": png(8, 8, 0, 8, [rand(8) for _ in range(8)])[:-20],
+    }
+    try:
+        from PIL import Image
+    except ImportError:
+        raise SystemExit("make_corpus.py: the JPEG seeds need PIL (Debian's python3-pil)")
+    buf = io.BytesIO()
+    for name, mode, size, kw in [("rgb.jpg", "RGB", (24, 18), {}),
+                                 ("grey.jpg", "L", (17, 9), {}),
+                                 ("progressive.jpg", "RGB", (20, 20), {"progressive": True}),
+                                 ("cmyk.jpg", "CMYK", (8, 8), {}),
+                                 ("444.jpg", "RGB", (16, 16), {"subsampling": 0})]:
+        im = Image.frombytes(mode, size, rand(size[0] * size[1] * len(mode)))
+        buf.seek(0)
+        buf.truncate()
+        im.save(buf, "JPEG", quality=80, **kw)
+        seeds[name] = buf.getvalue()
+    seeds["truncated.jpg"] = seeds["rgb.jpg"][: len(seeds["rgb.jpg"]) // 2]
+    return seeds
+
+
+TABLE_SEEDS = {
+    "labels.csv": "image,label\na.png,cat\nb.png,dog\n",
+    "numbers.csv": "image,label,note\na.png,3,\"x, y\"\nb.png,0,\"say \"\"hi\"\"\"\n",
+    "columns.txt": "image a b\nx.jpg 0.5 -1\ny.jpg 1e-3 2\n",
+    "celeba.txt": "2\r\nA B \r\n000001.jpg -1  1\r\n000002.jpg  1 -1\r\n",
+    "bom.csv": "\ufeffimage,b,a\nz.png,1,2\n",
+}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cvae", required=True)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     rng = random.Random(0)
+    for kind, seeds in [("image", image_seeds(random.Random(2))),
+                        ("table", {k: v.encode() for k, v in TABLE_SEEDS.items()})]:
+        os.makedirs(os.path.join(args.out, kind), exist_ok=True)
+        for name, data in seeds.items():
+            with open(os.path.join(args.out, kind, name), "wb") as f:
+                f.write(data)
     idx_dir = os.path.join(args.out, "idx")
     ck_dir = os.path.join(args.out, "checkpoint")
     npy_dir = os.path.join(args.out, "npy")
@@ -101,6 +171,20 @@ def main():
             f.write(idx([n, h, w], bytes(rng.randrange(256) for _ in range(n * h * w))))
         with open(os.path.join(data, "train-labels-idx1-ubyte"), "wb") as f:
             f.write(idx([n], bytes(rng.randrange(3) for _ in range(n))))
+        for c in ("bag", "shoe"):  # a checkpoint with class names (version 5's names block)
+            os.makedirs(os.path.join(tmp, "tree", "train", c))
+            for i in range(4):
+                with open(os.path.join(tmp, "tree", "train", c, f"{i}.png"), "wb") as f:
+                    f.write(png(3, 3, 0, 8, [bytes(rng.randrange(256) for _ in range(3))
+                                             for _ in range(3)]))
+        subprocess.run([args.cvae, "train", "--data", os.path.join(tmp, "tree"), "--out",
+                        os.path.join(tmp, "named"), "--cache", os.path.join(tmp, "cache"),
+                        "--hidden", "2", "--latent", "1", "--epochs", "1", "--batch", "4",
+                        "--device", "cpu"], check=True, stdout=subprocess.DEVNULL)
+        with open(os.path.join(tmp, "named", "model.ckpt"), "rb") as f:
+            named = f.read()
+        with open(os.path.join(ck_dir, "named.ckpt"), "wb") as f:
+            f.write(named)
         for i, hidden in enumerate(["2", "3,2"]):
             run = os.path.join(tmp, f"run{i}")
             subprocess.run([args.cvae, "train", "--data", data, "--out", run, "--hidden",
@@ -121,7 +205,9 @@ def main():
             with open(os.path.join(report_dir, f"metrics{i}.jsonl"), "wb") as f:
                 f.write(metrics)
     print(f"corpus: {len(os.listdir(idx_dir))} IDX seeds, {len(os.listdir(ck_dir))} checkpoints, "
-          f"{len(os.listdir(npy_dir))} .npy seeds, {len(os.listdir(report_dir))} report seeds")
+          f"{len(os.listdir(npy_dir))} .npy seeds, {len(os.listdir(report_dir))} report seeds, "
+          f"{len(os.listdir(os.path.join(args.out, 'image')))} images, "
+          f"{len(os.listdir(os.path.join(args.out, 'table')))} tables")
 
 
 if __name__ == "__main__":

@@ -643,6 +643,7 @@ cv_status cv_backend_cpu_create_with(const cv_backend_options *opt, cv_backend *
     ctx->comm = opt ? opt->comm : NULL;
     be->precision = p;
     be->name = "cpu";
+    be->host_memory = true;
     snprintf(be->description, sizeof be->description,
              "CPU (%d thread%s, OpenBLAS %s kernels)", omp_get_max_threads(),
              omp_get_max_threads() == 1 ? "" : "s", openblas_get_corename());

@@ -398,6 +398,7 @@ cv_status cv_backend_timed_create(cv_backend *inner, int max_calls, cv_backend *
         return st;
     }
     be->name = inner->name; /* it runs on inner's device, and callers may ask which */
+    be->host_memory = inner->host_memory;
     be->precision = inner->precision;
     snprintf(be->description, sizeof be->description, "%s", inner->description);
     be->impl = t;

@@ -45,8 +45,9 @@ bool cv_parse_device(const char *cmd, const char *s);
 int cv_next_flag(const char *cmd, int argc, char **argv, const struct option *opts,
                  int *exit_code);
 
-/* The data file flags of train and eval (--train-images FILE ... --test-conditions
- * FILE), with codes of their own so that a command's option table takes them whole. */
+/* The data file flags of train, eval and data (--train-images FILE ... --test-conditions
+ * FILE, and those of image files: --train-csv ... --cache), with codes of their own so
+ * that a command's option table takes them whole. */
 enum {
     CV_OPT_TRAIN_IMAGES = 1000,
     CV_OPT_TRAIN_LABELS,
@@ -54,6 +55,13 @@ enum {
     CV_OPT_TEST_IMAGES,
     CV_OPT_TEST_LABELS,
     CV_OPT_TEST_CONDITIONS,
+    CV_OPT_TRAIN_CSV,
+    CV_OPT_TEST_CSV,
+    CV_OPT_CONDITION_COLUMNS,
+    CV_OPT_IMAGE_SIZE,
+    CV_OPT_CROP,
+    CV_OPT_CHANNELS,
+    CV_OPT_CACHE,
 };
 #define CV_DATA_FILE_OPTIONS                                                  \
     {"train-images", required_argument, 0, CV_OPT_TRAIN_IMAGES},              \
@@ -61,11 +69,30 @@ enum {
         {"train-conditions", required_argument, 0, CV_OPT_TRAIN_CONDITIONS},  \
         {"test-images", required_argument, 0, CV_OPT_TEST_IMAGES},            \
         {"test-labels", required_argument, 0, CV_OPT_TEST_LABELS},            \
-        {"test-conditions", required_argument, 0, CV_OPT_TEST_CONDITIONS}
-/* Sets the file of a data file flag's code in f; false for any other code. */
-bool cv_data_file_flag(int code, const char *arg, cv_data_files *f);
+        {"test-conditions", required_argument, 0, CV_OPT_TEST_CONDITIONS},    \
+        {"train-csv", required_argument, 0, CV_OPT_TRAIN_CSV},                \
+        {"test-csv", required_argument, 0, CV_OPT_TEST_CSV},                  \
+        {"condition-columns", required_argument, 0, CV_OPT_CONDITION_COLUMNS}, \
+        {"image-size", required_argument, 0, CV_OPT_IMAGE_SIZE},              \
+        {"crop", required_argument, 0, CV_OPT_CROP},                          \
+        {"channels", required_argument, 0, CV_OPT_CHANNELS},                  \
+        {"cache", required_argument, 0, CV_OPT_CACHE}
+/* Sets what a data file flag's code says in f: true when code is one (*ok false after
+ * printing the line for a bad value), false for any other code. */
+bool cv_data_file_flag(const char *cmd, int code, const char *arg, cv_data_files *f, bool *ok);
+/* The checks of the data file flags that need all of them. Returns 0, or the exit code
+ * after the error line. */
+int cv_check_data_file_flags(const char *cmd, const cv_data_files *f);
+/* read set for data fed to the model ck holds (cli_model_data.c): image files keep to its
+ * classes or condition columns, with a progress line on a terminal. */
+void cv_data_files_for_model(cv_data_files *read, const cv_checkpoint *ck);
+/* Data whose classes have names, for a model of numbered classes: refused. data names the
+ * data in the message, model the checkpoint. */
+cv_status cv_data_names_fit(const cv_data *d, const cv_checkpoint *ck, const char *data,
+                            const char *model, cv_err *err);
 /* The help lines of the data file flags. */
 extern const char cv_data_files_help[];
+extern const char cv_image_files_help[];
 
 /* The commands; comm is the run's ranks (rank 0 of 1 without an MPI launcher). train, eval
  * and bench run data-parallel under one; generate and info refuse more than one rank. */
@@ -74,6 +101,7 @@ int cv_cmd_eval(int argc, char **argv, cv_comm *comm);
 int cv_cmd_info(int argc, char **argv);
 int cv_cmd_generate(int argc, char **argv);
 int cv_cmd_score(int argc, char **argv);
+int cv_cmd_data(int argc, char **argv);
 int cv_cmd_bench(int argc, char **argv, cv_comm *comm);
 int cv_cmd_encode(int argc, char **argv);
 int cv_cmd_decode(int argc, char **argv);

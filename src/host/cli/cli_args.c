@@ -113,7 +113,32 @@ bool cv_parse_device(const char *cmd, const char *s) {
     return false;
 }
 
-bool cv_data_file_flag(int code, const char *arg, cv_data_files *f) {
+/* --image-size HxW (or N for N x N). */
+static bool parse_image_size(const char *cmd, const char *s, cv_image_options *o) {
+    char *end;
+    errno = 0;
+    long h = strtol(s, &end, 10), w = h;
+    if (!errno && end != s && *end == 'x') {
+        const char *rest = end + 1;
+        w = strtol(rest, &end, 10);
+        if (end == rest) w = 0;
+    }
+    if (errno || end == s || *end || h < 1 || w < 1 || h > CV_MAX_IMAGE_SIDE ||
+        w > CV_MAX_IMAGE_SIDE) {
+        cv_usage_error(cmd, "--image-size must be HxW (height x width, as 64x64) or N, each "
+                       "1..%d, got '%s'", CV_MAX_IMAGE_SIDE, s);
+        return false;
+    }
+    o->height = (int)h;
+    o->width = (int)w;
+    return true;
+}
+
+bool cv_data_file_flag(const char *cmd, int code, const char *arg, cv_data_files *f, bool *ok) {
+    static const char *const crops[] = {"none", "center"};
+    static const char *const channels[] = {"1", "3"};
+    int choice = 0;
+    *ok = true;
     switch (code) {
     case CV_OPT_TRAIN_IMAGES: f->train_images = arg; return true;
     case CV_OPT_TRAIN_LABELS: f->train_labels = arg; return true;
@@ -121,8 +146,38 @@ bool cv_data_file_flag(int code, const char *arg, cv_data_files *f) {
     case CV_OPT_TEST_IMAGES: f->test_images = arg; return true;
     case CV_OPT_TEST_LABELS: f->test_labels = arg; return true;
     case CV_OPT_TEST_CONDITIONS: f->test_conditions = arg; return true;
+    case CV_OPT_TRAIN_CSV: f->train_table = arg; return true;
+    case CV_OPT_TEST_CSV: f->test_table = arg; return true;
+    case CV_OPT_CONDITION_COLUMNS: f->condition_columns = arg; return true;
+    case CV_OPT_CACHE: f->image.cache_dir = arg; return true;
+    case CV_OPT_IMAGE_SIZE: *ok = parse_image_size(cmd, arg, &f->image); return true;
+    case CV_OPT_CROP:
+        *ok = cv_parse_choice(cmd, "--crop", arg, crops, 2, &choice);
+        f->image.crop_center = choice == 1;
+        return true;
+    case CV_OPT_CHANNELS:
+        *ok = cv_parse_choice(cmd, "--channels", arg, channels, 2, &choice);
+        f->image.channels = choice ? 3 : 1;
+        return true;
     default: return false;
     }
+}
+
+int cv_check_data_file_flags(const char *cmd, const cv_data_files *f) {
+    const bool tables = f->train_table || f->test_table;
+    const bool arrays = f->train_images || f->train_labels || f->train_conditions ||
+                        f->test_images || f->test_labels || f->test_conditions;
+    if (tables && arrays)
+        return cv_usage_error(cmd, "--train-csv and --test-csv do not mix with the IDX and .npy "
+                              "file flags (--train-images, ...)");
+    if (f->image.crop_center && !f->image.height)
+        return cv_usage_error(cmd, "--crop center crops to the aspect ratio of --image-size, "
+                              "which is missing");
+    if (f->condition_columns && !f->condition_columns[0])
+        return cv_usage_error(cmd, "--condition-columns must name at least one column");
+    if (f->image.cache_dir && !f->image.cache_dir[0])
+        return cv_usage_error(cmd, "--cache must not be empty");
+    return 0;
 }
 
 const char cv_data_files_help[] =
@@ -136,6 +191,24 @@ const char cv_data_files_help[] =
     "                         (optional; of the training split's condition kind: a\n"
     "                         folder's test split of the other kind, beside a training\n"
     "                         condition named by a flag, is left out with a note)\n";
+
+const char cv_image_files_help[] =
+    "image files (PNG, JPEG): --data DIR with DIR/train/<class>/*.png|jpg|jpeg (and\n"
+    "optionally DIR/test/<class>/...), or CelebA's list_attr_celeba.txt (with\n"
+    "img_align_celeba/ and list_eval_partition.txt: partition 0 trains, 2 tests), or:\n"
+    "  --train-csv FILE       a table: a header row, a column 'image' (paths relative to\n"
+    "                         FILE's folder) and a column 'label' (a class number or name)\n"
+    "                         or columns of numbers (condition vectors); fields separated\n"
+    "                         by commas or by spaces\n"
+    "  --test-csv FILE        the test split's table\n"
+    "  --condition-columns A,B,C  condition on these columns, in this order\n"
+    "  --image-size HxW       resize every image (area filter down, Catmull-Rom up);\n"
+    "                         without it every image must have the first one's size\n"
+    "  --crop none|center     center: crop to the aspect ratio of --image-size first\n"
+    "  --channels 1|3         convert to grey or RGB (default: the first image's)\n"
+    "  --cache DIR            where decoded images are kept (default\n"
+    "                         $XDG_CACHE_HOME/cvae, else ~/.cache/cvae): decoded once, in\n"
+    "                         parallel, then mapped; rebuilt when the files change\n";
 
 /* Whether word ("--name" or "--name=value") spells the flag name whole. */
 static bool spelled_whole(const char *word, const char *name) {

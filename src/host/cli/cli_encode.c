@@ -49,8 +49,14 @@ static cv_status load_inputs(const encode_request *q, cv_checkpoint *ck, cv_data
     cv_status st = cv_checkpoint_load(q->model, ck, err);
     cv_data_files read = q->files;
     read.test_only = !q->train;
+    if (!st) cv_data_files_for_model(&read, ck);
     if (!st) st = cv_data_load_files(q->data, &read, 0, d, err);
-    const char *name = q->data ? q->data : q->train ? q->files.train_images : q->files.test_images;
+    const char *name = q->data            ? q->data
+                       : q->train         ? (q->files.train_table ? q->files.train_table
+                                                                  : q->files.train_images)
+                       : q->files.test_table ? q->files.test_table
+                                             : q->files.test_images;
+    if (!st) st = cv_data_names_fit(d, ck, name, q->model, err);
     const cv_split *s = q->train ? &d->train : &d->test;
     if (!st && !s->n)
         st = cv_fail(err, CV_ERR_IO, "%s: no %s images to encode", name,
@@ -134,6 +140,8 @@ int cv_cmd_encode(int argc, char **argv) {
             fputs(help, stdout);
             fputs("\n", stdout);
             fputs(cv_data_files_help, stdout);
+            fputs("\n", stdout);
+            fputs(cv_image_files_help, stdout);
             return 0;
         case OPT_MODEL: q.model = optarg; break;
         case OPT_DATA: q.data = optarg; break;
@@ -142,10 +150,12 @@ int cv_cmd_encode(int argc, char **argv) {
         case OPT_BATCH: ok = cv_parse_int(cmd, "--batch", optarg, 1, 1 << 20, &q.batch); break;
         case OPT_DEVICE: ok = cv_parse_device(cmd, optarg); q.device = optarg; break;
         default: /* a data file flag, or a flag without a case */
-            if (!cv_data_file_flag(c, optarg, &q.files)) CV_ASSERT(!"a flag without a case");
+            if (!cv_data_file_flag(cmd, c, optarg, &q.files, &ok))
+                CV_ASSERT(!"a flag without a case");
         }
         if (!ok) return CV_EXIT_USAGE;
     }
+    if (!rc) rc = cv_check_data_file_flags(cmd, &q.files);
     if (rc) return rc;
     if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!q.model) return cv_usage_error(cmd, "--model CKPT is required");

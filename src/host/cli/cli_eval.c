@@ -141,11 +141,14 @@ static cv_status prepare(eval_state *s, const char *model, const char *data,
                      "vectors, not class labels", model);
     cv_data_files read = *files;
     read.test_only = !marginal; /* only the marginal needs the training labels */
+    if (!st) cv_data_files_for_model(&read, &s->ck);
+    read.image.progress = read.image.progress && cv_comm_rank(comm) == 0;
     /* the marginal's training labels: a label model's classes are its K, whatever labels
      * the training files hold (without them, K comes from the model after loading) */
     const int classes = marginal && c->condition == CV_COND_LABELS ? c->cond_width : 0;
     if (!st)
         st = cv_data_load_files(data, &read, classes, &s->data, err);
+    if (!st) st = cv_data_names_fit(&s->data, &s->ck, data ? data : files->test_table, model, err);
     if (!st && s->ck.train.binarize) cv_split_binarize(&s->data.test);
     if (!st) st = check_test_split(&s->data, c, data, data ? data : files->test_images, err);
     st = cv_comm_agree(comm, st, err);
@@ -154,7 +157,7 @@ static cv_status prepare(eval_state *s, const char *model, const char *data,
     st = cv_comm_agree(comm, cv_backend_open(device, &bo, &s->be, err), err);
     if (!st) st = cv_model_from_checkpoint(s->be, &s->ck, &s->model, err);
     if (!st) st = cv_workspace_create(&s->model, CV_EVAL_BATCH, &s->ws, err);
-    if (!st) st = cv_device_split_upload(s->be, &s->data.test, &s->test, err);
+    if (!st) st = cv_device_split_use(s->be, &s->data.test, &s->test, err);
     return cv_comm_agree(comm, st, err);
 }
 
@@ -223,6 +226,8 @@ int cv_cmd_eval(int argc, char **argv, cv_comm *comm) {
             fputs(help, stdout);
             fputs("\n", stdout);
             fputs(cv_data_files_help, stdout);
+            fputs("\n", stdout);
+            fputs(cv_image_files_help, stdout);
             return 0;
         case OPT_MODEL: model = optarg; break;
         case OPT_DATA: data = optarg; break;
@@ -232,19 +237,23 @@ int cv_cmd_eval(int argc, char **argv, cv_comm *comm) {
         case OPT_JSON: json = true; break;
         case OPT_MARGINAL: marginal = true; break;
         default: /* a data file flag, or a flag without a case */
-            if (!cv_data_file_flag(c, optarg, &files)) CV_ASSERT(!"a flag without a case");
+            if (!cv_data_file_flag(cmd, c, optarg, &files, &ok))
+                CV_ASSERT(!"a flag without a case");
         }
         if (!ok) return CV_EXIT_USAGE;
     }
     if (rc) return rc;
     if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!model) return cv_usage_error(cmd, "--model CKPT is required");
-    if (!data && !files.test_images)
-        return cv_usage_error(cmd, "--data DIR or --test-images FILE is required");
+    if (!data && !files.test_images && !files.test_table)
+        return cv_usage_error(cmd, "--data DIR, --test-images FILE or --test-csv FILE is "
+                              "required");
+    rc = cv_check_data_file_flags(cmd, &files);
+    if (rc) return rc;
     if (marginal && !iwae) return cv_usage_error(cmd, "--marginal needs --iwae K");
-    if (marginal && !data && !files.train_images)
-        return cv_usage_error(cmd, "--marginal needs the training labels: --data DIR, or "
-                              "--train-images and --train-labels");
+    if (marginal && !data && !files.train_images && !files.train_table)
+        return cv_usage_error(cmd, "--marginal needs the training labels: --data DIR, "
+                              "--train-images and --train-labels, or --train-csv");
 
     eval_state s;
     memset(&s, 0, sizeof s);

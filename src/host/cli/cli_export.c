@@ -16,7 +16,8 @@ static const char *help =
     "PyTorch's names and shapes (a first layer takes the concatenation [x, c] or [z, c],\n"
     "c a label's one-hot row or the condition vector: enc.0.weight is (H1, D + K)), and\n"
     "the configuration as JSON (hidden sizes, latent size, condition kind and width,\n"
-    "class names (a checkpoint holds none: --class-names gives them, else null), prior,\n"
+    "class names (--class-names, else the checkpoint's, else null), the condition\n"
+    "columns of a model of condition vectors (the checkpoint's, else null), prior,\n"
     "likelihood, sigma, image shape, the cvae version and the checkpoint's SHA-256).\n"
     "\n"
     "safetensors: one file, every tensor float32, the configuration in the header's\n"
@@ -34,7 +35,9 @@ static const char *help =
     "  --format F        safetensors or onnx (required)\n"
     "  --out PATH        the .safetensors file, or the folder of the .onnx files (required)\n"
     "  --class-names L   a model of labels: the name of each class, comma-separated, in\n"
-    "                    the order of the labels (e.g. T-shirt/top,Trouser,...)\n"
+    "                    the order of the labels (e.g. T-shirt/top,Trouser,...); default:\n"
+    "                    the names the checkpoint holds (a model trained on class folders\n"
+    "                    or a table's class names), else none\n"
     "  -h, --help        this text\n";
 
 enum { OPT_MODEL = 256, OPT_FORMAT, OPT_OUT, OPT_CLASS_NAMES };
@@ -67,12 +70,16 @@ static cv_status export_model(const char *model, bool onnx, const char *out,
     cv_checkpoint ck;
     cv_status st = cv_checkpoint_load(model, &ck, err);
     if (st) return st;
-    cv_export_source src = {.ck = &ck}; /* no class names: checkpoints hold none */
+    /* the classes' names: the flag's, else those the checkpoint kept from its data */
+    cv_export_source src = {.ck = &ck,
+                            .class_names = ck.cfg.condition == CV_COND_LABELS
+                                               ? (const char *const *)ck.names
+                                               : NULL};
     char *list = class_names ? strdup(class_names) : NULL;
     const char **names = class_names ? calloc((size_t)ck.cfg.cond_width, sizeof *names) : NULL;
     if (class_names && (!list || !names)) st = cv_fail(err, CV_ERR_NOMEM, "out of host memory");
     if (!st && class_names) st = split_class_names(list, &ck, names, err);
-    src.class_names = names;
+    if (names) src.class_names = names;
     uint64_t bytes;
     if (!st) st = cv_sha256_file(model, src.checkpoint_sha256, &bytes, err);
     if (!st) st = onnx ? cv_export_onnx(&src, out, err) : cv_export_safetensors(&src, out, err);

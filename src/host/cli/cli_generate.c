@@ -1,6 +1,7 @@
 /* cli_generate.c: `cvae generate`. */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include "cvae/checkpoint.h"
 #include "cvae/generate.h"
 #include "util/interrupt.h"
+#include "data/names.h"
 
 static const char *help =
     "usage: cvae generate --model CKPT --per-class N --out DIR [flags]\n"
@@ -48,7 +50,9 @@ static const char *help_flags =
     "  --model CKPT       checkpoint written by cvae train (required)\n"
     "  --per-class N      images per class (required for classes, except for a grid: its\n"
     "                     columns, default 10)\n"
-    "  --classes LIST     classes to generate, e.g. 0,3,7 (default: all)\n"
+    "  --classes LIST     classes to generate, by number or by name (a model trained on\n"
+    "                     class folders or named labels), e.g. 0,3,7 or Bag,Sneaker\n"
+    "                     (default: all)\n"
     "  --labels FILE      class labels (an integer .npy (N,) or IDX idx1): one image per\n"
     "                     row, in row order\n"
     "  --conditions FILE  condition vectors, float32 .npy (N, K): one image per row\n"
@@ -56,7 +60,8 @@ static const char *help_flags =
     "                     with classes (default 1; a grid's columns, default 10)\n"
     "  --out DIR          output folder, made with its parents (required; grid: the PNG\n"
     "                     file, ending in .png)\n"
-    "  --format F         idx (default), idx.gz, npy, png (DIR/<class>/<index>.png, or\n"
+    "  --format F         idx (default), idx.gz, npy, png (DIR/<class>/<index>.png, the\n"
+    "                     class's name as its folder when the model has names, or\n"
     "                     DIR/<index>.png for condition vectors), grid (one PNG: a row\n"
     "                     per class or condition row, a column per sample), traversal or\n"
     "                     interpolate (one PNG each, above)\n"
@@ -85,7 +90,7 @@ enum { OPT_MODEL = 256, OPT_PER_CLASS, OPT_CLASSES, OPT_OUT, OPT_FORMAT, OPT_MEA
 /* Where the images' conditions come from, as the flags gave them. */
 typedef struct {
     const char *labels_file, *conditions_file;
-    bool all_classes;
+    const char *classes; /* --classes, as given (NULL: all the model's classes) */
 } condition_flags;
 
 cv_status cv_read_condition_rows(const char *labels_file, const char *conditions_file,
@@ -117,14 +122,56 @@ static bool parse_format(const char *s, cv_gen_format *f) {
     return false;
 }
 
+/* One class of --classes: a name of the model's, else a number 0..255 (cv_generate_check
+ * then checks it is below K). */
+static bool class_of(const char *word, const cv_checkpoint *ck, int *c) {
+    const bool named = ck->names && ck->cfg.condition == CV_COND_LABELS;
+    for (int k = 0; named && k < ck->cfg.cond_width; k++)
+        if (strcmp(word, ck->names[k]) == 0) {
+            *c = k;
+            return true;
+        }
+    char *end;
+    long v = strtol(word, &end, 10);
+    if (end == word || *end || v < 0 || v >= CV_MAX_CLASSES) return false;
+    *c = (int)v;
+    return true;
+}
+
+/* --classes: a comma-separated list of class names or numbers. Returns 0 or the exit code
+ * after the error line. */
+static int parse_classes(const char *list, const cv_checkpoint *ck, cv_gen_conditions *cond) {
+    cond->n_classes = 0;
+    for (const char *p = list;;) {
+        const size_t len = strcspn(p, ",");
+        char word[CV_NAME_MAX + 1];
+        snprintf(word, sizeof word, "%.*s", (int)(len < CV_NAME_MAX ? len : CV_NAME_MAX), p);
+        int c;
+        if (cond->n_classes == CV_MAX_CLASSES || !class_of(word, ck, &c))
+            return cv_usage_error("generate", "--classes takes at most %d class names or numbers "
+                                  "0..255, separated by commas; '%s' is %s", CV_MAX_CLASSES,
+                                  word, ck->names ? "neither a class of the model (cvae info "
+                                  "lists them) nor a number" : "not a class number (the model "
+                                  "names none)");
+        cond->classes[cond->n_classes++] = c;
+        if (!p[len]) return 0;
+        p += len + 1;
+    }
+}
+
 /* The images' conditions from the flags and the checkpoint: all the model's classes
  * unless --classes picked some, or the rows of --labels or --conditions (cv_generate_check
  * then checks them against the model). Returns 0 or the exit code after the error line. */
 static int set_conditions(const condition_flags *f, const cv_checkpoint *ck,
                           cv_generate_options *o) {
-    if (f->all_classes && ck->cfg.condition == CV_COND_LABELS) {
+    if (ck->cfg.condition == CV_COND_LABELS) o->class_names = ck->names;
+    if (!f->classes && ck->cfg.condition == CV_COND_LABELS) {
         o->cond.n_classes = ck->cfg.cond_width;
         for (int c = 0; c < ck->cfg.cond_width; c++) o->cond.classes[c] = c;
+    }
+    if (f->classes && ck->cfg.condition == CV_COND_LABELS) {
+        const int rc = parse_classes(f->classes, ck, &o->cond);
+        if (rc) return rc;
     }
     cv_err err;
     cv_status st = cv_read_condition_rows(f->labels_file, f->conditions_file, &o->cond, &err);
@@ -139,7 +186,7 @@ static int check_condition_flags(const condition_flags *f, bool per_class, bool 
     const bool rows = f->labels_file || f->conditions_file;
     if (f->labels_file && f->conditions_file)
         return cv_usage_error(cmd, "--labels and --conditions exclude each other");
-    if (rows && !f->all_classes)
+    if (rows && f->classes)
         return cv_usage_error(cmd, "--classes picks classes to interleave; with --labels or "
                               "--conditions the rows say each image's condition");
     if (rows && per_class)
@@ -221,12 +268,12 @@ static int check_picture_flags(const cv_picture_request *q, const condition_flag
     const char *cmd = "generate";
     if (per_class || per_row)
         return cv_usage_error(cmd, "--per-class and --per-row apply to data sets and grids");
-    if (q->interpolate && (f->labels_file || f->conditions_file || !f->all_classes))
+    if (q->interpolate && (f->labels_file || f->conditions_file || f->classes))
         return cv_usage_error(cmd, "--format interpolate takes the conditions of its two "
                               "images, not --classes, --labels or --conditions");
-    if (q->interpolate && !q->data && !q->files.test_images)
-        return cv_usage_error(cmd, "--format interpolate needs the test images: --data DIR or "
-                              "--test-images FILE");
+    if (q->interpolate && !q->data && !q->files.test_images && !q->files.test_table)
+        return cv_usage_error(cmd, "--format interpolate needs the test images: --data DIR, "
+                              "--test-images FILE or --test-csv FILE");
     if (!q->interpolate && (data_flags || q->images[1] >= 0))
         return cv_usage_error(cmd, "--data, the data file flags and --images apply to "
                               "--format interpolate");
@@ -278,7 +325,7 @@ int cv_cmd_generate(int argc, char **argv) {
     const char *cmd = "generate", *model = NULL, *device = "auto";
     cv_generate_options o = {.format = CV_FMT_IDX, .mean = true, .batch = 1000,
                              .progress = isatty(STDERR_FILENO)};
-    condition_flags f = {.all_classes = true};
+    condition_flags f = {0};
     bool have_per_class = false, have_per_row = false, mean_flag = false, sample_flag = false;
     bool seed_or_batch = false;
     bool data_flags = false, picture = false;
@@ -296,6 +343,8 @@ int cv_cmd_generate(int argc, char **argv) {
             fputs(help_flags, stdout);
             fputs("\n", stdout);
             fputs(cv_data_files_help, stdout);
+            fputs("\n", stdout);
+            fputs(cv_image_files_help, stdout);
             return 0;
         case OPT_MODEL: model = optarg; break;
         case OPT_PER_CLASS:
@@ -306,11 +355,7 @@ int cv_cmd_generate(int argc, char **argv) {
             ok = cv_parse_int(cmd, "--per-row", optarg, 1, 2147483647L, &per);
             have_per_row = true;
             break;
-        case OPT_CLASSES:
-            ok = cv_parse_int_list(cmd, "--classes", optarg, 0, 255, 256, o.cond.classes,
-                                   &o.cond.n_classes);
-            f.all_classes = false;
-            break;
+        case OPT_CLASSES: f.classes = optarg; break;
         case OPT_LABELS: f.labels_file = optarg; break;
         case OPT_CONDITIONS: f.conditions_file = optarg; break;
         case OPT_OUT: o.out = optarg; break;
@@ -343,7 +388,8 @@ int cv_cmd_generate(int argc, char **argv) {
             break;
         case OPT_DEVICE: ok = cv_parse_device(cmd, optarg); device = optarg; break;
         default: /* a data file flag, or a flag without a case */
-            if (!cv_data_file_flag(c, optarg, &q.files)) CV_ASSERT(!"a flag without a case");
+            if (!cv_data_file_flag(cmd, c, optarg, &q.files, &ok))
+                CV_ASSERT(!"a flag without a case");
             data_flags = true;
         }
         if (!ok) return CV_EXIT_USAGE;
@@ -360,6 +406,7 @@ int cv_cmd_generate(int argc, char **argv) {
                                   "to data sets and grids; pictures show decoded means, a "
                                   "row at a time");
         rc = check_picture_flags(&q, &f, have_per_class, have_per_row, data_flags);
+        if (!rc) rc = cv_check_data_file_flags(cmd, &q.files);
         if (rc) return rc;
         if (q.images[1] < 0) q.images[1] = 1;
         if (!q.steps) q.steps = q.interpolate ? 10 : 9;

@@ -9,7 +9,9 @@
 static const char *help =
     "usage: cvae info --model CKPT\n"
     "\n"
-    "Validate a checkpoint (magic, version, sizes, checksum) and print what it holds.\n"
+    "Validate a checkpoint (magic, version, sizes, checksum) and print what it holds: the\n"
+    "model, the names of its classes or condition columns (when the data named them), the\n"
+    "objective and where training stands.\n"
     "\n"
     "  --model CKPT   checkpoint written by cvae train (required)\n"
     "  -h, --help     this text\n";
@@ -47,6 +49,11 @@ int cv_cmd_info(int argc, char **argv) {
     printf(", latent %d, hidden", c2->latent);
     for (int i = 0; i < c2->n_hidden; i++) printf("%s%d", i ? "," : " ", c2->hidden[i]);
     printf(", %zu parameters\n", ck.n_params);
+    if (ck.names) { /* the classes or the condition columns the data named */
+        printf("%s:", c2->condition == CV_COND_LABELS ? "classes" : "condition columns");
+        for (int k = 0; k < c2->cond_width; k++) printf("%s %d %s", k ? "," : "", k, ck.names[k]);
+        printf("\n");
+    }
     if (ck.train.objective == CV_OBJECTIVE_IWAE)
         printf("objective: IWAE, %d draws per image; ", ck.train.samples);
     else

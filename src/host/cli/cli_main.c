@@ -89,7 +89,8 @@ static bool open_standard_descriptors(void) {
 static const char *usage =
     "usage: cvae COMMAND [flags]\n"
     "\n"
-    "Train and use conditional variational autoencoders on image data sets (IDX or NumPy).\n"
+    "Train and use conditional variational autoencoders on image data sets (IDX, NumPy, or\n"
+    "PNG and JPEG images in class folders or named by a table).\n"
     "\n"
     "commands:\n"
     "  train     train a model on a data folder (cvae train --data DIR --out RUNDIR)\n"
@@ -103,6 +104,8 @@ static const char *usage =
     "  export    the model for PyTorch (safetensors) or ONNX Runtime (onnx)\n"
     "  info      what a checkpoint holds\n"
     "  report    several runs' curves on one page (each run also writes RUNDIR/report.html)\n"
+    "  data      what training would read from a data set: splits, classes or condition\n"
+    "            columns, image size, the decoded cache; a preview grid of its images\n"
     "  bench     training throughput on synthetic data: step time, and per kernel family\n"
     "            time, share and achieved GB/s or TFLOP/s against the device's ceilings\n"
     "\n"
@@ -119,7 +122,7 @@ static int run_command(int argc, char **argv, cv_comm *comm) {
     if (strcmp(cmd, "eval") == 0) return cv_cmd_eval(argc - 1, argv + 1, comm);
     if (strcmp(cmd, "bench") == 0) return cv_cmd_bench(argc - 1, argv + 1, comm);
     static const char *const serial_commands[] = {"info", "generate", "score", "encode",
-                                                  "decode", "export", "report"};
+                                                  "decode", "export", "report", "data"};
     bool serial = false;
     for (size_t i = 0; i < sizeof serial_commands / sizeof *serial_commands; i++)
         serial = serial || strcmp(cmd, serial_commands[i]) == 0;
@@ -133,9 +136,10 @@ static int run_command(int argc, char **argv, cv_comm *comm) {
     if (strcmp(cmd, "decode") == 0) return cv_cmd_decode(argc - 1, argv + 1);
     if (strcmp(cmd, "export") == 0) return cv_cmd_export(argc - 1, argv + 1);
     if (strcmp(cmd, "report") == 0) return cv_cmd_report(argc - 1, argv + 1);
+    if (strcmp(cmd, "data") == 0) return cv_cmd_data(argc - 1, argv + 1);
     if (cv_comm_rank(comm) == 0)
         fprintf(stderr, "cvae: unknown command '%s' (expected train, eval, generate, score, "
-                "encode, decode, export, report, info or bench)\n", cmd);
+                "encode, decode, export, report, info, data or bench)\n", cmd);
     return CV_EXIT_USAGE;
 }
 
@@ -147,7 +151,7 @@ int main(int argc, char **argv) {
     configure_runtime(argc, argv);
     if (argc < 2) {
         fprintf(stderr, "cvae: missing command (train, eval, generate, score, encode, decode, "
-                "export, report, info or bench); see cvae --help\n");
+                "export, report, info, data or bench); see cvae --help\n");
         return CV_EXIT_USAGE;
     }
     const char *cmd = argv[1];

@@ -11,12 +11,16 @@
 #include "util/fileio.h"
 
 /* The test split of the request's data, checked against the model and the two images. */
-static cv_status load_test_split(const cv_picture_request *q, const cv_model_config *cfg,
-                                 cv_data *d, cv_err *err) {
+static cv_status load_test_split(const cv_picture_request *q, const cv_checkpoint *ck,
+                                 const char *model, cv_data *d, cv_err *err) {
+    const cv_model_config *cfg = &ck->cfg;
     cv_data_files files = q->files;
     files.test_only = true;
-    const char *name = q->data ? q->data : q->files.test_images;
+    cv_data_files_for_model(&files, ck);
+    const char *name = q->data ? q->data : q->files.test_table ? q->files.test_table
+                                                               : q->files.test_images;
     cv_status st = cv_data_load_files(q->data, &files, 0, d, err);
+    if (!st) st = cv_data_names_fit(d, ck, name, model, err);
     if (!st && !d->test.n)
         st = cv_fail(err, CV_ERR_IO, "%s: no test images to interpolate between", name);
     if (!st) st = cv_model_fit_labels(cfg, d, name, err);
@@ -74,7 +78,7 @@ int cv_generate_picture(const char *device, cv_checkpoint *ck, cv_generate_optio
     cv_err err;
     cv_data d = {0};
     cv_status st = check_request(ck, o, q, &err);
-    if (!st && q->interpolate) st = load_test_split(q, &ck->cfg, &d, &err);
+    if (!st && q->interpolate) st = load_test_split(q, ck, o->checkpoint ? o->checkpoint : "the model", &d, &err);
     if (st) {
         cv_data_free(&d);
         return cv_report(cmd, st, &err);

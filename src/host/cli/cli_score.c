@@ -78,8 +78,11 @@ static void state_free(score_state *s) {
 static cv_status prepare(score_state *s, const char *model, const char *data,
                          const cv_data_files *files, const char *device, cv_err *err) {
     cv_status st = cv_checkpoint_load(model, &s->ck, err);
-    const char *name = data ? data : files->train_images;
-    if (!st) st = cv_data_load_files(data, files, 0, &s->data, err);
+    const char *name = data ? data : files->train_table ? files->train_table : files->train_images;
+    cv_data_files read = *files;
+    if (!st) cv_data_files_for_model(&read, &s->ck);
+    if (!st) st = cv_data_load_files(data, &read, 0, &s->data, err);
+    if (!st) st = cv_data_names_fit(&s->data, &s->ck, name, model, err);
     if (!st) st = cv_model_fit_labels(&s->ck.cfg, &s->data, name, err);
     if (!st) st = cv_model_takes(&s->ck.cfg, &s->data, &s->data.train, name, err);
     if (!st && !s->data.test.n)
@@ -186,6 +189,8 @@ int cv_cmd_score(int argc, char **argv) {
             fputs(help, stdout);
             fputs("\n", stdout);
             fputs(cv_data_files_help, stdout);
+            fputs("\n", stdout);
+            fputs(cv_image_files_help, stdout);
             return 0;
         case OPT_MODEL: model = optarg; break;
         case OPT_DATA: data = optarg; break;
@@ -199,10 +204,12 @@ int cv_cmd_score(int argc, char **argv) {
         case OPT_DEVICE: ok = cv_parse_device(cmd, optarg); device = optarg; break;
         case OPT_JSON: json = true; break;
         default: /* a data file flag, or a flag without a case */
-            if (!cv_data_file_flag(c, optarg, &files)) CV_ASSERT(!"a flag without a case");
+            if (!cv_data_file_flag(cmd, c, optarg, &files, &ok))
+                CV_ASSERT(!"a flag without a case");
         }
         if (!ok) return CV_EXIT_USAGE;
     }
+    if (!rc) rc = cv_check_data_file_flags(cmd, &files);
     if (rc) return rc;
     if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!model) return cv_usage_error(cmd, "--model CKPT is required");

@@ -12,12 +12,14 @@
 static const char *help =
     "usage: cvae train --data DIR [flags]\n"
     "       cvae train --train-images FILE (--train-labels | --train-conditions) FILE [flags]\n"
+    "       cvae train --train-csv FILE [--test-csv FILE] [flags]\n"
     "\n"
     "Train a conditional VAE on the images in DIR and their conditions: class labels or\n"
     "condition vectors. DIR holds MNIST's IDX files (train-images-idx3-ubyte[.gz],\n"
     "train-labels-idx1-ubyte[.gz], optionally t10k-* for test evaluation), or NumPy files\n"
     "(train_images.npy with train_labels.npy or train_conditions.npy, optionally test_*),\n"
-    "or a data set cvae generate wrote (images and labels or conditions). Prints one line\n"
+    "or a data set cvae generate wrote (images and labels or conditions), or PNG and JPEG\n"
+    "images in class folders or named by a table (below). Prints one line\n"
     "per epoch: train loss, test -ELBO (rec, kl) in nats per sample, training samples/s\n"
     "and the epoch's seconds.\n"
     "\n"
@@ -258,7 +260,7 @@ static bool apply_flag(int c, const char *arg, cv_train_options *o, given_flags 
         break;
     case OPT_SKIP_NONFINITE: ok = parse_count(cmd, "--skip-nonfinite", arg, &o->skip_nonfinite); break;
     default: /* a data file flag, or a flag without a case */
-        if (!cv_data_file_flag(c, arg, &o->files)) CV_ASSERT(!"a flag without a case");
+        if (!cv_data_file_flag(cmd, c, arg, &o->files, &ok)) CV_ASSERT(!"a flag without a case");
     }
     return ok;
 }
@@ -267,15 +269,18 @@ static bool apply_flag(int c, const char *arg, cv_train_options *o, given_flags 
 static int check_flags(cv_train_options *o, const given_flags *given) {
     const char *cmd = "train";
     const cv_data_files *f = &o->files;
-    if (!o->data_dir && !f->train_images)
-        return cv_usage_error(cmd, "--data DIR (or --train-images FILE) is required");
-    if (!o->data_dir && !f->train_labels && !f->train_conditions)
+    if (!o->data_dir && !f->train_images && !f->train_table)
+        return cv_usage_error(cmd, "--data DIR (or --train-images FILE, or --train-csv FILE) is "
+                              "required");
+    if (!o->data_dir && !f->train_table && !f->train_labels && !f->train_conditions)
         return cv_usage_error(cmd, "--train-images without --data needs --train-labels or "
                               "--train-conditions");
     if (f->train_labels && f->train_conditions)
         return cv_usage_error(cmd, "--train-labels and --train-conditions exclude each other");
     if (f->test_labels && f->test_conditions)
         return cv_usage_error(cmd, "--test-labels and --test-conditions exclude each other");
+    const int rc = cv_check_data_file_flags(cmd, f);
+    if (rc) return rc;
     if (given->sigma && o->likelihood != CV_LIKELIHOOD_GAUSSIAN)
         return cv_usage_error(cmd, "--sigma applies to --likelihood gaussian only");
     if (given->samples && o->train.objective != CV_OBJECTIVE_IWAE)
@@ -377,6 +382,8 @@ int cv_cmd_train(int argc, char **argv, cv_comm *comm) {
             fputs(help_run, stdout);
             fputs("\n", stdout);
             fputs(cv_data_files_help, stdout);
+            fputs("\n", stdout);
+            fputs(cv_image_files_help, stdout);
             return 0;
         }
         if (!apply_flag(c, optarg, &o, &given)) return CV_EXIT_USAGE;

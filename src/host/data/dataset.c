@@ -2,7 +2,8 @@
  * with every cross-file check: counts, image shapes, label ranges, condition widths.
  *
  * Each file's format is recognised from its content: the NumPy magic (or a file cut
- * inside it) means .npy, anything else is read as IDX (plain or gzip).
+ * inside it) means .npy, anything else is read as IDX (plain or gzip). A folder of image
+ * files, or a table of them, goes to image_set.c instead.
  */
 #include <math.h>
 #include <stdio.h>
@@ -10,10 +11,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cv_math.h"
 #include "cvae/data.h"
 #include "cvae/npy.h"
-#include "cvae/rng.h"
+#include "data/image_set.h"
 #include "util/fileio.h"
 
 #define NAME_MAX_CANDIDATES 6
@@ -83,7 +83,7 @@ static cv_status resolve(const char *dir, const char *given, const file_slot *sl
 
 static cv_status npy_images(const char *path, cv_split *s, cv_err *err) {
     cv_npy_array a;
-    cv_status st = cv_npy_read(path, &a, err);
+    cv_status st = cv_npy_map(path, &a, err);
     if (st) return st;
     if (a.dtype != CV_NPY_U8 && a.dtype != CV_NPY_F32)
         st = cv_fail(err, CV_ERR_FORMAT, "%s: images are %s; expected uint8 (|u1) or float32 "
@@ -109,14 +109,20 @@ static cv_status npy_images(const char *path, cv_split *s, cv_err *err) {
         s->pixels = a.data;
     else
         s->fpixels = a.data;
+    s->mapping = a.mapping;
+    s->mapping_bytes = a.mapping_bytes;
     return CV_OK;
 }
 
+/* Images are mapped, not copied, where the file allows (an uncompressed IDX or .npy). */
 static cv_status read_images(const char *path, cv_split *s, cv_err *err) {
     if (cv_npy_sniff(path)) return npy_images(path, s, err);
     int dims[4];
-    cv_status st = cv_idx_read_images(path, dims, &s->pixels, err);
+    cv_idx_mapping m;
+    cv_status st = cv_idx_map_images(path, dims, &s->pixels, &m, err);
     if (st) return st;
+    s->mapping = m.mapping;
+    s->mapping_bytes = m.bytes;
     s->n = dims[0];
     s->h = dims[1];
     s->w = dims[2];
@@ -429,6 +435,28 @@ static cv_status check_test(const split_paths *p, const cv_data *d, cv_err *err)
     return CV_OK;
 }
 
+bool cv_data_has_image_files(const char *dir, const cv_data_files *f) {
+    if (f->train_table || f->test_table) return true;
+    if (!dir || f->train_images || f->train_labels || f->train_conditions || f->test_images ||
+        f->test_labels || f->test_conditions)
+        return false;
+    char path[CV_PATH_MAX];
+    bool idx_or_npy = false;
+    find_slot(dir, f->test_only ? &TEST_IMAGES : &TRAIN_IMAGES, path, &idx_or_npy, NULL);
+    return !idx_or_npy && cv_image_folder_present(dir, f->test_only);
+}
+
+/* A data set of image files: read, decoded where the cache is not fresh, and mapped. */
+static cv_status load_image_files(const char *dir, const cv_data_files *f, int n_classes,
+                                  cv_data *d, cv_err *err) {
+    cv_image_set set;
+    cv_status st = cv_image_set_open(dir, f, n_classes, &set, err);
+    if (st) return st;
+    st = cv_image_set_load(&set, &f->image, d, err);
+    cv_image_set_free(&set);
+    return st;
+}
+
 cv_status cv_data_load_files(const char *dir, const cv_data_files *files, int n_classes,
                              cv_data *d, cv_err *err) {
     static const cv_data_files none = {0};
@@ -439,6 +467,17 @@ cv_status cv_data_load_files(const char *dir, const cv_data_files *files, int n_
     if (dir && !S_ISDIR(sb.st_mode))
         return cv_fail(err, CV_ERR_IO, "%s: is not a folder (--data names the folder of the "
                        "data files)", dir);
+    if (cv_data_has_image_files(dir, files)) return load_image_files(dir, files, n_classes, d, err);
+    const cv_image_options *io = &files->image;
+    const char *image_flag = io->height           ? "--image-size"
+                             : io->crop_center    ? "--crop"
+                             : io->channels       ? "--channels"
+                             : files->condition_columns ? "--condition-columns"
+                                                        : NULL;
+    if (image_flag)
+        return cv_fail(err, CV_ERR_USAGE, "%s applies to PNG and JPEG images (class folders or "
+                       "a table); %s holds IDX or .npy files", image_flag,
+                       dir ? dir : "the data");
     split_paths vp;
     bool has_test = false;
     cv_status st = files->test_only ? test_only_kind(dir, files, d, err)
@@ -454,30 +493,4 @@ cv_status cv_data_load_files(const char *dir, const cv_data_files *files, int n_
 
 cv_status cv_data_load(const char *dir, int n_classes, cv_data *d, cv_err *err) {
     return cv_data_load_files(dir, NULL, n_classes, d, err);
-}
-
-int cv_split_dim(const cv_split *s) { return s->h * s->w * s->channels; }
-
-void cv_split_free(cv_split *s) {
-    free(s->pixels);
-    free(s->fpixels);
-    free(s->labels);
-    free(s->conditions);
-    memset(s, 0, sizeof *s);
-}
-
-void cv_data_free(cv_data *d) {
-    cv_split_free(&d->train);
-    cv_split_free(&d->test);
-}
-
-void cv_split_binarize(cv_split *s) {
-    size_t n = (size_t)s->n * (size_t)cv_split_dim(s);
-    for (size_t i = 0; i < n; i++) {
-        float u = cv_philox_uniform(CV_BINARIZE_TEST_SEED, CV_STREAM_BINARIZE_TEST, i);
-        if (s->pixels)
-            s->pixels[i] = cv_bernoulli(u, (float)s->pixels[i] / 255.0f) ? 255 : 0;
-        else
-            s->fpixels[i] = cv_bernoulli(u, s->fpixels[i]) ? 1.0f : 0.0f;
-    }
 }

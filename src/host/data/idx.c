@@ -5,11 +5,12 @@
  * A plain file must be exactly header + payload bytes long. A gzip file cannot be sized
  * before it is inflated, so its payload may be at most DEFLATE_MAX_RATIO times its
  * compressed size (deflate cannot do better), and it must inflate to exactly the size
- * the header declares.
+ * the header declares. Training images in a plain file are memory-mapped, not read.
  */
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -61,40 +62,54 @@ static cv_status check_header(const char *path, const uint8_t magic[4], int min_
                    "channels])", path, magic[3], min_dims, max_dims);
 }
 
-static cv_status read_gz(gzFile gz, const char *path, int min_dims, int max_dims,
-                         uint64_t file_size, bool compressed, int dims[4], uint8_t **payload,
-                         cv_err *err) {
+/* The header, checked against the file: dims get the sizes, *hlen the header's bytes and
+ * *total the payload's. */
+static cv_status read_header(gzFile gz, const char *path, int min_dims, int max_dims,
+                             uint64_t file_size, bool compressed, int dims[4], size_t *hlen,
+                             uint64_t *total, cv_err *err) {
     uint8_t magic[4], raw[16];
     cv_status st = read_exact(gz, path, magic, 4, "header", err);
     if (!st) st = check_header(path, magic, min_dims, max_dims, err);
     const int ndims = magic[3];
     if (!st) st = read_exact(gz, path, raw, 4 * (size_t)ndims, "header", err);
     if (st) return st;
-    uint64_t total = 1;
+    *total = 1;
     for (int i = 0; i < ndims; i++) {
         uint32_t d = (uint32_t)raw[4 * i] << 24 | (uint32_t)raw[4 * i + 1] << 16 |
                      (uint32_t)raw[4 * i + 2] << 8 | raw[4 * i + 3];
         if (d == 0 || d > INT32_MAX)
             return cv_fail(err, CV_ERR_FORMAT, "%s: dimension %d is %u (must be 1..%d)",
                            path, i, d, INT32_MAX);
-        if (total > IDX_MAX_PAYLOAD / d)
+        if (*total > IDX_MAX_PAYLOAD / d)
             return cv_fail(err, CV_ERR_FORMAT,
                            "%s: dimensions are absurd (payload over %llu bytes)", path,
                            (unsigned long long)IDX_MAX_PAYLOAD);
-        total *= d;
+        *total *= d;
         dims[i] = (int)d;
     }
-    uint64_t expect = 4 + 4 * (uint64_t)ndims + total;
+    *hlen = 4 + 4 * (size_t)ndims;
+    uint64_t expect = *hlen + *total;
     if (!compressed && file_size != expect)
         return cv_fail(err, CV_ERR_FORMAT,
                        "%s: file is %llu bytes but its header says %llu (%s)", path,
                        (unsigned long long)file_size, (unsigned long long)expect,
                        file_size < expect ? "truncated" : "trailing bytes");
-    if (compressed && total > DEFLATE_MAX_RATIO * file_size)
+    if (compressed && *total > DEFLATE_MAX_RATIO * file_size)
         return cv_fail(err, CV_ERR_FORMAT,
                        "%s: header declares %llu bytes, more than %llu compressed bytes "
                        "can hold (truncated or corrupt)",
-                       path, (unsigned long long)total, (unsigned long long)file_size);
+                       path, (unsigned long long)*total, (unsigned long long)file_size);
+    return CV_OK;
+}
+
+static cv_status read_gz(gzFile gz, const char *path, int min_dims, int max_dims,
+                         uint64_t file_size, bool compressed, int dims[4], uint8_t **payload,
+                         cv_err *err) {
+    size_t hlen;
+    uint64_t total;
+    cv_status st = read_header(gz, path, min_dims, max_dims, file_size, compressed, dims, &hlen,
+                               &total, err);
+    if (st) return st;
     uint8_t *buf = malloc(total);
     if (!buf)
         return cv_fail(err, CV_ERR_NOMEM, "%s: out of memory for %llu bytes", path,
@@ -132,15 +147,43 @@ static cv_status zlib_failed(const char *path, cv_err *err) {
                    "%s: cannot start zlib: %s", path, strerror(errno));
 }
 
+/* The header of an uncompressed file checked, then the file mapped: the payload follows
+ * the header. */
+static cv_status map_plain(int fd, const char *path, int min_dims, int max_dims, uint64_t size,
+                           int dims[4], uint8_t **payload, cv_idx_mapping *m, cv_err *err) {
+    gzFile gz = gzdopen_dup(fd, "rb");
+    if (!gz) return zlib_failed(path, err);
+    size_t hlen;
+    uint64_t total;
+    cv_status st = read_header(gz, path, min_dims, max_dims, size, false, dims, &hlen, &total, err);
+    gzclose(gz);
+    if (st) return st;
+    void *at = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (at == MAP_FAILED)
+        return cv_fail(err, errno == ENOMEM ? CV_ERR_NOMEM : CV_ERR_IO, "%s: cannot map: %s",
+                       path, strerror(errno));
+    m->mapping = at;
+    m->bytes = (size_t)size;
+    *payload = (uint8_t *)at + hlen;
+    return CV_OK;
+}
+
+/* A gzip file is read; a plain one is mapped when m is given, else read. */
 static cv_status idx_read(const char *path, int min_dims, int max_dims, int dims[4],
-                          uint8_t **payload, cv_err *err) {
+                          uint8_t **payload, cv_idx_mapping *m, cv_err *err) {
     *payload = NULL;
+    if (m) *m = (cv_idx_mapping){NULL, 0};
     int fd;
     uint64_t size;
     cv_status st = cv_open_regular(path, "an IDX file", &fd, &size, err);
     if (st) return st;
     uint8_t head[2] = {0, 0};
     bool compressed = pread(fd, head, 2, 0) == 2 && head[0] == 0x1f && head[1] == 0x8b;
+    if (m && !compressed) {
+        st = map_plain(fd, path, min_dims, max_dims, size, dims, payload, m, err);
+        close(fd);
+        return st;
+    }
     gzFile gz = gzdopen_dup(fd, "rb");
     st = gz ? CV_OK : zlib_failed(path, err);
     close(fd);
@@ -153,12 +196,18 @@ static cv_status idx_read(const char *path, int min_dims, int max_dims, int dims
 cv_status cv_idx_read(const char *path, int ndims, int *dims, uint8_t **payload,
                       cv_err *err) {
     CV_ASSERT(ndims >= 1 && ndims <= 4);
-    return idx_read(path, ndims, ndims, dims, payload, err);
+    return idx_read(path, ndims, ndims, dims, payload, NULL, err);
 }
 
 cv_status cv_idx_read_images(const char *path, int dims[4], uint8_t **payload, cv_err *err) {
     dims[3] = 1;
-    return idx_read(path, 3, 4, dims, payload, err);
+    return idx_read(path, 3, 4, dims, payload, NULL, err);
+}
+
+cv_status cv_idx_map_images(const char *path, int dims[4], uint8_t **payload, cv_idx_mapping *m,
+                            cv_err *err) {
+    dims[3] = 1;
+    return idx_read(path, 3, 4, dims, payload, m, err);
 }
 
 cv_status cv_idx_write(const char *path, int ndims, const int *dims,

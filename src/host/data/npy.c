@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "cvae/npy.h"
@@ -547,7 +548,20 @@ static cv_status read_payload(int fd, const char *path, cv_npy_array *a, cv_err 
     return st;
 }
 
-cv_status cv_npy_read(const char *path, cv_npy_array *out, cv_err *err) {
+/* The whole file mapped, data at offset. */
+static cv_status map_payload(int fd, const char *path, uint64_t size, uint64_t offset,
+                             cv_npy_array *a, cv_err *err) {
+    void *m = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED)
+        return cv_fail(err, errno == ENOMEM ? CV_ERR_NOMEM : CV_ERR_IO, "%s: cannot map: %s",
+                       path, strerror(errno));
+    a->mapping = m;
+    a->mapping_bytes = (size_t)size;
+    a->data = (uint8_t *)m + offset;
+    return CV_OK;
+}
+
+static cv_status npy_load(const char *path, bool map, cv_npy_array *out, cv_err *err) {
     memset(out, 0, sizeof *out);
     int fd = -1;
     uint64_t size = 0, offset = 0;
@@ -556,15 +570,29 @@ cv_status cv_npy_read(const char *path, cv_npy_array *out, cv_err *err) {
     cv_npy_array a = {0};
     st = read_header(fd, path, size, &a, &offset, err);
     if (!st) st = check_size(path, size, offset, &a, err);
-    if (!st) st = read_payload(fd, path, &a, err);
+    if (!st && map && offset % cv_npy_item_size(a.dtype) == 0)
+        st = map_payload(fd, path, size, offset, &a, err);
+    else if (!st)
+        st = read_payload(fd, path, &a, err);
     close(fd);
     if (!st) *out = a;
     return st;
 }
 
+cv_status cv_npy_read(const char *path, cv_npy_array *out, cv_err *err) {
+    return npy_load(path, false, out, err);
+}
+
+cv_status cv_npy_map(const char *path, cv_npy_array *out, cv_err *err) {
+    return npy_load(path, true, out, err);
+}
+
 void cv_npy_free(cv_npy_array *a) {
     if (!a) return;
-    free(a->data);
+    if (a->mapping)
+        munmap(a->mapping, a->mapping_bytes);
+    else
+        free(a->data);
     memset(a, 0, sizeof *a);
 }
 

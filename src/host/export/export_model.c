@@ -77,6 +77,21 @@ static void json_field(FILE *fp, const char *name, const char *text) {
     fputc('"', fp);
 }
 
+/* n names as a JSON list of strings, or null when there are none. */
+static void json_names(FILE *fp, const char *const *names, int n) {
+    if (!names) {
+        fputs("null", fp);
+        return;
+    }
+    fputc('[', fp);
+    for (int k = 0; k < n; k++) {
+        fprintf(fp, "%s\"", k ? ", " : "");
+        cv_json_escape(fp, names[k]);
+        fputc('"', fp);
+    }
+    fputc(']', fp);
+}
+
 char *export_config_json(const cv_export_source *src) {
     const cv_checkpoint *ck = src->ck;
     const cv_model_config *c = &ck->cfg;
@@ -94,17 +109,9 @@ char *export_config_json(const cv_export_source *src) {
     fprintf(fp, "], \"latent\": %d, \"condition\": \"%s\", \"condition_width\": %d, "
                 "\"class_names\": ",
             c->latent, c->condition == CV_COND_VECTORS ? "vectors" : "labels", c->cond_width);
-    if (src->class_names) {
-        fputc('[', fp);
-        for (int k = 0; k < c->cond_width; k++) {
-            fprintf(fp, "%s\"", k ? ", " : "");
-            cv_json_escape(fp, src->class_names[k]);
-            fputc('"', fp);
-        }
-        fputc(']', fp);
-    } else {
-        fputs("null", fp);
-    }
+    json_names(fp, src->class_names, c->cond_width);
+    fputs(", \"condition_columns\": ", fp);
+    json_names(fp, c->condition == CV_COND_VECTORS ? (const char *const *)src->ck->names : NULL, c->cond_width);
     const bool gaussian = c->likelihood == CV_LIKELIHOOD_GAUSSIAN;
     fprintf(fp, ", \"prior\": \"%s\", \"likelihood\": \"%s\", \"sigma\": ",
             c->prior == CV_PRIOR_CONDITIONAL ? "conditional" : "standard",

@@ -8,6 +8,7 @@
 
 #include "cv_math.h"
 #include "cvae/checkpoint.h"
+#include "data/names.h"
 #include "util/fileio.h"
 
 #define MAGIC "CVAECKPT"
@@ -145,6 +146,81 @@ static void encode_header(const cv_checkpoint *ck, uint8_t *buf) {
     put_u64(&w, (uint64_t)ck->n_params);
 }
 
+/* ---------- version 5: the names of the conditions ----------
+ * After the three arrays, before the CRC: u32 count (0: no names, else K), then each name
+ * as a u16 byte length (1..CV_NAME_MAX) and its bytes, without a NUL. The block is
+ * self-contained: it adds nothing to the header, and versions 1 to 4 have none. */
+
+#define NAMES_VERSION 5
+
+static size_t names_block_bytes(const cv_checkpoint *ck) {
+    size_t n = 4;
+    for (int i = 0; ck->names && i < ck->cfg.cond_width; i++) n += 2 + strlen(ck->names[i]);
+    return n;
+}
+
+static void encode_names(const cv_checkpoint *ck, uint8_t *out) {
+    writer w = {out};
+    const int count = ck->names ? ck->cfg.cond_width : 0;
+    put_u32(&w, (uint32_t)count);
+    for (int i = 0; i < count; i++) {
+        const size_t len = strlen(ck->names[i]);
+        CV_ASSERT(len >= 1 && len <= CV_NAME_MAX);
+        *w.p++ = (uint8_t)len;
+        *w.p++ = (uint8_t)(len >> 8);
+        memcpy(w.p, ck->names[i], len);
+        w.p += len;
+    }
+}
+
+/* The block's size from its bytes (at most avail of them), before the CRC is checked. */
+static cv_status names_block_size(const char *path, const uint8_t *p, size_t avail, int K,
+                                  size_t *used, cv_err *err) {
+    if (avail < 4) return cv_fail(err, CV_ERR_FORMAT, "%s: truncated checkpoint (no names)", path);
+    const uint32_t count = get_u32(&p);
+    if (count != 0 && count != (uint32_t)K)
+        return cv_fail(err, CV_ERR_FORMAT, "%s: holds %u condition names for %d conditions",
+                       path, count, K);
+    *used = 4;
+    for (uint32_t i = 0; i < count; i++) {
+        if (avail - *used < 2)
+            return cv_fail(err, CV_ERR_FORMAT, "%s: truncated checkpoint (in its names)", path);
+        const size_t len = (size_t)p[0] | (size_t)p[1] << 8;
+        if (len < 1 || len > CV_NAME_MAX || avail - *used - 2 < len)
+            return cv_fail(err, CV_ERR_FORMAT, "%s: truncated or malformed condition name %u",
+                           path, i);
+        p += 2 + len;
+        *used += 2 + len;
+    }
+    return CV_OK;
+}
+
+/* The names of a block whose size names_block_size found and whose CRC is right. */
+static cv_status decode_names(const char *path, const uint8_t *p, char ***out, cv_err *err) {
+    const uint32_t count = get_u32(&p);
+    *out = NULL;
+    if (!count) return CV_OK;
+    char **names = calloc(count, sizeof *names);
+    if (!names) return cv_fail(err, CV_ERR_NOMEM, "%s: out of memory", path);
+    cv_status st = CV_OK;
+    for (uint32_t i = 0; i < count && !st; i++) {
+        const size_t len = (size_t)p[0] | (size_t)p[1] << 8;
+        names[i] = malloc(len + 1);
+        if (!names[i]) {
+            st = cv_fail(err, CV_ERR_NOMEM, "%s: out of memory", path);
+            break;
+        }
+        memcpy(names[i], p + 2, len);
+        names[i][len] = '\0';
+        p += 2 + len;
+        const char *why = strlen(names[i]) != len ? "it holds a NUL" : cv_name_problem(names[i]);
+        if (why) st = cv_fail(err, CV_ERR_FORMAT, "%s: condition name %u is invalid: %s", path, i, why);
+    }
+    if (st) cv_names_release(names, (int)count);
+    else *out = names;
+    return st;
+}
+
 /* Float arrays are stored little-endian, which is every machine cvae builds for. */
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "checkpoint I/O assumes little-endian");
 
@@ -155,16 +231,22 @@ cv_status cv_checkpoint_save(const char *path, cv_checkpoint *ck, cv_err *err) {
     uint32_t crc = (uint32_t)crc32(0L, header, sizeof header);
     const float *arrays[3] = {ck->params, ck->adam_m, ck->adam_v};
     for (int i = 0; i < 3; i++) crc = (uint32_t)crc32_z(crc, (const Bytef *)arrays[i], bytes);
+    const size_t names_bytes = names_block_bytes(ck);
+    uint8_t *names = malloc(names_bytes);
+    if (!names) return cv_fail(err, CV_ERR_NOMEM, "out of memory for the checkpoint's names");
+    encode_names(ck, names);
+    crc = (uint32_t)crc32_z(crc, names, names_bytes);
     uint8_t trailer[4];
     writer w = {trailer};
     put_u32(&w, crc);
 
     cv_outfile f;
     cv_status st = cv_outfile_open(&f, path, err);
-    if (st) return st;
-    st = cv_outfile_write(&f, header, sizeof header, err);
+    if (!st) st = cv_outfile_write(&f, header, sizeof header, err);
     for (int i = 0; i < 3 && !st; i++) st = cv_outfile_write(&f, arrays[i], bytes, err);
+    if (!st) st = cv_outfile_write(&f, names, names_bytes, err);
     if (!st) st = cv_outfile_write(&f, trailer, 4, err);
+    free(names);
     if (st) {
         cv_outfile_abort(&f);
         return st;
@@ -233,7 +315,16 @@ static cv_status parse(const char *path, const uint8_t *buf, size_t size, cv_che
         return cv_fail(err, CV_ERR_FORMAT,
                        "%s: holds %llu parameters but its config needs %zu", path,
                        (unsigned long long)n_params, lo.n_params);
-    uint64_t expect = hdr + 3 * n_params * sizeof(float) + 4;
+    const uint64_t arrays_end = hdr + 3 * n_params * sizeof(float);
+    size_t names_bytes = 0;
+    if (version >= NAMES_VERSION && size >= arrays_end + 4) {
+        cv_status st = names_block_size(path, buf + arrays_end, size - arrays_end - 4,
+                                        c->cond_width, &names_bytes, err);
+        if (st) return st;
+    } else if (version >= NAMES_VERSION) {
+        names_bytes = 4; /* at least the count: the size check below calls it truncated */
+    }
+    uint64_t expect = arrays_end + names_bytes + 4;
     if (size != expect)
         return cv_fail(err, CV_ERR_FORMAT, "%s: file is %zu bytes, expected %llu (%s)", path,
                        size, (unsigned long long)expect,
@@ -256,6 +347,10 @@ static cv_status parse(const char *path, const uint8_t *buf, size_t size, cv_che
         *arrays[i] = malloc(bytes ? bytes : 1);
         if (!*arrays[i]) return cv_fail(err, CV_ERR_NOMEM, "%s: out of memory", path);
         memcpy(*arrays[i], buf + hdr + i * bytes, bytes);
+    }
+    if (version >= NAMES_VERSION) {
+        cv_status st = decode_names(path, buf + arrays_end, &ck->names, err);
+        if (st) return st;
     }
     ck->n_params = n_params;
     ck->checksum = stored;
@@ -307,6 +402,8 @@ void cv_checkpoint_free(cv_checkpoint *ck) {
     free(ck->adam_m);
     free(ck->adam_v);
     ck->params = ck->adam_m = ck->adam_v = NULL;
+    cv_names_release(ck->names, ck->cfg.cond_width);
+    ck->names = NULL;
 }
 
 cv_status cv_checkpoint_from_model(const cv_model *m, cv_checkpoint *ck, cv_err *err) {

@@ -49,9 +49,32 @@ cv_status cv_device_split_upload(cv_backend *be, const cv_split *s, cv_device_sp
     return st;
 }
 
+cv_status cv_device_split_use(cv_backend *be, const cv_split *s, cv_device_split *d,
+                              cv_err *err) {
+    if (!be->host_memory) {
+        cv_status st = cv_device_split_upload(be, s, d, err);
+        if (st == CV_ERR_NOMEM) {
+            const cv_err why = *err;
+            return cv_fail(err, st, "%s; cvae does not stream a data set to the GPU: train on "
+                           "fewer or smaller images, or on the CPU (--device cpu), which maps "
+                           "the data from disk", why.msg);
+        }
+        return st;
+    }
+    memset(d, 0, sizeof *d);
+    *d = (cv_device_split){s->pixels, s->fpixels, s->labels, s->conditions, NULL, s->n,
+                           cv_split_dim(s), s->conditions ? s->cond_width : 0, true};
+    const size_t order = (size_t)s->n * sizeof(int32_t);
+    cv_status st = be->alloc(be, (void **)&d->perm, order, "data set order", err);
+    for (int i = 0; !st && i < s->n; i++) d->perm[i] = i;
+    if (st) cv_device_split_free(be, d);
+    return st;
+}
+
 void cv_device_split_free(cv_backend *be, cv_device_split *d) {
     void *arrays[] = {d->pixels, d->fpixels, d->labels, d->conditions, d->perm};
-    for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++)
+    const size_t first = d->borrowed ? 4 : 0; /* borrowed: only perm is the backend's */
+    for (size_t i = first; i < sizeof arrays / sizeof arrays[0]; i++)
         if (arrays[i]) be->release(be, arrays[i]);
     memset(d, 0, sizeof *d);
 }

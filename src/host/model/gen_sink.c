@@ -3,7 +3,8 @@
  * idx, idx.gz: images-idx3-ubyte (N, H, W), or images-idx4-ubyte (N, H, W, C) for C > 1,
  *              and labels-idx1-ubyte (N), as MNIST ships them.
  * npy:         images.npy (N, H, W[, C]) uint8 and labels.npy (N,) uint8, .npy 1.0.
- * png:         <class>/<index>.png, grey or colour (1 to 4 channels).
+ * png:         <class>/<index>.png, grey or colour (1 to 4 channels); <class> is the
+ *              class's name when the model has names, else its number.
  * A model of condition vectors writes conditions.npy (N, K) float32 in every format
  * instead of labels, and its PNGs as <index>.png. Decoded latents (cvae decode) add
  * decoded.npy (N, H, W[, C]) float32, the decoder's means. Files are streamed as images arrive, so
@@ -109,6 +110,14 @@ static cv_status write_npy_header(out_stream *o, cv_npy_dtype t, int ndims, cons
     return stream_write(o, head, len, err);
 }
 
+/* The folder of class c: its name, or its number. */
+static void class_folder(const gen_layout *l, int c, char *name, size_t size) {
+    if (l->class_names)
+        snprintf(name, size, "%s", l->class_names[c]);
+    else
+        snprintf(name, size, "%d", c);
+}
+
 /* PNG image i's name: <class>/<index>.png (index within its class for distinct
  * interleaved classes, else the image's own), or <index>.png for condition vectors. */
 static void png_name(const gen_layout *l, long long i, char *name, size_t size) {
@@ -117,8 +126,9 @@ static void png_name(const gen_layout *l, long long i, char *name, size_t size) 
         return;
     }
     const bool distinct = !l->cond->labels;
-    snprintf(name, size, "%d/%lld.png", cv_gen_class_of(l->cond, i),
-             distinct ? i / cv_gen_condition_count(l->cond) : i);
+    char folder[256];
+    class_folder(l, cv_gen_class_of(l->cond, i), folder, sizeof folder);
+    snprintf(name, size, "%s/%lld.png", folder, distinct ? i / cv_gen_condition_count(l->cond) : i);
 }
 
 /* The images and their labels or conditions: file k of them, false past the last. */
@@ -157,8 +167,9 @@ static cv_status make_class_dirs(const gen_layout *l, const char *dir, cv_err *e
     for (long long a = 0; a < R && a < l->n; a++) {
         int c = cv_gen_class_of(l->cond, a);
         if (made[c]) continue;
-        char sub[4200];
-        snprintf(sub, sizeof sub, "%s/%d", dir, c);
+        char sub[4400], folder[256];
+        class_folder(l, c, folder, sizeof folder);
+        snprintf(sub, sizeof sub, "%s/%s", dir, folder);
         if (mkdir(sub, 0777) != 0)
             return cv_fail(err, CV_ERR_IO, "%s: cannot create folder: %s", sub, strerror(errno));
         made[c] = true;
@@ -236,7 +247,7 @@ cv_status gen_sink_write(gen_sink *s, long long first, int rows, const uint8_t *
     if (st || l->format != CV_FMT_PNG)
         return st ? st : stream_write(&s->images, pixels, (size_t)rows * d, err);
     for (int r = 0; r < rows && !st; r++) {
-        char name[256], path[4400];
+        char name[512], path[4700];
         png_name(l, first + r, name, sizeof name);
         snprintf(path, sizeof path, "%s/%s", s->dir, name);
         st = cv_png_write(path, pixels + r * d, l->h, l->w, l->channels, err);

@@ -14,6 +14,7 @@ typedef struct {
     int cond_width;                /* K of condition vectors; 0 for labels */
     const cv_gen_conditions *cond; /* image i has condition i % R of it */
     bool decoded;                  /* also decoded.npy: float32 means (N, H, W[, C]) */
+    char *const *class_names;      /* the png folders' names (NULL: class numbers) */
 } gen_layout;
 
 /* Opens the files of a data set in the folder dir. */

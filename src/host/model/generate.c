@@ -172,6 +172,15 @@ static void manifest_conditions(FILE *fp, const cv_model *m, const cv_generate_o
         for (int a = 0; a < c->n_classes; a++) fprintf(fp, "%s%d", a ? ", " : "", c->classes[a]);
         fprintf(fp, "],\n");
     }
+    if (!vectors && o->class_names) { /* the model's classes by name, in class order */
+        fprintf(fp, "  \"class_names\": [");
+        for (int k = 0; k < m->layout.cfg.cond_width; k++) {
+            fprintf(fp, "%s\"", k ? ", " : "");
+            cv_json_escape(fp, o->class_names[k]);
+            fputc('"', fp);
+        }
+        fprintf(fp, "],\n");
+    }
     if (vectors) {
         fprintf(fp, "  \"condition_width\": %d,\n", m->layout.cfg.cond_width);
         return;
@@ -210,15 +219,16 @@ static cv_status write_manifest(const char *tmpdir, const cv_model *m,
     }
     manifest_conditions(f.fp, m, o);
     fprintf(f.fp, "  \"files\": [");
-    char name[256];
+    char name[512];
     for (long long k = 0; gen_sink_file_name(layout, k, name, sizeof name); k++) {
-        char file[4500], hex[65];
+        char file[4700], hex[65];
         uint64_t size;
         snprintf(file, sizeof file, "%s/%s", tmpdir, name);
         st = cv_sha256_file(file, hex, &size, err);
         if (st) break;
-        fprintf(f.fp, "%s\n    {\"name\": \"%s\", \"bytes\": %llu, \"sha256\": \"%s\"}",
-                k ? "," : "", name, (unsigned long long)size, hex);
+        fprintf(f.fp, "%s\n    {\"name\": \"", k ? "," : "");
+        cv_json_escape(f.fp, name);
+        fprintf(f.fp, "\", \"bytes\": %llu, \"sha256\": \"%s\"}", (unsigned long long)size, hex);
     }
     fprintf(f.fp, "\n  ]\n}\n");
     if (st || ferror(f.fp)) {
@@ -250,7 +260,8 @@ static cv_status generate_into(cv_model *m, cv_workspace *ws, const cv_generate_
     const cv_model_config *c = &m->layout.cfg;
     const bool vectors = c->condition == CV_COND_VECTORS;
     const gen_layout layout = {o->format, cv_generate_count(o), c->height, c->width,
-                               c->channels, vectors ? c->cond_width : 0, &o->cond, o->decoded};
+                               c->channels, vectors ? c->cond_width : 0, &o->cond, o->decoded,
+                               vectors ? NULL : o->class_names};
     const long long n = layout.n;
     const int D = m->layout.dim, block = cv_generate_block_rows(m), K = c->cond_width;
     const int B = (o->batch + block - 1) / block * block; /* whole blocks a chunk */

@@ -478,6 +478,7 @@ cv_status cv_train_run(const cv_train_options *given, cv_train_result *res, cv_e
     cv_interrupt_install(&guard);
     r.guard = &guard;
     cv_status st = cv_run_prepare(o, &r, &p, err);
+    if (st == CV_ERR_INTERRUPTED) res->signal = cv_interrupt_pending(); /* decoding images */
     if (!st) st = stop_if_signalled_early(&r, res, err);
     if (!st) {
         res->has_test = r.data.test.n > 0;

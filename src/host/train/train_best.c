@@ -96,7 +96,7 @@ cv_status cv_run_best_consider(const cv_train_options *o, run_state *r, const pr
         r->be->copy(r->be, b->adam_v, r->model.adam_v, bytes);
         b->unsaved = true;
     } else {
-        st = cv_run_save_state(o, &r->cfg, &r->model, p, b->path, err);
+        st = cv_run_save_state(o, r, &r->model, p, b->path, err);
     }
     r->save_seconds += cv_run_now() - t0;
     return st;
@@ -109,7 +109,7 @@ cv_status cv_run_best_save(const cv_train_options *o, run_state *r, cv_err *err)
     view.params = b->params;
     view.adam_m = b->adam_m;
     view.adam_v = b->adam_v;
-    cv_status st = cv_run_save_state(o, &r->cfg, &view, &b->at, b->path, err);
+    cv_status st = cv_run_save_state(o, r, &view, &b->at, b->path, err);
     if (!st) b->unsaved = false;
     return st;
 }

@@ -9,9 +9,10 @@
 
 #include "cvae/generate.h"
 #include "data/png.h"
+#include "data/names.h"
 #include "train_run.h"
 
-cv_status cv_run_save_state(const cv_train_options *o, const cv_train_config *cfg,
+cv_status cv_run_save_state(const cv_train_options *o, const run_state *r,
                             const cv_model *model, const progress_state *p, const char *path,
                             cv_err *err) {
     char made[CV_PATH_MAX]; /* the run folder again, should someone have removed it */
@@ -40,10 +41,12 @@ cv_status cv_run_save_state(const cv_train_options *o, const cv_train_config *cf
     ck.lr = o->lr;
     ck.position = p->position;
     ck.sums = p->sums;
-    ck.train = *cfg;
+    ck.train = r->cfg;
     ck.nonfinite_steps = p->st.nonfinite_steps;
     ck.active_units = p->active_units;
-    st = cv_checkpoint_save(path, &ck, err);
+    if (r->data.names && !cv_names_copy(r->data.names, r->data.n_names, &ck.names))
+        st = cv_fail(err, CV_ERR_NOMEM, "out of host memory for the checkpoint's names");
+    if (!st) st = cv_checkpoint_save(path, &ck, err);
     cv_checkpoint_free(&ck);
     return st;
 }
@@ -51,7 +54,7 @@ cv_status cv_run_save_state(const cv_train_options *o, const cv_train_config *cf
 cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
                                  const progress_state *p, cv_err *err) {
     const double t0 = cv_run_now();
-    cv_status st = cv_run_save_state(o, &r->cfg, &r->model, p, r->ckpt, err);
+    cv_status st = cv_run_save_state(o, r, &r->model, p, r->ckpt, err);
     if (st) return st;
     if (r->guard) cv_interrupt_undo_clear(r->guard); /* the folder now holds a model */
     st = cv_run_best_save(o, r, err);

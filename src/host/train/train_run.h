@@ -107,9 +107,9 @@ cv_status cv_run_prepare_outputs(const cv_train_options *o, run_state *r, cv_err
 /* A failed run's folders taken back, where it created them and wrote nothing in them. */
 void cv_run_undo_outputs(const cv_train_options *o, run_state *r);
 /* The state of `model` (the run's, or a view of the best one's copy) where p says
- * training stood, under the training config cfg (the run's), saved to path; never one
- * with a NaN or Inf. */
-cv_status cv_run_save_state(const cv_train_options *o, const cv_train_config *cfg,
+ * training stood, under the run's training config and with its data's condition names,
+ * saved to path; never one with a NaN or Inf. */
+cv_status cv_run_save_state(const cv_train_options *o, const run_state *r,
                             const cv_model *model, const progress_state *p, const char *path,
                             cv_err *err);
 /* The checkpoint of where training stands, and the best model when it is newer than its

@@ -3,7 +3,9 @@
  * freed. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "data/names.h"
 #include "replicas.h"
 #include "train_run.h"
 
@@ -54,9 +56,24 @@ static cv_status check_resume(const cv_train_options *o, const cv_checkpoint *ck
     return CV_OK;
 }
 
-/* What the user called the data: the folder, or the training images' file. */
+/* What the user called the data: the folder, or the training images' file or table. */
 static const char *data_name(const cv_train_options *o) {
-    return o->files.train_images ? o->files.train_images : o->data_dir;
+    return o->files.train_images ? o->files.train_images
+           : o->files.train_table ? o->files.train_table
+                                  : o->data_dir;
+}
+
+/* A resume must see the conditions the checkpoint names (or none, as it does). */
+static cv_status check_names(const cv_train_options *o, const cv_checkpoint *ck,
+                             const cv_data *d, cv_err *err) {
+    const bool same = (d->names == NULL) == (ck->names == NULL) &&
+                      (!d->names || (d->n_names == ck->cfg.cond_width &&
+                                     cv_names_equal(d->names, ck->names, d->n_names)));
+    if (same) return CV_OK;
+    return cv_fail(err, CV_ERR_USAGE, "%s: its %s are not the ones %s names (cvae info shows "
+                   "them)", data_name(o), d->condition == CV_COND_LABELS ? "classes"
+                                                                       : "condition columns",
+                   o->resume_path);
 }
 
 /* The checkpoint to resume (checked against the flags) and the data set. */
@@ -66,7 +83,11 @@ static cv_status load_inputs(const cv_train_options *o, run_state *r, cv_err *er
         if (!st) st = check_resume(o, &r->resume, err);
         if (st) return st;
     }
-    cv_status st = cv_data_load_files(o->data_dir, &o->files, o->n_classes, &r->data, err);
+    cv_data_files files = o->files; /* image files decode with the run's log and progress */
+    files.image.log = r->log;
+    files.image.progress = cv_run_leads(r) && isatty(STDERR_FILENO);
+    cv_status st = cv_data_load_files(o->data_dir, &files, o->n_classes, &r->data, err);
+    if (!st && o->resume_path) st = check_names(o, &r->resume, &r->data, err);
     if (!st && o->resume_path) st = cv_model_fit_labels(&r->resume.cfg, &r->data, data_name(o), err);
     if (st) return st;
     /* a resume must train the model its checkpoint holds (a usage error: the flags and the
@@ -118,8 +139,8 @@ static cv_status build_model(const cv_train_options *o, run_state *r, cv_err *er
                                          err);
     else if (!st)
         st = cv_workspace_create(&r->model, ws_rows, &r->ws, err); /* K = 1 is the ELBO */
-    if (!st) st = cv_device_split_upload(r->be, &r->data.train, &r->train, err);
-    if (!st && r->data.test.n) st = cv_device_split_upload(r->be, &r->data.test, &r->test, err);
+    if (!st) st = cv_device_split_use(r->be, &r->data.train, &r->train, err);
+    if (!st && r->data.test.n) st = cv_device_split_use(r->be, &r->data.test, &r->test, err);
     if (!st && !(r->perm = malloc((size_t)r->data.train.n * sizeof(int32_t))))
         st = cv_fail(err, CV_ERR_NOMEM, "out of host memory: the shuffle order needs %zu bytes",
                      (size_t)r->data.train.n * sizeof(int32_t));
