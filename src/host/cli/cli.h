@@ -90,9 +90,8 @@ void cv_data_files_for_model(cv_data_files *read, const cv_checkpoint *ck);
  * data in the message, model the checkpoint. */
 cv_status cv_data_names_fit(const cv_data *d, const cv_checkpoint *ck, const char *data,
                             const char *model, cv_err *err);
-/* The help lines of the data file flags. */
-extern const char cv_data_files_help[];
-extern const char cv_image_files_help[];
+/* help, then the help of the data file flags and of image files, on stdout; returns 0. */
+int cv_print_help_with_data_flags(const char *help);
 
 /* The commands; comm is the run's ranks (rank 0 of 1 without an MPI launcher). train, eval
  * and bench run data-parallel under one; generate and info refuse more than one rank. */

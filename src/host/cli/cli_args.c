@@ -180,7 +180,7 @@ int cv_check_data_file_flags(const char *cmd, const cv_data_files *f) {
     return 0;
 }
 
-const char cv_data_files_help[] =
+static const char data_files_help[] =
     "data files (each over the one of the same role in --data DIR; a file's format is\n"
     "recognised from its content, IDX (plain or gzip) or NumPy .npy):\n"
     "  --train-images FILE    (N, H, W) or (N, H, W, C): IDX unsigned bytes, or .npy uint8\n"
@@ -192,7 +192,7 @@ const char cv_data_files_help[] =
     "                         folder's test split of the other kind, beside a training\n"
     "                         condition named by a flag, is left out with a note)\n";
 
-const char cv_image_files_help[] =
+static const char image_files_help[] =
     "image files (PNG, JPEG): --data DIR with DIR/train/<class>/*.png|jpg|jpeg (and\n"
     "optionally DIR/test/<class>/...), or CelebA's list_attr_celeba.txt (with\n"
     "img_align_celeba/ and list_eval_partition.txt: partition 0 trains, 2 tests), or:\n"
@@ -285,5 +285,10 @@ int cv_next_flag(const char *cmd, int argc, char **argv, const struct option *op
                                     opts[index].name);
     else
         return c;
+    return 0;
+}
+
+int cv_print_help_with_data_flags(const char *help) {
+    printf("%s\n%s\n%s", help, data_files_help, image_files_help);
     return 0;
 }

@@ -224,8 +224,7 @@ int cv_cmd_data(int argc, char **argv) {
         bool ok = true;
         switch (c) {
         case 'h':
-            printf("%s\n%s\n%s", help, cv_data_files_help, cv_image_files_help);
-            return 0;
+            return cv_print_help_with_data_flags(help);
         case OPT_DATA:
             if (dir) return cv_usage_error(cmd, "the data folder is given twice ('%s', then "
                                            "--data '%s')", dir, optarg);

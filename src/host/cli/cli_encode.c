@@ -137,12 +137,7 @@ int cv_cmd_encode(int argc, char **argv) {
         bool ok = true;
         switch (c) {
         case 'h':
-            fputs(help, stdout);
-            fputs("\n", stdout);
-            fputs(cv_data_files_help, stdout);
-            fputs("\n", stdout);
-            fputs(cv_image_files_help, stdout);
-            return 0;
+            return cv_print_help_with_data_flags(help);
         case OPT_MODEL: q.model = optarg; break;
         case OPT_DATA: q.data = optarg; break;
         case OPT_SPLIT: ok = cv_parse_choice(cmd, "--split", optarg, splits, 2, &split); break;

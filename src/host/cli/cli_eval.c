@@ -223,12 +223,7 @@ int cv_cmd_eval(int argc, char **argv, cv_comm *comm) {
         bool ok = true;
         switch (c) {
         case 'h':
-            fputs(help, stdout);
-            fputs("\n", stdout);
-            fputs(cv_data_files_help, stdout);
-            fputs("\n", stdout);
-            fputs(cv_image_files_help, stdout);
-            return 0;
+            return cv_print_help_with_data_flags(help);
         case OPT_MODEL: model = optarg; break;
         case OPT_DATA: data = optarg; break;
         case OPT_IWAE: ok = cv_parse_int(cmd, "--iwae", optarg, 1, 1000000, &iwae); break;

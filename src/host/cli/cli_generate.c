@@ -340,12 +340,7 @@ int cv_cmd_generate(int argc, char **argv) {
         case 'h':
             fputs(help, stdout);
             fputs("\n", stdout);
-            fputs(help_flags, stdout);
-            fputs("\n", stdout);
-            fputs(cv_data_files_help, stdout);
-            fputs("\n", stdout);
-            fputs(cv_image_files_help, stdout);
-            return 0;
+            return cv_print_help_with_data_flags(help_flags);
         case OPT_MODEL: model = optarg; break;
         case OPT_PER_CLASS:
             ok = cv_parse_int(cmd, "--per-class", optarg, 1, 2147483647L, &per);

@@ -186,12 +186,7 @@ int cv_cmd_score(int argc, char **argv) {
         bool ok = true;
         switch (c) {
         case 'h':
-            fputs(help, stdout);
-            fputs("\n", stdout);
-            fputs(cv_data_files_help, stdout);
-            fputs("\n", stdout);
-            fputs(cv_image_files_help, stdout);
-            return 0;
+            return cv_print_help_with_data_flags(help);
         case OPT_MODEL: model = optarg; break;
         case OPT_DATA: data = optarg; break;
         case OPT_PER_CLASS: ok = cv_parse_int(cmd, "--per-class", optarg, 1, 1000000, &per_class); break;

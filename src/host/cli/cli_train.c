@@ -379,12 +379,7 @@ int cv_cmd_train(int argc, char **argv, cv_comm *comm) {
         if (c == 'h') {
             fputs(help, stdout);
             fputs(help_model, stdout);
-            fputs(help_run, stdout);
-            fputs("\n", stdout);
-            fputs(cv_data_files_help, stdout);
-            fputs("\n", stdout);
-            fputs(cv_image_files_help, stdout);
-            return 0;
+            return cv_print_help_with_data_flags(help_run);
         }
         if (!apply_flag(c, optarg, &o, &given)) return CV_EXIT_USAGE;
     }
