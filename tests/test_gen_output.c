@@ -169,6 +169,12 @@ Test(gen_output, decode_is_whole_with_a_standard_descriptor_closed) {
         snprintf(what, sizeof what, "decode, fd %d closed", closed);
         expect_same_files(ref, out, what);
     }
+    /* decoding draws nothing: its manifest names the latents and holds no seed */
+    size_t n;
+    char *manifest = (char *)test_read_file(test_path_in(ref, "manifest.json"), &n);
+    cr_assert(strstr(manifest, "\"latents\": \"") && !strstr(manifest, "\"seed\""), "%s",
+              manifest);
+    free(manifest);
 }
 
 /* The library itself, in a process whose fd 0 is closed: the data set's first stream

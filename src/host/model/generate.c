@@ -206,12 +206,14 @@ static cv_status write_manifest(const char *tmpdir, const cv_model *m,
     if (st) return st;
     fprintf(f.fp, "{\n  \"checkpoint\": \"");
     cv_json_escape(f.fp, o->checkpoint ? o->checkpoint : "");
+    fprintf(f.fp, "\",\n  \"checkpoint_crc32\": \"%08x\",\n", o->checkpoint_crc);
+    if (!o->z) /* decoding given latents draws nothing */
+        fprintf(f.fp, "  \"seed\": %llu,\n", (unsigned long long)o->seed);
     fprintf(f.fp,
-            "\",\n  \"checkpoint_crc32\": \"%08x\",\n"
-            "  \"seed\": %llu,\n  \"mode\": \"%s\",\n  \"format\": \"%s\",\n"
+            "  \"mode\": \"%s\",\n  \"format\": \"%s\",\n"
             "  \"height\": %d,\n  \"width\": %d,\n  \"channels\": %d,\n  \"images\": %lld,\n",
-            o->checkpoint_crc, (unsigned long long)o->seed, o->mean ? "mean" : "sample",
-            cv_gen_format_name(o->format), layout->h, layout->w, layout->channels, layout->n);
+            o->mean ? "mean" : "sample", cv_gen_format_name(o->format), layout->h, layout->w,
+            layout->channels, layout->n);
     if (o->z) {
         fprintf(f.fp, "  \"latents\": \"");
         cv_json_escape(f.fp, o->z_source ? o->z_source : "");
