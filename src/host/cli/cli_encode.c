@@ -4,13 +4,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
 #include "cvae/eval.h"
 #include "cvae/latent.h"
 #include "cvae/npy.h"
 #include "util/fileio.h"
+#include "util/clock.h"
 
 static const char *help =
     "usage: cvae encode --model CKPT --data DIR --out FILE.npy [flags]\n"
@@ -65,12 +65,6 @@ static cv_status load_inputs(const encode_request *q, cv_checkpoint *ck, cv_data
     return st ? st : cv_model_takes(&ck->cfg, d, s, name, err);
 }
 
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static cv_status encode(const encode_request *q, cv_err *err) {
     char made[CV_PATH_MAX];
     if (cv_path_exists(q->out))
@@ -95,11 +89,11 @@ static cv_status encode(const encode_request *q, cv_err *err) {
     if (!st) {
         printf("device: %s\n", be->description);
         fflush(stdout);
-        double t0 = now_seconds();
+        double t0 = cv_now_seconds();
         st = cv_encode_split(&m, &ws, s, out, err);
         const int64_t dims[2] = {s->n, 2 * L};
         if (!st) st = cv_npy_write(q->out, CV_NPY_F32, 2, dims, out, err);
-        double t = now_seconds() - t0;
+        double t = cv_now_seconds() - t0;
         if (!st)
             printf("encoded %d images into %s: (%d, %d) = [mean | logvar], in %.2f s: %.0f "
                    "images/s\n", s->n, q->out, s->n, 2 * L, t, s->n / (t > 0 ? t : 1e-9));

@@ -3,13 +3,13 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "cvae/checkpoint.h"
 #include "cvae/eval.h"
 #include "util/fileio.h"
+#include "util/clock.h"
 
 static const char *help =
     "usage: cvae eval --model CKPT --data DIR [flags]\n"
@@ -47,16 +47,10 @@ typedef struct {
     double t0, shown;
 } eval_progress;
 
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static void show_progress(void *ctx, int images_done, int images_total, int batches_done,
                           int batches_total) {
     eval_progress *p = ctx;
-    double t = now_seconds();
+    double t = cv_now_seconds();
     bool last = batches_done == batches_total;
     if (!last && t - p->shown <= 0.2) return;
     fprintf(stderr, "\reval: batch %d/%d, %d/%d images (%.0f images/s) ", batches_done,
@@ -264,7 +258,7 @@ int cv_cmd_eval(int argc, char **argv, cv_comm *comm) {
     }
     double log_prior[CV_MAX_CLASSES];
     if (marginal) class_log_prior(&s.data.train, s.ck.cfg.cond_width, log_prior);
-    eval_progress progress = {.t0 = now_seconds()};
+    eval_progress progress = {.t0 = cv_now_seconds()};
     progress.shown = progress.t0;
     cv_eval_options eo = {.iwae_k = iwae, .marginal = marginal, .class_log_prior = log_prior,
                           .latent_stats = true,

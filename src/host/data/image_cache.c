@@ -21,13 +21,13 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cvae/npy.h"
 #include "data/image_set.h"
 #include "util/interrupt.h"
 #include "util/sha256.h"
+#include "util/clock.h"
 
 #define CACHE_FORMAT "cvae image cache 1"
 
@@ -141,12 +141,6 @@ cv_status cv_cache_locate(const char *dir, const char *split, const cv_image_lis
 
 /* ---------- building ---------- */
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* The decoding's shared state: how far it got, the first failure, the progress line. */
 typedef struct {
     const cv_image_list *l;
@@ -162,7 +156,7 @@ typedef struct {
 } decode_run;
 
 static void show_progress(decode_run *d, bool last) {
-    const double t = now_seconds();
+    const double t = cv_now_seconds();
     if (!last && t - d->shown < 0.25) return;
     const long done = __atomic_load_n(&d->done, __ATOMIC_RELAXED);
     const double rate = done / (t - d->t0 > 1e-9 ? t - d->t0 : 1e-9);
@@ -203,7 +197,7 @@ static void decode_one(decode_run *d, long i, cv_image_scratch *s) {
 static cv_status decode_all(decode_run *d, cv_err *err) {
     const long n = d->l->n;
     d->first_bad = n;
-    d->t0 = d->shown = now_seconds();
+    d->t0 = d->shown = cv_now_seconds();
 #pragma omp parallel
     {
         cv_image_scratch s = {0};
@@ -303,10 +297,10 @@ cv_status cv_cache_build(cv_cache_entry *e, const cv_image_list *l, const cv_ima
                 "them again\n", e->npy, what);
     if (!st && (e->state = state_of(e)) != CV_CACHE_FRESH) { /* another process may have made it */
         decode_run d = {.l = l, .t = t, .what = what, .progress = o->progress};
-        const double t0 = now_seconds();
+        const double t0 = cv_now_seconds();
         st = decode_into_file(e, &d, err);
         if (!st) st = write_key(e, l, t, err);
-        const double s = now_seconds() - t0;
+        const double s = cv_now_seconds() - t0;
         if (!st && o->log)
             fprintf(o->log, "cache: decoded %d %s images in %.1f s (%.0f images/s, %d threads) "
                     "into %s\n", l->n, what, s, l->n / (s > 1e-9 ? s : 1e-9),

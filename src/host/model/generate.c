@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cv_math.h"
@@ -26,12 +25,7 @@
 #include "util/interrupt.h"
 #include "util/json.h"
 #include "util/sha256.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "util/clock.h"
 
 static const float *logits_of(cv_model *m, cv_workspace *ws) {
     return ws->act[m->layout.n_layers - 1];
@@ -242,7 +236,7 @@ static cv_status write_manifest(const char *tmpdir, const cv_model *m,
 
 /* The progress line, cleared when the last image is done or the work stops. */
 static void show_progress(long long done, long long n, bool stopped, double t0, double *shown) {
-    double t = now_seconds();
+    double t = cv_now_seconds();
     if (t - *shown <= 0.2 && done != n && !stopped) return;
     fprintf(stderr, "\rgenerated %lld/%lld images (%.0f images/s) ", done, n, done / (t - t0));
     if (done == n || stopped) fprintf(stderr, "\r%*s\r", 70, "");
@@ -283,7 +277,7 @@ static cv_status generate_into(cv_model *m, cv_workspace *ws, const cv_generate_
                      "needs %.1f MiB", B,
                      (double)(px_bytes + cond_bytes + scratch_bytes + means_bytes) / 1048576.0);
     if (!st) st = gen_sink_open(&sink, &layout, tmpdir, err);
-    double t0 = now_seconds(), shown = t0;
+    double t0 = cv_now_seconds(), shown = t0;
     for (long long first = 0; !st && first < n; first += B) {
         int rows = n - first < B ? (int)(n - first) : B;
         decode_chunk(m, ws, o, first, rows, dev_pixels, sc, &out);
@@ -297,7 +291,7 @@ static cv_status generate_into(cv_model *m, cv_workspace *ws, const cv_generate_
         if (!st) st = cs;
     }
     res->images = n;
-    res->seconds = now_seconds() - t0;
+    res->seconds = cv_now_seconds() - t0;
     if (!st) st = write_manifest(tmpdir, m, o, &layout, err);
     m->be->release(m->be, dev_pixels);
     free(out.pixels);
@@ -358,14 +352,14 @@ static cv_status generate_grid_file(cv_model *m, cv_workspace *ws,
     char made[CV_PATH_MAX];
     const long long n = o->per * cv_gen_condition_count(&o->cond);
     cv_status st = prepare_grid_file(o->out, made, err);
-    double t0 = now_seconds();
+    double t0 = cv_now_seconds();
     if (!st)
         st = cv_generate_grid(m, ws, &o->cond, (int)o->per, o->same_z, o->mean, o->seed, o->out,
                               err);
     const bool written = !st;
     if (!st) st = stop_if_signalled(n, n, err);
     res->images = n;
-    res->seconds = now_seconds() - t0;
+    res->seconds = cv_now_seconds() - t0;
     if (st) take_back_grid(o->out, made, written);
     return st;
 }

@@ -11,23 +11,17 @@
 #include <libgen.h>
 #include <signal.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cv_math.h"
 #include "cvae/rng.h"
 #include "train_run.h"
 #include "util/interrupt.h"
+#include "util/clock.h"
 
 /* How often the host looks at the step state for non-finite steps: rare enough that a
  * GPU stays busy, often enough that a poisoned run stops soon. */
 #define NONFINITE_POLL_STEPS 50
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 cv_train_options cv_train_defaults(void) {
     cv_train_options o = {.device = "auto", .n_hidden = 1, .hidden = {400}, .latent = 20,
@@ -277,7 +271,7 @@ static void print_epoch_line(const cv_train_options *o, const run_state *r,
 static bool checkpoint_due(const cv_train_options *o, const run_state *r, int epoch) {
     if (epoch == o->epochs) return true;
     if (o->checkpoint_every > 0) return epoch % o->checkpoint_every == 0;
-    return now_seconds() - r->last_save >= o->checkpoint_seconds;
+    return cv_now_seconds() - r->last_save >= o->checkpoint_seconds;
 }
 
 /* A metrics or picture file failed (status `failed`, err's line): the training is saved
@@ -324,7 +318,7 @@ static cv_status write_epoch_files(const cv_train_options *o, run_state *r,
 static cv_status checkpoint_mid_epoch(const cv_train_options *o, run_state *r,
                                       progress_state *p, double epoch_start, cv_err *err) {
     if (!r->ckpt[0] || o->checkpoint_every > 0 || !(o->checkpoint_seconds > 0.0)) return CV_OK;
-    const double t = now_seconds();
+    const double t = cv_now_seconds();
     const int due = cv_run_leads(r) && t - r->last_save >= o->checkpoint_seconds &&
                     t - epoch_start >= o->checkpoint_seconds;
     if (!cv_comm_max_int(r->comm, due)) return CV_OK;
@@ -353,7 +347,7 @@ static cv_status end_epoch(const cv_train_options *o, run_state *r, progress_sta
         cv_eval_result_free(&res->test); /* kl_per_dim: the active units are what is kept */
         p->active_units = res->test.active_units;
     }
-    e->seconds = now_seconds() - t0;
+    e->seconds = cv_now_seconds() - t0;
     print_epoch_line(o, r, e, res, &p->st);
     res->epochs_done = e->epoch;
     p->epoch = e->epoch;
@@ -370,7 +364,7 @@ static cv_status train_epoch(const cv_train_options *o, run_state *r, progress_s
                              cv_err *err) {
     const int n = r->train.n;
     const bool show_progress = cv_run_leads(r) && isatty(STDERR_FILENO);
-    const double t0 = now_seconds();
+    const double t0 = cv_now_seconds();
     const int64_t steps_per_epoch = (n + o->batch - 1) / o->batch;
     epoch_report e = {.epoch = epoch, .beta = epoch_mean_beta(&r->cfg, epoch, steps_per_epoch)};
     begin_epoch(o, r, p, epoch);
@@ -401,14 +395,14 @@ static cv_status train_epoch(const cv_train_options *o, run_state *r, progress_s
             cv_status st = checkpoint_mid_epoch(o, r, p, t0, err);
             if (st) return st;
         }
-        double t = now_seconds();
+        double t = cv_now_seconds();
         if (show_progress && (t - last_shown > 0.2 || p->position == n)) {
             progress(epoch, o->epochs, p->position, n, (p->position - done_at_start) / (t - t0));
             last_shown = t;
         }
     }
     /* the last step's state was just read back, so the device has finished the epoch */
-    e.rate = (n - done_at_start) / (now_seconds() - t0);
+    e.rate = (n - done_at_start) / (cv_now_seconds() - t0);
     e.lr = cv_lr_at(adam->lr, p->step - 1, adam->warmup_steps, adam->total_steps, adam->cosine);
     return end_epoch(o, r, p, &e, t0, res, err);
 }
@@ -484,10 +478,10 @@ cv_status cv_train_run(const cv_train_options *given, cv_train_result *res, cv_e
         res->has_test = r.data.test.n > 0;
         res->epochs_done = p.epoch;
         cv_run_print_header(o, &r, &p);
-        const double start = r.last_save = now_seconds();
+        const double start = r.last_save = cv_now_seconds();
         st = train_epochs(o, &r, &p, res, err);
         if (!st) note_a_late_signal(&r);
-        const double trained = now_seconds() - start;
+        const double trained = cv_now_seconds() - start;
         if (!st && r.ckpt[0])
             fprintf(r.log, "checkpoint: %s (%d written; saving took %.3f s, %.2f%% of the "
                     "%.1f s of training)\n", r.ckpt, r.saves, r.save_seconds,

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "train_run.h"
+#include "util/clock.h"
 
 static void release_copy(run_state *r) {
     float **copy[3] = {&r->best.params, &r->best.adam_m, &r->best.adam_v};
@@ -87,7 +88,7 @@ cv_status cv_run_best_consider(const cv_train_options *o, run_state *r, const pr
     if (!b->path[0] || !(neg_elbo < b->neg_elbo)) return CV_OK;
     b->neg_elbo = neg_elbo;
     b->at = *p;
-    const double t0 = cv_run_now();
+    const double t0 = cv_now_seconds();
     cv_status st = CV_OK;
     if (b->params) {
         const size_t bytes = r->model.layout.n_params * sizeof(float);
@@ -98,7 +99,7 @@ cv_status cv_run_best_consider(const cv_train_options *o, run_state *r, const pr
     } else {
         st = cv_run_save_state(o, r, &r->model, p, b->path, err);
     }
-    r->save_seconds += cv_run_now() - t0;
+    r->save_seconds += cv_now_seconds() - t0;
     return st;
 }
 

@@ -6,7 +6,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <time.h>
 
 #include "cvae/checkpoint.h"
 #include "cvae/generate.h"
@@ -77,13 +76,6 @@ typedef struct {
     double rate;    /* training samples/s */
     double seconds; /* the whole epoch, evaluation included */
 } epoch_report;
-
-/* Seconds on a monotonic clock. */
-static inline double cv_run_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Rank 0 writes the files and the log; in one process, that is the process. */
 static inline bool cv_run_leads(const run_state *r) { return r->rank == 0; }
