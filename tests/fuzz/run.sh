@@ -22,7 +22,7 @@ clang "${flags[@]}" tests/fuzz/fuzz_checkpoint.c $h/model/checkpoint.c $h/model/
 clang "${flags[@]}" tests/fuzz/fuzz_npy.c $h/data/npy.c $h/util/fileio.c $h/util/status.c \
     -o "$work/fuzz_npy"
 clang "${flags[@]}" tests/fuzz/fuzz_report.c $h/report/report_page.c $h/report/report_charts.c \
-    $h/util/fileio.c $h/util/status.c -lm -o "$work/fuzz_report"
+    $h/report/report_text.c $h/util/fileio.c $h/util/status.c -lm -o "$work/fuzz_report"
 clang "${flags[@]}" -I/usr/include/stb tests/fuzz/fuzz_image.c $h/data/image.c \
     $h/data/image_area.c $h/data/image_buffer.c $h/data/image_png.c $h/data/image_jpeg.c \
     $h/util/fileio.c $h/util/status.c -lpng -ljpeg -lstb -lm -o "$work/fuzz_image"

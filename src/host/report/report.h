@@ -51,7 +51,7 @@ cv_status cv_report_write(const char *path, const cv_report_page *page, cv_err *
 /* The curves of the runs as SVG charts, one per metric, appended to fp (report_charts.c). */
 cv_status cv_report_charts(FILE *fp, const cv_report_run *runs, int n_runs, cv_err *err);
 
-/* s as HTML or SVG text: &, <, > and quotes escaped. */
+/* s as HTML or SVG text: &, <, > and quotes escaped (report_text.c). */
 void cv_report_text(FILE *fp, const char *s);
 
 /* The metrics lines and the command a run's page embeds (malloc'd; *command NULL when the

@@ -38,18 +38,6 @@ static const char style[] =
 static const char *const swatches[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e",
                                        "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"};
 
-void cv_report_text(FILE *fp, const char *s) {
-    for (; *s; s++) {
-        switch (*s) {
-        case '&': fputs("&amp;", fp); break;
-        case '<': fputs("&lt;", fp); break;
-        case '>': fputs("&gt;", fp); break;
-        case '"': fputs("&quot;", fp); break;
-        default: fputc(*s, fp);
-        }
-    }
-}
-
 /* RFC 4648 base64, for the pictures' data URIs: a few lines here rather than a new
  * dependency (OpenSSL's EVP_EncodeBlock) for them. */
 static void base64(FILE *fp, const uint8_t *b, size_t n) {

@@ -220,6 +220,21 @@ static void run_step(const cv_train_options *o, run_state *r, const cv_adam_conf
                                 binarize);
 }
 
+/* The checkpoint of where training stands, and the best model when it is newer than its
+ * file; never one of a model with a NaN or Inf. */
+static cv_status save_checkpoint(const cv_train_options *o, run_state *r,
+                                 const progress_state *p, cv_err *err) {
+    const double t0 = cv_now_seconds();
+    cv_status st = cv_run_save_state(o, r, &r->model, p, r->ckpt, err);
+    if (st) return st;
+    if (r->guard) cv_interrupt_undo_clear(r->guard); /* the folder now holds a model */
+    st = cv_run_best_save(o, r, err);
+    r->last_save = cv_now_seconds();
+    r->save_seconds += r->last_save - t0;
+    r->saves++;
+    return st;
+}
+
 /* A signal arrived after a step (on any rank: they agree on it): rank 0 writes the
  * checkpoint (when there is a run folder), and every rank stops with the line that says
  * how to resume, printed by rank 0. */
@@ -229,7 +244,7 @@ static cv_status stop_on_signal(const cv_train_options *o, run_state *r, progres
     /* between epochs the epoch's sums are already reset (and the device's sums buffer
      * holds the test evaluation's) */
     if (p->position > 0) global_sums(r, &p->sums);
-    cv_status st = r->ckpt[0] && cv_run_leads(r) ? cv_run_save_checkpoint(o, r, p, err) : CV_OK;
+    cv_status st = r->ckpt[0] && cv_run_leads(r) ? save_checkpoint(o, r, p, err) : CV_OK;
     st = cv_comm_agree(r->comm, st, err);
     if (st) return st;
     if (!r->ckpt[0])
@@ -285,7 +300,7 @@ static cv_status save_after_failure(const cv_train_options *o, run_state *r,
     cv_err save_err;
     if (!r->ckpt[0])
         return cv_fail(err, failed, "%.*s; no --out was given, so nothing was saved", room, msg);
-    if (!saved && cv_run_save_checkpoint(o, r, p, &save_err))
+    if (!saved && save_checkpoint(o, r, p, &save_err))
         return cv_fail(err, failed, "%.*s; the checkpoint failed too: %s", room, msg,
                        save_err.msg);
     if (p->epoch < o->epochs)
@@ -303,7 +318,7 @@ static cv_status write_epoch_files(const cv_train_options *o, run_state *r,
                                    const cv_train_result *res, cv_err *err) {
     cv_status st = r->test.n ? cv_run_best_consider(o, r, p, res->test.neg_elbo, err) : CV_OK;
     const bool due = r->ckpt[0] && checkpoint_due(o, r, e->epoch);
-    if (!st && due) st = cv_run_save_checkpoint(o, r, p, err);
+    if (!st && due) st = save_checkpoint(o, r, p, err);
     if (!st) {
         st = cv_run_write_metrics(o->metrics_path, r, e, &res->test, r->test.n > 0, err);
         if (!st && r->ckpt[0]) st = cv_run_write_report(o, r, p, err);
@@ -323,7 +338,7 @@ static cv_status checkpoint_mid_epoch(const cv_train_options *o, run_state *r,
                     t - epoch_start >= o->checkpoint_seconds;
     if (!cv_comm_max_int(r->comm, due)) return CV_OK;
     global_sums(r, &p->sums);
-    cv_status st = cv_run_leads(r) ? cv_run_save_checkpoint(o, r, p, err) : CV_OK;
+    cv_status st = cv_run_leads(r) ? save_checkpoint(o, r, p, err) : CV_OK;
     return cv_comm_agree(r->comm, st, err);
 }
 

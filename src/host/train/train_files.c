@@ -11,7 +11,6 @@
 #include "data/png.h"
 #include "data/names.h"
 #include "train_run.h"
-#include "util/clock.h"
 
 cv_status cv_run_save_state(const cv_train_options *o, const run_state *r,
                             const cv_model *model, const progress_state *p, const char *path,
@@ -49,19 +48,6 @@ cv_status cv_run_save_state(const cv_train_options *o, const run_state *r,
         st = cv_fail(err, CV_ERR_NOMEM, "out of host memory for the checkpoint's names");
     if (!st) st = cv_checkpoint_save(path, &ck, err);
     cv_checkpoint_free(&ck);
-    return st;
-}
-
-cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
-                                 const progress_state *p, cv_err *err) {
-    const double t0 = cv_now_seconds();
-    cv_status st = cv_run_save_state(o, r, &r->model, p, r->ckpt, err);
-    if (st) return st;
-    if (r->guard) cv_interrupt_undo_clear(r->guard); /* the folder now holds a model */
-    st = cv_run_best_save(o, r, err);
-    r->last_save = cv_now_seconds();
-    r->save_seconds += r->last_save - t0;
-    r->saves++;
     return st;
 }
 

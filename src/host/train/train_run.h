@@ -86,11 +86,16 @@ static inline bool cv_run_leads(const run_state *r) { return r->rank == 0; }
  * and where training stands (fresh or resumed); every rank agrees on the outcome. */
 cv_status cv_run_prepare(const cv_train_options *o, run_state *r, progress_state *p,
                          cv_err *err);
-/* The settings the run starts with, on its log. */
-void cv_run_print_header(const cv_train_options *o, const run_state *r, const progress_state *p);
 /* Checks that every rank holds rank 0's model, data and place in it (replicas.c). */
 cv_status cv_run_check_replicas(run_state *r, const progress_state *p, cv_err *err);
 void cv_run_free(run_state *r);
+
+/* train_header.c */
+
+/* What the user called the data: the folder, or the training images' file or table. */
+const char *cv_run_data_name(const cv_train_options *o);
+/* The settings the run starts with, on its log. */
+void cv_run_print_header(const cv_train_options *o, const run_state *r, const progress_state *p);
 
 /* train_files.c: rank 0's files */
 
@@ -104,10 +109,6 @@ void cv_run_undo_outputs(const cv_train_options *o, run_state *r);
 cv_status cv_run_save_state(const cv_train_options *o, const run_state *r,
                             const cv_model *model, const progress_state *p, const char *path,
                             cv_err *err);
-/* The checkpoint of where training stands, and the best model when it is newer than its
- * file; never one of a model with a NaN or Inf. */
-cv_status cv_run_save_checkpoint(const cv_train_options *o, run_state *r,
-                                 const progress_state *p, cv_err *err);
 /* One epoch's line added to the run's metrics lines, and the metrics file (path; NULL:
  * none) rewritten with them. */
 cv_status cv_run_write_metrics(const char *path, run_state *r, const epoch_report *e,

@@ -1,6 +1,5 @@
 /* train_setup.c: a training run brought up on a rank, in the order that fails fastest
- * (outputs, device, checkpoint and data, model), the header it prints, and its state
- * freed. */
+ * (outputs, device, checkpoint and data, model), and its state freed. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -56,13 +55,6 @@ static cv_status check_resume(const cv_train_options *o, const cv_checkpoint *ck
     return CV_OK;
 }
 
-/* What the user called the data: the folder, or the training images' file or table. */
-static const char *data_name(const cv_train_options *o) {
-    return o->files.train_images ? o->files.train_images
-           : o->files.train_table ? o->files.train_table
-                                  : o->data_dir;
-}
-
 /* A resume must see the conditions the checkpoint names (or none, as it does). */
 static cv_status check_names(const cv_train_options *o, const cv_checkpoint *ck,
                              const cv_data *d, cv_err *err) {
@@ -71,7 +63,7 @@ static cv_status check_names(const cv_train_options *o, const cv_checkpoint *ck,
                                      cv_names_equal(d->names, ck->names, d->n_names)));
     if (same) return CV_OK;
     return cv_fail(err, CV_ERR_USAGE, "%s: its %s are not the ones %s names (cvae info shows "
-                   "them)", data_name(o), d->condition == CV_COND_LABELS ? "classes"
+                   "them)", cv_run_data_name(o), d->condition == CV_COND_LABELS ? "classes"
                                                                        : "condition columns",
                    o->resume_path);
 }
@@ -88,17 +80,17 @@ static cv_status load_inputs(const cv_train_options *o, run_state *r, cv_err *er
     files.image.progress = cv_run_leads(r) && isatty(STDERR_FILENO);
     cv_status st = cv_data_load_files(o->data_dir, &files, o->n_classes, &r->data, err);
     if (!st && o->resume_path) st = check_names(o, &r->resume, &r->data, err);
-    if (!st && o->resume_path) st = cv_model_fit_labels(&r->resume.cfg, &r->data, data_name(o), err);
+    if (!st && o->resume_path) st = cv_model_fit_labels(&r->resume.cfg, &r->data, cv_run_data_name(o), err);
     if (st) return st;
     /* a resume must train the model its checkpoint holds (a usage error: the flags and the
      * checkpoint disagree) */
     if (o->resume_path && cv_model_takes(&r->resume.cfg, &r->data, &r->data.train,
-                                         data_name(o), err))
+                                         cv_run_data_name(o), err))
         return CV_ERR_USAGE;
     if (o->resume_path && r->resume.position >= r->data.train.n)
         return cv_fail(err, CV_ERR_USAGE, "%s: the checkpoint stopped %d images into an "
                        "epoch, but %s has %d training images", o->resume_path,
-                       r->resume.position, data_name(o), r->data.train.n);
+                       r->resume.position, cv_run_data_name(o), r->data.train.n);
     if (o->train.binarize) cv_split_binarize(&r->data.test);
     return CV_OK;
 }
@@ -204,75 +196,6 @@ cv_status cv_run_prepare(const cv_train_options *o, run_state *r, progress_state
     if (!st) st = cv_run_best_start(o, r, err);
     st = cv_comm_agree(r->comm, st, err);
     return st ? st : cv_run_check_replicas(r, p, err);
-}
-
-void cv_run_print_header(const cv_train_options *o, const run_state *r, const progress_state *p) {
-    if (r->ranks > 1) {
-        char split[64];
-        cv_batch_split_text(split, sizeof split, o->batch, r->ranks);
-        fprintf(r->log, "ranks: %d (MPI), the batch of %d split %s\n", r->ranks, o->batch, split);
-    }
-    fprintf(r->log, "device: %s\n", r->be->description);
-    fprintf(r->log, "precision %s: %s\n", cv_precision_name(r->be->precision),
-            cv_precision_describe(r->be->precision));
-    const cv_split *t = &r->data.train;
-    fprintf(r->log, "data: %s: %d training images %dx%d", data_name(o), t->n, t->h, t->w);
-    if (t->channels > 1) fprintf(r->log, "x%d", t->channels);
-    if (r->data.condition == CV_COND_LABELS)
-        fprintf(r->log, ", %d classes, ", r->data.cond_width);
-    else
-        fprintf(r->log, ", condition vectors of width %d, ", r->data.cond_width);
-    const bool vectors = r->data.condition == CV_COND_VECTORS;
-    if (r->data.test.n)
-        fprintf(r->log, "%d test images\n", r->data.test.n);
-    else if (r->data.test_skipped)
-        fprintf(r->log, "no test split: the folder's test files hold %s, not %s (name test "
-                "files with --test-images and --test-%s)\n",
-                cv_condition_kind_name(vectors ? CV_COND_LABELS : CV_COND_VECTORS),
-                cv_condition_kind_name(r->data.condition), vectors ? "conditions" : "labels");
-    else
-        fprintf(r->log, "no test files: training without test evaluation\n");
-    fprintf(r->log, "model: %zu parameters, latent %d, hidden", r->model.layout.n_params,
-            o->latent);
-    for (int i = 0; i < o->n_hidden; i++) fprintf(r->log, "%s%d", i ? "," : " ", o->hidden[i]);
-    fprintf(r->log, "; batch %d, lr %g, seed %llu\n", o->batch, o->lr,
-            (unsigned long long)o->seed);
-    if (r->cfg.objective == CV_OBJECTIVE_IWAE)
-        fprintf(r->log, "objective: IWAE, %d draws per image%s; ", r->cfg.samples,
-                r->cfg.samples == 1 ? " (the ELBO)" : "");
-    else
-        fprintf(r->log, "objective: ELBO; ");
-    fprintf(r->log, "%s likelihood", o->likelihood == CV_LIKELIHOOD_GAUSSIAN
-                                         ? "Gaussian" : "Bernoulli");
-    if (o->sigma_learned)
-        fprintf(r->log, " (sigma learned, from %g)", o->sigma);
-    else if (o->likelihood == CV_LIKELIHOOD_GAUSSIAN)
-        fprintf(r->log, " (sigma %g)", o->sigma);
-    fprintf(r->log, ", %s prior, beta %g", o->prior == CV_PRIOR_CONDITIONAL ? "conditional"
-                                                                           : "standard normal",
-            o->train.beta);
-    if (o->train.kl_warmup)
-        fprintf(r->log, " after %d warm-up epochs (%s)", o->train.kl_warmup,
-                r->cfg.warmup_per_step ? "rising every step"
-                                       : "held per epoch, as the checkpoint was trained");
-    if (r->cfg.free_bits > 0.0f)
-        fprintf(r->log, ", free bits %g nats per unit", r->cfg.free_bits);
-    if (o->train.binarize) fprintf(r->log, ", dynamic binarization");
-    fprintf(r->log, "; lr %s", o->train.cosine ? "cosine" : "constant");
-    if (o->train.warmup_steps) fprintf(r->log, " after %lld warm-up steps",
-                                       (long long)o->train.warmup_steps);
-    if (o->train.clip_norm > 0.0f) fprintf(r->log, ", gradients clipped to norm %g",
-                                           o->train.clip_norm);
-    fputc('\n', r->log);
-    if (o->likelihood == CV_LIKELIHOOD_GAUSSIAN)
-        fprintf(r->log, "note: the Gaussian likelihood's nats are a density's on continuous "
-                        "values (they may be negative): not comparable with a Bernoulli model's\n");
-    if (o->resume_path)
-        fprintf(r->log, "resuming %s at epoch %d, step %lld (%d images into the epoch); "
-                "checkpoints to %s\n", o->resume_path, p->epoch + 1, (long long)p->step,
-                p->position, r->ckpt);
-    if (!o->out_dir) fprintf(r->log, "note: no --out given: the model will not be saved\n");
-    fflush(r->log); /* a log file or pipe shows the run's settings as it starts */
 }
 
 void cv_run_free(run_state *r) {
