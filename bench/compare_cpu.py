@@ -23,7 +23,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -31,6 +30,8 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_compare import cpu_name, slug  # noqa: E402  (the CPU's model name, a file-name form)
 
 
 def run(cmd, env):
@@ -41,22 +42,6 @@ def run(cmd, env):
 def metrics(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def cpu_model():
-    """The CPU's model name, as /proc/cpuinfo gives it."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def slug(text):
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def shape_args(shape):
@@ -150,7 +135,7 @@ def main():
     ap.add_argument("--out", help="results path without .json/.md "
                     "(default: bench/results/cpu-<cpu>-<date>)")
     args = ap.parse_args()
-    cpu = cpu_model()
+    cpu = cpu_name()
     today = datetime.date.today().isoformat()
     if not args.out:
         args.out = os.path.join(ROOT, "bench", "results", f"cpu-{slug(cpu)}-{today}")
