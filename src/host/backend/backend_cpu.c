@@ -91,7 +91,29 @@ static void cpu_copy(cv_backend *be, void *dst, const void *src, size_t bytes) {
     memcpy(dst, src, bytes);
 }
 
-static void cpu_zero(cv_backend *be, void *dst, size_t bytes) { (void)be; memset(dst, 0, bytes); }
+/* [lo, hi) of n items for this thread: its even share, the bounds rounded down to
+ * multiples of `align` (but for n itself), so neighbours write different cache lines. */
+static void thread_share(size_t n, size_t align, size_t *lo, size_t *hi) {
+    const size_t parts = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
+    *lo = id == 0 ? 0 : n * id / parts / align * align;
+    *hi = id + 1 == parts ? n : n * (id + 1) / parts / align * align;
+}
+
+/* One core alone cannot draw a server's memory bandwidth, so a large copy or zeroing is
+ * split over the OpenMP threads (the bytes do not depend on who moves them). Zeroing the
+ * gradients on one thread also left the other asleep for the step's first operation to
+ * wake (docs/design.md 2.3). */
+#define COPY_PAR_MIN (1u << 20)
+
+static void cpu_zero(cv_backend *be, void *dst, size_t bytes) {
+    (void)be;
+#pragma omp parallel if (bytes > COPY_PAR_MIN)
+    {
+        size_t lo, hi;
+        thread_share(bytes, 64, &lo, &hi);
+        memset((char *)dst + lo, 0, hi - lo);
+    }
+}
 
 /* OpenBLAS's own threads scale poorly on these thin GEMMs and spin against OpenMP's, so
  * OpenBLAS runs single-threaded and each GEMM is cut into blocks of rows (or columns) of
@@ -223,14 +245,6 @@ static void cpu_gemm(cv_backend *be, bool ta, bool tb, int m, int n, int k, floa
     fp32_gemm(ta, tb, m, n, k, alpha, a_hi, a_cols, b_lo, b_cols, beta, c, ldc);
     fp32_gemm(ta, tb, m, n, k, alpha, a_lo, a_cols, b_hi, b_cols, 1.0f, c, ldc);
     fp32_gemm(ta, tb, m, n, k, alpha, a_hi, a_cols, b_hi, b_cols, 1.0f, c, ldc);
-}
-
-/* [lo, hi) of n items for this thread: its even share, the bounds rounded down to
- * multiples of `align` (but for n itself), so neighbours write different cache lines. */
-static void thread_share(size_t n, size_t align, size_t *lo, size_t *hi) {
-    const size_t parts = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
-    *lo = id == 0 ? 0 : n * id / parts / align * align;
-    *hi = id + 1 == parts ? n : n * (id + 1) / parts / align * align;
 }
 
 static void cpu_bias_act_forward(cv_backend *be, float *y, const float *bias,
@@ -497,16 +511,12 @@ static bool cpu_capture_begin(cv_backend *be) {
     return false;
 }
 
-/* One core alone cannot draw a server's memory bandwidth, so a large copy is split over
- * the OpenMP threads (a copy's bytes do not depend on who moves them). */
-#define COPY_PAR_MIN (1u << 20)
-
 static void cpu_copy_within(cv_backend *be, void *dst, const void *src, size_t bytes) {
     (void)be;
 #pragma omp parallel if (bytes > COPY_PAR_MIN)
     {
-        size_t parts = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
-        size_t lo = bytes * id / parts, hi = bytes * (id + 1) / parts;
+        size_t lo, hi;
+        thread_share(bytes, 64, &lo, &hi);
         memcpy((char *)dst + lo, (const char *)src + lo, hi - lo);
     }
 }
