@@ -398,10 +398,12 @@ Test(cpu_kernels, adam_bias_and_gather_give_the_scalar_bits) {
             expect_same("dbias", name, db, dbref, (size_t)cols);
             expect_same("dcond", name, dc, dcref, (size_t)classes * cols);
         }
-        /* the gather: bytes, floats, binarized from an element not a multiple of 4 */
-        for (int variant = 0; variant < 4; variant++) {
+        /* the gather: bytes, floats, binarized from elements on and off a block's and a
+         * register group's start, and past 2^34 (block numbers above 32 bits) */
+        const uint64_t elements[] = {0, 3, 4 * 37 + 3, 63, 64, 127, (1ull << 34) - 5};
+        for (int variant = 0; variant < 4 * 7; variant++) {
             const bool bytes = variant & 1, binarize = variant & 2;
-            const uint64_t element = 4 * 37 + 3, stream = CV_STREAM_BINARIZE(11);
+            const uint64_t element = elements[variant / 4], stream = CV_STREAM_BINARIZE(11);
             k->gather_row(bytes ? px : NULL, bytes ? NULL : fx, x, cols, binarize, r.s, stream,
                           element);
             for (int j = 0; j < cols; j++) {

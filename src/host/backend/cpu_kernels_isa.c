@@ -129,7 +129,61 @@ static void reparam_backward_row(const float *mu, const float *s, const float *e
     }
 }
 
-/* ---- normal draws ---- */
+/* ---- Philox and normal draws ---- */
+
+typedef uint64_t vnu64 __attribute__((vector_size(VN * 8)));
+
+/* a * b lane by lane: the low 32 bits returned, the high 32 into *hi (cv_mulhilo32).
+ * GCC widens a vector multiply to 64-bit lanes through vpmullq or its emulation; the
+ * even/odd 32x32 -> 64 products (vpmuludq) are what the scalar code compiles to. */
+CV_VINLINE vnu mulhilo(vnu a, uint32_t b, vnu *hi) {
+#if defined(__AVX512F__)
+    __m512i va, vb = _mm512_set1_epi32((int)b);
+    memcpy(&va, &a, sizeof va);
+    const __m512i even = _mm512_mul_epu32(va, vb);
+    const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(va, 32), vb);
+    const __m512i h = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+    const __m512i l = _mm512_mullo_epi32(va, vb);
+#elif defined(__AVX2__)
+    __m256i va, vb = _mm256_set1_epi32((int)b);
+    memcpy(&va, &a, sizeof va);
+    const __m256i even = _mm256_mul_epu32(va, vb);
+    const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(va, 32), vb);
+    const __m256i h = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+    const __m256i l = _mm256_mullo_epi32(va, vb);
+#endif
+#if defined(__AVX512F__) || defined(__AVX2__)
+    vnu lo;
+    memcpy(hi, &h, sizeof *hi);
+    memcpy(&lo, &l, sizeof lo);
+    return lo;
+#else
+    const vnu64 p = __builtin_convertvector(a, vnu64) * b;
+    *hi = __builtin_convertvector(p >> 32, vnu);
+    return __builtin_convertvector(p, vnu);
+#endif
+}
+
+/* cv_philox_block for blocks b0 .. b0 + VN - 1, lane by lane: word c of block b0 + lane
+ * into w[c][lane]. Integer arithmetic, so the same bits as the scalar function. */
+CV_VINLINE void philox_blocks(uint64_t seed, uint64_t stream, uint64_t b0, vnu w[4]) {
+    vnu64 block;
+    for (int lane = 0; lane < VN; lane++) block[lane] = b0 + (uint64_t)lane;
+    vnu c0 = __builtin_convertvector(block, vnu), c1 = __builtin_convertvector(block >> 32, vnu);
+    vnu c2 = (vnu){0} + (uint32_t)stream, c3 = (vnu){0} + (uint32_t)(stream >> 32);
+    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    for (int round = 0; round < 10; round++) { /* cv_philox4x32_10 */
+        vnu hi0, hi1;
+        const vnu lo0 = mulhilo(c0, 0xD2511F53u, &hi0), lo1 = mulhilo(c2, 0xCD9E8D57u, &hi1);
+        c0 = hi1 ^ c1 ^ k0;
+        c1 = lo1;
+        c2 = hi0 ^ c3 ^ k1;
+        c3 = lo0;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    w[0] = c0, w[1] = c1, w[2] = c2, w[3] = c3;
+}
 
 /* cuRAND's Box-Muller (cv_box_muller) on VN pairs of words */
 CV_VINLINE void box_muller(vnu a, vnu b, vn *n0, vn *n1) {
@@ -152,10 +206,7 @@ static void normal_fill(float *out, size_t n, uint64_t seed, uint64_t stream, ui
     const uint64_t end = first + n, per_group = 4 * VN;
     for (uint64_t g0 = first / per_group * per_group; g0 < end; g0 += per_group) {
         vnu w[4];
-        for (int lane = 0; lane < VN; lane++) {
-            const cv_u32x4 b = cv_philox_block(seed, stream, g0 / 4 + (uint64_t)lane);
-            for (int c = 0; c < 4; c++) w[c][lane] = b.v[c];
-        }
+        philox_blocks(seed, stream, g0 / 4, w);
         vn nv[4];
         box_muller(w[0], w[1], &nv[0], &nv[1]);
         box_muller(w[2], w[3], &nv[2], &nv[3]);
@@ -261,17 +312,28 @@ static void bias_act_backward_cols(float *dy, const float *y, float *dbias, floa
 
 static void gather_row(const uint8_t *pixels, const float *fpixels, float *x, int n,
                        bool binarize, uint64_t seed, uint64_t stream, uint64_t element) {
-    if (pixels)
-        for (int j = 0; j < n; j++) x[j] = cv_pixel_value(pixels, NULL, (size_t)j);
-    else
-        memcpy(x, fpixels, (size_t)n * sizeof(float));
-    if (!binarize) return;
-    /* cv_philox_uniform with each block drawn once for its 4 elements */
-    for (int j = 0; j < n;) {
-        const uint64_t i = element + (uint64_t)j;
-        const cv_u32x4 block = cv_philox_block(seed, stream, i >> 2);
-        for (unsigned c = (unsigned)(i & 3); c < 4 && j < n; c++, j++)
-            x[j] = cv_bernoulli(cv_uniform01(block.v[c]), x[j]);
+    if (!binarize) {
+        if (pixels)
+            for (int j = 0; j < n; j++) x[j] = cv_pixel_value(pixels, NULL, (size_t)j);
+        else
+            memcpy(x, fpixels, (size_t)n * sizeof(float));
+        return;
+    }
+    /* cv_bernoulli(cv_philox_uniform(...), the pixel's value) in one pass: VN blocks of
+     * Philox at a time, each drawn once for its 4 elements */
+    const uint64_t end = element + (uint64_t)n, per_group = 4 * VN;
+    for (uint64_t g0 = element / per_group * per_group; g0 < end; g0 += per_group) {
+        vnu w[4];
+        philox_blocks(seed, stream, g0 / 4, w);
+        float u[4 * VN];
+        for (int lane = 0; lane < VN; lane++)
+            for (int c = 0; c < 4; c++) u[4 * lane + c] = cv_uniform01(w[c][lane]);
+        const uint64_t lo = g0 > element ? g0 : element;
+        const uint64_t hi = g0 + per_group < end ? g0 + per_group : end;
+        for (uint64_t i = lo; i < hi; i++) {
+            const size_t j = (size_t)(i - element);
+            x[j] = cv_bernoulli(u[i - g0], cv_pixel_value(pixels, fpixels, j));
+        }
     }
 }
 
