@@ -1,4 +1,5 @@
-/* backend_cpu.c: the reference backend, C11 loops over cv_math.h plus CBLAS GEMMs.
+/* backend_cpu.c: the reference backend, OpenMP loops over the per-element kernels of
+ * cpu_kernels.h (cv_math.h's formulas, vectorised) plus CBLAS GEMMs.
  *
  * It is what the tests trust. Loops are split over rows (per-sample work) or over
  * columns (reductions over the batch), never both, so every sum is taken in one fixed
@@ -14,14 +15,9 @@
 #include <unistd.h>
 
 #include "backend/backend_cpu.h"
+#include "backend/cpu_kernels.h"
 #include "cv_math.h"
 #include "cvae/backend.h"
-
-/* glibc's libmvec has a vector expf; declaring it simd lets the loops over cv_math.h
- * vectorise (glibc itself declares it only under -ffast-math, which would also break the
- * NaN and Inf semantics that the tests rely on). */
-#pragma omp declare simd notinbranch
-float expf(float);
 #include "cvae/rng.h"
 
 /* Below this many elements a parallel region costs more than it saves. */
@@ -35,9 +31,10 @@ float expf(float);
  * it back just before its first GEMM. Without a limit there is nothing to reserve. */
 #define BLAS_SPACE_PER_THREAD ((size_t)256 << 20)
 
-/* The backend's own state: the reservation above and the precision's GEMM operand
- * scratch (see cpu_gemm). */
+/* The backend's own state: the reservation above, the precision's GEMM operand scratch
+ * (see cpu_gemm) and the kernels of this CPU's instruction set. */
 typedef struct {
+    const cv_cpu_kernels *k;
     void *blas_reserve; /* NULL when there is none, or once handed back */
     size_t reserve_bytes;
     float *scratch;
@@ -95,7 +92,29 @@ static void cpu_copy(cv_backend *be, void *dst, const void *src, size_t bytes) {
     memcpy(dst, src, bytes);
 }
 
-static void cpu_zero(cv_backend *be, void *dst, size_t bytes) { (void)be; memset(dst, 0, bytes); }
+/* [lo, hi) of n items for this thread: its even share, the bounds rounded down to
+ * multiples of `align` (but for n itself), so neighbours write different cache lines. */
+static void thread_share(size_t n, size_t align, size_t *lo, size_t *hi) {
+    const size_t parts = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
+    *lo = id == 0 ? 0 : n * id / parts / align * align;
+    *hi = id + 1 == parts ? n : n * (id + 1) / parts / align * align;
+}
+
+/* One core alone cannot draw a server's memory bandwidth, so a large copy or zeroing is
+ * split over the OpenMP threads (the bytes do not depend on who moves them). Zeroing the
+ * gradients on one thread also left the other asleep for the step's first operation to
+ * wake (docs/design.md 2.3). */
+#define COPY_PAR_MIN (1u << 20)
+
+static void cpu_zero(cv_backend *be, void *dst, size_t bytes) {
+    (void)be;
+#pragma omp parallel if (bytes > COPY_PAR_MIN)
+    {
+        size_t lo, hi;
+        thread_share(bytes, 64, &lo, &hi);
+        memset((char *)dst + lo, 0, hi - lo);
+    }
+}
 
 /* OpenBLAS's own threads scale poorly on these thin GEMMs and spin against OpenMP's, so
  * OpenBLAS runs single-threaded and each GEMM is cut into blocks of rows (or columns) of
@@ -232,38 +251,40 @@ static void cpu_gemm(cv_backend *be, bool ta, bool tb, int m, int n, int k, floa
 static void cpu_bias_act_forward(cv_backend *be, float *y, const float *bias,
                                  const float *cond, const int32_t *labels, int rows,
                                  int cols, bool relu) {
-    (void)be;
+    const cv_cpu_kernels *k = cpu_of(be)->k;
 #pragma omp parallel for if ((long)rows * cols > PAR_MIN) schedule(static)
-    for (int r = 0; r < rows; r++) {
-        float *yr = y + (size_t)r * cols;
-        const float *cr = cond ? cond + (size_t)labels[r] * cols : NULL;
-        for (int j = 0; j < cols; j++) {
-            float v = yr[j] + bias[j] + (cr ? cr[j] : 0.0f);
-            yr[j] = relu ? cv_relu(v) : v;
-        }
-    }
+    for (int r = 0; r < rows; r++)
+        k->bias_act_forward_row(y + (size_t)r * cols, bias,
+                                cond ? cond + (size_t)labels[r] * cols : NULL, cols, relu);
 }
 
 static void cpu_bias_act_backward(cv_backend *be, float *dy, const float *y, float *dbias,
                                   float *dcond, const int32_t *labels, int rows, int cols,
                                   bool relu) {
-    (void)be;
+    const cv_cpu_kernels *k = cpu_of(be)->k;
     /* each thread owns a block of columns and walks the rows in order: contiguous loads,
      * and every column's sum is taken in one fixed order */
 #pragma omp parallel if ((long)rows * cols > PAR_MIN)
     {
-        int parts = omp_get_num_threads(), id = omp_get_thread_num();
-        int lo = (int)((long)cols * id / parts), hi = (int)((long)cols * (id + 1) / parts);
-        for (int r = 0; r < rows; r++) {
-            float *d = dy + (size_t)r * cols;
-            const float *yr = y + (size_t)r * cols;
-            float *dc = dcond ? dcond + (size_t)labels[r] * cols : NULL;
-            if (relu)
-                for (int j = lo; j < hi; j++) d[j] = yr[j] > 0.0f ? d[j] : 0.0f;
-            for (int j = lo; j < hi; j++) dbias[j] += d[j];
-            if (dc)
-                for (int j = lo; j < hi; j++) dc[j] += d[j];
-        }
+        size_t lo, hi;
+        thread_share((size_t)cols, 16, &lo, &hi);
+        k->bias_act_backward_cols(dy, y, dbias, dcond, labels, rows, cols, (int)lo, (int)hi,
+                                  relu);
+    }
+}
+
+/* out[i] = element first + i of the normal stream (seed, stream), in chunks over the
+ * threads: each element is drawn alone, so any split gives the same values. */
+#define NORMAL_CHUNK 4096
+
+static void normal_fill(const cv_cpu_kernels *k, float *out, size_t n, uint64_t seed,
+                        uint64_t stream, uint64_t first) {
+    const long chunks = (long)((n + NORMAL_CHUNK - 1) / NORMAL_CHUNK);
+#pragma omp parallel for if (chunks > 1) schedule(static)
+    for (long c = 0; c < chunks; c++) {
+        const size_t lo = (size_t)c * NORMAL_CHUNK;
+        const size_t len = n - lo < NORMAL_CHUNK ? n - lo : NORMAL_CHUNK;
+        k->normal_fill(out + lo, len, seed, stream, first + lo);
     }
 }
 
@@ -276,78 +297,40 @@ static void cpu_reparam_forward(cv_backend *be, const float *enc, float *eps, bo
                                 uint64_t seed, uint64_t stream_base, const cv_step *st,
                                 int first_row, const cv_prior *prior, const int32_t *labels,
                                 float *z, float *kl, float *log_ratio, int rows, int latent) {
-    (void)be;
+    const cv_cpu_kernels *k = cpu_of(be)->k;
     if (draw_eps)
-        cv_normal_fill_from(eps, (size_t)rows * latent, seed, stream_base + (st ? st->step : 0),
-                            (uint64_t)first_row * latent);
+        normal_fill(k, eps, (size_t)rows * latent, seed, stream_base + (st ? st->step : 0),
+                    (uint64_t)first_row * latent);
 #pragma omp parallel for if ((long)rows * latent > 1024) schedule(static)
     for (int r = 0; r < rows; r++) {
-        const float *mu = enc + (size_t)r * 2 * latent, *s = mu + latent;
-        const float *er = eps + (size_t)r * latent;
+        const float *mu = enc + (size_t)r * 2 * latent;
         const size_t row = prior ? (size_t)prior_row(prior->per_row, labels, r) * latent : 0;
-        const float *pm = prior ? prior->m + row : NULL;
-        const float *pr = prior ? prior->r + row : NULL;
-        float *zr = z + (size_t)r * latent;
-        float k = 0.0f, lr = 0.0f;
-        for (int j = 0; j < latent; j++) {
-            float sj = cv_clamp_logvar(s[j]);
-            zr[j] = cv_reparam_z(mu[j], sj, er[j]);
-            if (prior) {
-                float rj = cv_clamp_logvar(pr[j]);
-                k += cv_kl_gauss(mu[j], sj, pm[j], rj);
-                lr += cv_log_normal(zr[j], pm[j], rj) - cv_log_normal_eps(er[j], sj);
-            } else {
-                k += cv_kl_std_normal(mu[j], sj);
-                lr += cv_log_std_normal(zr[j]) - cv_log_normal_eps(er[j], sj);
-            }
-        }
-        kl[r] = k;
-        if (log_ratio) log_ratio[r] = lr;
+        k->reparam_forward_row(mu, mu + latent, eps + (size_t)r * latent,
+                               prior ? prior->m + row : NULL, prior ? prior->r + row : NULL,
+                               z + (size_t)r * latent, &kl[r], log_ratio ? &log_ratio[r] : NULL,
+                               latent);
     }
 }
 
 static void cpu_reparam_backward(cv_backend *be, const float *enc, const float *eps,
-                                 const float *dz, float kl_scale_all, const float *unit_kl,
+                                 const float *dz, float kl_scale, const float *unit_kl,
                                  float kl_floor, const cv_prior *prior, const int32_t *labels,
                                  cv_prior_grad *dprior, float *denc, int rows, int latent) {
-    (void)be;
+    const cv_cpu_kernels *k = cpu_of(be)->k;
     /* rows are independent, except that the learned prior's table gradients are sums over
      * rows: with tables, one thread takes the rows in order; a per-row prior's gradients
      * are the rows' own, written */
     const bool tables = prior && !prior->per_row;
 #pragma omp parallel for if (!tables && (long)rows * latent > 1024) schedule(static)
     for (int r = 0; r < rows; r++) {
-        const float *mu = enc + (size_t)r * 2 * latent, *s = mu + latent;
-        const float *er = eps + (size_t)r * latent, *dzr = dz + (size_t)r * latent;
-        float *dmu = denc + (size_t)r * 2 * latent, *ds = dmu + latent;
-        size_t row = prior ? (size_t)prior_row(prior->per_row, labels, r) * latent : 0;
-        for (int j = 0; j < latent; j++) {
-            const float kl_scale =
-                unit_kl ? cv_free_bits_scale(kl_scale_all, unit_kl[j], kl_floor) : kl_scale_all;
-            float sj = cv_clamp_logvar(s[j]);
-            float reparam_s = cv_reparam_grad_s(sj, er[j], dzr[j], 0.0f);
-            if (!prior) {
-                dmu[j] = cv_reparam_grad_mu(mu[j], dzr[j], kl_scale);
-                ds[j] = cv_reparam_grad_s(sj, er[j], dzr[j], kl_scale) *
-                        cv_clamp_logvar_grad(s[j]);
-                continue;
-            }
-            float m = prior->m[row + j], rr = prior->r[row + j], rj = cv_clamp_logvar(rr);
-            float g_mu = cv_kl_gauss_grad_mu(mu[j], m, rj);
-            dmu[j] = dzr[j] + kl_scale * g_mu;
-            ds[j] = (reparam_s + kl_scale * cv_kl_gauss_grad_s(sj, rj)) *
-                    cv_clamp_logvar_grad(s[j]);
-            const float g_m = -(kl_scale * g_mu);
-            const float g_r = kl_scale * cv_kl_gauss_grad_r(mu[j], sj, m, rj) *
-                              cv_clamp_logvar_grad(rr);
-            if (tables) {
-                dprior->m[row + j] += g_m;
-                dprior->r[row + j] += g_r;
-            } else {
-                dprior->m[row + j] = g_m;
-                dprior->r[row + j] = g_r;
-            }
-        }
+        const float *mu = enc + (size_t)r * 2 * latent;
+        float *dmu = denc + (size_t)r * 2 * latent;
+        const size_t row = prior ? (size_t)prior_row(prior->per_row, labels, r) * latent : 0;
+        k->reparam_backward_row(mu, mu + latent, eps + (size_t)r * latent, dz + (size_t)r * latent,
+                                kl_scale, unit_kl, kl_floor, prior ? prior->m + row : NULL,
+                                prior ? prior->r + row : NULL, dmu, dmu + latent,
+                                prior ? dprior->m + row : NULL, prior ? dprior->r + row : NULL,
+                                tables, latent);
     }
 }
 
@@ -366,43 +349,23 @@ static void cpu_prior_transform(cv_backend *be, const cv_prior *prior, const int
 static void cpu_reconstruction(cv_backend *be, cv_likelihood likelihood, float sigma,
                                const float *logits, const float *x, float *rec,
                                float *dlogits, float grad_scale, int rows, int cols) {
-    (void)be;
+    const cv_cpu_kernels *k = cpu_of(be)->k;
     const bool gauss = likelihood == CV_LIKELIHOOD_GAUSSIAN;
 #pragma omp parallel for if ((long)rows * cols > PAR_MIN) schedule(static)
     for (int r = 0; r < rows; r++) {
         const float *l = logits + (size_t)r * cols, *xr = x + (size_t)r * cols;
         float *d = dlogits ? dlogits + (size_t)r * cols : NULL;
-        float s = 0.0f;
-        if (gauss) {
-            for (int j = 0; j < cols; j++) {
-                float g;
-                s += cv_gaussian_nll(l[j], xr[j], sigma, &g);
-                if (d) d[j] = grad_scale * g;
-            }
-        } else if (d) {
-#pragma omp simd reduction(+ : s)
-            for (int j = 0; j < cols; j++) {
-                float g;
-                s += cv_bernoulli_nll(l[j], xr[j], &g);
-                d[j] = grad_scale * g;
-            }
-        } else {
-#pragma omp simd reduction(+ : s)
-            for (int j = 0; j < cols; j++) {
-                float g;
-                s += cv_bernoulli_nll(l[j], xr[j], &g);
-            }
-        }
-        rec[r] = s;
+        rec[r] = gauss ? k->gaussian_row(l, xr, sigma, d, grad_scale, cols)
+                       : k->bernoulli_row(l, xr, d, grad_scale, cols);
     }
 }
 
 static void cpu_normal(cv_backend *be, float *out, int rows, int cols, uint64_t seed,
                        uint64_t first_stream) {
-    (void)be;
+    const cv_cpu_kernels *k = cpu_of(be)->k;
 #pragma omp parallel for if ((long)rows * cols > PAR_MIN) schedule(static)
     for (int r = 0; r < rows; r++)
-        cv_normal_fill(out + (size_t)r * cols, (size_t)cols, seed, first_stream + (uint64_t)r);
+        k->normal_fill(out + (size_t)r * cols, (size_t)cols, seed, first_stream + (uint64_t)r, 0);
 }
 
 static void cpu_pixels_from_logits(cv_backend *be, cv_likelihood likelihood, float sigma,
@@ -423,10 +386,8 @@ static void cpu_pixels_from_logits(cv_backend *be, cv_likelihood likelihood, flo
         }
 }
 
-static void cpu_adam(cv_backend *be, float *restrict p, const float *restrict g,
-                     float *restrict m, float *restrict v, size_t n, const cv_adam_config *c,
-                     const cv_step *st) {
-    (void)be;
+static void cpu_adam(cv_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+                     const cv_adam_config *c, const cv_step *st) {
     if (st->skip) return;
     const int64_t t = st->step + 1;
     const float lr = cv_lr_at(c->lr, st->step, c->warmup_steps, c->total_steps, c->cosine);
@@ -435,10 +396,14 @@ static void cpu_adam(cv_backend *be, float *restrict p, const float *restrict g,
     const double norm = sqrt(st->grad_sq);
     const float clip = c->clip_norm > 0.0f && norm > c->clip_norm ? (float)(c->clip_norm / norm)
                                                                    : 1.0f;
-    const float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
-#pragma omp parallel for simd if (n > PAR_MIN) schedule(static)
-    for (size_t i = 0; i < n; i++)
-        cv_adam_update(&p[i], &m[i], &v[i], clip * g[i], b1, b2, eps, step_size, inv_bc2_sqrt);
+    const cv_adam_consts ac = {clip, c->beta1, c->beta2, c->eps, step_size, inv_bc2_sqrt};
+    const cv_cpu_kernels *k = cpu_of(be)->k;
+#pragma omp parallel if (n > PAR_MIN)
+    {
+        size_t lo, hi;
+        thread_share(n, 16, &lo, &hi);
+        k->adam(p + lo, g + lo, m + lo, v + lo, hi - lo, &ac);
+    }
 }
 
 /* The squared norm scales every step under --clip-grad, so it is summed in an order that
@@ -446,15 +411,12 @@ static void cpu_adam(cv_backend *be, float *restrict p, const float *restrict g,
  * the slices' sums in slice order. */
 #define NORM_PARTS 64
 
-static double squared_norm(const float *x, size_t n) {
+static double squared_norm(const cv_cpu_kernels *k, const float *x, size_t n) {
     double part[NORM_PARTS];
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
     for (int p = 0; p < NORM_PARTS; p++) {
         size_t lo = n * (size_t)p / NORM_PARTS, hi = n * (size_t)(p + 1) / NORM_PARTS;
-        double s = 0.0;
-#pragma omp simd reduction(+ : s)
-        for (size_t i = lo; i < hi; i++) s += (double)x[i] * x[i];
-        part[p] = s;
+        part[p] = k->sum_squares(x + lo, hi - lo);
     }
     double sq = 0.0;
     for (int p = 0; p < NORM_PARTS; p++) sq += part[p];
@@ -463,7 +425,6 @@ static double squared_norm(const float *x, size_t n) {
 
 static void cpu_check_finite(cv_backend *be, const float *rec, const float *kl, int rows,
                              const float *grads, size_t n, cv_step *st) {
-    (void)be;
     if (st->halted) {
         st->skip = 1;
         return;
@@ -471,7 +432,7 @@ static void cpu_check_finite(cv_backend *be, const float *rec, const float *kl, 
     /* the squared norm (in double) is NaN or Inf when some element is, and reaches
      * CV_GRAD_LIMIT^2 when some element is too large for Adam: one vectorised pass, and a
      * second only to find the first bad element */
-    const double sq = squared_norm(grads, n);
+    const double sq = squared_norm(cpu_of(be)->k, grads, n);
     st->grad_sq = sq;
     int64_t bad = INT64_MAX;
     for (int r = 0; r < rows; r++)
@@ -513,19 +474,15 @@ static void cpu_accumulate_loss(cv_backend *be, cv_loss_sums *sums, const float 
 static void cpu_gather_batch(cv_backend *be, const cv_device_split *s, const cv_step *st,
                              int first, int rows, bool binarize, uint64_t seed, float *x,
                              int32_t *labels_out, float *cond_out) {
-    (void)be;
+    const cv_cpu_kernels *k = cpu_of(be)->k;
     const int start = st->start + first, dim = s->dim, K = s->cond_width;
     const uint64_t stream = CV_STREAM_BINARIZE(st->step);
 #pragma omp parallel for if ((long)rows * dim > PAR_MIN) schedule(static)
     for (int r = 0; r < rows; r++) {
         size_t src = (size_t)s->perm[start + r];
-        float *xr = x + (size_t)r * dim;
-        const uint64_t element = (uint64_t)(first + r) * dim;
-        for (int j = 0; j < dim; j++) {
-            float v = cv_pixel_value(s->pixels, s->fpixels, src * dim + j);
-            if (binarize) v = cv_bernoulli(cv_philox_uniform(seed, stream, element + j), v);
-            xr[j] = v;
-        }
+        k->gather_row(s->pixels ? s->pixels + src * dim : NULL,
+                      s->fpixels ? s->fpixels + src * dim : NULL, x + (size_t)r * dim, dim,
+                      binarize, seed, stream, (uint64_t)(first + r) * dim);
         if (s->labels) labels_out[r] = s->labels[src];
         if (s->conditions)
             memcpy(cond_out + (size_t)r * K, s->conditions + src * K, (size_t)K * sizeof(float));
@@ -556,16 +513,12 @@ static bool cpu_capture_begin(cv_backend *be) {
     return false;
 }
 
-/* One core alone cannot draw a server's memory bandwidth, so a large copy is split over
- * the OpenMP threads (a copy's bytes do not depend on who moves them). */
-#define COPY_PAR_MIN (1u << 20)
-
 static void cpu_copy_within(cv_backend *be, void *dst, const void *src, size_t bytes) {
     (void)be;
 #pragma omp parallel if (bytes > COPY_PAR_MIN)
     {
-        size_t parts = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
-        size_t lo = bytes * id / parts, hi = bytes * (id + 1) / parts;
+        size_t lo, hi;
+        thread_share(bytes, 64, &lo, &hi);
         memcpy((char *)dst + lo, (const char *)src + lo, hi - lo);
     }
 }
@@ -622,6 +575,13 @@ static void cpu_event_destroy(cv_backend *be, void *event) {
     free(event);
 }
 
+void cv_backend_cpu_set_kernels(cv_backend *be, const cv_cpu_kernels *k) {
+    cpu_of(be)->k = k;
+    snprintf(be->description, sizeof be->description,
+             "CPU (%d thread%s, OpenBLAS %s kernels, %s loops)", omp_get_max_threads(),
+             omp_get_max_threads() == 1 ? "" : "s", openblas_get_corename(), k->name);
+}
+
 cv_status cv_backend_cpu_create_with(const cv_backend_options *opt, cv_backend **out,
                                      cv_err *err) {
     *out = NULL;
@@ -644,9 +604,7 @@ cv_status cv_backend_cpu_create_with(const cv_backend_options *opt, cv_backend *
     be->precision = p;
     be->name = "cpu";
     be->host_memory = true;
-    snprintf(be->description, sizeof be->description,
-             "CPU (%d thread%s, OpenBLAS %s kernels)", omp_get_max_threads(),
-             omp_get_max_threads() == 1 ? "" : "s", openblas_get_corename());
+    cv_backend_cpu_set_kernels(be, cv_cpu_kernels_best());
     be->destroy = cpu_destroy;
     be->alloc = cpu_alloc;
     be->release = cpu_release;
