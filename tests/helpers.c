@@ -6,9 +6,11 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -125,7 +127,7 @@ static int run_cvae(char **out, char **err, const char *const *args, size_t as_b
     argv[n++] = bin;
     for (int i = 0; args[i]; i++) argv[n++] = args[i];
     argv[n] = NULL;
-    pid_t pid = fork();
+    pid_t pid = test_fork();
     if (pid == 0) {
         dup2(fo, 1);
         dup2(fe, 2);
@@ -157,6 +159,16 @@ int test_run_cvae(char **out, char **err, const char *const *args) {
 
 int test_run_cvae_limited(char **out, char **err, const char *const *args, size_t as_bytes) {
     return run_cvae(out, err, args, as_bytes);
+}
+
+pid_t test_fork(void) {
+    const pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(127); /* it ended before the request was in place */
+    }
+    return pid;
 }
 
 pid_t test_dead_pid(void) {

@@ -52,6 +52,11 @@ int test_run_cvae_limited(char **out, char **err, const char *const *args, size_
 /* Asserts |got - ref| <= atol + rtol |ref| for element i of `what`. */
 void assert_close(const char *what, int i, double got, double ref, double atol, double rtol);
 
+/* fork(), with the child killed (SIGKILL) when the test's process ends: a test that fails
+ * an assertion, or is killed at its timeout, leaves no cvae it started running (a trainer
+ * of --epochs 1000000 would run on forever). */
+pid_t test_fork(void);
+
 /* The pid of a process that has ended (forked, exited and reaped). */
 pid_t test_dead_pid(void);
 

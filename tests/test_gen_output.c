@@ -42,7 +42,7 @@ TestSuite(gen_output, .init = setup, .fini = teardown, .timeout = 180);
 /* Starts cvae with args; the descriptor `closed` (-1: none) is closed in it, the other
  * standard ones go to /dev/null. */
 static pid_t spawn_closing(const char *const *args, int closed) {
-    pid_t pid = fork();
+    pid_t pid = test_fork();
     if (pid == 0) {
         int devnull = open("/dev/null", O_RDWR);
         for (int fd = 0; fd < 3; fd++) dup2(devnull, fd);
@@ -239,7 +239,7 @@ Test(gen_output, an_existing_empty_out_is_filled_in_place) {
  * fresh tmpfs, in a mount namespace of this test's own: 0 when both wrote their files,
  * 77 where no namespace or mount can be had, else the step that failed. */
 static int run_on_a_mount_point(const char *point) {
-    pid_t pid = fork();
+    pid_t pid = test_fork();
     if (pid == 0) {
         if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
             mkdir(point, 0777) != 0 || mount("cvae-test", point, "tmpfs", 0, NULL) != 0)
@@ -331,7 +331,7 @@ Test(gen_output, leftovers_of_dead_processes_are_swept_live_ones_kept) {
     mkdir(live, 0777);
     test_write_file(test_path_in(dead, "images-idx3-ubyte"), "partial", 7);
     test_write_file(dead_grid, "partial", 7);
-    pid_t pid = fork();
+    pid_t pid = test_fork();
     if (pid == 0) { /* this pid's leftover, then cvae itself under the same pid */
         snprintf(mine, sizeof mine, "%s.tmp.%ld", out, (long)getpid());
         mkdir(mine, 0777);

@@ -439,7 +439,7 @@ Test(generate, an_unwritable_out_fails_before_the_device_is_opened) {
 Test(generate, killed_run_leaves_no_data_set_under_the_real_name) {
     char out[4200];
     snprintf(out, sizeof out, "%s/big", dir);
-    pid_t pid = fork();
+    pid_t pid = test_fork();
     if (pid == 0) {
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 1);

@@ -276,7 +276,7 @@ Test(image_cache, a_signal_while_decoding_exits_130_and_leaves_nothing) {
     unlink(big);
     const char *args[] = {"cvae", "train", "--data", tree, "--cache", cache, "--out", run,
                           "--device", "cpu", NULL};
-    pid_t pid = fork();
+    pid_t pid = test_fork();
     if (pid == 0) {
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 1);

@@ -67,7 +67,7 @@ static int train_args(const char **argv, const char *out, const char *resume) {
  * err_path (NULL: /dev/null); optional file size limit in bytes (0: none). */
 static pid_t spawn_logged(const char **argv, const char *out_path, const char *err_path,
                           long fsize_limit) {
-    pid_t pid = fork();
+    pid_t pid = test_fork();
     if (pid == 0) {
         int devnull = open("/dev/null", O_WRONLY);
         int fo = out_path ? open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0666) : devnull;

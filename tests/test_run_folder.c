@@ -206,7 +206,7 @@ Test(run_folder, a_failed_run_leaves_no_folders_behind) {
 }
 
 static pid_t spawn_cvae(const char *const *args) {
-    pid_t pid = fork();
+    pid_t pid = test_fork();
     if (pid == 0) {
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 1);

@@ -29,7 +29,7 @@ static void teardown(void) {
 TestSuite(run_saves, .init = setup, .fini = teardown, .timeout = 280);
 
 static pid_t spawn_cvae(const char *const *args) {
-    pid_t pid = fork();
+    pid_t pid = test_fork();
     if (pid == 0) {
         int devnull = open("/dev/null", O_RDWR);
         for (int fd = 0; fd < 3; fd++) dup2(devnull, fd);
@@ -67,6 +67,47 @@ static void load(const char *path, cv_checkpoint *ck) {
 }
 
 static char *in_dir(const char *name) { return test_path_in(dir, name); }
+
+/* Whether process pid still runs (a zombie waiting for init to reap it does not). */
+static bool still_runs(pid_t pid) {
+    char path[64], state = 'Z';
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *fp = fopen(path, "r");
+    if (!fp) return false;
+    if (fscanf(fp, "%*d (%*[^)]) %c", &state) != 1) state = 'Z';
+    fclose(fp);
+    return state != 'Z';
+}
+
+/* A test that fails an assertion, or is killed at its timeout, ends its worker process
+ * without reaching its kill_and_reap: the trainer it spawned (--epochs 1000000) ran on
+ * forever, orphaned. A spawned cvae now dies with the process that spawned it. */
+Test(run_saves, a_spawned_trainer_dies_with_the_test_that_spawned_it) {
+    char data[4300], out[4300];
+    snprintf(data, sizeof data, "%s", in_dir("data"));
+    snprintf(out, sizeof out, "%s", in_dir("run"));
+    mkdir(data, 0777);
+    test_write_dataset(data, 300, 30, 6, 6, 3, false, 45);
+    const char *args[] = {"train", "--data", data, "--out", out, "--epochs", "1000000",
+                          "--hidden", "8", "--latent", "2", "--device", "cpu", NULL};
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t worker = fork(); /* stands for a test worker that fails after spawning */
+    if (worker == 0) {
+        pid_t trainer = spawn_cvae(args);
+        if (write(fds[1], &trainer, sizeof trainer) != sizeof trainer) _exit(1);
+        _exit(0);
+    }
+    pid_t trainer = 0;
+    cr_assert_eq(read(fds[0], &trainer, sizeof trainer), (ssize_t)sizeof trainer);
+    close(fds[0]);
+    close(fds[1]);
+    waitpid(worker, NULL, 0);
+    bool alive = true;
+    for (int i = 0; i < 2000 && (alive = still_runs(trainer)); i++) usleep(5000);
+    if (alive) kill(trainer, SIGKILL); /* this test must not leave it either */
+    cr_assert(!alive, "the trainer (pid %ld) outlived the test that spawned it", (long)trainer);
+}
 
 /* A run given a time (--checkpoint-every 1s) writes checkpoints as it goes, not only at its
  * end: killed with SIGKILL, it leaves one, which resumes. The default is the same rule
@@ -254,7 +295,7 @@ Test(run_saves, a_failing_metrics_write_saves_the_training) {
     const char *args[] = {"train", "--data", data, "--out", out, "--metrics", metrics,
                           "--epochs", "1000000", "--hidden", "8", "--latent", "2",
                           "--checkpoint-every", "1000000", "--device", "cpu", NULL};
-    pid_t pid = fork();
+    pid_t pid = test_fork();
     if (pid == 0) {
         int err_fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0666);
         int devnull = open("/dev/null", O_RDWR);

@@ -167,3 +167,37 @@ Test(score, a_model_of_other_images_is_one_line_and_exit_1) {
     free(out);
     free(err);
 }
+
+/* A model of --classes 4 trained on data whose training labels are 0..2, scored on a test
+ * split that holds a 3: the model's class count decides (as for eval --marginal). It was
+ * refused: "label 3 at index ... is not among the 3 classes (0..2)". */
+Test(score, the_models_classes_decide_not_the_training_labels) {
+    char few[4300], more[4300], run[4300], ckpt[4400];
+    snprintf(few, sizeof few, "%s/few", dir);
+    snprintf(more, sizeof more, "%s/more", dir);
+    snprintf(run, sizeof run, "%s/run", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", run);
+    cr_assert_eq(mkdir(few, 0777), 0);
+    cr_assert_eq(mkdir(more, 0777), 0);
+    test_write_dataset(few, 300, 0, SIDE, SIDE, 3, false, 11);
+    test_write_dataset(more, 10, 100, SIDE, SIDE, 4, false, 12);
+    const char *names[] = {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+    for (int i = 0; i < 2; i++) {
+        char from[4400];
+        snprintf(from, sizeof from, "%s", test_path_in(more, names[i]));
+        cr_assert_eq(rename(from, test_path_in(few, names[i])), 0);
+    }
+    const char *train[] = {"train", "--data", few, "--classes", "4", "--epochs", "1",
+                           "--hidden", "16", "--latent", "2", "--out", run, "--device", "cpu",
+                           NULL};
+    char *out, *err;
+    cr_assert_eq(test_run_cvae(&out, &err, train), 0, "%s", err);
+    free(out);
+    free(err);
+    const char *score[] = {"score", "--model", ckpt, "--data", few, "--per-class", "20",
+                           "--steps", "50", "--device", "cpu", "--json", NULL};
+    cr_assert_eq(test_run_cvae(&out, &err, score), 0, "%s", err);
+    cr_assert(strstr(out, "\"generated\": 80"), "%s", out);
+    free(out);
+    free(err);
+}

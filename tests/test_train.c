@@ -3,6 +3,7 @@
  * diverges stops at its bad step (the non-finite guard, Adam's state included). */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
+#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -317,6 +318,33 @@ Test(train, a_diverging_run_stops_at_the_bad_step_and_skip_nonfinite_skips_it) {
         cr_assert(isfinite(ck.params[i]) && isfinite(ck.adam_m[i]) && isfinite(ck.adam_v[i]),
                   "the saved model holds a NaN or Inf at %zu", i);
     cv_checkpoint_free(&ck);
+    free(o);
+    free(e);
+}
+
+/* An epoch whose every step --skip-nonfinite skipped has no train loss (0 rows): its metrics
+ * line said "train_loss": -nan, which no JSON reader takes, and a diverged model's test
+ * figures may be Inf. Such values are written as null. */
+Test(train, skipped_epochs_write_metrics_that_are_json) {
+    char data[4096], out[4096], metrics[4200];
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(out, sizeof out, "%s/skipped", dir);
+    snprintf(metrics, sizeof metrics, "%s/m.jsonl", dir);
+    cr_assert_eq(mkdir(data, 0777), 0);
+    test_write_dataset(data, 2000, 200, 8, 8, 4, false, 78);
+    const char *args[] = {"train", "--data", data, "--lr", "1e6", "--epochs", "3", "--out",
+                          out, "--metrics", metrics, "--skip-nonfinite", "100000",
+                          "--device", "cpu", NULL};
+    char *o, *e;
+    cr_assert_eq(test_run_cvae(&o, &e, args), 0, "%s", e);
+    size_t size;
+    char *text = (char *)test_read_file(metrics, &size);
+    cr_assert_not_null(text);
+    text[size] = 0;
+    cr_assert(strstr(text, "\"train_loss\": null"), "no epoch was wholly skipped: %s", text);
+    for (char *c = text; *c; c++) *c = (char)tolower((unsigned char)*c);
+    cr_assert(!strstr(text, "nan") && !strstr(text, "inf"), "not JSON: %s", text);
+    free(text);
     free(o);
     free(e);
 }

@@ -81,7 +81,9 @@ static cv_status prepare(score_state *s, const char *model, const char *data,
     const char *name = data ? data : files->train_table ? files->train_table : files->train_images;
     cv_data_files read = *files;
     if (!st) cv_data_files_for_model(&read, &s->ck);
-    if (!st) st = cv_data_load_files(data, &read, 0, &s->data, err);
+    /* a label model's classes are its K, whatever labels the training files hold */
+    const int classes = !st && s->ck.cfg.condition == CV_COND_LABELS ? s->ck.cfg.cond_width : 0;
+    if (!st) st = cv_data_load_files(data, &read, classes, &s->data, err);
     if (!st) st = cv_data_names_fit(&s->data, &s->ck, name, model, err);
     if (!st) st = cv_model_fit_labels(&s->ck.cfg, &s->data, name, err);
     if (!st) st = cv_model_takes(&s->ck.cfg, &s->data, &s->data.train, name, err);

@@ -51,24 +51,34 @@ cv_status cv_run_save_state(const cv_train_options *o, const run_state *r,
     return st;
 }
 
+/* v as a JSON number with "%.6f", or null where it has none: NaN (an epoch whose every
+ * step was skipped has no train loss) and Inf (a diverged model's test figures) are no
+ * JSON. */
+static const char *json_number(char buf[64], double v) {
+    if (!isfinite(v)) return "null";
+    snprintf(buf, 64, "%.6f", v);
+    return buf;
+}
+
 /* Appends one epoch's JSON object to the metrics text and rewrites the file whole. */
 cv_status cv_run_write_metrics(const char *path, run_state *r, const epoch_report *e,
                                const cv_eval_result *t, bool has_test, cv_err *err) {
-    char line[768], test[256], sigma[64] = "";
+    char line[768], test[320], sigma[64] = "", num[5][64];
     if (has_test)
         snprintf(test, sizeof test,
-                 "\"test_neg_elbo\": %.6f, \"test_rec\": %.6f, \"test_kl\": %.6f, "
-                 "\"active_units\": %d", t->neg_elbo, t->rec, t->kl, t->active_units);
+                 "\"test_neg_elbo\": %s, \"test_rec\": %s, \"test_kl\": %s, "
+                 "\"active_units\": %d", json_number(num[0], t->neg_elbo),
+                 json_number(num[1], t->rec), json_number(num[2], t->kl), t->active_units);
     else
         snprintf(test, sizeof test, "\"test_neg_elbo\": null, \"test_rec\": null, "
                  "\"test_kl\": null, \"active_units\": null");
     if (r->model.layout.cfg.likelihood == CV_LIKELIHOOD_GAUSSIAN)
         snprintf(sigma, sizeof sigma, ", \"sigma\": %.6g", e->sigma);
     int n = snprintf(line, sizeof line,
-                     "{\"epoch\": %d, \"train_loss\": %.6f, %s, \"samples_per_s\": %.1f, "
-                     "\"seconds\": %.3f, \"beta\": %.6g, \"grad_norm\": %.6f, \"lr\": %g%s}\n",
-                     e->epoch, e->train_loss, test, e->rate, e->seconds, e->beta,
-                     e->grad_norm, e->lr, sigma);
+                     "{\"epoch\": %d, \"train_loss\": %s, %s, \"samples_per_s\": %.1f, "
+                     "\"seconds\": %.3f, \"beta\": %.6g, \"grad_norm\": %s, \"lr\": %g%s}\n",
+                     e->epoch, json_number(num[3], e->train_loss), test, e->rate, e->seconds,
+                     e->beta, json_number(num[4], e->grad_norm), e->lr, sigma);
     char *grown = realloc(r->metrics, r->metrics_len + (size_t)n + 1);
     if (!grown) return cv_fail(err, CV_ERR_NOMEM, "out of memory for metrics");
     memcpy(grown + r->metrics_len, line, (size_t)n + 1);

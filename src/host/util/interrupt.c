@@ -2,6 +2,7 @@
  * statics (a volatile sig_atomic_t, and here the installed guard, set before the handler
  * can run); this is cvae's one piece of global state. The handler calls only
  * async-signal-safe functions (unlink, rmdir, sigaction, raise, strlen, memcpy). */
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -80,7 +81,10 @@ void cv_interrupt_undo_on_kill(cv_interrupt_guard *g, const char *file, const ch
     copy_path(c->made, made);
     size_t len = strlen(c->dir); /* "DIR/" names DIR */
     while (len > 1 && c->dir[len - 1] == '/') c->dir[--len] = '\0';
-    g->n_undo = g->n_undo + 1; /* the chain is whole before the handler may read it */
+    /* the chain is whole before the handler may read it: the compiler may not move the
+     * plain stores above past the volatile count without this fence */
+    atomic_signal_fence(memory_order_seq_cst);
+    g->n_undo = g->n_undo + 1;
 }
 
 void cv_interrupt_undo_clear(cv_interrupt_guard *g) { g->n_undo = 0; }
