@@ -114,6 +114,14 @@ Test(image_cache, fresh_is_mapped_stale_is_rebuilt_corrupt_is_refused) {
     cr_assert(!cv_path_exists(run), "a refused run left its folder");
     free(out);
     free(err);
+    /* cvae data tells the same: the entry is not fresh but corrupt */
+    const char *args[] = {"data", data, "--cache", cache, NULL};
+    cr_assert_eq(test_run_cvae(&out, &err, args), 1, "%s%s", out, err);
+    cr_assert(!strstr(out, "(fresh)"), "cvae data called a corrupt cache fresh:\n%s", out);
+    cr_assert(strstr(err, "corrupt image cache") && strstr(err, npy) &&
+              test_count_lines(err) == 1, "%s", err);
+    free(out);
+    free(err);
 }
 
 /* By default the cache is $XDG_CACHE_HOME/cvae, else ~/.cache/cvae: never the data folder. */
