@@ -383,4 +383,12 @@ Test(image_data, eval_refuses_the_models_columns_in_another_order) {
     cr_assert(strstr(err, "'b'") && test_count_lines(err) == 1, "%s", err);
     free(out);
     free(err);
+    /* a table of another width is named in the refusal */
+    const char *narrow[] = {"eval", "--model", ckpt, "--test-csv", table, "--condition-columns",
+                            "a", "--cache", cache, "--device", "cpu", NULL};
+    cr_assert_eq(test_run_cvae(&out, &err, narrow), 1, "%s%s", out, err);
+    cr_assert(strstr(err, table) && !strstr(err, "(null)") && test_count_lines(err) == 1, "%s",
+              err);
+    free(out);
+    free(err);
 }
