@@ -259,6 +259,24 @@ Test(image_cache, table_rows_refused_by_line_and_column) {
     free(err);
 }
 
+/* A test table of condition vectors beside a training table of named classes: the kinds
+ * are named, not the class names called columns. */
+Test(image_cache, a_test_table_of_another_kind) {
+    table("image,label\ntrain/a/0.png,cat\ntrain/b/0.png,dog\n");
+    const char *vectors = "image,x\ntrain/a/1.png,0.5\ntrain/b/1.png,-0.5\n";
+    test_write_file(at("v.csv"), vectors, strlen(vectors));
+    const char *args[] = {"train", "--train-csv", at("t.csv"), "--test-csv", at("v.csv"),
+                          "--cache", cache, "--out", run, "--epochs", "1", "--hidden", "8",
+                          "--latent", "2", "--device", "cpu", NULL};
+    char *out, *err;
+    cr_assert_eq(test_run_cvae(&out, &err, args), 1, "%s", err);
+    cr_assert(test_count_lines(err) == 1 && strstr(err, "v.csv: holds condition vectors, but "
+              "the training split has class labels"), "%s", err);
+    cr_assert(!cv_path_exists(run) && !cv_path_exists(cache));
+    free(out);
+    free(err);
+}
+
 /* SIGINT while the images decode stops the decoding: exit 130, with no run folder and no
  * cache left. One large PNG linked 4000 times makes a long decode cheaply. */
 Test(image_cache, a_signal_while_decoding_exits_130_and_leaves_nothing) {
