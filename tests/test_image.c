@@ -116,6 +116,39 @@ Test(image, png_palette_16_bit_and_1_bit_are_converted) {
     free(file);
 }
 
+/* A flat palette or 1-bit image compresses near deflate's best ratio; expanded to 8-bit
+ * RGB or grey it is far more bytes than its file could hold compressed, yet the file is
+ * sound: the bound is on the file's own samples, not on the expanded ones. */
+Test(image, flat_palette_and_1_bit_pngs_are_not_called_truncated) {
+    test_rng r = test_rng_new("png flat");
+    const int h = 600, w = 600;
+    uint8_t palette[3], *samples = malloc((size_t)h * w), *out = malloc((size_t)h * w * 3);
+    for (int i = 0; i < 3; i++) palette[i] = (uint8_t)test_uniform(&r, 0, 256);
+    memset(samples, 0, (size_t)h * w); /* every pixel palette entry 0 */
+    size_t n;
+    test_png_kind k = {.color_type = PNG_COLOR_TYPE_PALETTE, .bit_depth = 8, .palette = palette,
+                       .n_palette = 1};
+    uint8_t *file = test_png_bytes(&k, samples, h, w, &n);
+    cv_image_target t = native(h, w, 3);
+    cv_err err;
+    cr_assert_eq(decode(file, n, &t, out, &err), CV_OK, "a %zu-byte flat palette PNG: %s", n,
+                 err.msg);
+    for (size_t i = 0; i < (size_t)h * w; i++)
+        cr_assert(memcmp(out + 3 * i, palette, 3) == 0, "palette entry misread at %zu", i);
+    free(file);
+    const int bit = (int)test_uniform(&r, 0, 2);
+    memset(samples, bit, (size_t)h * w);
+    k = (test_png_kind){.color_type = PNG_COLOR_TYPE_GRAY, .bit_depth = 1};
+    file = test_png_bytes(&k, samples, h, w, &n);
+    t = native(h, w, 1);
+    cr_assert_eq(decode(file, n, &t, out, &err), CV_OK, "a %zu-byte flat 1-bit PNG: %s", n,
+                 err.msg);
+    for (size_t i = 0; i < (size_t)h * w; i++) cr_assert_eq(out[i], bit ? 255 : 0);
+    free(file);
+    free(samples);
+    free(out);
+}
+
 /* An alpha channel that is opaque everywhere is dropped; one transparent pixel refuses
  * the image, by name and place, as does a palette's transparent entry. */
 Test(image, png_alpha_dropped_when_opaque_refused_when_not) {

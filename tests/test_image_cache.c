@@ -114,6 +114,14 @@ Test(image_cache, fresh_is_mapped_stale_is_rebuilt_corrupt_is_refused) {
     cr_assert(!cv_path_exists(run), "a refused run left its folder");
     free(out);
     free(err);
+    /* cvae data tells the same: the entry is not fresh but corrupt */
+    const char *args[] = {"data", data, "--cache", cache, NULL};
+    cr_assert_eq(test_run_cvae(&out, &err, args), 1, "%s%s", out, err);
+    cr_assert(!strstr(out, "(fresh)"), "cvae data called a corrupt cache fresh:\n%s", out);
+    cr_assert(strstr(err, "corrupt image cache") && strstr(err, npy) &&
+              test_count_lines(err) == 1, "%s", err);
+    free(out);
+    free(err);
 }
 
 /* By default the cache is $XDG_CACHE_HOME/cvae, else ~/.cache/cvae: never the data folder. */
@@ -247,6 +255,24 @@ Test(image_cache, table_rows_refused_by_line_and_column) {
     char *out, *err;
     cr_assert_eq(run_table(&out, &err), 1);
     cr_assert(strstr(err, "train/a/nope.png: No such file"), "%s", err);
+    free(out);
+    free(err);
+}
+
+/* A test table of condition vectors beside a training table of named classes: the kinds
+ * are named, not the class names called columns. */
+Test(image_cache, a_test_table_of_another_kind) {
+    table("image,label\ntrain/a/0.png,cat\ntrain/b/0.png,dog\n");
+    const char *vectors = "image,x\ntrain/a/1.png,0.5\ntrain/b/1.png,-0.5\n";
+    test_write_file(at("v.csv"), vectors, strlen(vectors));
+    const char *args[] = {"train", "--train-csv", at("t.csv"), "--test-csv", at("v.csv"),
+                          "--cache", cache, "--out", run, "--epochs", "1", "--hidden", "8",
+                          "--latent", "2", "--device", "cpu", NULL};
+    char *out, *err;
+    cr_assert_eq(test_run_cvae(&out, &err, args), 1, "%s", err);
+    cr_assert(test_count_lines(err) == 1 && strstr(err, "v.csv: holds condition vectors, but "
+              "the training split has class labels"), "%s", err);
+    cr_assert(!cv_path_exists(run) && !cv_path_exists(cache));
     free(out);
     free(err);
 }

@@ -342,3 +342,53 @@ Test(image_data, two_condition_columns_move_the_images_their_way) {
         cr_assert(ink[k + 2] > 1.4 * ink[k], "ink -0.8 to 0.8 took the mean pixel from %.2f to "
                   "%.2f only", ink[k], ink[k + 2]);
 }
+
+/* cvae eval --condition-columns may name a test table's columns for a model of condition
+ * vectors (another table may call them otherwise), but a column the model conditions on
+ * under the same name at another place is a swap: refused, not evaluated on swapped
+ * conditions. */
+Test(image_data, eval_refuses_the_models_columns_in_another_order) {
+    test_rng r = test_rng_new("column order");
+    make_dir(in_dir("swap"));
+    FILE *fp = fopen(in_dir("swap/table.csv"), "w");
+    fprintf(fp, "image,a,b\n");
+    uint8_t px[64];
+    for (int i = 0; i < 40; i++) {
+        for (int j = 0; j < 64; j++) px[j] = (uint8_t)test_uniform(&r, 0, 256);
+        char name[64];
+        snprintf(name, sizeof name, "swap/%d.png", i);
+        write_png(in_dir(name), px, 8, 8, 1);
+        fprintf(fp, "%d.png,%.4f,%.4f\n", i, test_uniform(&r, -1, 1), test_uniform(&r, -1, 1));
+    }
+    fclose(fp);
+    char table[4400], run[4400], ckpt[4500], cache[4400];
+    snprintf(table, sizeof table, "%s/swap/table.csv", dir);
+    snprintf(run, sizeof run, "%s/swap-run", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", run);
+    snprintf(cache, sizeof cache, "%s/cache", dir);
+    const char *train[] = {"train", "--train-csv", table, "--test-csv", table,
+                           "--condition-columns", "a,b", "--cache", cache, "--out", run,
+                           "--epochs", "1", "--hidden", "8", "--latent", "2", "--device", "cpu",
+                           NULL};
+    free(cvae_ok(train));
+    const char *same[] = {"eval", "--model", ckpt, "--test-csv", table, "--condition-columns",
+                          "a,b", "--cache", cache, "--device", "cpu", NULL};
+    free(cvae_ok(same));
+    const char *swapped[] = {"eval", "--model", ckpt, "--test-csv", table,
+                             "--condition-columns", "b,a", "--cache", cache, "--device", "cpu",
+                             NULL};
+    char *out, *err;
+    cr_assert_eq(test_run_cvae(&out, &err, swapped), 2, "evaluated on swapped columns: %s%s",
+                 out, err);
+    cr_assert(strstr(err, "'b'") && test_count_lines(err) == 1, "%s", err);
+    free(out);
+    free(err);
+    /* a table of another width is named in the refusal */
+    const char *narrow[] = {"eval", "--model", ckpt, "--test-csv", table, "--condition-columns",
+                            "a", "--cache", cache, "--device", "cpu", NULL};
+    cr_assert_eq(test_run_cvae(&out, &err, narrow), 1, "%s%s", out, err);
+    cr_assert(strstr(err, table) && !strstr(err, "(null)") && test_count_lines(err) == 1, "%s",
+              err);
+    free(out);
+    free(err);
+}

@@ -86,8 +86,9 @@ int cv_check_data_file_flags(const char *cmd, const cv_data_files *f);
 /* read set for data fed to the model ck holds (cli_model_data.c): image files keep to its
  * classes or condition columns, with a progress line on a terminal. */
 void cv_data_files_for_model(cv_data_files *read, const cv_checkpoint *ck);
-/* Data whose classes have names, for a model of numbered classes: refused. data names the
- * data in the message, model the checkpoint. */
+/* Data whose classes have names, for a model of numbered classes, or condition columns
+ * the model has at other places (--condition-columns swapping them): refused. data names
+ * the data in the message, model the checkpoint. */
 cv_status cv_data_names_fit(const cv_data *d, const cv_checkpoint *ck, const char *data,
                             const char *model, cv_err *err);
 /* help, then the help of the data file flags and of image files, on stdout; returns 0. */

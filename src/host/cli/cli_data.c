@@ -136,6 +136,20 @@ static const char *cache_state(cv_cache_state s) {
            "next run decodes them again" : "missing: the first run decodes the images";
 }
 
+/* A fresh entry is mapped and its shape checked, as training would: a corrupt one is
+ * refused here too, not called fresh. */
+static cv_status check_fresh(const cv_image_set *s, cv_err *err) {
+    for (int k = 0; k < 2; k++) {
+        const int n = k ? s->test.n : s->train.n;
+        if (n == 0 || s->cache[k].state != CV_CACHE_FRESH) continue;
+        cv_split split;
+        cv_status st = cv_cache_map(&s->cache[k], &s->target, n, &split, err);
+        if (st) return st;
+        cv_split_free(&split);
+    }
+    return CV_OK;
+}
+
 static int report_image_set(const char *dir, const cv_data_files *f, int n_classes,
                             const char *preview, bool build) {
     cv_image_set s;
@@ -158,6 +172,7 @@ static int report_image_set(const char *dir, const cv_data_files *f, int n_class
     }
     cv_data d = {0};
     if (!st && build) st = cv_image_set_load(&s, &f->image, &d, &err);
+    else if (!st) st = check_fresh(&s, &err);
     for (int k = 0; !st && k < 2; k++)
         if ((k ? s.test.n : s.train.n) > 0)
             printf("cache (%s): %s (%s)\n", k ? "test" : "training", s.cache[k].npy,

@@ -144,7 +144,10 @@ static cv_status prepare(eval_state *s, const char *model, const char *data,
         st = cv_data_load_files(data, &read, classes, &s->data, err);
     if (!st) st = cv_data_names_fit(&s->data, &s->ck, data ? data : files->test_table, model, err);
     if (!st && s->ck.train.binarize) cv_split_binarize(&s->data.test);
-    if (!st) st = check_test_split(&s->data, c, data, data ? data : files->test_images, err);
+    if (!st)
+        st = check_test_split(&s->data, c, data,
+                              data ? data : files->test_table ? files->test_table
+                                                             : files->test_images, err);
     st = cv_comm_agree(comm, st, err);
     if (st) return st;
     const cv_backend_options bo = {.comm = comm};

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "data/names.h"
 
 void cv_data_files_for_model(cv_data_files *read, const cv_checkpoint *ck) {
     const cv_model_config *c = &ck->cfg;
@@ -22,5 +23,14 @@ cv_status cv_data_names_fit(const cv_data *d, const cv_checkpoint *ck, const cha
         return cv_fail(err, CV_ERR_FORMAT, "%s: the data's classes have names, but %s holds "
                        "none to match them to (it was trained on numbered classes)", data,
                        model);
+    /* --condition-columns may name the model's columns otherwise, never swap them */
+    for (int j = 0; d->names && ck->names && ck->cfg.condition == CV_COND_VECTORS &&
+                    j < d->cond_width; j++) {
+        const int k = cv_names_find(ck->names, ck->cfg.cond_width, d->names[j]);
+        if (k >= 0 && k != j)
+            return cv_fail(err, CV_ERR_USAGE, "--condition-columns gives column '%s' as "
+                           "condition %d, but %s conditions on it as %d: name the columns in "
+                           "the model's order (cvae info lists them)", d->names[j], j, model, k);
+    }
     return CV_OK;
 }

@@ -99,12 +99,12 @@ static uint64_t raw_bytes(png_structp png, png_infop info) {
     return (uint64_t)png_get_image_height(png, info) * (1 + (bits + 7) / 8);
 }
 
-/* Whether the header's image fits the file and cvae's bound, after the 8-bit transforms;
- * *total gets its bytes. */
+/* Whether the header's image fits the file (its own samples, compressed: checked before the
+ * 8-bit transforms, which may multiply them) and cvae's bound; *total gets its bytes. */
 static cv_status check_size(const char *path, png_structp png, png_infop info, size_t len,
-                            uint64_t *total, cv_err *err) {
+                            bool in_file, uint64_t *total, cv_err *err) {
     const unsigned h = png_get_image_height(png, info), w = png_get_image_width(png, info);
-    if (raw_bytes(png, info) > (uint64_t)DEFLATE_MAX_RATIO * len)
+    if (in_file && raw_bytes(png, info) > (uint64_t)DEFLATE_MAX_RATIO * len)
         return cv_fail(err, CV_ERR_FORMAT, "%s: corrupt PNG: its header declares %ux%u pixels, "
                        "more than its %zu bytes can hold (truncated?)", path, w, h, len);
     *total = (uint64_t)png_get_rowbytes(png, info) * h;
@@ -138,13 +138,13 @@ cv_status cv_png_decode(const char *path, const uint8_t *bytes, size_t len, cv_i
     const int kind = file_channels(png, info);
     uint64_t total = 0;
     int passes = 1;
-    cv_status st = check_size(path, png, info, len, &total, err);
+    cv_status st = check_size(path, png, info, len, true, &total, err);
     if (!st) {
         png_set_expand(png);   /* palette to RGB, grey to 8 bits, tRNS to alpha */
         png_set_scale_16(png); /* 16-bit samples to 8, rounded */
         passes = png_set_interlace_handling(png);
         png_read_update_info(png, info);
-        st = check_size(path, png, info, len, &total, err);
+        st = check_size(path, png, info, len, false, &total, err);
     }
     if (!st && !cv_image_reserve(&s->pixels, &s->pixels_cap, (size_t)total))
         st = cv_fail(err, CV_ERR_NOMEM, "%s: out of memory for a %llu-byte image", path,

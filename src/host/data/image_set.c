@@ -53,7 +53,9 @@ static cv_status from_table(cv_image_set *s, const char *table, const char *colu
                             bool training, cv_image_list *list, cv_image_list *test,
                             cv_err *err) {
     cv_names own = {0};
-    cv_table_request req = {columns, s->names.count ? &s->names : &own, CV_COND_LABELS, false};
+    cv_table_request req = {columns, s->names.count ? &s->names : &own, CV_COND_LABELS, false,
+                            s->names.count ? (s->train.n ? "training split" : "model") : NULL,
+                            s->condition};
     cv_status st = cv_table_images(table, &req, list, test, err);
     const bool after_train = !training && s->train.n;
     if (!st && own.count && after_train && s->condition == CV_COND_LABELS && s->numeric_labels)

@@ -48,6 +48,8 @@ typedef struct {
                             condition columns */
     cv_condition_kind kind; /* out */
     bool numeric_labels;    /* out: labels were numbers (no names) */
+    const char *names_from; /* in: "training split" or "model" when names came from one, */
+    cv_condition_kind names_kind; /* whose kind a table of the other kind is refused by */
 } cv_table_request;
 
 /* The images a table names (paths relative to its folder), with their labels or

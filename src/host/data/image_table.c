@@ -40,6 +40,10 @@ static bool is_dir(const char *path) {
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
+static const char *kind_name(cv_condition_kind k) {
+    return k == CV_COND_LABELS ? "class labels" : "condition vectors";
+}
+
 /* The columns a comma-separated list names, in its order. */
 static cv_status pick_columns(const cv_table *t, const char *list, int *cols, int *n,
                               cv_err *err) {
@@ -332,6 +336,9 @@ cv_status cv_table_images(const char *path, cv_table_request *req, cv_image_list
     if (st) return st;
     table_roles r = {0};
     st = find_roles(&t, req, &r, err);
+    if (!st && req->names_from && req->kind != req->names_kind)
+        st = cv_fail(err, CV_ERR_FORMAT, "%s: holds %s, but the %s has %s", path,
+                     kind_name(req->kind), req->names_from, kind_name(req->names_kind));
     if (!st && req->kind == CV_COND_VECTORS) st = column_names(&t, &r, req->names, err);
     char folder[CV_PATH_MAX], images[CV_PATH_MAX];
     folder_of(path, folder);
