@@ -32,7 +32,8 @@ mkdir -p "$out/k" "$out/h"
 mkdir -p "$out/cfg"
 sed -e 's/^#define CV_BUILD_NCCL .*/#define CV_BUILD_NCCL 0/' \
     -e 's/^#define CV_BUILD_ONNX .*/#define CV_BUILD_ONNX 0/' "$build/build_info.h" >"$out/cfg/build_info.h"
-inc=(-Iinclude -Isrc/kernels -Isrc/host -I"$out/cfg" -I"$build" -I"$build/include" -I"$cuda_inc" -Itests)
+inc=(-Iinclude -Isrc/kernels -Isrc/host -I"$out/cfg" -I"$build" -I"$build/include" -I"$cuda_inc" -Itests
+     $(pkg-config --cflags stb))
 cflags=(-std=c11 -O2 -g -D_GNU_SOURCE -fno-math-errno -fopenmp "${inc[@]}")
 pids=()
 for f in src/kernels/*.cu; do
@@ -55,17 +56,23 @@ for f in src/host/*/*.c tests/helpers.c tests/cuda_harness.c tests/test_cuda.c \
     tests/test_cuda_objectives.c; do
     b=$(basename "$f" .c)
     case $b in
-    backend_cuda_absent | allreduce_nccl | onnx_export | cuda_loader) continue ;;
+    backend_cuda_absent | allreduce_nccl | onnx_export | cuda_loader | cpu_kernels_isa) continue ;;
     comm_mpi | comm_single) [ "$b" = "$comm" ] || continue ;;
     esac
     gcc "${cflags[@]}" "${mpi_cflags[@]}" -c "$f" -o "$out/h/$b.o" & pids+=($!)
+done
+# the CPU kernels once per instruction set, as src/host/backend/meson.build builds them
+for isa in baseline:"" avx2:"-mavx2 -mfma" avx512:"-mavx2 -mfma -mavx512f"; do
+    read -ra isa_flags <<<"${isa#*:}"
+    gcc "${cflags[@]}" "${isa_flags[@]}" -ffp-contract=off -DCV_ISA="${isa%%:*}" \
+        -c src/host/backend/cpu_kernels_isa.c -o "$out/h/cpu_kernels_${isa%%:*}.o" & pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done
 lib=()
 for o in "$out"/h/*.o; do
     case $(basename "$o") in cli_*|helpers.o|cuda_harness.o|test_cuda*.o) ;; *) lib+=("$o") ;; esac
 done
-libs=(-fopenmp -lopenblas -lz -lpng -lmvec -lm "${mpi_libs[@]}")
+libs=(-fopenmp -lopenblas -lz -lpng -ljpeg -lstb -lsleef -lm -ldl "${mpi_libs[@]}")
 for t in test_cuda test_cuda_objectives; do
     g++ -rdynamic -o "$out/$t" "$out/h/$t.o" "$out/h/helpers.o" "$out/h/cuda_harness.o" \
         "${lib[@]}" "$out"/k/*.o "$out/emu_rt.o" -lcriterion "${libs[@]}"
