@@ -116,7 +116,7 @@ static cv_status images_of(const char *name, const char *text, const char *colum
                            cv_table_request *req, cv_err *err) {
     char *path = test_path_in(dir, name);
     test_write_file(path, text, strlen(text));
-    *req = (cv_table_request){columns, names, CV_COND_LABELS, false};
+    *req = (cv_table_request){.condition_columns = columns, .names = names};
     err->msg[0] = '\0';
     return cv_table_images(path, req, list, test, err);
 }
