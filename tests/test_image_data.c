@@ -2,7 +2,8 @@
  * the very checkpoint of the same images in IDX files; class folders put their names in
  * the checkpoint, cvae info, generate --classes and png folders; a model conditioned on
  * two table columns moves its images the way the columns say; score and encode read tables
- * as eval does. Fashion-MNIST (Debian's dataset-fashion-mnist) supplies the images. */
+ * as eval does; ImageFolder's root without train/ is told the image layouts. Fashion-MNIST
+ * (Debian's dataset-fashion-mnist) supplies the images. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -467,4 +468,32 @@ Test(image_data, score_and_encode_read_tables_as_the_npy_files_of_their_images) 
         free(b1);
         free(b2);
     }
+}
+
+/* torchvision's ImageFolder root, DIR/<class>/*.png without DIR/train/, is a common first
+ * try: the refusal names the image layouts too, not only the IDX and NumPy files. */
+Test(image_data, a_folder_of_classes_without_train_is_told_the_image_layouts) {
+    test_rng r = test_rng_new("class folders without train");
+    make_dir(in_dir("root"));
+    make_dir(in_dir("root/cat"));
+    make_dir(in_dir("root/dog"));
+    uint8_t px[16];
+    for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < 16; j++) px[j] = (uint8_t)test_uniform(&r, 0, 256);
+        char name[64];
+        snprintf(name, sizeof name, "root/%s/%d.png", i % 2 ? "cat" : "dog", i);
+        write_png(in_dir(name), px, 4, 4, 1);
+    }
+    char root[4400], run[4400];
+    snprintf(root, sizeof root, "%s/root", dir);
+    snprintf(run, sizeof run, "%s/root-run", dir);
+    const char *args[] = {"train", "--data", root, "--out", run, "--epochs", "1", "--device",
+                          "cpu", NULL};
+    char *out, *err;
+    cr_assert_eq(test_run_cvae(&out, &err, args), 1, "%s%s", out, err);
+    cr_assert(test_count_lines(err) == 1 && strstr(err, root) && strstr(err, "train/<class>/") &&
+                  strstr(err, "--train-csv"), "%s", err);
+    cr_assert(!cv_path_exists(run), "a refused run left its folder");
+    free(out);
+    free(err);
 }
