@@ -1,8 +1,9 @@
 /* test_image_data.c: training on image files through the program: tables of PNGs train to
  * the very checkpoint of the same images in IDX files; class folders put their names in
  * the checkpoint, cvae info, generate --classes and png folders; a model conditioned on
- * two table columns moves its images the way the columns say. Fashion-MNIST (Debian's
- * dataset-fashion-mnist) supplies the images. */
+ * two table columns moves its images the way the columns say; score and encode read tables
+ * as eval does; ImageFolder's root without train/ is told the image layouts. Fashion-MNIST
+ * (Debian's dataset-fashion-mnist) supplies the images. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -389,6 +390,110 @@ Test(image_data, eval_refuses_the_models_columns_in_another_order) {
     cr_assert_eq(test_run_cvae(&out, &err, narrow), 1, "%s%s", out, err);
     cr_assert(strstr(err, table) && !strstr(err, "(null)") && test_count_lines(err) == 1, "%s",
               err);
+    free(out);
+    free(err);
+}
+
+/* score and encode read a table as eval does (--train-csv, --test-csv): the same figures
+ * and the same latents as from NumPy files of the same images and conditions. */
+Test(image_data, score_and_encode_read_tables_as_the_npy_files_of_their_images) {
+    test_rng r = test_rng_new("score and encode tables");
+    make_dir(in_dir("tab"));
+    FILE *fp = fopen(in_dir("tab/table.csv"), "w");
+    fprintf(fp, "image,a,b\n");
+    enum { N = 48, H = 8, W = 8 };
+    uint8_t px[N * H * W];
+    float cond[N * 2];
+    for (int i = 0; i < N; i++) {
+        for (int j = 0; j < H * W; j++) px[i * H * W + j] = (uint8_t)test_uniform(&r, 0, 256);
+        char name[64], a[32], b[32];
+        snprintf(name, sizeof name, "tab/%d.png", i);
+        write_png(in_dir(name), px + i * H * W, H, W, 1);
+        snprintf(a, sizeof a, "%.4f", test_uniform(&r, -1, 1));
+        snprintf(b, sizeof b, "%.4f", test_uniform(&r, -1, 1));
+        cond[2 * i] = strtof(a, NULL);
+        cond[2 * i + 1] = strtof(b, NULL);
+        fprintf(fp, "%d.png,%s,%s\n", i, a, b);
+    }
+    fclose(fp);
+    char table[4400], run[4400], ckpt[4500], cache[4400], imgs[4400], conds[4400];
+    snprintf(table, sizeof table, "%s/tab/table.csv", dir);
+    snprintf(run, sizeof run, "%s/tab-run", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", run);
+    snprintf(cache, sizeof cache, "%s/cache", dir);
+    snprintf(imgs, sizeof imgs, "%s/tab-images.npy", dir);
+    snprintf(conds, sizeof conds, "%s/tab-conditions.npy", dir);
+    test_write_npy(imgs, CV_NPY_U8, 3, (const int64_t[]){N, H, W}, px);
+    test_write_npy(conds, CV_NPY_F32, 2, (const int64_t[]){N, 2}, cond);
+    const char *train[] = {"train", "--train-csv", table, "--test-csv", table,
+                           "--condition-columns", "a,b", "--cache", cache, "--out", run,
+                           "--epochs", "1", "--hidden", "8", "--latent", "2", "--device", "cpu",
+                           NULL};
+    free(cvae_ok(train));
+
+    const char *score_tab[] = {"score", "--model", ckpt, "--train-csv", table, "--test-csv",
+                               table, "--condition-columns", "a,b", "--cache", cache,
+                               "--steps", "20", "--json", "--device", "cpu", NULL};
+    const char *score_npy[] = {"score", "--model", ckpt, "--train-images", imgs,
+                               "--train-conditions", conds, "--test-images", imgs,
+                               "--test-conditions", conds, "--steps", "20", "--json",
+                               "--device", "cpu", NULL};
+    char *from_tab = cvae_ok(score_tab), *from_npy = cvae_ok(score_npy);
+    cr_assert(strstr(from_tab, "\"r2_real\""), "no R^2 in score's object: %s", from_tab);
+    cr_assert_str_eq(from_tab, from_npy, "score of the table differs from the npy files'");
+    free(from_tab);
+    free(from_npy);
+
+    for (int train_split = 0; train_split < 2; train_split++) {
+        char z_tab[4400], z_npy[4400];
+        snprintf(z_tab, sizeof z_tab, "%s/z-tab-%d.npy", dir, train_split);
+        snprintf(z_npy, sizeof z_npy, "%s/z-npy-%d.npy", dir, train_split);
+        const char *split = train_split ? "train" : "test";
+        const char *enc_tab[] = {"encode", "--model", ckpt,
+                                 train_split ? "--train-csv" : "--test-csv", table,
+                                 "--condition-columns", "a,b", "--cache", cache, "--split",
+                                 split, "--out", z_tab, "--device", "cpu", NULL};
+        const char *enc_npy[] = {"encode", "--model", ckpt,
+                                 train_split ? "--train-images" : "--test-images", imgs,
+                                 train_split ? "--train-conditions" : "--test-conditions",
+                                 conds, "--split", split, "--out", z_npy, "--device", "cpu",
+                                 NULL};
+        free(cvae_ok(enc_tab));
+        free(cvae_ok(enc_npy));
+        size_t n1, n2;
+        uint8_t *b1 = file_bytes(z_tab, &n1), *b2 = file_bytes(z_npy, &n2);
+        cr_assert(n1 == n2 && memcmp(b1, b2, n1) == 0,
+                  "encode --split %s of the table differs from the npy files' (%zu, %zu bytes)",
+                  split, n1, n2);
+        free(b1);
+        free(b2);
+    }
+}
+
+/* torchvision's ImageFolder root, DIR/<class>/*.png without DIR/train/, is a common first
+ * try: the refusal names the image layouts too, not only the IDX and NumPy files. */
+Test(image_data, a_folder_of_classes_without_train_is_told_the_image_layouts) {
+    test_rng r = test_rng_new("class folders without train");
+    make_dir(in_dir("root"));
+    make_dir(in_dir("root/cat"));
+    make_dir(in_dir("root/dog"));
+    uint8_t px[16];
+    for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < 16; j++) px[j] = (uint8_t)test_uniform(&r, 0, 256);
+        char name[64];
+        snprintf(name, sizeof name, "root/%s/%d.png", i % 2 ? "cat" : "dog", i);
+        write_png(in_dir(name), px, 4, 4, 1);
+    }
+    char root[4400], run[4400];
+    snprintf(root, sizeof root, "%s/root", dir);
+    snprintf(run, sizeof run, "%s/root-run", dir);
+    const char *args[] = {"train", "--data", root, "--out", run, "--epochs", "1", "--device",
+                          "cpu", NULL};
+    char *out, *err;
+    cr_assert_eq(test_run_cvae(&out, &err, args), 1, "%s%s", out, err);
+    cr_assert(test_count_lines(err) == 1 && strstr(err, root) && strstr(err, "train/<class>/") &&
+                  strstr(err, "--train-csv"), "%s", err);
+    cr_assert(!cv_path_exists(run), "a refused run left its folder");
     free(out);
     free(err);
 }

@@ -150,9 +150,10 @@ int cv_cmd_encode(int argc, char **argv) {
     if (!q.model) return cv_usage_error(cmd, "--model CKPT is required");
     if (!q.out || !q.out[0]) return cv_usage_error(cmd, "--out FILE.npy is required");
     q.train = split == 1;
-    if (!q.data && !(q.train ? q.files.train_images : q.files.test_images))
-        return cv_usage_error(cmd, "--data DIR or --%s-images FILE is required",
-                              q.train ? "train" : "test");
+    if (!q.data && !(q.train ? q.files.train_images || q.files.train_table
+                             : q.files.test_images || q.files.test_table))
+        return cv_usage_error(cmd, "--data DIR, --%s-images FILE or --%s-csv FILE is required",
+                              q.train ? "train" : "test", q.train ? "train" : "test");
     cv_err err;
     cv_status st = encode(&q, &err);
     return st ? cv_report(cmd, st, &err) : 0;

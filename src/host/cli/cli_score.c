@@ -210,8 +210,9 @@ int cv_cmd_score(int argc, char **argv) {
     if (rc) return rc;
     if (optind < argc) return cv_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!model) return cv_usage_error(cmd, "--model CKPT is required");
-    if (!data && !files.train_images)
-        return cv_usage_error(cmd, "--data DIR (or --train-images FILE) is required");
+    if (!data && !files.train_images && !files.train_table)
+        return cv_usage_error(cmd, "--data DIR (or --train-images FILE, or --train-csv FILE) is "
+                              "required");
     if (modes == 3) return cv_usage_error(cmd, "--mean and --sample exclude each other");
     o.per_class = per_class;
     o.probe.seed = o.seed;

@@ -265,7 +265,9 @@ static cv_status train_paths(const char *dir, const cv_data_files *f, split_path
     if (st) return st;
     if (!img)
         return dir ? cv_fail(err, CV_ERR_IO, "%s: no training images (train-images-idx3-ubyte"
-                             "[.gz], train_images.npy or images.npy)", dir)
+                             "[.gz], train_images.npy or images.npy; PNG or JPEG files in "
+                             "train/<class>/ folders, with list_attr_celeba.txt, or named by "
+                             "--train-csv)", dir)
                    : cv_fail(err, CV_ERR_USAGE, "no training images: give --data or "
                              "--train-images");
     const bool from_folder = !f->train_labels && !f->train_conditions;
