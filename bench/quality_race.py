@@ -186,6 +186,7 @@ def free_bits_lambdas(args, data, tmp):
         x = free_bits_run(args, data, tmp, f"lambda{lam:g}", ["--free-bits", f"{lam:g}"])
         out["runs"].append({"lambda": lam, **x,
                             "nll_cost_nats": x["iwae_nll"] - out["plain"]["iwae_nll"]})
+        print(json.dumps({"plain": out["plain"], "run": out["runs"][-1]}), flush=True)
     out["uptime_after"] = uptime()
     return out
 
@@ -261,7 +262,7 @@ def write_report(path, result):
                      f"seconds |\n|---|---|---|---|---|---|---|\n"
                      f"| plain | {p['active_units']} | {p['iwae_nll']:.3f} | "
                      f"{p['test_neg_elbo']:.3f} | | | {p['train_seconds']:.0f} |")
-        for x in b["runs"]:
+        for x in sorted(b["runs"], key=lambda x: x["lambda"]):
             met = x["active_units"] > p["active_units"] and x["nll_cost_nats"] <= 0.5
             lines.append(f"| free bits, lambda {x['lambda']:g} | {x['active_units']} | "
                          f"{x['iwae_nll']:.3f} | {x['test_neg_elbo']:.3f} | "
