@@ -194,7 +194,7 @@ def free_bits_lambdas(args, data, tmp):
 def write_report(path, result):
     with open(path + ".json", "w") as f:
         json.dump(result, f, indent=2)
-    lines = [f"# Quality per minute\n\n{result['date']}, commit {result['commit']}, "
+    lines = [f"# Quality per minute\n\nLatest run {result['date']}, commit {result['commit']}, "
              f"{result['cpu']} ({os.cpu_count()} CPUs). Commands: " +
              "; ".join(f"`{c}`" for c in result["commands"]) + "\n",
              "Binarized Fashion-MNIST (dynamic binarization of the training images, the test "
