@@ -269,7 +269,8 @@ def write_report(path, result):
                          f"{x['nll_cost_nats']:+.3f} nat | {'met' if met else 'NOT met'} | "
                          f"{x['train_seconds']:.0f} |")
         lines.append("")
-    lines.extend(result.get("notes", []))  # remarks added by hand, kept across runs
+    if result.get("notes"):  # remarks added by hand, kept across runs
+        lines.append("\n\n".join(result["notes"]))
     with open(path + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
 
