@@ -17,12 +17,15 @@ binarized once here, with a fixed seed, and given to both as it is):
   free_bits   the 2048x2 model, latent 64, conditional prior, --fb-epochs epochs without
               and with --free-bits LAMBDA; active units and test IWAE-K NLL (--fb-iwae)
               (target: more active units, at most 0.5 nat worse).
+  free_bits_lambdas  the same, one free-bits run per value of --fb-lambdas beside the plain
+              run, each with its own cost and verdict.
 
 Each stage writes its figures as it finishes, with the load average before and after it
 (the machine may be shared), to bench/results/quality_race.{json,md}.
 
 usage: python3 bench/quality_race.py [--cvae BUILD/cvae] [--budget 600] [--epochs 10]
            [--stages race,objectives,free_bits] [--iwae 1000] [--fb-epochs 3] [--fb-iwae 100]
+           [--fb-lambda 0.25] [--fb-lambdas 0.05,0.1]
 """
 import argparse
 import datetime
@@ -42,6 +45,7 @@ from idx import find, read_idx  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BURDA = ["--hidden", "200,200", "--latent", "50"]
+FB_MODEL = ["--hidden", "2048,2048", "--latent", "64", "--prior", "conditional"]
 
 
 def cpu_model():
@@ -159,15 +163,30 @@ def objectives(args, data, tmp):
     return out
 
 
+def free_bits_run(args, data, tmp, name, flags):
+    d = os.path.join(tmp, "fb-" + name)
+    seconds = train_epochs(args, data, d, FB_MODEL + flags, args.fb_epochs)
+    return {"flags": flags, "train_seconds": seconds,
+            **evaluate(args, os.path.join(d, "model.ckpt"), data, args.fb_iwae)}
+
+
 def free_bits(args, data, tmp):
     out = {"uptime_before": uptime(), "epochs": args.fb_epochs, "lambda": args.fb_lambda}
-    model = ["--hidden", "2048,2048", "--latent", "64", "--prior", "conditional"]
     for name, flags in (("plain", []), ("free_bits", ["--free-bits", str(args.fb_lambda)])):
-        d = os.path.join(tmp, "fb-" + name)
-        seconds = train_epochs(args, data, d, model + flags, args.fb_epochs)
-        out[name] = {"flags": flags, "train_seconds": seconds,
-                     **evaluate(args, os.path.join(d, "model.ckpt"), data, args.fb_iwae)}
+        out[name] = free_bits_run(args, data, tmp, name, flags)
     out["nll_cost_nats"] = out["free_bits"]["iwae_nll"] - out["plain"]["iwae_nll"]
+    out["uptime_after"] = uptime()
+    return out
+
+
+def free_bits_lambdas(args, data, tmp):
+    out = {"uptime_before": uptime(), "epochs": args.fb_epochs,
+           "plain": free_bits_run(args, data, tmp, "sweep-plain", []), "runs": []}
+    for lam in args.fb_lambdas:
+        x = free_bits_run(args, data, tmp, f"lambda{lam:g}", ["--free-bits", f"{lam:g}"])
+        out["runs"].append({"lambda": lam, **x,
+                            "nll_cost_nats": x["iwae_nll"] - out["plain"]["iwae_nll"]})
+        print(json.dumps({"plain": out["plain"], "run": out["runs"][-1]}), flush=True)
     out["uptime_after"] = uptime()
     return out
 
@@ -175,7 +194,7 @@ def free_bits(args, data, tmp):
 def write_report(path, result):
     with open(path + ".json", "w") as f:
         json.dump(result, f, indent=2)
-    lines = [f"# Quality per minute\n\n{result['date']}, commit {result['commit']}, "
+    lines = [f"# Quality per minute\n\nLatest run {result['date']}, commit {result['commit']}, "
              f"{result['cpu']} ({os.cpu_count()} CPUs). Commands: " +
              "; ".join(f"`{c}`" for c in result["commands"]) + "\n",
              "Binarized Fashion-MNIST (dynamic binarization of the training images, the test "
@@ -231,8 +250,29 @@ def write_report(path, result):
         lines.append(f"\nFree bits cost {b['nll_cost_nats']:+.3f} nat; target: more active units "
                      f"({'met' if more else 'NOT met'}) at most 0.5 nat worse "
                      f"({'met' if b['nll_cost_nats'] <= 0.5 else 'NOT met'}).\n")
+    b = result.get("free_bits_lambdas")
+    if b:
+        p = b["plain"]
+        lines.append(f"## Free bits on the 2048x2 model, smaller lambdas, {b['epochs']} epochs each"
+                     f"\n\n{b['date']}, commit {b['commit']}, {b['test_images']} test images: "
+                     f"`{b['command']}`. Before: `{b['uptime_before']}`; after: "
+                     f"`{b['uptime_after']}`. Target: more active units than the plain run, at "
+                     f"most 0.5 nat worse in NLL.\n\n| run | active units (of 64) | test "
+                     f"IWAE-{p['iwae_k']} NLL | test -ELBO | NLL cost | target | training "
+                     f"seconds |\n|---|---|---|---|---|---|---|\n"
+                     f"| plain | {p['active_units']} | {p['iwae_nll']:.3f} | "
+                     f"{p['test_neg_elbo']:.3f} | | | {p['train_seconds']:.0f} |")
+        for x in sorted(b["runs"], key=lambda x: x["lambda"]):
+            met = x["active_units"] > p["active_units"] and x["nll_cost_nats"] <= 0.5
+            lines.append(f"| free bits, lambda {x['lambda']:g} | {x['active_units']} | "
+                         f"{x['iwae_nll']:.3f} | {x['test_neg_elbo']:.3f} | "
+                         f"{x['nll_cost_nats']:+.3f} nat | {'met' if met else 'NOT met'} | "
+                         f"{x['train_seconds']:.0f} |")
+        lines.append("")
+    if result.get("notes"):  # remarks added by hand, kept across runs
+        lines.append("\n\n".join(result["notes"]))
     with open(path + ".md", "w") as f:
-        f.write("\n".join(lines))
+        f.write("\n".join(lines) + "\n")
 
 
 def main():
@@ -245,6 +285,8 @@ def main():
     ap.add_argument("--iwae", type=int, default=1000)
     ap.add_argument("--fb-epochs", type=int, default=3)
     ap.add_argument("--fb-lambda", type=float, default=0.25)
+    ap.add_argument("--fb-lambdas", type=lambda s: [float(v) for v in s.split(",")],
+                    default=[0.05, 0.1], help="free_bits_lambdas' lambdas, comma-separated")
     ap.add_argument("--fb-iwae", type=int, default=100)
     ap.add_argument("--stages", default="race,objectives,free_bits")
     ap.add_argument("--test-images", type=int, default=0,
@@ -265,14 +307,15 @@ def main():
     result.setdefault("budget", args.budget)
     result.setdefault("commands", [result.pop("command")] if "command" in result else [])
     result["commands"].append(command)
-    stages = {"race": race, "objectives": objectives, "free_bits": free_bits}
+    stages = {"race": race, "objectives": objectives, "free_bits": free_bits,
+              "free_bits_lambdas": free_bits_lambdas}
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "data")
         binarized_data(args.data, data, args.test_images)
         for name in args.stages.split(","):
             print(f"quality_race: {name} ({uptime()})", flush=True)
             result[name] = stages[name](args, data, tmp)
-            result[name]["command"] = command
+            result[name].update({"command": command, "date": result["date"], "commit": commit})
             result[name]["test_images"] = args.test_images or 10000
             write_report(args.out, result)
             print(json.dumps(result[name]), flush=True)
