@@ -172,6 +172,9 @@ Test(image_data, class_folders_name_the_classes_everywhere) {
     char *two[] = {"bag", "trouser"};
     const int which_two[] = {8, 1};
     write_classes("test", which_two, two, 2, 40, 50000);
+    /* files not named as images are left out, with a note */
+    test_write_file(in_dir("tree/train/bag/notes.txt"), "x", 1);
+    test_write_file(in_dir("tree/test/bag/anim.gif"), "GIF89a", 6);
     char tree[4400], run[4400], ckpt[4500], png[4400], cache[4400];
     snprintf(tree, sizeof tree, "%s/tree", dir);
     snprintf(run, sizeof run, "%s/run", dir);
@@ -181,7 +184,9 @@ Test(image_data, class_folders_name_the_classes_everywhere) {
     const char *train[] = {"train", "--data", tree, "--cache", cache, "--out", run, "--epochs", "3",
                            "--hidden", "64", "--latent", "4", "--device", "cpu", NULL};
     char *log = cvae_ok(train);
-    cr_assert(strstr(log, "900 training images 28x28, 3 classes, 80 test images"), "%s", log);
+    cr_assert(strstr(log, "900 training images 28x28, 3 classes, 80 test images") &&
+              strstr(log, "note: 2 files in the class folders are not named as PNG or JPEG "
+                          "images (.png, .jpg, .jpeg) and are left out"), "%s", log);
     free(log);
     const char *info[] = {"info", "--model", ckpt, NULL};
     log = cvae_ok(info);
@@ -195,7 +200,8 @@ Test(image_data, class_folders_name_the_classes_everywhere) {
     cr_assert(strstr(log, "images: 900 training, 80 test; 28x28, 1 channel (grey)") &&
               strstr(log, "    1  sneaker                       300 training        0 test") &&
               strstr(log, "    2  trouser                       300 training       40 test") &&
-              strstr(log, "(fresh)"), "%s", log);
+              strstr(log, "(fresh)") && strstr(log, "note: 2 files in the class folders"),
+              "%s", log);
     free(log);
     size_t n;
     uint8_t *bytes = test_read_file(preview, &n);

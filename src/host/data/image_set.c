@@ -221,6 +221,11 @@ cv_status cv_image_set_open(const char *dir, const cv_data_files *f, int n_class
     if (!st) st = set_width(s, n_classes, err);
     if (!st) st = fix_target(&f->image, s, err);
     if (!st) st = locate_caches(&f->image, s, err);
+    const int ignored = s->train.ignored + s->test.ignored;
+    if (!st && ignored && f->image.log) /* a .gif or .webp a user expected to be read */
+        fprintf(f->image.log, "note: %d file%s in the class folders %s not named as PNG or JPEG "
+                "images (.png, .jpg, .jpeg) and %s left out\n", ignored, ignored == 1 ? "" : "s",
+                ignored == 1 ? "is" : "are", ignored == 1 ? "is" : "are");
     if (st) cv_image_set_free(s);
     return st;
 }
