@@ -240,11 +240,13 @@ static int generate_from(const char *cmd, const char *model, const char *device,
         printf("decoded %lld latents (%s) to %s in %.2f s: %.0f images/s\n", res.images,
                o->z_source, o->out, res.seconds,
                res.images / (res.seconds > 0 ? res.seconds : 1e-9));
-    else if (!st)
-        printf("wrote %lld images (%lld %s x %lld, %s) to %s in %.2f s: %.0f images/s\n",
-               res.images, cv_gen_condition_count(&o->cond),
-               o->cond.n_rows ? "rows" : "classes", o->per, o->mean ? "mean" : "sample", o->out,
-               res.seconds, res.images / (res.seconds > 0 ? res.seconds : 1e-9));
+    else if (!st) {
+        const long long R = cv_gen_condition_count(&o->cond);
+        printf("wrote %lld images (%lld %s%s x %lld, %s) to %s in %.2f s: %.0f images/s\n",
+               res.images, R, o->cond.n_rows ? "row" : "class",
+               R == 1 ? "" : o->cond.n_rows ? "s" : "es", o->per, o->mean ? "mean" : "sample",
+               o->out, res.seconds, res.images / (res.seconds > 0 ? res.seconds : 1e-9));
+    }
     if (ws.max_rows) cv_workspace_destroy(&m, &ws);
     cv_model_destroy(&m);
     if (be) be->destroy(be);
