@@ -426,6 +426,15 @@ Test(cpu_kernels, adam_bias_and_gather_give_the_scalar_bits) {
             }
             expect_same("gather", name, x, xref, (size_t)cols);
         }
+        /* every byte value, on and off a register's start */
+        uint8_t all[257];
+        float xall[256], xallref[256];
+        for (int b = 0; b < 256; b++) all[b + 1] = (uint8_t)b;
+        for (int at = 0; at < 2; at++) {
+            k->gather_row(all + at, NULL, xall, 256 - at, false, r.s, 0, 0);
+            for (int j = 0; j < 256 - at; j++) xallref[j] = cv_pixel_value(all + at, NULL, j);
+            expect_same("gather of every byte", name, xall, xallref, (size_t)(256 - at));
+        }
     }
     free(p); free(g); free(m); free(v); free(p2); free(m2); free(v2);
 }
