@@ -18,7 +18,8 @@ binarized once here, with a fixed seed, and given to both as it is):
               and with --free-bits LAMBDA; active units and test IWAE-K NLL (--fb-iwae)
               (target: more active units, at most 0.5 nat worse).
   free_bits_lambdas  the same, one free-bits run per value of --fb-lambdas beside the plain
-              run, each with its own cost and verdict.
+              run, each with its own cost and verdict (a sweep of another --fb-epochs
+              than 2 is kept in its own section beside the others).
 
 Each stage writes its figures as it finishes, with the load average before and after it
 (the machine may be shared), to bench/results/quality_race.{json,md}.
@@ -250,8 +251,8 @@ def write_report(path, result):
         lines.append(f"\nFree bits cost {b['nll_cost_nats']:+.3f} nat; target: more active units "
                      f"({'met' if more else 'NOT met'}) at most 0.5 nat worse "
                      f"({'met' if b['nll_cost_nats'] <= 0.5 else 'NOT met'}).\n")
-    b = result.get("free_bits_lambdas")
-    if b:
+    for key in sorted(k for k in result if k.startswith("free_bits_lambdas")):
+        b = result[key]
         p = b["plain"]
         lines.append(f"## Free bits on the 2048x2 model, smaller lambdas, {b['epochs']} epochs each"
                      f"\n\n{b['date']}, commit {b['commit']}, {b['test_images']} test images: "
@@ -314,11 +315,14 @@ def main():
         binarized_data(args.data, data, args.test_images)
         for name in args.stages.split(","):
             print(f"quality_race: {name} ({uptime()})", flush=True)
-            result[name] = stages[name](args, data, tmp)
-            result[name].update({"command": command, "date": result["date"], "commit": commit})
-            result[name]["test_images"] = args.test_images or 10000
+            # a sweep at another length than the first one's 2 epochs is kept beside it
+            key = name if name != "free_bits_lambdas" or args.fb_epochs == 2 else \
+                f"{name}_{args.fb_epochs:03d}_epochs"
+            result[key] = stages[name](args, data, tmp)
+            result[key].update({"command": command, "date": result["date"], "commit": commit})
+            result[key]["test_images"] = args.test_images or 10000
             write_report(args.out, result)
-            print(json.dumps(result[name]), flush=True)
+            print(json.dumps(result[key]), flush=True)
 
 
 if __name__ == "__main__":
