@@ -322,6 +322,46 @@ Test(train, a_diverging_run_stops_at_the_bad_step_and_skip_nonfinite_skips_it) {
     free(e);
 }
 
+/* A run that diverges after its first epoch, before its first checkpoint (by default a
+ * minute in), kept its best model only in memory: the NaN stop removed the run folder's
+ * lock and left report.html alone there, the finite model of the best epoch lost. It is
+ * now written to model-best.ckpt, and the error line says where. The divergence: a
+ * beta so large that, as the KL warm-up raises it step by step (two steps an epoch), the
+ * KL's gradient passes what Adam takes (2^63); the first beta of the list whose run gets
+ * past its first epoch is taken, since the step where that happens hangs on rounding. */
+Test(train, a_run_that_diverges_keeps_its_best_model) {
+    char data[4096], out[4096], best[4200];
+    snprintf(data, sizeof data, "%s/data", dir);
+    cr_assert_eq(mkdir(data, 0777), 0);
+    test_write_dataset(data, 2000, 200, 8, 8, 4, false, 77);
+    const char *betas[] = {"1e22", "5e21", "2e22", "3e21", "5e22"};
+    char *o = NULL, *e = NULL;
+    bool found = false;
+    for (size_t i = 0; i < sizeof betas / sizeof betas[0] && !found; i++) {
+        snprintf(out, sizeof out, "%s/run%zu", dir, i);
+        const char *args[] = {"train", "--data", data, "--beta", betas[i], "--kl-warmup",
+                              "100", "--batch", "1000", "--epochs", "100", "--out", out,
+                              "--device", "cpu", NULL};
+        free(o);
+        free(e);
+        const int rc = test_run_cvae(&o, &e, args);
+        found = rc == 1 && strstr(o, "epoch   1/100") && strstr(e, "NaN");
+    }
+    cr_assert(found, "no beta made a run that diverges after its first epoch: %s", e);
+    cr_assert_eq(test_count_lines(e), 1, "%s", e);
+    snprintf(best, sizeof best, "%s/model-best.ckpt", out);
+    cr_assert(strstr(e, best), "the error line does not name %s: %s", best, e);
+    cv_checkpoint ck;
+    cv_err err;
+    cr_assert_eq(cv_checkpoint_load(best, &ck, &err), CV_OK, "%s (%s)", err.msg, e);
+    cr_assert_geq(ck.epoch, 1);
+    for (size_t i = 0; i < ck.n_params; i++)
+        cr_assert(isfinite(ck.params[i]), "the best model holds a NaN or Inf at %zu", i);
+    cv_checkpoint_free(&ck);
+    free(o);
+    free(e);
+}
+
 /* An epoch whose every step --skip-nonfinite skipped has no train loss (0 rows): its metrics
  * line said "train_loss": -nan, which no JSON reader takes, and a diverged model's test
  * figures may be Inf. Such values are written as null. */

@@ -163,19 +163,29 @@ static cv_status quiet_unless_leading(const run_state *r, cv_status st, cv_err *
 static cv_status nonfinite_error(const cv_train_options *o, run_state *r, const cv_step *st,
                                  cv_err *err) {
     char what[256] = "NaN or Inf in the loss";
-    bool saved = r->ckpt[0] && cv_path_exists(r->ckpt);
     if (st->first_bad_index >= 0) {
         char name[128];
         cv_layout_describe(&r->model.layout, (size_t)st->first_bad_index, name, sizeof name);
         snprintf(what, sizeof what, "NaN, Inf or a value too large for Adam (2^63 or more) in "
                  "the gradient of %s", name);
     }
+    /* the best model so far is finite: a copy newer than its file is written now, or it
+     * would be lost with the run */
+    cv_err best_err;
+    char best[CV_PATH_MAX + 160] = "";
+    if (cv_run_best_save(o, r, &best_err))
+        snprintf(best, sizeof best, "; the best model could not be saved: %.*s", 1000,
+                 best_err.msg);
+    else if (r->best.path[0] && cv_path_exists(r->best.path))
+        snprintf(best, sizeof best, "; the best model so far (epoch %d, test -ELBO %.4f) is %s",
+                 r->best.at.epoch, r->best.neg_elbo, r->best.path);
+    const bool saved = r->ckpt[0] && cv_path_exists(r->ckpt);
     return cv_fail(err, CV_ERR_NONFINITE,
                    "step %lld: %s (%lld such step%s, --skip-nonfinite allows "
-                   "%lld); stopped without saving%s%s",
+                   "%lld); stopped, the diverged model not saved%s%s%s",
                    (long long)st->first_bad_step, what, (long long)st->nonfinite_steps,
                    st->nonfinite_steps == 1 ? "" : "s", o->skip_nonfinite,
-                   saved ? ": the last good checkpoint is " : "", saved ? r->ckpt : "");
+                   saved ? ": the last good checkpoint is " : "", saved ? r->ckpt : "", best);
 }
 
 /* Shuffles the epoch's order and puts it, the partial sums and the step state on the

@@ -4,7 +4,8 @@
  * An epoch whose test -ELBO is the lowest so far copies the model's state (parameters,
  * Adam m and v) into a second buffer on the device, which costs a memory copy, not a file
  * each epoch. The copy is written by the checkpoint rules (temporary name, fsync, rename)
- * with the next model.ckpt, so it is never older than the last checkpoint. Where the
+ * with the next model.ckpt, so it is never older than the last checkpoint, and when a NaN or
+ * Inf stops the run. Where the
  * device has no room for the copy, each new best is written at once. A resume continues
  * the best of the model-best.ckpt already in its folder: that model is evaluated again
  * with the run's seed and test set, which gives the figure its epoch had.
