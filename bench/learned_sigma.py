@@ -142,6 +142,9 @@ def main():
               "epochs": args.epochs, "hidden": args.hidden, "latent": args.latent,
               "seeds": seeds, "real_test_mean_pixel": real_mean_pixel,
               "classes": [n for n, _ in photographs()], "runs": rows}
+    if os.path.exists(args.out + ".json"):
+        with open(args.out + ".json") as f:
+            result["notes"] = json.load(f).get("notes", [])
     with open(args.out + ".json", "w") as f:
         json.dump(result, f, indent=2)
     write_markdown(args, result, priors, seeds)
@@ -157,7 +160,7 @@ def write_markdown(args, result, priors, seeds):
                 f"class ({', '.join(result['classes'])}), {args.train_per_class} training and "
                 f"{args.test_per_class} test crops per class from disjoint halves of each "
                 f"picture; hidden {args.hidden}, latent {args.latent}, {args.epochs} epochs, "
-                f"seeds {', '.join(map(str, seeds))}; `cvae score` with {args.per_class} "
+                f"seeds {', '.join(map(str, seeds))} (the ceiling: their mean); `cvae score` with {args.per_class} "
                 f"--mean images per class. The likelihoods' nats are not comparable (a "
                 f"density against a probability); the scores are. Mean pixel: of 100 "
                 f"generated --mean images per class, against "
@@ -180,12 +183,14 @@ def write_markdown(args, result, priors, seeds):
                 f.write(f"| {prior} | {name} | {mean(fid):.4f} "
                         f"({', '.join(f'{v:.4f}' for v in fid)}) | {mean(cas):.4f} "
                         f"({', '.join(f'{v:.4f}' for v in cas)}) | "
-                        f"{rs[0]['score']['ceiling']:.4f} | {sigma} | {kl} | "
+                        f"{mean([r['score']['ceiling'] for r in rs]):.4f} | {sigma} | {kl} | "
                         f"{mean([r['generated_mean_pixel'] for r in rs]):.3f} |\n")
         f.write("\n")
         for prior in priors:
             f.write(f"- {prior} prior: best fidelity {best[(prior, 'fidelity')][1]}, best CAS "
                     f"{best[(prior, 'cas')][1]} (means over the seeds).\n")
+        if result.get("notes"):  # remarks added by hand, kept across runs
+            f.write("\n" + "\n\n".join(result["notes"]) + "\n")
 
 
 if __name__ == "__main__":
