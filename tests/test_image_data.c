@@ -476,7 +476,7 @@ Test(image_data, score_and_encode_read_tables_as_the_npy_files_of_their_images) 
     }
 }
 
-/* torchvision's ImageFolder root, DIR/<class>/*.png without DIR/train/, is a common first
+/* torchvision's ImageFolder root, DIR/<class>/NAME.png without DIR/train/, is a common first
  * try: the refusal names the image layouts too, not only the IDX and NumPy files. */
 Test(image_data, a_folder_of_classes_without_train_is_told_the_image_layouts) {
     test_rng r = test_rng_new("class folders without train");
@@ -502,4 +502,34 @@ Test(image_data, a_folder_of_classes_without_train_is_told_the_image_layouts) {
     cr_assert(!cv_path_exists(run), "a refused run left its folder");
     free(out);
     free(err);
+}
+
+/* A model trained with --image-size, evaluated on the same image files without it, was told
+ * only "images are 28x28x1 but the model takes 14x14x1", with no word of the flag that
+ * makes them fit (the checkpoint keeps the size, not how the images were cut to it). */
+Test(image_data, eval_without_the_training_image_size_is_told_the_flags) {
+    need_fashion();
+    make_dir(in_dir("tree"));
+    char *names[] = {"bag", "trouser"};
+    const int which[] = {8, 1};
+    write_classes("train", which, names, 2, 60, 0);
+    write_classes("test", which, names, 2, 20, 50000);
+    char tree[4400], run[4400], ckpt[4500];
+    snprintf(tree, sizeof tree, "%s/tree", dir);
+    snprintf(run, sizeof run, "%s/small", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", run);
+    const char *train[] = {"train", "--data", tree, "--image-size", "14", "--out", run,
+                           "--epochs", "1", "--hidden", "16", "--latent", "2", "--device",
+                           "cpu", NULL};
+    free(cvae_ok(train));
+    const char *eval[] = {"eval", "--model", ckpt, "--data", tree, "--device", "cpu", NULL};
+    char *out, *err;
+    cr_assert_eq(test_run_cvae(&out, &err, eval), 1, "%s%s", out, err);
+    cr_assert(test_count_lines(err) == 1 && strstr(err, "28x28x1 but the model takes 14x14x1") &&
+                  strstr(err, "--image-size") && strstr(err, "--channels"), "%s", err);
+    free(out);
+    free(err);
+    const char *fits[] = {"eval", "--model", ckpt, "--data", tree, "--image-size", "14",
+                          "--device", "cpu", NULL};
+    free(cvae_ok(fits));
 }

@@ -113,9 +113,11 @@ const char *cv_condition_kind_name(cv_condition_kind kind) {
 cv_status cv_model_takes(const cv_model_config *c, const cv_data *d, const cv_split *s,
                          const char *name, cv_err *err) {
     if (s->h != c->height || s->w != c->width || s->channels != c->channels)
+        /* the checkpoint keeps the size, not how PNG or JPEG files were cut to it */
         return cv_fail(err, CV_ERR_FORMAT, "%s: images are %dx%dx%d but the model takes "
-                       "%dx%dx%d", name, s->h, s->w, s->channels, c->height, c->width,
-                       c->channels);
+                       "%dx%dx%d (PNG or JPEG files take the --image-size, --crop and "
+                       "--channels of its training)", name, s->h, s->w, s->channels,
+                       c->height, c->width, c->channels);
     if (d->condition != c->condition || d->cond_width != c->cond_width)
         return cv_fail(err, CV_ERR_FORMAT, "%s: the data has %s of width %d but the model "
                        "takes %s of width %d", name, cv_condition_kind_name(d->condition),
