@@ -353,3 +353,32 @@ Test(gen_output, leftovers_of_dead_processes_are_swept_live_ones_kept) {
     cr_assert_eq(wait_exit(spawn_closing(args, -1)), 0);
     cr_assert(!cv_path_exists(dead_grid), "%s was not swept", dead_grid);
 }
+
+/* Every single-file output (encode's .npy, export's files, report's page, the metrics
+ * file, a grid) is prepared by cv_prepare_output_file: the temporaries that dead processes
+ * left of that file go then. encode, export and report left theirs of a killed run for
+ * good; only generate's grids and the metrics file were swept. Another file's leftover
+ * and a live process's stay. */
+Test(gen_output, preparing_an_output_file_sweeps_its_dead_leftovers) {
+    char path[4300], dead[4400], live[4400], other[4400], made[CV_PATH_MAX];
+    snprintf(path, sizeof path, "%s/latents.npy", dir);
+    const pid_t gone = test_dead_pid();
+    snprintf(dead, sizeof dead, "%s.tmp.%ld", path, (long)gone);
+    snprintf(live, sizeof live, "%s.tmp.%ld", path, (long)getppid());
+    snprintf(other, sizeof other, "%s/other.npy.tmp.%ld", dir, (long)gone);
+    test_write_file(dead, "partial", 7);
+    test_write_file(live, "partial", 7);
+    test_write_file(other, "partial", 7);
+    cv_err err;
+    cr_assert_eq(cv_prepare_output_file(path, made, &err), CV_OK, "%s", err.msg);
+    cr_assert(!cv_path_exists(dead), "%s was not swept", dead);
+    cr_assert(cv_path_exists(live), "a live process's %s was removed", live);
+    cr_assert(cv_path_exists(other), "another file's %s was removed", other);
+    cr_assert(!cv_path_exists(path), "preparing %s made it", path);
+    /* a bare name: its folder is the working one */
+    cr_assert_eq(chdir(dir), 0);
+    snprintf(dead, sizeof dead, "bare.npy.tmp.%ld", (long)gone);
+    test_write_file(dead, "partial", 7);
+    cr_assert_eq(cv_prepare_output_file("bare.npy", made, &err), CV_OK, "%s", err.msg);
+    cr_assert(!cv_path_exists(dead), "%s was not swept", dead);
+}

@@ -286,6 +286,15 @@ Test(latent, export_refuses_what_exists_and_unknown_formats) {
     cr_assert(cv_path_exists(test_path_in(fresh, "encoder.onnx")) &&
               cv_path_exists(test_path_in(fresh, "decoder.onnx")) &&
               !cv_path_exists(test_path_in(fresh, "prior.onnx")));
+    /* what a killed export left in its folder (NAME.onnx.tmp.PID of a dead process) goes */
+    char again[4300], left[4400];
+    snprintf(again, sizeof again, "%s/again", dir);
+    mkdir(again, 0777);
+    snprintf(left, sizeof left, "%s/decoder.onnx.tmp.%ld", again, (long)test_dead_pid());
+    test_write_file(left, "partial", 7);
+    cr_assert_eq(cvae((const char *[]){"export", "--model", ckpt, "--format", "onnx", "--out",
+                                       again, NULL}), 0);
+    cr_assert(!cv_path_exists(left), "%s was not swept", left);
 }
 
 Test(latent, export_carries_the_class_names_it_is_given) {

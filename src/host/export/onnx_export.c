@@ -389,6 +389,7 @@ cv_status cv_export_onnx(const cv_export_source *src, const char *dir, cv_err *e
     if (!a.mem || !config) st = cv_fail(err, CV_ERR_NOMEM, "out of host memory");
     if (!st) st = fill_tensors(&t, src->ck->params, err);
     if (!st) st = cv_make_dirs(out, made, err);
+    for (int i = 0; !st && i < n; i++) cv_sweep_stale_temporaries(out, names[i]);
     if (!st) {
         Onnx__ModelProto *models[3] = {model_of(&a, encoder_graph(&a, &t), config),
                                        model_of(&a, decoder_graph(&a, &t), config),

@@ -323,14 +323,10 @@ cv_status cv_generate_images(cv_model *m, cv_workspace *ws, const cv_generate_op
     return st;
 }
 
-/* A grid's file: the temporaries dead processes left beside it swept, its folders made
- * and the place proven writable; `made` is the shallowest folder made. */
+/* A grid's file: new, its folders made, the temporaries dead processes left beside it
+ * swept and the place proven writable; `made` is the shallowest folder made. */
 static cv_status prepare_grid_file(const char *path, char made[CV_PATH_MAX], cv_err *err) {
-    char folder[CV_PATH_MAX], name[CV_PATH_MAX];
     made[0] = '\0';
-    snprintf(folder, sizeof folder, "%s", path);
-    snprintf(name, sizeof name, "%s", path);
-    cv_sweep_stale_temporaries(dirname(folder), basename(name));
     if (cv_path_exists(path))
         return cv_fail(err, CV_ERR_IO, "%s: exists already; choose a new file", path);
     return cv_prepare_output_file(path, made, err);

@@ -160,18 +160,14 @@ static cv_status name_the_flag(cv_status st, const char *flag, cv_err *err) {
     return st;
 }
 
-/* The temporaries (NAME.tmp.PID) that trainers no longer running left of the run's files:
- * in the run folder, whose lock this run holds, and beside the metrics file. */
+/* The temporaries (NAME.tmp.PID) that trainers no longer running left of the run's files
+ * in the run folder, whose lock this run holds (the metrics file's are swept as it is
+ * prepared). */
 static void sweep_stale_temporaries(const cv_train_options *o) {
     static const char *const run_files[] = {"model.ckpt", CV_BEST_CKPT, "samples.png",
                                             "reconstructions.png", "report.html"};
     for (size_t i = 0; o->out_dir && i < sizeof run_files / sizeof run_files[0]; i++)
         cv_sweep_stale_temporaries(o->out_dir, run_files[i]);
-    if (!o->metrics_path) return;
-    char folder[CV_PATH_MAX], name[CV_PATH_MAX];
-    snprintf(folder, sizeof folder, "%s", o->metrics_path);
-    snprintf(name, sizeof name, "%s", o->metrics_path);
-    cv_sweep_stale_temporaries(dirname(folder), basename(name));
 }
 
 /* What a second signal takes back before it ends the process, as cv_run_undo_outputs

@@ -123,8 +123,12 @@ cv_status cv_prepare_output_file(const char *path, char made[CV_PATH_MAX], cv_er
         return cv_fail(err, CV_ERR_IO, "%s: is a folder; name a file", path);
     if (snprintf(parent, sizeof parent, "%s", path) >= (int)sizeof parent)
         return cv_fail(err, CV_ERR_USAGE, "%s: path too long", path);
-    cv_status st = cv_make_dirs(dirname(parent), made, err);
+    const char *folder = dirname(parent); /* "." for a bare name */
+    cv_status st = cv_make_dirs(folder, made, err);
     if (st) return st;
+    char name[CV_PATH_MAX];
+    snprintf(name, sizeof name, "%s", path);
+    cv_sweep_stale_temporaries(folder, basename(name));
     cv_outfile probe;
     st = cv_outfile_open(&probe, path, err);
     if (!st) cv_outfile_abort(&probe);

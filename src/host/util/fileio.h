@@ -39,9 +39,10 @@ cv_status cv_make_dirs(const char *dir, char made[CV_PATH_MAX], cv_err *err);
 void cv_unmake_dirs(const char *dir, const char *made);
 
 /* Creates the missing folders above PATH (the shallowest into `made`, as cv_make_dirs),
- * then proves a file can be written beside it by creating and removing PATH's temporary
- * name: the check an output gets before any long work. PATH itself is left as it was; a
- * PATH that is a folder is an error. */
+ * sweeps PATH's temporaries that dead processes left (cv_sweep_stale_temporaries), then
+ * proves a file can be written beside it by creating and removing PATH's temporary name:
+ * the check an output gets before any long work. PATH itself is left as it was; a PATH
+ * that is a folder is an error. */
 cv_status cv_prepare_output_file(const char *path, char made[CV_PATH_MAX], cv_err *err);
 
 bool cv_path_exists(const char *path);
