@@ -3,10 +3,10 @@
  *
  * meson builds this file once per set, with that set's compiler flags and CV_ISA naming
  * the table it defines (cv_cpu_kernels_avx512, _avx2, _baseline). The kernels with exp,
- * log, sin or cos work a register at a time (cpu_simd.h); the others are plain loops that
- * the compiler vectorises to the set's width. Each follows cv_math.h's formula operation for
- * operation, so only SLEEF's elementary functions and the order of the sums over a row
- * differ from the scalar functions there.
+ * log, sin or cos, Philox and the sum of squares work a register at a time (cpu_simd.h);
+ * the others are plain loops that the compiler vectorises to the set's width. Each follows
+ * cv_math.h's formula operation for operation, so only SLEEF's elementary functions and
+ * the order of the sums over a row differ from the scalar functions there.
  */
 #include <string.h>
 
