@@ -117,7 +117,8 @@ static void reparam_backward_row(const float *mu, const float *s, const float *e
                       k);
             continue;
         }
-        /* cv_reparam_grad_s without its KL term, then cv_kl_gauss_grad_mu, _s and _r */
+        /* cv_reparam_grad_s with a KL scale of 0 (its zero KL term kept: it decides the
+         * sign of a zero, as in the scalar call), then cv_kl_gauss_grad_mu, _s and _r */
         const vn reparam_s = g * e * 0.5f * half_sd + 0.0f * 0.5f * (es - 1.0f);
         const vn mj = v_load_n(pm + j, k), r_raw = v_load_n(pr + j, k);
         const vn rj = v_clamp_logvar(r_raw), er = v_exp(-rj), d = m - mj;
