@@ -2,10 +2,12 @@
  *
  * Each function is a small static inline that compiles as plain C11 for the CPU backend
  * and as __host__ __device__ under nvcc for the CUDA kernels, so the CPU tests exercise
- * the formulas the GPU runs. The bits can still differ: nvcc contracts a * b + c into
- * one fused multiply-add where gcc rounds twice, and the device's expf and logf are not
- * glibc's, so GPU results match the CPU's within the tolerances of docs/design.md, not
- * bit for bit. Notation follows docs/design.md section 1:
+ * the formulas the GPU runs (the CPU backend's kernels, src/host/backend/cpu_kernels.h,
+ * evaluate them a vector register at a time, with SLEEF's exp, log, sin and cos in place
+ * of glibc's). The bits can still differ: nvcc contracts a * b + c into one fused
+ * multiply-add where gcc rounds twice, and the device's expf and logf are neither SLEEF's
+ * nor glibc's, so GPU results match the CPU's within the tolerances of docs/design.md,
+ * not bit for bit. Notation follows docs/design.md section 1:
  *   l: a logit, x: a target pixel in [0,1], mu / s: posterior mean and log-variance,
  *   eps: a standard normal draw, z = mu + exp(s/2) * eps.
  */

@@ -3,10 +3,10 @@
  *
  * meson builds this file once per set, with that set's compiler flags and CV_ISA naming
  * the table it defines (cv_cpu_kernels_avx512, _avx2, _baseline). The kernels with exp,
- * log, sin or cos work a register at a time (cpu_simd.h); the others are plain loops that
- * the compiler vectorises to the set's width. Each follows cv_math.h's formula operation for
- * operation, so only SLEEF's elementary functions and the order of the sums over a row
- * differ from the scalar functions there.
+ * log, sin or cos, Philox and the sum of squares work a register at a time (cpu_simd.h);
+ * the others are plain loops that the compiler vectorises to the set's width. Each follows
+ * cv_math.h's formula operation for operation, so only SLEEF's elementary functions and
+ * the order of the sums over a row differ from the scalar functions there.
  */
 #include <string.h>
 
@@ -117,7 +117,8 @@ static void reparam_backward_row(const float *mu, const float *s, const float *e
                       k);
             continue;
         }
-        /* cv_reparam_grad_s without its KL term, then cv_kl_gauss_grad_mu, _s and _r */
+        /* cv_reparam_grad_s with a KL scale of 0 (its zero KL term kept: it decides the
+         * sign of a zero, as in the scalar call), then cv_kl_gauss_grad_mu, _s and _r */
         const vn reparam_s = g * e * 0.5f * half_sd + 0.0f * 0.5f * (es - 1.0f);
         const vn mj = v_load_n(pm + j, k), r_raw = v_load_n(pr + j, k);
         const vn rj = v_clamp_logvar(r_raw), er = v_exp(-rj), d = m - mj;
