@@ -46,8 +46,8 @@ static bool computes(int argc, char **argv) {
  *   threads, and OpenBLAS's idle thread pool can block the process's exit when memory
  *   is short;
  * - GOMP_SPINCOUNT=1000: OpenMP threads wait for work by spinning (300,000 turns by
- *   default), which on a busy machine takes the CPU from the threads that have work:
- *   measured on 2 loaded cores, 1,822 samples/s by default and 14,962 with 1000 turns. */
+ *   default), which on a busy machine takes the CPU from the threads that have work
+ *   (bench/results/cpu-amd-epyc-2026-12-08.md, bench/threads_cpu.sh). */
 static void configure_runtime(int argc, char **argv) {
     if (!computes(argc, argv)) return;
     /* under valgrind /proc/self/exe is valgrind's tool, which will not run on its own: no
