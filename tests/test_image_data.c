@@ -476,7 +476,7 @@ Test(image_data, score_and_encode_read_tables_as_the_npy_files_of_their_images) 
     }
 }
 
-/* torchvision's ImageFolder root, DIR/<class>/*.png without DIR/train/, is a common first
+/* torchvision's ImageFolder root, DIR/<class>/NAME.png without DIR/train/, is a common first
  * try: the refusal names the image layouts too, not only the IDX and NumPy files. */
 Test(image_data, a_folder_of_classes_without_train_is_told_the_image_layouts) {
     test_rng r = test_rng_new("class folders without train");
