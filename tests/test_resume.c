@@ -306,6 +306,11 @@ Test(resume, a_nan_stops_training_and_keeps_the_last_good_checkpoint) {
     rc = test_run_cvae(&o, &e, args2);
     cr_assert_eq(rc, 1, "exit %d: %s", rc, e);
     cr_assert(strstr(e, "(6 such steps, --skip-nonfinite allows 5)"), "%s", e);
+    /* the step named is the first bad one, not the sixth where the run stopped: it says so
+     * (it read "step S: ...", as if the run had stopped at the first) */
+    snprintf(want, sizeof want, "step %lld (the first such step): NaN or Inf in the loss",
+             (long long)step);
+    cr_assert(strstr(e, want) != NULL, "expected '%s' in %s", want, e);
     cr_assert(!cv_path_exists(ckpt2));
     free(o);
     free(e);

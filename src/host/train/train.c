@@ -180,11 +180,14 @@ static cv_status nonfinite_error(const cv_train_options *o, run_state *r, const 
         snprintf(best, sizeof best, "; the best model so far (epoch %d, test -ELBO %.4f) is %s",
                  r->best.at.epoch, r->best.neg_elbo, r->best.path);
     const bool saved = r->ckpt[0] && cv_path_exists(r->ckpt);
+    /* with --skip-nonfinite the run stops at a later bad step than the one recorded */
     return cv_fail(err, CV_ERR_NONFINITE,
-                   "step %lld: %s (%lld such step%s, --skip-nonfinite allows "
+                   "step %lld%s: %s (%lld such step%s, --skip-nonfinite allows "
                    "%lld); stopped, the diverged model not saved%s%s%s",
-                   (long long)st->first_bad_step, what, (long long)st->nonfinite_steps,
-                   st->nonfinite_steps == 1 ? "" : "s", o->skip_nonfinite,
+                   (long long)st->first_bad_step,
+                   st->nonfinite_steps > 1 ? " (the first such step)" : "", what,
+                   (long long)st->nonfinite_steps, st->nonfinite_steps == 1 ? "" : "s",
+                   o->skip_nonfinite,
                    saved ? ": the last good checkpoint is " : "", saved ? r->ckpt : "", best);
 }
 
