@@ -160,8 +160,11 @@ static cv_status quiet_unless_leading(const run_state *r, cv_status st, cv_err *
     return st;
 }
 
-static cv_status nonfinite_error(const cv_train_options *o, run_state *r, const cv_step *st,
-                                 cv_err *err) {
+/* A NaN or Inf stopped the step (on every rank: the loss flag is summed with the
+ * gradients): rank 0 writes the best model's copy, which is finite, and every rank stops
+ * with the line that names the step, the tensor and what was kept (as stop_on_signal). */
+static cv_status stop_on_nonfinite(const cv_train_options *o, run_state *r, const cv_step *st,
+                                   cv_err *err) {
     char what[256] = "NaN or Inf in the loss";
     if (st->first_bad_index >= 0) {
         char name[128];
@@ -169,8 +172,7 @@ static cv_status nonfinite_error(const cv_train_options *o, run_state *r, const 
         snprintf(what, sizeof what, "NaN, Inf or a value too large for Adam (2^63 or more) in "
                  "the gradient of %s", name);
     }
-    /* the best model so far is finite: a copy newer than its file is written now, or it
-     * would be lost with the run */
+    /* a copy newer than its file would be lost with the run */
     cv_err best_err;
     char best[CV_PATH_MAX + 160] = "";
     if (cv_run_best_save(o, r, &best_err))
@@ -411,7 +413,7 @@ static cv_status train_epoch(const cv_train_options *o, run_state *r, progress_s
             r->be->download(r->be, &p->st, r->ws.step, sizeof p->st);
             if (p->st.halted) {
                 clear_progress(show_progress);
-                return quiet_unless_leading(r, nonfinite_error(o, r, &p->st, err), err);
+                return quiet_unless_leading(r, stop_on_nonfinite(o, r, &p->st, err), err);
             }
         }
         if (sig) {
