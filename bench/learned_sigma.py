@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from statistics import mean
 
 import numpy as np
 import skimage.data
@@ -94,10 +95,6 @@ def train_and_score(args, data, run, flags, seed):
             "test_kl": last.get("test_kl"), "sigma": last.get("sigma"),
             "active_units": last["active_units"], "score": score,
             "generated_mean_pixel": float(generated.mean() / 255.0)}
-
-
-def mean(xs):
-    return sum(xs) / len(xs)
 
 
 def main():
